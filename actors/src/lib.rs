@@ -1,0 +1,43 @@
+//! Switchyard's actors and the plain policy types they own.
+//!
+//! This crate knows nothing of HTTP or SQL. Storage reaches the actors through
+//! small traits (`UsageSink`) that the `switchyard` crate implements; tests
+//! implement them with in-memory fakes.
+//!
+//! - [`RouterActor`]: model name -> candidate providers -> a [`Lease`].
+//! - [`ProviderActor`]: one per upstream; owns its [`KeyPool`] (health,
+//!   strategy, retry policy).
+//! - [`UsageActor`]: batches [`UsageRecord`]s into a [`UsageSink`].
+
+use std::sync::Arc;
+
+/// How actors report events without depending on a logging crate; the server
+/// passes a closure over its slog logger.
+pub type LogHook = Arc<dyn Fn(&str) + Send + Sync>;
+
+pub mod key_pool;
+pub mod limits;
+pub mod provider;
+pub mod retry;
+pub mod router;
+pub mod usage;
+pub mod usage_record;
+
+pub use key_pool::{Failure, KeyHealthView, KeyPool, KeySpec, NoUsableKey, Outcome};
+pub use limits::{
+    Actual, BudgetKind, Committed, Estimate, Limit, Limits, Period, PeriodSpend, Quota, QuotaKind,
+    Refusal, Reservation, Settled, TokenLimits, TokenUsage,
+};
+#[cfg(feature = "fault-injection")]
+pub use provider::InjectPanic;
+pub use provider::{
+    Acquire, GetHealth, KeySource, Lease, ProviderActor, ProviderSpec, ProviderStats, ReplaceKeys,
+    Report, SetKeyEnabled, TakeProbes, UsableKeys,
+};
+pub use retry::{KeyStrategy, RetryPolicy};
+pub use router::{
+    GetProvider, GetRestarts, ListModels, ListProviders, ModelEntry, ModelRoute, ProviderRoute,
+    Route, RouteError, Routed, RouterActor, Tried, UpdateProviderKeys,
+};
+pub use usage::{FlushAll, FlushReport, Nudge, UsageActor, UsageConfig, UsageQueue, UsageSink};
+pub use usage_record::UsageRecord;

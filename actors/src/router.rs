@@ -1,0 +1,875 @@
+//! The router: from a requested model name to a lease on some provider's key.
+//!
+//! Resolution, in order:
+//! 1. redirect rules (`gpt-4` -> `openai/gpt-4o`), followed up to
+//!    [`MAX_REDIRECT_HOPS`] times;
+//! 2. `provider/model` pins a provider when the prefix names one (otherwise
+//!    the whole string is a bare name, since model ids such as
+//!    `meta-llama/Llama-3` contain slashes too);
+//! 3. a bare name goes to the providers that list it, ordered by the model's
+//!    strategy (`[models.NAME] strategy`, default `first-available`:
+//!    declaration order);
+//! 4. then the model's fallback chain (`[models.NAME] fallbacks`), each entry
+//!    a `provider/model` pair.
+//!
+//! The router then asks each candidate provider for a key in turn and answers
+//! with the first lease. Keys and providers a request already tried are
+//! excluded, which is how a retry moves to another key and then to the next
+//! provider.
+//!
+//! Supervision: `actix::Supervisor` restarts an actor only when it stops
+//! itself; a panic in a handler kills it for good (its mailbox closes). So
+//! before using a provider the router checks that its mailbox is open and,
+//! if not, starts a replacement with the last known keys, then reloads the
+//! keys from the [`KeySource`]. Other providers never notice.
+
+use crate::key_pool::{KeySpec, NoUsableKey};
+use crate::provider::{
+    Acquire, KeySource, Lease, ProviderActor, ProviderSpec, ProviderStats, ReplaceKeys,
+};
+use crate::retry::KeyStrategy;
+use actix::prelude::*;
+use rand::rngs::SmallRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const MAX_REDIRECT_HOPS: usize = 8;
+
+use crate::LogHook;
+
+/// A provider as the router sees it.
+pub struct ProviderRoute {
+    pub spec: Arc<ProviderSpec>,
+    pub addr: Addr<ProviderActor>,
+    /// Bare model names it serves.
+    pub models: Vec<String>,
+    /// The keys a replacement actor starts with (then reloaded).
+    pub keys: Vec<KeySpec>,
+    pub stats: Arc<ProviderStats>,
+    /// Share of traffic under the `weighted` model strategy.
+    pub weight: u32,
+}
+
+impl ProviderRoute {
+    /// Starts the provider's actor, supervised, on the current arbiter.
+    pub fn start(spec: ProviderSpec, keys: Vec<KeySpec>, models: Vec<String>, weight: u32) -> Self {
+        let stats = Arc::new(ProviderStats::default());
+        let addr = spawn_provider(spec.clone(), keys.clone(), stats.clone());
+        Self {
+            spec: Arc::new(spec),
+            addr,
+            models,
+            keys,
+            stats,
+            weight: weight.max(1),
+        }
+    }
+}
+
+fn spawn_provider(
+    spec: ProviderSpec,
+    keys: Vec<KeySpec>,
+    stats: Arc<ProviderStats>,
+) -> Addr<ProviderActor> {
+    Supervisor::start(move |_| ProviderActor::with_stats(spec, keys, stats))
+}
+
+/// How a model is spread over the providers that serve it, and where it
+/// goes when they all fail.
+#[derive(Debug, Clone, Default)]
+pub struct ModelRoute {
+    pub strategy: KeyStrategy,
+    /// `provider/model` pairs tried after the model's own providers.
+    pub fallbacks: Vec<String>,
+}
+
+pub struct RouterActor {
+    providers: Vec<ProviderRoute>,
+    by_name: HashMap<String, usize>,
+    by_model: HashMap<String, Vec<usize>>,
+    redirects: HashMap<String, String>,
+    models: HashMap<String, ModelRoute>,
+    cursors: HashMap<String, usize>,
+    rng: SmallRng,
+    key_source: Option<Arc<dyn KeySource>>,
+    log: LogHook,
+    restarts: u64,
+}
+
+impl RouterActor {
+    pub fn new(providers: Vec<ProviderRoute>, redirects: HashMap<String, String>) -> Self {
+        let mut by_name = HashMap::new();
+        let mut by_model: HashMap<String, Vec<usize>> = HashMap::new();
+        for (index, provider) in providers.iter().enumerate() {
+            by_name.insert(provider.spec.name.clone(), index);
+            for model in &provider.models {
+                by_model.entry(model.clone()).or_default().push(index);
+            }
+        }
+        Self {
+            providers,
+            by_name,
+            by_model,
+            redirects,
+            models: HashMap::new(),
+            cursors: HashMap::new(),
+            rng: SmallRng::from_rng(&mut rand::rng()),
+            key_source: None,
+            log: Arc::new(|_| {}),
+            restarts: 0,
+        }
+    }
+
+    /// Per-model strategies and fallback chains, keyed by model name (after
+    /// redirects).
+    pub fn with_models(mut self, models: HashMap<String, ModelRoute>) -> Self {
+        self.models = models;
+        self
+    }
+
+    /// Where replacement provider actors reload their keys from.
+    pub fn with_key_source(mut self, source: Arc<dyn KeySource>) -> Self {
+        self.key_source = Some(source);
+        self
+    }
+
+    pub fn with_log(mut self, log: LogHook) -> Self {
+        self.log = log;
+        self
+    }
+
+    /// Provider actors restarted so far.
+    pub fn restarts(&self) -> u64 {
+        self.restarts
+    }
+
+    fn follow_redirects<'a>(&'a self, requested: &'a str) -> &'a str {
+        let mut model = requested;
+        for _ in 0..MAX_REDIRECT_HOPS {
+            match self.redirects.get(model) {
+                Some(target) if target != model => model = target,
+                _ => break,
+            }
+        }
+        model
+    }
+
+    /// `provider/model` when the prefix names a provider.
+    fn pinned(&self, model: &str) -> Option<(usize, String)> {
+        let (prefix, rest) = model.split_once('/')?;
+        let index = *self.by_name.get(prefix)?;
+        (!rest.is_empty()).then(|| (index, rest.to_owned()))
+    }
+
+    /// Candidate providers (indices) in the order to try them, and the model
+    /// name each should receive.
+    pub fn resolve(&mut self, requested: &str) -> Result<Vec<(usize, String)>, RouteError> {
+        let model = self.follow_redirects(requested).to_owned();
+        let mut candidates = Vec::new();
+        if let Some(pinned) = self.pinned(&model) {
+            candidates.push(pinned);
+        } else if let Some(indices) = self.by_model.get(&model).cloned() {
+            let ordered = self.order(&model, indices);
+            candidates.extend(ordered.into_iter().map(|index| (index, model.clone())));
+        }
+        if let Some(route) = self.models.get(&model) {
+            for fallback in &route.fallbacks {
+                if let Some(candidate) = self.pinned(fallback)
+                    && !candidates.contains(&candidate)
+                {
+                    candidates.push(candidate);
+                }
+            }
+        }
+        if candidates.is_empty() {
+            return Err(RouteError::UnknownModel(requested.to_owned()));
+        }
+        Ok(candidates)
+    }
+
+    /// Orders the providers serving `model` by the model's strategy.
+    fn order(&mut self, model: &str, mut indices: Vec<usize>) -> Vec<usize> {
+        let strategy = self
+            .models
+            .get(model)
+            .map_or(KeyStrategy::FirstAvailable, |route| route.strategy);
+        match strategy {
+            KeyStrategy::FirstAvailable => {}
+            KeyStrategy::RoundRobin => {
+                let cursor = self.cursors.entry(model.to_owned()).or_insert(0);
+                let len = indices.len().max(1);
+                indices.rotate_left(*cursor % len);
+                *cursor = (*cursor + 1) % len;
+            }
+            KeyStrategy::Random => indices.shuffle(&mut self.rng),
+            KeyStrategy::Weighted => {
+                // Weighted draw without replacement: the first is chosen by
+                // weight, the rest follow in declaration order.
+                let weights: Vec<u32> = indices
+                    .iter()
+                    .map(|&index| {
+                        self.providers
+                            .get(index)
+                            .map_or(1, |provider| provider.weight)
+                    })
+                    .collect();
+                let total: u32 = weights.iter().sum();
+                if total > 0 {
+                    let mut ticket = self.rng.random_range(0..total);
+                    let mut chosen = 0;
+                    for (position, weight) in weights.iter().enumerate() {
+                        if ticket < *weight {
+                            chosen = position;
+                            break;
+                        }
+                        ticket -= weight;
+                    }
+                    let first = indices.remove(chosen);
+                    indices.insert(0, first);
+                }
+            }
+            KeyStrategy::LeastInFlight => indices.sort_by_key(|&index| {
+                self.providers
+                    .get(index)
+                    .map_or(u32::MAX, |provider| provider.stats.in_flight())
+            }),
+            KeyStrategy::Latency => indices.sort_by(|&a, &b| {
+                let score = |index: usize| {
+                    self.providers
+                        .get(index)
+                        .map_or(f64::MAX, |provider| provider.stats.load_score())
+                };
+                score(a).total_cmp(&score(b))
+            }),
+        }
+        indices
+    }
+
+    /// Restarts provider `index` if its actor has died (see module docs).
+    fn ensure_alive(&mut self, index: usize, ctx: &mut Context<Self>) {
+        if self
+            .providers
+            .get(index)
+            .is_some_and(|provider| !provider.addr.connected())
+        {
+            self.respawn(index, ctx);
+        }
+    }
+
+    /// Starts a replacement actor for provider `index` and reloads its keys.
+    fn respawn(&mut self, index: usize, ctx: &mut Context<Self>) {
+        let Some(provider) = self.providers.get_mut(index) else {
+            return;
+        };
+        provider.addr = spawn_provider(
+            (*provider.spec).clone(),
+            provider.keys.clone(),
+            provider.stats.clone(),
+        );
+        self.restarts += 1;
+        let name = provider.spec.name.clone();
+        (self.log)(&format!(
+            "provider.restarted: `{name}` was down and has been restarted"
+        ));
+        if let Some(source) = &self.key_source {
+            let addr = provider.addr.clone();
+            ctx.spawn(source.load(&name).into_actor(self).map(
+                move |loaded, router, _| match loaded {
+                    Ok(keys) => {
+                        if let Some(provider) = router.providers.get_mut(index) {
+                            provider.keys = keys.clone();
+                        }
+                        addr.do_send(ReplaceKeys(keys));
+                    }
+                    Err(error) => {
+                        (router.log)(&format!("provider.reload_failed: `{name}`: {error}"))
+                    }
+                },
+            ));
+        }
+    }
+
+    /// Every model a client can ask for by a bare name, with its first provider.
+    pub fn models(&self) -> Vec<ModelEntry> {
+        let mut entries: Vec<ModelEntry> = self
+            .by_model
+            .iter()
+            .filter_map(|(model, indices)| {
+                let provider = self.providers.get(*indices.first()?)?;
+                Some(ModelEntry {
+                    id: model.clone(),
+                    owned_by: provider.spec.name.clone(),
+                })
+            })
+            .collect();
+        for from in self.redirects.keys() {
+            let target = self.follow_redirects(from);
+            let first = self.pinned(target).map(|(index, _)| index).or_else(|| {
+                self.by_model
+                    .get(target)
+                    .and_then(|indices| indices.first().copied())
+            });
+            if let Some(provider) = first.and_then(|index| self.providers.get(index))
+                && !entries.iter().any(|entry| &entry.id == from)
+            {
+                entries.push(ModelEntry {
+                    id: from.clone(),
+                    owned_by: provider.spec.name.clone(),
+                });
+            }
+        }
+        entries.sort_by(|a, b| a.id.cmp(&b.id));
+        entries
+    }
+}
+
+impl Actor for RouterActor {
+    type Context = Context<Self>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelEntry {
+    pub id: String,
+    pub owned_by: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteError {
+    /// No redirect, provider prefix or provider serves this name.
+    UnknownModel(String),
+    /// Every candidate provider is out of usable keys. `rate_limited`: the
+    /// keys that will recover are all resting after a 429, none after errors.
+    NoUsableKey {
+        retry_after: Option<Duration>,
+        rate_limited: bool,
+    },
+    /// A provider actor is gone (it will be restarted).
+    ProviderUnavailable(String),
+}
+
+/// Keys this request has already tried, per provider.
+#[derive(Debug, Clone, Default)]
+pub struct Tried {
+    entries: Vec<(String, String)>,
+}
+
+impl Tried {
+    pub fn add(&mut self, provider: &str, key_id: &str) {
+        self.entries.push((provider.to_owned(), key_id.to_owned()));
+    }
+
+    pub fn keys_of(&self, provider: &str) -> Vec<String> {
+        self.entries
+            .iter()
+            .filter(|(name, _)| name == provider)
+            .map(|(_, key)| key.clone())
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// Routes one attempt of a request.
+#[derive(Message)]
+#[rtype(result = "Result<Routed, RouteError>")]
+pub struct Route {
+    pub model: String,
+    pub tried: Tried,
+}
+
+/// A lease plus the model name to send upstream.
+#[derive(Debug)]
+pub struct Routed {
+    pub lease: Lease,
+    pub upstream_model: String,
+}
+
+/// Lists the routable models.
+#[derive(Message)]
+#[rtype(result = "Vec<ModelEntry>")]
+pub struct ListModels;
+
+/// Looks a provider up by name (admin routes).
+#[derive(Message)]
+#[rtype(result = "Option<Addr<ProviderActor>>")]
+pub struct GetProvider(pub String);
+
+/// One candidate of a routing decision: provider index, its actor, the model
+/// name to send, and the keys of it this request already tried.
+type Candidate = (usize, Addr<ProviderActor>, String, Vec<String>);
+
+/// Asks each candidate in turn for a lease. Also returns the candidates whose
+/// actor turned out to be dead (mailbox closed mid-request).
+async fn acquire_first(candidates: Vec<Candidate>) -> (Result<Routed, RouteError>, Vec<Candidate>) {
+    let mut retry_after: Option<Duration> = None;
+    let mut failing_keys_rest = false;
+    let mut dead = Vec::new();
+    for (index, addr, upstream_model, exclude) in candidates {
+        match addr
+            .send(Acquire {
+                exclude: exclude.clone(),
+            })
+            .await
+        {
+            Ok(Ok(lease)) => {
+                return (
+                    Ok(Routed {
+                        lease,
+                        upstream_model,
+                    }),
+                    dead,
+                );
+            }
+            Ok(Err(NoUsableKey {
+                retry_after: wait,
+                rate_limited,
+            })) => {
+                failing_keys_rest |= wait.is_some() && !rate_limited;
+                retry_after = match (retry_after, wait) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+            Err(_) => dead.push((index, addr, upstream_model, exclude)),
+        }
+    }
+    let error = match (retry_after, dead.first()) {
+        (None, Some((_, _, model, _))) => RouteError::ProviderUnavailable(model.clone()),
+        (retry_after, _) => RouteError::NoUsableKey {
+            retry_after,
+            rate_limited: retry_after.is_some() && !failing_keys_rest,
+        },
+    };
+    (Err(error), dead)
+}
+
+impl Handler<Route> for RouterActor {
+    type Result = ResponseActFuture<Self, Result<Routed, RouteError>>;
+
+    fn handle(&mut self, msg: Route, ctx: &mut Context<Self>) -> Self::Result {
+        let found = match self.resolve(&msg.model) {
+            Ok(found) => found,
+            Err(error) => return Box::pin(fut::ready(Err(error))),
+        };
+        let candidates: Vec<Candidate> = found
+            .into_iter()
+            .filter_map(|(index, upstream_model)| {
+                self.ensure_alive(index, ctx);
+                let provider = self.providers.get(index)?;
+                let exclude = msg.tried.keys_of(&provider.spec.name);
+                Some((index, provider.addr.clone(), upstream_model, exclude))
+            })
+            .collect();
+        Box::pin(acquire_first(candidates).into_actor(self).then(
+            |(result, dead), router, ctx| -> ResponseActFuture<Self, Result<Routed, RouteError>> {
+                if result.is_ok() || dead.is_empty() {
+                    return Box::pin(fut::ready(result));
+                }
+                // A provider died while this request asked it (a panic
+                // racing with the request): restart it and ask once more.
+                let retry: Vec<Candidate> = dead
+                    .into_iter()
+                    .filter_map(|(index, _, upstream_model, exclude)| {
+                        router.respawn(index, ctx);
+                        let provider = router.providers.get(index)?;
+                        Some((index, provider.addr.clone(), upstream_model, exclude))
+                    })
+                    .collect();
+                Box::pin(
+                    acquire_first(retry)
+                        .into_actor(router)
+                        .map(|(retried, _), _, _| retried),
+                )
+            },
+        ))
+    }
+}
+
+impl Handler<ListModels> for RouterActor {
+    type Result = MessageResult<ListModels>;
+
+    fn handle(&mut self, _: ListModels, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.models())
+    }
+}
+
+impl Handler<GetProvider> for RouterActor {
+    type Result = Option<Addr<ProviderActor>>;
+
+    fn handle(&mut self, msg: GetProvider, ctx: &mut Context<Self>) -> Self::Result {
+        let index = *self.by_name.get(&msg.0)?;
+        self.ensure_alive(index, ctx);
+        self.providers
+            .get(index)
+            .map(|provider| provider.addr.clone())
+    }
+}
+
+/// Provider names, in declaration order (admin routes, probes).
+#[derive(Message)]
+#[rtype(result = "Vec<(String, Addr<ProviderActor>)>")]
+pub struct ListProviders;
+
+impl Handler<ListProviders> for RouterActor {
+    type Result = MessageResult<ListProviders>;
+
+    fn handle(&mut self, _: ListProviders, ctx: &mut Context<Self>) -> Self::Result {
+        for index in 0..self.providers.len() {
+            self.ensure_alive(index, ctx);
+        }
+        MessageResult(
+            self.providers
+                .iter()
+                .map(|provider| (provider.spec.name.clone(), provider.addr.clone()))
+                .collect(),
+        )
+    }
+}
+
+/// Replaces one provider's keys (admin changes): the router's copy, used to
+/// restart the provider, and the provider actor's own.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct UpdateProviderKeys {
+    pub provider: String,
+    pub keys: Vec<KeySpec>,
+}
+
+impl Handler<UpdateProviderKeys> for RouterActor {
+    type Result = bool;
+
+    fn handle(&mut self, msg: UpdateProviderKeys, ctx: &mut Context<Self>) -> bool {
+        let Some(&index) = self.by_name.get(&msg.provider) else {
+            return false;
+        };
+        self.ensure_alive(index, ctx);
+        let Some(provider) = self.providers.get_mut(index) else {
+            return false;
+        };
+        provider.keys = msg.keys.clone();
+        provider.addr.do_send(ReplaceKeys(msg.keys));
+        true
+    }
+}
+
+/// How many provider actors the router has restarted.
+#[derive(Message)]
+#[rtype(result = "u64")]
+pub struct GetRestarts;
+
+impl Handler<GetRestarts> for RouterActor {
+    type Result = u64;
+
+    fn handle(&mut self, _: GetRestarts, _: &mut Context<Self>) -> u64 {
+        self.restarts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(feature = "fault-injection")]
+    use crate::provider::GetHealth;
+    use crate::retry::RetryPolicy;
+
+    fn provider(name: &str, models: &[&str], keys: &[&str]) -> ProviderRoute {
+        let spec = ProviderSpec {
+            name: name.to_owned(),
+            kind: "openai".to_owned(),
+            base_url: format!("http://{name}.invalid/v1"),
+            headers: Vec::new(),
+            strategy: KeyStrategy::RoundRobin,
+            policy: RetryPolicy::default(),
+        };
+        let keys = keys
+            .iter()
+            .map(|id| KeySpec {
+                id: (*id).to_owned(),
+                secret: Arc::from("s"),
+                weight: 1,
+                priority: 0,
+                enabled: true,
+                disabled_reason: None,
+                max_in_flight: 0,
+            })
+            .collect();
+        ProviderRoute::start(
+            spec,
+            keys,
+            models.iter().map(|m| (*m).to_owned()).collect(),
+            1,
+        )
+    }
+
+    fn router() -> RouterActor {
+        let redirects = HashMap::from([
+            ("gpt-4".to_owned(), "openai/gpt-4o".to_owned()),
+            ("loop-a".to_owned(), "loop-b".to_owned()),
+            ("loop-b".to_owned(), "loop-a".to_owned()),
+        ]);
+        RouterActor::new(
+            vec![
+                provider("openai", &["gpt-4o", "shared"], &["o1", "o2"]),
+                provider("azure", &["shared"], &["a1"]),
+            ],
+            redirects,
+        )
+    }
+
+    #[actix_rt::test]
+    async fn resolves_prefixes_bare_names_and_redirects() {
+        let mut router = router();
+        assert_eq!(
+            router.resolve("openai/gpt-4o"),
+            Ok(vec![(0, "gpt-4o".to_owned())])
+        );
+        assert_eq!(
+            router.resolve("azure/anything"),
+            Ok(vec![(1, "anything".to_owned())])
+        );
+        assert_eq!(router.resolve("gpt-4"), Ok(vec![(0, "gpt-4o".to_owned())]));
+        assert_eq!(
+            router.resolve("shared"),
+            Ok(vec![(0, "shared".to_owned()), (1, "shared".to_owned())])
+        );
+        assert_eq!(
+            router.resolve("nope"),
+            Err(RouteError::UnknownModel("nope".to_owned()))
+        );
+        // A slash that names no provider is part of a bare name.
+        assert_eq!(
+            router.resolve("meta-llama/x"),
+            Err(RouteError::UnknownModel("meta-llama/x".to_owned()))
+        );
+        // Redirect loops end instead of spinning.
+        assert!(matches!(
+            router.resolve("loop-a"),
+            Err(RouteError::UnknownModel(_))
+        ));
+    }
+
+    #[actix_rt::test]
+    async fn retries_move_to_other_keys_then_other_providers() -> Result<(), MailboxError> {
+        let router = router().start();
+        let mut tried = Tried::default();
+        let mut served = Vec::new();
+        for _ in 0..3 {
+            let routed = router
+                .send(Route {
+                    model: "shared".to_owned(),
+                    tried: tried.clone(),
+                })
+                .await?;
+            let Ok(routed) = routed else {
+                panic!("expected a lease, got {routed:?}");
+            };
+            tried.add(&routed.lease.provider.name, &routed.lease.key_id);
+            served.push(format!(
+                "{}:{}",
+                routed.lease.provider.name, routed.lease.key_id
+            ));
+        }
+        assert_eq!(served, vec!["openai:o1", "openai:o2", "azure:a1"]);
+        let exhausted = router
+            .send(Route {
+                model: "shared".to_owned(),
+                tried,
+            })
+            .await?;
+        assert!(matches!(
+            exhausted,
+            Err(RouteError::NoUsableKey {
+                retry_after: None,
+                ..
+            })
+        ));
+        Ok(())
+    }
+
+    #[actix_rt::test]
+    async fn lists_models_and_redirect_sources() {
+        let models: Vec<String> = router().models().into_iter().map(|m| m.id).collect();
+        assert_eq!(models, vec!["gpt-4", "gpt-4o", "shared"]);
+    }
+
+    #[actix_rt::test]
+    async fn model_strategies_order_providers_and_fallbacks_come_last() {
+        let mut router = router().with_models(HashMap::from([
+            (
+                "shared".to_owned(),
+                ModelRoute {
+                    strategy: KeyStrategy::RoundRobin,
+                    fallbacks: vec!["azure/backup-model".to_owned(), "nobody/x".to_owned()],
+                },
+            ),
+            (
+                "gpt-4o".to_owned(),
+                ModelRoute {
+                    strategy: KeyStrategy::FirstAvailable,
+                    fallbacks: vec!["azure/gpt-4o-azure".to_owned()],
+                },
+            ),
+        ]));
+        let first: Vec<usize> = (0..4)
+            .filter_map(|_| router.resolve("shared").ok())
+            .filter_map(|candidates| candidates.first().map(|(index, _)| *index))
+            .collect();
+        assert_eq!(
+            first,
+            vec![0, 1, 0, 1],
+            "round-robin rotates the first provider"
+        );
+        let candidates = router.resolve("shared").unwrap_or_default();
+        assert_eq!(
+            candidates.last(),
+            Some(&(1, "backup-model".to_owned())),
+            "{candidates:?}"
+        );
+        // A bare name gets its chain after its own providers...
+        assert_eq!(
+            router.resolve("gpt-4o"),
+            Ok(vec![
+                (0, "gpt-4o".to_owned()),
+                (1, "gpt-4o-azure".to_owned())
+            ])
+        );
+        // ...a pinned one (here via the redirect gpt-4 -> openai/gpt-4o) does
+        // not: pinning means "this provider", unless `[models."openai/gpt-4o"]`
+        // declares a chain of its own.
+        assert_eq!(router.resolve("gpt-4"), Ok(vec![(0, "gpt-4o".to_owned())]));
+    }
+
+    #[actix_rt::test]
+    async fn least_in_flight_orders_providers_by_load() -> Result<(), MailboxError> {
+        let mut router = router().with_models(HashMap::from([(
+            "shared".to_owned(),
+            ModelRoute {
+                strategy: KeyStrategy::LeastInFlight,
+                fallbacks: Vec::new(),
+            },
+        )]));
+        let openai = router
+            .providers
+            .first()
+            .map(|p| p.addr.clone())
+            .ok_or(MailboxError::Closed)?;
+        let held = openai.send(Acquire { exclude: vec![] }).await?;
+        assert!(held.is_ok());
+        let order: Vec<usize> = router
+            .resolve("shared")
+            .unwrap_or_default()
+            .iter()
+            .map(|(i, _)| *i)
+            .collect();
+        assert_eq!(order, vec![1, 0], "the idle provider comes first");
+        Ok(())
+    }
+
+    #[cfg(feature = "fault-injection")]
+    struct FixedKeys(Vec<KeySpec>);
+
+    #[cfg(feature = "fault-injection")]
+    impl KeySource for FixedKeys {
+        fn load(
+            &self,
+            _: &str,
+        ) -> futures_util::future::BoxFuture<'static, Result<Vec<KeySpec>, String>> {
+            let keys = self.0.clone();
+            Box::pin(async move { Ok(keys) })
+        }
+    }
+
+    #[cfg(feature = "fault-injection")]
+    #[actix_rt::test]
+    async fn a_panicking_provider_is_restarted_with_reloaded_keys() -> Result<(), MailboxError> {
+        use crate::provider::InjectPanic;
+        let reloaded = vec![KeySpec {
+            id: "o-new".to_owned(),
+            secret: Arc::from("s"),
+            weight: 1,
+            priority: 0,
+            enabled: true,
+            disabled_reason: None,
+            max_in_flight: 0,
+        }];
+        let router = router()
+            .with_key_source(Arc::new(FixedKeys(reloaded)))
+            .start();
+        let openai = router
+            .send(GetProvider("openai".to_owned()))
+            .await?
+            .ok_or(MailboxError::Closed)?;
+        let azure = router
+            .send(GetProvider("azure".to_owned()))
+            .await?
+            .ok_or(MailboxError::Closed)?;
+        assert!(
+            openai.send(InjectPanic).await.is_err(),
+            "the panic closes the mailbox"
+        );
+        assert!(!openai.connected());
+        // The other provider never noticed.
+        assert!(azure.send(Acquire { exclude: vec![] }).await?.is_ok());
+        // The next request restarts openai; its keys come from the key source.
+        let routed = router
+            .send(Route {
+                model: "gpt-4o".to_owned(),
+                tried: Tried::default(),
+            })
+            .await?;
+        assert!(routed.is_ok(), "{routed:?}");
+        assert_eq!(router.send(GetRestarts).await?, 1);
+        let restarted = router
+            .send(GetProvider("openai".to_owned()))
+            .await?
+            .ok_or(MailboxError::Closed)?;
+        let mut ids = Vec::new();
+        for _ in 0..50 {
+            ids = restarted
+                .send(GetHealth)
+                .await?
+                .into_iter()
+                .map(|h| h.id)
+                .collect();
+            if ids == ["o-new"] {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(ids, vec!["o-new"]);
+        Ok(())
+    }
+
+    #[cfg(feature = "fault-injection")]
+    #[actix_rt::test]
+    async fn a_request_racing_a_panic_is_served_by_the_restarted_provider()
+    -> Result<(), MailboxError> {
+        use crate::provider::InjectPanic;
+        let router = router().start();
+        let openai = router
+            .send(GetProvider("openai".to_owned()))
+            .await?
+            .ok_or(MailboxError::Closed)?;
+        // The panic is queued ahead of the request's Acquire: the request
+        // meets a dying actor.
+        openai.do_send(InjectPanic);
+        let routed = router
+            .send(Route {
+                model: "gpt-4o".to_owned(),
+                tried: Tried::default(),
+            })
+            .await?;
+        assert!(routed.is_ok(), "{routed:?}");
+        assert_eq!(router.send(GetRestarts).await?, 1);
+        Ok(())
+    }
+}
