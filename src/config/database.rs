@@ -1,0 +1,43 @@
+//! `[database]`: where Switchyard keeps its state.
+
+use serde::Deserialize;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://path/to/file.db` (or a bare path) for the embedded default,
+    /// `postgres://user@host:port/db` for production.
+    pub url: String,
+    /// Pool size. SQLite serialises writers anyway; a few connections let
+    /// readers proceed next to the usage writer (WAL mode).
+    pub max_connections: usize,
+    /// How long to wait for a connection (pool checkout or a new connection).
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+impl DatabaseSettings {
+    /// The backend named by the URL.
+    pub fn backend(&self) -> Backend {
+        if self.url.starts_with("postgres://") || self.url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        }
+    }
+
+    /// For SQLite, the file path with any `sqlite://` prefix removed.
+    pub fn sqlite_path(&self) -> &str {
+        self.url
+            .strip_prefix("sqlite://")
+            .or_else(|| self.url.strip_prefix("sqlite:"))
+            .unwrap_or(&self.url)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}

@@ -1,0 +1,265 @@
+//! Settings, layered with the `config` crate:
+//!
+//! 1. `settings/default.toml`, embedded in the binary (every key, documented);
+//! 2. `settings/{SWITCHYARD_RUN_MODE}.toml` when that variable is set;
+//! 3. `settings/local.toml` if present (uncommitted, per machine);
+//! 4. the file given by `--config` or `SWITCHYARD_CONFIG`;
+//! 5. environment variables `SWITCHYARD__SECTION__KEY` (e.g.
+//!    `SWITCHYARD__DATABASE__URL`).
+//!
+//! Secrets may be written as `${VAR}`. [`Settings::validate`] runs before
+//! anything starts, and its error names the key and what is allowed.
+
+pub mod admin;
+pub mod database;
+pub mod health;
+pub mod logging;
+pub mod models;
+pub mod providers;
+pub mod secret;
+pub mod security;
+pub mod server;
+pub mod upstream;
+pub mod usage;
+
+pub use admin::AdminSettings;
+pub use database::{Backend, DatabaseSettings};
+pub use health::HealthSettings;
+pub use logging::{LogFormat, LoggingSettings};
+pub use models::ModelSettings;
+pub use providers::{KeySettings, PriceSettings, ProviderKind, ProviderSettings, RetrySettings};
+pub use secret::{Secret, mask};
+pub use security::SecuritySettings;
+pub use server::ServerSettings;
+pub use upstream::UpstreamSettings;
+pub use usage::UsageSettings;
+
+use config::{Config, Environment, File, FileFormat};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// The documented defaults, compiled in so the binary runs from any directory.
+pub const DEFAULT_SETTINGS: &str = include_str!("../../settings/default.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub admin: AdminSettings,
+    pub security: SecuritySettings,
+    pub logging: LoggingSettings,
+    pub usage: UsageSettings,
+    pub upstream: UpstreamSettings,
+    pub health: HealthSettings,
+    #[serde(default)]
+    pub providers: Vec<ProviderSettings>,
+    /// Per-model provider strategy and fallback chain, keyed by model name
+    /// (after redirects).
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelSettings>,
+    /// `from = "to"`: a requested model name is rewritten before routing.
+    #[serde(default)]
+    pub redirects: BTreeMap<String, String>,
+    #[serde(default)]
+    pub prices: Vec<PriceSettings>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("could not load settings: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("invalid setting `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+impl Settings {
+    /// Loads the layers described in the module docs and validates the result.
+    pub fn load(config_file: Option<&Path>) -> Result<Self, SettingsError> {
+        let mut builder =
+            Config::builder().add_source(File::from_str(DEFAULT_SETTINGS, FileFormat::Toml));
+        if let Ok(mode) = std::env::var("SWITCHYARD_RUN_MODE") {
+            builder =
+                builder.add_source(File::with_name(&format!("settings/{mode}")).required(true));
+        }
+        builder = builder.add_source(File::with_name("settings/local").required(false));
+        if let Some(path) = config_file {
+            builder = builder.add_source(File::from(path).required(true));
+        }
+        let settings: Settings = builder
+            .add_source(
+                Environment::with_prefix("SWITCHYARD")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()?
+            .try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Defaults only, with a throw-away SQLite file: what tests start from.
+    pub fn for_tests(data_dir: &Path) -> Result<Self, SettingsError> {
+        let mut settings: Settings = Config::builder()
+            .add_source(File::from_str(DEFAULT_SETTINGS, FileFormat::Toml))
+            .build()?
+            .try_deserialize()?;
+        settings.server.listen = "127.0.0.1:0".to_owned();
+        settings.server.workers = 2;
+        settings.database.url = format!("sqlite://{}", data_dir.join("switchyard.db").display());
+        settings.admin.master_key = Secret::new("test-master-key");
+        settings.admin.master_key_file = data_dir.join("master.key").display().to_string();
+        settings.security.secret_key = Secret::new("test-secret-key");
+        settings.security.secret_key_file = data_dir.join("secret.key").display().to_string();
+        settings.usage.spill_file = data_dir.join("usage-spill.jsonl").display().to_string();
+        settings.logging.level = "error".to_owned();
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what serde cannot: formats, ranges and cross-references.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if self.server.listen.parse::<SocketAddr>().is_err() {
+            return Err(invalid(
+                "server.listen",
+                format!(
+                    "{:?} is not a socket address; expected host:port such as 127.0.0.1:8080",
+                    self.server.listen
+                ),
+            ));
+        }
+        if self.server.max_body_bytes < 1024 {
+            return Err(invalid("server.max_body_bytes", "must be at least 1024"));
+        }
+        if self.database.url.trim().is_empty() {
+            return Err(invalid(
+                "database.url",
+                "must be a sqlite:// path or a postgres:// URL",
+            ));
+        }
+        if self.database.max_connections == 0 {
+            return Err(invalid("database.max_connections", "must be at least 1"));
+        }
+        const LEVELS: [&str; 6] = ["trace", "debug", "info", "warning", "error", "critical"];
+        if !LEVELS.contains(&self.logging.level.as_str()) {
+            return Err(invalid(
+                "logging.level",
+                format!(
+                    "{:?} is not one of {}",
+                    self.logging.level,
+                    LEVELS.join(", ")
+                ),
+            ));
+        }
+        if self.usage.flush_max_records == 0 {
+            return Err(invalid("usage.flush_max_records", "must be at least 1"));
+        }
+        if self.usage.max_buffered_records < self.usage.flush_max_records {
+            return Err(invalid(
+                "usage.max_buffered_records",
+                "must be at least usage.flush_max_records",
+            ));
+        }
+        if self.upstream.max_response_bytes == 0 {
+            return Err(invalid("upstream.max_response_bytes", "must be positive"));
+        }
+        let mut names = HashSet::new();
+        for (index, provider) in self.providers.iter().enumerate() {
+            let key = |field: &str| format!("providers[{index}].{field}");
+            if provider.name.is_empty()
+                || !provider
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+            {
+                return Err(invalid(
+                    key("name"),
+                    format!(
+                        "{:?} must be non-empty and use only letters, digits, '-', '_' or '.'",
+                        provider.name
+                    ),
+                ));
+            }
+            if !names.insert(provider.name.as_str()) {
+                return Err(invalid(
+                    key("name"),
+                    format!("{:?} is declared twice", provider.name),
+                ));
+            }
+            if !(provider.base_url.starts_with("http://")
+                || provider.base_url.starts_with("https://"))
+            {
+                return Err(invalid(
+                    key("base_url"),
+                    format!(
+                        "{:?} must start with http:// or https://",
+                        provider.base_url
+                    ),
+                ));
+            }
+            if provider.retry.max_attempts == 0 {
+                return Err(invalid(key("retry.max_attempts"), "must be at least 1"));
+            }
+            let mut key_ids = HashSet::new();
+            for (key_index, key_settings) in provider.keys.iter().enumerate() {
+                if !key_ids.insert(key_settings.id(key_index)) {
+                    return Err(invalid(
+                        format!("providers[{index}].keys[{key_index}].id"),
+                        "is used twice in this provider",
+                    ));
+                }
+                if key_settings.weight() == 0 {
+                    return Err(invalid(
+                        format!("providers[{index}].keys[{key_index}].weight"),
+                        "must be at least 1",
+                    ));
+                }
+            }
+        }
+        for (model, route) in &self.models {
+            for (position, fallback) in route.fallbacks.iter().enumerate() {
+                let names_provider = fallback.split_once('/').is_some_and(|(provider, rest)| {
+                    !rest.is_empty() && self.providers.iter().any(|p| p.name == provider)
+                });
+                if !names_provider {
+                    return Err(invalid(
+                        format!("models.{model}.fallbacks[{position}]"),
+                        format!("{fallback:?} must be `provider/model` with a declared provider"),
+                    ));
+                }
+            }
+        }
+        for (from, to) in &self.redirects {
+            if from.is_empty() || to.is_empty() {
+                return Err(invalid(
+                    format!("redirects.{from}"),
+                    "source and target must be non-empty model names",
+                ));
+            }
+        }
+        for (index, price) in self.prices.iter().enumerate() {
+            for (field, value) in [
+                ("input_per_mtok", price.input_per_mtok),
+                ("output_per_mtok", price.output_per_mtok),
+            ] {
+                if !value.is_finite() || value < 0.0 {
+                    return Err(invalid(
+                        format!("prices[{index}].{field}"),
+                        "must be a non-negative number of USD per million tokens",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}

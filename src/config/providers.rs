@@ -1,0 +1,196 @@
+//! `[[providers]]`, `[redirects]` and `[[prices]]`: the upstreams, their keys,
+//! and how model names map onto them. Declared here, seeded into the database
+//! at start (the database is the source of truth once running).
+
+use super::Secret;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use switchyard_actors::{KeyStrategy, RetryPolicy};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSettings {
+    /// Unique name; clients pin it with `name/model`.
+    pub name: String,
+    pub kind: ProviderKind,
+    /// API root including the version segment, e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// The key pool. A plain string, or a table `{ key, id, weight, priority }`.
+    #[serde(default)]
+    pub keys: Vec<KeySettings>,
+    /// Bare model names this provider serves. Any model can still be reached
+    /// through `name/model`.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Extra headers sent with every upstream request (OpenRouter's
+    /// `HTTP-Referer`, a gateway header...). Values may use `${VAR}`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+    /// How a key is picked from the pool.
+    #[serde(default)]
+    pub strategy: KeyStrategy,
+    #[serde(default)]
+    pub retry: RetrySettings,
+    /// Share of traffic under a model's `weighted` strategy.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Requests each key may have in flight at once (0: no limit). When every
+    /// key is at its limit the request gets 503.
+    #[serde(default)]
+    pub max_in_flight_per_key: u32,
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderKind {
+    /// api.openai.com.
+    Openai,
+    /// Any service speaking OpenAI's API at another base URL (DeepSeek,
+    /// OpenRouter, vLLM, Ollama...).
+    OpenaiCompatible,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Openai => "openai",
+            Self::OpenaiCompatible => "openai-compatible",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "openai" => Some(Self::Openai),
+            "openai-compatible" => Some(Self::OpenaiCompatible),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum KeySettings {
+    Plain(Secret),
+    Detailed {
+        key: Secret,
+        /// Stable label shown to admins and in logs; defaults to `key-N`.
+        #[serde(default)]
+        id: Option<String>,
+        #[serde(default = "default_weight")]
+        weight: u32,
+        /// Lower is preferred by `first-available`.
+        #[serde(default)]
+        priority: i32,
+    },
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+impl KeySettings {
+    pub fn secret(&self) -> &Secret {
+        match self {
+            Self::Plain(key) | Self::Detailed { key, .. } => key,
+        }
+    }
+
+    pub fn id(&self, index: usize) -> String {
+        match self {
+            Self::Detailed { id: Some(id), .. } => id.clone(),
+            _ => format!("key-{}", index + 1),
+        }
+    }
+
+    pub fn weight(&self) -> u32 {
+        match self {
+            Self::Plain(_) => 1,
+            Self::Detailed { weight, .. } => *weight,
+        }
+    }
+
+    pub fn priority(&self) -> i32 {
+        match self {
+            Self::Plain(_) => 0,
+            Self::Detailed { priority, .. } => *priority,
+        }
+    }
+}
+
+/// Per-provider retry policy; see `switchyard_actors::RetryPolicy`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySettings {
+    /// Upstream attempts per client request, the first included.
+    pub max_attempts: u32,
+    /// Delay before the second attempt; doubles per attempt up to `backoff_max`.
+    #[serde(with = "humantime_serde")]
+    pub backoff_base: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// Cooldown for a key answering 429 without a `Retry-After` header.
+    #[serde(with = "humantime_serde")]
+    pub rate_limit_cooldown: Duration,
+    /// Cooldown for a key after a 5xx, timeout or reset.
+    #[serde(with = "humantime_serde")]
+    pub error_cooldown: Duration,
+    /// Consecutive 5xx/timeout/reset failures that open a key's circuit
+    /// (cooldown, then a single half-open probe).
+    pub failure_threshold: u32,
+    /// Limit for one attempt to answer (head, and first content for
+    /// streams); unset: `upstream.first_byte_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub attempt_timeout: Option<Duration>,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        let policy = RetryPolicy::default();
+        Self {
+            max_attempts: policy.max_attempts,
+            backoff_base: policy.backoff_base,
+            backoff_max: policy.backoff_max,
+            rate_limit_cooldown: policy.rate_limit_cooldown,
+            error_cooldown: policy.error_cooldown,
+            failure_threshold: policy.failure_threshold,
+            attempt_timeout: policy.attempt_timeout,
+        }
+    }
+}
+
+impl RetrySettings {
+    pub fn policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.max_attempts,
+            backoff_base: self.backoff_base,
+            backoff_max: self.backoff_max,
+            rate_limit_cooldown: self.rate_limit_cooldown,
+            error_cooldown: self.error_cooldown,
+            failure_threshold: self.failure_threshold,
+            attempt_timeout: self.attempt_timeout,
+        }
+    }
+}
+
+/// `[[prices]]`: list prices in USD per million tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceSettings {
+    pub model: String,
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+}
+
+impl PriceSettings {
+    /// Micro-USD per million tokens, the unit stored in `model_prices`.
+    pub fn micros(usd: f64) -> i64 {
+        (usd * 1_000_000.0).round() as i64
+    }
+}

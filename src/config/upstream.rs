@@ -1,0 +1,27 @@
+//! `[upstream]`: HTTP client limits for calls to providers.
+
+use serde::Deserialize;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSettings {
+    /// TCP + TLS connect limit.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Limit from sending the request to receiving the response head.
+    #[serde(with = "humantime_serde")]
+    pub first_byte_timeout: Duration,
+    /// Longest silence allowed between two chunks of a streamed answer.
+    #[serde(with = "humantime_serde")]
+    pub stream_idle_timeout: Duration,
+    /// Largest non-streamed upstream answer read into memory.
+    pub max_response_bytes: usize,
+    /// When every candidate key is cooling down, wait at most this long in
+    /// total for the earliest one instead of answering 429/503 at once.
+    #[serde(with = "humantime_serde")]
+    pub max_cooldown_wait: Duration,
+    /// A client that disconnects cancels its upstream request at once
+    /// (HTTP/1 half-closed connections are treated as gone).
+    pub cancel_on_client_disconnect: bool,
+}

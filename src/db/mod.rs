@@ -1,0 +1,467 @@
+//! Storage: the SQLite/PostgreSQL pools, the backend choice, migrations, and
+//! one query function per operation (next to its model in the submodules).
+//!
+//! Policy:
+//! - SQLite (the default) is `SyncConnectionWrapper<SqliteConnection>`,
+//!   PostgreSQL is `AsyncPgConnection`; both sit in a deadpool pool. SQLite
+//!   connections get their PRAGMAs (WAL, `busy_timeout`, `foreign_keys`,
+//!   `synchronous=NORMAL`) when created, and the pool recycles them with
+//!   [`RecyclingMethod::Fast`] (no check query on every checkout).
+//! - Every query runs as a task on a runtime the [`Db`] owns (multi-threaded,
+//!   two workers, threads named `switchyard-db`), and the caller awaits its
+//!   `JoinHandle`. Dropping the caller's future (a timeout, a `select!`, a
+//!   client that went away) therefore never drops the query itself: with
+//!   `SyncConnectionWrapper` a dropped in-flight query panics on actix's
+//!   single-threaded runtimes (DESIGN.md section 8). The query runs to the end
+//!   and its result is discarded. Dropping the last `Db` handle shuts the
+//!   runtime down and abandons queries still running: whoever writes (the
+//!   usage actor) awaits its last flush before letting go of the `Db`.
+//! - Pool checkout (waiting for a free connection, or creating one) is bounded
+//!   by `database.connect_timeout`, with a tokio timer on the database runtime
+//!   (deadpool's own timeouts would need its tokio feature); queries themselves
+//!   are not timed out. PostgreSQL connections keep deadpool's verified
+//!   recycling (a `SELECT 1` at checkout, to notice dropped connections).
+//! - Migrations are embedded per backend and run before the pool serves, on a
+//!   blocking thread of the database runtime (a plain `SqliteConnection`, or
+//!   `AsyncConnectionWrapper<AsyncPgConnection>`), never through
+//!   `AsyncMigrationHarness` on an actix thread.
+//! - Query functions return [`DbError`]; a unique violation becomes
+//!   [`DbError::Conflict`], a missing row [`DbError::NotFound`] (lookups that
+//!   may miss return `Option` instead).
+
+use crate::config::{Backend, DatabaseSettings};
+use diesel::connection::SimpleConnection;
+use diesel::result::{ConnectionError, DatabaseErrorKind};
+use diesel::{Connection, IntoSql, SqliteConnection};
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::pooled_connection::deadpool::Pool;
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Runs one query body on the active backend, as a task on the database runtime.
+///
+/// `$conn` is bound to `&mut SqliteConn` in one arm and `&mut AsyncPgConnection`
+/// in the other. Diesel's query types depend on the backend, so a single closure
+/// cannot serve both; expanding the same body once per backend is how the query
+/// is written once. The body runs in a spawned task: everything it uses must be
+/// owned (clone arguments before the macro). It evaluates to a
+/// `diesel::QueryResult<T>`; `?` inside it propagates as a [`DbError`].
+macro_rules! run_query {
+    ($db:expr, |$conn:ident| $body:expr) => {{
+        let pools = $db.inner.pools.clone();
+        let timeout = $db.inner.checkout_timeout;
+        $db.spawn(async move {
+            match pools {
+                $crate::db::Pools::Sqlite(pool) => {
+                    let mut obj = $crate::db::checkout_timeout(timeout, pool.get()).await?;
+                    let $conn: &mut $crate::db::SqliteConn = &mut obj;
+                    let result: ::diesel::QueryResult<_> = $body;
+                    result.map_err($crate::db::DbError::from)
+                }
+                $crate::db::Pools::Postgres(pool) => {
+                    let mut obj = $crate::db::checkout_timeout(timeout, pool.get()).await?;
+                    let $conn: &mut ::diesel_async::AsyncPgConnection = &mut obj;
+                    let result: ::diesel::QueryResult<_> = $body;
+                    result.map_err($crate::db::DbError::from)
+                }
+            }
+        })
+        .await
+    }};
+}
+
+pub mod prices;
+pub mod providers;
+pub mod redirects;
+pub mod schema;
+pub mod tokens;
+pub mod usage;
+pub mod users;
+
+pub use prices::ModelPrice;
+pub use providers::{NewProvider, NewProviderKey, Provider, ProviderKey};
+pub use redirects::ModelRedirect;
+pub use tokens::{GatewayToken, NewToken};
+pub use usage::{RequestLog, UsageDaily};
+pub use users::User;
+
+/// The SQLite connection type: diesel's sync connection run on blocking threads.
+pub(crate) type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// Run on every new SQLite connection. `busy_timeout` makes a writer wait for
+/// the lock instead of failing with SQLITE_BUSY; WAL lets readers proceed next
+/// to the usage writer; `synchronous=NORMAL` is durable enough in WAL mode.
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000; \
+     PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL;";
+
+/// Worker threads of the database runtime. The work there is I/O-bound
+/// (PostgreSQL) or runs on the runtime's blocking threads (SQLite).
+const DB_WORKER_THREADS: usize = 2;
+
+/// Storage failures.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// No connection: checkout timed out, connecting failed, the pool is closed.
+    #[error("database unavailable: {0}")]
+    Pool(String),
+    /// A query failed.
+    #[error("database query failed: {0}")]
+    Query(#[source] diesel::result::Error),
+    /// Applying or reverting migrations failed.
+    #[error("database migration failed: {0}")]
+    Migration(String),
+    /// The row does not exist.
+    #[error("not found")]
+    NotFound,
+    /// A unique constraint was violated (the message names it).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database runtime failed to start or a query task panicked.
+    #[error("database runtime: {0}")]
+    Runtime(String),
+}
+
+impl From<diesel::result::Error> for DbError {
+    fn from(err: diesel::result::Error) -> Self {
+        match err {
+            diesel::result::Error::NotFound => DbError::NotFound,
+            diesel::result::Error::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
+                DbError::Conflict(info.message().to_owned())
+            }
+            other => DbError::Query(other),
+        }
+    }
+}
+
+/// Unix time in milliseconds, the unit of every time column.
+pub fn now_ms() -> i64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The pool of the active backend (cheap to clone: deadpool pools are `Arc`s).
+#[derive(Clone)]
+pub(crate) enum Pools {
+    Sqlite(Pool<SqliteConn>),
+    Postgres(Pool<AsyncPgConnection>),
+}
+
+/// The runtime that runs all database work. Its last drop shuts it down in the
+/// background, which unlike a plain drop is allowed inside an async context
+/// (the `Db` is typically dropped on an actix or tokio thread).
+struct DbRuntime(Option<tokio::runtime::Runtime>);
+
+impl DbRuntime {
+    fn new() -> Result<Self, DbError> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(DB_WORKER_THREADS)
+            .thread_name("switchyard-db")
+            .enable_all()
+            .build()
+            .map(|rt| DbRuntime(Some(rt)))
+            .map_err(|err| DbError::Runtime(format!("cannot start the database runtime: {err}")))
+    }
+
+    fn handle(&self) -> Result<&tokio::runtime::Handle, DbError> {
+        self.0
+            .as_ref()
+            .map(tokio::runtime::Runtime::handle)
+            .ok_or_else(|| DbError::Runtime("the database runtime is shut down".to_owned()))
+    }
+
+    /// Runs `fut` on this runtime and waits for it; dropping the returned
+    /// future does not cancel `fut`.
+    fn spawn<T, F>(&self, fut: F) -> impl Future<Output = Result<T, DbError>> + use<T, F>
+    where
+        F: Future<Output = Result<T, DbError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let handle = self.handle().map(|h| h.spawn(fut));
+        async move {
+            match handle?.await {
+                Ok(result) => result,
+                Err(err) => Err(DbError::Runtime(format!("database task failed: {err}"))),
+            }
+        }
+    }
+
+    /// Runs blocking `f` on this runtime's blocking threads and waits for it.
+    async fn spawn_blocking<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        F: FnOnce() -> Result<T, DbError> + Send + 'static,
+        T: Send + 'static,
+    {
+        match self.handle()?.spawn_blocking(f).await {
+            Ok(result) => result,
+            Err(err) => Err(DbError::Runtime(format!("database task failed: {err}"))),
+        }
+    }
+}
+
+impl Drop for DbRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+struct Inner {
+    // Field order is drop order: the pool (and its connections) goes before the runtime.
+    pools: Pools,
+    backend: Backend,
+    checkout_timeout: Duration,
+    runtime: DbRuntime,
+}
+
+/// A handle on the database: a connection pool for the configured backend and
+/// the runtime that runs its queries. Cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("backend", &self.inner.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Waits for a pooled connection for at most `timeout` (deadpool has no timer
+/// of its own here: it would need its tokio feature). Runs on the database
+/// runtime, so giving up on a connection being created is safe.
+pub(crate) async fn checkout_timeout<T, E: std::fmt::Display>(
+    timeout: Duration,
+    get: impl Future<Output = Result<T, E>>,
+) -> Result<T, DbError> {
+    match tokio::time::timeout(timeout, get).await {
+        Ok(Ok(obj)) => Ok(obj),
+        Ok(Err(err)) => Err(DbError::Pool(err.to_string())),
+        Err(_) => Err(DbError::Pool(format!(
+            "no connection within {} ms",
+            timeout.as_millis()
+        ))),
+    }
+}
+
+fn ensure_sqlite_dir(path: &str) -> Result<(), DbError> {
+    match std::path::Path::new(path).parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir).map_err(|err| {
+            DbError::Pool(format!("cannot create directory {}: {err}", dir.display()))
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Opens a new pooled SQLite connection and sets its PRAGMAs.
+fn sqlite_setup(url: &str) -> BoxFuture<'_, diesel::ConnectionResult<SqliteConn>> {
+    async move {
+        let mut conn = SqliteConn::establish(url).await?;
+        conn.batch_execute(SQLITE_PRAGMAS)
+            .await
+            .map_err(ConnectionError::CouldntSetupConfiguration)?;
+        Ok(conn)
+    }
+    .boxed()
+}
+
+fn applied_versions(
+    result: diesel::migration::Result<Vec<diesel::migration::MigrationVersion<'static>>>,
+) -> Result<Vec<String>, DbError> {
+    result
+        .map(|versions| versions.iter().map(ToString::to_string).collect())
+        .map_err(|err| DbError::Migration(err.to_string()))
+}
+
+fn revert_last<C, DB>(
+    conn: &mut C,
+    migrations: EmbeddedMigrations,
+) -> Result<Option<String>, DbError>
+where
+    C: MigrationHarness<DB>,
+    DB: diesel::backend::Backend,
+{
+    let applied = conn
+        .applied_migrations()
+        .map_err(|err| DbError::Migration(err.to_string()))?;
+    if applied.is_empty() {
+        return Ok(None);
+    }
+    conn.revert_last_migration(migrations)
+        .map(|version| Some(version.to_string()))
+        .map_err(|err| DbError::Migration(err.to_string()))
+}
+
+#[derive(Clone, Copy)]
+enum MigrationOp {
+    Run,
+    Revert,
+}
+
+enum MigrationOutcome {
+    Applied(Vec<String>),
+    Reverted(Option<String>),
+}
+
+/// Runs a migration operation on `runtime`: the connection is made there (with
+/// the connect timeout) and the synchronous migration harness runs on one of
+/// its blocking threads.
+async fn migrate(
+    runtime: &DbRuntime,
+    settings: &DatabaseSettings,
+    op: MigrationOp,
+) -> Result<MigrationOutcome, DbError> {
+    match settings.backend() {
+        Backend::Sqlite => {
+            let path = settings.sqlite_path().to_owned();
+            ensure_sqlite_dir(&path)?;
+            runtime
+                .spawn_blocking(move || {
+                    let mut conn = SqliteConnection::establish(&path)
+                        .map_err(|err| DbError::Pool(err.to_string()))?;
+                    conn.batch_execute(SQLITE_PRAGMAS)
+                        .map_err(|err| DbError::Migration(err.to_string()))?;
+                    match op {
+                        MigrationOp::Run => applied_versions(
+                            conn.run_pending_migrations(SQLITE_MIGRATIONS)
+                                .map(|v| v.into_iter().map(|v| v.as_owned()).collect()),
+                        )
+                        .map(MigrationOutcome::Applied),
+                        MigrationOp::Revert => revert_last(&mut conn, SQLITE_MIGRATIONS)
+                            .map(MigrationOutcome::Reverted),
+                    }
+                })
+                .await
+        }
+        Backend::Postgres => {
+            let url = settings.url.clone();
+            let timeout = settings.connect_timeout;
+            // The connection's driver task must live on the database runtime.
+            let conn = runtime
+                .spawn(async move {
+                    checkout_timeout(timeout, AsyncPgConnection::establish(&url)).await
+                })
+                .await?;
+            runtime
+                .spawn_blocking(move || {
+                    // Blocks on the database runtime's handle: allowed on its blocking threads.
+                    let mut conn: AsyncConnectionWrapper<AsyncPgConnection> =
+                        AsyncConnectionWrapper::from(conn);
+                    match op {
+                        MigrationOp::Run => applied_versions(
+                            conn.run_pending_migrations(POSTGRES_MIGRATIONS)
+                                .map(|v| v.into_iter().map(|v| v.as_owned()).collect()),
+                        )
+                        .map(MigrationOutcome::Applied),
+                        MigrationOp::Revert => revert_last(&mut conn, POSTGRES_MIGRATIONS)
+                            .map(MigrationOutcome::Reverted),
+                    }
+                })
+                .await
+        }
+    }
+}
+
+/// Applies pending migrations; returns the versions applied (empty when the
+/// schema was up to date). For `switchyard migrate run`.
+pub async fn migrate_run(settings: &DatabaseSettings) -> Result<Vec<String>, DbError> {
+    let runtime = DbRuntime::new()?;
+    match migrate(&runtime, settings, MigrationOp::Run).await? {
+        MigrationOutcome::Applied(versions) => Ok(versions),
+        MigrationOutcome::Reverted(_) => Err(DbError::Migration("unexpected outcome".to_owned())),
+    }
+}
+
+/// Reverts the last applied migration; returns its version, or `None` when
+/// none was applied. For `switchyard migrate revert`.
+pub async fn migrate_revert(settings: &DatabaseSettings) -> Result<Option<String>, DbError> {
+    let runtime = DbRuntime::new()?;
+    match migrate(&runtime, settings, MigrationOp::Revert).await? {
+        MigrationOutcome::Reverted(version) => Ok(version),
+        MigrationOutcome::Applied(_) => Err(DbError::Migration("unexpected outcome".to_owned())),
+    }
+}
+
+/// Connects to the configured database: applies pending migrations, then
+/// builds the pool. Works from an actix system thread and from any tokio runtime.
+pub async fn connect(settings: &DatabaseSettings) -> Result<Db, DbError> {
+    let runtime = DbRuntime::new()?;
+    migrate(&runtime, settings, MigrationOp::Run).await?;
+    let max_size = settings.max_connections.max(1);
+    let pools = match settings.backend() {
+        Backend::Sqlite => {
+            let mut config = ManagerConfig::<SqliteConn>::default();
+            config.recycling_method = RecyclingMethod::Fast;
+            config.custom_setup = Box::new(sqlite_setup);
+            let manager = AsyncDieselConnectionManager::<SqliteConn>::new_with_config(
+                settings.sqlite_path(),
+                config,
+            );
+            Pools::Sqlite(
+                Pool::builder(manager)
+                    .max_size(max_size)
+                    .build()
+                    .map_err(|err| DbError::Pool(err.to_string()))?,
+            )
+        }
+        Backend::Postgres => {
+            let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(&settings.url);
+            Pools::Postgres(
+                Pool::builder(manager)
+                    .max_size(max_size)
+                    .build()
+                    .map_err(|err| DbError::Pool(err.to_string()))?,
+            )
+        }
+    };
+    Ok(Db {
+        inner: Arc::new(Inner {
+            pools,
+            backend: settings.backend(),
+            checkout_timeout: settings.connect_timeout,
+            runtime,
+        }),
+    })
+}
+
+impl Db {
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        self.inner.backend
+    }
+
+    /// Runs `fut` on the database runtime; see the module docs for why.
+    fn spawn<T, F>(&self, fut: F) -> impl Future<Output = Result<T, DbError>> + use<T, F>
+    where
+        F: Future<Output = Result<T, DbError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.inner.runtime.spawn(fut)
+    }
+
+    /// Checks that a connection can be had and answers `SELECT 1`.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        run_query!(self, |conn| {
+            diesel::select(1_i32.into_sql::<diesel::sql_types::Integer>())
+                .get_result::<i32>(conn)
+                .await
+                .map(|_| ())
+        })
+    }
+}

@@ -1,0 +1,139 @@
+//! The one diesel schema for both backends, written by hand to match
+//! `migrations/sqlite` and `migrations/postgres` (the `schema_matches_migrations`
+//! test in `tests/db.rs` checks every table on both backends).
+
+diesel::table! {
+    providers (id) {
+        id -> BigInt,
+        name -> Text,
+        kind -> Text,
+        base_url -> Nullable<Text>,
+        config_json -> Text,
+        enabled -> Bool,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    provider_keys (id) {
+        id -> BigInt,
+        provider_id -> BigInt,
+        key_id -> Text,
+        secret_ciphertext -> Text,
+        secret_hint -> Text,
+        secret_fingerprint -> Text,
+        weight -> Integer,
+        priority -> Integer,
+        enabled -> Bool,
+        disabled_reason -> Nullable<Text>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    users (id) {
+        id -> BigInt,
+        name -> Text,
+        balance_nanos -> BigInt,
+        status -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    gateway_tokens (id) {
+        id -> BigInt,
+        name -> Text,
+        token_hash -> Text,
+        token_prefix -> Text,
+        user_id -> Nullable<BigInt>,
+        allowed_models -> Nullable<Text>,
+        budget_nanos -> Nullable<BigInt>,
+        budget_tokens -> Nullable<BigInt>,
+        rpm -> Nullable<Integer>,
+        tpm -> Nullable<Integer>,
+        expires_at -> Nullable<BigInt>,
+        enabled -> Bool,
+        spent_nanos -> BigInt,
+        spent_tokens -> BigInt,
+        request_count -> BigInt,
+        last_used_at -> Nullable<BigInt>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    model_prices (id) {
+        id -> BigInt,
+        model -> Text,
+        input_per_mtok_micros -> BigInt,
+        output_per_mtok_micros -> BigInt,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    model_redirects (id) {
+        id -> BigInt,
+        from_model -> Text,
+        to_model -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    request_logs (id) {
+        id -> BigInt,
+        created_at -> BigInt,
+        request_id -> Text,
+        token_id -> Nullable<BigInt>,
+        user_id -> Nullable<BigInt>,
+        endpoint -> Text,
+        provider -> Nullable<Text>,
+        key_id -> Nullable<Text>,
+        requested_model -> Nullable<Text>,
+        upstream_model -> Nullable<Text>,
+        status -> Integer,
+        error_class -> Nullable<Text>,
+        latency_ms -> BigInt,
+        ttft_ms -> Nullable<BigInt>,
+        prompt_tokens -> BigInt,
+        completion_tokens -> BigInt,
+        cost_nanos -> BigInt,
+        priced -> Bool,
+        tokens_estimated -> Bool,
+        stream -> Bool,
+        attempts -> Integer,
+    }
+}
+
+diesel::table! {
+    usage_daily (day, token_id, model) {
+        day -> Text,
+        token_id -> BigInt,
+        model -> Text,
+        requests -> BigInt,
+        prompt_tokens -> BigInt,
+        completion_tokens -> BigInt,
+        cost_nanos -> BigInt,
+    }
+}
+
+diesel::joinable!(provider_keys -> providers (provider_id));
+diesel::joinable!(gateway_tokens -> users (user_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    providers,
+    provider_keys,
+    users,
+    gateway_tokens,
+    model_prices,
+    model_redirects,
+    request_logs,
+    usage_daily,
+);

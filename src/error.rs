@@ -1,0 +1,338 @@
+//! The client-facing error type.
+//!
+//! Policy:
+//! - Every failure a client can see is an [`ApiError`] variant with a fixed
+//!   status and OpenAI's wire shape `{"error":{"message","type","param","code"}}`.
+//!   The `x-request-id` header (set by middleware on every response) ties it
+//!   to the server's log line.
+//! - Messages say what the client can act on. Internal detail (database
+//!   errors, upstream bodies of 5xx answers) is logged where handled, never
+//!   returned.
+//! - Modules use their own `thiserror` enums (`DbError`, `SettingsError`) and
+//!   convert here on purpose: a pool or connection failure is 503, not 500.
+//! - `anyhow` is for start-up and the CLI only.
+
+use crate::db::DbError;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use actix_web::{HttpResponse, ResponseError};
+use bytes::Bytes;
+use serde_json::json;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is malformed or invalid.
+    #[error("{message}")]
+    BadRequest {
+        message: String,
+        param: Option<&'static str>,
+    },
+    /// 401: no token, or not a valid, enabled, unexpired one.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: authenticated, but not allowed (model not on the token's list).
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404: no such model.
+    #[error("The model `{0}` does not exist or is not served by this gateway")]
+    ModelNotFound(String),
+    /// 404: no such route or resource.
+    #[error("{0}")]
+    NotFound(String),
+    /// 413: the body exceeds `server.max_body_bytes`.
+    #[error("Request body is larger than the limit of {0} bytes")]
+    PayloadTooLarge(usize),
+    /// 429: rate limited (a limit of ours, or every upstream key cooling down).
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// 502: the upstream failed on every attempt.
+    #[error("{0}")]
+    UpstreamFailed(String),
+    /// 503: no usable key, or the database is unreachable.
+    #[error("{message}")]
+    Unavailable {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// 503: `server.max_concurrent_requests` requests are already being served.
+    #[error("The gateway is serving as many requests as it is allowed to; retry shortly")]
+    ConcurrencyLimit,
+    /// 504: the upstream did not answer in time.
+    #[error("{0}")]
+    UpstreamTimeout(String),
+    /// An upstream 4xx that the client caused (bad parameters for that
+    /// model): relayed with the upstream's status and JSON body.
+    #[error("upstream rejected the request with status {status}")]
+    UpstreamRejected { status: StatusCode, body: Bytes },
+    /// 500: a bug or an unexpected state; details are in the log.
+    #[error("Internal error; see the gateway log for this request id")]
+    Internal,
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            message: message.into(),
+            param: None,
+        }
+    }
+
+    pub fn bad_param(param: &'static str, message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            message: message.into(),
+            param: Some(param),
+        }
+    }
+
+    /// OpenAI's `error.type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::BadRequest { .. }
+            | Self::PayloadTooLarge(_)
+            | Self::ModelNotFound(_)
+            | Self::NotFound(_) => "invalid_request_error",
+            Self::Unauthorized(_) => "authentication_error",
+            Self::Forbidden(_) => "permission_error",
+            Self::RateLimited { .. } => "rate_limit_error",
+            Self::UpstreamFailed(_) | Self::UpstreamTimeout(_) | Self::UpstreamRejected { .. } => {
+                "upstream_error"
+            }
+            Self::Unavailable { .. } | Self::ConcurrencyLimit => "service_unavailable",
+            Self::Internal => "server_error",
+        }
+    }
+
+    /// OpenAI's `error.code`, also the `error_class` of the usage row.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest { .. } => "invalid_request",
+            Self::Unauthorized(_) => "invalid_api_key",
+            Self::Forbidden(_) => "model_not_allowed",
+            Self::ModelNotFound(_) => "model_not_found",
+            Self::NotFound(_) => "not_found",
+            Self::PayloadTooLarge(_) => "request_too_large",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::UpstreamFailed(_) => "upstream_failed",
+            Self::Unavailable { .. } => "no_healthy_upstream",
+            Self::ConcurrencyLimit => "concurrency_limit",
+            Self::UpstreamTimeout(_) => "upstream_timeout",
+            Self::UpstreamRejected { .. } => "upstream_rejected",
+            Self::Internal => "internal_error",
+        }
+    }
+
+    fn param(&self) -> Option<&'static str> {
+        match self {
+            Self::BadRequest { param, .. } => *param,
+            Self::ModelNotFound(_) | Self::Forbidden(_) => Some("model"),
+            _ => None,
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after, .. } | Self::Unavailable { retry_after, .. } => {
+                *retry_after
+            }
+            // The slot frees as soon as any request in flight ends.
+            Self::ConcurrencyLimit => Some(Duration::from_secs(1)),
+            _ => None,
+        }
+    }
+
+    /// The JSON body in OpenAI's shape.
+    pub fn body(&self) -> serde_json::Value {
+        json!({
+            "error": {
+                "message": self.to_string(),
+                "type": self.kind(),
+                "param": self.param(),
+                "code": self.code(),
+            }
+        })
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::ModelNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
+            Self::Unavailable { .. } | Self::ConcurrencyLimit => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::UpstreamRejected { status, .. } => *status,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        if let Some(wait) = self.retry_after() {
+            // Whole seconds, rounded up, at least 1.
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            response.insert_header((RETRY_AFTER, seconds.max(1).to_string()));
+        }
+        match self {
+            Self::UpstreamRejected { body, .. }
+                if serde_json::from_slice::<serde_json::Value>(body).is_ok() =>
+            {
+                response
+                    .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
+                    .body(body.clone())
+            }
+            _ => response.json(self.body()),
+        }
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(error: DbError) -> Self {
+        match error {
+            DbError::NotFound => Self::NotFound("No such resource".to_owned()),
+            DbError::Conflict(what) => Self::BadRequest {
+                message: format!("Already exists: {what}"),
+                param: None,
+            },
+            DbError::Pool(_) => Self::Unavailable {
+                message: "The gateway's database is unreachable; try again shortly".to_owned(),
+                retry_after: Some(Duration::from_secs(1)),
+            },
+            _ => Self::Internal,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::MessageBody;
+
+    /// One instance of every variant: adding a variant without extending this
+    /// list fails to compile the match below.
+    fn every_variant() -> Vec<(ApiError, u16)> {
+        let all = vec![
+            (ApiError::bad_request("x"), 400),
+            (ApiError::Unauthorized("x".into()), 401),
+            (ApiError::Forbidden("x".into()), 403),
+            (ApiError::ModelNotFound("m".into()), 404),
+            (ApiError::NotFound("x".into()), 404),
+            (ApiError::PayloadTooLarge(10), 413),
+            (
+                ApiError::RateLimited {
+                    message: "x".into(),
+                    retry_after: Some(Duration::from_millis(1500)),
+                },
+                429,
+            ),
+            (ApiError::UpstreamFailed("x".into()), 502),
+            (
+                ApiError::Unavailable {
+                    message: "x".into(),
+                    retry_after: None,
+                },
+                503,
+            ),
+            (ApiError::ConcurrencyLimit, 503),
+            (ApiError::UpstreamTimeout("x".into()), 504),
+            (
+                ApiError::UpstreamRejected {
+                    status: StatusCode::UNPROCESSABLE_ENTITY,
+                    body: Bytes::from_static(b"{\"error\":{\"message\":\"bad\"}}"),
+                },
+                422,
+            ),
+            (ApiError::Internal, 500),
+        ];
+        for (error, _) in &all {
+            match error {
+                ApiError::BadRequest { .. }
+                | ApiError::Unauthorized(_)
+                | ApiError::Forbidden(_)
+                | ApiError::ModelNotFound(_)
+                | ApiError::NotFound(_)
+                | ApiError::PayloadTooLarge(_)
+                | ApiError::RateLimited { .. }
+                | ApiError::UpstreamFailed(_)
+                | ApiError::Unavailable { .. }
+                | ApiError::ConcurrencyLimit
+                | ApiError::UpstreamTimeout(_)
+                | ApiError::UpstreamRejected { .. }
+                | ApiError::Internal => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn status_table_and_wire_shape_hold() -> Result<(), Box<dyn std::error::Error>> {
+        for (error, status) in every_variant() {
+            let response = error.error_response();
+            assert_eq!(response.status().as_u16(), status, "{error:?}");
+            let body = response
+                .into_body()
+                .try_into_bytes()
+                .map_err(|_| "streaming body")?;
+            let json: serde_json::Value = serde_json::from_slice(&body)?;
+            let object = json.get("error").ok_or("no error object")?;
+            assert!(
+                object.get("message").and_then(|m| m.as_str()).is_some(),
+                "{json}"
+            );
+            if !matches!(error, ApiError::UpstreamRejected { .. }) {
+                assert_eq!(
+                    object.get("code").and_then(|c| c.as_str()),
+                    Some(error.code())
+                );
+                assert_eq!(
+                    object.get("type").and_then(|c| c.as_str()),
+                    Some(error.kind())
+                );
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn retry_after_is_rounded_up_to_whole_seconds() {
+        let response = ApiError::RateLimited {
+            message: "slow down".into(),
+            retry_after: Some(Duration::from_millis(1500)),
+        }
+        .error_response();
+        assert_eq!(
+            response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()),
+            Some("2")
+        );
+    }
+
+    #[test]
+    fn the_concurrency_limit_asks_for_a_retry_in_one_second() {
+        let response = ApiError::ConcurrencyLimit.error_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()),
+            Some("1")
+        );
+    }
+
+    #[test]
+    fn database_outages_are_503_not_500() {
+        let error: ApiError = DbError::Pool("timed out".into()).into();
+        assert_eq!(error.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+}

@@ -1,0 +1,35 @@
+//! `/admin/*`: management routes, all behind [`super::auth::AdminAuth`].
+
+pub mod logs;
+pub mod providers;
+pub mod tokens;
+
+use actix_web::web;
+
+/// Admin bodies are small; this bounds them independently of the client API.
+pub const ADMIN_BODY_LIMIT: usize = 1024 * 1024;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/tokens", web::post().to(tokens::create))
+        .route("/tokens", web::get().to(tokens::list))
+        .route("/tokens/{id}", web::get().to(tokens::get))
+        .route("/tokens/{id}", web::delete().to(tokens::delete))
+        .route("/tokens/{id}/disable", web::post().to(tokens::disable))
+        .route("/tokens/{id}/enable", web::post().to(tokens::enable))
+        .route("/request-logs", web::get().to(logs::list))
+        .route("/providers", web::get().to(providers::list))
+        .route("/providers/{name}/health", web::get().to(providers::health))
+        .route("/providers/{name}/keys", web::post().to(providers::add_key))
+        .route(
+            "/providers/{name}/keys/{id}/enable",
+            web::post().to(providers::enable_key),
+        )
+        .route(
+            "/providers/{name}/keys/{id}/disable",
+            web::post().to(providers::disable_key),
+        )
+        .route(
+            "/providers/{name}/keys/{id}",
+            web::delete().to(providers::delete_key),
+        );
+}

@@ -1,0 +1,143 @@
+//! Authentication extractors.
+//!
+//! - [`GatewayAuth`]: a client's gateway token, from `Authorization: Bearer`,
+//!   `x-api-key` (Anthropic clients) or `x-gw-token`; checked against the
+//!   token cache, falling back to the database on a miss.
+//! - [`AdminAuth`]: the master key on `/admin/*`.
+//!
+//! Every refusal is the same kind of 401 with a message that says what to
+//! fix, never whether a guessed token exists but is disabled versus unknown
+//! beyond what the holder of a real token needs to know.
+
+use super::AppState;
+use crate::error::ApiError;
+use crate::tokens::{self, Cached, TokenInfo};
+use actix_web::dev::Payload;
+use actix_web::http::header::AUTHORIZATION;
+use actix_web::{FromRequest, HttpRequest, web};
+use futures_util::future::LocalBoxFuture;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// The credential a client presented, if any.
+pub fn presented_token(request: &HttpRequest) -> Option<&str> {
+    let headers = request.headers();
+    if let Some(value) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let value = value.trim();
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .unwrap_or(value)
+            .trim();
+        if !token.is_empty() {
+            return Some(token);
+        }
+    }
+    ["x-api-key", "x-gw-token"]
+        .iter()
+        .find_map(|name| headers.get(*name).and_then(|v| v.to_str().ok()))
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
+/// An authenticated gateway token.
+#[derive(Debug, Clone)]
+pub struct GatewayAuth(pub Arc<TokenInfo>);
+
+impl GatewayAuth {
+    async fn authenticate(
+        state: web::Data<AppState>,
+        presented: Option<String>,
+    ) -> Result<Self, ApiError> {
+        let Some(token) = presented else {
+            return Err(ApiError::Unauthorized(
+                "Missing gateway token: send `Authorization: Bearer <token>`".to_owned(),
+            ));
+        };
+        let hash = tokens::hash(&token);
+        let info = match state.tokens.get(&hash, Instant::now()) {
+            Cached::Found(info) => Some(info),
+            Cached::Missing => None,
+            Cached::Unknown => {
+                let row = state.db.find_token_by_hash(&hash).await?;
+                let info = row.as_ref().map(|row| Arc::new(TokenInfo::from_row(row)));
+                state.tokens.put(hash, info.clone(), Instant::now());
+                info
+            }
+        };
+        let Some(info) = info else {
+            return Err(ApiError::Unauthorized("Invalid gateway token".to_owned()));
+        };
+        if !info.enabled {
+            return Err(ApiError::Unauthorized(
+                "This gateway token has been disabled".to_owned(),
+            ));
+        }
+        if info.expires_at_ms.is_some_and(|expiry| expiry <= now_ms()) {
+            return Err(ApiError::Unauthorized(
+                "This gateway token has expired".to_owned(),
+            ));
+        }
+        Ok(Self(info))
+    }
+}
+
+impl FromRequest for GatewayAuth {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let state = request.app_data::<web::Data<AppState>>().cloned();
+        let presented = presented_token(request).map(str::to_owned);
+        Box::pin(async move {
+            let state = state.ok_or(ApiError::Internal)?;
+            Self::authenticate(state, presented).await
+        })
+    }
+}
+
+/// Who performed an admin action (recorded in logs).
+#[derive(Debug, Clone)]
+pub struct AdminAuth {
+    pub actor: String,
+}
+
+/// Compares digests so the time taken does not depend on where the inputs differ.
+fn same_secret(a: &str, b: &str) -> bool {
+    let (a, b) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+impl FromRequest for AdminAuth {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let outcome = (|| {
+            let state = request
+                .app_data::<web::Data<AppState>>()
+                .ok_or(ApiError::Internal)?;
+            let presented = presented_token(request)
+                .ok_or_else(|| ApiError::Unauthorized("Missing admin credential".to_owned()))?;
+            match &state.master_key {
+                Some(master) if same_secret(presented, master.expose()) => Ok(AdminAuth {
+                    actor: "master-key".to_owned(),
+                }),
+                _ => Err(ApiError::Unauthorized(
+                    "Invalid admin credential".to_owned(),
+                )),
+            }
+        })();
+        std::future::ready(outcome)
+    }
+}

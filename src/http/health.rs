@@ -1,0 +1,41 @@
+//! Liveness and readiness.
+
+use super::AppState;
+use actix_web::HttpResponse;
+use actix_web::web::Data;
+use serde_json::json;
+use switchyard_actors::{ListProviders, UsableKeys};
+
+/// The process is up and serving HTTP.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+/// Ready to serve traffic: the database answers and at least one key of some
+/// provider could take a request now (healthy, or half-open and idle). A load balancer
+/// should send no traffic to an instance that answers 503 here.
+pub async fn readyz(state: Data<AppState>) -> HttpResponse {
+    let database = match state.db.ping().await {
+        Ok(()) => true,
+        Err(error) => {
+            slog::warn!(state.log, "readyz.database_unreachable"; "error" => %error);
+            false
+        }
+    };
+    let mut usable_keys = 0usize;
+    if let Ok(providers) = state.router.send(ListProviders).await {
+        for (_, provider) in providers {
+            usable_keys += provider.send(UsableKeys).await.unwrap_or(0);
+        }
+    }
+    let body = json!({
+        "status": if database && usable_keys > 0 { "ready" } else { "not_ready" },
+        "database": if database { "ok" } else { "unreachable" },
+        "usable_keys": usable_keys,
+    });
+    if database && usable_keys > 0 {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}

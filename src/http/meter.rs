@@ -1,0 +1,151 @@
+//! One usage record per client request, guaranteed.
+//!
+//! A [`Meter`] is created when a request arrives and filled in as it
+//! progresses. `finish` sends the record to the usage actor; if the meter is
+//! dropped unfinished (the client disconnected and actix dropped the
+//! handler), `Drop` sends it with status 499 so the row still exists.
+
+use super::AppState;
+use super::context::RequestCtx;
+use crate::error::ApiError;
+use crate::metering::PriceTable;
+use crate::providers::openai::Usage;
+use crate::tokens::TokenInfo;
+use actix_web::ResponseError;
+use std::time::Instant;
+use switchyard_actors::{UsageQueue, UsageRecord};
+
+/// nginx's "client closed request", for rows of requests the client abandoned.
+pub const CLIENT_CLOSED: u16 = 499;
+
+pub struct Meter {
+    record: UsageRecord,
+    started: Instant,
+    sink: UsageQueue,
+    prices: PriceTable,
+    sent: bool,
+}
+
+impl Meter {
+    pub fn start(state: &AppState, ctx: &RequestCtx, endpoint: &str) -> Self {
+        Self {
+            record: UsageRecord {
+                created_at_ms: super::auth::now_ms(),
+                request_id: ctx.id.clone(),
+                token_id: None,
+                user_id: None,
+                endpoint: endpoint.to_owned(),
+                provider: None,
+                key_id: None,
+                requested_model: None,
+                upstream_model: None,
+                status: 0,
+                error_class: None,
+                latency_ms: 0,
+                ttft_ms: None,
+                prompt_tokens: 0,
+                completion_tokens: 0,
+                cost_nanos: 0,
+                priced: false,
+                tokens_estimated: false,
+                stream: false,
+                attempts: 0,
+            },
+            started: ctx.started,
+            sink: state.usage.clone(),
+            prices: state.prices.clone(),
+            sent: false,
+        }
+    }
+
+    pub fn token(&mut self, token: &TokenInfo) {
+        self.record.token_id = Some(token.id);
+        self.record.user_id = token.user_id;
+    }
+
+    pub fn request(&mut self, model: &str, stream: bool) {
+        self.record.requested_model = Some(model.to_owned());
+        self.record.stream = stream;
+    }
+
+    /// Called at each upstream attempt: the row names the last one.
+    pub fn attempt(&mut self, provider: &str, key_id: &str, upstream_model: &str) {
+        self.record.attempts += 1;
+        self.record.provider = Some(provider.to_owned());
+        self.record.key_id = Some(key_id.to_owned());
+        self.record.upstream_model = Some(upstream_model.to_owned());
+    }
+
+    pub fn attempts(&self) -> i32 {
+        self.record.attempts
+    }
+
+    pub fn first_byte(&mut self) {
+        if self.record.ttft_ms.is_none() {
+            self.record.ttft_ms = Some(self.started.elapsed().as_millis() as i64);
+        }
+    }
+
+    /// Ends a request that produced an answer.
+    pub fn succeed(mut self, status: u16, usage: Option<Usage>) {
+        self.settle(status, None, usage);
+    }
+
+    /// Ends a request that failed with `error`.
+    pub fn fail(mut self, error: &ApiError) {
+        self.settle(error.status_code().as_u16(), Some(error.code()), None);
+    }
+
+    /// Ends a stream that broke after content went out.
+    pub fn interrupted(mut self, error_class: &str, usage: Option<Usage>) {
+        self.settle(200, Some(error_class), usage);
+    }
+
+    fn settle(&mut self, status: u16, error_class: Option<&str>, usage: Option<Usage>) {
+        if self.sent {
+            return;
+        }
+        self.sent = true;
+        let record = &mut self.record;
+        record.status = status;
+        record.error_class = error_class.map(str::to_owned);
+        record.latency_ms = self.started.elapsed().as_millis() as i64;
+        if let Some(usage) = usage {
+            record.prompt_tokens = usage.prompt_tokens;
+            record.completion_tokens = usage.completion_tokens;
+        }
+        let models: Vec<&str> = [
+            record.upstream_model.as_deref(),
+            record.requested_model.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        match self.prices.lookup(&models) {
+            Some(price) => {
+                record.priced = true;
+                record.cost_nanos =
+                    price.cost_nanos(record.prompt_tokens, record.completion_tokens);
+            }
+            None => {
+                record.priced = false;
+                record.cost_nanos = 0;
+            }
+        }
+        // The queue owns the record from here; the usage actor drains it.
+        self.sink.push(std::mem::take(record));
+    }
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        if !self.sent {
+            self.settle(CLIENT_CLOSED, Some("client_disconnected"), None);
+        }
+    }
+}
+
+/// Partial usage carried by a stream that is cut: keep what we learned.
+pub fn drop_with_usage(mut meter: Meter, usage: Option<Usage>) {
+    meter.settle(CLIENT_CLOSED, Some("client_disconnected"), usage);
+}

@@ -1,0 +1,64 @@
+//! The HTTP layer: state shared by handlers, the request-context middleware
+//! and the route table. Handlers are thin: validate, authenticate, ask the
+//! router for a lease, do the upstream I/O, report outcome and usage.
+
+pub mod admin;
+pub mod auth;
+pub mod body;
+pub mod chat;
+pub mod context;
+pub mod health;
+pub mod limits;
+pub mod meter;
+pub mod models;
+pub mod relay;
+pub mod upstream;
+
+use crate::config::{Secret, Settings};
+use crate::crypto::SecretCipher;
+use crate::db::Db;
+use crate::error::ApiError;
+use crate::metering::PriceTable;
+use crate::tokens::TokenCache;
+use actix::Addr;
+use actix_web::{HttpResponse, web};
+use slog::Logger;
+use std::sync::Arc;
+use switchyard_actors::{RouterActor, UsageQueue};
+
+/// Everything handlers share, built once at start (not per worker).
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub db: Db,
+    pub router: Addr<RouterActor>,
+    /// Where finished requests' usage records go (see `UsageQueue`).
+    pub usage: UsageQueue,
+    pub tokens: TokenCache,
+    pub prices: PriceTable,
+    /// `None` when master-key authentication is turned off.
+    pub master_key: Option<Secret>,
+    pub log: Logger,
+    /// Encrypts keys added through the admin API, decrypts them on reload.
+    pub cipher: Arc<SecretCipher>,
+    /// `server.max_concurrent_requests`, shared by every worker.
+    pub concurrency: limits::ConcurrencyLimit,
+}
+
+/// The route table.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .service(
+            web::scope("/v1")
+                .route("/chat/completions", web::post().to(chat::chat_completions))
+                .route("/models", web::get().to(models::list_models)),
+        )
+        .service(web::scope("/admin").configure(admin::routes));
+}
+
+/// Unknown routes answer in the API's error shape too.
+pub async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound(
+        "Unknown route; see the README for the API".to_owned(),
+    ))
+}

@@ -1,0 +1,450 @@
+//! Calling upstream with failover.
+//!
+//! One client request makes up to `max_attempts` upstream attempts (the
+//! first candidate provider's policy). Each attempt asks the router for a
+//! lease that excludes keys this request already tried, so a failure moves to
+//! another key, then to the next provider serving the model. When every
+//! candidate key has been tried and attempts remain, the request backs off
+//! and starts over with the keys that are still healthy.
+//!
+//! Retried: 429, 401/403 (the key is disabled, in the actor at once and in
+//! the database by a spawned write, so the verdict survives a restart), 408,
+//! 5xx, timeouts, connection failures and malformed answers. Never retried:
+//! other 4xx, which the client caused; those are relayed as they are. Streams
+//! are held until their first chunk arrives, so an upstream that fails before
+//! that fails over invisibly.
+//!
+//! When every candidate key is cooling down, the request waits for the
+//! earliest one as long as its waits add up to at most
+//! `upstream.max_cooldown_wait` (and attempts remain); otherwise it is
+//! answered at once: 429 when the keys rest after rate limits, 503 when they
+//! rest after errors, both with `Retry-After`.
+
+use super::AppState;
+use super::meter::Meter;
+use crate::error::ApiError;
+use crate::providers::sse::{SseSplitter, event_data};
+use crate::providers::{self, openai::Usage};
+use actix_web::web::Bytes;
+use awc::error::SendRequestError;
+use futures_util::StreamExt;
+use futures_util::stream::LocalBoxStream;
+use std::time::{Duration, Instant};
+use switchyard_actors::{
+    Failure, Lease, Outcome, ProviderSpec, RetryPolicy, Route, RouteError, Tried,
+};
+
+/// An upstream answer, body read (JSON) or first chunk in hand (stream).
+pub enum Answer {
+    Json { body: Bytes, usage: Option<Usage> },
+    Stream(StreamStart),
+}
+
+pub type UpstreamBody = LocalBoxStream<'static, Result<Bytes, awc::error::PayloadError>>;
+
+/// A stream whose first chunk has arrived; the lease is still out.
+pub struct StreamStart {
+    pub lease: Lease,
+    pub first_chunk: Bytes,
+    pub rest: UpstreamBody,
+    pub attempt_started: Instant,
+}
+
+pub struct Served {
+    pub answer: Answer,
+    pub provider: String,
+    pub attempts: i32,
+}
+
+/// What one attempt needs from the endpoint: the path below the provider's
+/// base URL and the body for a given upstream model name.
+pub trait UpstreamRequest {
+    fn path(&self, provider: &ProviderSpec) -> String;
+    fn body(&mut self, provider: &ProviderSpec, upstream_model: &str) -> Result<Bytes, ApiError>;
+    fn stream(&self) -> bool;
+    /// Whether a stream event's `data` commits the answer to the client
+    /// (see `openai::carries_content`). Events before the first one that
+    /// does are held, so a failure among them still fails over.
+    fn is_content_event(&self, _data: &[u8]) -> bool {
+        true
+    }
+    /// Reads usage from a non-streamed answer; `Err` when it is malformed.
+    fn parse_answer(&self, body: &[u8]) -> Result<Option<Usage>, MalformedAnswer>;
+}
+
+/// The reason stored with a key the upstream refused (as the key pool says it).
+pub const REJECTED_KEY_REASON: &str = "upstream rejected the key (401/403)";
+
+/// Events held before the first content are bounded: past this the stream is
+/// committed anyway rather than buffered without limit.
+const MAX_HELD_STREAM_BYTES: usize = 1024 * 1024;
+
+/// An upstream 2xx answer that is not what its API promises.
+#[derive(Debug, Clone, Copy)]
+pub struct MalformedAnswer;
+
+enum AttemptError {
+    /// Try again elsewhere; this error is returned if nothing else works.
+    Retryable(ApiError),
+    /// Give up now (the client's own mistake).
+    Final(ApiError),
+}
+
+pub async fn call_with_failover(
+    state: &AppState,
+    client: &awc::Client,
+    meter: &mut Meter,
+    model: &str,
+    request: &mut impl UpstreamRequest,
+) -> Result<Served, ApiError> {
+    let mut tried = Tried::default();
+    // The first candidate provider's policy governs the whole request.
+    let mut policy: Option<RetryPolicy> = None;
+    let mut attempts: u32 = 0;
+    let mut last_error: Option<ApiError> = None;
+    let wait_budget = state.settings.upstream.max_cooldown_wait;
+    let mut waited = Duration::ZERO;
+    loop {
+        let routed = match state
+            .router
+            .send(Route {
+                model: model.to_owned(),
+                tried: tried.clone(),
+            })
+            .await
+        {
+            Ok(Ok(routed)) => routed,
+            Ok(Err(RouteError::UnknownModel(name))) => return Err(ApiError::ModelNotFound(name)),
+            Ok(Err(RouteError::NoUsableKey {
+                retry_after,
+                rate_limited,
+            })) => {
+                let attempts_left = policy
+                    .as_ref()
+                    .is_none_or(|policy| attempts < policy.max_attempts.max(1));
+                // A zero wait means a key that is unusable for another reason
+                // (a half-open probe in flight): waiting would only spin.
+                if let Some(wait) = retry_after
+                    && !wait.is_zero()
+                    && attempts_left
+                    && waited + wait <= wait_budget
+                {
+                    slog::debug!(state.log, "upstream.cooldown_wait";
+                        "model" => model, "wait_ms" => wait.as_millis() as u64);
+                    actix_rt::time::sleep(wait).await;
+                    waited += wait;
+                    continue;
+                }
+                if let Some(error) = last_error.take() {
+                    let max = policy.as_ref().map_or(1, |policy| policy.max_attempts);
+                    if attempts < max && !tried.is_empty() {
+                        // Every candidate key tried once: pause, then retry
+                        // whichever keys are still healthy.
+                        let pause = policy
+                            .as_ref()
+                            .map_or(Duration::ZERO, |policy| policy.backoff(attempts + 1));
+                        actix_rt::time::sleep(pause).await;
+                        tried = Tried::default();
+                        last_error = Some(error);
+                        continue;
+                    }
+                    return Err(error);
+                }
+                // Keys resting after a 429 are a rate limit (429); keys
+                // resting after errors are unhealthy (503), both with a wait.
+                return Err(match retry_after {
+                    Some(wait) if rate_limited => ApiError::RateLimited {
+                        message: format!(
+                            "Every upstream key for `{model}` is cooling down; retry in {}s",
+                            wait.as_secs().max(1)
+                        ),
+                        retry_after: Some(wait),
+                    },
+                    Some(wait) => ApiError::Unavailable {
+                        message: format!(
+                            "Every upstream key for `{model}` is failing and resting; retry in {}s",
+                            wait.as_secs().max(1)
+                        ),
+                        retry_after: Some(wait),
+                    },
+                    None => ApiError::Unavailable {
+                        message: format!("No healthy upstream key is available for `{model}`"),
+                        retry_after: None,
+                    },
+                });
+            }
+            Ok(Err(RouteError::ProviderUnavailable(_))) | Err(_) => {
+                return Err(last_error.unwrap_or(ApiError::Unavailable {
+                    message: "The provider is restarting; try again".to_owned(),
+                    retry_after: Some(Duration::from_secs(1)),
+                }));
+            }
+        };
+        let lease = routed.lease;
+        let policy_attempts = policy
+            .get_or_insert_with(|| lease.provider.policy.clone())
+            .max_attempts
+            .max(1);
+        attempts += 1;
+        tried.add(&lease.provider.name, &lease.key_id);
+        meter.attempt(&lease.provider.name, &lease.key_id, &routed.upstream_model);
+        let provider = lease.provider.name.clone();
+        match attempt(state, client, request, lease, &routed.upstream_model).await {
+            Ok(answer) => {
+                return Ok(Served {
+                    answer,
+                    provider,
+                    attempts: meter.attempts(),
+                });
+            }
+            Err(AttemptError::Final(error)) => return Err(error),
+            Err(AttemptError::Retryable(error)) => {
+                slog::info!(state.log, "upstream.attempt_failed";
+                    "provider" => &provider, "attempt" => attempts, "error" => %error);
+                if attempts >= policy_attempts {
+                    return Err(error);
+                }
+                last_error = Some(error);
+            }
+        }
+    }
+}
+
+async fn attempt(
+    state: &AppState,
+    client: &awc::Client,
+    request: &mut impl UpstreamRequest,
+    lease: Lease,
+    upstream_model: &str,
+) -> Result<Answer, AttemptError> {
+    let spec = lease.provider.clone();
+    let limits = &state.settings.upstream;
+    let attempt_timeout = spec
+        .policy
+        .attempt_timeout
+        .unwrap_or(limits.first_byte_timeout);
+    let body = request
+        .body(&spec, upstream_model)
+        .map_err(AttemptError::Final)?;
+    let url = providers::endpoint_url(&spec, &request.path(&spec));
+    let mut upstream = client
+        .post(url)
+        .timeout(attempt_timeout)
+        .insert_header(("authorization", format!("Bearer {}", lease.secret)))
+        .insert_header(("content-type", "application/json"));
+    for (name, value) in &spec.headers {
+        upstream = upstream.insert_header((name.as_str(), value.as_str()));
+    }
+    if request.stream() {
+        upstream = upstream.insert_header(("accept", "text/event-stream"));
+    }
+    let started = Instant::now();
+    let mut response = match upstream.send_body(body).await {
+        Ok(response) => response,
+        Err(
+            SendRequestError::Timeout
+            | SendRequestError::Connect(awc::error::ConnectError::Timeout),
+        ) => {
+            lease.fail(Failure::Timeout);
+            return Err(AttemptError::Retryable(ApiError::UpstreamTimeout(format!(
+                "Provider `{}` did not answer within {:?}",
+                spec.name, attempt_timeout
+            ))));
+        }
+        Err(error) => {
+            lease.fail(Failure::Connection);
+            return Err(AttemptError::Retryable(ApiError::UpstreamFailed(format!(
+                "Could not reach provider `{}`: {}",
+                spec.name,
+                connection_error_summary(&error)
+            ))));
+        }
+    };
+    let status = response.status();
+    if let Some(failure) = providers::classify_status(status, response.headers()) {
+        let body = read_limited(
+            &mut response,
+            limits.max_response_bytes.min(64 * 1024),
+            limits.stream_idle_timeout,
+        )
+        .await
+        .unwrap_or_default();
+        if failure == Failure::Unauthorized {
+            persist_rejected_key(state, &spec.name, &lease.key_id);
+        }
+        lease.fail(failure);
+        return Err(match failure {
+            Failure::ClientError => {
+                AttemptError::Final(ApiError::UpstreamRejected { status, body })
+            }
+            Failure::RateLimited { retry_after } => {
+                AttemptError::Retryable(ApiError::RateLimited {
+                    message: format!(
+                        "Provider `{}` is rate limiting this gateway's keys",
+                        spec.name
+                    ),
+                    retry_after,
+                })
+            }
+            _ => AttemptError::Retryable(ApiError::UpstreamFailed(format!(
+                "Provider `{}` answered {}",
+                spec.name,
+                status.as_u16()
+            ))),
+        });
+    }
+    if request.stream() {
+        let mut rest: UpstreamBody = response.boxed_local();
+        // Hold events until one carries content (the role-only first chunk
+        // does not): until then nothing has reached the client and a failure
+        // still fails over invisibly.
+        let mut held = actix_web::web::BytesMut::new();
+        let mut splitter = SseSplitter::default();
+        let committed_by = Instant::now() + attempt_timeout;
+        loop {
+            let wait = limits
+                .stream_idle_timeout
+                .min(committed_by.saturating_duration_since(Instant::now()));
+            match actix_rt::time::timeout(wait, rest.next()).await {
+                Ok(Some(Ok(chunk))) => {
+                    held.extend_from_slice(&chunk);
+                    splitter.push(&chunk);
+                    let mut committed = held.len() > MAX_HELD_STREAM_BYTES;
+                    while let Some(event) = splitter.next_event() {
+                        committed |=
+                            event_data(&event).is_some_and(|data| request.is_content_event(&data));
+                    }
+                    if committed {
+                        return Ok(Answer::Stream(StreamStart {
+                            lease,
+                            first_chunk: held.freeze(),
+                            rest,
+                            attempt_started: started,
+                        }));
+                    }
+                }
+                Ok(Some(Err(_)) | None) => {
+                    lease.fail(Failure::Connection);
+                    return Err(AttemptError::Retryable(ApiError::UpstreamFailed(format!(
+                        "Provider `{}` closed the stream before sending any content",
+                        spec.name
+                    ))));
+                }
+                Err(_) => {
+                    lease.fail(Failure::Timeout);
+                    return Err(AttemptError::Retryable(ApiError::UpstreamTimeout(format!(
+                        "Provider `{}` sent no stream content within {:?}",
+                        spec.name, wait
+                    ))));
+                }
+            }
+        }
+    }
+    let body = match read_limited(
+        &mut response,
+        limits.max_response_bytes,
+        limits.stream_idle_timeout,
+    )
+    .await
+    {
+        Ok(body) => body,
+        Err(failure) => {
+            lease.fail(failure);
+            return Err(AttemptError::Retryable(match failure {
+                Failure::Timeout => ApiError::UpstreamTimeout(format!(
+                    "Provider `{}` stalled mid-answer",
+                    spec.name
+                )),
+                _ => ApiError::UpstreamFailed(format!(
+                    "Provider `{}` broke off its answer",
+                    spec.name
+                )),
+            }));
+        }
+    };
+    match request.parse_answer(&body) {
+        Ok(usage) => {
+            lease.finish(Outcome::Success {
+                latency: started.elapsed(),
+            });
+            Ok(Answer::Json { body, usage })
+        }
+        Err(MalformedAnswer) => {
+            lease.fail(Failure::ServerError);
+            Err(AttemptError::Retryable(ApiError::UpstreamFailed(format!(
+                "Provider `{}` sent a malformed answer",
+                spec.name
+            ))))
+        }
+    }
+}
+
+/// Records in the database that the upstream refused a key (401/403), so it
+/// stays disabled across restarts until an admin enables it. Spawned: the
+/// request moves on to the next key without waiting for the write (which
+/// runs on the database's own runtime, so nothing here can cancel it).
+fn persist_rejected_key(state: &AppState, provider: &str, key_id: &str) {
+    let db = state.db.clone();
+    let log = state.log.clone();
+    let provider = provider.to_owned();
+    let key_id = key_id.to_owned();
+    actix_rt::spawn(async move {
+        let stored: Result<bool, crate::db::DbError> = async {
+            let Some(row) = db.get_provider_by_name(&provider).await? else {
+                return Ok(false);
+            };
+            db.set_provider_key_enabled(row.id, &key_id, false, Some(REJECTED_KEY_REASON))
+                .await
+        }
+        .await;
+        match stored {
+            Ok(true) => slog::warn!(log, "provider.key_disabled";
+                "provider" => &provider, "key_id" => &key_id, "reason" => REJECTED_KEY_REASON),
+            Ok(false) => slog::warn!(log, "provider.key_disabled_not_stored";
+                "provider" => &provider, "key_id" => &key_id, "error" => "no such key in the database"),
+            Err(error) => slog::error!(log, "provider.key_disabled_not_stored";
+                "provider" => &provider, "key_id" => &key_id, "error" => %error),
+        }
+    });
+}
+
+/// Reads a whole upstream body, at most `limit` bytes, failing if it stalls
+/// for longer than `idle`.
+async fn read_limited(
+    response: &mut awc::ClientResponse<
+        impl futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin,
+    >,
+    limit: usize,
+    idle: Duration,
+) -> Result<Bytes, Failure> {
+    let mut body = actix_web::web::BytesMut::new();
+    loop {
+        match actix_rt::time::timeout(idle, response.next()).await {
+            Err(_) => return Err(Failure::Timeout),
+            Ok(None) => return Ok(body.freeze()),
+            Ok(Some(Err(_))) => return Err(Failure::Connection),
+            Ok(Some(Ok(chunk))) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(Failure::ServerError);
+                }
+                body.extend_from_slice(&chunk);
+            }
+        }
+    }
+}
+
+/// A short cause for logs and messages, without URLs that could carry secrets.
+fn connection_error_summary(error: &SendRequestError) -> &'static str {
+    match error {
+        SendRequestError::Connect(_) => "connection failed",
+        SendRequestError::Send(_) | SendRequestError::Response(_) => {
+            "connection reset or broken answer"
+        }
+        SendRequestError::Http(_) | SendRequestError::Url(_) => "invalid upstream request",
+        SendRequestError::H2(_) => "HTTP/2 error",
+        SendRequestError::TunnelNotSupported => "tunnel not supported",
+        SendRequestError::Body(_) => "request body error",
+        SendRequestError::Custom(..) => "client error",
+        _ => "client error",
+    }
+}

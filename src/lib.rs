@@ -1,0 +1,372 @@
+//! Switchyard: a self-hosted AI API gateway.
+//!
+//! [`run`] is the whole server: it opens the database (running migrations),
+//! seeds settings into it, starts the actors and the HTTP server, and on
+//! SIGTERM/Ctrl-C stops accepting, lets in-flight requests finish, flushes
+//! usage and returns. `main.rs` only parses arguments.
+
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod logging;
+pub mod metering;
+pub mod probe;
+pub mod providers;
+pub mod seed;
+pub mod tokens;
+
+use crate::config::{Secret, Settings};
+use crate::crypto::SecretCipher;
+use crate::http::AppState;
+use actix::prelude::*;
+use actix_web::dev::ServerHandle;
+use actix_web::{App, HttpServer, middleware, web};
+use anyhow::Context as _;
+use slog::{Logger, info, warn};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use switchyard_actors::{
+    FlushAll, FlushReport, ProviderRoute, RouterActor, UsageActor, UsageConfig, UsageQueue,
+};
+
+/// A started gateway.
+pub struct Gateway {
+    /// Where it listens (the real port when `listen` asked for port 0).
+    pub addr: SocketAddr,
+    handle: ServerHandle,
+    server: actix_rt::task::JoinHandle<std::io::Result<()>>,
+    usage: Addr<UsageActor>,
+    shutdown_timeout: Duration,
+    log: Logger,
+    /// Kept for tests and admin tooling that talk to the same database.
+    pub db: db::Db,
+    /// The router (tests inspect providers through it).
+    pub router: Addr<RouterActor>,
+}
+
+/// Options that differ between the real process and in-process tests.
+#[derive(Debug, Clone, Copy)]
+pub struct StartOptions {
+    /// Stop gracefully on SIGTERM/SIGINT (the real process does; tests don't).
+    pub handle_signals: bool,
+}
+
+impl Gateway {
+    /// Waits for the server to stop (signal or [`Gateway::stop`]), then
+    /// flushes usage.
+    pub async fn wait(self) -> anyhow::Result<FlushReport> {
+        let Gateway {
+            server,
+            usage,
+            shutdown_timeout,
+            log,
+            ..
+        } = self;
+        let served = server.await;
+        let report = flush_usage(&usage, shutdown_timeout, &log).await;
+        served
+            .context("server task failed")?
+            .context("server failed")?;
+        report
+    }
+
+    /// Writes every usage record received so far (tests, admin tooling).
+    pub async fn flush_usage(&self) -> anyhow::Result<FlushReport> {
+        flush_usage(&self.usage, self.shutdown_timeout, &self.log).await
+    }
+
+    /// Graceful stop: stop accepting, finish in-flight requests, flush usage.
+    pub async fn stop(self) -> anyhow::Result<FlushReport> {
+        self.handle.stop(true).await;
+        self.wait().await
+    }
+}
+
+async fn flush_usage(
+    usage: &Addr<UsageActor>,
+    deadline: Duration,
+    log: &Logger,
+) -> anyhow::Result<FlushReport> {
+    let report = usage
+        .send(FlushAll { deadline })
+        .await
+        .context("usage actor gone before the final flush")?;
+    info!(log, "shutdown.usage_flushed"; "written" => report.written, "unwritten" => report.unwritten);
+    Ok(report)
+}
+
+/// Runs the gateway until a signal stops it.
+pub async fn run(settings: Settings, log: Logger) -> anyhow::Result<()> {
+    let gateway = start(
+        settings,
+        log.clone(),
+        StartOptions {
+            handle_signals: true,
+        },
+    )
+    .await?;
+    let report = gateway.wait().await?;
+    if report.unwritten > 0 {
+        anyhow::bail!(
+            "{} usage records could be neither written nor spilled",
+            report.unwritten
+        );
+    }
+    info!(log, "shutdown.complete");
+    Ok(())
+}
+
+/// Starts everything and returns once the server is listening.
+pub async fn start(
+    settings: Settings,
+    log: Logger,
+    options: StartOptions,
+) -> anyhow::Result<Gateway> {
+    // HTTPS upstreams: select rustls's backend once per process (a second
+    // call, from another gateway in the same test process, is a no-op).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let settings = Arc::new(settings);
+    let database = db::connect(&settings.database)
+        .await
+        .with_context(|| format!("opening the database ({:?})", settings.database.backend()))?;
+    info!(log, "database.ready"; "backend" => ?settings.database.backend());
+
+    let secret = resolve_secret(
+        &settings.security.secret_key,
+        &settings.security.secret_key_file,
+        "security.secret_key",
+        &log,
+    )?;
+    let cipher = Arc::new(SecretCipher::new(secret.expose()));
+    let master_key = if settings.admin.master_key_enabled {
+        Some(resolve_secret(
+            &settings.admin.master_key,
+            &settings.admin.master_key_file,
+            "admin.master_key",
+            &log,
+        )?)
+    } else {
+        None
+    };
+
+    seed::seed_from_settings(&database, &settings, &cipher, &log).await?;
+    let providers = seed::load_providers(&database, &cipher, &log).await?;
+    let prices = metering::PriceTable::default();
+    prices.replace(seed::load_prices(&database).await?);
+    let redirects = seed::load_redirects(&database).await?;
+
+    // The router and the provider actors share one arbiter so the hop
+    // between them stays on one thread; handlers reach it in one cross-thread
+    // send (DESIGN.md §8 measures ~6 µs p50).
+    let control = Arbiter::new();
+    let control_handle = control.handle();
+    for provider in &providers {
+        info!(log, "provider.started"; "provider" => &provider.spec.name, "kind" => &provider.spec.kind,
+            "keys" => provider.keys.len(), "models" => provider.models.len());
+    }
+    let key_source = Arc::new(seed::DbKeySource {
+        db: database.clone(),
+        cipher: cipher.clone(),
+        log: log.clone(),
+    });
+    let model_routes = settings
+        .models
+        .iter()
+        .map(|(model, route)| (model.clone(), route.route()))
+        .collect();
+    let router_log = log.clone();
+    // Built on the control arbiter, so the provider actors it starts (and
+    // restarts) live there too.
+    let router = RouterActor::start_in_arbiter(&control_handle, move |_| {
+        let routes = providers
+            .into_iter()
+            .map(|provider| {
+                ProviderRoute::start(
+                    provider.spec,
+                    provider.keys,
+                    provider.models,
+                    provider.weight,
+                )
+            })
+            .collect();
+        RouterActor::new(routes, redirects)
+            .with_models(model_routes)
+            .with_key_source(key_source)
+            .with_log(Arc::new(move |message: &str| {
+                warn!(router_log, "{}", message)
+            }))
+    });
+
+    probe::start(router.clone(), settings.health.clone(), log.clone());
+    let probe_router = router.clone();
+
+    let usage_log = log.clone();
+    let sink = metering::DbUsageSink::new(
+        database.clone(),
+        settings.usage.spill_file.clone().into(),
+        log.clone(),
+    );
+    let usage_config = UsageConfig {
+        flush_interval: settings.usage.flush_interval,
+        flush_max_records: settings.usage.flush_max_records,
+        max_buffered_records: settings.usage.max_buffered_records,
+    };
+    let usage_queue = UsageQueue::new(&usage_config);
+    let actor_queue = usage_queue.clone();
+    let usage = UsageActor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+        UsageActor::new(
+            actor_queue,
+            Arc::new(sink),
+            usage_config,
+            Arc::new(move |message: &str| warn!(usage_log, "{}", message)),
+        )
+    });
+
+    let state = web::Data::new(AppState {
+        settings: settings.clone(),
+        db: database.clone(),
+        router,
+        usage: usage_queue,
+        tokens: tokens::TokenCache::default(),
+        prices,
+        master_key,
+        log: log.clone(),
+        cipher: cipher.clone(),
+        concurrency: http::limits::ConcurrencyLimit::new(settings.server.max_concurrent_requests),
+    });
+
+    let upstream = settings.upstream.clone();
+    let mut server = HttpServer::new(move || {
+        // One awc client per worker: awc clients are !Send.
+        let connector = awc::Connector::new()
+            .timeout(upstream.connect_timeout)
+            .limit(0)
+            .conn_keep_alive(Duration::from_secs(60));
+        let client = awc::Client::builder()
+            .connector(connector)
+            .timeout(upstream.first_byte_timeout)
+            .disable_redirects()
+            .finish();
+        App::new()
+            .app_data(state.clone())
+            .app_data(web::Data::new(client))
+            .app_data(web::QueryConfig::default().error_handler(|error, _| {
+                error::ApiError::bad_request(format!("Invalid query string: {error}")).into()
+            }))
+            .app_data(web::PathConfig::default().error_handler(|_, _| {
+                error::ApiError::NotFound("No such resource".to_owned()).into()
+            }))
+            .wrap(middleware::from_fn(http::context::request_context))
+            .configure(http::routes)
+            .default_service(web::to(http::not_found))
+    })
+    .shutdown_timeout(settings.server.shutdown_timeout.as_secs().max(1));
+    if settings.server.workers > 0 {
+        server = server.workers(settings.server.workers);
+    }
+    // actix-server's own handlers stop the whole actix System on a signal
+    // (taking the usage actor down before its final flush) and treat Ctrl-C
+    // as a forced stop. Ours make SIGTERM and Ctrl-C both graceful.
+    server = server.disable_signals();
+    // actix-http keeps serving a request whose client half-closed (FIN) the
+    // connection; with this off, a FIN drops the handler at once, which
+    // cancels the upstream call and settles the usage row as 499.
+    server = server.h1_allow_half_closed(!settings.upstream.cancel_on_client_disconnect);
+    let server = server
+        .bind(&settings.server.listen)
+        .with_context(|| format!("binding {}", settings.server.listen))?;
+    let addr = server
+        .addrs()
+        .first()
+        .copied()
+        .context("the server bound no address")?;
+    let server = server.run();
+    let handle = server.handle();
+    if options.handle_signals {
+        actix_rt::spawn(stop_on_signal(handle.clone(), log.clone()));
+    }
+    info!(log, "server.listening"; "addr" => %addr);
+    Ok(Gateway {
+        addr,
+        handle,
+        server: actix_rt::spawn(server),
+        usage,
+        shutdown_timeout: settings.server.shutdown_timeout,
+        log,
+        db: database,
+        router: probe_router,
+    })
+}
+
+/// First SIGTERM or SIGINT: graceful stop (stop accepting, finish in-flight
+/// requests up to `server.shutdown_timeout`). A second one: stop at once.
+async fn stop_on_signal(handle: ServerHandle, log: Logger) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        warn!(log, "signals.unavailable");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => info!(log, "shutdown.signal"; "signal" => "SIGTERM"),
+        _ = int.recv() => info!(log, "shutdown.signal"; "signal" => "SIGINT"),
+    }
+    let graceful = handle.stop(true);
+    tokio::select! {
+        () = graceful => {}
+        _ = term.recv() => handle.stop(false).await,
+        _ = int.recv() => handle.stop(false).await,
+    }
+}
+
+/// A configured secret, else the one in `file`, else a new one written there
+/// with mode 0600. The secret itself is never logged.
+fn resolve_secret(
+    configured: &Secret,
+    file: &str,
+    key: &str,
+    log: &Logger,
+) -> anyhow::Result<Secret> {
+    if !configured.is_empty() {
+        return Ok(configured.clone());
+    }
+    let path = Path::new(file);
+    match std::fs::read_to_string(path) {
+        Ok(content) if !content.trim().is_empty() => return Ok(Secret::new(content.trim())),
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error).with_context(|| format!("reading {file} (for {key})")),
+    }
+    let generated = format!("sy-{}", hex::encode(rand::random::<[u8; 32]>()));
+    write_private_file(path, &generated).with_context(|| format!("writing {file} (for {key})"))?;
+    warn!(log, "secret.generated"; "setting" => key, "file" => file);
+    Ok(Secret::new(generated))
+}
+
+/// Writes `content` to a new file readable only by its owner.
+pub fn write_private_file(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(parent) = path.parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(content.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}

@@ -1,0 +1,152 @@
+//! Prices, cost, and where usage records go.
+//!
+//! Money is integer nano-USD end to end; prices are micro-USD per million
+//! tokens, so `cost = tokens x price / 1000` is exact to the nano-dollar
+//! (rounded down per request) and sums never drift.
+
+use crate::db::Db;
+use futures_util::future::BoxFuture;
+use slog::{Logger, error};
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use switchyard_actors::{UsageRecord, UsageSink};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Price {
+    pub input_per_mtok_micros: i64,
+    pub output_per_mtok_micros: i64,
+}
+
+impl Price {
+    pub fn cost_nanos(self, prompt_tokens: i64, completion_tokens: i64) -> i64 {
+        let total = i128::from(prompt_tokens) * i128::from(self.input_per_mtok_micros)
+            + i128::from(completion_tokens) * i128::from(self.output_per_mtok_micros);
+        i64::try_from(total / 1000).unwrap_or(i64::MAX)
+    }
+}
+
+/// model -> price, shared by all workers, reloaded when prices change.
+#[derive(Clone, Default)]
+pub struct PriceTable {
+    prices: Arc<RwLock<HashMap<String, Price>>>,
+}
+
+impl PriceTable {
+    pub fn replace(&self, prices: HashMap<String, Price>) {
+        if let Ok(mut table) = self.prices.write() {
+            *table = prices;
+        }
+    }
+
+    /// The first of `models` with a known price (upstream name, then the
+    /// requested one).
+    pub fn lookup(&self, models: &[&str]) -> Option<Price> {
+        let table = self.prices.read().ok()?;
+        models.iter().find_map(|model| table.get(*model).copied())
+    }
+}
+
+/// Writes usage batches to the database; spills to a JSON-lines file while
+/// the database is unreachable.
+pub struct DbUsageSink {
+    db: Db,
+    spill_path: PathBuf,
+    log: Logger,
+}
+
+impl DbUsageSink {
+    pub fn new(db: Db, spill_path: PathBuf, log: Logger) -> Self {
+        Self {
+            db,
+            spill_path,
+            log,
+        }
+    }
+}
+
+impl UsageSink for DbUsageSink {
+    fn write(&self, batch: Arc<Vec<UsageRecord>>) -> BoxFuture<'static, Result<(), String>> {
+        let db = self.db.clone();
+        // `write_usage_batch` runs on the database runtime: dropping this
+        // future never cancels the write half-way.
+        Box::pin(async move {
+            db.write_usage_batch(&batch)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn spill(&self, records: &[UsageRecord]) -> Result<(), String> {
+        if let Some(parent) = self.spill_path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.spill_path)
+            .map_err(|e| format!("{}: {e}", self.spill_path.display()))?;
+        let mut lines = Vec::with_capacity(records.len() * 256);
+        for record in records {
+            serde_json::to_writer(&mut lines, record).map_err(|e| e.to_string())?;
+            lines.push(b'\n');
+        }
+        file.write_all(&lines).map_err(|e| e.to_string())?;
+        file.sync_data().map_err(|e| e.to_string())
+    }
+
+    fn take_spilled(&self) -> Result<Vec<UsageRecord>, String> {
+        let file = match std::fs::File::open(&self.spill_path) {
+            Ok(file) => file,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(error) => return Err(error.to_string()),
+        };
+        let mut records = Vec::new();
+        for (number, line) in std::io::BufReader::new(file).lines().enumerate() {
+            let line = line.map_err(|e| e.to_string())?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<UsageRecord>(&line) {
+                Ok(record) => records.push(record),
+                // A torn last line from a crash mid-append: keep the rest.
+                Err(e) => {
+                    error!(self.log, "usage.spill_line_unreadable"; "line" => number + 1, "error" => %e)
+                }
+            }
+        }
+        std::fs::remove_file(&self.spill_path).map_err(|e| e.to_string())?;
+        Ok(records)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cost_is_exact_in_nano_dollars() {
+        // $2.50 / $10.00 per million tokens.
+        let price = Price {
+            input_per_mtok_micros: 2_500_000,
+            output_per_mtok_micros: 10_000_000,
+        };
+        // 1,000 in + 500 out = $0.0025 + $0.005 = 7,500,000 nano-USD.
+        assert_eq!(price.cost_nanos(1_000, 500), 7_500_000);
+        assert_eq!(price.cost_nanos(0, 0), 0);
+        assert_eq!(price.cost_nanos(1, 0), 2_500);
+    }
+
+    #[test]
+    fn lookup_prefers_the_first_known_model() {
+        let table = PriceTable::default();
+        let price = Price {
+            input_per_mtok_micros: 1,
+            output_per_mtok_micros: 2,
+        };
+        table.replace(HashMap::from([("b".to_owned(), price)]));
+        assert_eq!(table.lookup(&["a", "b"]), Some(price));
+        assert_eq!(table.lookup(&["a"]), None);
+    }
+}

@@ -1,0 +1,77 @@
+//! Background probes: every `health.probe_interval`, each provider actor
+//! lends its idle half-open keys (`TakeProbes`), and each is tried with a
+//! cheap request, the provider's model list. The outcome is reported through
+//! the lease like any attempt: success closes the circuit, failure re-opens
+//! it for longer. Runs on its own arbiter with its own HTTP client, so probes
+//! never compete with client requests for a worker.
+
+use crate::config::HealthSettings;
+use crate::providers;
+use actix::prelude::*;
+use slog::{Logger, debug, info};
+use std::time::Instant;
+use switchyard_actors::{Failure, Lease, ListProviders, Outcome, RouterActor, TakeProbes};
+
+pub fn start(router: Addr<RouterActor>, settings: HealthSettings, log: Logger) {
+    if settings.probe_interval.is_zero() {
+        return;
+    }
+    let arbiter = Arbiter::new();
+    // The HTTP client is not Send: build it on the probe arbiter's thread.
+    arbiter.spawn_fn(move || {
+        actix_rt::spawn(run(router, settings, log));
+    });
+}
+
+async fn run(router: Addr<RouterActor>, settings: HealthSettings, log: Logger) {
+    let client = awc::Client::builder()
+        .timeout(settings.probe_timeout)
+        .disable_redirects()
+        .finish();
+    let mut tick = actix_rt::time::interval(settings.probe_interval);
+    loop {
+        tick.tick().await;
+        let Ok(providers) = router.send(ListProviders).await else {
+            // The router is gone: the server is shutting down.
+            return;
+        };
+        for (_, provider) in providers {
+            let Ok(leases) = provider.send(TakeProbes).await else {
+                continue;
+            };
+            for lease in leases {
+                actix_rt::spawn(probe(client.clone(), lease, log.clone()));
+            }
+        }
+    }
+}
+
+async fn probe(client: awc::Client, lease: Lease, log: Logger) {
+    let spec = lease.provider.clone();
+    let mut request = client
+        .get(providers::endpoint_url(&spec, "models"))
+        .insert_header(providers::auth_header(&lease.secret));
+    for (name, value) in &spec.headers {
+        request = request.insert_header((name.as_str(), value.as_str()));
+    }
+    let started = Instant::now();
+    let outcome = match request.send().await {
+        Ok(response) => match providers::classify_status(response.status(), response.headers()) {
+            None => Outcome::Success {
+                latency: started.elapsed(),
+            },
+            Some(failure) => Outcome::Failure(failure),
+        },
+        Err(awc::error::SendRequestError::Timeout) => Outcome::Failure(Failure::Timeout),
+        Err(_) => Outcome::Failure(Failure::Connection),
+    };
+    match outcome {
+        Outcome::Success { .. } => {
+            info!(log, "probe.recovered"; "provider" => &spec.name, "key_id" => &lease.key_id)
+        }
+        _ => {
+            debug!(log, "probe.failed"; "provider" => &spec.name, "key_id" => &lease.key_id, "outcome" => ?outcome)
+        }
+    }
+    lease.finish(outcome);
+}

@@ -1,0 +1,329 @@
+//! The OpenAI chat-completions wire format, spoken by the `openai` and
+//! `openai-compatible` kinds: the client's request passes through with only
+//! `model` rewritten (and usage requested for streams), so fields the gateway
+//! does not know still reach the provider.
+
+use crate::error::ApiError;
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+
+/// A validated client chat request.
+#[derive(Debug, Clone)]
+pub struct ChatRequest {
+    pub body: Map<String, Value>,
+    pub model: String,
+    pub stream: bool,
+    /// The client itself asked for the usage chunk (`stream_options.include_usage`).
+    pub client_wants_usage: bool,
+    /// `max_tokens` / `max_completion_tokens`, when given.
+    pub max_tokens: Option<i64>,
+}
+
+/// Parses and validates a `/v1/chat/completions` body.
+pub fn parse_chat_request(raw: &[u8]) -> Result<ChatRequest, ApiError> {
+    let value: Value = serde_json::from_slice(raw).map_err(|error| {
+        ApiError::bad_request(format!("The request body is not valid JSON: {error}"))
+    })?;
+    let Value::Object(body) = value else {
+        return Err(ApiError::bad_request(
+            "The request body must be a JSON object",
+        ));
+    };
+    let model = match body.get("model") {
+        Some(Value::String(model)) if !model.trim().is_empty() => model.clone(),
+        Some(Value::String(_)) | None | Some(Value::Null) => {
+            return Err(ApiError::bad_param(
+                "model",
+                "You must provide a model parameter",
+            ));
+        }
+        Some(_) => return Err(ApiError::bad_param("model", "`model` must be a string")),
+    };
+    match body.get("messages") {
+        Some(Value::Array(messages)) if !messages.is_empty() => {
+            if let Some(index) = messages.iter().position(|message| !message.is_object()) {
+                return Err(ApiError::bad_param(
+                    "messages",
+                    format!("`messages[{index}]` must be an object with a role"),
+                ));
+            }
+        }
+        Some(Value::Array(_)) => {
+            return Err(ApiError::bad_param(
+                "messages",
+                "`messages` must not be empty",
+            ));
+        }
+        None | Some(Value::Null) => {
+            return Err(ApiError::bad_param(
+                "messages",
+                "You must provide a messages parameter",
+            ));
+        }
+        Some(_) => {
+            return Err(ApiError::bad_param(
+                "messages",
+                "`messages` must be an array",
+            ));
+        }
+    }
+    let stream = match body.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(stream)) => *stream,
+        Some(_) => return Err(ApiError::bad_param("stream", "`stream` must be a boolean")),
+    };
+    let client_wants_usage = body
+        .get("stream_options")
+        .and_then(|options| options.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let max_tokens = ["max_completion_tokens", "max_tokens"]
+        .iter()
+        .find_map(|field| body.get(*field).and_then(Value::as_i64));
+    Ok(ChatRequest {
+        body,
+        model,
+        stream,
+        client_wants_usage,
+        max_tokens,
+    })
+}
+
+/// The body sent upstream: the client's, with the upstream model name and,
+/// for streams, usage requested so every stream can be metered.
+pub fn upstream_chat_body(
+    request: &mut ChatRequest,
+    upstream_model: &str,
+) -> Result<Bytes, ApiError> {
+    request
+        .body
+        .insert("model".to_owned(), Value::String(upstream_model.to_owned()));
+    if request.stream && !request.client_wants_usage {
+        let options = request
+            .body
+            .entry("stream_options")
+            .or_insert_with(|| Value::Object(Map::new()));
+        match options {
+            Value::Object(options) => {
+                options.insert("include_usage".to_owned(), Value::Bool(true));
+            }
+            other => *other = json!({ "include_usage": true }),
+        }
+    }
+    serde_json::to_vec(&request.body)
+        .map(Bytes::from)
+        .map_err(|_| ApiError::Internal)
+}
+
+/// Token counts of a response or stream chunk, if it reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+}
+
+pub fn usage_of(value: &Value) -> Option<Usage> {
+    let usage = value.get("usage")?.as_object()?;
+    let count = |field: &str| usage.get(field).and_then(Value::as_i64).unwrap_or(0);
+    Some(Usage {
+        prompt_tokens: count("prompt_tokens"),
+        completion_tokens: count("completion_tokens"),
+    })
+}
+
+/// Reads a relayed chat stream event by event: finds the usage, tells which
+/// events to pass on, and notices the end.
+#[derive(Debug, Default)]
+pub struct ChatStreamState {
+    /// Drop the usage-only chunk: the gateway asked for it, not the client.
+    pub hide_usage_chunk: bool,
+    pub usage: Option<Usage>,
+    pub done: bool,
+    /// Events that carried choices (content, tool calls or a finish).
+    pub content_events: u64,
+}
+
+impl ChatStreamState {
+    pub fn new(hide_usage_chunk: bool) -> Self {
+        Self {
+            hide_usage_chunk,
+            ..Self::default()
+        }
+    }
+
+    /// Inspects one event's `data`; answers whether to forward the event.
+    pub fn on_data(&mut self, data: &[u8]) -> bool {
+        if data == b"[DONE]" {
+            self.done = true;
+            return true;
+        }
+        // Most chunks carry no usage: skip parsing them unless they mention it.
+        if !contains(data, b"\"usage\"") {
+            self.content_events += 1;
+            return true;
+        }
+        let Ok(value) = serde_json::from_slice::<Value>(data) else {
+            return true;
+        };
+        let has_choices = value
+            .get("choices")
+            .and_then(Value::as_array)
+            .is_some_and(|choices| !choices.is_empty());
+        if has_choices {
+            self.content_events += 1;
+        }
+        if let Some(usage) = usage_of(&value) {
+            self.usage = Some(usage);
+            if self.hide_usage_chunk && !has_choices {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Whether a stream event commits the answer: text, a tool call, a finish
+/// reason, an error or the end. Role-only and empty deltas do not, so the
+/// gateway can still fail over invisibly while it has seen only those.
+pub fn carries_content(data: &[u8]) -> bool {
+    if data == b"[DONE]" {
+        return true;
+    }
+    let Ok(value) = serde_json::from_slice::<Value>(data) else {
+        // Unreadable: let the relay and the client see it.
+        return true;
+    };
+    if value.get("error").is_some() {
+        return true;
+    }
+    let Some(choices) = value.get("choices").and_then(Value::as_array) else {
+        return false;
+    };
+    choices.iter().any(|choice| {
+        let delta = choice.get("delta");
+        let text = delta
+            .and_then(|d| d.get("content"))
+            .and_then(Value::as_str)
+            .is_some_and(|text| !text.is_empty());
+        let tools = delta
+            .and_then(|d| d.get("tool_calls"))
+            .and_then(Value::as_array)
+            .is_some_and(|calls| !calls.is_empty());
+        let finished = choice
+            .get("finish_reason")
+            .is_some_and(|reason| !reason.is_null());
+        text || tools || finished
+    })
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
+}
+
+/// An SSE error event in OpenAI's shape, sent when a stream fails after
+/// content has gone out: clients must not mistake the cut for a clean end.
+pub fn stream_error_event(message: &str, code: &str) -> Bytes {
+    let body = json!({ "error": { "message": message, "type": "upstream_error", "param": null, "code": code } });
+    Bytes::from(format!("data: {body}\n\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(raw: &str) -> u16 {
+        match parse_chat_request(raw.as_bytes()) {
+            Ok(_) => 200,
+            Err(error) => actix_web::ResponseError::status_code(&error).as_u16(),
+        }
+    }
+
+    #[test]
+    fn validation_rejects_bad_shapes_with_400() {
+        assert_eq!(
+            status(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#),
+            200
+        );
+        for bad in [
+            "{not json",
+            "[1,2]",
+            r#"{"messages":[{"role":"user","content":"hi"}]}"#,
+            r#"{"model":"","messages":[{"role":"user","content":"hi"}]}"#,
+            r#"{"model":42,"messages":[{"role":"user","content":"hi"}]}"#,
+            r#"{"model":"m"}"#,
+            r#"{"model":"m","messages":"hi"}"#,
+            r#"{"model":"m","messages":[]}"#,
+            r#"{"model":"m","messages":["hi"]}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":"yes"}"#,
+        ] {
+            assert_eq!(status(bad), 400, "{bad}");
+        }
+    }
+
+    #[test]
+    fn upstream_body_rewrites_model_and_requests_usage_for_streams() -> Result<(), ApiError> {
+        let mut request = parse_chat_request(
+            br#"{"model":"gpt-4","messages":[{"role":"user","content":"hi"}],"stream":true,"x":1}"#,
+        )?;
+        let body: Value = serde_json::from_slice(&upstream_chat_body(&mut request, "gpt-4o")?)
+            .map_err(|_| ApiError::Internal)?;
+        assert_eq!(body.get("model"), Some(&json!("gpt-4o")));
+        assert_eq!(
+            body.pointer("/stream_options/include_usage"),
+            Some(&json!(true))
+        );
+        assert_eq!(
+            body.get("x"),
+            Some(&json!(1)),
+            "unknown fields pass through"
+        );
+        assert!(!request.client_wants_usage);
+        Ok(())
+    }
+
+    #[test]
+    fn stream_state_finds_usage_and_hides_the_injected_chunk() {
+        let mut state = ChatStreamState::new(true);
+        assert!(state.on_data(br#"{"choices":[{"delta":{"content":"hi"}}]}"#));
+        assert!(state.on_data(br#"{"choices":[{"delta":{}}],"usage":null}"#));
+        assert!(
+            !state.on_data(br#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":5}}"#)
+        );
+        assert!(state.on_data(b"[DONE]"));
+        assert_eq!(
+            state.usage,
+            Some(Usage {
+                prompt_tokens: 3,
+                completion_tokens: 5
+            })
+        );
+        assert!(state.done);
+
+        let mut client_asked = ChatStreamState::new(false);
+        assert!(
+            client_asked
+                .on_data(br#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":5}}"#)
+        );
+    }
+
+    #[test]
+    fn only_content_commits_a_stream() {
+        assert!(!carries_content(
+            br#"{"choices":[{"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#
+        ));
+        assert!(!carries_content(br#"{"choices":[],"usage":null}"#));
+        assert!(carries_content(
+            br#"{"choices":[{"delta":{"content":"hi"}}]}"#
+        ));
+        assert!(carries_content(
+            br#"{"choices":[{"delta":{"tool_calls":[{"index":0}]}}]}"#
+        ));
+        assert!(carries_content(
+            br#"{"choices":[{"delta":{},"finish_reason":"stop"}]}"#
+        ));
+        assert!(carries_content(br#"{"error":{"message":"x"}}"#));
+        assert!(carries_content(b"[DONE]"));
+    }
+}

@@ -1,0 +1,373 @@
+//! Shared pieces of the format translation between the OpenAI chat format
+//! and the Anthropic Messages and Gemini formats: the error type, the stream
+//! translator interface, SSE framing and small content helpers.
+//!
+//! The translators themselves live with their provider kinds:
+//! [`super::anthropic`] (both ways) and [`super::gemini`].
+
+use super::openai::Usage;
+use crate::error::ApiError;
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Why a body could not be translated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TranslateError {
+    /// The client's request is malformed in a way the target format cannot
+    /// absorb (400).
+    #[error("{message}")]
+    InvalidRequest {
+        /// Where in the request, e.g. `messages[2].tool_calls[0].function.arguments`.
+        param: Option<String>,
+        message: String,
+    },
+    /// The client's request is valid in its own format but asks for
+    /// something the target format has no equivalent for (400).
+    #[error("{message}")]
+    Unsupported {
+        param: Option<String>,
+        message: String,
+    },
+    /// The upstream answered something that cannot be read as its own
+    /// format (502).
+    #[error("The upstream response could not be translated: {0}")]
+    Upstream(String),
+}
+
+impl TranslateError {
+    pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::InvalidRequest {
+            param: Some(param.into()),
+            message: message.into(),
+        }
+    }
+
+    pub fn unsupported(param: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Unsupported {
+            param: Some(param.into()),
+            message: message.into(),
+        }
+    }
+
+    pub fn upstream(message: impl Into<String>) -> Self {
+        Self::Upstream(message.into())
+    }
+
+    /// The HTTP status a handler answers with: 400 for the client's input,
+    /// 502 for the upstream's output.
+    pub fn status_code(&self) -> u16 {
+        match self {
+            Self::InvalidRequest { .. } | Self::Unsupported { .. } => 400,
+            Self::Upstream(_) => 502,
+        }
+    }
+
+    pub fn param(&self) -> Option<&str> {
+        match self {
+            Self::InvalidRequest { param, .. } | Self::Unsupported { param, .. } => {
+                param.as_deref()
+            }
+            Self::Upstream(_) => None,
+        }
+    }
+
+    /// The error in Anthropic's shape, for the `/v1/messages` front door.
+    pub fn anthropic_body(&self) -> Value {
+        let kind = match self {
+            Self::InvalidRequest { .. } | Self::Unsupported { .. } => "invalid_request_error",
+            Self::Upstream(_) => "api_error",
+        };
+        json!({ "type": "error", "error": { "type": kind, "message": self.to_string() } })
+    }
+}
+
+impl From<TranslateError> for ApiError {
+    fn from(error: TranslateError) -> Self {
+        match error {
+            TranslateError::Upstream(_) => ApiError::UpstreamFailed(error.to_string()),
+            TranslateError::InvalidRequest { message, .. }
+            | TranslateError::Unsupported { message, .. } => ApiError::bad_request(message),
+        }
+    }
+}
+
+/// A stream translator: fed one upstream SSE event at a time (as split by
+/// [`super::sse::SseSplitter`]), it answers the client-format SSE bytes to
+/// send right away. Nothing is buffered beyond the current event.
+///
+/// A handler's loop: for every event, `on_event(sse::event_name(e),
+/// &sse::event_data(e))`; at the upstream's end, `finish()`; then, when
+/// `!is_complete()`, the stream was cut and the client gets an error event.
+pub trait StreamTranslator {
+    /// One upstream event (`event:` name if any, joined `data:` lines).
+    fn on_event(
+        &mut self,
+        event_name: Option<&str>,
+        data: &[u8],
+    ) -> Result<Vec<Bytes>, TranslateError>;
+    /// The upstream stream ended: whatever closes the client stream, if
+    /// the upstream's own end marker was implicit (Gemini) or missing.
+    fn finish(&mut self) -> Vec<Bytes>;
+    /// Token counts seen so far (the last report wins).
+    fn usage(&self) -> Option<Usage>;
+    /// The upstream finished the answer properly (not cut, no error event).
+    fn is_complete(&self) -> bool;
+}
+
+/// Seconds since the epoch, for `created`.
+/// An OpenAI `tool_choice`, read once for every target format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolChoice {
+    Auto,
+    None,
+    /// `required`: some tool must be called.
+    Required,
+    /// `{"type":"function","function":{"name":...}}`.
+    Named(String),
+}
+
+/// Parses an OpenAI `tool_choice`; `None` when absent or null.
+pub fn parse_openai_tool_choice(
+    choice: Option<&Value>,
+) -> Result<Option<ToolChoice>, TranslateError> {
+    match choice {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(mode)) => match mode.as_str() {
+            "auto" => Ok(Some(ToolChoice::Auto)),
+            "none" => Ok(Some(ToolChoice::None)),
+            "required" => Ok(Some(ToolChoice::Required)),
+            other => Err(TranslateError::invalid(
+                "tool_choice",
+                format!("unknown tool_choice `{other}`"),
+            )),
+        },
+        Some(choice) => choice
+            .pointer("/function/name")
+            .and_then(Value::as_str)
+            .map(|name| Some(ToolChoice::Named(name.to_owned())))
+            .ok_or_else(|| {
+                TranslateError::invalid("tool_choice", "a named tool_choice needs `function.name`")
+            }),
+    }
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// `data: {json}\n\n`
+pub fn openai_sse(value: &Value) -> Bytes {
+    Bytes::from(format!("data: {value}\n\n"))
+}
+
+/// The OpenAI stream terminator.
+pub const OPENAI_DONE: &[u8] = b"data: [DONE]\n\n";
+
+/// `event: {name}\ndata: {json}\n\n`
+pub fn anthropic_sse(event: &str, value: &Value) -> Bytes {
+    Bytes::from(format!("event: {event}\ndata: {value}\n\n"))
+}
+
+/// Writes OpenAI `chat.completion.chunk` events with a fixed id, model and
+/// creation time.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ChunkWriter {
+    pub id: String,
+    pub model: String,
+    pub created: i64,
+}
+
+impl ChunkWriter {
+    pub fn chunk(&self, index: u64, delta: Value, finish_reason: Option<&str>) -> Bytes {
+        openai_sse(&json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{
+                "index": index,
+                "delta": delta,
+                "logprobs": null,
+                "finish_reason": finish_reason,
+            }],
+        }))
+    }
+
+    pub fn usage_chunk(&self, usage: Value) -> Bytes {
+        openai_sse(&json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [],
+            "usage": usage,
+        }))
+    }
+}
+
+/// An OpenAI-shaped error event for a failure reported inside a stream.
+pub(crate) fn openai_error_chunk(message: &str, kind: &str) -> Bytes {
+    openai_sse(&json!({
+        "error": { "message": message, "type": kind, "param": null, "code": null }
+    }))
+}
+
+/// Parses one event's data as a JSON object.
+pub(crate) fn parse_event(data: &[u8]) -> Result<Map<String, Value>, TranslateError> {
+    match serde_json::from_slice::<Value>(data) {
+        Ok(Value::Object(object)) => Ok(object),
+        Ok(_) => Err(TranslateError::upstream(
+            "a stream event is not a JSON object",
+        )),
+        Err(error) => Err(TranslateError::upstream(format!(
+            "a stream event is not valid JSON: {error}"
+        ))),
+    }
+}
+
+/// The body as an object, or a 400.
+pub(crate) fn request_object(body: &Value) -> Result<&Map<String, Value>, TranslateError> {
+    body.as_object()
+        .ok_or_else(|| TranslateError::InvalidRequest {
+            param: None,
+            message: "The request body must be a JSON object".to_owned(),
+        })
+}
+
+/// The upstream body as an object, or a 502.
+pub(crate) fn response_object(body: &Value) -> Result<&Map<String, Value>, TranslateError> {
+    body.as_object()
+        .ok_or_else(|| TranslateError::upstream("the response body is not a JSON object"))
+}
+
+/// Splits a `data:` URL into its media type and base64 payload.
+pub(crate) fn parse_data_url(url: &str) -> Option<(&str, &str)> {
+    let rest = url.strip_prefix("data:")?;
+    let (header, data) = rest.split_once(',')?;
+    let media_type = header.strip_suffix(";base64")?;
+    Some((media_type, data))
+}
+
+/// The text of OpenAI message content: a string, or the `text` of its text
+/// parts joined by `separator`.
+pub(crate) fn openai_content_text(content: Option<&Value>, separator: &str) -> String {
+    match content {
+        Some(Value::String(text)) => text.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|part| {
+                let kind = part.get("type").and_then(Value::as_str);
+                match kind {
+                    Some("text") => part.get("text").and_then(Value::as_str),
+                    Some("refusal") => part.get("refusal").and_then(Value::as_str),
+                    _ => None,
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(separator),
+        _ => String::new(),
+    }
+}
+
+/// `stop` as a list: a string becomes a one-element list, nulls vanish.
+pub(crate) fn stop_list(stop: Option<&Value>) -> Option<Vec<Value>> {
+    match stop {
+        Some(Value::String(stop)) => Some(vec![Value::String(stop.clone())]),
+        Some(Value::Array(stops)) if !stops.is_empty() => Some(
+            stops
+                .iter()
+                .filter(|stop| stop.is_string())
+                .cloned()
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+/// `max_completion_tokens`, else `max_tokens`.
+pub(crate) fn openai_max_tokens(body: &Map<String, Value>) -> Option<u64> {
+    ["max_completion_tokens", "max_tokens"]
+        .iter()
+        .find_map(|field| body.get(*field).and_then(Value::as_u64))
+}
+
+/// Tool-call arguments (a JSON string, as OpenAI sends them) as an object.
+/// Empty arguments mean no arguments; some clients send an object directly.
+pub(crate) fn parse_tool_arguments(
+    arguments: Option<&Value>,
+    param: impl FnOnce() -> String,
+) -> Result<Value, TranslateError> {
+    let parsed = match arguments {
+        None | Some(Value::Null) => return Ok(Value::Object(Map::new())),
+        Some(Value::Object(object)) => return Ok(Value::Object(object.clone())),
+        Some(Value::String(text)) if text.trim().is_empty() => {
+            return Ok(Value::Object(Map::new()));
+        }
+        Some(Value::String(text)) => serde_json::from_str::<Value>(text),
+        Some(_) => {
+            return Err(TranslateError::invalid(
+                param(),
+                "tool call arguments must be a JSON string",
+            ));
+        }
+    };
+    match parsed {
+        Ok(Value::Object(object)) => Ok(Value::Object(object)),
+        Ok(_) => Err(TranslateError::invalid(
+            param(),
+            "tool call arguments must encode a JSON object",
+        )),
+        Err(error) => Err(TranslateError::invalid(
+            param(),
+            format!("tool call arguments are not valid JSON: {error}"),
+        )),
+    }
+}
+
+/// Copies `from[key]` to `to[target]` when present and not null.
+pub(crate) fn copy_field(
+    from: &Map<String, Value>,
+    key: &str,
+    to: &mut Map<String, Value>,
+    target: &str,
+) {
+    if let Some(value) = from.get(key).filter(|value| !value.is_null()) {
+        to.insert(target.to_owned(), value.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_urls_split_into_media_type_and_payload() {
+        assert_eq!(
+            parse_data_url("data:image/png;base64,iVBOR"),
+            Some(("image/png", "iVBOR"))
+        );
+        assert_eq!(parse_data_url("data:text/plain,hello"), None);
+        assert_eq!(parse_data_url("https://example.com/a.png"), None);
+    }
+
+    #[test]
+    fn tool_arguments_must_be_a_json_object() {
+        let param = || "p".to_owned();
+        assert_eq!(
+            parse_tool_arguments(Some(&json!("{\"a\":1}")), param),
+            Ok(json!({"a": 1}))
+        );
+        assert_eq!(parse_tool_arguments(Some(&json!("")), param), Ok(json!({})));
+        assert!(parse_tool_arguments(Some(&json!("{\"a\":")), param).is_err());
+        assert!(parse_tool_arguments(Some(&json!("[1]")), param).is_err());
+        let error = parse_tool_arguments(Some(&json!("nope")), param);
+        assert_eq!(
+            error.as_ref().map_err(TranslateError::status_code),
+            Err(400)
+        );
+    }
+}

@@ -1,0 +1,344 @@
+//! Settings -> database at start, and database -> actors.
+//!
+//! Providers, keys, prices and redirects declared in settings are upserted
+//! into the database on every start; the database is then the source of
+//! truth (keys added through the admin API survive restarts, keys removed
+//! from settings are not deleted). Provider keys are stored encrypted.
+
+use crate::config::{ProviderKind, ProviderSettings, Settings, mask};
+use crate::crypto::{SecretCipher, fingerprint};
+use crate::db::Db;
+use crate::db::providers::{NewProvider, NewProviderKey, Provider};
+use crate::metering::Price;
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use slog::{Logger, info, warn};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use switchyard_actors::{KeySpec, KeyStrategy, ProviderSpec, RetryPolicy};
+
+/// What `providers.config_json` holds.
+#[derive(Debug, Serialize, Deserialize)]
+struct ProviderConfig {
+    #[serde(default)]
+    models: Vec<String>,
+    #[serde(default)]
+    strategy: Option<String>,
+    /// Extra headers, encrypted as one JSON object (values may be secrets).
+    #[serde(default)]
+    headers_ciphertext: Option<String>,
+    #[serde(default)]
+    retry: Option<RetryConfig>,
+    /// Per-key concurrency limit (0: none).
+    #[serde(default)]
+    max_in_flight_per_key: u32,
+    /// Share of traffic under a model's `weighted` strategy.
+    #[serde(default = "one")]
+    weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RetryConfig {
+    max_attempts: u32,
+    backoff_base_ms: u64,
+    backoff_max_ms: u64,
+    rate_limit_cooldown_ms: u64,
+    error_cooldown_ms: u64,
+    failure_threshold: u32,
+    #[serde(default)]
+    attempt_timeout_ms: Option<u64>,
+}
+
+impl From<&RetryPolicy> for RetryConfig {
+    fn from(policy: &RetryPolicy) -> Self {
+        Self {
+            max_attempts: policy.max_attempts,
+            backoff_base_ms: policy.backoff_base.as_millis() as u64,
+            backoff_max_ms: policy.backoff_max.as_millis() as u64,
+            rate_limit_cooldown_ms: policy.rate_limit_cooldown.as_millis() as u64,
+            error_cooldown_ms: policy.error_cooldown.as_millis() as u64,
+            failure_threshold: policy.failure_threshold,
+            attempt_timeout_ms: policy
+                .attempt_timeout
+                .map(|timeout| timeout.as_millis() as u64),
+        }
+    }
+}
+
+impl From<&RetryConfig> for RetryPolicy {
+    fn from(config: &RetryConfig) -> Self {
+        use std::time::Duration;
+        Self {
+            max_attempts: config.max_attempts.max(1),
+            backoff_base: Duration::from_millis(config.backoff_base_ms),
+            backoff_max: Duration::from_millis(config.backoff_max_ms),
+            rate_limit_cooldown: Duration::from_millis(config.rate_limit_cooldown_ms),
+            error_cooldown: Duration::from_millis(config.error_cooldown_ms),
+            failure_threshold: config.failure_threshold,
+            attempt_timeout: config.attempt_timeout_ms.map(Duration::from_millis),
+        }
+    }
+}
+
+fn strategy_name(strategy: KeyStrategy) -> &'static str {
+    match strategy {
+        KeyStrategy::FirstAvailable => "first-available",
+        KeyStrategy::RoundRobin => "round-robin",
+        KeyStrategy::Random => "random",
+        KeyStrategy::Weighted => "weighted",
+        KeyStrategy::LeastInFlight => "least-in-flight",
+        KeyStrategy::Latency => "latency",
+    }
+}
+
+fn parse_strategy(name: &str) -> KeyStrategy {
+    serde_json::from_value(serde_json::Value::String(name.to_owned())).unwrap_or_default()
+}
+
+/// Upserts everything declared in settings.
+pub async fn seed_from_settings(
+    db: &Db,
+    settings: &Settings,
+    cipher: &SecretCipher,
+    log: &Logger,
+) -> anyhow::Result<()> {
+    for provider in &settings.providers {
+        seed_provider(db, provider, cipher, log).await?;
+    }
+    for price in &settings.prices {
+        db.upsert_price(
+            &price.model,
+            crate::config::PriceSettings::micros(price.input_per_mtok),
+            crate::config::PriceSettings::micros(price.output_per_mtok),
+        )
+        .await
+        .with_context(|| format!("storing the price of {}", price.model))?;
+    }
+    for (from, to) in &settings.redirects {
+        db.upsert_redirect(from, to)
+            .await
+            .with_context(|| format!("storing the redirect {from}"))?;
+    }
+    Ok(())
+}
+
+async fn seed_provider(
+    db: &Db,
+    provider: &ProviderSettings,
+    cipher: &SecretCipher,
+    log: &Logger,
+) -> anyhow::Result<()> {
+    let headers: BTreeMap<&str, &str> = provider
+        .headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.expose()))
+        .collect();
+    let headers_ciphertext = if headers.is_empty() {
+        None
+    } else {
+        Some(cipher.encrypt(&serde_json::to_string(&headers)?)?)
+    };
+    let config = ProviderConfig {
+        models: provider.models.clone(),
+        strategy: Some(strategy_name(provider.strategy).to_owned()),
+        headers_ciphertext,
+        retry: Some(RetryConfig::from(&provider.retry.policy())),
+        max_in_flight_per_key: provider.max_in_flight_per_key,
+        weight: provider.weight,
+    };
+    let row = db
+        .upsert_provider(&NewProvider {
+            name: provider.name.clone(),
+            kind: provider.kind.as_str().to_owned(),
+            base_url: Some(provider.base_url.clone()),
+            config_json: serde_json::to_string(&config)?,
+            enabled: provider.enabled,
+        })
+        .await
+        .with_context(|| format!("storing provider {}", provider.name))?;
+    for (index, key) in provider.keys.iter().enumerate() {
+        let secret = key.secret().expose().trim();
+        let key_id = key.id(index);
+        if secret.is_empty() {
+            warn!(log, "seed.empty_key_skipped"; "provider" => &provider.name, "key_id" => &key_id);
+            continue;
+        }
+        db.upsert_provider_key(&NewProviderKey {
+            provider_id: row.id,
+            key_id: key_id.clone(),
+            secret_ciphertext: cipher.encrypt(secret)?,
+            secret_hint: mask(secret),
+            secret_fingerprint: fingerprint(secret),
+            weight: i32::try_from(key.weight()).unwrap_or(i32::MAX),
+            priority: key.priority(),
+            enabled: true,
+        })
+        .await
+        .with_context(|| format!("storing key {key_id} of provider {}", provider.name))?;
+    }
+    info!(log, "seed.provider"; "provider" => &provider.name, "keys" => provider.keys.len());
+    Ok(())
+}
+
+/// A provider ready to become an actor.
+pub struct LoadedProvider {
+    pub spec: ProviderSpec,
+    pub keys: Vec<KeySpec>,
+    pub models: Vec<String>,
+    pub weight: u32,
+}
+
+/// Keys from the database, for provider actors restarted after a panic.
+pub struct DbKeySource {
+    pub db: Db,
+    pub cipher: Arc<SecretCipher>,
+    pub log: Logger,
+}
+
+impl switchyard_actors::KeySource for DbKeySource {
+    fn load(
+        &self,
+        provider: &str,
+    ) -> futures_util::future::BoxFuture<'static, Result<Vec<KeySpec>, String>> {
+        let (db, cipher, log, name) = (
+            self.db.clone(),
+            self.cipher.clone(),
+            self.log.clone(),
+            provider.to_owned(),
+        );
+        Box::pin(async move {
+            match load_provider_by_name(&db, &name, &cipher, &log).await {
+                Ok(Some(loaded)) => Ok(loaded.keys),
+                Ok(None) => Err(format!("provider {name} is no longer in the database")),
+                Err(error) => Err(format!("{error:#}")),
+            }
+        })
+    }
+}
+
+/// Reads enabled providers and their keys (decrypted) from the database.
+pub async fn load_providers(
+    db: &Db,
+    cipher: &SecretCipher,
+    log: &Logger,
+) -> anyhow::Result<Vec<LoadedProvider>> {
+    let mut loaded = Vec::new();
+    for row in db.list_providers().await? {
+        if !row.enabled {
+            continue;
+        }
+        if ProviderKind::parse(&row.kind).is_none() {
+            warn!(log, "seed.provider_kind_unsupported"; "provider" => &row.name, "kind" => &row.kind);
+            continue;
+        }
+        loaded.push(load_provider(db, &row, cipher, log).await?);
+    }
+    Ok(loaded)
+}
+
+/// Reads one provider and its keys (decrypted) from the database: what an
+/// admin change to its keys reloads into the running actor.
+pub async fn load_provider_by_name(
+    db: &Db,
+    name: &str,
+    cipher: &SecretCipher,
+    log: &Logger,
+) -> anyhow::Result<Option<LoadedProvider>> {
+    match db.get_provider_by_name(name).await? {
+        Some(row) => Ok(Some(load_provider(db, &row, cipher, log).await?)),
+        None => Ok(None),
+    }
+}
+
+async fn load_provider(
+    db: &Db,
+    row: &Provider,
+    cipher: &SecretCipher,
+    log: &Logger,
+) -> anyhow::Result<LoadedProvider> {
+    let config: ProviderConfig = serde_json::from_str(&row.config_json)
+        .with_context(|| format!("provider {}: unreadable config_json", row.name))?;
+    let headers: Vec<(String, String)> = match &config.headers_ciphertext {
+        Some(ciphertext) => {
+            let json = cipher.decrypt(ciphertext).with_context(|| {
+                format!(
+                    "provider {}: cannot decrypt headers (wrong security.secret_key?)",
+                    row.name
+                )
+            })?;
+            serde_json::from_str::<BTreeMap<String, String>>(&json)?
+                .into_iter()
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    let mut keys = Vec::new();
+    for key in db.list_provider_keys(row.id).await? {
+        match cipher.decrypt(&key.secret_ciphertext) {
+            Ok(secret) => keys.push(KeySpec {
+                id: key.key_id.clone(),
+                secret: Arc::from(secret),
+                weight: u32::try_from(key.weight).unwrap_or(1).max(1),
+                priority: key.priority,
+                enabled: key.enabled,
+                disabled_reason: key.disabled_reason.clone(),
+                max_in_flight: config.max_in_flight_per_key,
+            }),
+            Err(error) => {
+                warn!(log, "seed.key_undecryptable"; "provider" => &row.name, "key_id" => &key.key_id, "error" => %error);
+            }
+        }
+    }
+    let spec = ProviderSpec {
+        name: row.name.clone(),
+        kind: row.kind.clone(),
+        base_url: row.base_url.clone().unwrap_or_default(),
+        headers,
+        strategy: config
+            .strategy
+            .as_deref()
+            .map(parse_strategy)
+            .unwrap_or_default(),
+        policy: config
+            .retry
+            .as_ref()
+            .map(RetryPolicy::from)
+            .unwrap_or_default(),
+    };
+    Ok(LoadedProvider {
+        spec,
+        keys,
+        models: config.models,
+        weight: config.weight,
+    })
+}
+
+pub async fn load_prices(db: &Db) -> anyhow::Result<HashMap<String, Price>> {
+    Ok(db
+        .list_prices()
+        .await?
+        .into_iter()
+        .map(|row| {
+            (
+                row.model,
+                Price {
+                    input_per_mtok_micros: row.input_per_mtok_micros,
+                    output_per_mtok_micros: row.output_per_mtok_micros,
+                },
+            )
+        })
+        .collect())
+}
+
+pub async fn load_redirects(db: &Db) -> anyhow::Result<HashMap<String, String>> {
+    Ok(db
+        .list_redirects()
+        .await?
+        .into_iter()
+        .map(|row| (row.from_model, row.to_model))
+        .collect())
+}

@@ -1,0 +1,231 @@
+//! Gateway tokens: generation, hashing, and the in-memory cache that keeps
+//! the database off the request path.
+//!
+//! A token is `sy-` followed by 40 random alphanumerics (~238 bits). Only its
+//! SHA-256 is stored; the first characters are kept for display. The cache
+//! maps hash -> token row and is invalidated by every admin change made
+//! through this instance; entries also expire after [`CACHE_TTL`], which bounds
+//! how long a change made elsewhere (another instance) can go unseen.
+
+use crate::db::tokens::GatewayToken;
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+pub const TOKEN_PREFIX: &str = "sy-";
+const TOKEN_RANDOM_CHARS: usize = 40;
+/// Characters of the token kept in clear for display (`sy-AbCd1234`).
+const DISPLAY_CHARS: usize = 11;
+pub const CACHE_TTL: Duration = Duration::from_secs(30);
+/// Misses are cached briefly too, so a flood of bad tokens cannot become a
+/// flood of database queries.
+const NEGATIVE_TTL: Duration = Duration::from_secs(2);
+const MAX_ENTRIES: usize = 200_000;
+
+/// A fresh token and what is stored of it.
+pub struct NewTokenSecret {
+    pub token: String,
+    pub hash: String,
+    pub display_prefix: String,
+}
+
+pub fn generate() -> NewTokenSecret {
+    let random: String = rand::rng()
+        .sample_iter(Alphanumeric)
+        .take(TOKEN_RANDOM_CHARS)
+        .map(char::from)
+        .collect();
+    let token = format!("{TOKEN_PREFIX}{random}");
+    NewTokenSecret {
+        hash: hash(&token),
+        display_prefix: token.chars().take(DISPLAY_CHARS).collect(),
+        token,
+    }
+}
+
+pub fn hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// What the request path needs to know about a token.
+#[derive(Debug, Clone)]
+pub struct TokenInfo {
+    pub id: i64,
+    pub name: String,
+    pub user_id: Option<i64>,
+    pub allowed_models: Option<Vec<String>>,
+    pub enabled: bool,
+    pub expires_at_ms: Option<i64>,
+}
+
+impl TokenInfo {
+    pub fn from_row(row: &GatewayToken) -> Self {
+        Self {
+            id: row.id,
+            name: row.name.clone(),
+            user_id: row.user_id,
+            allowed_models: row
+                .allowed_models
+                .as_deref()
+                .and_then(|json| serde_json::from_str::<Vec<String>>(json).ok()),
+            enabled: row.enabled,
+            expires_at_ms: row.expires_at,
+        }
+    }
+
+    /// Whether this token may use `model` (exact names or `*`/`?` globs).
+    pub fn allows_model(&self, model: &str) -> bool {
+        match &self.allowed_models {
+            None => true,
+            Some(patterns) => patterns.iter().any(|pattern| glob_match(pattern, model)),
+        }
+    }
+}
+
+/// `*` matches any run of characters, `?` exactly one.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let pattern: Vec<char> = pattern.chars().collect();
+    let text: Vec<char> = text.chars().collect();
+    let (mut p, mut t) = (0, 0);
+    let mut backtrack: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some('*') => {
+                backtrack = Some((p, t));
+                p += 1;
+            }
+            Some(&c) if c == '?' || Some(&c) == text.get(t) => {
+                p += 1;
+                t += 1;
+            }
+            _ => match backtrack {
+                Some((star, matched)) => {
+                    p = star + 1;
+                    t = matched + 1;
+                    backtrack = Some((star, matched + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern
+        .get(p..)
+        .is_some_and(|rest| rest.iter().all(|&c| c == '*'))
+}
+
+#[derive(Clone)]
+enum Entry {
+    Found(Arc<TokenInfo>, Instant),
+    Missing(Instant),
+}
+
+/// hash -> token, shared by all workers.
+#[derive(Clone, Default)]
+pub struct TokenCache {
+    entries: Arc<RwLock<HashMap<String, Entry>>>,
+}
+
+/// A cache answer.
+pub enum Cached {
+    Found(Arc<TokenInfo>),
+    Missing,
+    Unknown,
+}
+
+impl TokenCache {
+    pub fn get(&self, hash: &str, now: Instant) -> Cached {
+        let Ok(entries) = self.entries.read() else {
+            return Cached::Unknown;
+        };
+        match entries.get(hash) {
+            Some(Entry::Found(info, at)) if now.duration_since(*at) < CACHE_TTL => {
+                Cached::Found(info.clone())
+            }
+            Some(Entry::Missing(at)) if now.duration_since(*at) < NEGATIVE_TTL => Cached::Missing,
+            _ => Cached::Unknown,
+        }
+    }
+
+    pub fn put(&self, hash: String, info: Option<Arc<TokenInfo>>, now: Instant) {
+        if let Ok(mut entries) = self.entries.write() {
+            if entries.len() >= MAX_ENTRIES {
+                entries.retain(|_, entry| matches!(entry, Entry::Found(_, at) if now.duration_since(*at) < CACHE_TTL));
+            }
+            let entry = match info {
+                Some(info) => Entry::Found(info, now),
+                None => Entry::Missing(now),
+            };
+            entries.insert(hash, entry);
+        }
+    }
+
+    /// Forgets token `id` (changed, disabled or deleted).
+    pub fn invalidate(&self, id: i64) {
+        if let Ok(mut entries) = self.entries.write() {
+            entries.retain(|_, entry| !matches!(entry, Entry::Found(info, _) if info.id == id));
+        }
+    }
+
+    /// Forgets every cached miss (a token was created).
+    pub fn forget_misses(&self) {
+        if let Ok(mut entries) = self.entries.write() {
+            entries.retain(|_, entry| matches!(entry, Entry::Found(..)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_tokens_are_unique_prefixed_and_hash_stably() {
+        let a = generate();
+        let b = generate();
+        assert_ne!(a.token, b.token);
+        assert!(a.token.starts_with(TOKEN_PREFIX));
+        assert_eq!(a.token.len(), TOKEN_PREFIX.len() + TOKEN_RANDOM_CHARS);
+        assert_eq!(a.hash, hash(&a.token));
+        assert_eq!(a.hash.len(), 64);
+        assert!(a.token.starts_with(&a.display_prefix));
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("gpt-4o", "gpt-4o"));
+        assert!(!glob_match("gpt-4o", "gpt-4o-mini"));
+        assert!(glob_match("gpt-4o*", "gpt-4o-mini"));
+        assert!(glob_match("*", "anything"));
+        assert!(glob_match("openai/*", "openai/gpt-4o"));
+        assert!(glob_match("claude-?-*", "claude-3-opus"));
+        assert!(!glob_match("claude-?-*", "claude-35-opus"));
+        assert!(glob_match("*mini", "gpt-4o-mini"));
+        assert!(!glob_match("*mini", "gpt-4o"));
+    }
+
+    #[test]
+    fn cache_invalidation_and_ttls() {
+        let cache = TokenCache::default();
+        let now = Instant::now();
+        let info = Arc::new(TokenInfo {
+            id: 7,
+            name: "t".into(),
+            user_id: None,
+            allowed_models: None,
+            enabled: true,
+            expires_at_ms: None,
+        });
+        cache.put("h".into(), Some(info), now);
+        assert!(matches!(cache.get("h", now), Cached::Found(_)));
+        assert!(matches!(cache.get("h", now + CACHE_TTL), Cached::Unknown));
+        cache.invalidate(7);
+        assert!(matches!(cache.get("h", now), Cached::Unknown));
+        cache.put("x".into(), None, now);
+        assert!(matches!(cache.get("x", now), Cached::Missing));
+        cache.forget_misses();
+        assert!(matches!(cache.get("x", now), Cached::Unknown));
+    }
+}
