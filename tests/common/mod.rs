@@ -1,0 +1,274 @@
+//! Shared fixtures: a real database per test, a mock upstream, and the real
+//! gateway started in-process on a free loopback port.
+
+pub mod db;
+pub mod process;
+
+use anyhow::{Context, bail};
+use awc::http::StatusCode;
+use mock_upstream::MockUpstream;
+use serde_json::{Value, json};
+use std::time::Duration;
+use switchyard::config::{
+    Backend, KeySettings, ProviderKind, ProviderSettings, RetrySettings, Secret, Settings,
+};
+use switchyard::{Gateway, StartOptions};
+
+pub const MASTER_KEY: &str = "test-master-key";
+
+/// Generates one test per backend for each `async fn name(Backend) -> anyhow::Result<()>`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[actix_rt::test]
+                async fn $name() -> anyhow::Result<()> {
+                    super::$name(switchyard::config::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[actix_rt::test]
+                async fn $name() -> anyhow::Result<()> {
+                    super::$name(switchyard::config::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+/// A provider named `name` on the mock, serving `models`, with these keys
+/// (the mock's behaviour is chosen by each key's prefix: `ok-`, `e500-`...).
+pub fn mock_provider(
+    mock: &MockUpstream,
+    name: &str,
+    models: &[&str],
+    keys: &[&str],
+) -> ProviderSettings {
+    ProviderSettings {
+        name: name.to_owned(),
+        kind: ProviderKind::OpenaiCompatible,
+        base_url: mock.base_url(),
+        keys: keys
+            .iter()
+            .map(|key| KeySettings::Plain(Secret::new(*key)))
+            .collect(),
+        models: models.iter().map(|model| (*model).to_owned()).collect(),
+        headers: Default::default(),
+        strategy: Default::default(),
+        retry: RetrySettings::default(),
+        max_in_flight_per_key: 0,
+        weight: 1,
+        enabled: true,
+    }
+}
+
+/// A running gateway with its own database and a mock upstream.
+pub struct TestGateway {
+    pub gateway: Option<Gateway>,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    pub mock: MockUpstream,
+    pub client: awc::Client,
+    _db: db::TestDb,
+    _dir: tempfile::TempDir,
+}
+
+impl TestGateway {
+    /// Starts a gateway whose default provider `mock` serves `mock-gpt` with
+    /// two healthy keys; `configure` may change anything before start.
+    pub async fn start(
+        backend: Backend,
+        configure: impl FnOnce(&mut Settings, &MockUpstream),
+    ) -> anyhow::Result<Self> {
+        let mock = MockUpstream::start()?;
+        let dir = tempfile::tempdir()?;
+        let test_db = db::TestDb::new(backend).await?;
+        let mut settings = Settings::for_tests(dir.path())?;
+        settings.database = test_db.settings.clone();
+        settings.admin.master_key = Secret::new(MASTER_KEY);
+        settings.upstream.first_byte_timeout = Duration::from_secs(5);
+        settings.upstream.stream_idle_timeout = Duration::from_secs(5);
+        settings.providers = vec![mock_provider(
+            &mock,
+            "mock",
+            &["mock-gpt"],
+            &["ok-1", "ok-2"],
+        )];
+        configure(&mut settings, &mock);
+        settings.validate()?;
+        let log = slog::Logger::root(slog::Discard, slog::o!());
+        let gateway = switchyard::start(
+            settings,
+            log,
+            StartOptions {
+                handle_signals: false,
+            },
+        )
+        .await?;
+        let url = format!("http://{}", gateway.addr);
+        Ok(Self {
+            gateway: Some(gateway),
+            url,
+            mock,
+            client: awc::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .finish(),
+            _db: test_db,
+            _dir: dir,
+        })
+    }
+
+    pub fn gateway(&self) -> anyhow::Result<&Gateway> {
+        self.gateway.as_ref().context("gateway already stopped")
+    }
+
+    /// Creates a gateway token through the admin API; returns the token.
+    pub async fn create_token(&self, body: Value) -> anyhow::Result<String> {
+        let (status, answer) = self
+            .admin(awc::http::Method::POST, "/admin/tokens", Some(body))
+            .await?;
+        if status != StatusCode::CREATED {
+            bail!("token creation failed: {status} {answer}");
+        }
+        answer["token"]
+            .as_str()
+            .map(str::to_owned)
+            .context("no token in the answer")
+    }
+
+    /// Calls an admin route with the master key.
+    pub async fn admin(
+        &self,
+        method: awc::http::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        let request = self
+            .client
+            .request(method, format!("{}{path}", self.url))
+            .insert_header(("authorization", format!("Bearer {MASTER_KEY}")));
+        let mut response = match body {
+            Some(body) => request.send_json(&body).await,
+            None => request.send().await,
+        }
+        .map_err(|e| anyhow::anyhow!("admin call failed: {e}"))?;
+        let bytes = response.body().await?;
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)?
+        };
+        Ok((response.status(), value))
+    }
+
+    /// POSTs a chat completion with `token`; returns status, headers and body.
+    pub async fn chat(&self, token: &str, body: Value) -> anyhow::Result<Reply> {
+        self.post_raw(
+            "/v1/chat/completions",
+            Some(token),
+            serde_json::to_vec(&body)?,
+        )
+        .await
+    }
+
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: Vec<u8>,
+    ) -> anyhow::Result<Reply> {
+        let mut request = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .insert_header(("content-type", "application/json"));
+        if let Some(token) = token {
+            request = request.insert_header(("authorization", format!("Bearer {token}")));
+        }
+        let mut response = request
+            .send_body(body)
+            .await
+            .map_err(|e| anyhow::anyhow!("request failed: {e}"))?;
+        let body = response.body().limit(64 * 1024 * 1024).await?;
+        Ok(Reply {
+            status: response.status(),
+            headers: response.headers().clone(),
+            body: body.to_vec(),
+        })
+    }
+
+    /// Writes all buffered usage, then returns the request logs, oldest first.
+    pub async fn request_logs(&self) -> anyhow::Result<Vec<switchyard::db::RequestLog>> {
+        let gateway = self.gateway()?;
+        gateway.flush_usage().await?;
+        let mut rows = gateway.db.list_request_logs(100_000, 0).await?;
+        rows.reverse();
+        Ok(rows)
+    }
+
+    /// Polls the mock until it has received `count` requests in all.
+    pub async fn wait_for_upstream_calls(&self, count: u64) -> anyhow::Result<()> {
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while self.mock.total_calls() < count {
+            anyhow::ensure!(
+                std::time::Instant::now() < until,
+                "the mock saw {} calls, expected {count}",
+                self.mock.total_calls()
+            );
+            actix_rt::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(())
+    }
+
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(gateway) = self.gateway.take() {
+            gateway.stop().await?;
+        }
+        Ok(())
+    }
+}
+
+/// A complete HTTP answer.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: awc::http::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> anyhow::Result<Value> {
+        serde_json::from_slice(&self.body)
+            .with_context(|| format!("not JSON: {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The OpenAI error code, when the body is an error.
+    pub fn error_code(&self) -> Option<String> {
+        self.json()
+            .ok()?
+            .pointer("/error/code")?
+            .as_str()
+            .map(str::to_owned)
+    }
+}
+
+/// A minimal valid chat body.
+pub fn chat_body(model: &str, content: &str) -> Value {
+    json!({ "model": model, "messages": [{ "role": "user", "content": content }] })
+}
+
+/// (status, error class, attempts) of each row: what most failure tests compare.
+pub fn outcomes(logs: &[switchyard::db::RequestLog]) -> Vec<(i32, Option<&str>, i32)> {
+    logs.iter()
+        .map(|row| (row.status, row.error_class.as_deref(), row.attempts))
+        .collect()
+}

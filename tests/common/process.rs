@@ -1,0 +1,106 @@
+//! The real `switchyard` binary as a child process, for what only a process
+//! can show: signals, exit codes, the CLI.
+
+use anyhow::{Context, bail};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_switchyard");
+
+/// A free loopback port (bound then released; the race is acceptable for tests).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Runs `switchyard ARGS` to completion in `dir`.
+pub fn run_cli(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Output> {
+    let mut command = Command::new(BINARY);
+    command
+        .current_dir(dir)
+        .args(args)
+        .env_remove("SWITCHYARD_CONFIG");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    Ok(command.output()?)
+}
+
+pub struct GatewayProcess {
+    pub child: Child,
+    pub url: String,
+    pub config: PathBuf,
+}
+
+impl GatewayProcess {
+    /// Starts `switchyard serve --config CONFIG` in `dir` and waits until
+    /// `/healthz` answers (or the process dies, or 30 s pass).
+    pub async fn start(dir: &Path, config: &Path, port: u16) -> anyhow::Result<Self> {
+        let child = Command::new(BINARY)
+            .current_dir(dir)
+            .args(["serve", "--config"])
+            .arg(config)
+            .env_remove("SWITCHYARD_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(dir.join("gateway.log"))?))
+            .spawn()?;
+        let mut process = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            config: config.to_owned(),
+        };
+        let client = awc::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .finish();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = process.child.try_wait()? {
+                let log = std::fs::read_to_string(dir.join("gateway.log")).unwrap_or_default();
+                bail!("gateway exited during start ({status}):\n{log}");
+            }
+            if let Ok(response) = client.get(format!("{}/healthz", process.url)).send().await
+                && response.status().is_success()
+            {
+                return Ok(process);
+            }
+            if Instant::now() > deadline {
+                bail!("gateway did not become healthy within 30 s");
+            }
+            actix_rt::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .context("running kill")?;
+        anyhow::ensure!(status.success(), "kill -{signal} failed");
+        Ok(())
+    }
+
+    /// Waits for the process to exit on its own (bounded).
+    pub async fn wait_exit(&mut self, limit: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("gateway still running {limit:?} after the signal");
+            }
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

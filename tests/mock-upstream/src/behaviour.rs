@@ -1,0 +1,107 @@
+//! What a request's key asks the mock to do.
+
+use std::time::Duration;
+
+use crate::http::Head;
+
+/// The behaviour chosen by the key's prefix (the part before the first `-`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    /// `ok-…`, any unknown prefix, or no key: normal answers.
+    Normal,
+    /// `r429-…`: 429 with `Retry-After: 2` and a rate-limit error body.
+    RateLimited,
+    /// `e500-…`: 500 with a server error body.
+    ServerError,
+    /// `e401-…`: 401 invalid key.
+    Unauthorized,
+    /// `hang-…`: reads the request and never answers; the socket stays open until the client
+    /// closes it or the mock stops.
+    Hang,
+    /// `reset-…`: reads the request, then resets the connection (TCP RST, no response bytes).
+    Reset,
+    /// `badjson-…`: 200 `application/json` with a truncated body.
+    BadJson,
+    /// `slow<MS>-…`: a normal answer after MS milliseconds before the first byte.
+    Slow(Duration),
+    /// `streamdie-…`: a stream sends its headers and events up to the first content delta, then
+    /// the connection is reset. A non-stream request is reset like [`Behaviour::Reset`].
+    StreamDie,
+    /// `streamhang-…`: a stream sends its headers and events up to the first content delta, then
+    /// stalls forever. A non-stream request hangs like [`Behaviour::Hang`].
+    StreamHang,
+    /// `roledie-…`: a stream sends its headers and the events before the first content (the
+    /// role-only chunk), then the connection is reset. A non-stream request is reset.
+    RoleDie,
+}
+
+impl Behaviour {
+    /// The behaviour for a key.
+    pub fn from_key(key: &str) -> Behaviour {
+        let prefix = key.split('-').next().unwrap_or(key);
+        match prefix {
+            "r429" => Behaviour::RateLimited,
+            "e500" => Behaviour::ServerError,
+            "e401" => Behaviour::Unauthorized,
+            "hang" => Behaviour::Hang,
+            "reset" => Behaviour::Reset,
+            "badjson" => Behaviour::BadJson,
+            "streamdie" => Behaviour::StreamDie,
+            "streamhang" => Behaviour::StreamHang,
+            "roledie" => Behaviour::RoleDie,
+            other => match other.strip_prefix("slow").map(str::parse::<u64>) {
+                Some(Ok(ms)) => Behaviour::Slow(Duration::from_millis(ms)),
+                _ => Behaviour::Normal,
+            },
+        }
+    }
+}
+
+/// The request's key: `Authorization: Bearer`, `x-api-key`, `api-key`, `x-goog-api-key`, then the
+/// `key` query parameter. Empty when there is none.
+pub(crate) fn request_key(head: &Head) -> &str {
+    if let Some(auth) = head.header("authorization") {
+        let auth = auth.trim();
+        if let Some(key) = auth
+            .strip_prefix("Bearer ")
+            .or_else(|| auth.strip_prefix("bearer "))
+        {
+            return key.trim();
+        }
+    }
+    for name in ["x-api-key", "api-key", "x-goog-api-key"] {
+        if let Some(key) = head.header(name) {
+            return key.trim();
+        }
+    }
+    head.query()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("key="))
+        .unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_pick_behaviours() {
+        assert_eq!(Behaviour::from_key("ok-1"), Behaviour::Normal);
+        assert_eq!(Behaviour::from_key("sk-whatever"), Behaviour::Normal);
+        assert_eq!(Behaviour::from_key(""), Behaviour::Normal);
+        assert_eq!(Behaviour::from_key("r429-a"), Behaviour::RateLimited);
+        assert_eq!(Behaviour::from_key("e500-a"), Behaviour::ServerError);
+        assert_eq!(Behaviour::from_key("e401-a"), Behaviour::Unauthorized);
+        assert_eq!(Behaviour::from_key("hang-a"), Behaviour::Hang);
+        assert_eq!(Behaviour::from_key("reset-a"), Behaviour::Reset);
+        assert_eq!(Behaviour::from_key("badjson-a"), Behaviour::BadJson);
+        assert_eq!(
+            Behaviour::from_key("slow200-a"),
+            Behaviour::Slow(Duration::from_millis(200))
+        );
+        assert_eq!(Behaviour::from_key("slowx-a"), Behaviour::Normal);
+        assert_eq!(Behaviour::from_key("streamdie-a"), Behaviour::StreamDie);
+        assert_eq!(Behaviour::from_key("streamhang-a"), Behaviour::StreamHang);
+        assert_eq!(Behaviour::from_key("roledie-a"), Behaviour::RoleDie);
+    }
+}

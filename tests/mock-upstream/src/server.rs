@@ -1,0 +1,195 @@
+//! The accept loop and the per-connection HTTP/1.1 loop (keep-alive, `Content-Length` bodies).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+use crate::behaviour::request_key;
+use crate::http::{self, Head, MAX_BODY_BYTES, MAX_HEAD_BYTES, Parsed};
+use crate::openai;
+use crate::router::{self, Action, StreamEnd};
+use crate::state::{RecordedRequest, State};
+
+/// Serves until `shutdown` fires (or its sender is dropped).
+pub(crate) async fn run(
+    listener: std::net::TcpListener,
+    state: Arc<State>,
+    shutdown: oneshot::Receiver<()>,
+) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("mock-upstream: cannot register the listener: {error}");
+            return;
+        }
+    };
+    let accept = async {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    tokio::spawn(connection(stream, Arc::clone(&state)));
+                }
+                // Out of file descriptors or a connection aborted before accept: back off a
+                // little rather than spin.
+                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    };
+    tokio::select! {
+        () = accept => {}
+        _ = shutdown => {}
+    }
+}
+
+/// Reads more bytes; false on EOF or error.
+async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, want: usize) -> bool {
+    buf.reserve(want.clamp(4096, 1 << 20));
+    matches!(stream.read_buf(buf).await, Ok(n) if n > 0)
+}
+
+/// Answers a protocol error with `status` and closes.
+async fn refuse(stream: &mut TcpStream, status: u16, message: &str) {
+    let body = serde_json::to_vec(&openai::error_body(message, "invalid_request_error", None))
+        .unwrap_or_default();
+    let response = http::response(status, "application/json", &[], &body, false);
+    // The connection is closed either way.
+    let _ = stream.write_all(&response).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Holds the socket, discarding input, until the peer closes it (or the runtime stops).
+async fn hang(mut stream: TcpStream) {
+    let mut sink = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut sink).await {
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+/// Closes with a TCP RST: `SO_LINGER` 0, then drop.
+fn reset(stream: TcpStream) {
+    // Without the option the close is a clean FIN, still a failure for the client.
+    let _ = stream.set_zero_linger();
+    drop(stream);
+}
+
+fn recorded(head: &Head, body: &[u8]) -> RecordedRequest {
+    RecordedRequest {
+        method: head.method.clone(),
+        path: head.target.clone(),
+        headers: head.headers.clone(),
+        body: body.to_vec(),
+    }
+}
+
+async fn connection(mut stream: TcpStream, state: Arc<State>) {
+    // Stream chunks must leave one by one, and small answers must not wait for Nagle.
+    let _ = stream.set_nodelay(true);
+    let mut buf: Vec<u8> = Vec::with_capacity(8 * 1024);
+    loop {
+        let head = loop {
+            match http::parse_head(&buf) {
+                Parsed::Complete(head) => break head,
+                Parsed::Invalid(status) => {
+                    return refuse(&mut stream, status, "malformed request head").await;
+                }
+                Parsed::Partial => {}
+            }
+            if buf.len() > MAX_HEAD_BYTES {
+                return refuse(&mut stream, 431, "request head too large").await;
+            }
+            if !read_more(&mut stream, &mut buf, 0).await {
+                return;
+            }
+        };
+        if head.is_chunked() {
+            return refuse(&mut stream, 501, "chunked request bodies are not supported").await;
+        }
+        let Some(body_len) = head.content_length() else {
+            return refuse(&mut stream, 400, "invalid content-length").await;
+        };
+        if body_len > MAX_BODY_BYTES {
+            return refuse(&mut stream, 413, "request body too large").await;
+        }
+        let total = head.len + body_len;
+        if buf.len() < total
+            && head.expects_continue()
+            && stream.write_all(http::CONTINUE).await.is_err()
+        {
+            return;
+        }
+        while buf.len() < total {
+            let missing = total - buf.len();
+            if !read_more(&mut stream, &mut buf, missing).await {
+                return;
+            }
+        }
+        let body = buf
+            .get(head.len..total)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default();
+        buf.drain(..total);
+        let keep_alive = head.keep_alive();
+        let key = request_key(&head);
+        if state.records() {
+            state.record(recorded(&head, &body));
+        }
+        state.count(key);
+        let plan = router::plan(&head, &body, key, keep_alive);
+
+        if let Some(delay) = plan.first_byte_delay {
+            tokio::time::sleep(delay).await;
+        }
+        match plan.action {
+            Action::Write(response) => {
+                if stream.write_all(&response).await.is_err() {
+                    return;
+                }
+            }
+            Action::Stream { events, end } => {
+                if stream
+                    .write_all(&http::stream_head(keep_alive))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                let cut = match end {
+                    StreamEnd::Finish => events.len(),
+                    StreamEnd::ResetAfter(n) | StreamEnd::HangAfter(n) => n,
+                };
+                for (i, event) in events.iter().take(cut).enumerate() {
+                    if i > 0
+                        && let Some(delay) = plan.chunk_delay
+                    {
+                        tokio::time::sleep(delay).await;
+                    }
+                    if stream.write_all(&http::chunk(event)).await.is_err()
+                        || stream.flush().await.is_err()
+                    {
+                        return;
+                    }
+                }
+                match end {
+                    StreamEnd::Finish => {
+                        if stream.write_all(http::LAST_CHUNK).await.is_err() {
+                            return;
+                        }
+                    }
+                    StreamEnd::ResetAfter(_) => return reset(stream),
+                    StreamEnd::HangAfter(_) => return hang(stream).await,
+                }
+            }
+            Action::Hang => return hang(stream).await,
+            Action::Reset => return reset(stream),
+        }
+        if !keep_alive {
+            let _ = stream.shutdown().await;
+            return;
+        }
+    }
+}

@@ -1,0 +1,629 @@
+//! Golden tests of the format translation (OpenAI ⇄ Anthropic, OpenAI ⇄
+//! Gemini): requests, responses and streams, compared as JSON values with the
+//! expected fixtures under `tests/golden/`, which were written from the
+//! providers' documented formats. Streams are fed as SSE bytes cut at
+//! awkward boundaries through the gateway's own `SseSplitter`.
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use switchyard::providers::anthropic::{
+    self, AnthropicRequestOptions, AnthropicToOpenAiStream, OpenAiToAnthropicStream,
+};
+use switchyard::providers::gemini::{self, GeminiToOpenAiStream};
+use switchyard::providers::openai::Usage;
+use switchyard::providers::sse::{self, SseSplitter};
+use switchyard::providers::translate::{StreamTranslator, TranslateError};
+
+const CREATED: i64 = 1_700_000_000;
+
+fn golden(name: &str) -> Result<Value> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}", path.display()))
+}
+
+/// Compares two values, showing both in full when they differ.
+fn assert_json_eq(actual: &Value, expected: &Value, what: &str) -> Result<()> {
+    if actual != expected {
+        bail!(
+            "{what} differs\n--- actual\n{}\n--- expected\n{}",
+            serde_json::to_string_pretty(actual)?,
+            serde_json::to_string_pretty(expected)?
+        );
+    }
+    Ok(())
+}
+
+/// A fixture of events (`[{event?, data}]`) as an SSE byte stream.
+fn render_sse(events: &Value, line_end: &str) -> Result<Vec<u8>> {
+    let mut out = String::new();
+    for event in events.as_array().context("events must be a list")? {
+        if let Some(name) = event.get("event").and_then(Value::as_str) {
+            out.push_str(&format!("event: {name}{line_end}"));
+        }
+        let data = match event.get("data") {
+            Some(Value::String(raw)) => raw.clone(),
+            Some(data) => data.to_string(),
+            None => bail!("an event without data"),
+        };
+        out.push_str(&format!("data: {data}{line_end}{line_end}"));
+    }
+    Ok(out.into_bytes())
+}
+
+/// SSE output bytes back as `[{event?, data}]` (data parsed unless `[DONE]`).
+fn parse_sse(bytes: &[u8]) -> Result<Value> {
+    let mut splitter = SseSplitter::default();
+    splitter.push(bytes);
+    let mut events = Vec::new();
+    while let Some(event) = splitter.next_event() {
+        let mut entry = serde_json::Map::new();
+        if let Some(name) = sse::event_name(&event) {
+            entry.insert("event".to_owned(), json!(name));
+        }
+        let data = sse::event_data(&event).context("an output event without data")?;
+        let data = if &*data == b"[DONE]" {
+            json!("[DONE]")
+        } else {
+            serde_json::from_slice(&data)?
+        };
+        entry.insert("data".to_owned(), data);
+        events.push(Value::Object(entry));
+    }
+    ensure!(
+        splitter.take_rest().is_empty(),
+        "output ends with an unterminated event"
+    );
+    Ok(Value::Array(events))
+}
+
+/// Feeds `input` to the translator in pieces of `piece` bytes, event by
+/// event as the splitter completes them; returns all output bytes.
+fn run_stream(
+    translator: &mut dyn StreamTranslator,
+    input: &[u8],
+    piece: usize,
+) -> Result<Vec<u8>> {
+    let mut splitter = SseSplitter::default();
+    let mut out = Vec::new();
+    for chunk in input.chunks(piece) {
+        splitter.push(chunk);
+        while let Some(event) = splitter.next_event() {
+            let Some(data) = sse::event_data(&event) else {
+                continue;
+            };
+            for bytes in translator.on_event(sse::event_name(&event), &data)? {
+                out.extend_from_slice(&bytes);
+            }
+        }
+    }
+    ensure!(splitter.take_rest().is_empty(), "input left unsplit");
+    for bytes in translator.finish() {
+        out.extend_from_slice(&bytes);
+    }
+    Ok(out)
+}
+
+/// Runs a stream fixture through fresh translators at several awkward cuts
+/// (and with CRLF line ends) and checks every run against the expectation.
+fn check_stream<T: StreamTranslator>(
+    make: impl Fn() -> T,
+    input: &str,
+    expected: &str,
+) -> Result<T> {
+    let events = golden(input)?;
+    let expected = golden(expected)?;
+    let mut last = None;
+    for line_end in ["\n", "\r\n"] {
+        let bytes = render_sse(&events, line_end)?;
+        for piece in [1, 2, 3, 7, 13, 64, 251, bytes.len()] {
+            let mut translator = make();
+            let output = run_stream(&mut translator, &bytes, piece)?;
+            assert_json_eq(
+                &parse_sse(&output)?,
+                &expected,
+                &format!("{input} cut every {piece} bytes"),
+            )?;
+            last = Some(translator);
+        }
+    }
+    last.ok_or_else(|| anyhow!("no run"))
+}
+
+// --- OpenAI -> Anthropic ---------------------------------------------------
+
+#[test]
+fn openai_request_to_anthropic() -> Result<()> {
+    let input = golden("openai_to_anthropic/request.openai.json")?;
+    let actual =
+        anthropic::openai_to_anthropic_request(&input, &AnthropicRequestOptions::default())?;
+    assert_json_eq(
+        &actual,
+        &golden("openai_to_anthropic/request.anthropic.json")?,
+        "request",
+    )
+}
+
+#[test]
+fn openai_request_without_max_tokens_gets_the_configured_default() -> Result<()> {
+    let input = json!({ "model": "m", "messages": [{ "role": "user", "content": "hi" }] });
+    let actual = anthropic::openai_to_anthropic_request(
+        &input,
+        &AnthropicRequestOptions {
+            default_max_tokens: 777,
+        },
+    )?;
+    assert_json_eq(
+        &actual,
+        &json!({ "model": "m", "max_tokens": 777, "messages": [{ "role": "user", "content": "hi" }] }),
+        "request",
+    )
+}
+
+#[test]
+fn untranslatable_openai_requests_are_typed_400s() -> Result<()> {
+    let options = AnthropicRequestOptions::default();
+    let malformed = json!({ "model": "m", "messages": [
+        { "role": "user", "content": "hi" },
+        { "role": "assistant", "tool_calls": [{ "id": "c", "type": "function",
+          "function": { "name": "f", "arguments": "{\"city\": " } }] },
+    ] });
+    let error = anthropic::openai_to_anthropic_request(&malformed, &options)
+        .err()
+        .context("malformed arguments must fail")?;
+    ensure!(matches!(error, TranslateError::InvalidRequest { .. }));
+    ensure!(error.status_code() == 400);
+    ensure!(error.param() == Some("messages[1].tool_calls[0].function.arguments"));
+    ensure!(error.anthropic_body().pointer("/error/type") == Some(&json!("invalid_request_error")));
+
+    let not_object = json!({ "model": "m", "messages": [{ "role": "assistant", "tool_calls": [
+        { "id": "c", "type": "function", "function": { "name": "f", "arguments": "[1]" } }] }] });
+    ensure!(anthropic::openai_to_anthropic_request(&not_object, &options).is_err());
+
+    let many = json!({ "model": "m", "n": 2, "messages": [{ "role": "user", "content": "hi" }] });
+    let error = anthropic::openai_to_anthropic_request(&many, &options)
+        .err()
+        .context("n > 1 must fail")?;
+    ensure!(matches!(error, TranslateError::Unsupported { .. }) && error.status_code() == 400);
+
+    let audio = json!({ "model": "m", "messages": [{ "role": "user", "content": [
+        { "type": "input_audio", "input_audio": { "data": "AAAA", "format": "wav" } }] }] });
+    ensure!(anthropic::openai_to_anthropic_request(&audio, &options).is_err());
+    ensure!(anthropic::openai_to_anthropic_request(&json!([1]), &options).is_err());
+    Ok(())
+}
+
+#[test]
+fn openai_response_to_anthropic() -> Result<()> {
+    let input = golden("openai_to_anthropic/response.openai.json")?;
+    assert_json_eq(
+        &anthropic::openai_to_anthropic_response(&input)?,
+        &golden("openai_to_anthropic/response.anthropic.json")?,
+        "response",
+    )
+}
+
+#[test]
+fn openai_stream_to_anthropic() -> Result<()> {
+    let translator = check_stream(
+        || OpenAiToAnthropicStream::new(None),
+        "openai_to_anthropic/stream.openai.json",
+        "openai_to_anthropic/stream.anthropic.json",
+    )?;
+    ensure!(translator.is_complete());
+    ensure!(
+        translator.usage()
+            == Some(Usage {
+                prompt_tokens: 50,
+                completion_tokens: 20
+            })
+    );
+    Ok(())
+}
+
+#[test]
+fn openai_stream_without_done_is_closed_by_finish() -> Result<()> {
+    let mut stream = OpenAiToAnthropicStream::new(Some("my-model".to_owned()));
+    let mut out = Vec::new();
+    for data in [
+        r#"{"id":"x","model":"up","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}"#,
+        r#"{"id":"x","model":"up","choices":[{"index":0,"delta":{},"finish_reason":"length"}]}"#,
+    ] {
+        out.extend(stream.on_event(None, data.as_bytes())?);
+    }
+    ensure!(!stream.is_complete());
+    out.extend(stream.finish());
+    ensure!(stream.is_complete());
+    let events = parse_sse(&out.concat())?;
+    let names: Vec<&str> = events
+        .as_array()
+        .context("list")?
+        .iter()
+        .filter_map(|event| event.get("event").and_then(Value::as_str))
+        .collect();
+    ensure!(
+        names
+            == [
+                "message_start",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop"
+            ],
+        "{names:?}"
+    );
+    ensure!(events.pointer("/0/data/message/model") == Some(&json!("my-model")));
+    ensure!(events.pointer("/4/data/delta/stop_reason") == Some(&json!("max_tokens")));
+    Ok(())
+}
+
+#[test]
+fn openai_stream_error_becomes_an_anthropic_error_event() -> Result<()> {
+    let mut stream = OpenAiToAnthropicStream::new(None);
+    let out = stream.on_event(
+        None,
+        br#"{"error":{"message":"boom","type":"server_error","param":null,"code":null}}"#,
+    )?;
+    let events = parse_sse(&out.concat())?;
+    assert_json_eq(
+        &events,
+        &json!([{ "event": "error", "data": { "type": "error", "error": { "type": "api_error", "message": "boom" } } }]),
+        "error event",
+    )?;
+    ensure!(!stream.is_complete());
+    ensure!(stream.finish().is_empty());
+    Ok(())
+}
+
+// --- Anthropic -> OpenAI ---------------------------------------------------
+
+#[test]
+fn claude_code_request_to_openai() -> Result<()> {
+    let input = golden("anthropic_to_openai/claude_code.anthropic.json")?;
+    assert_json_eq(
+        &anthropic::anthropic_to_openai_request(&input)?,
+        &golden("anthropic_to_openai/claude_code.openai.json")?,
+        "request",
+    )
+}
+
+#[test]
+fn anthropic_response_to_openai() -> Result<()> {
+    let input = golden("anthropic_to_openai/response.anthropic.json")?;
+    assert_json_eq(
+        &anthropic::anthropic_to_openai_response(&input, CREATED)?,
+        &golden("anthropic_to_openai/response.openai.json")?,
+        "response",
+    )?;
+    ensure!(
+        anthropic::usage_of(&input)
+            == Some(Usage {
+                prompt_tokens: 420,
+                completion_tokens: 42
+            })
+    );
+    Ok(())
+}
+
+#[test]
+fn stop_reasons_map_both_ways() -> Result<()> {
+    for (anthropic_reason, openai_reason) in [
+        ("end_turn", "stop"),
+        ("max_tokens", "length"),
+        ("stop_sequence", "stop"),
+        ("tool_use", "tool_calls"),
+    ] {
+        ensure!(anthropic::finish_reason_of(anthropic_reason) == openai_reason);
+    }
+    for (openai_reason, anthropic_reason) in [
+        ("stop", "end_turn"),
+        ("length", "max_tokens"),
+        ("tool_calls", "tool_use"),
+    ] {
+        ensure!(anthropic::stop_reason_of(openai_reason) == anthropic_reason);
+    }
+    let message = json!({ "id": "msg_1", "type": "message", "role": "assistant", "model": "c",
+        "content": [{ "type": "text", "text": "Hello" }], "stop_reason": "max_tokens",
+        "stop_sequence": null, "usage": { "input_tokens": 5, "output_tokens": 7 } });
+    let completion = anthropic::anthropic_to_openai_response(&message, CREATED)?;
+    ensure!(completion.pointer("/choices/0/finish_reason") == Some(&json!("length")));
+    ensure!(completion.pointer("/choices/0/message/content") == Some(&json!("Hello")));
+    ensure!(
+        completion
+            .pointer("/choices/0/message/tool_calls")
+            .is_none()
+    );
+    ensure!(completion.pointer("/usage/total_tokens") == Some(&json!(12)));
+    Ok(())
+}
+
+#[test]
+fn anthropic_stream_to_openai() -> Result<()> {
+    let translator = check_stream(
+        || AnthropicToOpenAiStream::new(CREATED, true),
+        "anthropic_to_openai/stream.anthropic.json",
+        "anthropic_to_openai/stream.openai.json",
+    )?;
+    ensure!(translator.is_complete());
+    ensure!(
+        translator.usage()
+            == Some(Usage {
+                prompt_tokens: 472,
+                completion_tokens: 89
+            })
+    );
+    Ok(())
+}
+
+#[test]
+fn anthropic_stream_hides_usage_chunk_unless_asked() -> Result<()> {
+    let bytes = render_sse(&golden("anthropic_to_openai/stream.anthropic.json")?, "\n")?;
+    let mut translator = AnthropicToOpenAiStream::new(CREATED, false);
+    let events = parse_sse(&run_stream(&mut translator, &bytes, 5)?)?;
+    let events = events.as_array().context("list")?;
+    ensure!(
+        events
+            .iter()
+            .all(|event| event.pointer("/data/usage").is_none())
+    );
+    ensure!(events.last() == Some(&json!({ "data": "[DONE]" })));
+    ensure!(translator.usage().is_some(), "usage is still metered");
+    Ok(())
+}
+
+#[test]
+fn anthropic_stream_error_becomes_an_openai_error_chunk() -> Result<()> {
+    let translator = check_stream(
+        || AnthropicToOpenAiStream::new(CREATED, true),
+        "anthropic_to_openai/stream_error.anthropic.json",
+        "anthropic_to_openai/stream_error.openai.json",
+    )?;
+    ensure!(!translator.is_complete());
+    ensure!(translator.failed());
+    ensure!(
+        translator.usage()
+            == Some(Usage {
+                prompt_tokens: 12,
+                completion_tokens: 1
+            })
+    );
+    Ok(())
+}
+
+#[test]
+fn broken_upstream_events_are_upstream_errors() -> Result<()> {
+    let mut stream = AnthropicToOpenAiStream::new(CREATED, false);
+    let error = stream
+        .on_event(Some("message_start"), b"{not json")
+        .err()
+        .context("must fail")?;
+    ensure!(error.status_code() == 502);
+    let mut stream = OpenAiToAnthropicStream::new(None);
+    ensure!(stream.on_event(None, b"[1,2]").is_err());
+    Ok(())
+}
+
+#[test]
+fn error_bodies_convert_between_shapes() -> Result<()> {
+    let anthropic_error =
+        json!({ "type": "error", "error": { "type": "rate_limit_error", "message": "slow down" } });
+    assert_json_eq(
+        &anthropic::anthropic_error_to_openai(&anthropic_error),
+        &json!({ "error": { "message": "slow down", "type": "rate_limit_error", "param": null, "code": null } }),
+        "anthropic error",
+    )?;
+    let openai_error = json!({ "error": { "message": "bad key", "type": "invalid_request_error", "param": null, "code": "invalid_api_key" } });
+    assert_json_eq(
+        &anthropic::openai_error_to_anthropic(&openai_error, 401),
+        &json!({ "type": "error", "error": { "type": "authentication_error", "message": "bad key" } }),
+        "openai error",
+    )?;
+    let gemini_error = json!({ "error": { "code": 400, "message": "API key not valid", "status": "INVALID_ARGUMENT" } });
+    assert_json_eq(
+        &gemini::gemini_error_to_openai(&gemini_error),
+        &json!({ "error": { "message": "API key not valid", "type": "upstream_error", "param": null, "code": "INVALID_ARGUMENT" } }),
+        "gemini error",
+    )
+}
+
+// --- Round trips -----------------------------------------------------------
+
+#[test]
+fn openai_request_round_trips_through_anthropic() -> Result<()> {
+    let original = golden("roundtrip/openai_request.json")?;
+    let there =
+        anthropic::openai_to_anthropic_request(&original, &AnthropicRequestOptions::default())?;
+    let back = anthropic::anthropic_to_openai_request(&there)?;
+    assert_json_eq(&back, &original, "round trip")
+}
+
+#[test]
+fn anthropic_request_round_trips_through_openai() -> Result<()> {
+    let original = golden("roundtrip/anthropic_request.json")?;
+    let there = anthropic::anthropic_to_openai_request(&original)?;
+    let back = anthropic::openai_to_anthropic_request(&there, &AnthropicRequestOptions::default())?;
+    assert_json_eq(&back, &original, "round trip")
+}
+
+#[test]
+fn responses_round_trip() -> Result<()> {
+    let original = golden("openai_to_anthropic/response.anthropic.json")?;
+    let there = anthropic::anthropic_to_openai_response(&original, CREATED)?;
+    let back = anthropic::openai_to_anthropic_response(&there)?;
+    assert_json_eq(&back, &original, "anthropic response round trip")
+}
+
+/// An OpenAI stream translated to Anthropic events and back says the same
+/// thing: same text, same tool calls with the same arguments, same finish.
+#[test]
+fn streams_round_trip() -> Result<()> {
+    let input = render_sse(&golden("openai_to_anthropic/stream.openai.json")?, "\n")?;
+    let mut there = OpenAiToAnthropicStream::new(None);
+    let anthropic_events = run_stream(&mut there, &input, 9)?;
+    let mut back = AnthropicToOpenAiStream::new(CREATED, true);
+    let chunks = parse_sse(&run_stream(&mut back, &anthropic_events, 4)?)?;
+    let original = parse_sse(&input)?;
+    ensure!(summarize(&chunks)? == summarize(&original)?);
+    ensure!(back.usage() == there.usage());
+    Ok(())
+}
+
+/// Text, tool calls (id, name, joined arguments) and finish reasons of an
+/// OpenAI chunk sequence.
+fn summarize(chunks: &Value) -> Result<Value> {
+    let mut text = String::new();
+    let mut calls: Vec<(String, String, String)> = Vec::new();
+    let mut finish = Vec::new();
+    for chunk in chunks.as_array().context("list")? {
+        let Some(choice) = chunk.pointer("/data/choices/0") else {
+            continue;
+        };
+        if let Some(piece) = choice.pointer("/delta/content").and_then(Value::as_str) {
+            text.push_str(piece);
+        }
+        for call in choice
+            .pointer("/delta/tool_calls")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let index = call.get("index").and_then(Value::as_u64).context("index")? as usize;
+            if index == calls.len() {
+                calls.push(Default::default());
+            }
+            let entry = calls.get_mut(index).context("tool index out of order")?;
+            if let Some(id) = call.get("id").and_then(Value::as_str) {
+                entry.0 = id.to_owned();
+            }
+            if let Some(name) = call.pointer("/function/name").and_then(Value::as_str) {
+                entry.1 = name.to_owned();
+            }
+            if let Some(arguments) = call.pointer("/function/arguments").and_then(Value::as_str) {
+                entry.2.push_str(arguments);
+            }
+        }
+        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+            finish.push(reason.to_owned());
+        }
+    }
+    Ok(json!({ "text": text, "calls": calls, "finish": finish }))
+}
+
+// --- Gemini ----------------------------------------------------------------
+
+#[test]
+fn openai_request_to_gemini() -> Result<()> {
+    let input = golden("openai_to_gemini/request.openai.json")?;
+    assert_json_eq(
+        &gemini::openai_to_gemini_request(&input)?,
+        &golden("openai_to_gemini/request.gemini.json")?,
+        "request",
+    )?;
+    ensure!(
+        gemini::api_path("gemini-2.5-flash", true)
+            == "v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+    );
+    ensure!(
+        gemini::api_path("models/gemini-2.5-flash", false)
+            == "v1beta/models/gemini-2.5-flash:generateContent"
+    );
+    Ok(())
+}
+
+#[test]
+fn gemini_tool_choice_and_errors() -> Result<()> {
+    let tools = json!([{ "type": "function", "function": { "name": "f",
+        "parameters": { "type": "object", "properties": { "a": { "type": "string" } } } } }]);
+    let named = json!({ "model": "g", "messages": [{ "role": "user", "content": "hi" }],
+        "tools": tools, "tool_choice": { "type": "function", "function": { "name": "f" } } });
+    let request = gemini::openai_to_gemini_request(&named)?;
+    assert_json_eq(
+        request.get("toolConfig").context("toolConfig")?,
+        &json!({ "functionCallingConfig": { "mode": "ANY", "allowedFunctionNames": ["f"] } }),
+        "named tool choice",
+    )?;
+    let orphan = json!({ "model": "g", "messages": [
+        { "role": "user", "content": "hi" },
+        { "role": "tool", "tool_call_id": "nowhere", "content": "x" }] });
+    let error = gemini::openai_to_gemini_request(&orphan)
+        .err()
+        .context("an unknown tool_call_id must fail")?;
+    ensure!(error.status_code() == 400 && error.param() == Some("messages[1].tool_call_id"));
+    let malformed = json!({ "model": "g", "messages": [{ "role": "assistant", "tool_calls": [
+        { "id": "c", "type": "function", "function": { "name": "f", "arguments": "{" } }] }] });
+    ensure!(gemini::openai_to_gemini_request(&malformed).is_err());
+    Ok(())
+}
+
+#[test]
+fn gemini_response_to_openai() -> Result<()> {
+    let input = golden("gemini_to_openai/response.gemini.json")?;
+    assert_json_eq(
+        &gemini::gemini_to_openai_response(&input, "gemini-2.5-flash", CREATED)?,
+        &golden("gemini_to_openai/response.openai.json")?,
+        "response",
+    )?;
+    ensure!(
+        gemini::usage_of(&input)
+            == Some(Usage {
+                prompt_tokens: 80,
+                completion_tokens: 45
+            })
+    );
+    Ok(())
+}
+
+#[test]
+fn gemini_finish_reasons_and_blocked_prompts() -> Result<()> {
+    for (reason, expected) in [
+        ("STOP", "stop"),
+        ("MAX_TOKENS", "length"),
+        ("SAFETY", "content_filter"),
+        ("RECITATION", "content_filter"),
+        ("OTHER", "stop"),
+    ] {
+        ensure!(gemini::finish_reason_of(reason) == expected, "{reason}");
+    }
+    let blocked = json!({ "promptFeedback": { "blockReason": "SAFETY" },
+        "usageMetadata": { "promptTokenCount": 4, "totalTokenCount": 4 } });
+    let completion = gemini::gemini_to_openai_response(&blocked, "g", CREATED)?;
+    ensure!(completion.pointer("/choices/0/finish_reason") == Some(&json!("content_filter")));
+    ensure!(completion.pointer("/choices/0/message/content") == Some(&Value::Null));
+    ensure!(gemini::gemini_to_openai_response(&json!({}), "g", CREATED).is_err());
+    Ok(())
+}
+
+#[test]
+fn gemini_stream_to_openai() -> Result<()> {
+    let translator = check_stream(
+        || GeminiToOpenAiStream::new("gemini-2.5-flash", CREATED, true),
+        "gemini_to_openai/stream.gemini.json",
+        "gemini_to_openai/stream.openai.json",
+    )?;
+    ensure!(translator.is_complete());
+    ensure!(
+        translator.usage()
+            == Some(Usage {
+                prompt_tokens: 10,
+                completion_tokens: 12
+            })
+    );
+    Ok(())
+}
+
+#[test]
+fn gemini_stream_cut_before_finish_is_incomplete() -> Result<()> {
+    let mut stream = GeminiToOpenAiStream::new("g", CREATED, false);
+    let out = stream.on_event(
+        None,
+        br#"{"candidates":[{"content":{"parts":[{"text":"Hi"}],"role":"model"},"index":0}]}"#,
+    )?;
+    ensure!(out.len() == 2, "role chunk and content chunk");
+    ensure!(stream.finish().is_empty());
+    ensure!(!stream.is_complete());
+    Ok(())
+}
