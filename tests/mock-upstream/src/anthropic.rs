@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use crate::openai::{content_bytes, first_tool_name, messages_bytes, wants_stream};
-use crate::router::{Answer, WORDS};
+use crate::router::{Answer, Usage, WORDS, strip_usage};
 
 /// Prompt bytes: `system` (a string or text blocks) plus every message's content.
 fn prompt_bytes(body: &Value) -> u64 {
@@ -27,7 +27,7 @@ fn event(name: &str, data: &Value) -> Vec<u8> {
 
 const TOOL_ID: &str = "toolu_mock";
 
-pub(crate) fn messages(body: &Value) -> Answer {
+pub(crate) fn messages(body: &Value, usage: Usage) -> Answer {
     let model = model(body);
     let prompt = prompt_bytes(body);
     let tool = first_tool_name(body.get("tools"));
@@ -43,35 +43,31 @@ pub(crate) fn messages(body: &Value) -> Answer {
                 "end_turn",
             ),
         };
-        return Answer::json(
-            200,
-            &json!({
-                "id": "msg_mock",
-                "type": "message",
-                "role": "assistant",
-                "model": model,
-                "content": content,
-                "stop_reason": stop_reason,
-                "stop_sequence": null,
-                "usage": {"input_tokens": prompt, "output_tokens": output_tokens},
-            }),
-        );
+        let answer = json!({
+            "id": "msg_mock",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": content,
+            "stop_reason": stop_reason,
+            "stop_sequence": null,
+            "usage": {"input_tokens": prompt, "output_tokens": output_tokens},
+        });
+        return Answer::json(200, &strip_usage(answer, "usage", usage));
     }
+    let message = json!({
+        "id": "msg_mock",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [],
+        "stop_reason": null,
+        "stop_sequence": null,
+        "usage": {"input_tokens": prompt, "output_tokens": 1},
+    });
     let mut events = vec![event(
         "message_start",
-        &json!({
-            "type": "message_start",
-            "message": {
-                "id": "msg_mock",
-                "type": "message",
-                "role": "assistant",
-                "model": model,
-                "content": [],
-                "stop_reason": null,
-                "stop_sequence": null,
-                "usage": {"input_tokens": prompt, "output_tokens": 1},
-            },
-        }),
+        &json!({"type": "message_start", "message": strip_usage(message, "usage", usage)}),
     )];
     let stop_reason = match tool {
         Some(name) => {
@@ -121,19 +117,14 @@ pub(crate) fn messages(body: &Value) -> Answer {
         "content_block_stop",
         &json!({"type": "content_block_stop", "index": 0}),
     ));
-    events.push(event(
-        "message_delta",
-        &json!({
-            "type": "message_delta",
-            "delta": {"stop_reason": stop_reason, "stop_sequence": null},
-            "usage": {"output_tokens": output_tokens},
-        }),
-    ));
+    let delta = json!({
+        "type": "message_delta",
+        "delta": {"stop_reason": stop_reason, "stop_sequence": null},
+        "usage": {"output_tokens": output_tokens},
+    });
+    events.push(event("message_delta", &strip_usage(delta, "usage", usage)));
     events.push(event("message_stop", &json!({"type": "message_stop"})));
-    Answer::Stream {
-        events,
-        first_content: 2,
-    }
+    Answer::sse(events, 2)
 }
 
 pub(crate) fn count_tokens(body: &Value) -> Answer {

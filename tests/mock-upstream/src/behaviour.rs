@@ -30,6 +30,11 @@ pub enum Behaviour {
     /// `streamhang-…`: a stream sends its headers and events up to the first content delta, then
     /// stalls forever. A non-stream request hangs like [`Behaviour::Hang`].
     StreamHang,
+    /// `nousage-…`: a normal answer without any usage: no OpenAI `usage` (and no usage chunk even
+    /// when `stream_options.include_usage` asks for one), no Anthropic `usage` in the message or
+    /// its `message_start`/`message_delta` events, no Gemini `usageMetadata`. For testing the
+    /// gateway's token estimation.
+    NoUsage,
     /// `roledie-…`: a stream sends its headers and the events before the first content (the
     /// role-only chunk), then the connection is reset. A non-stream request is reset.
     RoleDie,
@@ -49,6 +54,7 @@ impl Behaviour {
             "streamdie" => Behaviour::StreamDie,
             "streamhang" => Behaviour::StreamHang,
             "roledie" => Behaviour::RoleDie,
+            "nousage" => Behaviour::NoUsage,
             other => match other.strip_prefix("slow").map(str::parse::<u64>) {
                 Some(Ok(ms)) => Behaviour::Slow(Duration::from_millis(ms)),
                 _ => Behaviour::Normal,
@@ -103,5 +109,6 @@ mod tests {
         assert_eq!(Behaviour::from_key("streamdie-a"), Behaviour::StreamDie);
         assert_eq!(Behaviour::from_key("streamhang-a"), Behaviour::StreamHang);
         assert_eq!(Behaviour::from_key("roledie-a"), Behaviour::RoleDie);
+        assert_eq!(Behaviour::from_key("nousage-a"), Behaviour::NoUsage);
     }
 }

@@ -9,21 +9,53 @@
 //! pool can mix good and bad keys. The key is read from `Authorization: Bearer <key>`, else
 //! `x-api-key`, else `api-key`, else `x-goog-api-key`, else the `key` query parameter.
 //!
+//! | prefix | answer |
+//! |---|---|
+//! | `ok-`, other, none | the normal answer |
+//! | `r429-` | 429 with `Retry-After: 2` |
+//! | `e500-` / `e401-` | 500 / 401 |
+//! | `hang-` | never answers |
+//! | `reset-` | TCP reset, no bytes |
+//! | `badjson-` | 200 with truncated JSON |
+//! | `slow<MS>-` | the normal answer after MS ms |
+//! | `streamdie-` / `streamhang-` | a stream up to its first content event, then reset / stall |
+//! | `roledie-` | a stream's events before the first content, then reset |
+//! | `nousage-` | the normal answer without any usage (`usage`, `usageMetadata`) |
+//!
+//! Errors come in the shape the path's clients expect: OpenAI's `{"error":{message,type,…}}`,
+//! Anthropic's `{"type":"error",…}` on `…/messages`, Google's
+//! `{"error":{code,message,status}}` on Gemini paths.
+//!
 //! Endpoints match on the path's suffix (any prefix, query string ignored):
-//! `POST …/chat/completions`, `POST …/completions`, `POST …/embeddings`, `GET …/models`,
-//! `POST …/messages` (Anthropic) and `POST …/messages/count_tokens`. Anything else is a 404.
+//! - OpenAI: `POST …/chat/completions`, `POST …/completions`, `POST …/embeddings`,
+//!   `GET …/models`.
+//! - Anthropic: `POST …/messages` and `POST …/messages/count_tokens`.
+//! - Gemini (v1beta): `POST …/models/{model}:generateContent`,
+//!   `POST …/models/{model}:streamGenerateContent` (SSE, as with `?alt=sse`), and `GET …/models`
+//!   when the path contains `/v1beta/` (Google's model list).
+//! - Passthrough checks for the gateway's `/proxy/…` relay: `POST …/audio/speech` (binary
+//!   `audio/mpeg`, [`speech_bytes`]), any method on a path with an `echo` segment (a JSON
+//!   description of the request with the body's length and [`fnv1a64`]), and
+//!   `GET …/stream-bytes?n=K` (K chunks of 1 KiB of [`stream_bytes`]).
+//!
+//! Anything else is a 404. Request bodies may use `Content-Length` or `Transfer-Encoding:
+//! chunked`, up to 64 MiB. Stream answers are paced by the `x-mock-chunk-delay-ms` request header
+//! (milliseconds between chunks).
 //!
 //! Usage is deterministic so tests can assert exact figures: the prompt count `P` is the total
 //! byte length of the request's text (chat: every string `content` of `messages`, plus the `text`
-//! of text parts when `content` is a list; Anthropic: the same plus `system`; legacy completions:
-//! `prompt`; embeddings: `input`), and the completion is always the five words
-//! `one two three four five`, counted as 5 tokens.
+//! of text parts when `content` is a list; Anthropic: the same plus `system`; Gemini: the `text`
+//! of every part of `contents` plus `systemInstruction`; legacy completions: `prompt`;
+//! embeddings: `input`), and the completion is always the five words `one two three four five`,
+//! counted as 5 tokens.
 
 mod anthropic;
 mod base64;
 mod behaviour;
+mod gemini;
 mod http;
 mod openai;
+mod passthrough;
 mod router;
 mod server;
 mod state;
@@ -36,6 +68,9 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 pub use behaviour::Behaviour;
+pub use passthrough::{
+    MAX_STREAM_CHUNKS, SPEECH_BYTES, STREAM_CHUNK_BYTES, fnv1a64, speech_bytes, stream_bytes,
+};
 pub use state::RecordedRequest;
 
 use state::State;

@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use crate::base64;
-use crate::router::{Answer, WORDS, sse_data, unix_now};
+use crate::router::{Answer, Usage, WORDS, sse_data, strip_usage, unix_now};
 
 /// Byte length of a `content` value: a string, or the `text` of every part of a list.
 pub(crate) fn content_bytes(content: &Value) -> u64 {
@@ -55,7 +55,7 @@ pub(crate) fn first_tool_name(tools: Option<&Value>) -> Option<&str> {
         .or(Some("tool"))
 }
 
-fn usage(prompt: u64) -> Value {
+fn usage_of(prompt: u64) -> Value {
     json!({
         "prompt_tokens": prompt,
         "completion_tokens": WORDS.len(),
@@ -65,13 +65,14 @@ fn usage(prompt: u64) -> Value {
 
 const TOOL_ARGUMENTS: &str = r#"{"arg":"value"}"#;
 
-pub(crate) fn chat(body: &Value) -> Answer {
+pub(crate) fn chat(body: &Value, usage: Usage) -> Answer {
     let model = model(body);
     let prompt = messages_bytes(body.get("messages"));
     let tool = first_tool_name(body.get("tools"));
     let created = unix_now();
     if wants_stream(body) {
-        return chat_stream(model, prompt, tool, created, include_usage(body));
+        let include_usage = include_usage(body) && usage.reported();
+        return chat_stream(model, prompt, tool, created, include_usage);
     }
     let (message, finish_reason) = match tool {
         Some(name) => (
@@ -91,17 +92,15 @@ pub(crate) fn chat(body: &Value) -> Answer {
             "stop",
         ),
     };
-    Answer::json(
-        200,
-        &json!({
-            "id": "chatcmpl-mock",
-            "object": "chat.completion",
-            "created": created,
-            "model": model,
-            "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
-            "usage": usage(prompt),
-        }),
-    )
+    let answer = json!({
+        "id": "chatcmpl-mock",
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
+        "usage": usage_of(prompt),
+    });
+    Answer::json(200, &strip_usage(answer, "usage", usage))
 }
 
 fn chat_stream(
@@ -160,14 +159,11 @@ fn chat_stream(
             "created": created,
             "model": model,
             "choices": [],
-            "usage": usage(prompt),
+            "usage": usage_of(prompt),
         })));
     }
     events.push(b"data: [DONE]\n\n".to_vec());
-    Answer::Stream {
-        events,
-        first_content: 1,
-    }
+    Answer::sse(events, 1)
 }
 
 /// Byte length of a legacy `prompt`: a string or a list of strings.
@@ -183,23 +179,21 @@ fn prompt_bytes(prompt: Option<&Value>) -> u64 {
     }
 }
 
-pub(crate) fn completions(body: &Value) -> Answer {
+pub(crate) fn completions(body: &Value, usage: Usage) -> Answer {
     let model = model(body);
     let prompt = prompt_bytes(body.get("prompt"));
     let created = unix_now();
     let choice = |text: &str, finish_reason: Option<&str>| json!({"text": text, "index": 0, "logprobs": null, "finish_reason": finish_reason});
     if !wants_stream(body) {
-        return Answer::json(
-            200,
-            &json!({
-                "id": "cmpl-mock",
-                "object": "text_completion",
-                "created": created,
-                "model": model,
-                "choices": [choice(&WORDS.concat(), Some("stop"))],
-                "usage": usage(prompt),
-            }),
-        );
+        let answer = json!({
+            "id": "cmpl-mock",
+            "object": "text_completion",
+            "created": created,
+            "model": model,
+            "choices": [choice(&WORDS.concat(), Some("stop"))],
+            "usage": usage_of(prompt),
+        });
+        return Answer::json(200, &strip_usage(answer, "usage", usage));
     }
     let chunk = |choices: Value| {
         sse_data(&json!({
@@ -215,21 +209,18 @@ pub(crate) fn completions(body: &Value) -> Answer {
         .map(|word| chunk(json!([choice(word, None)])))
         .collect();
     events.push(chunk(json!([choice("", Some("stop"))])));
-    if include_usage(body) {
+    if include_usage(body) && usage.reported() {
         events.push(sse_data(&json!({
             "id": "cmpl-mock",
             "object": "text_completion",
             "created": created,
             "model": model,
             "choices": [],
-            "usage": usage(prompt),
+            "usage": usage_of(prompt),
         })));
     }
     events.push(b"data: [DONE]\n\n".to_vec());
-    Answer::Stream {
-        events,
-        first_content: 0,
-    }
+    Answer::sse(events, 0)
 }
 
 /// Dimensions of every embedding.
@@ -263,7 +254,7 @@ fn embedding_inputs(input: Option<&Value>) -> Vec<u64> {
     }
 }
 
-pub(crate) fn embeddings(body: &Value) -> Answer {
+pub(crate) fn embeddings(body: &Value, usage: Usage) -> Answer {
     let inputs = embedding_inputs(body.get("input"));
     if inputs.is_empty() {
         return Answer::json(
@@ -289,15 +280,13 @@ pub(crate) fn embeddings(body: &Value) -> Answer {
         })
         .collect();
     let prompt: u64 = inputs.iter().sum();
-    Answer::json(
-        200,
-        &json!({
-            "object": "list",
-            "data": data,
-            "model": model(body),
-            "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
-        }),
-    )
+    let answer = json!({
+        "object": "list",
+        "data": data,
+        "model": model(body),
+        "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
+    });
+    Answer::json(200, &strip_usage(answer, "usage", usage))
 }
 
 pub(crate) fn models() -> Answer {

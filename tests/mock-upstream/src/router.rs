@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::behaviour::Behaviour;
 use crate::http::{self, Head};
-use crate::{anthropic, openai};
+use crate::{anthropic, gemini, openai, passthrough};
 
 /// The completion every endpoint returns, one token per word.
 pub(crate) const WORDS: [&str; 5] = ["one", " two", " three", " four", " five"];
@@ -18,11 +18,14 @@ pub(crate) const CHUNK_DELAY_HEADER: &str = "x-mock-chunk-delay-ms";
 pub(crate) enum Answer {
     Full {
         status: u16,
+        content_type: &'static str,
         body: Vec<u8>,
     },
-    /// SSE events, each one chunk; `first_content` is the index of the first event that carries
-    /// generated content (where `streamdie` and `streamhang` cut the stream).
+    /// A chunked 200, each event one chunk (SSE events, or raw bytes for `stream-bytes`);
+    /// `first_content` is the index of the first event that carries generated content (where
+    /// `streamdie` and `streamhang` cut the stream).
     Stream {
+        content_type: &'static str,
         events: Vec<Vec<u8>>,
         first_content: usize,
     },
@@ -32,9 +35,43 @@ impl Answer {
     pub(crate) fn json(status: u16, body: &Value) -> Answer {
         Answer::Full {
             status,
+            content_type: "application/json",
             body: serde_json::to_vec(body).unwrap_or_default(),
         }
     }
+
+    /// A `text/event-stream` answer.
+    pub(crate) fn sse(events: Vec<Vec<u8>>, first_content: usize) -> Answer {
+        Answer::Stream {
+            content_type: "text/event-stream",
+            events,
+            first_content,
+        }
+    }
+}
+
+/// Whether an answer reports token usage: `nousage-` keys get answers without any, as from a
+/// provider that does not meter, so the gateway's own estimation can be tested.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Usage {
+    Report,
+    Omit,
+}
+
+impl Usage {
+    pub(crate) fn reported(self) -> bool {
+        self == Usage::Report
+    }
+}
+
+/// Removes `key` from a JSON object when usage is not reported.
+pub(crate) fn strip_usage(mut value: Value, key: &str, usage: Usage) -> Value {
+    if !usage.reported()
+        && let Some(object) = value.as_object_mut()
+    {
+        object.remove(key);
+    }
+    value
 }
 
 /// `data: JSON\n\n`.
@@ -56,8 +93,9 @@ pub(crate) fn unix_now() -> u64 {
 pub(crate) enum Action {
     /// One write of a complete response.
     Write(Vec<u8>),
-    /// A chunked SSE response, one write per event.
+    /// A chunked response, one write per event.
     Stream {
+        content_type: &'static str,
         events: Vec<Vec<u8>>,
         end: StreamEnd,
     },
@@ -84,7 +122,7 @@ pub(crate) struct Plan {
     pub(crate) action: Action,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Route {
     Chat,
     Completions,
@@ -92,31 +130,70 @@ enum Route {
     Models,
     Messages,
     CountTokens,
+    /// `POST …/models/{model}:generateContent`.
+    GeminiGenerate,
+    /// `POST …/models/{model}:streamGenerateContent`.
+    GeminiStream,
+    /// `GET …/v1beta/…/models`.
+    GeminiModels,
+    /// `POST …/audio/speech`.
+    Speech,
+    /// Any method on a path with an `echo` segment.
+    Echo,
+    /// `GET …/stream-bytes`.
+    StreamBytes,
     Unknown,
+}
+
+/// A path with a segment exactly `echo` (`/v1/echo`, `/v1/echo/anything`).
+fn is_echo(path: &str) -> bool {
+    path.split('/').any(|segment| segment == "echo")
+}
+
+/// Paths whose clients expect Google's error shape: a `models/{model}:{method}` call, or anything
+/// under `/v1beta/` except Gemini's OpenAI-compatible `/v1beta/openai/` surface.
+fn is_gemini_path(path: &str) -> bool {
+    gemini::call(path).is_some() || (path.contains("/v1beta/") && !path.contains("/openai/"))
 }
 
 impl Route {
     fn of(method: &str, path: &str) -> Route {
         let path = path.trim_end_matches('/');
-        let route = if path.ends_with("/chat/completions") {
+        if is_echo(path) {
+            return Route::Echo;
+        }
+        let route = if let Some((_, call)) = gemini::call(path) {
+            match call {
+                gemini::GENERATE => Route::GeminiGenerate,
+                gemini::STREAM => Route::GeminiStream,
+                _ => Route::Unknown,
+            }
+        } else if path.ends_with("/chat/completions") {
             Route::Chat
         } else if path.ends_with("/completions") {
             Route::Completions
         } else if path.ends_with("/embeddings") {
             Route::Embeddings
         } else if path.ends_with("/models") {
-            Route::Models
+            if is_gemini_path(path) {
+                Route::GeminiModels
+            } else {
+                Route::Models
+            }
         } else if path.ends_with("/messages/count_tokens") {
             Route::CountTokens
         } else if path.ends_with("/messages") {
             Route::Messages
+        } else if path.ends_with("/audio/speech") {
+            Route::Speech
+        } else if path.ends_with("/stream-bytes") {
+            Route::StreamBytes
         } else {
             Route::Unknown
         };
-        let expected = if route == Route::Models {
-            "GET"
-        } else {
-            "POST"
+        let expected = match route {
+            Route::Models | Route::GeminiModels | Route::StreamBytes => "GET",
+            _ => "POST",
         };
         if route == Route::Unknown || method != expected {
             Route::Unknown
@@ -127,19 +204,26 @@ impl Route {
 }
 
 /// Which error shape a path's clients expect.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Shape {
     OpenAi,
     Anthropic,
+    Gemini,
 }
 
 impl Shape {
-    fn of(path: &str) -> Shape {
+    fn of(route: Route, path: &str) -> Shape {
         let path = path.trim_end_matches('/');
-        if path.ends_with("/messages") || path.ends_with("/messages/count_tokens") {
-            Shape::Anthropic
-        } else {
-            Shape::OpenAi
+        match route {
+            Route::Messages | Route::CountTokens => Shape::Anthropic,
+            Route::GeminiGenerate | Route::GeminiStream | Route::GeminiModels => Shape::Gemini,
+            Route::Unknown
+                if path.ends_with("/messages") || path.ends_with("/messages/count_tokens") =>
+            {
+                Shape::Anthropic
+            }
+            Route::Unknown if is_gemini_path(path) => Shape::Gemini,
+            _ => Shape::OpenAi,
         }
     }
 }
@@ -212,18 +296,58 @@ fn error_answer(shape: Shape, failure: Failure<'_>, head: &Head) -> Answer {
             404,
             anthropic::error_body("not_found_error", &format!("Not found: {}", head.path())),
         ),
+        (Shape::Gemini, Failure::RateLimited) => (
+            429,
+            gemini::error_body(
+                429,
+                "RESOURCE_EXHAUSTED",
+                "Resource has been exhausted (e.g. check quota) (mock)",
+            ),
+        ),
+        (Shape::Gemini, Failure::ServerError) => (
+            500,
+            gemini::error_body(500, "INTERNAL", "An internal error has occurred (mock)"),
+        ),
+        (Shape::Gemini, Failure::Unauthorized) => (
+            401,
+            gemini::error_body(
+                401,
+                "UNAUTHENTICATED",
+                "API key not valid. Please pass a valid API key (mock)",
+            ),
+        ),
+        (Shape::Gemini, Failure::BadRequest(message)) => {
+            (400, gemini::error_body(400, "INVALID_ARGUMENT", message))
+        }
+        (Shape::Gemini, Failure::NotFound) => (
+            404,
+            gemini::error_body(
+                404,
+                "NOT_FOUND",
+                &format!("Not found: {} {}", head.method, head.path()),
+            ),
+        ),
     };
     Answer::json(status, &body)
 }
 
 /// The endpoint's normal answer.
-fn answer(head: &Head, body: &[u8]) -> Answer {
+fn answer(head: &Head, body: &[u8], usage: Usage) -> Answer {
     let path = head.path();
-    let shape = Shape::of(path);
     let route = Route::of(&head.method, path);
+    let shape = Shape::of(route, path);
     let json = match route {
         Route::Unknown => return error_answer(shape, Failure::NotFound, head),
         Route::Models => return openai::models(),
+        Route::GeminiModels => return gemini::models(),
+        Route::Speech => return passthrough::speech(),
+        Route::Echo => return passthrough::echo(head, body),
+        Route::StreamBytes => {
+            return match passthrough::stream_bytes_answer(head.query()) {
+                Ok(answer) => answer,
+                Err(message) => error_answer(shape, Failure::BadRequest(&message), head),
+            };
+        }
         _ => match serde_json::from_slice::<Value>(body) {
             Ok(json @ Value::Object(_)) => json,
             Ok(_) => {
@@ -243,25 +367,45 @@ fn answer(head: &Head, body: &[u8]) -> Answer {
         },
     };
     match route {
-        Route::Chat => openai::chat(&json),
-        Route::Completions => openai::completions(&json),
-        Route::Embeddings => openai::embeddings(&json),
-        Route::Messages => anthropic::messages(&json),
+        Route::Chat => openai::chat(&json, usage),
+        Route::Completions => openai::completions(&json, usage),
+        Route::Embeddings => openai::embeddings(&json, usage),
+        Route::Messages => anthropic::messages(&json, usage),
         Route::CountTokens => anthropic::count_tokens(&json),
-        Route::Models | Route::Unknown => error_answer(shape, Failure::NotFound, head),
+        Route::GeminiGenerate | Route::GeminiStream => gemini::generate(
+            gemini::model(path),
+            &json,
+            route == Route::GeminiStream,
+            usage,
+        ),
+        Route::Models
+        | Route::GeminiModels
+        | Route::Speech
+        | Route::Echo
+        | Route::StreamBytes
+        | Route::Unknown => error_answer(shape, Failure::NotFound, head),
     }
 }
 
 fn write(answer: Answer, extra_headers: &[(&str, &str)], keep_alive: bool) -> Action {
     match answer {
-        Answer::Full { status, body } => Action::Write(http::response(
+        Answer::Full {
             status,
-            "application/json",
+            content_type,
+            body,
+        } => Action::Write(http::response(
+            status,
+            content_type,
             extra_headers,
             &body,
             keep_alive,
         )),
-        Answer::Stream { events, .. } => Action::Stream {
+        Answer::Stream {
+            content_type,
+            events,
+            ..
+        } => Action::Stream {
+            content_type,
             events,
             end: StreamEnd::Finish,
         },
@@ -275,7 +419,7 @@ pub(crate) fn plan(head: &Head, body: &[u8], key: &str, keep_alive: bool) -> Pla
         .and_then(|v| v.trim().parse::<u64>().ok())
         .filter(|&ms| ms > 0)
         .map(Duration::from_millis);
-    let shape = Shape::of(head.path());
+    let shape = Shape::of(Route::of(&head.method, head.path()), head.path());
     let mut first_byte_delay = None;
     let action = match Behaviour::from_key(key) {
         Behaviour::RateLimited => write(
@@ -304,34 +448,41 @@ pub(crate) fn plan(head: &Head, body: &[u8], key: &str, keep_alive: bool) -> Pla
         )),
         Behaviour::Slow(delay) => {
             first_byte_delay = Some(delay);
-            write(answer(head, body), &[], keep_alive)
+            write(answer(head, body, Usage::Report), &[], keep_alive)
         }
-        Behaviour::Normal => write(answer(head, body), &[], keep_alive),
-        Behaviour::StreamDie => match answer(head, body) {
+        Behaviour::Normal => write(answer(head, body, Usage::Report), &[], keep_alive),
+        Behaviour::NoUsage => write(answer(head, body, Usage::Omit), &[], keep_alive),
+        Behaviour::StreamDie => match answer(head, body, Usage::Report) {
             Answer::Stream {
+                content_type,
                 events,
                 first_content,
             } => Action::Stream {
+                content_type,
                 events,
                 end: StreamEnd::ResetAfter(first_content + 1),
             },
             Answer::Full { .. } => Action::Reset,
         },
-        Behaviour::RoleDie => match answer(head, body) {
+        Behaviour::RoleDie => match answer(head, body, Usage::Report) {
             Answer::Stream {
+                content_type,
                 events,
                 first_content,
             } => Action::Stream {
+                content_type,
                 events,
                 end: StreamEnd::ResetAfter(first_content),
             },
             Answer::Full { .. } => Action::Reset,
         },
-        Behaviour::StreamHang => match answer(head, body) {
+        Behaviour::StreamHang => match answer(head, body, Usage::Report) {
             Answer::Stream {
+                content_type,
                 events,
                 first_content,
             } => Action::Stream {
+                content_type,
                 events,
                 end: StreamEnd::HangAfter(first_content + 1),
             },
@@ -342,5 +493,284 @@ pub(crate) fn plan(head: &Head, body: &[u8], key: &str, keep_alive: bool) -> Pla
         first_byte_delay,
         chunk_delay,
         action,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::http::{Parsed, parse_head};
+
+    fn head(method: &str, target: &str) -> Head {
+        let wire = format!("{method} {target} HTTP/1.1\r\nhost: mock\r\n\r\n");
+        match parse_head(wire.as_bytes()) {
+            Parsed::Complete(head) => head,
+            Parsed::Partial | Parsed::Invalid(_) => panic!("bad test head {wire:?}"),
+        }
+    }
+
+    fn route(method: &str, path: &str) -> Route {
+        Route::of(method, path)
+    }
+
+    /// Status and JSON of a full answer (`Value::Null` when it is a stream or not JSON).
+    fn full(answer: Answer) -> (u16, Value) {
+        match answer {
+            Answer::Full { status, body, .. } => {
+                (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+            }
+            Answer::Stream { .. } => (0, Value::Null),
+        }
+    }
+
+    /// The events of a stream answer as text.
+    fn events(answer: Answer) -> Vec<String> {
+        match answer {
+            Answer::Stream { events, .. } => events
+                .iter()
+                .map(|e| String::from_utf8_lossy(e).into_owned())
+                .collect(),
+            Answer::Full { .. } => Vec::new(),
+        }
+    }
+
+    fn post(path: &str, body: &Value, usage: Usage) -> Answer {
+        let body = serde_json::to_vec(body).unwrap_or_default();
+        answer(&head("POST", path), &body, usage)
+    }
+
+    #[test]
+    fn existing_routes_are_unchanged() {
+        assert_eq!(route("POST", "/v1/chat/completions"), Route::Chat);
+        assert_eq!(route("POST", "/v1/completions"), Route::Completions);
+        assert_eq!(route("POST", "/v1/embeddings"), Route::Embeddings);
+        assert_eq!(route("GET", "/v1/models"), Route::Models);
+        assert_eq!(route("GET", "/v1/models/"), Route::Models);
+        assert_eq!(route("GET", "/v1beta/openai/models"), Route::Models);
+        assert_eq!(route("POST", "/v1/messages"), Route::Messages);
+        assert_eq!(
+            route("POST", "/v1/messages/count_tokens"),
+            Route::CountTokens
+        );
+        assert_eq!(route("POST", "/v1/models"), Route::Unknown);
+        assert_eq!(route("GET", "/v1/chat/completions"), Route::Unknown);
+        assert_eq!(route("POST", "/v1/images/generations"), Route::Unknown);
+    }
+
+    #[test]
+    fn new_routes_are_recognised() {
+        let generate = "/v1/v1beta/models/gemini-2.0-flash:generateContent";
+        let stream = "/v1beta/models/m:streamGenerateContent";
+        assert_eq!(route("POST", generate), Route::GeminiGenerate);
+        assert_eq!(route("POST", stream), Route::GeminiStream);
+        assert_eq!(route("GET", generate), Route::Unknown);
+        assert_eq!(
+            route("POST", "/v1beta/models/m:countTokens"),
+            Route::Unknown
+        );
+        assert_eq!(route("GET", "/v1/v1beta/models"), Route::GeminiModels);
+        assert_eq!(route("POST", "/v1/audio/speech"), Route::Speech);
+        assert_eq!(route("GET", "/v1/audio/speech"), Route::Unknown);
+        assert_eq!(route("GET", "/v1/stream-bytes"), Route::StreamBytes);
+        assert_eq!(route("POST", "/v1/stream-bytes"), Route::Unknown);
+        for method in ["GET", "POST", "PUT", "DELETE", "PATCH"] {
+            assert_eq!(route(method, "/v1/echo"), Route::Echo);
+            assert_eq!(route(method, "/v1/echo/chat/completions"), Route::Echo);
+        }
+        assert_eq!(route("POST", "/v1/echoes"), Route::Unknown);
+    }
+
+    #[test]
+    fn error_shapes_follow_the_route() {
+        let shape = |method: &str, path: &str| Shape::of(route(method, path), path);
+        assert_eq!(shape("POST", "/v1/chat/completions"), Shape::OpenAi);
+        assert_eq!(shape("POST", "/v1/images"), Shape::OpenAi);
+        assert_eq!(shape("POST", "/v1/messages"), Shape::Anthropic);
+        assert_eq!(shape("GET", "/v1/messages"), Shape::Anthropic);
+        assert_eq!(
+            shape("POST", "/v1beta/models/m:generateContent"),
+            Shape::Gemini
+        );
+        assert_eq!(
+            shape("GET", "/v1beta/models/m:generateContent"),
+            Shape::Gemini
+        );
+        assert_eq!(shape("GET", "/v1beta/models"), Shape::Gemini);
+        assert_eq!(shape("GET", "/v1beta/models/m"), Shape::Gemini);
+        assert_eq!(
+            shape("POST", "/v1beta/openai/chat/completions"),
+            Shape::OpenAi
+        );
+        assert_eq!(shape("POST", "/v1/audio/speech"), Shape::OpenAi);
+        assert_eq!(shape("GET", "/v1/echo/x"), Shape::OpenAi);
+    }
+
+    #[test]
+    fn gemini_paths_get_google_errors() {
+        let path = "/v1beta/models/m:generateContent";
+        for (failure, status, name) in [
+            (Failure::RateLimited, 429, "RESOURCE_EXHAUSTED"),
+            (Failure::ServerError, 500, "INTERNAL"),
+            (Failure::Unauthorized, 401, "UNAUTHENTICATED"),
+            (Failure::BadRequest("bad"), 400, "INVALID_ARGUMENT"),
+            (Failure::NotFound, 404, "NOT_FOUND"),
+        ] {
+            let (code, json) = full(error_answer(Shape::Gemini, failure, &head("POST", path)));
+            assert_eq!(code, status);
+            assert_eq!(json["error"]["code"], status);
+            assert_eq!(json["error"]["status"], name);
+            assert!(json["error"]["message"].is_string());
+        }
+        let (status, json) = full(answer(&head("POST", path), b"not json", Usage::Report));
+        assert_eq!(status, 400);
+        assert_eq!(json["error"]["status"], "INVALID_ARGUMENT");
+        let (status, json) = full(answer(&head("GET", path), b"", Usage::Report));
+        assert_eq!(status, 404);
+        assert_eq!(json["error"]["status"], "NOT_FOUND");
+    }
+
+    #[test]
+    fn gemini_models_only_under_v1beta() {
+        let (_, json) = full(answer(
+            &head("GET", "/v1/v1beta/models"),
+            b"",
+            Usage::Report,
+        ));
+        assert_eq!(json["models"][0]["name"], "models/mock-gemini");
+        let (_, json) = full(answer(&head("GET", "/v1/models"), b"", Usage::Report));
+        assert_eq!(json["data"][0]["id"], "mock-gpt");
+    }
+
+    #[test]
+    fn gemini_answers_name_the_model_of_the_path() {
+        let body = json!({"contents": [{"role": "user", "parts": [{"text": "hello"}]}]});
+        let (status, json) = full(post(
+            "/v1/v1beta/models/gemini-x:generateContent",
+            &body,
+            Usage::Report,
+        ));
+        assert_eq!(status, 200);
+        assert_eq!(json["modelVersion"], "gemini-x");
+        assert_eq!(json["usageMetadata"]["promptTokenCount"], 5);
+        let events = events(post(
+            "/v1beta/models/gemini-y:streamGenerateContent",
+            &body,
+            Usage::Report,
+        ));
+        assert_eq!(events.len(), WORDS.len());
+        assert!(
+            events
+                .iter()
+                .all(|e| e.contains(r#""modelVersion":"gemini-y""#))
+        );
+        assert!(events.iter().all(|e| !e.contains("[DONE]")));
+    }
+
+    #[test]
+    fn omitted_usage_leaves_openai_answers_without_usage() {
+        let chat = json!({"messages": [{"role": "user", "content": "hello"}]});
+        let (status, json) = full(post("/v1/chat/completions", &chat, Usage::Omit));
+        assert_eq!(status, 200);
+        assert!(json.get("usage").is_none());
+        assert_eq!(json["choices"][0]["message"]["content"], WORDS.concat());
+
+        let streamed = json!({
+            "stream": true,
+            "stream_options": {"include_usage": true},
+            "messages": [{"role": "user", "content": "hello"}],
+        });
+        let with = events(post("/v1/chat/completions", &streamed, Usage::Report));
+        let without = events(post("/v1/chat/completions", &streamed, Usage::Omit));
+        assert!(with.iter().any(|e| e.contains(r#""usage""#)));
+        assert!(without.iter().all(|e| !e.contains("usage")));
+        assert_eq!(without.len() + 1, with.len());
+        assert_eq!(without.last().map(String::as_str), Some("data: [DONE]\n\n"));
+
+        let legacy = json!({"prompt": "hello"});
+        let (_, json) = full(post("/v1/completions", &legacy, Usage::Omit));
+        assert!(json.get("usage").is_none());
+        assert_eq!(json["choices"][0]["text"], WORDS.concat());
+        let legacy =
+            json!({"prompt": "hi", "stream": true, "stream_options": {"include_usage": true}});
+        let streamed = events(post("/v1/completions", &legacy, Usage::Omit));
+        assert!(streamed.iter().all(|e| !e.contains("usage")));
+
+        let embeddings = json!({"input": ["a", "b"]});
+        let (_, json) = full(post("/v1/embeddings", &embeddings, Usage::Omit));
+        assert!(json.get("usage").is_none());
+        assert_eq!(json["data"].as_array().map(Vec::len), Some(2));
+    }
+
+    #[test]
+    fn omitted_usage_leaves_anthropic_answers_without_usage() {
+        let body = json!({"model": "c", "max_tokens": 10, "messages": [{"role": "user", "content": "hello"}]});
+        let (status, json) = full(post("/v1/messages", &body, Usage::Omit));
+        assert_eq!(status, 200);
+        assert!(json.get("usage").is_none());
+        assert_eq!(json["content"][0]["text"], WORDS.concat());
+
+        let body = json!({"model": "c", "stream": true, "messages": [{"role": "user", "content": "hello"}]});
+        let with = events(post("/v1/messages", &body, Usage::Report));
+        let without = events(post("/v1/messages", &body, Usage::Omit));
+        assert_eq!(with.len(), without.len());
+        assert!(with.iter().any(|e| e.contains("usage")));
+        assert!(without.iter().all(|e| !e.contains("usage")));
+        assert!(
+            without
+                .iter()
+                .any(|e| e.contains(r#""stop_reason":"end_turn""#))
+        );
+    }
+
+    #[test]
+    fn nousage_keys_plan_answers_without_usage() {
+        let body = serde_json::to_vec(&json!({"messages": [{"role": "user", "content": "hello"}]}))
+            .unwrap_or_default();
+        let plan = plan(
+            &head("POST", "/v1/chat/completions"),
+            &body,
+            "nousage-1",
+            true,
+        );
+        let Action::Write(response) = plan.action else {
+            panic!("expected a full answer");
+        };
+        let text = String::from_utf8_lossy(&response);
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(text.contains("one two three four five"));
+        assert!(!text.contains("usage"));
+    }
+
+    #[test]
+    fn passthrough_routes_obey_the_key_behaviours() {
+        for target in ["/v1/echo/x", "/v1/stream-bytes?n=2"] {
+            let head = head("GET", target);
+            let Action::Write(response) = plan(&head, b"", "r429-a", true).action else {
+                panic!("expected a 429 for {target}");
+            };
+            assert!(response.starts_with(b"HTTP/1.1 429 "), "{target}");
+            assert!(matches!(
+                plan(&head, b"", "reset-a", true).action,
+                Action::Reset
+            ));
+            assert!(matches!(
+                plan(&head, b"", "hang-a", true).action,
+                Action::Hang
+            ));
+        }
+        let head = head("GET", "/v1/stream-bytes?n=4");
+        match plan(&head, b"", "streamdie-a", true).action {
+            Action::Stream {
+                content_type,
+                events,
+                end: StreamEnd::ResetAfter(1),
+            } => {
+                assert_eq!(content_type, "application/octet-stream");
+                assert_eq!(events.len(), 4);
+            }
+            _ => panic!("streamdie must cut stream-bytes after one chunk"),
+        }
     }
 }

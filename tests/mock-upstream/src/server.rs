@@ -1,4 +1,5 @@
-//! The accept loop and the per-connection HTTP/1.1 loop (keep-alive, `Content-Length` bodies).
+//! The accept loop and the per-connection HTTP/1.1 loop (keep-alive; `Content-Length` and
+//! `Transfer-Encoding: chunked` request bodies).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 use crate::behaviour::request_key;
-use crate::http::{self, Head, MAX_BODY_BYTES, MAX_HEAD_BYTES, Parsed};
+use crate::http::{self, Chunked, ChunkedBody, Head, MAX_BODY_BYTES, MAX_HEAD_BYTES, Parsed};
 use crate::openai;
 use crate::router::{self, Action, StreamEnd};
 use crate::state::{RecordedRequest, State};
@@ -77,6 +78,36 @@ fn reset(stream: TcpStream) {
     drop(stream);
 }
 
+/// Reads a `Transfer-Encoding: chunked` body that follows `head` in `buf`, then drops the request
+/// from `buf` (pipelined bytes after it stay). `Err(Some)` is a status and message to refuse with;
+/// `Err(None)` means the peer went away.
+async fn read_chunked(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    head: &Head,
+) -> Result<Vec<u8>, Option<(u16, &'static str)>> {
+    let mut decoder = ChunkedBody::new(head.len);
+    let mut continued = false;
+    loop {
+        match decoder.advance(buf) {
+            Chunked::Done(end) => {
+                buf.drain(..end);
+                return Ok(decoder.body);
+            }
+            Chunked::Invalid => return Err(Some((400, "malformed chunked request body"))),
+            Chunked::TooLarge => return Err(Some((413, "request body too large"))),
+            Chunked::NeedMore => {}
+        }
+        if !continued && head.expects_continue() {
+            continued = true;
+            stream.write_all(http::CONTINUE).await.map_err(|_| None)?;
+        }
+        if !read_more(stream, buf, decoder.wanted()).await {
+            return Err(None);
+        }
+    }
+}
+
 fn recorded(head: &Head, body: &[u8]) -> RecordedRequest {
     RecordedRequest {
         method: head.method.clone(),
@@ -106,33 +137,41 @@ async fn connection(mut stream: TcpStream, state: Arc<State>) {
                 return;
             }
         };
-        if head.is_chunked() {
-            return refuse(&mut stream, 501, "chunked request bodies are not supported").await;
-        }
-        let Some(body_len) = head.content_length() else {
-            return refuse(&mut stream, 400, "invalid content-length").await;
-        };
-        if body_len > MAX_BODY_BYTES {
-            return refuse(&mut stream, 413, "request body too large").await;
-        }
-        let total = head.len + body_len;
-        if buf.len() < total
-            && head.expects_continue()
-            && stream.write_all(http::CONTINUE).await.is_err()
-        {
-            return;
-        }
-        while buf.len() < total {
-            let missing = total - buf.len();
-            if !read_more(&mut stream, &mut buf, missing).await {
+        let body = if head.is_chunked() {
+            match read_chunked(&mut stream, &mut buf, &head).await {
+                Ok(body) => body,
+                Err(Some((status, message))) => {
+                    return refuse(&mut stream, status, message).await;
+                }
+                Err(None) => return,
+            }
+        } else {
+            let Some(body_len) = head.content_length() else {
+                return refuse(&mut stream, 400, "invalid content-length").await;
+            };
+            if body_len > MAX_BODY_BYTES {
+                return refuse(&mut stream, 413, "request body too large").await;
+            }
+            let total = head.len + body_len;
+            if buf.len() < total
+                && head.expects_continue()
+                && stream.write_all(http::CONTINUE).await.is_err()
+            {
                 return;
             }
-        }
-        let body = buf
-            .get(head.len..total)
-            .map(<[u8]>::to_vec)
-            .unwrap_or_default();
-        buf.drain(..total);
+            while buf.len() < total {
+                let missing = total - buf.len();
+                if !read_more(&mut stream, &mut buf, missing).await {
+                    return;
+                }
+            }
+            let body = buf
+                .get(head.len..total)
+                .map(<[u8]>::to_vec)
+                .unwrap_or_default();
+            buf.drain(..total);
+            body
+        };
         let keep_alive = head.keep_alive();
         let key = request_key(&head);
         if state.records() {
@@ -150,9 +189,13 @@ async fn connection(mut stream: TcpStream, state: Arc<State>) {
                     return;
                 }
             }
-            Action::Stream { events, end } => {
+            Action::Stream {
+                content_type,
+                events,
+                end,
+            } => {
                 if stream
-                    .write_all(&http::stream_head(keep_alive))
+                    .write_all(&http::stream_head(content_type, keep_alive))
                     .await
                     .is_err()
                 {

@@ -76,6 +76,11 @@ impl Client {
         self.stream.write_all(&bytes)
     }
 
+    /// Writes bytes as they are (a hand-made request head, chunked framing, …).
+    pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
     /// Reads at least one more byte into the buffer; EOF is an `UnexpectedEof` error.
     fn fill(&mut self) -> io::Result<()> {
         let mut tmp = [0u8; 8192];

@@ -3,6 +3,9 @@
 mod anthropic;
 mod client;
 mod failures;
+mod gemini;
+mod nousage;
 mod openai;
+mod passthrough;
 mod runtime;
 mod state;
