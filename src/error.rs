@@ -194,6 +194,47 @@ impl ResponseError for ApiError {
     }
 }
 
+impl ApiError {
+    /// The same error in Anthropic's shape (`{"type":"error","error":{type,
+    /// message}}`), for the `/v1/messages` front door: same status, same
+    /// `Retry-After`. An upstream's own Anthropic-shaped error is relayed.
+    pub fn anthropic_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let mut response = HttpResponse::build(status);
+        if let Some(wait) = self.retry_after() {
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            response.insert_header((RETRY_AFTER, seconds.max(1).to_string()));
+        }
+        if let Self::UpstreamRejected { body, .. } = self
+            && let Ok(value) = serde_json::from_slice::<serde_json::Value>(body)
+            && value.get("type").and_then(serde_json::Value::as_str) == Some("error")
+        {
+            return response
+                .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
+                .body(body.clone());
+        }
+        let message = match self {
+            Self::UpstreamRejected { body, .. } => serde_json::from_slice::<serde_json::Value>(body)
+                .ok()
+                .and_then(|value| {
+                    value
+                        .pointer("/error/message")
+                        .and_then(serde_json::Value::as_str)
+                        .map(str::to_owned)
+                })
+                .unwrap_or_else(|| format!("The upstream refused the request ({status})")),
+            other => other.to_string(),
+        };
+        response.json(json!({
+            "type": "error",
+            "error": {
+                "type": crate::providers::anthropic::error_type_for_status(status.as_u16()),
+                "message": message,
+            },
+        }))
+    }
+}
+
 impl From<DbError> for ApiError {
     fn from(error: DbError) -> Self {
         match error {

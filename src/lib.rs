@@ -10,6 +10,7 @@ pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod error;
+pub mod estimate;
 pub mod http;
 pub mod logging;
 pub mod metering;

@@ -48,9 +48,11 @@ async fn run(router: Addr<RouterActor>, settings: HealthSettings, log: Logger) {
 
 async fn probe(client: awc::Client, lease: Lease, log: Logger) {
     let spec = lease.provider.clone();
-    let mut request = client
-        .get(providers::endpoint_url(&spec, "models"))
-        .insert_header(providers::auth_header(&lease.secret));
+    let adapter = providers::adapter_of(&spec);
+    let mut request = client.get(providers::endpoint_url(&spec, &adapter.probe_path(&spec)));
+    for header in adapter.auth_headers(&spec, &lease.secret) {
+        request = request.insert_header(header);
+    }
     for (name, value) in &spec.headers {
         request = request.insert_header((name.as_str(), value.as_str()));
     }

@@ -35,6 +35,9 @@ struct ProviderConfig {
     /// Share of traffic under a model's `weighted` strategy.
     #[serde(default = "one")]
     weight: u32,
+    /// Azure `api-version` / `anthropic-version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    api_version: Option<String>,
 }
 
 fn one() -> u32 {
@@ -149,6 +152,7 @@ async fn seed_provider(
         retry: Some(RetryConfig::from(&provider.retry.policy())),
         max_in_flight_per_key: provider.max_in_flight_per_key,
         weight: provider.weight,
+        api_version: provider.api_version.clone(),
     };
     let row = db
         .upsert_provider(&NewProvider {
@@ -297,6 +301,7 @@ async fn load_provider(
         name: row.name.clone(),
         kind: row.kind.clone(),
         base_url: row.base_url.clone().unwrap_or_default(),
+        api_version: config.api_version.clone(),
         headers,
         strategy: config
             .strategy

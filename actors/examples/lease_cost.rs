@@ -67,6 +67,7 @@ fn spec() -> ProviderSpec {
         name: "bench".to_owned(),
         kind: "openai".to_owned(),
         base_url: "http://127.0.0.1:9/v1".to_owned(),
+        api_version: None,
         headers: Vec::new(),
         strategy: KeyStrategy::RoundRobin,
         policy: RetryPolicy::default(),

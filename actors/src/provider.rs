@@ -21,6 +21,8 @@ pub struct ProviderSpec {
     /// The adapter that speaks this provider's API (`openai`, ...).
     pub kind: String,
     pub base_url: String,
+    /// Kind-specific API version (Azure `api-version`, `anthropic-version`).
+    pub api_version: Option<String>,
     /// Extra headers sent upstream with every request.
     pub headers: Vec<(String, String)>,
     pub strategy: KeyStrategy,
@@ -328,6 +330,7 @@ mod tests {
             name: "p".to_owned(),
             kind: "openai".to_owned(),
             base_url: "http://127.0.0.1:1/v1".to_owned(),
+            api_version: None,
             headers: Vec::new(),
             strategy: KeyStrategy::RoundRobin,
             policy: RetryPolicy::default(),

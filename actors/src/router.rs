@@ -586,6 +586,7 @@ mod tests {
             name: name.to_owned(),
             kind: "openai".to_owned(),
             base_url: format!("http://{name}.invalid/v1"),
+            api_version: None,
             headers: Vec::new(),
             strategy: KeyStrategy::RoundRobin,
             policy: RetryPolicy::default(),

@@ -14,8 +14,17 @@ pub struct ProviderSettings {
     /// Unique name; clients pin it with `name/model`.
     pub name: String,
     pub kind: ProviderKind,
-    /// API root including the version segment, e.g. `https://api.openai.com/v1`.
+    /// API root including the version segment, e.g. `https://api.openai.com/v1`,
+    /// `https://api.anthropic.com/v1`,
+    /// `https://generativelanguage.googleapis.com/v1beta`,
+    /// `https://open.bigmodel.cn/api/paas/v4`, or for Azure the resource root
+    /// `https://NAME.openai.azure.com` (deployments are model names).
     pub base_url: String,
+    /// `azure-openai`: the `api-version` query parameter (default
+    /// `2024-10-21`); `anthropic`: the `anthropic-version` header (default
+    /// `2023-06-01`). Ignored by the other kinds.
+    #[serde(default)]
+    pub api_version: Option<String>,
     /// The key pool. A plain string, or a table `{ key, id, weight, priority }`.
     #[serde(default)]
     pub keys: Vec<KeySettings>,
@@ -25,7 +34,8 @@ pub struct ProviderSettings {
     pub models: Vec<String>,
     /// Extra headers sent with every upstream request (OpenRouter's
     /// `HTTP-Referer`, a gateway header...). Values may use `${VAR}`.
-    #[serde(default)]
+    /// Also accepted as `inject_headers`.
+    #[serde(default, alias = "inject_headers")]
     pub headers: BTreeMap<String, Secret>,
     /// How a key is picked from the pool.
     #[serde(default)]
@@ -55,6 +65,14 @@ pub enum ProviderKind {
     /// Any service speaking OpenAI's API at another base URL (DeepSeek,
     /// OpenRouter, vLLM, Ollama...).
     OpenaiCompatible,
+    /// Azure OpenAI: deployment URLs, the `api-key` header, `api-version`.
+    AzureOpenai,
+    /// Anthropic's Messages API (`x-api-key`, `anthropic-version`).
+    Anthropic,
+    /// Google's Gemini API (`generateContent`, `streamGenerateContent`).
+    Gemini,
+    /// Zhipu GLM, its v4 chat API (OpenAI-shaped at its own base URL).
+    Zhipu,
 }
 
 impl ProviderKind {
@@ -62,6 +80,10 @@ impl ProviderKind {
         match self {
             Self::Openai => "openai",
             Self::OpenaiCompatible => "openai-compatible",
+            Self::AzureOpenai => "azure-openai",
+            Self::Anthropic => "anthropic",
+            Self::Gemini => "gemini",
+            Self::Zhipu => "zhipu",
         }
     }
 
@@ -69,6 +91,10 @@ impl ProviderKind {
         match s {
             "openai" => Some(Self::Openai),
             "openai-compatible" => Some(Self::OpenaiCompatible),
+            "azure-openai" => Some(Self::AzureOpenai),
+            "anthropic" => Some(Self::Anthropic),
+            "gemini" => Some(Self::Gemini),
+            "zhipu" => Some(Self::Zhipu),
             _ => None,
         }
     }

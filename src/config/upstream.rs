@@ -24,4 +24,11 @@ pub struct UpstreamSettings {
     /// A client that disconnects cancels its upstream request at once
     /// (HTTP/1 half-closed connections are treated as gone).
     pub cancel_on_client_disconnect: bool,
+    /// `max_tokens` sent to providers that require it (Anthropic) when the
+    /// client gave none.
+    pub default_max_tokens: u64,
+    /// How often each provider's model list is fetched into the model
+    /// cache ("0s": only at start and on `POST /admin/models/{provider}/refresh`).
+    #[serde(with = "humantime_serde")]
+    pub model_refresh_interval: Duration,
 }

@@ -1,4 +1,6 @@
-//! `POST /v1/chat/completions`, streamed or not.
+//! The chat front doors, streamed or not: `POST /v1/chat/completions`
+//! (OpenAI's format) and `POST /v1/messages` (Anthropic's), each served by
+//! any provider kind through `providers::exchange`.
 
 use super::AppState;
 use super::auth::GatewayAuth;
@@ -6,10 +8,14 @@ use super::body::read_body;
 use super::context::RequestCtx;
 use super::limits::ConcurrencySlot;
 use super::meter::Meter;
-use super::relay::ChatStreamRelay;
+use super::relay::{ChatStreamRelay, StreamMode};
 use super::upstream::{Answer, MalformedAnswer, Served, UpstreamRequest, call_with_failover};
 use crate::error::ApiError;
-use crate::providers::openai::{self, ChatRequest, Usage};
+use crate::providers::{Wire, adapter_of};
+use std::cell::Cell;
+use crate::providers::anthropic::AnthropicRequestOptions;
+use crate::providers::exchange::{ChatExchange, ClientFormat};
+use crate::providers::openai::{ChatStreamState, Usage};
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use actix_web::web::{Bytes, Data, Payload};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
@@ -18,32 +24,37 @@ use switchyard_actors::ProviderSpec;
 pub const ATTEMPTS_HEADER: &str = "x-switchyard-attempts";
 pub const PROVIDER_HEADER: &str = "x-switchyard-provider";
 
-impl UpstreamRequest for ChatRequest {
-    fn path(&self, _: &ProviderSpec) -> String {
-        "chat/completions".to_owned()
+impl UpstreamRequest for ChatExchange {
+    fn path(&self, spec: &ProviderSpec, upstream_model: &str) -> Result<String, ApiError> {
+        Ok(adapter_of(spec).chat_path(spec, upstream_model, self.stream()))
     }
 
-    fn body(&mut self, _: &ProviderSpec, upstream_model: &str) -> Result<Bytes, ApiError> {
-        openai::upstream_chat_body(self, upstream_model)
+    fn body(&mut self, spec: &ProviderSpec, upstream_model: &str) -> Result<Bytes, ApiError> {
+        self.upstream_body(spec, upstream_model)
     }
 
     fn stream(&self) -> bool {
-        self.stream
+        ChatExchange::stream(self)
     }
 
-    fn is_content_event(&self, data: &[u8]) -> bool {
-        openai::carries_content(data)
+    fn is_content_event(&self, spec: &ProviderSpec, data: &[u8]) -> bool {
+        ChatExchange::is_content_event(self, spec, data)
     }
 
-    fn parse_answer(&self, body: &[u8]) -> Result<Option<Usage>, MalformedAnswer> {
-        let value: serde_json::Value = serde_json::from_slice(body).map_err(|_| MalformedAnswer)?;
-        if !value.is_object() {
-            return Err(MalformedAnswer);
-        }
-        Ok(openai::usage_of(&value))
+    fn parse_answer(
+        &self,
+        spec: &ProviderSpec,
+        body: Bytes,
+    ) -> Result<(Bytes, Option<Usage>), MalformedAnswer> {
+        self.client_answer(spec, body).map_err(|_| MalformedAnswer)
+    }
+
+    fn client_error(&self, spec: &ProviderSpec, status: u16, body: &[u8]) -> Option<Bytes> {
+        ChatExchange::client_error(self, spec, status, body)
     }
 }
 
+/// `POST /v1/chat/completions`.
 pub async fn chat_completions(
     ctx: RequestCtx,
     state: Data<AppState>,
@@ -52,27 +63,64 @@ pub async fn chat_completions(
     request: HttpRequest,
     payload: Payload,
 ) -> HttpResponse {
-    let mut meter = Meter::start(&state, &ctx, "/v1/chat/completions");
-    match serve(&state, &client, &mut meter, auth, &request, payload).await {
-        Ok((served, hide_usage_chunk, slot)) => {
-            respond(&state, served, meter, hide_usage_chunk, slot)
-        }
+    serve_chat(ClientFormat::OpenAi, ctx, state, client, auth, request, payload).await
+}
+
+/// `POST /v1/messages`: the Anthropic-compatible front door (Claude Code
+/// with `ANTHROPIC_BASE_URL` pointing here). Any provider serves it; errors
+/// come back in Anthropic's shape.
+pub async fn messages(
+    ctx: RequestCtx,
+    state: Data<AppState>,
+    client: Data<awc::Client>,
+    auth: Result<GatewayAuth, ApiError>,
+    request: HttpRequest,
+    payload: Payload,
+) -> HttpResponse {
+    serve_chat(ClientFormat::Anthropic, ctx, state, client, auth, request, payload).await
+}
+
+/// The answer to a failed chat request, in the client's error shape.
+pub fn error_response(client: ClientFormat, error: &ApiError) -> HttpResponse {
+    match client {
+        ClientFormat::OpenAi => error.error_response(),
+        ClientFormat::Anthropic => error.anthropic_response(),
+    }
+}
+
+async fn serve_chat(
+    format: ClientFormat,
+    ctx: RequestCtx,
+    state: Data<AppState>,
+    client: Data<awc::Client>,
+    auth: Result<GatewayAuth, ApiError>,
+    request: HttpRequest,
+    payload: Payload,
+) -> HttpResponse {
+    let endpoint = match format {
+        ClientFormat::OpenAi => "/v1/chat/completions",
+        ClientFormat::Anthropic => "/v1/messages",
+    };
+    let mut meter = Meter::start(&state, &ctx, endpoint);
+    match serve(format, &state, &client, &mut meter, auth, &request, payload).await {
+        Ok((served, mode, slot)) => respond(&state, served, meter, mode, slot),
         Err(error) => {
             slog::debug!(ctx.log, "chat.failed"; "code" => error.code(), "error" => %error);
             meter.fail(&error);
-            error.error_response()
+            error_response(format, &error)
         }
     }
 }
 
 async fn serve(
+    format: ClientFormat,
     state: &AppState,
     client: &awc::Client,
     meter: &mut Meter,
     auth: Result<GatewayAuth, ApiError>,
     request: &HttpRequest,
     payload: Payload,
-) -> Result<(Served, bool, ConcurrencySlot), ApiError> {
+) -> Result<(Served, Option<StreamMode>, ConcurrencySlot), ApiError> {
     let GatewayAuth(token) = auth?;
     meter.token(&token);
     // Refused before the body is read: a gateway at its limit sheds load
@@ -82,44 +130,65 @@ async fn serve(
         .try_acquire()
         .ok_or(ApiError::ConcurrencyLimit)?;
     let raw = read_body(request, payload, state.settings.server.max_body_bytes).await?;
-    let mut chat = openai::parse_chat_request(&raw)?;
-    meter.request(&chat.model, chat.stream);
-    if !token.allows_model(&chat.model) {
+    let options = AnthropicRequestOptions {
+        default_max_tokens: state.settings.upstream.default_max_tokens,
+    };
+    let mut exchange = match format {
+        ClientFormat::OpenAi => ChatExchange::from_openai(&raw, options)?,
+        ClientFormat::Anthropic => ChatExchange::from_anthropic(&raw, options)?,
+    };
+    meter.request(exchange.model(), exchange.stream());
+    meter.estimate_prompt(&raw);
+    if !token.allows_model(exchange.model()) {
         return Err(ApiError::Forbidden(format!(
             "This token may not use the model `{}`",
-            chat.model
+            exchange.model()
         )));
     }
-    let model = chat.model.clone();
-    let hide_usage_chunk = chat.stream && !chat.client_wants_usage;
-    let served = call_with_failover(state, client, meter, &model, &mut chat).await?;
-    Ok((served, hide_usage_chunk, slot))
+    let model = exchange.model().to_owned();
+    let served = call_with_failover(state, client, meter, &model, &mut exchange).await?;
+    let mode = match &served.answer {
+        Answer::Stream(start) => Some(match exchange.stream_translator(&start.lease.provider) {
+            Some(translator) => StreamMode::Translated {
+                translator,
+                client: format,
+            },
+            None => StreamMode::Native(ChatStreamState::new(
+                !exchange.openai.client_wants_usage,
+            )),
+        }),
+        Answer::Json { .. } => None,
+    };
+    Ok((served, mode, slot))
 }
 
 fn respond(
     state: &AppState,
     served: Served,
     meter: Meter,
-    hide_usage_chunk: bool,
+    mode: Option<StreamMode>,
     slot: ConcurrencySlot,
 ) -> HttpResponse {
     let mut response = HttpResponse::Ok();
     response
         .insert_header((ATTEMPTS_HEADER, served.attempts.to_string()))
         .insert_header((PROVIDER_HEADER, served.provider));
-    match served.answer {
-        Answer::Json { body, usage } => {
+    match (served.answer, mode) {
+        (Answer::Json { body, usage }, _) => {
+            let mut meter = meter;
+            meter.estimate_completion(&body);
             meter.succeed(200, usage);
             drop(slot);
             response
                 .insert_header((CONTENT_TYPE, "application/json"))
                 .body(body)
         }
-        Answer::Stream(start) => {
+        (Answer::Stream(start), mode) => {
+            let mode = mode.unwrap_or(StreamMode::Native(ChatStreamState::new(false)));
             let relay = ChatStreamRelay::new(
                 start,
                 meter,
-                hide_usage_chunk,
+                mode,
                 state.settings.upstream.stream_idle_timeout,
                 slot,
             );
@@ -130,5 +199,117 @@ fn respond(
                 .insert_header(("x-accel-buffering", "no"))
                 .streaming(relay)
         }
+    }
+}
+
+/// `POST /v1/messages/count_tokens`: Anthropic upstreams count exactly
+/// (the request is passed through); for every other provider kind the
+/// gateway estimates from the text (`crate::estimate`), as those APIs have
+/// no equivalent. Answers `{"input_tokens": N}`.
+pub async fn count_tokens(
+    ctx: RequestCtx,
+    state: Data<AppState>,
+    client: Data<awc::Client>,
+    auth: Result<GatewayAuth, ApiError>,
+    request: HttpRequest,
+    payload: Payload,
+) -> HttpResponse {
+    let mut meter = Meter::start(&state, &ctx, "/v1/messages/count_tokens");
+    match count(&state, &client, &mut meter, auth, &request, payload).await {
+        Ok(body) => {
+            meter.succeed(200, Some(Usage::default()));
+            HttpResponse::Ok()
+                .insert_header((CONTENT_TYPE, "application/json"))
+                .body(body)
+        }
+        Err(error) => {
+            meter.fail(&error);
+            error.anthropic_response()
+        }
+    }
+}
+
+async fn count(
+    state: &AppState,
+    client: &awc::Client,
+    meter: &mut Meter,
+    auth: Result<GatewayAuth, ApiError>,
+    request: &HttpRequest,
+    payload: Payload,
+) -> Result<Bytes, ApiError> {
+    let GatewayAuth(token) = auth?;
+    meter.token(&token);
+    let raw = read_body(request, payload, state.settings.server.max_body_bytes).await?;
+    // Validated as a Messages request (same rules, same errors).
+    let exchange = ChatExchange::from_anthropic(&raw, AnthropicRequestOptions::default())?;
+    meter.request(exchange.model(), false);
+    if !token.allows_model(exchange.model()) {
+        return Err(ApiError::Forbidden(format!(
+            "This token may not use the model `{}`",
+            exchange.model()
+        )));
+    }
+    let model = exchange.model().to_owned();
+    let mut counting = CountTokens {
+        body: exchange.anthropic_body().clone(),
+        estimate_locally: Cell::new(false),
+    };
+    match call_with_failover(state, client, meter, &model, &mut counting).await {
+        Ok(Served {
+            answer: Answer::Json { body, .. },
+            ..
+        }) => Ok(body),
+        Ok(_) => Err(ApiError::Internal),
+        Err(_) if counting.estimate_locally.get() => {
+            let tokens = crate::estimate::tokens_for_chars(crate::estimate::text_chars(&raw));
+            Ok(Bytes::from(
+                serde_json::json!({ "input_tokens": tokens }).to_string(),
+            ))
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// A count_tokens request on its way to an Anthropic upstream.
+struct CountTokens {
+    body: serde_json::Map<String, serde_json::Value>,
+    /// Set when the routed provider cannot count (not Anthropic).
+    estimate_locally: Cell<bool>,
+}
+
+impl UpstreamRequest for CountTokens {
+    fn path(&self, spec: &ProviderSpec, _: &str) -> Result<String, ApiError> {
+        if adapter_of(spec).wire() == Wire::Anthropic {
+            Ok("messages/count_tokens".to_owned())
+        } else {
+            self.estimate_locally.set(true);
+            Err(ApiError::bad_request("counted locally"))
+        }
+    }
+
+    fn body(&mut self, _: &ProviderSpec, upstream_model: &str) -> Result<Bytes, ApiError> {
+        self.body.insert(
+            "model".to_owned(),
+            serde_json::Value::String(upstream_model.to_owned()),
+        );
+        serde_json::to_vec(&self.body)
+            .map(Bytes::from)
+            .map_err(|_| ApiError::Internal)
+    }
+
+    fn stream(&self) -> bool {
+        false
+    }
+
+    fn parse_answer(
+        &self,
+        _: &ProviderSpec,
+        body: Bytes,
+    ) -> Result<(Bytes, Option<Usage>), MalformedAnswer> {
+        let value: serde_json::Value = serde_json::from_slice(&body).map_err(|_| MalformedAnswer)?;
+        if value.get("input_tokens").and_then(serde_json::Value::as_i64).is_none() {
+            return Err(MalformedAnswer);
+        }
+        Ok((body, None))
     }
 }

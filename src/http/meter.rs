@@ -24,6 +24,10 @@ pub struct Meter {
     sink: UsageQueue,
     prices: PriceTable,
     sent: bool,
+    /// Text characters of the request and of the answer so far, for the
+    /// estimate when the upstream reports no usage (`crate::estimate`).
+    prompt_chars: usize,
+    completion_chars: usize,
 }
 
 impl Meter {
@@ -55,6 +59,8 @@ impl Meter {
             sink: state.usage.clone(),
             prices: state.prices.clone(),
             sent: false,
+            prompt_chars: 0,
+            completion_chars: 0,
         }
     }
 
@@ -78,6 +84,21 @@ impl Meter {
 
     pub fn attempts(&self) -> i32 {
         self.record.attempts
+    }
+
+    /// Measures the request's text (kept only in case usage is missing).
+    pub fn estimate_prompt(&mut self, request_body: &[u8]) {
+        self.prompt_chars = crate::estimate::text_chars(request_body);
+    }
+
+    /// Measures a whole answer's text.
+    pub fn estimate_completion(&mut self, answer_body: &[u8]) {
+        self.completion_chars = crate::estimate::text_chars(answer_body);
+    }
+
+    /// Adds one stream event's text.
+    pub fn add_completion_chars(&mut self, chars: usize) {
+        self.completion_chars += chars;
     }
 
     pub fn first_byte(&mut self) {
@@ -110,9 +131,20 @@ impl Meter {
         record.status = status;
         record.error_class = error_class.map(str::to_owned);
         record.latency_ms = self.started.elapsed().as_millis() as i64;
-        if let Some(usage) = usage {
-            record.prompt_tokens = usage.prompt_tokens;
-            record.completion_tokens = usage.completion_tokens;
+        match usage {
+            Some(usage) => {
+                record.prompt_tokens = usage.prompt_tokens;
+                record.completion_tokens = usage.completion_tokens;
+            }
+            // An answer (or part of one) came back without a usage report:
+            // estimate rather than record a free request, and say so.
+            None if record.attempts > 0 && (status == 200 || self.completion_chars > 0) => {
+                record.prompt_tokens = crate::estimate::tokens_for_chars(self.prompt_chars);
+                record.completion_tokens =
+                    crate::estimate::tokens_for_chars(self.completion_chars);
+                record.tokens_estimated = true;
+            }
+            None => {}
         }
         let models: Vec<&str> = [
             record.upstream_model.as_deref(),

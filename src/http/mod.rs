@@ -6,11 +6,13 @@ pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod chat;
+pub mod completions;
 pub mod context;
 pub mod health;
 pub mod limits;
 pub mod meter;
 pub mod models;
+pub mod proxy;
 pub mod relay;
 pub mod upstream;
 
@@ -51,8 +53,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             web::scope("/v1")
                 .route("/chat/completions", web::post().to(chat::chat_completions))
+                .route("/completions", web::post().to(completions::completions))
+                .route("/embeddings", web::post().to(completions::embeddings))
+                .route("/messages", web::post().to(chat::messages))
+                .route("/messages/count_tokens", web::post().to(chat::count_tokens))
                 .route("/models", web::get().to(models::list_models)),
         )
+        .route("/proxy/{provider}/{tail:.*}", web::route().to(proxy::proxy))
         .service(web::scope("/admin").configure(admin::routes));
 }
 

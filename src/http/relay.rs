@@ -10,8 +10,10 @@
 use super::limits::ConcurrencySlot;
 use super::meter::{self, Meter};
 use super::upstream::{StreamStart, UpstreamBody};
-use crate::providers::openai::{ChatStreamState, stream_error_event};
-use crate::providers::sse::{SseSplitter, event_data};
+use crate::providers::exchange::ClientFormat;
+use crate::providers::openai::{ChatStreamState, Usage};
+use crate::providers::sse::{SseSplitter, event_data, event_name};
+use crate::providers::translate::StreamTranslator;
 use actix_web::web::Bytes;
 use futures_util::Stream;
 use std::collections::VecDeque;
@@ -21,10 +23,37 @@ use std::time::Duration;
 use switchyard_actors::{Failure, Lease, Outcome};
 use tokio::time::{Instant, Sleep};
 
+/// How upstream events become client events.
+pub enum StreamMode {
+    /// OpenAI to OpenAI: events pass through as they are.
+    Native(ChatStreamState),
+    /// Another wire or client format: each event goes through a translator.
+    Translated {
+        translator: Box<dyn StreamTranslator>,
+        client: ClientFormat,
+    },
+}
+
+impl StreamMode {
+    fn usage(&self) -> Option<Usage> {
+        match self {
+            Self::Native(state) => state.usage,
+            Self::Translated { translator, .. } => translator.usage(),
+        }
+    }
+
+    fn error_event(&self, message: &str, code: &str) -> Bytes {
+        match self {
+            Self::Native(_) => ClientFormat::OpenAi.stream_error_event(message, code),
+            Self::Translated { client, .. } => client.stream_error_event(message, code),
+        }
+    }
+}
+
 pub struct ChatStreamRelay {
     upstream: UpstreamBody,
     splitter: SseSplitter,
-    state: ChatStreamState,
+    mode: StreamMode,
     out: VecDeque<Bytes>,
     idle_timeout: Duration,
     idle: Pin<Box<Sleep>>,
@@ -40,7 +69,7 @@ impl ChatStreamRelay {
     pub fn new(
         start: StreamStart,
         mut meter: Meter,
-        hide_usage_chunk: bool,
+        mode: StreamMode,
         idle_timeout: Duration,
         slot: ConcurrencySlot,
     ) -> Self {
@@ -48,7 +77,7 @@ impl ChatStreamRelay {
         let mut relay = Self {
             upstream: start.rest,
             splitter: SseSplitter::default(),
-            state: ChatStreamState::new(hide_usage_chunk),
+            mode,
             out: VecDeque::new(),
             idle_timeout,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
@@ -65,12 +94,32 @@ impl ChatStreamRelay {
     fn ingest(&mut self, chunk: &[u8]) {
         self.splitter.push(chunk);
         while let Some(event) = self.splitter.next_event() {
-            let forward = match event_data(&event) {
-                Some(data) => self.state.on_data(&data),
-                None => true,
-            };
-            if forward {
-                self.out.push_back(event);
+            if let (Some(meter), Some(data)) = (self.meter.as_mut(), event_data(&event)) {
+                meter.add_completion_chars(crate::estimate::text_chars(&data));
+            }
+            match &mut self.mode {
+                StreamMode::Native(state) => {
+                    let forward = match event_data(&event) {
+                        Some(data) => state.on_data(&data),
+                        None => true,
+                    };
+                    if forward {
+                        self.out.push_back(event);
+                    }
+                }
+                StreamMode::Translated { translator, .. } => {
+                    // Comments and keep-alives carry no data.
+                    let Some(data) = event_data(&event) else {
+                        continue;
+                    };
+                    match translator.on_event(event_name(&event), &data) {
+                        Ok(translated) => self.out.extend(translated),
+                        Err(error) => {
+                            let message = error.to_string();
+                            return self.fail(&message, "stream_untranslatable", Failure::ServerError);
+                        }
+                    }
+                }
             }
         }
     }
@@ -83,9 +132,17 @@ impl ChatStreamRelay {
             terminated.extend_from_slice(b"\n\n");
             self.ingest(&terminated);
         }
-        if !self.state.done && self.state.content_events == 0 {
+        let complete = match &mut self.mode {
+            StreamMode::Native(state) => state.done || state.content_events > 0,
+            StreamMode::Translated { translator, .. } => {
+                let closing = translator.finish();
+                self.out.extend(closing);
+                translator.is_complete()
+            }
+        };
+        if !complete {
             return self.fail(
-                "upstream ended the stream without content",
+                "upstream ended the stream without finishing the answer",
                 "stream_interrupted",
                 Failure::ServerError,
             );
@@ -96,19 +153,20 @@ impl ChatStreamRelay {
             });
         }
         if let Some(meter) = self.meter.take() {
-            meter.succeed(200, self.state.usage);
+            meter.succeed(200, self.mode.usage());
         }
         self.finished = true;
     }
 
     /// The upstream broke mid-stream: tell the client in-band, then end.
     fn fail(&mut self, message: &str, class: &str, failure: Failure) {
-        self.out.push_back(stream_error_event(message, class));
+        let event = self.mode.error_event(message, class);
+        self.out.push_back(event);
         if let Some(lease) = self.lease.take() {
             lease.fail(failure);
         }
         if let Some(meter) = self.meter.take() {
-            meter.interrupted(class, self.state.usage);
+            meter.interrupted(class, self.mode.usage());
         }
         self.finished = true;
     }
@@ -162,7 +220,7 @@ impl Drop for ChatStreamRelay {
         // The client went away mid-stream: dropping the upstream body cancels
         // the upstream request; keep the usage learned so far.
         if let Some(meter) = self.meter.take() {
-            meter::drop_with_usage(meter, self.state.usage);
+            meter::drop_with_usage(meter, self.mode.usage());
         }
     }
 }

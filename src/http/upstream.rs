@@ -56,20 +56,32 @@ pub struct Served {
     pub attempts: i32,
 }
 
-/// What one attempt needs from the endpoint: the path below the provider's
-/// base URL and the body for a given upstream model name.
+/// What one attempt needs from the endpoint; the provider kind's differences
+/// live behind it (see `providers::exchange`).
 pub trait UpstreamRequest {
-    fn path(&self, provider: &ProviderSpec) -> String;
+    /// The path below the provider's base URL; `Err` when the provider
+    /// cannot serve this endpoint at all (answered as it is, not retried).
+    fn path(&self, provider: &ProviderSpec, upstream_model: &str) -> Result<String, ApiError>;
     fn body(&mut self, provider: &ProviderSpec, upstream_model: &str) -> Result<Bytes, ApiError>;
     fn stream(&self) -> bool;
     /// Whether a stream event's `data` commits the answer to the client
     /// (see `openai::carries_content`). Events before the first one that
     /// does are held, so a failure among them still fails over.
-    fn is_content_event(&self, _data: &[u8]) -> bool {
+    fn is_content_event(&self, _provider: &ProviderSpec, _data: &[u8]) -> bool {
         true
     }
-    /// Reads usage from a non-streamed answer; `Err` when it is malformed.
-    fn parse_answer(&self, body: &[u8]) -> Result<Option<Usage>, MalformedAnswer>;
+    /// A non-streamed answer in the client's format, with its usage; `Err`
+    /// when it is malformed.
+    fn parse_answer(
+        &self,
+        provider: &ProviderSpec,
+        body: Bytes,
+    ) -> Result<(Bytes, Option<Usage>), MalformedAnswer>;
+    /// An upstream 4xx body in the client's error shape, when the provider
+    /// speaks another format (`None`: relay it as it is).
+    fn client_error(&self, _provider: &ProviderSpec, _status: u16, _body: &[u8]) -> Option<Bytes> {
+        None
+    }
 }
 
 /// The reason stored with a key the upstream refused (as the key pool says it).
@@ -226,12 +238,17 @@ async fn attempt(
     let body = request
         .body(&spec, upstream_model)
         .map_err(AttemptError::Final)?;
-    let url = providers::endpoint_url(&spec, &request.path(&spec));
+    let path = request
+        .path(&spec, upstream_model)
+        .map_err(AttemptError::Final)?;
+    let url = providers::endpoint_url(&spec, &path);
     let mut upstream = client
         .post(url)
         .timeout(attempt_timeout)
-        .insert_header(("authorization", format!("Bearer {}", lease.secret)))
         .insert_header(("content-type", "application/json"));
+    for header in providers::adapter_of(&spec).auth_headers(&spec, &lease.secret) {
+        upstream = upstream.insert_header(header);
+    }
     for (name, value) in &spec.headers {
         upstream = upstream.insert_header((name.as_str(), value.as_str()));
     }
@@ -275,6 +292,9 @@ async fn attempt(
         lease.fail(failure);
         return Err(match failure {
             Failure::ClientError => {
+                let body = request
+                    .client_error(&spec, status.as_u16(), &body)
+                    .unwrap_or(body);
                 AttemptError::Final(ApiError::UpstreamRejected { status, body })
             }
             Failure::RateLimited { retry_after } => {
@@ -312,7 +332,7 @@ async fn attempt(
                     let mut committed = held.len() > MAX_HELD_STREAM_BYTES;
                     while let Some(event) = splitter.next_event() {
                         committed |=
-                            event_data(&event).is_some_and(|data| request.is_content_event(&data));
+                            event_data(&event).is_some_and(|data| request.is_content_event(&spec, &data));
                     }
                     if committed {
                         return Ok(Answer::Stream(StreamStart {
@@ -362,8 +382,8 @@ async fn attempt(
             }));
         }
     };
-    match request.parse_answer(&body) {
-        Ok(usage) => {
+    match request.parse_answer(&spec, body) {
+        Ok((body, usage)) => {
             lease.finish(Outcome::Success {
                 latency: started.elapsed(),
             });

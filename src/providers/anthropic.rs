@@ -14,9 +14,11 @@ use super::translate::{
     parse_event, parse_openai_tool_choice, parse_tool_arguments, request_object, response_object,
     stop_list,
 };
+use super::{Adapter, Wire};
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
+use switchyard_actors::ProviderSpec;
 
 /// Anthropic requires `max_tokens`; OpenAI clients often omit it.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
@@ -40,9 +42,28 @@ impl Default for AnthropicRequestOptions {
     }
 }
 
-/// The credential header for an Anthropic key.
-pub fn auth_header(secret: &str) -> (&'static str, String) {
-    ("x-api-key", secret.to_owned())
+/// Anthropic's API: `x-api-key` plus the `anthropic-version` header (the
+/// provider's `api_version`, else [`API_VERSION`]).
+pub struct AnthropicAdapter;
+
+impl Adapter for AnthropicAdapter {
+    fn wire(&self) -> Wire {
+        Wire::Anthropic
+    }
+
+    fn auth_headers(&self, spec: &ProviderSpec, secret: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("x-api-key", secret.to_owned()),
+            (
+                "anthropic-version",
+                spec.api_version.as_deref().unwrap_or(API_VERSION).to_owned(),
+            ),
+        ]
+    }
+
+    fn chat_path(&self, _: &ProviderSpec, _model: &str, _stream: bool) -> String {
+        "messages".to_owned()
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1454,4 +1475,83 @@ impl StreamTranslator for OpenAiToAnthropicStream {
     fn is_complete(&self) -> bool {
         self.complete && !self.failed
     }
+}
+
+// ---------------------------------------------------------------------------
+// Streams: Anthropic events passed through to an Anthropic client
+// ---------------------------------------------------------------------------
+
+/// Passes an Anthropic event stream through unchanged while reading its
+/// usage (`message_start`, `message_delta`) and its end (`message_stop`).
+#[derive(Debug, Default)]
+pub struct AnthropicPassthroughStream {
+    usage: AnthropicUsage,
+    saw_usage: bool,
+    complete: bool,
+}
+
+impl StreamTranslator for AnthropicPassthroughStream {
+    fn on_event(
+        &mut self,
+        event_name: Option<&str>,
+        data: &[u8],
+    ) -> Result<Vec<Bytes>, TranslateError> {
+        if data.is_empty() {
+            return Ok(Vec::new());
+        }
+        let event = parse_event(data)?;
+        let kind = event
+            .get("type")
+            .and_then(Value::as_str)
+            .or(event_name)
+            .unwrap_or_default();
+        let usage = match kind {
+            "message_start" => event.get("message").and_then(|message| message.get("usage")),
+            "message_delta" => event.get("usage"),
+            _ => None,
+        };
+        if let Some(usage) = usage {
+            self.usage.update(usage);
+            self.saw_usage = true;
+        }
+        match kind {
+            "message_stop" => self.complete = true,
+            "error" => self.complete = false,
+            _ => {}
+        }
+        // The upstream's own bytes, re-framed: nothing is re-serialised.
+        let mut out = Vec::with_capacity(data.len() + kind.len() + 16);
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(kind.as_bytes());
+        out.extend_from_slice(b"\ndata: ");
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\n\n");
+        Ok(vec![Bytes::from(out)])
+    }
+
+    fn finish(&mut self) -> Vec<Bytes> {
+        Vec::new()
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.saw_usage.then(|| self.usage.gateway())
+    }
+
+    fn is_complete(&self) -> bool {
+        self.complete
+    }
+}
+
+/// Whether an Anthropic stream event commits the answer: generated content,
+/// the end, or an error. `message_start`, `ping` and an empty block's start
+/// do not, so a failure right after them still fails over invisibly.
+pub fn carries_content(data: &[u8]) -> bool {
+    let Ok(event) = serde_json::from_slice::<Value>(data) else {
+        // Unreadable: let the relay and the client see it.
+        return true;
+    };
+    matches!(
+        event.get("type").and_then(Value::as_str),
+        Some("content_block_delta" | "message_delta" | "message_stop" | "error")
+    )
 }

@@ -8,24 +8,52 @@ use super::translate::{
     openai_error_chunk, openai_max_tokens, parse_data_url, parse_event, parse_openai_tool_choice,
     parse_tool_arguments, request_object, response_object, stop_list,
 };
+use super::{Adapter, Wire};
 use bytes::Bytes;
+use switchyard_actors::ProviderSpec;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 
 /// The API path (below the provider's base URL) for a model, whole or
 /// streamed as SSE.
 pub fn api_path(model: &str, stream: bool) -> String {
-    let model = model.strip_prefix("models/").unwrap_or(model);
+    let model = super::path_segment(model.strip_prefix("models/").unwrap_or(model));
     if stream {
-        format!("v1beta/models/{model}:streamGenerateContent?alt=sse")
+        format!("models/{model}:streamGenerateContent?alt=sse")
     } else {
-        format!("v1beta/models/{model}:generateContent")
+        format!("models/{model}:generateContent")
     }
 }
 
-/// The credential header for a Gemini key.
-pub fn auth_header(secret: &str) -> (&'static str, String) {
-    ("x-goog-api-key", secret.to_owned())
+/// Gemini's API: keys in `x-goog-api-key` (never in the URL, where they
+/// would end up in logs), model lists as `{"models":[{"name":"models/ID"}]}`.
+pub struct GeminiAdapter;
+
+impl Adapter for GeminiAdapter {
+    fn wire(&self) -> Wire {
+        Wire::Gemini
+    }
+
+    fn auth_headers(&self, _: &ProviderSpec, secret: &str) -> Vec<(&'static str, String)> {
+        vec![("x-goog-api-key", secret.to_owned())]
+    }
+
+    fn chat_path(&self, _: &ProviderSpec, model: &str, stream: bool) -> String {
+        api_path(model, stream)
+    }
+
+    fn parse_models(&self, body: &Value) -> Vec<String> {
+        body.get("models")
+            .and_then(Value::as_array)
+            .map(|models| {
+                models
+                    .iter()
+                    .filter_map(|model| model.get("name").and_then(Value::as_str))
+                    .map(|name| name.strip_prefix("models/").unwrap_or(name).to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -3,10 +3,13 @@
 //! handlers only ever call the functions re-exported here.
 
 pub mod anthropic;
+pub mod exchange;
+pub mod azure;
 pub mod gemini;
 pub mod openai;
 pub mod sse;
 pub mod translate;
+pub mod zhipu;
 
 use crate::config::ProviderKind;
 use actix_web::http::StatusCode;
@@ -36,9 +39,67 @@ pub const STRIPPED_HEADERS: &[&str] = &[
     "set-cookie",
 ];
 
+/// The wire format a provider kind speaks. The gateway's own format is
+/// OpenAI's; the other two are translated (see [`translate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    OpenAi,
+    Anthropic,
+    Gemini,
+}
+
+/// What the gateway needs to know to talk to one provider kind: where each
+/// endpoint lives, how a key is presented and how its model list reads.
+/// One implementation per kind module; handlers only go through this.
+pub trait Adapter: Sync {
+    fn wire(&self) -> Wire;
+    /// Credential (and version) headers for one key.
+    fn auth_headers(&self, spec: &ProviderSpec, secret: &str) -> Vec<(&'static str, String)>;
+    /// Chat endpoint below the base URL, for the upstream model name.
+    fn chat_path(&self, spec: &ProviderSpec, model: &str, stream: bool) -> String;
+    /// Legacy text completions; `None` when the provider has none.
+    fn completions_path(&self, _spec: &ProviderSpec, _model: &str) -> Option<String> {
+        None
+    }
+    /// Embeddings (OpenAI's request shape); `None` when unsupported.
+    fn embeddings_path(&self, _spec: &ProviderSpec, _model: &str) -> Option<String> {
+        None
+    }
+    /// The model list endpoint; `None` when the provider cannot list models.
+    fn models_path(&self, _spec: &ProviderSpec) -> Option<String> {
+        Some("models".to_owned())
+    }
+    /// A cheap authenticated GET that tells whether a key works again
+    /// (half-open probes).
+    fn probe_path(&self, spec: &ProviderSpec) -> String {
+        self.models_path(spec)
+            .unwrap_or_else(|| "models".to_owned())
+    }
+    /// Model ids from the model list answer.
+    fn parse_models(&self, body: &serde_json::Value) -> Vec<String> {
+        openai::model_ids(body)
+    }
+}
+
+/// The adapter for a provider kind.
+pub fn adapter(kind: ProviderKind) -> &'static dyn Adapter {
+    match kind {
+        ProviderKind::Openai | ProviderKind::OpenaiCompatible => &openai::OpenAiAdapter,
+        ProviderKind::AzureOpenai => &azure::AzureAdapter,
+        ProviderKind::Anthropic => &anthropic::AnthropicAdapter,
+        ProviderKind::Gemini => &gemini::GeminiAdapter,
+        ProviderKind::Zhipu => &zhipu::ZhipuAdapter,
+    }
+}
+
 /// The provider kind behind a spec (validated at start).
 pub fn kind_of(spec: &ProviderSpec) -> ProviderKind {
     ProviderKind::parse(&spec.kind).unwrap_or(ProviderKind::OpenaiCompatible)
+}
+
+/// The adapter behind a spec.
+pub fn adapter_of(spec: &ProviderSpec) -> &'static dyn Adapter {
+    adapter(kind_of(spec))
 }
 
 /// Full URL for an API path below the provider's base URL.
@@ -47,8 +108,20 @@ pub fn endpoint_url(spec: &ProviderSpec, path: &str) -> String {
     format!("{base}/{}", path.trim_start_matches('/'))
 }
 
-/// The credential header for a provider key (OpenAI-style bearer).
-pub fn auth_header(secret: &str) -> (&'static str, String) {
+/// Characters left as they are in a URL path segment (RFC 3986 unreserved).
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// A model or deployment name made safe for one URL path segment.
+pub fn path_segment(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, SEGMENT).to_string()
+}
+
+/// The OpenAI-style bearer credential header.
+pub fn bearer(secret: &str) -> (&'static str, String) {
     ("authorization", format!("Bearer {secret}"))
 }
 

@@ -3,9 +3,52 @@
 //! `model` rewritten (and usage requested for streams), so fields the gateway
 //! does not know still reach the provider.
 
+use super::{Adapter, Wire, bearer};
 use crate::error::ApiError;
+use switchyard_actors::ProviderSpec;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
+
+/// `openai` and `openai-compatible`: OpenAI's paths below the base URL and
+/// a bearer key.
+pub struct OpenAiAdapter;
+
+impl Adapter for OpenAiAdapter {
+    fn wire(&self) -> Wire {
+        Wire::OpenAi
+    }
+
+    fn auth_headers(&self, _: &ProviderSpec, secret: &str) -> Vec<(&'static str, String)> {
+        vec![bearer(secret)]
+    }
+
+    fn chat_path(&self, _: &ProviderSpec, _model: &str, _stream: bool) -> String {
+        "chat/completions".to_owned()
+    }
+
+    fn completions_path(&self, _: &ProviderSpec, _model: &str) -> Option<String> {
+        Some("completions".to_owned())
+    }
+
+    fn embeddings_path(&self, _: &ProviderSpec, _model: &str) -> Option<String> {
+        Some("embeddings".to_owned())
+    }
+}
+
+/// Model ids of an OpenAI-shaped list (`{"data":[{"id":...}]}`, which
+/// Anthropic's `/v1/models` shares).
+pub fn model_ids(body: &Value) -> Vec<String> {
+    body.get("data")
+        .and_then(Value::as_array)
+        .map(|models| {
+            models
+                .iter()
+                .filter_map(|model| model.get("id").and_then(Value::as_str))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
 
 /// A validated client chat request.
 #[derive(Debug, Clone)]

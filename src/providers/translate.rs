@@ -371,3 +371,51 @@ mod tests {
         );
     }
 }
+
+/// Two translators in a row (Gemini -> OpenAI -> Anthropic): every event the
+/// first emits is fed to the second at once, so nothing is buffered.
+pub struct ChainedStream<A, B> {
+    pub first: A,
+    pub second: B,
+}
+
+impl<A: StreamTranslator, B: StreamTranslator> ChainedStream<A, B> {
+    fn feed(&mut self, events: Vec<Bytes>) -> Result<Vec<Bytes>, TranslateError> {
+        let mut out = Vec::new();
+        for event in events {
+            let data = super::sse::event_data(&event).unwrap_or_default();
+            out.extend(
+                self.second
+                    .on_event(super::sse::event_name(&event), &data)?,
+            );
+        }
+        Ok(out)
+    }
+}
+
+impl<A: StreamTranslator, B: StreamTranslator> StreamTranslator for ChainedStream<A, B> {
+    fn on_event(
+        &mut self,
+        event_name: Option<&str>,
+        data: &[u8],
+    ) -> Result<Vec<Bytes>, TranslateError> {
+        let events = self.first.on_event(event_name, data)?;
+        self.feed(events)
+    }
+
+    fn finish(&mut self) -> Vec<Bytes> {
+        let events = self.first.finish();
+        let mut out = self.feed(events).unwrap_or_default();
+        out.extend(self.second.finish());
+        out
+    }
+
+    /// The upstream's own report, read by the first translator.
+    fn usage(&self) -> Option<Usage> {
+        self.first.usage()
+    }
+
+    fn is_complete(&self) -> bool {
+        self.first.is_complete() && self.second.is_complete()
+    }
+}

@@ -51,6 +51,7 @@ pub fn mock_provider(
         name: name.to_owned(),
         kind: ProviderKind::OpenaiCompatible,
         base_url: mock.base_url(),
+        api_version: None,
         keys: keys
             .iter()
             .map(|key| KeySettings::Plain(Secret::new(*key)))

@@ -1,0 +1,305 @@
+//! `POST /v1/completions` (legacy text completions, streamed or not) and
+//! `POST /v1/embeddings` (float or base64 vectors). Both are OpenAI-only
+//! APIs: the body passes through with `model` rewritten to providers whose
+//! adapter has the endpoint; a provider without it answers a clear 400.
+
+use super::AppState;
+use super::auth::GatewayAuth;
+use super::body::read_body;
+use super::chat::{ATTEMPTS_HEADER, PROVIDER_HEADER};
+use super::context::RequestCtx;
+use super::limits::ConcurrencySlot;
+use super::meter::Meter;
+use super::relay::{ChatStreamRelay, StreamMode};
+use super::upstream::{Answer, MalformedAnswer, Served, UpstreamRequest, call_with_failover};
+use crate::error::ApiError;
+use crate::providers::openai::{self, ChatStreamState, Usage};
+use crate::providers::{adapter_of, kind_of};
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use actix_web::web::{Bytes, Data, Payload};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use serde_json::{Map, Value, json};
+use switchyard_actors::ProviderSpec;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Completions,
+    Embeddings,
+}
+
+impl Endpoint {
+    fn route(self) -> &'static str {
+        match self {
+            Self::Completions => "/v1/completions",
+            Self::Embeddings => "/v1/embeddings",
+        }
+    }
+
+    /// The field that carries the input, required by OpenAI.
+    fn input_field(self) -> &'static str {
+        match self {
+            Self::Completions => "prompt",
+            Self::Embeddings => "input",
+        }
+    }
+}
+
+/// A validated completions or embeddings request.
+struct OpenAiOnly {
+    endpoint: Endpoint,
+    body: Map<String, Value>,
+    model: String,
+    stream: bool,
+    client_wants_usage: bool,
+}
+
+impl OpenAiOnly {
+    fn parse(endpoint: Endpoint, raw: &[u8]) -> Result<Self, ApiError> {
+        let value: Value = serde_json::from_slice(raw).map_err(|error| {
+            ApiError::bad_request(format!("The request body is not valid JSON: {error}"))
+        })?;
+        let Value::Object(body) = value else {
+            return Err(ApiError::bad_request(
+                "The request body must be a JSON object",
+            ));
+        };
+        let model = match body.get("model") {
+            Some(Value::String(model)) if !model.trim().is_empty() => model.clone(),
+            Some(Value::String(_)) | None | Some(Value::Null) => {
+                return Err(ApiError::bad_param(
+                    "model",
+                    "You must provide a model parameter",
+                ));
+            }
+            Some(_) => return Err(ApiError::bad_param("model", "`model` must be a string")),
+        };
+        let field = endpoint.input_field();
+        match body.get(field) {
+            Some(Value::String(_) | Value::Array(_)) => {}
+            None | Some(Value::Null) => {
+                return Err(ApiError::bad_param(
+                    field,
+                    format!("You must provide a `{field}` parameter"),
+                ));
+            }
+            Some(_) => {
+                return Err(ApiError::bad_param(
+                    field,
+                    format!("`{field}` must be a string or an array"),
+                ));
+            }
+        }
+        let stream = match (endpoint, body.get("stream")) {
+            (_, None | Some(Value::Null)) => false,
+            (Endpoint::Completions, Some(Value::Bool(stream))) => *stream,
+            (Endpoint::Embeddings, Some(_)) => {
+                return Err(ApiError::bad_param(
+                    "stream",
+                    "Embeddings cannot be streamed",
+                ));
+            }
+            (_, Some(_)) => return Err(ApiError::bad_param("stream", "`stream` must be a boolean")),
+        };
+        let client_wants_usage = body
+            .get("stream_options")
+            .and_then(|options| options.get("include_usage"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        Ok(Self {
+            endpoint,
+            body,
+            model,
+            stream,
+            client_wants_usage,
+        })
+    }
+}
+
+impl UpstreamRequest for OpenAiOnly {
+    fn path(&self, spec: &ProviderSpec, upstream_model: &str) -> Result<String, ApiError> {
+        let adapter = adapter_of(spec);
+        let path = match self.endpoint {
+            Endpoint::Completions => adapter.completions_path(spec, upstream_model),
+            Endpoint::Embeddings => adapter.embeddings_path(spec, upstream_model),
+        };
+        path.ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "The model `{}` is served by provider `{}` ({}), which has no {} endpoint",
+                self.model,
+                spec.name,
+                kind_of(spec).as_str(),
+                self.endpoint.route()
+            ))
+        })
+    }
+
+    fn body(&mut self, _: &ProviderSpec, upstream_model: &str) -> Result<Bytes, ApiError> {
+        self.body
+            .insert("model".to_owned(), Value::String(upstream_model.to_owned()));
+        if self.stream && !self.client_wants_usage {
+            // Every stream is metered from its usage chunk (hidden again
+            // from clients that did not ask for it).
+            self.body
+                .insert("stream_options".to_owned(), json!({ "include_usage": true }));
+        }
+        serde_json::to_vec(&self.body)
+            .map(Bytes::from)
+            .map_err(|_| ApiError::Internal)
+    }
+
+    fn stream(&self) -> bool {
+        self.stream
+    }
+
+    /// Completion chunks carry `choices[].text`, not chat deltas.
+    fn is_content_event(&self, _: &ProviderSpec, data: &[u8]) -> bool {
+        if data == b"[DONE]" {
+            return true;
+        }
+        let Ok(value) = serde_json::from_slice::<Value>(data) else {
+            return true;
+        };
+        value.get("error").is_some()
+            || value
+                .get("choices")
+                .and_then(Value::as_array)
+                .is_some_and(|choices| {
+                    choices.iter().any(|choice| {
+                        choice
+                            .get("text")
+                            .and_then(Value::as_str)
+                            .is_some_and(|text| !text.is_empty())
+                            || choice
+                                .get("finish_reason")
+                                .is_some_and(|reason| !reason.is_null())
+                    })
+                })
+    }
+
+    fn parse_answer(
+        &self,
+        _: &ProviderSpec,
+        body: Bytes,
+    ) -> Result<(Bytes, Option<Usage>), MalformedAnswer> {
+        let value: Value = serde_json::from_slice(&body).map_err(|_| MalformedAnswer)?;
+        let well_formed = match self.endpoint {
+            Endpoint::Completions => value.get("choices").is_some_and(Value::is_array),
+            Endpoint::Embeddings => value.get("data").is_some_and(Value::is_array),
+        };
+        if !well_formed {
+            return Err(MalformedAnswer);
+        }
+        Ok((body, openai::usage_of(&value)))
+    }
+}
+
+pub async fn completions(
+    ctx: RequestCtx,
+    state: Data<AppState>,
+    client: Data<awc::Client>,
+    auth: Result<GatewayAuth, ApiError>,
+    request: HttpRequest,
+    payload: Payload,
+) -> HttpResponse {
+    serve(Endpoint::Completions, ctx, state, client, auth, request, payload).await
+}
+
+pub async fn embeddings(
+    ctx: RequestCtx,
+    state: Data<AppState>,
+    client: Data<awc::Client>,
+    auth: Result<GatewayAuth, ApiError>,
+    request: HttpRequest,
+    payload: Payload,
+) -> HttpResponse {
+    serve(Endpoint::Embeddings, ctx, state, client, auth, request, payload).await
+}
+
+async fn serve(
+    endpoint: Endpoint,
+    ctx: RequestCtx,
+    state: Data<AppState>,
+    client: Data<awc::Client>,
+    auth: Result<GatewayAuth, ApiError>,
+    request: HttpRequest,
+    payload: Payload,
+) -> HttpResponse {
+    let mut meter = Meter::start(&state, &ctx, endpoint.route());
+    match call(endpoint, &state, &client, &mut meter, auth, &request, payload).await {
+        Ok((served, hide_usage_chunk, slot)) => {
+            respond(&state, served, meter, hide_usage_chunk, slot)
+        }
+        Err(error) => {
+            meter.fail(&error);
+            error.error_response()
+        }
+    }
+}
+
+async fn call(
+    endpoint: Endpoint,
+    state: &AppState,
+    client: &awc::Client,
+    meter: &mut Meter,
+    auth: Result<GatewayAuth, ApiError>,
+    request: &HttpRequest,
+    payload: Payload,
+) -> Result<(Served, bool, ConcurrencySlot), ApiError> {
+    let GatewayAuth(token) = auth?;
+    meter.token(&token);
+    let slot = state
+        .concurrency
+        .try_acquire()
+        .ok_or(ApiError::ConcurrencyLimit)?;
+    let raw = read_body(request, payload, state.settings.server.max_body_bytes).await?;
+    let mut call = OpenAiOnly::parse(endpoint, &raw)?;
+    meter.request(&call.model, call.stream);
+    meter.estimate_prompt(&raw);
+    if !token.allows_model(&call.model) {
+        return Err(ApiError::Forbidden(format!(
+            "This token may not use the model `{}`",
+            call.model
+        )));
+    }
+    let model = call.model.clone();
+    let hide_usage_chunk = call.stream && !call.client_wants_usage;
+    let served = call_with_failover(state, client, meter, &model, &mut call).await?;
+    Ok((served, hide_usage_chunk, slot))
+}
+
+fn respond(
+    state: &AppState,
+    served: Served,
+    mut meter: Meter,
+    hide_usage_chunk: bool,
+    slot: ConcurrencySlot,
+) -> HttpResponse {
+    let mut response = HttpResponse::Ok();
+    response
+        .insert_header((ATTEMPTS_HEADER, served.attempts.to_string()))
+        .insert_header((PROVIDER_HEADER, served.provider));
+    match served.answer {
+        Answer::Json { body, usage } => {
+            meter.estimate_completion(&body);
+            meter.succeed(200, usage);
+            drop(slot);
+            response
+                .insert_header((CONTENT_TYPE, "application/json"))
+                .body(body)
+        }
+        Answer::Stream(start) => {
+            let relay = ChatStreamRelay::new(
+                start,
+                meter,
+                StreamMode::Native(ChatStreamState::new(hide_usage_chunk)),
+                state.settings.upstream.stream_idle_timeout,
+                slot,
+            );
+            response
+                .insert_header((CONTENT_TYPE, "text/event-stream"))
+                .insert_header((CACHE_CONTROL, "no-cache"))
+                .insert_header(("x-accel-buffering", "no"))
+                .streaming(relay)
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! `/proxy/{provider}/{path...}`: any other endpoint of a provider (audio,
+//! images, files, batches) relayed byte for byte, streaming both ways.
+//!
+//! The key comes from the provider's pool, the provider's `headers` are
+//! added, and the client's hop-by-hop and credential headers never reach the
+//! upstream (nor the upstream's `set-cookie` the client). Bodies are not
+//! buffered: the request body streams up (bounded by `server.max_body_bytes`)
+//! and the answer streams down as it arrives, neither decompressed nor
+//! re-encoded. A streamed request body cannot be replayed, so there is one
+//! attempt and no failover; the outcome still feeds the key's health. Each
+//! call gets a usage row with status and latency (no tokens).
+//!
+//! A token restricted to a model list may use the proxy of a provider only
+//! when its list allows `{provider}/*`.
+
+use super::AppState;
+use super::auth::GatewayAuth;
+use super::context::RequestCtx;
+use super::limits::ConcurrencySlot;
+use super::meter::Meter;
+use crate::error::ApiError;
+use crate::providers::openai::Usage;
+use crate::providers::{self, STRIPPED_HEADERS, classify_status};
+use actix_web::http::StatusCode;
+use actix_web::web::{Bytes, Data, Path, Payload};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use awc::error::{PayloadError, SendRequestError};
+use futures_util::Stream;
+use futures_util::stream::LocalBoxStream;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use switchyard_actors::{Acquire, Failure, GetProvider, Lease, Outcome};
+use tokio::time::Sleep;
+
+pub async fn proxy(
+    ctx: RequestCtx,
+    state: Data<AppState>,
+    client: Data<awc::Client>,
+    auth: Result<GatewayAuth, ApiError>,
+    path: Path<(String, String)>,
+    request: HttpRequest,
+    payload: Payload,
+) -> HttpResponse {
+    let (provider, tail) = path.into_inner();
+    let mut meter = Meter::start(&state, &ctx, &format!("/proxy/{provider}"));
+    match relay(&state, &client, &mut meter, auth, &provider, &tail, &request, payload).await {
+        Ok(response) => response.into_response(meter, &state),
+        Err(error) => {
+            meter.fail(&error);
+            error.error_response()
+        }
+    }
+}
+
+/// An upstream answer whose body is still to be streamed.
+struct Relayed {
+    status: StatusCode,
+    headers: Vec<(String, Vec<u8>)>,
+    body: LocalBoxStream<'static, Result<Bytes, PayloadError>>,
+    lease: Lease,
+    failure: Option<Failure>,
+    started: Instant,
+    slot: ConcurrencySlot,
+}
+
+#[expect(clippy::too_many_arguments, reason = "an actix handler's extracted parts")]
+async fn relay(
+    state: &AppState,
+    client: &awc::Client,
+    meter: &mut Meter,
+    auth: Result<GatewayAuth, ApiError>,
+    provider: &str,
+    tail: &str,
+    request: &HttpRequest,
+    payload: Payload,
+) -> Result<Relayed, ApiError> {
+    let GatewayAuth(token) = auth?;
+    meter.token(&token);
+    if !token.allows_model(&format!("{provider}/*")) {
+        return Err(ApiError::Forbidden(format!(
+            "This token may not use the proxy of provider `{provider}` (its model list must allow `{provider}/*`)"
+        )));
+    }
+    let slot = state
+        .concurrency
+        .try_acquire()
+        .ok_or(ApiError::ConcurrencyLimit)?;
+    let limit = state.settings.server.max_body_bytes;
+    let declared = request
+        .headers()
+        .get("content-length")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
+    let actor = state
+        .router
+        .send(GetProvider(provider.to_owned()))
+        .await
+        .map_err(|_| ApiError::Internal)?
+        .ok_or_else(|| ApiError::NotFound(format!("No provider named `{provider}`")))?;
+    let lease = match actor.send(Acquire { exclude: Vec::new() }).await {
+        Ok(Ok(lease)) => lease,
+        Ok(Err(unusable)) => {
+            let retry_after = unusable.retry_after;
+            return Err(if unusable.rate_limited {
+                ApiError::RateLimited {
+                    message: format!("Every key of provider `{provider}` is cooling down"),
+                    retry_after,
+                }
+            } else {
+                ApiError::Unavailable {
+                    message: format!("No healthy key of provider `{provider}` is available"),
+                    retry_after,
+                }
+            });
+        }
+        Err(_) => {
+            return Err(ApiError::Unavailable {
+                message: "The provider is restarting; try again".to_owned(),
+                retry_after: Some(Duration::from_secs(1)),
+            });
+        }
+    };
+    let spec = lease.provider.clone();
+    meter.attempt(&spec.name, &lease.key_id, "");
+    let mut url = providers::endpoint_url(&spec, tail);
+    if !request.query_string().is_empty() {
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(request.query_string());
+    }
+    let timeout = spec
+        .policy
+        .attempt_timeout
+        .unwrap_or(state.settings.upstream.first_byte_timeout);
+    let mut upstream = client
+        .request(request.method().clone(), url)
+        .timeout(timeout)
+        // Relay the bytes as the upstream encoded them.
+        .no_decompress();
+    for (name, value) in request.headers() {
+        if !STRIPPED_HEADERS.contains(&name.as_str()) {
+            upstream = upstream.append_header((name.clone(), value.clone()));
+        }
+    }
+    for header in providers::adapter_of(&spec).auth_headers(&spec, &lease.secret) {
+        upstream = upstream.insert_header(header);
+    }
+    for (name, value) in &spec.headers {
+        upstream = upstream.insert_header((name.as_str(), value.as_str()));
+    }
+    let started = Instant::now();
+    let sent = upstream
+        .send_stream(LimitedBody {
+            payload,
+            limit,
+            seen: 0,
+        })
+        .await;
+    let response = match sent {
+        Ok(response) => response,
+        Err(SendRequestError::Body(_)) => {
+            // The client's body broke off or outgrew the limit: not the key's fault.
+            drop(lease);
+            return Err(ApiError::PayloadTooLarge(limit));
+        }
+        Err(
+            SendRequestError::Timeout
+            | SendRequestError::Connect(awc::error::ConnectError::Timeout),
+        ) => {
+            lease.fail(Failure::Timeout);
+            return Err(ApiError::UpstreamTimeout(format!(
+                "Provider `{provider}` did not answer within {timeout:?}"
+            )));
+        }
+        Err(_) => {
+            lease.fail(Failure::Connection);
+            return Err(ApiError::UpstreamFailed(format!(
+                "Could not reach provider `{provider}`"
+            )));
+        }
+    };
+    let status = response.status();
+    let failure = classify_status(status, response.headers());
+    let headers = response
+        .headers()
+        .iter()
+        .filter(|(name, _)| !STRIPPED_HEADERS.contains(&name.as_str()))
+        .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+        .collect();
+    Ok(Relayed {
+        status,
+        headers,
+        body: Box::pin(response),
+        lease,
+        failure,
+        started,
+        slot,
+    })
+}
+
+impl Relayed {
+    fn into_response(self, mut meter: Meter, state: &AppState) -> HttpResponse {
+        meter.first_byte();
+        let mut response = HttpResponse::build(self.status);
+        for (name, value) in &self.headers {
+            response.append_header((name.as_str(), value.as_slice()));
+        }
+        let idle_timeout = state.settings.upstream.stream_idle_timeout;
+        response.streaming(ProxyBody {
+            body: self.body,
+            idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            idle_timeout,
+            settle: Some(Settle {
+                lease: self.lease,
+                meter,
+                status: self.status.as_u16(),
+                failure: self.failure,
+                started: self.started,
+            }),
+            _slot: self.slot,
+        })
+    }
+}
+
+/// What is reported once the answer ends, breaks or is abandoned.
+struct Settle {
+    lease: Lease,
+    meter: Meter,
+    status: u16,
+    failure: Option<Failure>,
+    started: Instant,
+}
+
+impl Settle {
+    fn done(self) {
+        match self.failure {
+            Some(failure) => self.lease.fail(failure),
+            None => self.lease.finish(Outcome::Success {
+                latency: self.started.elapsed(),
+            }),
+        }
+        self.meter.succeed(self.status, Some(Usage::default()));
+    }
+
+    fn broken(self, failure: Failure, class: &str) {
+        self.lease.fail(failure);
+        self.meter.interrupted(class, Some(Usage::default()));
+    }
+}
+
+/// The upstream answer streamed to the client, settled exactly once.
+struct ProxyBody {
+    body: LocalBoxStream<'static, Result<Bytes, PayloadError>>,
+    idle: Pin<Box<Sleep>>,
+    idle_timeout: Duration,
+    settle: Option<Settle>,
+    _slot: ConcurrencySlot,
+}
+
+impl Stream for ProxyBody {
+    type Item = Result<Bytes, actix_web::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        match this.body.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                let deadline = tokio::time::Instant::now() + this.idle_timeout;
+                this.idle.as_mut().reset(deadline);
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(error))) => {
+                if let Some(settle) = this.settle.take() {
+                    settle.broken(Failure::Connection, "stream_interrupted");
+                }
+                Poll::Ready(Some(Err(actix_web::error::ErrorBadGateway(error))))
+            }
+            Poll::Ready(None) => {
+                if let Some(settle) = this.settle.take() {
+                    settle.done();
+                }
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                if std::future::Future::poll(this.idle.as_mut(), cx).is_ready() {
+                    if let Some(settle) = this.settle.take() {
+                        settle.broken(Failure::Timeout, "stream_idle_timeout");
+                    }
+                    return Poll::Ready(Some(Err(actix_web::error::ErrorGatewayTimeout(
+                        "upstream stalled",
+                    ))));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// The client's request body on its way up, cut off past the limit.
+struct LimitedBody {
+    payload: Payload,
+    limit: usize,
+    seen: usize,
+}
+
+impl Stream for LimitedBody {
+    type Item = Result<Bytes, actix_web::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.payload).poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                this.seen += chunk.len();
+                if this.seen > this.limit {
+                    return Poll::Ready(Some(Err(actix_web::error::ErrorPayloadTooLarge(
+                        "request body too large",
+                    ))));
+                }
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}

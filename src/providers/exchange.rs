@@ -1,0 +1,294 @@
+//! One chat exchange between a client format and whichever provider kind
+//! serves it: the request turned into the provider's wire format, the answer
+//! (whole, streamed or an error) turned back into the client's.
+//!
+//! Clients speak OpenAI chat (`/v1/chat/completions`) or Anthropic Messages
+//! (`/v1/messages`); providers speak one of three wires ([`Wire`]). Same
+//! format on both sides passes through with only `model` rewritten; the
+//! other pairs go through OpenAI's format, the gateway's own, so Gemini to an
+//! Anthropic client is two translators chained event by event.
+
+use super::anthropic::{
+    self, AnthropicPassthroughStream, AnthropicRequestOptions, AnthropicToOpenAiStream,
+    OpenAiToAnthropicStream,
+};
+use super::gemini::{self, GeminiToOpenAiStream};
+use super::openai::{self, ChatRequest, Usage};
+use super::translate::{ChainedStream, StreamTranslator, TranslateError, unix_now};
+use super::{Wire, adapter_of};
+use crate::error::ApiError;
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+use switchyard_actors::ProviderSpec;
+
+/// The format a client speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientFormat {
+    OpenAi,
+    Anthropic,
+}
+
+impl ClientFormat {
+    /// The in-band error event that ends a broken stream, so the cut never
+    /// looks like a clean end.
+    pub fn stream_error_event(self, message: &str, code: &str) -> Bytes {
+        match self {
+            Self::OpenAi => openai::stream_error_event(message, code),
+            Self::Anthropic => super::translate::anthropic_sse(
+                "error",
+                &json!({ "type": "error", "error": { "type": "api_error", "message": message } }),
+            ),
+        }
+    }
+}
+
+/// A client's chat request, ready to be sent to any provider kind.
+#[derive(Debug, Clone)]
+pub struct ChatExchange {
+    pub client: ClientFormat,
+    /// The request in OpenAI's format: the client's own, or translated from
+    /// Anthropic's once at parse time.
+    pub openai: ChatRequest,
+    /// An Anthropic client's original body, passed to Anthropic upstreams
+    /// as it is (fields the gateway does not know survive).
+    anthropic: Option<Map<String, Value>>,
+    options: AnthropicRequestOptions,
+    created: i64,
+}
+
+/// An upstream answer that is not what its API promises.
+#[derive(Debug, Clone, Copy)]
+pub struct Malformed;
+
+impl ChatExchange {
+    /// An OpenAI client's request (`/v1/chat/completions`).
+    pub fn from_openai(raw: &[u8], options: AnthropicRequestOptions) -> Result<Self, ApiError> {
+        Ok(Self {
+            client: ClientFormat::OpenAi,
+            openai: openai::parse_chat_request(raw)?,
+            anthropic: None,
+            options,
+            created: unix_now(),
+        })
+    }
+
+    /// An Anthropic client's request (`/v1/messages`).
+    pub fn from_anthropic(raw: &[u8], options: AnthropicRequestOptions) -> Result<Self, ApiError> {
+        let value: Value = serde_json::from_slice(raw).map_err(|error| {
+            ApiError::bad_request(format!("The request body is not valid JSON: {error}"))
+        })?;
+        let Value::Object(body) = value else {
+            return Err(ApiError::bad_request(
+                "The request body must be a JSON object",
+            ));
+        };
+        match body.get("model") {
+            Some(Value::String(model)) if !model.trim().is_empty() => {}
+            Some(Value::String(_)) | None | Some(Value::Null) => {
+                return Err(ApiError::bad_param("model", "model: Field required"));
+            }
+            Some(_) => return Err(ApiError::bad_param("model", "model: must be a string")),
+        }
+        match body.get("messages") {
+            Some(Value::Array(messages)) if !messages.is_empty() => {}
+            Some(Value::Array(_)) => {
+                return Err(ApiError::bad_param(
+                    "messages",
+                    "messages: at least one message is required",
+                ));
+            }
+            None | Some(Value::Null) => {
+                return Err(ApiError::bad_param("messages", "messages: Field required"));
+            }
+            Some(_) => {
+                return Err(ApiError::bad_param(
+                    "messages",
+                    "messages: must be an array",
+                ));
+            }
+        }
+        match body.get("max_tokens") {
+            None | Some(Value::Null) => {}
+            Some(value) if value.as_u64().is_some() => {}
+            Some(_) => {
+                return Err(ApiError::bad_param(
+                    "max_tokens",
+                    "max_tokens: must be a positive integer",
+                ));
+            }
+        }
+        if body
+            .get("stream")
+            .is_some_and(|stream| !stream.is_boolean() && !stream.is_null())
+        {
+            return Err(ApiError::bad_param("stream", "stream: must be a boolean"));
+        }
+        let translated = anthropic::anthropic_to_openai_request(&Value::Object(body.clone()))?;
+        let openai = openai::parse_chat_request(&serde_json::to_vec(&translated).map_err(|_| {
+            ApiError::Internal
+        })?)?;
+        Ok(Self {
+            client: ClientFormat::Anthropic,
+            openai: ChatRequest {
+                // Usage is read from the upstream's own events; the client
+                // never sees OpenAI chunks, so there is nothing to hide.
+                client_wants_usage: true,
+                ..openai
+            },
+            anthropic: Some(body),
+            options,
+            created: unix_now(),
+        })
+    }
+
+    /// An Anthropic client's body as it came (empty for OpenAI clients).
+    pub fn anthropic_body(&self) -> &Map<String, Value> {
+        static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
+        self.anthropic
+            .as_ref()
+            .unwrap_or_else(|| EMPTY.get_or_init(Map::new))
+    }
+
+    pub fn model(&self) -> &str {
+        &self.openai.model
+    }
+
+    pub fn stream(&self) -> bool {
+        self.openai.stream
+    }
+
+    pub fn max_tokens(&self) -> Option<i64> {
+        self.openai.max_tokens
+    }
+
+    /// The request body for `spec`'s wire, for the upstream model name.
+    pub fn upstream_body(
+        &mut self,
+        spec: &ProviderSpec,
+        upstream_model: &str,
+    ) -> Result<Bytes, ApiError> {
+        let body = match (self.client, adapter_of(spec).wire()) {
+            (_, Wire::OpenAi) => return openai::upstream_chat_body(&mut self.openai, upstream_model),
+            (ClientFormat::Anthropic, Wire::Anthropic) => {
+                let mut body = self.anthropic.clone().unwrap_or_default();
+                body.insert("model".to_owned(), json!(upstream_model));
+                Value::Object(body)
+            }
+            (ClientFormat::OpenAi, Wire::Anthropic) => {
+                let mut body = anthropic::openai_to_anthropic_request(
+                    &Value::Object(self.openai.body.clone()),
+                    &self.options,
+                )?;
+                body["model"] = json!(upstream_model);
+                body
+            }
+            (_, Wire::Gemini) => {
+                gemini::openai_to_gemini_request(&Value::Object(self.openai.body.clone()))?
+            }
+        };
+        serde_json::to_vec(&body)
+            .map(Bytes::from)
+            .map_err(|_| ApiError::Internal)
+    }
+
+    /// Whether a stream event from `spec` commits the answer (see
+    /// `openai::carries_content`): events before it are held so a failure
+    /// among them still fails over invisibly.
+    pub fn is_content_event(&self, spec: &ProviderSpec, data: &[u8]) -> bool {
+        match adapter_of(spec).wire() {
+            Wire::OpenAi => openai::carries_content(data),
+            Wire::Anthropic => anthropic::carries_content(data),
+            Wire::Gemini => true,
+        }
+    }
+
+    /// A whole upstream answer in the client's format, with its usage.
+    pub fn client_answer(
+        &self,
+        spec: &ProviderSpec,
+        body: Bytes,
+    ) -> Result<(Bytes, Option<Usage>), Malformed> {
+        let value: Value = serde_json::from_slice(&body).map_err(|_| Malformed)?;
+        if !value.is_object() {
+            return Err(Malformed);
+        }
+        let wire = adapter_of(spec).wire();
+        let usage = match wire {
+            Wire::OpenAi => openai::usage_of(&value),
+            Wire::Anthropic => anthropic::usage_of(&value),
+            Wire::Gemini => gemini::usage_of(&value),
+        };
+        let translated = match (wire, self.client) {
+            (Wire::OpenAi, ClientFormat::OpenAi) | (Wire::Anthropic, ClientFormat::Anthropic) => {
+                return Ok((body, usage));
+            }
+            (Wire::OpenAi, ClientFormat::Anthropic) => anthropic::openai_to_anthropic_response(&value),
+            (Wire::Anthropic, ClientFormat::OpenAi) => {
+                anthropic::anthropic_to_openai_response(&value, self.created)
+            }
+            (Wire::Gemini, client) => {
+                gemini::gemini_to_openai_response(&value, self.model(), self.created).and_then(
+                    |openai| match client {
+                        ClientFormat::OpenAi => Ok(openai),
+                        ClientFormat::Anthropic => anthropic::openai_to_anthropic_response(&openai),
+                    },
+                )
+            }
+        }
+        .map_err(|_: TranslateError| Malformed)?;
+        let bytes = serde_json::to_vec(&translated).map_err(|_| Malformed)?;
+        Ok((Bytes::from(bytes), usage))
+    }
+
+    /// An upstream's 4xx error body in the client's error shape.
+    pub fn client_error(&self, spec: &ProviderSpec, status: u16, body: &[u8]) -> Option<Bytes> {
+        let wire = adapter_of(spec).wire();
+        let same = matches!(
+            (wire, self.client),
+            (Wire::OpenAi, ClientFormat::OpenAi) | (Wire::Anthropic, ClientFormat::Anthropic)
+        );
+        if same {
+            return None;
+        }
+        let value: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let openai_shape = match wire {
+            Wire::OpenAi => value,
+            Wire::Anthropic => anthropic::anthropic_error_to_openai(&value),
+            Wire::Gemini => gemini::gemini_error_to_openai(&value),
+        };
+        let out = match self.client {
+            ClientFormat::OpenAi => openai_shape,
+            ClientFormat::Anthropic => anthropic::openai_error_to_anthropic(&openai_shape, status),
+        };
+        serde_json::to_vec(&out).ok().map(Bytes::from)
+    }
+
+    /// The stream translator from `spec`'s wire to the client's format;
+    /// `None` for OpenAI to OpenAI, which the relay passes through natively.
+    pub fn stream_translator(&self, spec: &ProviderSpec) -> Option<Box<dyn StreamTranslator>> {
+        let include_usage = self.openai.client_wants_usage;
+        let model = self.model().to_owned();
+        Some(match (adapter_of(spec).wire(), self.client) {
+            (Wire::OpenAi, ClientFormat::OpenAi) => return None,
+            (Wire::Anthropic, ClientFormat::Anthropic) => {
+                Box::new(AnthropicPassthroughStream::default())
+            }
+            (Wire::OpenAi, ClientFormat::Anthropic) => {
+                Box::new(OpenAiToAnthropicStream::new(Some(model)))
+            }
+            (Wire::Anthropic, ClientFormat::OpenAi) => {
+                Box::new(AnthropicToOpenAiStream::new(self.created, include_usage))
+            }
+            (Wire::Gemini, ClientFormat::OpenAi) => Box::new(GeminiToOpenAiStream::new(
+                &model,
+                self.created,
+                include_usage,
+            )),
+            (Wire::Gemini, ClientFormat::Anthropic) => Box::new(ChainedStream {
+                first: GeminiToOpenAiStream::new(&model, self.created, true),
+                second: OpenAiToAnthropicStream::new(Some(model)),
+            }),
+        })
+    }
+
+}
