@@ -525,11 +525,11 @@ fn openai_request_to_gemini() -> Result<()> {
     )?;
     ensure!(
         gemini::api_path("gemini-2.5-flash", true)
-            == "v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+            == "models/gemini-2.5-flash:streamGenerateContent?alt=sse"
     );
     ensure!(
         gemini::api_path("models/gemini-2.5-flash", false)
-            == "v1beta/models/gemini-2.5-flash:generateContent"
+            == "models/gemini-2.5-flash:generateContent"
     );
     Ok(())
 }
