@@ -214,15 +214,17 @@ impl ApiError {
                 .body(body.clone());
         }
         let message = match self {
-            Self::UpstreamRejected { body, .. } => serde_json::from_slice::<serde_json::Value>(body)
-                .ok()
-                .and_then(|value| {
-                    value
-                        .pointer("/error/message")
-                        .and_then(serde_json::Value::as_str)
-                        .map(str::to_owned)
-                })
-                .unwrap_or_else(|| format!("The upstream refused the request ({status})")),
+            Self::UpstreamRejected { body, .. } => {
+                serde_json::from_slice::<serde_json::Value>(body)
+                    .ok()
+                    .and_then(|value| {
+                        value
+                            .pointer("/error/message")
+                            .and_then(serde_json::Value::as_str)
+                            .map(str::to_owned)
+                    })
+                    .unwrap_or_else(|| format!("The upstream refused the request ({status})"))
+            }
             other => other.to_string(),
         };
         response.json(json!({

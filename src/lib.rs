@@ -14,6 +14,7 @@ pub mod estimate;
 pub mod http;
 pub mod logging;
 pub mod metering;
+pub mod model_cache;
 pub mod probe;
 pub mod providers;
 pub mod seed;
@@ -205,6 +206,14 @@ pub async fn start(
 
     probe::start(router.clone(), settings.health.clone(), log.clone());
     let probe_router = router.clone();
+    let model_cache = model_cache::ModelCache::default();
+    model_cache::start(
+        router.clone(),
+        model_cache.clone(),
+        settings.upstream.model_refresh_interval,
+        settings.upstream.first_byte_timeout,
+        log.clone(),
+    );
 
     let usage_log = log.clone();
     let sink = metering::DbUsageSink::new(
@@ -239,6 +248,7 @@ pub async fn start(
         log: log.clone(),
         cipher: cipher.clone(),
         concurrency: http::limits::ConcurrencyLimit::new(settings.server.max_concurrent_requests),
+        models: model_cache,
     });
 
     let upstream = settings.upstream.clone();

@@ -40,6 +40,9 @@ url = "{db_url}"
 master_key = "shutdown-master"
 [logging]
 level = "warning"
+[upstream]
+# The test counts the mock's calls: no model-list fetches.
+model_refresh_interval = "0s"
 [usage]
 flush_interval = "10m"
 flush_max_records = 100000

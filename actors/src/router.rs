@@ -44,8 +44,11 @@ use crate::LogHook;
 pub struct ProviderRoute {
     pub spec: Arc<ProviderSpec>,
     pub addr: Addr<ProviderActor>,
-    /// Bare model names it serves.
+    /// Bare model names it serves, as declared in settings.
     pub models: Vec<String>,
+    /// Model names found in the provider's own model list (model cache),
+    /// routable by bare name after the declared ones.
+    pub discovered: Vec<String>,
     /// The keys a replacement actor starts with (then reloaded).
     pub keys: Vec<KeySpec>,
     pub stats: Arc<ProviderStats>,
@@ -62,11 +65,35 @@ impl ProviderRoute {
             spec: Arc::new(spec),
             addr,
             models,
+            discovered: Vec::new(),
             keys,
             stats,
             weight: weight.max(1),
         }
     }
+}
+
+/// Model name -> providers serving it: every provider declaring the model
+/// (in declaration order), then those that only list it themselves.
+fn model_index(providers: &[ProviderRoute]) -> HashMap<String, Vec<usize>> {
+    let mut by_model: HashMap<String, Vec<usize>> = HashMap::new();
+    for (index, provider) in providers.iter().enumerate() {
+        for model in &provider.models {
+            let serving = by_model.entry(model.clone()).or_default();
+            if !serving.contains(&index) {
+                serving.push(index);
+            }
+        }
+    }
+    for (index, provider) in providers.iter().enumerate() {
+        for model in &provider.discovered {
+            let serving = by_model.entry(model.clone()).or_default();
+            if !serving.contains(&index) {
+                serving.push(index);
+            }
+        }
+    }
+    by_model
 }
 
 fn spawn_provider(
@@ -101,14 +128,12 @@ pub struct RouterActor {
 
 impl RouterActor {
     pub fn new(providers: Vec<ProviderRoute>, redirects: HashMap<String, String>) -> Self {
-        let mut by_name = HashMap::new();
-        let mut by_model: HashMap<String, Vec<usize>> = HashMap::new();
-        for (index, provider) in providers.iter().enumerate() {
-            by_name.insert(provider.spec.name.clone(), index);
-            for model in &provider.models {
-                by_model.entry(model.clone()).or_default().push(index);
-            }
-        }
+        let by_name = providers
+            .iter()
+            .enumerate()
+            .map(|(index, provider)| (provider.spec.name.clone(), index))
+            .collect();
+        let by_model = model_index(&providers);
         Self {
             providers,
             by_name,
@@ -398,6 +423,20 @@ pub struct Routed {
 #[rtype(result = "Vec<ModelEntry>")]
 pub struct ListModels;
 
+/// Replaces the models a provider listed itself (model cache refresh).
+/// Answers false when there is no such provider.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct SetDiscoveredModels {
+    pub provider: String,
+    pub models: Vec<String>,
+}
+
+/// Replaces the redirect rules (admin API changes).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetRedirects(pub HashMap<String, String>);
+
 /// Looks a provider up by name (admin routes).
 #[derive(Message)]
 #[rtype(result = "Option<Addr<ProviderActor>>")]
@@ -491,6 +530,29 @@ impl Handler<Route> for RouterActor {
                 )
             },
         ))
+    }
+}
+
+impl Handler<SetDiscoveredModels> for RouterActor {
+    type Result = bool;
+
+    fn handle(&mut self, msg: SetDiscoveredModels, _: &mut Context<Self>) -> bool {
+        let Some(&index) = self.by_name.get(&msg.provider) else {
+            return false;
+        };
+        if let Some(provider) = self.providers.get_mut(index) {
+            provider.discovered = msg.models;
+        }
+        self.by_model = model_index(&self.providers);
+        true
+    }
+}
+
+impl Handler<SetRedirects> for RouterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetRedirects, _: &mut Context<Self>) {
+        self.redirects = msg.0;
     }
 }
 
@@ -624,6 +686,59 @@ mod tests {
             ],
             redirects,
         )
+    }
+
+    #[actix_rt::test]
+    async fn discovered_models_route_after_declared_ones_and_redirects_are_replaced() {
+        let router = router().start();
+        // `gpt-4o` is declared by openai; azure lists it itself, plus a new one.
+        let known = router
+            .send(SetDiscoveredModels {
+                provider: "azure".to_owned(),
+                models: vec!["gpt-4o".to_owned(), "o3".to_owned()],
+            })
+            .await;
+        assert_eq!(known.ok(), Some(true));
+        let unknown = router
+            .send(SetDiscoveredModels {
+                provider: "nope".to_owned(),
+                models: vec![],
+            })
+            .await;
+        assert_eq!(unknown.ok(), Some(false));
+        let ids: Vec<String> = router
+            .send(ListModels)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(ids, vec!["gpt-4", "gpt-4o", "o3", "shared"]);
+        let routed = router
+            .send(Route {
+                model: "o3".to_owned(),
+                tried: Tried::default(),
+            })
+            .await;
+        assert!(
+            matches!(routed, Ok(Ok(ref r)) if r.lease.provider.name == "azure"),
+            "o3 must route to azure"
+        );
+        router
+            .send(SetRedirects(HashMap::from([(
+                "fast".to_owned(),
+                "o3".to_owned(),
+            )])))
+            .await
+            .ok();
+        let ids: Vec<String> = router
+            .send(ListModels)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(ids, vec!["fast", "gpt-4o", "o3", "shared"]);
     }
 
     #[actix_rt::test]

@@ -123,6 +123,9 @@ impl Settings {
         settings.security.secret_key_file = data_dir.join("secret.key").display().to_string();
         settings.usage.spill_file = data_dir.join("usage-spill.jsonl").display().to_string();
         settings.logging.level = "error".to_owned();
+        // Tests count upstream calls exactly; they refresh model lists
+        // through the admin route when they need them.
+        settings.upstream.model_refresh_interval = std::time::Duration::ZERO;
         settings.validate()?;
         Ok(settings)
     }

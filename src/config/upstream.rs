@@ -28,7 +28,7 @@ pub struct UpstreamSettings {
     /// client gave none.
     pub default_max_tokens: u64,
     /// How often each provider's model list is fetched into the model
-    /// cache ("0s": only at start and on `POST /admin/models/{provider}/refresh`).
+    /// cache ("0s": only on `POST /admin/models/{provider}/refresh`).
     #[serde(with = "humantime_serde")]
     pub model_refresh_interval: Duration,
 }

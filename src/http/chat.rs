@@ -11,14 +11,14 @@ use super::meter::Meter;
 use super::relay::{ChatStreamRelay, StreamMode};
 use super::upstream::{Answer, MalformedAnswer, Served, UpstreamRequest, call_with_failover};
 use crate::error::ApiError;
-use crate::providers::{Wire, adapter_of};
-use std::cell::Cell;
 use crate::providers::anthropic::AnthropicRequestOptions;
 use crate::providers::exchange::{ChatExchange, ClientFormat};
 use crate::providers::openai::{ChatStreamState, Usage};
+use crate::providers::{Wire, adapter_of};
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use actix_web::web::{Bytes, Data, Payload};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use std::cell::Cell;
 use switchyard_actors::ProviderSpec;
 
 pub const ATTEMPTS_HEADER: &str = "x-switchyard-attempts";
@@ -63,7 +63,16 @@ pub async fn chat_completions(
     request: HttpRequest,
     payload: Payload,
 ) -> HttpResponse {
-    serve_chat(ClientFormat::OpenAi, ctx, state, client, auth, request, payload).await
+    serve_chat(
+        ClientFormat::OpenAi,
+        ctx,
+        state,
+        client,
+        auth,
+        request,
+        payload,
+    )
+    .await
 }
 
 /// `POST /v1/messages`: the Anthropic-compatible front door (Claude Code
@@ -77,7 +86,16 @@ pub async fn messages(
     request: HttpRequest,
     payload: Payload,
 ) -> HttpResponse {
-    serve_chat(ClientFormat::Anthropic, ctx, state, client, auth, request, payload).await
+    serve_chat(
+        ClientFormat::Anthropic,
+        ctx,
+        state,
+        client,
+        auth,
+        request,
+        payload,
+    )
+    .await
 }
 
 /// The answer to a failed chat request, in the client's error shape.
@@ -153,9 +171,7 @@ async fn serve(
                 translator,
                 client: format,
             },
-            None => StreamMode::Native(ChatStreamState::new(
-                !exchange.openai.client_wants_usage,
-            )),
+            None => StreamMode::Native(ChatStreamState::new(!exchange.openai.client_wants_usage)),
         }),
         Answer::Json { .. } => None,
     };
@@ -306,8 +322,13 @@ impl UpstreamRequest for CountTokens {
         _: &ProviderSpec,
         body: Bytes,
     ) -> Result<(Bytes, Option<Usage>), MalformedAnswer> {
-        let value: serde_json::Value = serde_json::from_slice(&body).map_err(|_| MalformedAnswer)?;
-        if value.get("input_tokens").and_then(serde_json::Value::as_i64).is_none() {
+        let value: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|_| MalformedAnswer)?;
+        if value
+            .get("input_tokens")
+            .and_then(serde_json::Value::as_i64)
+            .is_none()
+        {
             return Err(MalformedAnswer);
         }
         Ok((body, None))

@@ -98,7 +98,9 @@ impl OpenAiOnly {
                     "Embeddings cannot be streamed",
                 ));
             }
-            (_, Some(_)) => return Err(ApiError::bad_param("stream", "`stream` must be a boolean")),
+            (_, Some(_)) => {
+                return Err(ApiError::bad_param("stream", "`stream` must be a boolean"));
+            }
         };
         let client_wants_usage = body
             .get("stream_options")
@@ -139,8 +141,10 @@ impl UpstreamRequest for OpenAiOnly {
         if self.stream && !self.client_wants_usage {
             // Every stream is metered from its usage chunk (hidden again
             // from clients that did not ask for it).
-            self.body
-                .insert("stream_options".to_owned(), json!({ "include_usage": true }));
+            self.body.insert(
+                "stream_options".to_owned(),
+                json!({ "include_usage": true }),
+            );
         }
         serde_json::to_vec(&self.body)
             .map(Bytes::from)
@@ -201,7 +205,16 @@ pub async fn completions(
     request: HttpRequest,
     payload: Payload,
 ) -> HttpResponse {
-    serve(Endpoint::Completions, ctx, state, client, auth, request, payload).await
+    serve(
+        Endpoint::Completions,
+        ctx,
+        state,
+        client,
+        auth,
+        request,
+        payload,
+    )
+    .await
 }
 
 pub async fn embeddings(
@@ -212,7 +225,16 @@ pub async fn embeddings(
     request: HttpRequest,
     payload: Payload,
 ) -> HttpResponse {
-    serve(Endpoint::Embeddings, ctx, state, client, auth, request, payload).await
+    serve(
+        Endpoint::Embeddings,
+        ctx,
+        state,
+        client,
+        auth,
+        request,
+        payload,
+    )
+    .await
 }
 
 async fn serve(
@@ -225,7 +247,11 @@ async fn serve(
     payload: Payload,
 ) -> HttpResponse {
     let mut meter = Meter::start(&state, &ctx, endpoint.route());
-    match call(endpoint, &state, &client, &mut meter, auth, &request, payload).await {
+    match call(
+        endpoint, &state, &client, &mut meter, auth, &request, payload,
+    )
+    .await
+    {
         Ok((served, hide_usage_chunk, slot)) => {
             respond(&state, served, meter, hide_usage_chunk, slot)
         }

@@ -140,8 +140,7 @@ impl Meter {
             // estimate rather than record a free request, and say so.
             None if record.attempts > 0 && (status == 200 || self.completion_chars > 0) => {
                 record.prompt_tokens = crate::estimate::tokens_for_chars(self.prompt_chars);
-                record.completion_tokens =
-                    crate::estimate::tokens_for_chars(self.completion_chars);
+                record.completion_tokens = crate::estimate::tokens_for_chars(self.completion_chars);
                 record.tokens_estimated = true;
             }
             None => {}

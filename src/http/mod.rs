@@ -44,6 +44,8 @@ pub struct AppState {
     pub cipher: Arc<SecretCipher>,
     /// `server.max_concurrent_requests`, shared by every worker.
     pub concurrency: limits::ConcurrencyLimit,
+    /// Providers' own model lists (`crate::model_cache`).
+    pub models: crate::model_cache::ModelCache,
 }
 
 /// The route table.

@@ -44,7 +44,11 @@ pub async fn proxy(
 ) -> HttpResponse {
     let (provider, tail) = path.into_inner();
     let mut meter = Meter::start(&state, &ctx, &format!("/proxy/{provider}"));
-    match relay(&state, &client, &mut meter, auth, &provider, &tail, &request, payload).await {
+    match relay(
+        &state, &client, &mut meter, auth, &provider, &tail, &request, payload,
+    )
+    .await
+    {
         Ok(response) => response.into_response(meter, &state),
         Err(error) => {
             meter.fail(&error);
@@ -64,7 +68,10 @@ struct Relayed {
     slot: ConcurrencySlot,
 }
 
-#[expect(clippy::too_many_arguments, reason = "an actix handler's extracted parts")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "an actix handler's extracted parts"
+)]
 async fn relay(
     state: &AppState,
     client: &awc::Client,
@@ -101,7 +108,12 @@ async fn relay(
         .await
         .map_err(|_| ApiError::Internal)?
         .ok_or_else(|| ApiError::NotFound(format!("No provider named `{provider}`")))?;
-    let lease = match actor.send(Acquire { exclude: Vec::new() }).await {
+    let lease = match actor
+        .send(Acquire {
+            exclude: Vec::new(),
+        })
+        .await
+    {
         Ok(Ok(lease)) => lease,
         Ok(Err(unusable)) => {
             let retry_after = unusable.retry_after;

@@ -116,7 +116,11 @@ impl ChatStreamRelay {
                         Ok(translated) => self.out.extend(translated),
                         Err(error) => {
                             let message = error.to_string();
-                            return self.fail(&message, "stream_untranslatable", Failure::ServerError);
+                            return self.fail(
+                                &message,
+                                "stream_untranslatable",
+                                Failure::ServerError,
+                            );
                         }
                     }
                 }

@@ -331,8 +331,8 @@ async fn attempt(
                     splitter.push(&chunk);
                     let mut committed = held.len() > MAX_HELD_STREAM_BYTES;
                     while let Some(event) = splitter.next_event() {
-                        committed |=
-                            event_data(&event).is_some_and(|data| request.is_content_event(&spec, &data));
+                        committed |= event_data(&event)
+                            .is_some_and(|data| request.is_content_event(&spec, &data));
                     }
                     if committed {
                         return Ok(Answer::Stream(StreamStart {

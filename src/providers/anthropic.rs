@@ -56,7 +56,10 @@ impl Adapter for AnthropicAdapter {
             ("x-api-key", secret.to_owned()),
             (
                 "anthropic-version",
-                spec.api_version.as_deref().unwrap_or(API_VERSION).to_owned(),
+                spec.api_version
+                    .as_deref()
+                    .unwrap_or(API_VERSION)
+                    .to_owned(),
             ),
         ]
     }
@@ -1506,7 +1509,9 @@ impl StreamTranslator for AnthropicPassthroughStream {
             .or(event_name)
             .unwrap_or_default();
         let usage = match kind {
-            "message_start" => event.get("message").and_then(|message| message.get("usage")),
+            "message_start" => event
+                .get("message")
+                .and_then(|message| message.get("usage")),
             "message_delta" => event.get("usage"),
             _ => None,
         };

@@ -124,9 +124,9 @@ impl ChatExchange {
             return Err(ApiError::bad_param("stream", "stream: must be a boolean"));
         }
         let translated = anthropic::anthropic_to_openai_request(&Value::Object(body.clone()))?;
-        let openai = openai::parse_chat_request(&serde_json::to_vec(&translated).map_err(|_| {
-            ApiError::Internal
-        })?)?;
+        let openai = openai::parse_chat_request(
+            &serde_json::to_vec(&translated).map_err(|_| ApiError::Internal)?,
+        )?;
         Ok(Self {
             client: ClientFormat::Anthropic,
             openai: ChatRequest {
@@ -168,7 +168,9 @@ impl ChatExchange {
         upstream_model: &str,
     ) -> Result<Bytes, ApiError> {
         let body = match (self.client, adapter_of(spec).wire()) {
-            (_, Wire::OpenAi) => return openai::upstream_chat_body(&mut self.openai, upstream_model),
+            (_, Wire::OpenAi) => {
+                return openai::upstream_chat_body(&mut self.openai, upstream_model);
+            }
             (ClientFormat::Anthropic, Wire::Anthropic) => {
                 let mut body = self.anthropic.clone().unwrap_or_default();
                 body.insert("model".to_owned(), json!(upstream_model));
@@ -222,7 +224,9 @@ impl ChatExchange {
             (Wire::OpenAi, ClientFormat::OpenAi) | (Wire::Anthropic, ClientFormat::Anthropic) => {
                 return Ok((body, usage));
             }
-            (Wire::OpenAi, ClientFormat::Anthropic) => anthropic::openai_to_anthropic_response(&value),
+            (Wire::OpenAi, ClientFormat::Anthropic) => {
+                anthropic::openai_to_anthropic_response(&value)
+            }
             (Wire::Anthropic, ClientFormat::OpenAi) => {
                 anthropic::anthropic_to_openai_response(&value, self.created)
             }
@@ -290,5 +294,4 @@ impl ChatExchange {
             }),
         })
     }
-
 }

@@ -10,9 +10,9 @@ use super::translate::{
 };
 use super::{Adapter, Wire};
 use bytes::Bytes;
-use switchyard_actors::ProviderSpec;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
+use switchyard_actors::ProviderSpec;
 
 /// The API path (below the provider's base URL) for a model, whole or
 /// streamed as SSE.

@@ -3,8 +3,8 @@
 //! handlers only ever call the functions re-exported here.
 
 pub mod anthropic;
-pub mod exchange;
 pub mod azure;
+pub mod exchange;
 pub mod gemini;
 pub mod openai;
 pub mod sse;

@@ -5,9 +5,9 @@
 
 use super::{Adapter, Wire, bearer};
 use crate::error::ApiError;
-use switchyard_actors::ProviderSpec;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
+use switchyard_actors::ProviderSpec;
 
 /// `openai` and `openai-compatible`: OpenAI's paths below the base URL and
 /// a bearer key.

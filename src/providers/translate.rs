@@ -340,38 +340,6 @@ pub(crate) fn copy_field(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn data_urls_split_into_media_type_and_payload() {
-        assert_eq!(
-            parse_data_url("data:image/png;base64,iVBOR"),
-            Some(("image/png", "iVBOR"))
-        );
-        assert_eq!(parse_data_url("data:text/plain,hello"), None);
-        assert_eq!(parse_data_url("https://example.com/a.png"), None);
-    }
-
-    #[test]
-    fn tool_arguments_must_be_a_json_object() {
-        let param = || "p".to_owned();
-        assert_eq!(
-            parse_tool_arguments(Some(&json!("{\"a\":1}")), param),
-            Ok(json!({"a": 1}))
-        );
-        assert_eq!(parse_tool_arguments(Some(&json!("")), param), Ok(json!({})));
-        assert!(parse_tool_arguments(Some(&json!("{\"a\":")), param).is_err());
-        assert!(parse_tool_arguments(Some(&json!("[1]")), param).is_err());
-        let error = parse_tool_arguments(Some(&json!("nope")), param);
-        assert_eq!(
-            error.as_ref().map_err(TranslateError::status_code),
-            Err(400)
-        );
-    }
-}
-
 /// Two translators in a row (Gemini -> OpenAI -> Anthropic): every event the
 /// first emits is fed to the second at once, so nothing is buffered.
 pub struct ChainedStream<A, B> {
@@ -417,5 +385,37 @@ impl<A: StreamTranslator, B: StreamTranslator> StreamTranslator for ChainedStrea
 
     fn is_complete(&self) -> bool {
         self.first.is_complete() && self.second.is_complete()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_urls_split_into_media_type_and_payload() {
+        assert_eq!(
+            parse_data_url("data:image/png;base64,iVBOR"),
+            Some(("image/png", "iVBOR"))
+        );
+        assert_eq!(parse_data_url("data:text/plain,hello"), None);
+        assert_eq!(parse_data_url("https://example.com/a.png"), None);
+    }
+
+    #[test]
+    fn tool_arguments_must_be_a_json_object() {
+        let param = || "p".to_owned();
+        assert_eq!(
+            parse_tool_arguments(Some(&json!("{\"a\":1}")), param),
+            Ok(json!({"a": 1}))
+        );
+        assert_eq!(parse_tool_arguments(Some(&json!("")), param), Ok(json!({})));
+        assert!(parse_tool_arguments(Some(&json!("{\"a\":")), param).is_err());
+        assert!(parse_tool_arguments(Some(&json!("[1]")), param).is_err());
+        let error = parse_tool_arguments(Some(&json!("nope")), param);
+        assert_eq!(
+            error.as_ref().map_err(TranslateError::status_code),
+            Err(400)
+        );
     }
 }

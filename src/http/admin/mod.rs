@@ -1,6 +1,7 @@
 //! `/admin/*`: management routes, all behind [`super::auth::AdminAuth`].
 
 pub mod logs;
+pub mod models;
 pub mod providers;
 pub mod tokens;
 
@@ -17,6 +18,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/tokens/{id}/disable", web::post().to(tokens::disable))
         .route("/tokens/{id}/enable", web::post().to(tokens::enable))
         .route("/request-logs", web::get().to(logs::list))
+        .route("/models", web::get().to(models::list))
+        .route(
+            "/models/{provider}/refresh",
+            web::post().to(models::refresh),
+        )
+        .route("/redirects", web::get().to(models::list_redirects))
+        .route("/redirects/{from:.*}", web::put().to(models::put_redirect))
+        .route(
+            "/redirects/{from:.*}",
+            web::delete().to(models::delete_redirect),
+        )
         .route("/providers", web::get().to(providers::list))
         .route("/providers/{name}/health", web::get().to(providers::health))
         .route("/providers/{name}/keys", web::post().to(providers::add_key))

@@ -1,0 +1,204 @@
+//! The model cache: each provider's own model list (`GET {base}/models`,
+//! Gemini's `models`, Anthropic's `/v1/models`), fetched at start, then every
+//! `upstream.model_refresh_interval` ("0s": never on its own) and on
+//! `POST /admin/models/{provider}/refresh`.
+//!
+//! Listed models become routable by bare name (after the providers that
+//! declare them in settings) and appear in `/v1/models`. A failed fetch
+//! keeps the previous list: a provider's flaky model endpoint must not make
+//! its models vanish. The fetch uses a key from the pool like any request,
+//! and its outcome feeds that key's health.
+
+use crate::providers;
+use actix::prelude::*;
+use serde::Serialize;
+use slog::{Logger, info, warn};
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use switchyard_actors::{
+    Acquire, Failure, GetProvider, ListProviders, Outcome, RouterActor, SetDiscoveredModels,
+};
+
+/// What the cache holds for one provider.
+#[derive(Debug, Clone, Serialize)]
+pub struct CachedModels {
+    pub models: Vec<String>,
+    /// Unix milliseconds of the last successful fetch.
+    pub fetched_at_ms: i64,
+}
+
+/// Shared by workers (admin reads) and the refresh task.
+#[derive(Clone, Default)]
+pub struct ModelCache {
+    lists: Arc<RwLock<BTreeMap<String, CachedModels>>>,
+}
+
+impl ModelCache {
+    pub fn snapshot(&self) -> BTreeMap<String, CachedModels> {
+        self.lists
+            .read()
+            .map(|lists| lists.clone())
+            .unwrap_or_default()
+    }
+
+    fn store(&self, provider: &str, models: Vec<String>) {
+        if let Ok(mut lists) = self.lists.write() {
+            lists.insert(
+                provider.to_owned(),
+                CachedModels {
+                    models,
+                    fetched_at_ms: crate::http::auth::now_ms(),
+                },
+            );
+        }
+    }
+}
+
+/// Why a provider's list could not be refreshed.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    #[error("no provider named `{0}`")]
+    UnknownProvider(String),
+    #[error("provider `{0}` cannot list its models; its `models` setting is the list")]
+    NotListable(String),
+    #[error("provider `{0}` has no usable key right now")]
+    NoKey(String),
+    #[error("provider `{provider}` answered its model list with {detail}")]
+    Upstream { provider: String, detail: String },
+}
+
+/// Fetches one provider's model list, stores it in the cache and makes the
+/// models routable. Returns the list.
+pub async fn refresh(
+    router: &Addr<RouterActor>,
+    client: &awc::Client,
+    cache: &ModelCache,
+    provider: &str,
+) -> Result<Vec<String>, RefreshError> {
+    let unknown = || RefreshError::UnknownProvider(provider.to_owned());
+    let actor = router
+        .send(GetProvider(provider.to_owned()))
+        .await
+        .map_err(|_| unknown())?
+        .ok_or_else(unknown)?;
+    let lease = match actor
+        .send(Acquire {
+            exclude: Vec::new(),
+        })
+        .await
+    {
+        Ok(Ok(lease)) => lease,
+        _ => return Err(RefreshError::NoKey(provider.to_owned())),
+    };
+    let spec = lease.provider.clone();
+    let adapter = providers::adapter_of(&spec);
+    let Some(path) = adapter.models_path(&spec) else {
+        // Not the key's doing: hand it back untouched.
+        drop(lease);
+        return Err(RefreshError::NotListable(provider.to_owned()));
+    };
+    let mut request = client.get(providers::endpoint_url(&spec, &path));
+    for header in adapter.auth_headers(&spec, &lease.secret) {
+        request = request.insert_header(header);
+    }
+    for (name, value) in &spec.headers {
+        request = request.insert_header((name.as_str(), value.as_str()));
+    }
+    let upstream_error = |detail: String| RefreshError::Upstream {
+        provider: provider.to_owned(),
+        detail,
+    };
+    let started = Instant::now();
+    let mut response = match request.send().await {
+        Ok(response) => response,
+        Err(awc::error::SendRequestError::Timeout) => {
+            lease.fail(Failure::Timeout);
+            return Err(upstream_error("a timeout".to_owned()));
+        }
+        Err(_) => {
+            lease.fail(Failure::Connection);
+            return Err(upstream_error("a connection failure".to_owned()));
+        }
+    };
+    if let Some(failure) = providers::classify_status(response.status(), response.headers()) {
+        lease.fail(failure);
+        return Err(upstream_error(format!("status {}", response.status())));
+    }
+    let body = match response.body().limit(8 * 1024 * 1024).await {
+        Ok(body) => body,
+        Err(_) => {
+            lease.fail(Failure::Connection);
+            return Err(upstream_error("a broken body".to_owned()));
+        }
+    };
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        lease.fail(Failure::ServerError);
+        return Err(upstream_error("a body that is not JSON".to_owned()));
+    };
+    lease.finish(Outcome::Success {
+        latency: started.elapsed(),
+    });
+    let mut models = adapter.parse_models(&value);
+    models.sort();
+    models.dedup();
+    router
+        .send(SetDiscoveredModels {
+            provider: provider.to_owned(),
+            models: models.clone(),
+        })
+        .await
+        .map_err(|_| unknown())?;
+    cache.store(provider, models.clone());
+    Ok(models)
+}
+
+/// Refreshes every provider at start, then every `interval`, on an arbiter
+/// of its own. "0s" turns automatic refreshes off (the admin route remains).
+pub fn start(
+    router: Addr<RouterActor>,
+    cache: ModelCache,
+    interval: Duration,
+    timeout: Duration,
+    log: Logger,
+) {
+    if interval.is_zero() {
+        return;
+    }
+    let arbiter = Arbiter::new();
+    // The HTTP client is not Send: build it on the arbiter's thread.
+    arbiter.spawn_fn(move || {
+        actix_rt::spawn(async move {
+            let client = awc::Client::builder()
+                .timeout(timeout)
+                .disable_redirects()
+                .finish();
+            loop {
+                refresh_all(&router, &client, &cache, &log).await;
+                actix_rt::time::sleep(interval).await;
+            }
+        });
+    });
+}
+
+async fn refresh_all(
+    router: &Addr<RouterActor>,
+    client: &awc::Client,
+    cache: &ModelCache,
+    log: &Logger,
+) {
+    let Ok(providers) = router.send(ListProviders).await else {
+        return;
+    };
+    for (name, _) in providers {
+        match refresh(router, client, cache, &name).await {
+            Ok(models) => {
+                info!(log, "models.refreshed"; "provider" => &name, "models" => models.len())
+            }
+            Err(RefreshError::NotListable(_)) => {}
+            Err(error) => {
+                warn!(log, "models.refresh_failed"; "provider" => &name, "error" => %error)
+            }
+        }
+    }
+}
