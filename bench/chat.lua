@@ -2,7 +2,9 @@
 -- environment (BENCH_AUTH), so the same script drives the direct and the gateway runs.
 wrk.method = "POST"
 wrk.path = os.getenv("BENCH_PATH") or "/v1/chat/completions"
-wrk.body = '{"model":"' .. (os.getenv("BENCH_MODEL") or "mock-gpt") .. '","messages":[{"role":"user","content":"hello"}]}'
+-- BENCH_STREAM=1 asks for a streamed answer (SSE, relayed or translated event by event).
+local stream = os.getenv("BENCH_STREAM") == "1" and ',"stream":true' or ""
+wrk.body = '{"model":"' .. (os.getenv("BENCH_MODEL") or "mock-gpt") .. '","messages":[{"role":"user","content":"hello"}]' .. stream .. '}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer " .. (os.getenv("BENCH_AUTH") or "ok-bench-1")
 

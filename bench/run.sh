@@ -216,6 +216,15 @@ base_url = "$MOCK_URL/v1"
 keys = ["ok-flaky-1", "ok-flaky-2", "e500-flaky-3"]
 models = ["mock-gpt-flaky"]
 
+# Anthropic's wire format on the same mock: OpenAI clients' requests and
+# streams are translated both ways (issue 4's translated-stream overhead).
+[[providers]]
+name = "claude"
+kind = "anthropic"
+base_url = "$MOCK_URL/v1"
+keys = ["ok-claude-1", "ok-claude-2"]
+models = ["mock-claude"]
+
 [[prices]]
 model = "mock-gpt"
 input_per_mtok = 2.5
@@ -267,6 +276,11 @@ if [[ -n "$GATEWAY_PID" ]]; then
     # One of three keys failing (DESIGN.md §7 / issue 3): the same load on the
     # "flaky" provider, at 16 connections.
     BENCH_MODEL=mock-gpt-flaky run_wrk flaky "$GATEWAY_URL" "$TOKEN" "$GATEWAY_PID" 16
+    # Streams at 16 connections: the mock directly, through the gateway
+    # passed through (OpenAI upstream), and translated (Anthropic upstream).
+    BENCH_STREAM=1 run_wrk stream-direct "$MOCK_URL" ok-bench-1 "$MOCK_PID" 16
+    BENCH_STREAM=1 run_wrk stream-pass "$GATEWAY_URL" "$TOKEN" "$GATEWAY_PID" 16
+    BENCH_STREAM=1 BENCH_MODEL=mock-claude run_wrk stream-xlat "$GATEWAY_URL" "$TOKEN" "$GATEWAY_PID" 16
     GATEWAY_HWM_KB="$(awk '/^VmHWM:/ { print $2 }' "/proc/$GATEWAY_PID/status")"
 fi
 
@@ -302,6 +316,17 @@ if [[ -n "$GATEWAY_PID" ]]; then
     log "$(awk -v d="${RESULT[gateway:16]:-0 0 0}" -v f="${RESULT[flaky:16]:-0 0 0}" 'BEGIN {
         split(d, D, " "); split(f, F, " ")
         printf "  one of three keys failing, c=16: %s req/s (%.3fx healthy), p50 %+.3f ms, p99 %+.3f ms vs healthy", F[1], (D[1] > 0 ? F[1] / D[1] : 0), F[2] - D[2], F[3] - D[3]
+    }')"
+    log ""
+    log "streams, c=16 (OpenAI client; 5 content chunks + usage per answer):"
+    for key in stream-direct stream-pass stream-xlat; do
+        [[ -n "${RESULT[$key:16]:-}" ]] || continue
+        log "$(printf '  %-14s %8s req/s  p50 %7s ms  p99 %7s ms  cpu %6s us/req' "$key" \
+            "$(field "$key:16" 1)" "$(field "$key:16" 2)" "$(field "$key:16" 3)" "${CPU_US[$key:16]}")"
+    done
+    log "$(awk -v p="${RESULT[stream-pass:16]:-0 0 0}" -v x="${RESULT[stream-xlat:16]:-0 0 0}" 'BEGIN {
+        split(p, P, " "); split(x, X, " ")
+        printf "  translated vs passed through: p50 %+.3f ms, p99 %+.3f ms, throughput %.3fx", X[2] - P[2], X[3] - P[3], (P[1] > 0 ? X[1] / P[1] : 0)
     }')"
     log "$(awk -v kb="$GATEWAY_HWM_KB" 'BEGIN { printf "gateway peak RSS (VmHWM): %.1f MiB", kb / 1024 }')"
     log "gateway CPU per request: $(for c in $CONCURRENCY; do printf 'c=%s %s us  ' "$c" "${CPU_US[gateway:$c]}"; done)"
