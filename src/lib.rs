@@ -6,9 +6,11 @@
 //! usage and returns. `main.rs` only parses arguments.
 
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod db;
+pub mod enforce;
 pub mod error;
 pub mod estimate;
 pub mod http;
@@ -52,10 +54,13 @@ pub struct Gateway {
 }
 
 /// Options that differ between the real process and in-process tests.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Default)]
 pub struct StartOptions {
     /// Stop gracefully on SIGTERM/SIGINT (the real process does; tests don't).
     pub handle_signals: bool,
+    /// The wall clock limits and quotas read (tests move a manual one);
+    /// `None`: the system clock.
+    pub clock: Option<Arc<dyn clock::Clock>>,
 }
 
 impl Gateway {
@@ -109,6 +114,7 @@ pub async fn run(settings: Settings, log: Logger) -> anyhow::Result<()> {
         log.clone(),
         StartOptions {
             handle_signals: true,
+            ..StartOptions::default()
         },
     )
     .await?;
@@ -206,6 +212,18 @@ pub async fn start(
 
     probe::start(router.clone(), settings.health.clone(), log.clone());
     let probe_router = router.clone();
+    let clock: Arc<dyn clock::Clock> = options
+        .clock
+        .clone()
+        .unwrap_or_else(|| Arc::new(clock::SystemClock));
+    let enforcer = Arc::new(enforce::Enforcer::new(
+        database.clone(),
+        prices.clone(),
+        clock.clone(),
+        settings.limits.clone(),
+        log.clone(),
+    ));
+    enforce::start_expiry(enforcer.clone(), settings.limits.reservation_ttl / 4);
     let model_cache = model_cache::ModelCache::default();
     model_cache::start(
         router.clone(),
@@ -249,6 +267,8 @@ pub async fn start(
         cipher: cipher.clone(),
         concurrency: http::limits::ConcurrencyLimit::new(settings.server.max_concurrent_requests),
         models: model_cache,
+        clock: clock.clone(),
+        enforcer: enforcer.clone(),
     });
 
     let upstream = settings.upstream.clone();

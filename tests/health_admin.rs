@@ -51,6 +51,7 @@ async fn restart(gw: &mut TestGateway, settings: Settings) -> anyhow::Result<()>
         log,
         StartOptions {
             handle_signals: false,
+            ..StartOptions::default()
         },
     )
     .await?;

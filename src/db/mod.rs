@@ -82,6 +82,7 @@ macro_rules! run_query {
 pub mod prices;
 pub mod providers;
 pub mod redirects;
+pub mod reservations;
 pub mod schema;
 pub mod tokens;
 pub mod usage;

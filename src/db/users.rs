@@ -18,6 +18,13 @@ pub struct User {
     pub status: String,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Prepaid users are refused once their balance is spent; the others
+    /// run a tab (the balance goes negative).
+    pub prepaid: bool,
+    /// Price multiplier in parts per million (1,000,000 = x1).
+    pub price_multiplier_ppm: Option<i64>,
+    /// Estimates held by requests in flight.
+    pub reserved_nanos: i64,
 }
 
 impl Db {

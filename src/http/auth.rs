@@ -66,8 +66,21 @@ impl GatewayAuth {
             Cached::Found(info) => Some(info),
             Cached::Missing => None,
             Cached::Unknown => {
-                let row = state.db.find_token_by_hash(&hash).await?;
-                let info = row.as_ref().map(|row| Arc::new(TokenInfo::from_row(row)));
+                let info = match state.db.find_token_by_hash(&hash).await? {
+                    Some(row) => {
+                        let user = match row.user_id {
+                            Some(id) => state.db.get_user(id).await?,
+                            None => None,
+                        };
+                        let mut info = TokenInfo::from_row(&row, user.as_ref());
+                        // Found by the hash it had before a rotation.
+                        if row.token_hash != hash {
+                            info.grace_until_ms = Some(row.previous_expires_at.unwrap_or(0));
+                        }
+                        Some(Arc::new(info))
+                    }
+                    None => None,
+                };
                 state.tokens.put(hash, info.clone(), Instant::now());
                 info
             }
@@ -80,9 +93,21 @@ impl GatewayAuth {
                 "This gateway token has been disabled".to_owned(),
             ));
         }
-        if info.expires_at_ms.is_some_and(|expiry| expiry <= now_ms()) {
+        let now = state.clock.now_ms();
+        if info.expires_at_ms.is_some_and(|expiry| expiry <= now) {
             return Err(ApiError::Unauthorized(
                 "This gateway token has expired".to_owned(),
+            ));
+        }
+        if info.grace_until_ms.is_some_and(|until| until <= now) {
+            return Err(ApiError::Unauthorized(
+                "This gateway token was rotated and its grace period is over; use the new token"
+                    .to_owned(),
+            ));
+        }
+        if info.user_suspended {
+            return Err(ApiError::Unauthorized(
+                "The owner of this gateway token is suspended".to_owned(),
             ));
         }
         Ok(Self(info))

@@ -46,6 +46,10 @@ pub struct AppState {
     pub concurrency: limits::ConcurrencyLimit,
     /// Providers' own model lists (`crate::model_cache`).
     pub models: crate::model_cache::ModelCache,
+    /// Wall-clock time for expiries, limits and quotas.
+    pub clock: Arc<dyn crate::clock::Clock>,
+    /// Token limits: admission before the call, settlement after.
+    pub enforcer: Arc<crate::enforce::Enforcer>,
 }
 
 /// The route table.

@@ -57,6 +57,17 @@ pub async fn proxy(
     }
 }
 
+/// The path below `/proxy/{provider}/` exactly as it came on the wire (still
+/// percent-encoded); `None` if the URI does not have that shape.
+fn raw_tail(request: &HttpRequest) -> Option<&str> {
+    let (_provider, tail) = request
+        .uri()
+        .path()
+        .strip_prefix("/proxy/")?
+        .split_once('/')?;
+    Some(tail)
+}
+
 /// An upstream answer whose body is still to be streamed.
 struct Relayed {
     status: StatusCode,
@@ -93,6 +104,7 @@ async fn relay(
         .concurrency
         .try_acquire()
         .ok_or(ApiError::ConcurrencyLimit)?;
+    meter.admit_call(&token)?;
     let limit = state.settings.server.max_body_bytes;
     let declared = request
         .headers()
@@ -138,6 +150,10 @@ async fn relay(
     };
     let spec = lease.provider.clone();
     meter.attempt(&spec.name, &lease.key_id, "");
+    // The tail as the client sent it, still percent-encoded: the decoded
+    // `Path` value would turn `%20` into a space (an invalid URL, blamed on
+    // the key as a connection failure) and `%3F` into the start of a query.
+    let tail = raw_tail(request).unwrap_or(tail);
     let mut url = providers::endpoint_url(&spec, tail);
     if !request.query_string().is_empty() {
         url.push(if url.contains('?') { '&' } else { '?' });
