@@ -268,6 +268,7 @@ pub async fn start(
         concurrency: http::limits::ConcurrencyLimit::new(settings.server.max_concurrent_requests),
         models: model_cache,
         clock: clock.clone(),
+        throttle: http::throttle::AuthThrottle::new(settings.limits.auth.clone()),
         enforcer: enforcer.clone(),
     });
 

@@ -121,11 +121,44 @@ impl FromRequest for GatewayAuth {
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
         let state = request.app_data::<web::Data<AppState>>().cloned();
         let presented = presented_token(request).map(str::to_owned);
+        let peer = request.peer_addr().map(|addr| addr.ip());
         Box::pin(async move {
             let state = state.ok_or(ApiError::Internal)?;
-            Self::authenticate(state, presented).await
+            let Some(ip) = peer else {
+                return Self::authenticate(state, presented).await;
+            };
+            throttled(&state, ip)?;
+            let guessed = presented.is_some();
+            match Self::authenticate(state.clone(), presented).await {
+                Ok(auth) => {
+                    state.throttle.success(ip);
+                    Ok(auth)
+                }
+                Err(error @ ApiError::Unauthorized(_)) if guessed => {
+                    let delay = state.throttle.failure(ip, state.clock.now_ms());
+                    if !delay.is_zero() {
+                        actix_rt::time::sleep(delay).await;
+                    }
+                    Err(error)
+                }
+                Err(error) => Err(error),
+            }
         })
     }
+}
+
+/// 429 while `ip` is blocked after too many failed authentications.
+fn throttled(state: &AppState, ip: std::net::IpAddr) -> Result<(), ApiError> {
+    state
+        .throttle
+        .check(ip, state.clock.now_ms())
+        .map_err(|wait| ApiError::RateLimited {
+            message: format!(
+                "Too many failed authentications from your address; retry in {}s",
+                wait.as_secs().max(1)
+            ),
+            retry_after: Some(wait),
+        })
 }
 
 /// Who performed an admin action (recorded in logs).
@@ -152,15 +185,25 @@ impl FromRequest for AdminAuth {
             let state = request
                 .app_data::<web::Data<AppState>>()
                 .ok_or(ApiError::Internal)?;
+            let peer = request.peer_addr().map(|addr| addr.ip());
+            if let Some(ip) = peer {
+                throttled(state, ip)?;
+            }
             let presented = presented_token(request)
                 .ok_or_else(|| ApiError::Unauthorized("Missing admin credential".to_owned()))?;
             match &state.master_key {
                 Some(master) if same_secret(presented, master.expose()) => Ok(AdminAuth {
                     actor: "master-key".to_owned(),
                 }),
-                _ => Err(ApiError::Unauthorized(
-                    "Invalid admin credential".to_owned(),
-                )),
+                _ => {
+                    // Counted, not delayed: this extractor answers at once.
+                    if let Some(ip) = peer {
+                        state.throttle.failure(ip, state.clock.now_ms());
+                    }
+                    Err(ApiError::Unauthorized(
+                        "Invalid admin credential".to_owned(),
+                    ))
+                }
             }
         })();
         std::future::ready(outcome)

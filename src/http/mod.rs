@@ -14,6 +14,8 @@ pub mod meter;
 pub mod models;
 pub mod proxy;
 pub mod relay;
+pub mod self_service;
+pub mod throttle;
 pub mod upstream;
 
 use crate::config::{Secret, Settings};
@@ -48,6 +50,8 @@ pub struct AppState {
     pub models: crate::model_cache::ModelCache,
     /// Wall-clock time for expiries, limits and quotas.
     pub clock: Arc<dyn crate::clock::Clock>,
+    /// Failed authentications per client address.
+    pub throttle: throttle::AuthThrottle,
     /// Token limits: admission before the call, settlement after.
     pub enforcer: Arc<crate::enforce::Enforcer>,
 }
@@ -63,7 +67,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/embeddings", web::post().to(completions::embeddings))
                 .route("/messages", web::post().to(chat::messages))
                 .route("/messages/count_tokens", web::post().to(chat::count_tokens))
-                .route("/models", web::get().to(models::list_models)),
+                .route("/models", web::get().to(models::list_models))
+                .route("/token/balance", web::get().to(self_service::balance))
+                .route("/token/usage", web::get().to(self_service::usage)),
         )
         .route("/proxy/{provider}/{tail:.*}", web::route().to(proxy::proxy))
         .service(web::scope("/admin").configure(admin::routes));
