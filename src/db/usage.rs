@@ -441,6 +441,23 @@ impl Db {
         })
     }
 
+    /// Charges of a token's requests: how many and their total (nano-USD).
+    pub async fn token_charges(&self, token_id: i64) -> Result<(i64, i64), DbError> {
+        use diesel::dsl::{count_star, sql};
+        use diesel::sql_types::BigInt;
+        run_query!(self, |conn| {
+            billing_records::table
+                .filter(billing_records::token_id.eq(token_id))
+                .filter(billing_records::kind.eq("request"))
+                .select((
+                    count_star(),
+                    sql::<BigInt>("CAST(COALESCE(SUM(amount_nanos), 0) AS BIGINT)"),
+                ))
+                .first::<(i64, i64)>(conn)
+                .await
+        })
+    }
+
     /// A token's daily rollups, by day then model.
     pub async fn token_usage_daily(&self, token_id: i64) -> Result<Vec<UsageDaily>, DbError> {
         run_query!(self, |conn| {

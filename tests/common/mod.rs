@@ -105,6 +105,9 @@ pub struct TestGateway {
     pub url: String,
     pub mock: MockUpstream,
     pub client: awc::Client,
+    /// What the gateway was started with.
+    pub settings: Settings,
+    pub options: StartOptions,
     _db: db::TestDb,
     _dir: tempfile::TempDir,
 }
@@ -114,6 +117,15 @@ impl TestGateway {
     /// two healthy keys; `configure` may change anything before start.
     pub async fn start(
         backend: Backend,
+        configure: impl FnOnce(&mut Settings, &MockUpstream),
+    ) -> anyhow::Result<Self> {
+        Self::start_with(backend, StartOptions::default(), configure).await
+    }
+
+    /// [`TestGateway::start`] with start options (a manual clock...).
+    pub async fn start_with(
+        backend: Backend,
+        options: StartOptions,
         configure: impl FnOnce(&mut Settings, &MockUpstream),
     ) -> anyhow::Result<Self> {
         let mock = MockUpstream::start()?;
@@ -134,11 +146,11 @@ impl TestGateway {
         settings.validate()?;
         let log = slog::Logger::root(slog::Discard, slog::o!());
         let gateway = switchyard::start(
-            settings,
+            settings.clone(),
             log,
             StartOptions {
                 handle_signals: false,
-                ..StartOptions::default()
+                ..options.clone()
             },
         )
         .await?;
@@ -150,9 +162,28 @@ impl TestGateway {
             client: awc::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .finish(),
+            settings,
+            options,
             _db: test_db,
             _dir: dir,
         })
+    }
+
+    /// Another gateway instance on the same database, settings and mock
+    /// (multi-instance tests); returns it and its base URL.
+    pub async fn start_another_instance(&self) -> anyhow::Result<(Gateway, String)> {
+        let log = slog::Logger::root(slog::Discard, slog::o!());
+        let gateway = switchyard::start(
+            self.settings.clone(),
+            log,
+            StartOptions {
+                handle_signals: false,
+                ..self.options.clone()
+            },
+        )
+        .await?;
+        let url = format!("http://{}", gateway.addr);
+        Ok((gateway, url))
     }
 
     pub fn gateway(&self) -> anyhow::Result<&Gateway> {
