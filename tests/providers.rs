@@ -1752,6 +1752,13 @@ async fn proxy_replaces_credentials_and_drops_hop_by_hop_headers(
     assert_eq!(headers.get("x-provider-tag"), Some(&json!("tag-1")));
     assert_eq!(headers.get("x-client-header"), Some(&json!("kept")));
     assert_eq!(headers.get("content-type"), Some(&json!("text/plain")));
+    // A body of declared length keeps its length (upstreams may refuse
+    // chunked uploads).
+    assert_eq!(
+        headers.get("content-length"),
+        Some(&json!(body.len().to_string()))
+    );
+    assert_eq!(headers.get("transfer-encoding"), None);
     assert_eq!(
         headers.get("host"),
         Some(&json!(gw.mock.addr().to_string()))

@@ -21,6 +21,7 @@ use super::meter::Meter;
 use crate::error::ApiError;
 use crate::providers::openai::Usage;
 use crate::providers::{self, STRIPPED_HEADERS, classify_status};
+use actix_web::body::SizedStream;
 use actix_web::http::StatusCode;
 use actix_web::web::{Bytes, Data, Path, Payload};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
@@ -180,13 +181,28 @@ async fn relay(
         upstream = upstream.insert_header((name.as_str(), value.as_str()));
     }
     let started = Instant::now();
-    let sent = upstream
-        .send_stream(LimitedBody {
-            payload,
-            limit,
-            seen: 0,
-        })
-        .await;
+    let body = LimitedBody {
+        payload,
+        limit,
+        seen: 0,
+    };
+    // Framed as the client framed it: a declared length stays a length
+    // (some upstreams refuse chunked uploads with 411), a chunked body stays
+    // chunked, and a request without a body gets none.
+    let chunked = request
+        .headers()
+        .get("transfer-encoding")
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.to_ascii_lowercase().contains("chunked"));
+    let sent = match declared {
+        Some(length) => {
+            upstream
+                .send_body(SizedStream::new(length as u64, body))
+                .await
+        }
+        None if chunked => upstream.send_stream(body).await,
+        None => upstream.send().await,
+    };
     let response = match sent {
         Ok(response) => response,
         Err(SendRequestError::Body(_)) => {
@@ -334,7 +350,7 @@ struct LimitedBody {
 }
 
 impl Stream for LimitedBody {
-    type Item = Result<Bytes, actix_web::Error>;
+    type Item = Result<Bytes, std::io::Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
@@ -342,13 +358,15 @@ impl Stream for LimitedBody {
             Poll::Ready(Some(Ok(chunk))) => {
                 this.seen += chunk.len();
                 if this.seen > this.limit {
-                    return Poll::Ready(Some(Err(actix_web::error::ErrorPayloadTooLarge(
+                    return Poll::Ready(Some(Err(std::io::Error::other(
                         "request body too large",
                     ))));
                 }
                 Poll::Ready(Some(Ok(chunk)))
             }
-            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error.into()))),
+            Poll::Ready(Some(Err(error))) => {
+                Poll::Ready(Some(Err(std::io::Error::other(error.to_string()))))
+            }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
