@@ -79,6 +79,10 @@ macro_rules! run_query {
     }};
 }
 
+pub mod billing;
+pub mod changes;
+pub mod logs;
+pub mod metrics;
 pub mod prices;
 pub mod providers;
 pub mod redirects;
@@ -88,12 +92,13 @@ pub mod tokens;
 pub mod usage;
 pub mod users;
 
-pub use prices::ModelPrice;
+pub use billing::{BillingFilter, BillingRecord};
+pub use prices::{ModelPrice, UnpricedModel};
 pub use providers::{NewProvider, NewProviderKey, Provider, ProviderKey};
 pub use redirects::ModelRedirect;
 pub use tokens::{GatewayToken, NewToken};
 pub use usage::{RequestLog, UsageDaily};
-pub use users::User;
+pub use users::{NewUser, User, UserChanges};
 
 /// The SQLite connection type: diesel's sync connection run on blocking threads.
 pub(crate) type SqliteConn = SyncConnectionWrapper<SqliteConnection>;

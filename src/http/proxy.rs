@@ -358,9 +358,7 @@ impl Stream for LimitedBody {
             Poll::Ready(Some(Ok(chunk))) => {
                 this.seen += chunk.len();
                 if this.seen > this.limit {
-                    return Poll::Ready(Some(Err(std::io::Error::other(
-                        "request body too large",
-                    ))));
+                    return Poll::Ready(Some(Err(std::io::Error::other("request body too large"))));
                 }
                 Poll::Ready(Some(Ok(chunk)))
             }

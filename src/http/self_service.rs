@@ -26,16 +26,12 @@ fn period_name(period: Period) -> &'static str {
 }
 
 /// `GET /v1/token/balance`.
-pub async fn balance(
-    state: Data<AppState>,
-    auth: GatewayAuth,
-) -> Result<HttpResponse, ApiError> {
+pub async fn balance(state: Data<AppState>, auth: GatewayAuth) -> Result<HttpResponse, ApiError> {
     let token = auth.0;
-    let row = state
-        .db
-        .get_token(token.id)
-        .await?
-        .ok_or_else(|| ApiError::Unauthorized("This gateway token no longer exists".to_owned()))?;
+    let row =
+        state.db.get_token(token.id).await?.ok_or_else(|| {
+            ApiError::Unauthorized("This gateway token no longer exists".to_owned())
+        })?;
     let user = match row.user_id {
         Some(id) => state.db.get_user(id).await?,
         None => None,

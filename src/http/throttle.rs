@@ -84,7 +84,8 @@ impl AuthThrottle {
             return Duration::ZERO;
         }
         // 100 ms, 200 ms, 400 ms ... capped.
-        let delay = Duration::from_millis(100u64.saturating_mul(1 << excess.min(16).saturating_sub(1)));
+        let delay =
+            Duration::from_millis(100u64.saturating_mul(1 << excess.min(16).saturating_sub(1)));
         delay.min(self.settings.max_delay)
     }
 

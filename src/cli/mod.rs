@@ -1,10 +1,19 @@
 //! The command line: `serve`, `migrate`, and `admin ...` (an HTTP client of
-//! the admin API). Errors come back as one line, never a stack trace.
+//! the admin API: one module per resource, tables by default, `--json` for
+//! the API's answer). Errors come back as one line, never a stack trace.
+
+mod billing;
+mod logs;
+mod prices;
+mod providers;
+mod table;
+mod tokens;
+mod users;
 
 use crate::config::Settings;
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -27,7 +36,7 @@ pub enum Command {
         action: Option<MigrateAction>,
     },
     /// Manage a running gateway through its admin API.
-    Admin(AdminArgs),
+    Admin(Box<AdminArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -55,37 +64,43 @@ pub struct AdminArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum AdminResource {
-    /// Gateway tokens.
+    /// Gateway tokens: create with limits, update, rotate.
     Tokens {
         #[command(subcommand)]
-        action: TokenAction,
+        action: tokens::TokenAction,
     },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum TokenAction {
-    /// Create a token; it is printed once.
-    Create {
-        #[arg(long)]
-        name: String,
-        /// Allowed model (repeatable; globs allowed). Default: all.
-        #[arg(long = "model")]
-        models: Vec<String>,
-        /// Unix time (seconds) after which the token stops working.
-        #[arg(long)]
-        expires_at: Option<i64>,
-        /// Owner user id.
-        #[arg(long)]
-        user_id: Option<i64>,
+    /// Users: owners of tokens, with balances.
+    Users {
+        #[command(subcommand)]
+        action: users::UserAction,
     },
-    /// List tokens.
-    List,
-    /// Disable a token.
-    Disable { id: i64 },
-    /// Re-enable a token.
-    Enable { id: i64 },
-    /// Delete a token.
-    Delete { id: i64 },
+    /// Model prices (USD per million tokens).
+    Prices {
+        #[command(subcommand)]
+        action: prices::PriceAction,
+    },
+    /// The billing ledger (charges and top-ups).
+    Billing {
+        #[command(subcommand)]
+        action: billing::BillingAction,
+    },
+    /// Upstream providers: add, change, remove (live).
+    Providers {
+        #[command(subcommand)]
+        action: providers::ProviderAction,
+    },
+    /// A provider's API keys: add, enable, disable, remove (live).
+    Keys {
+        #[command(subcommand)]
+        action: providers::KeyAction,
+    },
+    /// Request logs, newest first, with filters.
+    Logs(logs::LogsArgs),
+    /// Metrics over the request logs: summary, models, time series.
+    Metrics {
+        #[command(subcommand)]
+        action: logs::MetricsAction,
+    },
 }
 
 /// Runs a parsed command line.
@@ -117,7 +132,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }),
-        Command::Admin(args) => actix_rt::System::new().block_on(admin(settings, args)),
+        Command::Admin(args) => actix_rt::System::new().block_on(admin(settings, *args)),
     }
 }
 
@@ -154,10 +169,18 @@ async fn admin(settings: Settings, args: AdminArgs) -> anyhow::Result<()> {
             .finish(),
     };
     match args.resource {
-        AdminResource::Tokens { action } => tokens(&client, action, args.json).await,
+        AdminResource::Tokens { action } => tokens::run(&client, action, args.json).await,
+        AdminResource::Users { action } => users::run(&client, action, args.json).await,
+        AdminResource::Prices { action } => prices::run(&client, action, args.json).await,
+        AdminResource::Billing { action } => billing::run(&client, action, args.json).await,
+        AdminResource::Providers { action } => providers::run(&client, action, args.json).await,
+        AdminResource::Keys { action } => providers::run_keys(&client, action, args.json).await,
+        AdminResource::Logs(logs) => logs::run_logs(&client, logs, args.json).await,
+        AdminResource::Metrics { action } => logs::run_metrics(&client, action, args.json).await,
     }
 }
 
+/// The admin API over HTTP with the master key.
 struct AdminClient {
     base: String,
     key: String,
@@ -165,6 +188,8 @@ struct AdminClient {
 }
 
 impl AdminClient {
+    /// Calls `method path` with an optional JSON body; a non-2xx answer is
+    /// an error carrying the API's message and the status.
     async fn call(
         &self,
         method: awc::http::Method,
@@ -199,96 +224,74 @@ impl AdminClient {
         }
         Ok(value)
     }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.call(awc::http::Method::GET, path, None).await
+    }
+
+    /// A user id from an id or a name (`--user alice`).
+    async fn user_id(&self, user: &str) -> anyhow::Result<i64> {
+        if let Ok(id) = user.parse::<i64>() {
+            return Ok(id);
+        }
+        let found = self
+            .get(&format!("/admin/users?name={}", encode(user)))
+            .await?;
+        found
+            .pointer("/data/0/id")
+            .and_then(Value::as_i64)
+            .with_context(|| format!("no user named `{user}`"))
+    }
 }
 
-async fn tokens(client: &AdminClient, action: TokenAction, as_json: bool) -> anyhow::Result<()> {
-    use awc::http::Method;
-    let answer = match action {
-        TokenAction::Create {
-            name,
-            models,
-            expires_at,
-            user_id,
-        } => {
-            let mut body = json!({ "name": name });
-            if !models.is_empty() {
-                body["allowed_models"] = json!(models);
-            }
-            if let Some(expires_at) = expires_at {
-                body["expires_at"] = json!(expires_at);
-            }
-            if let Some(user_id) = user_id {
-                body["user_id"] = json!(user_id);
-            }
-            let created = client
-                .call(Method::POST, "/admin/tokens", Some(body))
-                .await?;
-            if !as_json {
-                println!(
-                    "Created token {} ({}).",
-                    created["id"],
-                    created["name"].as_str().unwrap_or("")
-                );
-                println!(
-                    "Token (shown once, store it now): {}",
-                    created["token"].as_str().unwrap_or("")
-                );
-                return Ok(());
-            }
-            created
+/// Percent-encodes a path segment or query value (`/` kept: model names
+/// such as `openai/gpt-4o` map onto the `{model:.*}` routes).
+fn encode(text: &str) -> String {
+    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~')
+        .remove(b'/');
+    percent_encoding::utf8_percent_encode(text, KEEP).to_string()
+}
+
+/// A flag value that may also be `none` (lift the limit): `--rpm 60`,
+/// `--rpm none`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Setting<T> {
+    Set(T),
+    Clear,
+}
+
+impl<T: std::str::FromStr> std::str::FromStr for Setting<T>
+where
+    T::Err: std::fmt::Display,
+{
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text.eq_ignore_ascii_case("none") {
+            return Ok(Setting::Clear);
         }
-        TokenAction::List => {
-            let listed = client.call(Method::GET, "/admin/tokens", None).await?;
-            if !as_json {
-                print_token_table(&listed);
-                return Ok(());
-            }
-            listed
-        }
-        TokenAction::Disable { id } => {
-            client
-                .call(Method::POST, &format!("/admin/tokens/{id}/disable"), None)
-                .await?
-        }
-        TokenAction::Enable { id } => {
-            client
-                .call(Method::POST, &format!("/admin/tokens/{id}/enable"), None)
-                .await?
-        }
-        TokenAction::Delete { id } => {
-            client
-                .call(Method::DELETE, &format!("/admin/tokens/{id}"), None)
-                .await?;
-            if !as_json {
-                println!("Deleted token {id}.");
-                return Ok(());
-            }
-            json!({ "deleted": id })
-        }
-    };
-    if as_json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
-    } else {
-        print_token_table(&json!({ "data": [answer] }));
+        text.parse()
+            .map(Setting::Set)
+            .map_err(|error| format!("{error} (or `none` to remove the limit)"))
     }
+}
+
+impl<T: serde::Serialize> Setting<T> {
+    /// The JSON a PATCH body takes: the value, or `null` to clear.
+    fn json(&self) -> Value {
+        match self {
+            Setting::Set(value) => serde_json::to_value(value).unwrap_or(Value::Null),
+            Setting::Clear => Value::Null,
+        }
+    }
+}
+
+/// Prints `value` as pretty JSON (`--json`).
+fn print_json(value: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
-}
-
-fn print_token_table(listed: &Value) {
-    let rows = listed["data"].as_array().cloned().unwrap_or_default();
-    println!(
-        "{:<6} {:<24} {:<14} {:<8} {:>10} {:>12}",
-        "ID", "NAME", "PREFIX", "ENABLED", "REQUESTS", "SPENT_USD"
-    );
-    for row in rows {
-        println!(
-            "{:<6} {:<24} {:<14} {:<8} {:>10} {:>12.6}",
-            row["id"],
-            row["name"].as_str().unwrap_or(""),
-            row["prefix"].as_str().unwrap_or(""),
-            row["enabled"],
-            row["request_count"],
-            row["spent_usd"].as_f64().unwrap_or(0.0),
-        );
-    }
 }
