@@ -90,7 +90,7 @@ pub enum AdminResource {
         action: providers::ProviderAction,
     },
     /// A provider's API keys: add, enable, disable, remove (live).
-    Keys {
+    ProviderKeys {
         #[command(subcommand)]
         action: providers::KeyAction,
     },
@@ -174,7 +174,9 @@ async fn admin(settings: Settings, args: AdminArgs) -> anyhow::Result<()> {
         AdminResource::Prices { action } => prices::run(&client, action, args.json).await,
         AdminResource::Billing { action } => billing::run(&client, action, args.json).await,
         AdminResource::Providers { action } => providers::run(&client, action, args.json).await,
-        AdminResource::Keys { action } => providers::run_keys(&client, action, args.json).await,
+        AdminResource::ProviderKeys { action } => {
+            providers::run_keys(&client, action, args.json).await
+        }
         AdminResource::Logs(logs) => logs::run_logs(&client, logs, args.json).await,
         AdminResource::Metrics { action } => logs::run_metrics(&client, action, args.json).await,
     }
