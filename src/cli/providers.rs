@@ -1,4 +1,4 @@
-//! `switchyard admin providers ...` and `switchyard admin keys ...`.
+//! `switchyard admin providers ...` and `switchyard admin provider-keys ...`.
 //!
 //! Keys and header values are secrets: give them in a file (`--keys-file`,
 //! one key per line) rather than on the command line when other users of
