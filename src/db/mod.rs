@@ -79,14 +79,19 @@ macro_rules! run_query {
     }};
 }
 
+pub mod admin;
+pub mod oplog;
 pub mod prices;
 pub mod providers;
 pub mod redirects;
 pub mod schema;
+pub mod system;
 pub mod tokens;
 pub mod usage;
 pub mod users;
 
+pub use admin::{AdminChallenge, AdminKey, AdminSession, NewAdminKey, NewAdminSession};
+pub use oplog::{NewOperationLog, OperationLog, OperationLogFilter};
 pub use prices::ModelPrice;
 pub use providers::{NewProvider, NewProviderKey, Provider, ProviderKey};
 pub use redirects::ModelRedirect;
