@@ -237,6 +237,44 @@ impl ApiError {
     }
 }
 
+impl From<crate::auth::session::AuthError> for ApiError {
+    fn from(error: crate::auth::session::AuthError) -> Self {
+        use crate::auth::KeyError;
+        use crate::auth::session::AuthError;
+        match error {
+            AuthError::Malformed(key) => {
+                let param = match key {
+                    KeyError::PublicKey | KeyError::WeakPublicKey | KeyError::PublicKeyFile => {
+                        Some("public_key")
+                    }
+                    KeyError::Signature => Some("signature"),
+                    KeyError::Nonce => Some("nonce"),
+                    KeyError::PrivateKeyFile => None,
+                };
+                Self::BadRequest {
+                    message: key.to_string(),
+                    param,
+                }
+            }
+            AuthError::TooManyChallenges { retry_after } => Self::RateLimited {
+                message: error.to_string(),
+                retry_after: Some(retry_after),
+            },
+            AuthError::Db(db) => db.into(),
+            AuthError::UnknownKey
+            | AuthError::KeyDisabled
+            | AuthError::UnknownChallenge
+            | AuthError::ChallengeUsed
+            | AuthError::ChallengeExpired
+            | AuthError::BadSignature
+            | AuthError::UnknownSession
+            | AuthError::SessionExpired
+            | AuthError::SessionRevoked
+            | AuthError::SessionKeyDisabled => Self::Unauthorized(error.to_string()),
+        }
+    }
+}
+
 impl From<DbError> for ApiError {
     fn from(error: DbError) -> Self {
         match error {

@@ -39,6 +39,8 @@ pub struct AppState {
     pub prices: PriceTable,
     /// `None` when master-key authentication is turned off.
     pub master_key: Option<Secret>,
+    /// Admin login and session lookup (`crate::auth::session`).
+    pub sessions: Addr<crate::auth::session::SessionActor>,
     pub log: Logger,
     /// Encrypts keys added through the admin API, decrypts them on reload.
     pub cipher: Arc<SecretCipher>,
