@@ -10,6 +10,7 @@ pub mod completions;
 pub mod context;
 pub mod health;
 pub mod limits;
+pub mod login;
 pub mod meter;
 pub mod models;
 pub mod proxy;
@@ -64,6 +65,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/models", web::get().to(models::list_models)),
         )
         .route("/proxy/{provider}/{tail:.*}", web::route().to(proxy::proxy))
+        .service(
+            web::scope("/auth")
+                .route("/challenge", web::post().to(login::challenge))
+                .route("/verify", web::post().to(login::verify)),
+        )
         .service(web::scope("/admin").configure(admin::routes));
 }
 

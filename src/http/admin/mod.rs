@@ -1,8 +1,11 @@
 //! `/admin/*`: management routes, all behind [`super::auth::AdminAuth`].
 
+pub mod admin_keys;
 pub mod logs;
 pub mod models;
+pub mod oplog;
 pub mod providers;
+pub mod sessions;
 pub mod tokens;
 
 use actix_web::web;
@@ -18,6 +21,20 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/tokens/{id}/disable", web::post().to(tokens::disable))
         .route("/tokens/{id}/enable", web::post().to(tokens::enable))
         .route("/request-logs", web::get().to(logs::list))
+        .route("/operation-logs", web::get().to(oplog::list))
+        .route("/admin-keys", web::get().to(admin_keys::list))
+        .route("/admin-keys", web::post().to(admin_keys::create))
+        .route("/admin-keys/{id}", web::delete().to(admin_keys::delete))
+        .route(
+            "/admin-keys/{id}/disable",
+            web::post().to(admin_keys::disable),
+        )
+        .route(
+            "/admin-keys/{id}/enable",
+            web::post().to(admin_keys::enable),
+        )
+        .route("/sessions", web::get().to(sessions::list))
+        .route("/sessions/{id}", web::delete().to(sessions::revoke))
         .route("/models", web::get().to(models::list))
         .route(
             "/models/{provider}/refresh",

@@ -2,6 +2,7 @@
 //! only its hash is stored.
 
 use super::ADMIN_BODY_LIMIT;
+use super::oplog::record;
 use crate::db::tokens::{GatewayToken, NewToken};
 use crate::error::ApiError;
 use crate::http::AppState;
@@ -113,6 +114,15 @@ pub async fn create(
     state.tokens.forget_misses();
     slog::info!(state.log, "admin.token_created"; "token_id" => row.id, "by" => &admin.actor);
     let mut answer = token_json(&row);
+    record(
+        &state,
+        &admin,
+        "token.create",
+        &format!("token:{}", row.id),
+        None,
+        Some(answer.clone()),
+    )
+    .await;
     if let Some(object) = answer.as_object_mut() {
         object.insert("token".to_owned(), Value::String(secret.token));
     }
@@ -144,6 +154,11 @@ async fn set_enabled(
     id: i64,
     enabled: bool,
 ) -> Result<HttpResponse, ApiError> {
+    let before = state
+        .db
+        .get_token(id)
+        .await?
+        .ok_or(ApiError::NotFound(format!("No token with id {id}")))?;
     if !state.db.set_token_enabled(id, enabled).await? {
         return Err(ApiError::NotFound(format!("No token with id {id}")));
     }
@@ -154,7 +169,21 @@ async fn set_enabled(
         .get_token(id)
         .await?
         .ok_or(ApiError::NotFound(format!("No token with id {id}")))?;
-    Ok(HttpResponse::Ok().json(token_json(&row)))
+    let after = token_json(&row);
+    record(
+        &state,
+        &admin,
+        if enabled {
+            "token.enable"
+        } else {
+            "token.disable"
+        },
+        &format!("token:{id}"),
+        Some(token_json(&before)),
+        Some(after.clone()),
+    )
+    .await;
+    Ok(HttpResponse::Ok().json(after))
 }
 
 pub async fn disable(
@@ -178,10 +207,24 @@ pub async fn delete(
     state: Data<AppState>,
     id: Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
+    let before = state
+        .db
+        .get_token(*id)
+        .await?
+        .ok_or(ApiError::NotFound(format!("No token with id {id}")))?;
     if !state.db.delete_token(*id).await? {
         return Err(ApiError::NotFound(format!("No token with id {id}")));
     }
     state.tokens.invalidate(*id);
     slog::info!(state.log, "admin.token_deleted"; "token_id" => *id, "by" => &admin.actor);
+    record(
+        &state,
+        &admin,
+        "token.delete",
+        &format!("token:{id}"),
+        Some(token_json(&before)),
+        None,
+    )
+    .await;
     Ok(HttpResponse::NoContent().finish())
 }
