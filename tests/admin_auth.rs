@@ -123,7 +123,7 @@ async fn login_issues_a_session_that_reaches_admin_routes(backend: Backend) -> a
     let lifetime =
         granted["expires_at"].as_i64().context("no expiry")? * 1000 - switchyard::db::now_ms();
     ensure!(
-        (12 * 3600 - 60) * 1000 <= lifetime && lifetime <= 12 * 3600 * 1000,
+        ((12 * 3600 - 60) * 1000..=12 * 3600 * 1000).contains(&lifetime),
         "session TTL is not 12 h: {lifetime} ms"
     );
 
