@@ -49,11 +49,18 @@ pub enum MigrateAction {
 
 #[derive(Debug, Args)]
 pub struct AdminArgs {
-    /// Gateway base URL; defaults to the `server.listen` address.
-    #[arg(long, env = "SWITCHYARD_URL")]
+    /// Gateway base URL; defaults to the stored session's server, else the
+    /// `server.listen` address.
+    #[arg(long, global = true, env = "SWITCHYARD_URL")]
     pub server: Option<String>,
-    /// Master key; defaults to `admin.master_key` or its key file.
-    #[arg(long, env = "SWITCHYARD_MASTER_KEY", hide_env_values = true)]
+    /// Master key; defaults to the stored session, else `admin.master_key`
+    /// or its key file.
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_MASTER_KEY",
+        hide_env_values = true
+    )]
     pub master_key: Option<String>,
     /// Print raw JSON instead of a table.
     #[arg(long, global = true)]

@@ -4,7 +4,7 @@
 use super::AdminSigningKey;
 use crate::db::{Db, NewAdminKey};
 use anyhow::Context as _;
-use slog::{Logger, info, warn};
+use slog::{Logger, warn};
 use std::path::Path;
 
 /// `system_values` name of the deployment id signed into every login.
@@ -69,7 +69,9 @@ pub async fn ensure_admin_key(db: &Db, key_file: &str, log: &Logger) -> anyhow::
     })
     .await
     .context("registering the first admin key")?;
-    info!(log, "admin.key_bootstrapped"; "fingerprint" => public.fingerprint(),
+    // Warning level, like a generated secret: the operator must notice the
+    // new file and keep it safe.
+    warn!(log, "admin.key_bootstrapped"; "fingerprint" => public.fingerprint(),
         "file" => key_file, "generated" => written);
     Ok(())
 }
