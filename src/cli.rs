@@ -71,9 +71,11 @@ pub struct AdminArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum AdminResource {
-    /// Log in with an Ed25519 admin key (challenge-response); the session is
-    /// kept in $XDG_CONFIG_HOME/switchyard/session.json (mode 0600) and used
-    /// by the other admin commands.
+    /// Log in with an Ed25519 admin key; later admin commands use the session.
+    ///
+    /// Challenge-response against `--server`; the session is kept in
+    /// $XDG_CONFIG_HOME/switchyard/session.json (else ~/.config/switchyard/),
+    /// mode 0600.
     Login {
         /// The private key: PKCS#8 PEM, as written to `admin.key_file` on
         /// first start or by `admin keys generate`.
@@ -110,9 +112,10 @@ pub enum AdminResource {
         #[arg(long)]
         action: Option<String>,
     },
-    /// Re-wrap the data key that encrypts provider keys under a new master
-    /// secret. Works on the database directly (settings' `database.url`);
-    /// running gateways keep working. The current secret comes from settings
+    /// Rotate the master secret (re-wraps the data key; no downtime).
+    ///
+    /// Works on the database directly (settings' `database.url`); running
+    /// gateways keep working. The current secret comes from settings
     /// (`security.secret_key` or its file), the new one from
     /// --new-secret-file or SWITCHYARD_NEW_SECRET_KEY; when the current one
     /// lives in `security.secret_key_file` and no new one is given, one is
@@ -150,8 +153,10 @@ pub enum KeyAction {
     Enable { id: i64 },
     /// Remove a key and its sessions.
     Remove { id: i64 },
-    /// Create a new key pair locally (no server involved): the private key
-    /// goes to --out (mode 0600), the public key is printed for `keys add`.
+    /// Create a new key pair locally (no server involved).
+    ///
+    /// The private key goes to --out (mode 0600, PKCS#8 PEM); the public key
+    /// is printed for `keys add`.
     Generate {
         #[arg(long)]
         out: PathBuf,

@@ -148,9 +148,9 @@ fn print_key_table(rows: &[Value]) {
     for row in rows {
         println!(
             "{:<5} {:<20} {:<8} {:<51} {:<20}",
-            row["id"],
+            row["id"].to_string(),
             text(row, "name"),
-            row["enabled"],
+            row["enabled"].to_string(),
             text(row, "fingerprint"),
             row["last_login_at"]
                 .as_i64()
@@ -281,7 +281,7 @@ pub async fn sessions(
                 };
                 println!(
                     "{:<6} {:<8} {:<14} {:<51} {:<20}",
-                    row["id"],
+                    row["id"].to_string(),
                     state,
                     text(row, "prefix"),
                     text(row, "fingerprint"),
@@ -333,7 +333,7 @@ pub async fn operation_logs(
     for row in listed["data"].as_array().map_or(&[][..], Vec::as_slice) {
         println!(
             "{:<6} {:<20} {:<22} {:<28} {}",
-            row["id"],
+            row["id"].to_string(),
             format_time(row["created_at"].as_i64().unwrap_or_default()),
             text(row, "action"),
             text(row, "target"),
