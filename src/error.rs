@@ -412,6 +412,57 @@ mod tests {
     }
 
     #[test]
+    fn refused_logins_map_to_400_401_and_429() {
+        use crate::auth::KeyError;
+        use crate::auth::session::AuthError;
+        let cases = [
+            (
+                AuthError::Malformed(KeyError::PublicKey),
+                400,
+                Some("public_key"),
+            ),
+            (
+                AuthError::Malformed(KeyError::WeakPublicKey),
+                400,
+                Some("public_key"),
+            ),
+            (
+                AuthError::Malformed(KeyError::Signature),
+                400,
+                Some("signature"),
+            ),
+            (AuthError::Malformed(KeyError::Nonce), 400, Some("nonce")),
+            (AuthError::UnknownKey, 401, None),
+            (AuthError::KeyDisabled, 401, None),
+            (AuthError::UnknownChallenge, 401, None),
+            (AuthError::ChallengeUsed, 401, None),
+            (AuthError::ChallengeExpired, 401, None),
+            (AuthError::BadSignature, 401, None),
+            (AuthError::UnknownSession, 401, None),
+            (AuthError::SessionExpired, 401, None),
+            (AuthError::SessionRevoked, 401, None),
+            (AuthError::SessionKeyDisabled, 401, None),
+            (
+                AuthError::TooManyChallenges {
+                    retry_after: Duration::from_secs(60),
+                },
+                429,
+                None,
+            ),
+            (AuthError::Db(DbError::Pool("down".into())), 503, None),
+        ];
+        for (error, status, param) in cases {
+            let message = error.to_string();
+            let api: ApiError = error.into();
+            assert_eq!(api.status_code().as_u16(), status, "{message}");
+            assert_eq!(api.param(), param, "{message}");
+            if status != 503 {
+                assert_eq!(api.to_string(), message);
+            }
+        }
+    }
+
+    #[test]
     fn database_outages_are_503_not_500() {
         let error: ApiError = DbError::Pool("timed out".into()).into();
         assert_eq!(error.status_code(), StatusCode::SERVICE_UNAVAILABLE);

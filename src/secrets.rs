@@ -25,6 +25,10 @@ pub async fn open_cipher(db: &Db, master: &str, log: &Logger) -> anyhow::Result<
     let stored = match db.get_system_value(DATA_KEY).await? {
         Some(wrapped) => wrapped,
         None => {
+            // Upgrading from v1: a secret that opens none of the stored
+            // secrets is the wrong one, and wrapping a new data key under it
+            // would lock the right one out later.
+            refuse_if_v1_unreadable(db, master).await?;
             let fresh = DataKey::generate();
             if db
                 .insert_system_value(DATA_KEY, &fresh.wrap(master)?)
@@ -42,6 +46,26 @@ pub async fn open_cipher(db: &Db, master: &str, log: &Logger) -> anyhow::Result<
     let cipher = SecretCipher::with_data_key(&data_key, master);
     upgrade_stored_secrets(db, &cipher, log).await?;
     Ok(cipher)
+}
+
+/// Fails when provider keys were stored as `v1:` and `master` decrypts none.
+async fn refuse_if_v1_unreadable(db: &Db, master: &str) -> anyhow::Result<()> {
+    let legacy = SecretCipher::new(master);
+    let (mut stored, mut readable) = (0, 0);
+    for provider in db.list_providers().await? {
+        for key in db.list_provider_keys(provider.id).await? {
+            if key.secret_ciphertext.starts_with("v1:") {
+                stored += 1;
+                readable += usize::from(legacy.decrypt(&key.secret_ciphertext).is_ok());
+            }
+        }
+    }
+    anyhow::ensure!(
+        stored == 0 || readable > 0,
+        "security.secret_key decrypts none of the {stored} stored provider keys: it is not the \
+         secret they were stored with"
+    );
+    Ok(())
 }
 
 /// Re-encrypts every `v1:` secret as `v2:`; returns how many it rewrote.

@@ -14,6 +14,7 @@ use switchyard::db::NewProviderKey;
 on_both_backends!(
     keys_are_stored_under_the_data_key_and_v1_rows_are_upgraded,
     a_start_with_another_secret_stops_and_changes_nothing,
+    an_upgrade_with_the_wrong_secret_stops_before_creating_a_data_key,
 );
 
 async fn keys_are_stored_under_the_data_key_and_v1_rows_are_upgraded(
@@ -143,4 +144,71 @@ async fn a_start_with_another_secret_stops_and_changes_nothing(
         .collect();
     ensure!(before == after, "a refused start rewrote keys");
     first.stop().await
+}
+
+/// A database from an earlier release (v1 keys, no data key) started with a
+/// secret that opens none of its keys: wrapping a new data key under that
+/// secret would lock the right one out, so the start stops first.
+async fn an_upgrade_with_the_wrong_secret_stops_before_creating_a_data_key(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let test_db = common::db::TestDb::new(backend).await?;
+    let db = switchyard::db::connect(&test_db.settings).await?;
+    let provider = db
+        .upsert_provider(&switchyard::db::NewProvider {
+            name: "old".to_owned(),
+            kind: "openai-compatible".to_owned(),
+            base_url: Some("http://127.0.0.1:1".to_owned()),
+            config_json: "{}".to_owned(),
+            enabled: false,
+        })
+        .await?;
+    let v1 = SecretCipher::new("the-old-release-secret").encrypt("ok-old")?;
+    db.upsert_provider_key(&NewProviderKey {
+        provider_id: provider.id,
+        key_id: "k".to_owned(),
+        secret_ciphertext: v1,
+        secret_hint: "ok-o…-old".to_owned(),
+        secret_fingerprint: fingerprint("ok-old"),
+        weight: 1,
+        priority: 0,
+        enabled: true,
+    })
+    .await?;
+    let refused = TestGateway::start(backend, {
+        let database = test_db.settings.clone();
+        move |settings, _| {
+            settings.database = database;
+            settings.security.secret_key = Secret::new("not-the-old-secret");
+        }
+    })
+    .await;
+    let error = match refused {
+        Ok(_) => anyhow::bail!("started with a secret that opens no stored key"),
+        Err(error) => format!("{error:#}"),
+    };
+    ensure!(
+        error.contains("decrypts none of the 1 stored provider keys"),
+        "{error}"
+    );
+    ensure!(
+        db.get_system_value(switchyard::secrets::DATA_KEY)
+            .await?
+            .is_none(),
+        "a data key was created under the wrong secret"
+    );
+    let started = TestGateway::start(backend, {
+        let database = test_db.settings.clone();
+        move |settings, _| {
+            settings.database = database;
+            settings.security.secret_key = Secret::new("the-old-release-secret");
+        }
+    })
+    .await?;
+    let keys = db.list_provider_keys(provider.id).await?;
+    ensure!(
+        keys.iter()
+            .all(|key| key.secret_ciphertext.starts_with("v2:"))
+    );
+    started.stop().await
 }
