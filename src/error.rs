@@ -34,6 +34,10 @@ pub enum ApiError {
     /// 403: authenticated, but not allowed (model not on the token's list).
     #[error("{0}")]
     Forbidden(String),
+    /// 402: a budget or the owner's prepaid balance is exhausted (or cannot
+    /// be enforced, for an unpriced model).
+    #[error("{message}")]
+    PaymentRequired { message: String, code: &'static str },
     /// 404: no such model.
     #[error("The model `{0}` does not exist or is not served by this gateway")]
     ModelNotFound(String),
@@ -97,6 +101,7 @@ impl ApiError {
             | Self::NotFound(_) => "invalid_request_error",
             Self::Unauthorized(_) => "authentication_error",
             Self::Forbidden(_) => "permission_error",
+            Self::PaymentRequired { .. } => "insufficient_quota",
             Self::RateLimited { .. } => "rate_limit_error",
             Self::UpstreamFailed(_) | Self::UpstreamTimeout(_) | Self::UpstreamRejected { .. } => {
                 "upstream_error"
@@ -112,6 +117,7 @@ impl ApiError {
             Self::BadRequest { .. } => "invalid_request",
             Self::Unauthorized(_) => "invalid_api_key",
             Self::Forbidden(_) => "model_not_allowed",
+            Self::PaymentRequired { code, .. } => code,
             Self::ModelNotFound(_) => "model_not_found",
             Self::NotFound(_) => "not_found",
             Self::PayloadTooLarge(_) => "request_too_large",
@@ -163,6 +169,7 @@ impl ResponseError for ApiError {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::PaymentRequired { .. } => StatusCode::PAYMENT_REQUIRED,
             Self::ModelNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -304,6 +311,13 @@ mod tests {
             (ApiError::bad_request("x"), 400),
             (ApiError::Unauthorized("x".into()), 401),
             (ApiError::Forbidden("x".into()), 403),
+            (
+                ApiError::PaymentRequired {
+                    message: "x".into(),
+                    code: "budget_exhausted",
+                },
+                402,
+            ),
             (ApiError::ModelNotFound("m".into()), 404),
             (ApiError::NotFound("x".into()), 404),
             (ApiError::PayloadTooLarge(10), 413),
@@ -338,6 +352,7 @@ mod tests {
                 ApiError::BadRequest { .. }
                 | ApiError::Unauthorized(_)
                 | ApiError::Forbidden(_)
+                | ApiError::PaymentRequired { .. }
                 | ApiError::ModelNotFound(_)
                 | ApiError::NotFound(_)
                 | ApiError::PayloadTooLarge(_)

@@ -7,9 +7,11 @@
 
 pub mod auth;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod db;
+pub mod enforce;
 pub mod error;
 pub mod estimate;
 pub mod http;
@@ -54,10 +56,13 @@ pub struct Gateway {
 }
 
 /// Options that differ between the real process and in-process tests.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Default)]
 pub struct StartOptions {
     /// Stop gracefully on SIGTERM/SIGINT (the real process does; tests don't).
     pub handle_signals: bool,
+    /// The wall clock limits and quotas read (tests move a manual one);
+    /// `None`: the system clock.
+    pub clock: Option<Arc<dyn clock::Clock>>,
 }
 
 impl Gateway {
@@ -111,6 +116,7 @@ pub async fn run(settings: Settings, log: Logger) -> anyhow::Result<()> {
         log.clone(),
         StartOptions {
             handle_signals: true,
+            ..StartOptions::default()
         },
     )
     .await?;
@@ -223,6 +229,18 @@ pub async fn start(
 
     probe::start(router.clone(), settings.health.clone(), log.clone());
     let probe_router = router.clone();
+    let clock: Arc<dyn clock::Clock> = options
+        .clock
+        .clone()
+        .unwrap_or_else(|| Arc::new(clock::SystemClock));
+    let enforcer = Arc::new(enforce::Enforcer::new(
+        database.clone(),
+        prices.clone(),
+        clock.clone(),
+        settings.limits.clone(),
+        log.clone(),
+    ));
+    enforce::start_expiry(enforcer.clone(), settings.limits.reservation_ttl / 4);
     let model_cache = model_cache::ModelCache::default();
     model_cache::start(
         router.clone(),
@@ -267,6 +285,9 @@ pub async fn start(
         cipher: cipher.clone(),
         concurrency: http::limits::ConcurrencyLimit::new(settings.server.max_concurrent_requests),
         models: model_cache,
+        clock: clock.clone(),
+        throttle: http::throttle::AuthThrottle::new(settings.limits.auth.clone()),
+        enforcer: enforcer.clone(),
     });
 
     let upstream = settings.upstream.clone();

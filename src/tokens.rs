@@ -8,12 +8,14 @@
 //! how long a change made elsewhere (another instance) can go unseen.
 
 use crate::db::tokens::GatewayToken;
+use crate::db::users::User;
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
+use switchyard_actors::{Limits, Quota};
 
 pub const TOKEN_PREFIX: &str = "sy-";
 const TOKEN_RANDOM_CHARS: usize = 40;
@@ -50,8 +52,11 @@ pub fn hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-/// What the request path needs to know about a token.
-#[derive(Debug, Clone)]
+/// Parts per million meaning x1.
+pub const PPM: i64 = 1_000_000;
+
+/// What the request path needs to know about a token (and its user).
+#[derive(Debug, Clone, Default)]
 pub struct TokenInfo {
     pub id: i64,
     pub name: String,
@@ -59,10 +64,27 @@ pub struct TokenInfo {
     pub allowed_models: Option<Vec<String>>,
     pub enabled: bool,
     pub expires_at_ms: Option<i64>,
+    /// Presented as the token it replaced, accepted until this time.
+    pub grace_until_ms: Option<i64>,
+    /// The owner is suspended: every request is refused (401).
+    pub user_suspended: bool,
+    /// The owner is refused once their balance is spent (402).
+    pub user_prepaid: bool,
+    /// Token and user multipliers combined, in parts per million.
+    pub price_multiplier_ppm: i64,
+    /// Lifetime budgets, enforced by database reservations.
+    pub budget_nanos: Option<i64>,
+    pub budget_tokens: Option<i64>,
+    /// Rate limits, parallelism and quotas, enforced in memory.
+    pub limits: Limits,
 }
 
 impl TokenInfo {
-    pub fn from_row(row: &GatewayToken) -> Self {
+    pub fn from_row(row: &GatewayToken, user: Option<&User>) -> Self {
+        let multiplier = |ppm: Option<i64>| ppm.filter(|ppm| *ppm >= 0).unwrap_or(PPM);
+        let combined = i128::from(multiplier(row.price_multiplier_ppm))
+            * i128::from(multiplier(user.and_then(|user| user.price_multiplier_ppm)))
+            / i128::from(PPM);
         Self {
             id: row.id,
             name: row.name.clone(),
@@ -73,7 +95,41 @@ impl TokenInfo {
                 .and_then(|json| serde_json::from_str::<Vec<String>>(json).ok()),
             enabled: row.enabled,
             expires_at_ms: row.expires_at,
+            grace_until_ms: None,
+            user_suspended: user.is_some_and(|user| user.status != "active"),
+            user_prepaid: user.is_some_and(|user| user.prepaid),
+            price_multiplier_ppm: i64::try_from(combined).unwrap_or(i64::MAX),
+            budget_nanos: row.budget_nanos,
+            budget_tokens: row.budget_tokens,
+            limits: Limits {
+                rpm: row.rpm.and_then(|rpm| u32::try_from(rpm).ok()),
+                tpm: row.tpm.and_then(|tpm| u64::try_from(tpm).ok()),
+                max_parallel: row.max_parallel.and_then(|p| u32::try_from(p).ok()),
+                quotas: row
+                    .quotas
+                    .as_deref()
+                    .and_then(|json| serde_json::from_str::<Vec<Quota>>(json).ok())
+                    .unwrap_or_default(),
+                // Budgets are held in the database (shared by instances).
+                budget_nanos: None,
+                budget_tokens: None,
+            },
         }
+    }
+
+    /// Whether a request needs a database reservation: a budget to hold
+    /// against, or a prepaid balance.
+    pub fn needs_reservation(&self) -> bool {
+        self.budget_nanos.is_some() || self.budget_tokens.is_some() || self.user_prepaid
+    }
+
+    /// Whether the in-memory limits have anything to enforce.
+    pub fn has_local_limits(&self) -> bool {
+        let limits = &self.limits;
+        limits.rpm.is_some()
+            || limits.tpm.is_some()
+            || limits.max_parallel.is_some()
+            || !limits.quotas.is_empty()
     }
 
     /// Whether this token may use `model` (exact names or `*`/`?` globs).
@@ -169,6 +225,13 @@ impl TokenCache {
         }
     }
 
+    /// Forgets every token (a user changed: their tokens' cached view is stale).
+    pub fn clear(&self) {
+        if let Ok(mut entries) = self.entries.write() {
+            entries.clear();
+        }
+    }
+
     /// Forgets every cached miss (a token was created).
     pub fn forget_misses(&self) {
         if let Ok(mut entries) = self.entries.write() {
@@ -213,10 +276,8 @@ mod tests {
         let info = Arc::new(TokenInfo {
             id: 7,
             name: "t".into(),
-            user_id: None,
-            allowed_models: None,
             enabled: true,
-            expires_at_ms: None,
+            ..TokenInfo::default()
         });
         cache.put("h".into(), Some(info), now);
         assert!(matches!(cache.get("h", now), Cached::Found(_)));

@@ -67,13 +67,18 @@ fn cancelled_usage_write_lands_postgres() -> anyhow::Result<()> {
 }
 
 const INIT_VERSION: &str = "20261122000001";
+const LIMITS_VERSION: &str = "20261122000100";
 const ADMIN_PLANE_VERSION: &str = "20261201000001";
 
 async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()> {
     let t = TestDb::new(backend).await?;
     assert_eq!(
         migrate_run(&t.settings).await?,
-        vec![INIT_VERSION.to_owned(), ADMIN_PLANE_VERSION.to_owned()]
+        vec![
+            INIT_VERSION.to_owned(),
+            LIMITS_VERSION.to_owned(),
+            ADMIN_PLANE_VERSION.to_owned()
+        ]
     );
     assert!(
         migrate_run(&t.settings).await?.is_empty(),
@@ -88,6 +93,10 @@ async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()
     assert_eq!(
         migrate_revert(&t.settings).await?,
         Some(ADMIN_PLANE_VERSION.to_owned())
+    );
+    assert_eq!(
+        migrate_revert(&t.settings).await?,
+        Some(LIMITS_VERSION.to_owned())
     );
     assert_eq!(
         migrate_revert(&t.settings).await?,
@@ -122,6 +131,9 @@ fn usage(ms: i64, token_id: Option<i64>, model: Option<&str>, n: i64) -> UsageRe
         tokens_estimated: n % 2 == 0,
         stream: n % 3 == 0,
         attempts: 1,
+        base_cost_nanos: 1_000 + n,
+        multiplier_ppm: 1_000_000,
+        reservation_id: None,
     }
 }
 
@@ -138,6 +150,9 @@ fn new_token(name: &str, user_id: Option<i64>) -> NewToken {
         tpm: Some(100_000),
         expires_at: Some(4_102_444_800_000),
         enabled: true,
+        max_parallel: Some(4),
+        quotas: None,
+        price_multiplier_ppm: None,
     }
 }
 
@@ -323,6 +338,8 @@ async fn schema_matches_migrations(backend: Backend) -> anyhow::Result<()> {
     same_columns!(model_redirects);
     same_columns!(request_logs);
     same_columns!(usage_daily);
+    same_columns!(reservations);
+    same_columns!(billing_records);
     same_columns!(system_values);
     same_columns!(admin_keys);
     same_columns!(admin_challenges);
@@ -498,7 +515,9 @@ async fn upserts_update_in_place(backend: Backend) -> anyhow::Result<()> {
         Some("bob".to_owned())
     );
     assert!(db.get_user(user.id + 1).await?.is_none());
-    assert_eq!(db.list_users().await?.len(), 1);
+    // The migration's `default` user (owner of tokens created without one) and bob.
+    let names: Vec<String> = db.list_users().await?.into_iter().map(|u| u.name).collect();
+    assert_eq!(names, vec!["default".to_owned(), "bob".to_owned()]);
     let token = db.create_token(&new_token("ci", Some(user.id))).await?;
     assert_eq!(token.spent_nanos, 0);
     let found = db

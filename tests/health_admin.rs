@@ -51,6 +51,7 @@ async fn restart(gw: &mut TestGateway, settings: Settings) -> anyhow::Result<()>
         log,
         StartOptions {
             handle_signals: false,
+            ..StartOptions::default()
         },
     )
     .await?;
@@ -687,5 +688,29 @@ async fn a_rejected_key_stays_disabled_across_a_restart_until_enabled(
         .map(|row| (row.status, row.attempts))
         .collect();
     assert_eq!(statuses, vec![(200, 2), (200, 1), (200, 2)]);
+    gw.stop().await
+}
+
+/// Claude Code probes its base URL with `HEAD /` (no credentials) before
+/// anything else: it must get 200, and `GET /` says what answers.
+#[actix_rt::test]
+async fn root_answers_head_and_get_without_credentials() -> anyhow::Result<()> {
+    let gw = TestGateway::start(Backend::Sqlite, |_, _| {}).await?;
+    let head = gw
+        .client
+        .head(format!("{}/", gw.url))
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    assert_eq!(head.status(), StatusCode::OK);
+    let mut get = gw
+        .client
+        .get(format!("{}/", gw.url))
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    assert_eq!(get.status(), StatusCode::OK);
+    let body: Value = get.json().await?;
+    assert_eq!(body["name"], "switchyard");
     gw.stop().await
 }

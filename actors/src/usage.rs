@@ -455,6 +455,7 @@ mod tests {
             tokens_estimated: false,
             stream: false,
             attempts: 1,
+            ..UsageRecord::default()
         }
     }
 

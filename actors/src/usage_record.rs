@@ -44,4 +44,18 @@ pub struct UsageRecord {
     pub stream: bool,
     /// Upstream attempts made (0 when the request never reached a provider).
     pub attempts: i32,
+    /// Cost at list price before multipliers; `cost_nanos` is what was charged.
+    #[serde(default)]
+    pub base_cost_nanos: i64,
+    /// Token x user price multiplier applied, in parts per million.
+    #[serde(default = "one_ppm")]
+    pub multiplier_ppm: i64,
+    /// The database reservation this request held against its token's
+    /// budget or its owner's balance; released when the record is written.
+    #[serde(default)]
+    pub reservation_id: Option<i64>,
+}
+
+fn one_ppm() -> i64 {
+    1_000_000
 }

@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod database;
 pub mod health;
+pub mod limits;
 pub mod logging;
 pub mod models;
 pub mod providers;
@@ -25,6 +26,7 @@ pub mod usage;
 pub use admin::AdminSettings;
 pub use database::{Backend, DatabaseSettings};
 pub use health::HealthSettings;
+pub use limits::{AuthThrottleSettings, LimitsSettings};
 pub use logging::{LogFormat, LoggingSettings};
 pub use models::ModelSettings;
 pub use providers::{KeySettings, PriceSettings, ProviderKind, ProviderSettings, RetrySettings};
@@ -54,6 +56,7 @@ pub struct Settings {
     pub usage: UsageSettings,
     pub upstream: UpstreamSettings,
     pub health: HealthSettings,
+    pub limits: LimitsSettings,
     #[serde(default)]
     pub providers: Vec<ProviderSettings>,
     /// Per-model provider strategy and fallback chain, keyed by model name
@@ -127,6 +130,10 @@ impl Settings {
         // Tests count upstream calls exactly; they refresh model lists
         // through the admin route when they need them.
         settings.upstream.model_refresh_interval = std::time::Duration::ZERO;
+        // Tests send bad tokens on purpose from one address; the throttle
+        // has tests of its own with low thresholds.
+        settings.limits.auth.slow_after = 10_000;
+        settings.limits.auth.block_after = 20_000;
         settings.validate()?;
         Ok(settings)
     }

@@ -84,6 +84,7 @@ pub mod oplog;
 pub mod prices;
 pub mod providers;
 pub mod redirects;
+pub mod reservations;
 pub mod schema;
 pub mod system;
 pub mod tokens;

@@ -40,6 +40,9 @@ diesel::table! {
         status -> Text,
         created_at -> BigInt,
         updated_at -> BigInt,
+        prepaid -> Bool,
+        price_multiplier_ppm -> Nullable<BigInt>,
+        reserved_nanos -> BigInt,
     }
 }
 
@@ -63,6 +66,13 @@ diesel::table! {
         last_used_at -> Nullable<BigInt>,
         created_at -> BigInt,
         updated_at -> BigInt,
+        max_parallel -> Nullable<Integer>,
+        quotas -> Nullable<Text>,
+        price_multiplier_ppm -> Nullable<BigInt>,
+        reserved_nanos -> BigInt,
+        reserved_tokens -> BigInt,
+        previous_token_hash -> Nullable<Text>,
+        previous_expires_at -> Nullable<BigInt>,
     }
 }
 
@@ -188,6 +198,38 @@ diesel::joinable!(gateway_tokens -> users (user_id));
 diesel::joinable!(admin_challenges -> admin_keys (admin_key_id));
 diesel::joinable!(admin_sessions -> admin_keys (admin_key_id));
 
+diesel::table! {
+    reservations (id) {
+        id -> BigInt,
+        token_id -> BigInt,
+        user_id -> Nullable<BigInt>,
+        nanos -> BigInt,
+        tokens -> BigInt,
+        user_nanos -> BigInt,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    billing_records (id) {
+        id -> BigInt,
+        created_at -> BigInt,
+        kind -> Text,
+        request_id -> Nullable<Text>,
+        user_id -> Nullable<BigInt>,
+        token_id -> Nullable<BigInt>,
+        model -> Nullable<Text>,
+        prompt_tokens -> BigInt,
+        completion_tokens -> BigInt,
+        base_cost_nanos -> BigInt,
+        multiplier_ppm -> BigInt,
+        amount_nanos -> BigInt,
+        priced -> Bool,
+        note -> Nullable<Text>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     providers,
     provider_keys,
@@ -197,6 +239,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     model_redirects,
     request_logs,
     usage_daily,
+    reservations,
+    billing_records,
     system_values,
     admin_keys,
     admin_challenges,

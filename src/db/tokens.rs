@@ -37,6 +37,18 @@ pub struct GatewayToken {
     pub last_used_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Requests in flight at once.
+    pub max_parallel: Option<i32>,
+    /// JSON list of periodic quotas (`switchyard_actors::Quota`).
+    pub quotas: Option<String>,
+    /// Price multiplier in parts per million (1,000,000 = x1).
+    pub price_multiplier_ppm: Option<i64>,
+    /// Estimates held by requests in flight (nano-USD, tokens).
+    pub reserved_nanos: i64,
+    pub reserved_tokens: i64,
+    /// The token this one replaced, still accepted until `previous_expires_at`.
+    pub previous_token_hash: Option<String>,
+    pub previous_expires_at: Option<i64>,
 }
 
 /// A token to create.
@@ -54,6 +66,9 @@ pub struct NewToken {
     pub tpm: Option<i32>,
     pub expires_at: Option<i64>,
     pub enabled: bool,
+    pub max_parallel: Option<i32>,
+    pub quotas: Option<String>,
+    pub price_multiplier_ppm: Option<i64>,
 }
 
 impl Db {
@@ -94,7 +109,8 @@ impl Db {
         })
     }
 
-    /// The token whose hash is `token_hash`, if any.
+    /// The token whose hash is `token_hash`, or that had it before a rotation
+    /// (the caller checks the grace period), if any.
     pub async fn find_token_by_hash(
         &self,
         token_hash: &str,
@@ -102,7 +118,11 @@ impl Db {
         let hash = token_hash.to_owned();
         run_query!(self, |conn| {
             gateway_tokens::table
-                .filter(gateway_tokens::token_hash.eq(hash))
+                .filter(
+                    gateway_tokens::token_hash
+                        .eq(hash.clone())
+                        .or(gateway_tokens::previous_token_hash.eq(hash)),
+                )
                 .select(GatewayToken::as_select())
                 .first(conn)
                 .await

@@ -1,7 +1,9 @@
 //! Usage: request logs, token spend counters and daily rollups, written in
 //! batches by the usage actor.
 
-use super::schema::{gateway_tokens, request_logs, usage_daily};
+use super::schema::{
+    billing_records, gateway_tokens, request_logs, reservations, usage_daily, users,
+};
 use super::{Db, DbError, SqliteConn};
 use diesel::dsl::case_when;
 use diesel::prelude::*;
@@ -111,6 +113,52 @@ impl From<&UsageRecord> for NewRequestLog {
     }
 }
 
+/// One charge: what a metered request cost its token's owner.
+#[derive(Insertable, Debug, Clone)]
+#[diesel(table_name = billing_records, treat_none_as_default_value = false)]
+struct NewCharge {
+    created_at: i64,
+    kind: &'static str,
+    request_id: Option<String>,
+    user_id: Option<i64>,
+    token_id: Option<i64>,
+    model: Option<String>,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    base_cost_nanos: i64,
+    multiplier_ppm: i64,
+    amount_nanos: i64,
+    priced: bool,
+    note: Option<String>,
+}
+
+impl NewCharge {
+    /// A charge for every request that reached an upstream with a token.
+    fn of(r: &UsageRecord) -> Option<Self> {
+        if r.token_id.is_none() || r.attempts == 0 {
+            return None;
+        }
+        Some(NewCharge {
+            created_at: r.created_at_ms,
+            kind: "request",
+            request_id: Some(r.request_id.clone()),
+            user_id: r.user_id,
+            token_id: r.token_id,
+            model: r
+                .upstream_model
+                .clone()
+                .or_else(|| r.requested_model.clone()),
+            prompt_tokens: r.prompt_tokens,
+            completion_tokens: r.completion_tokens,
+            base_cost_nanos: r.base_cost_nanos,
+            multiplier_ppm: r.multiplier_ppm,
+            amount_nanos: r.cost_nanos,
+            priced: r.priced,
+            note: None,
+        })
+    }
+}
+
 /// What a batch adds to one token's counters.
 #[derive(Debug, Default, Clone, Copy)]
 struct TokenDelta {
@@ -148,10 +196,21 @@ pub fn utc_day(ms: i64) -> String {
 /// Rollup key: (UTC day, token id, requested model or `""`).
 type DayKey = (String, i64, String);
 
-fn aggregate(records: &[UsageRecord]) -> (BTreeMap<i64, TokenDelta>, BTreeMap<DayKey, DailyDelta>) {
+type Aggregates = (
+    BTreeMap<i64, TokenDelta>,
+    BTreeMap<DayKey, DailyDelta>,
+    BTreeMap<i64, i64>,
+);
+
+/// Per-token counters, per-day rollups and per-user charges of a batch.
+fn aggregate(records: &[UsageRecord]) -> Aggregates {
     let mut per_token: BTreeMap<i64, TokenDelta> = BTreeMap::new();
     let mut per_day: BTreeMap<DayKey, DailyDelta> = BTreeMap::new();
+    let mut per_user: BTreeMap<i64, i64> = BTreeMap::new();
     for r in records {
+        if let Some(user_id) = r.user_id {
+            *per_user.entry(user_id).or_default() += r.cost_nanos;
+        }
         let Some(token_id) = r.token_id else { continue };
         let t = per_token.entry(token_id).or_default();
         t.cost_nanos += r.cost_nanos;
@@ -167,7 +226,7 @@ fn aggregate(records: &[UsageRecord]) -> (BTreeMap<i64, TokenDelta>, BTreeMap<Da
         d.completion_tokens += r.completion_tokens;
         d.cost_nanos += r.cost_nanos;
     }
-    (per_token, per_day)
+    (per_token, per_day, per_user)
 }
 
 /// Multi-row INSERT into `request_logs`, in chunks of [`INSERT_CHUNK_ROWS`].
@@ -177,15 +236,29 @@ fn aggregate(records: &[UsageRecord]) -> (BTreeMap<i64, TokenDelta>, BTreeMap<Da
 /// `SyncConnectionWrapper`'s async query path does not reach, so the SQLite arm
 /// runs it on the wrapped sync connection (same connection, same transaction).
 trait InsertRequestLogs {
-    fn insert_request_logs(&mut self, rows: Vec<NewRequestLog>) -> BoxFuture<'_, QueryResult<()>>;
+    fn insert_request_logs(
+        &mut self,
+        rows: Vec<NewRequestLog>,
+        charges: Vec<NewCharge>,
+    ) -> BoxFuture<'_, QueryResult<()>>;
 }
 
 impl InsertRequestLogs for SqliteConn {
-    fn insert_request_logs(&mut self, rows: Vec<NewRequestLog>) -> BoxFuture<'_, QueryResult<()>> {
+    fn insert_request_logs(
+        &mut self,
+        rows: Vec<NewRequestLog>,
+        charges: Vec<NewCharge>,
+    ) -> BoxFuture<'_, QueryResult<()>> {
         self.spawn_blocking(move |conn| {
             for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
                 diesel::RunQueryDsl::execute(
                     diesel::insert_into(request_logs::table).values(chunk),
+                    conn,
+                )?;
+            }
+            for chunk in charges.chunks(INSERT_CHUNK_ROWS) {
+                diesel::RunQueryDsl::execute(
+                    diesel::insert_into(billing_records::table).values(chunk),
                     conn,
                 )?;
             }
@@ -195,10 +268,20 @@ impl InsertRequestLogs for SqliteConn {
 }
 
 impl InsertRequestLogs for AsyncPgConnection {
-    fn insert_request_logs(&mut self, rows: Vec<NewRequestLog>) -> BoxFuture<'_, QueryResult<()>> {
+    fn insert_request_logs(
+        &mut self,
+        rows: Vec<NewRequestLog>,
+        charges: Vec<NewCharge>,
+    ) -> BoxFuture<'_, QueryResult<()>> {
         async move {
             for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
                 diesel::insert_into(request_logs::table)
+                    .values(chunk)
+                    .execute(self)
+                    .await?;
+            }
+            for chunk in charges.chunks(INSERT_CHUNK_ROWS) {
+                diesel::insert_into(billing_records::table)
                     .values(chunk)
                     .execute(self)
                     .await?;
@@ -210,9 +293,12 @@ impl InsertRequestLogs for AsyncPgConnection {
 }
 
 impl Db {
-    /// Writes a batch of usage in one transaction: the request logs (multi-row
-    /// INSERTs), one UPDATE of the spend counters per token, one upsert per
-    /// `(day, token, model)` rollup. Records without a token are logged only.
+    /// Writes a batch of usage in one transaction: the request logs and the
+    /// billing charges (multi-row INSERTs), the release of each settled
+    /// request's reservation, one UPDATE of the spend counters per token and
+    /// of the balance per user, one upsert per `(day, token, model)` rollup.
+    /// Records without a token are logged only. So request logs, token
+    /// counters and billing records always agree.
     ///
     /// Dropping the returned future after its first poll does not cancel the
     /// write (see the module docs of [`crate::db`]).
@@ -221,10 +307,42 @@ impl Db {
             return Ok(());
         }
         let rows: Vec<NewRequestLog> = records.iter().map(NewRequestLog::from).collect();
-        let (per_token, per_day) = aggregate(records);
+        let charges: Vec<NewCharge> = records.iter().filter_map(NewCharge::of).collect();
+        let reservation_ids: Vec<i64> = records.iter().filter_map(|r| r.reservation_id).collect();
+        let (per_token, per_day, per_user) = aggregate(records);
         run_query!(self, |conn| {
             conn.transaction(async |conn| {
-                conn.insert_request_logs(rows).await?;
+                conn.insert_request_logs(rows, charges).await?;
+                // Settled requests give their holds back; a reservation
+                // already expired was given back then.
+                for id in &reservation_ids {
+                    let released: Option<(i64, Option<i64>, i64, i64, i64)> =
+                        diesel::delete(reservations::table.find(*id))
+                            .returning((
+                                reservations::token_id,
+                                reservations::user_id,
+                                reservations::nanos,
+                                reservations::tokens,
+                                reservations::user_nanos,
+                            ))
+                            .get_result(conn)
+                            .await
+                            .optional()?;
+                    if let Some((token_id, user_id, nanos, tokens, user_nanos)) = released {
+                        super::reservations::give_back!(
+                            conn, token_id, user_id, nanos, tokens, user_nanos
+                        );
+                    }
+                }
+                for (user_id, charged) in &per_user {
+                    if *charged != 0 {
+                        use users::dsl as u;
+                        diesel::update(u::users.find(*user_id))
+                            .set(u::balance_nanos.eq(u::balance_nanos - *charged))
+                            .execute(conn)
+                            .await?;
+                    }
+                }
                 for (token_id, delta) in &per_token {
                     use gateway_tokens::dsl as t;
                     diesel::update(t::gateway_tokens.find(*token_id))
@@ -292,6 +410,50 @@ impl Db {
                 .offset(offset)
                 .select(RequestLog::as_select())
                 .load(conn)
+                .await
+        })
+    }
+
+    /// A token's requests, tokens and cost logged since `since_ms` (quota
+    /// periods after a restart).
+    pub async fn token_spend_since(
+        &self,
+        token_id: i64,
+        since_ms: i64,
+    ) -> Result<(i64, i64, i64), DbError> {
+        use diesel::dsl::{count_star, sql};
+        use diesel::sql_types::BigInt;
+        run_query!(self, |conn| {
+            request_logs::table
+                .filter(request_logs::token_id.eq(token_id))
+                .filter(request_logs::created_at.ge(since_ms))
+                // SUM(bigint) is NUMERIC on PostgreSQL and INTEGER on SQLite:
+                // cast, so one Rust type reads both.
+                .select((
+                    count_star(),
+                    sql::<BigInt>(
+                        "CAST(COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS BIGINT)",
+                    ),
+                    sql::<BigInt>("CAST(COALESCE(SUM(cost_nanos), 0) AS BIGINT)"),
+                ))
+                .first::<(i64, i64, i64)>(conn)
+                .await
+        })
+    }
+
+    /// Charges of a token's requests: how many and their total (nano-USD).
+    pub async fn token_charges(&self, token_id: i64) -> Result<(i64, i64), DbError> {
+        use diesel::dsl::{count_star, sql};
+        use diesel::sql_types::BigInt;
+        run_query!(self, |conn| {
+            billing_records::table
+                .filter(billing_records::token_id.eq(token_id))
+                .filter(billing_records::kind.eq("request"))
+                .select((
+                    count_star(),
+                    sql::<BigInt>("CAST(COALESCE(SUM(amount_nanos), 0) AS BIGINT)"),
+                ))
+                .first::<(i64, i64)>(conn)
                 .await
         })
     }

@@ -71,8 +71,21 @@ impl GatewayAuth {
             Cached::Found(info) => Some(info),
             Cached::Missing => None,
             Cached::Unknown => {
-                let row = state.db.find_token_by_hash(&hash).await?;
-                let info = row.as_ref().map(|row| Arc::new(TokenInfo::from_row(row)));
+                let info = match state.db.find_token_by_hash(&hash).await? {
+                    Some(row) => {
+                        let user = match row.user_id {
+                            Some(id) => state.db.get_user(id).await?,
+                            None => None,
+                        };
+                        let mut info = TokenInfo::from_row(&row, user.as_ref());
+                        // Found by the hash it had before a rotation.
+                        if row.token_hash != hash {
+                            info.grace_until_ms = Some(row.previous_expires_at.unwrap_or(0));
+                        }
+                        Some(Arc::new(info))
+                    }
+                    None => None,
+                };
                 state.tokens.put(hash, info.clone(), Instant::now());
                 info
             }
@@ -85,9 +98,21 @@ impl GatewayAuth {
                 "This gateway token has been disabled".to_owned(),
             ));
         }
-        if info.expires_at_ms.is_some_and(|expiry| expiry <= now_ms()) {
+        let now = state.clock.now_ms();
+        if info.expires_at_ms.is_some_and(|expiry| expiry <= now) {
             return Err(ApiError::Unauthorized(
                 "This gateway token has expired".to_owned(),
+            ));
+        }
+        if info.grace_until_ms.is_some_and(|until| until <= now) {
+            return Err(ApiError::Unauthorized(
+                "This gateway token was rotated and its grace period is over; use the new token"
+                    .to_owned(),
+            ));
+        }
+        if info.user_suspended {
+            return Err(ApiError::Unauthorized(
+                "The owner of this gateway token is suspended".to_owned(),
             ));
         }
         Ok(Self(info))
@@ -101,11 +126,44 @@ impl FromRequest for GatewayAuth {
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
         let state = request.app_data::<web::Data<AppState>>().cloned();
         let presented = presented_token(request).map(str::to_owned);
+        let peer = request.peer_addr().map(|addr| addr.ip());
         Box::pin(async move {
             let state = state.ok_or(ApiError::Internal)?;
-            Self::authenticate(state, presented).await
+            let Some(ip) = peer else {
+                return Self::authenticate(state, presented).await;
+            };
+            throttled(&state, ip)?;
+            let guessed = presented.is_some();
+            match Self::authenticate(state.clone(), presented).await {
+                Ok(auth) => {
+                    state.throttle.success(ip);
+                    Ok(auth)
+                }
+                Err(error @ ApiError::Unauthorized(_)) if guessed => {
+                    let delay = state.throttle.failure(ip, state.clock.now_ms());
+                    if !delay.is_zero() {
+                        actix_rt::time::sleep(delay).await;
+                    }
+                    Err(error)
+                }
+                Err(error) => Err(error),
+            }
         })
     }
+}
+
+/// 429 while `ip` is blocked after too many failed authentications.
+pub(crate) fn throttled(state: &AppState, ip: std::net::IpAddr) -> Result<(), ApiError> {
+    state
+        .throttle
+        .check(ip, state.clock.now_ms())
+        .map_err(|wait| ApiError::RateLimited {
+            message: format!(
+                "Too many failed authentications from your address; retry in {}s",
+                wait.as_secs().max(1)
+            ),
+            retry_after: Some(wait),
+        })
 }
 
 /// Who performed an admin action (recorded in the operation log).
@@ -138,41 +196,60 @@ impl FromRequest for AdminAuth {
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
         let state = request.app_data::<web::Data<AppState>>().cloned();
         let presented = presented_token(request).map(str::to_owned);
+        let peer = request.peer_addr().map(|addr| addr.ip());
         let request_id = request
             .extensions()
             .get::<RequestCtx>()
             .map(|ctx| ctx.id.clone());
         Box::pin(async move {
             let state = state.ok_or(ApiError::Internal)?;
+            if let Some(ip) = peer {
+                throttled(&state, ip)?;
+            }
             let presented = presented
                 .ok_or_else(|| ApiError::Unauthorized("Missing admin credential".to_owned()))?;
-            if presented.starts_with(SESSION_TOKEN_PREFIX) {
-                let identity = state
-                    .sessions
-                    .send(Authenticate { token: presented })
-                    .await
-                    .map_err(|_| ApiError::Internal)??;
-                return Ok(AdminAuth {
-                    actor: identity.fingerprint.clone(),
-                    session: Some(identity),
-                    request_id,
-                });
+            let outcome = Self::authenticate(&state, presented, request_id).await;
+            if let (Some(ip), Err(ApiError::Unauthorized(_))) = (peer, &outcome) {
+                // Counted, not delayed, like every admin refusal.
+                state.throttle.failure(ip, state.clock.now_ms());
             }
-            match &state.master_key {
-                Some(master) if same_secret(&presented, master.expose()) => Ok(AdminAuth {
-                    actor: MASTER_KEY_ACTOR.to_owned(),
-                    session: None,
-                    request_id,
-                }),
-                Some(_) => Err(ApiError::Unauthorized(
-                    "Invalid admin credential".to_owned(),
-                )),
-                None => Err(ApiError::Unauthorized(
-                    "Invalid admin credential (master-key access is turned off; log in with an \
-                     admin key)"
-                        .to_owned(),
-                )),
-            }
+            outcome
         })
+    }
+}
+
+impl AdminAuth {
+    async fn authenticate(
+        state: &AppState,
+        presented: String,
+        request_id: Option<String>,
+    ) -> Result<Self, ApiError> {
+        if presented.starts_with(SESSION_TOKEN_PREFIX) {
+            let identity = state
+                .sessions
+                .send(Authenticate { token: presented })
+                .await
+                .map_err(|_| ApiError::Internal)??;
+            return Ok(AdminAuth {
+                actor: identity.fingerprint.clone(),
+                session: Some(identity),
+                request_id,
+            });
+        }
+        match &state.master_key {
+            Some(master) if same_secret(&presented, master.expose()) => Ok(AdminAuth {
+                actor: MASTER_KEY_ACTOR.to_owned(),
+                session: None,
+                request_id,
+            }),
+            Some(_) => Err(ApiError::Unauthorized(
+                "Invalid admin credential".to_owned(),
+            )),
+            None => Err(ApiError::Unauthorized(
+                "Invalid admin credential (master-key access is turned off; log in with an \
+                 admin key)"
+                    .to_owned(),
+            )),
+        }
     }
 }

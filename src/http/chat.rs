@@ -52,6 +52,10 @@ impl UpstreamRequest for ChatExchange {
     fn client_error(&self, spec: &ProviderSpec, status: u16, body: &[u8]) -> Option<Bytes> {
         ChatExchange::client_error(self, spec, status, body)
     }
+
+    fn forwarded_headers(&self, spec: &ProviderSpec) -> Vec<(&'static str, String)> {
+        ChatExchange::forwarded_headers(self, spec)
+    }
 }
 
 /// `POST /v1/chat/completions`.
@@ -153,7 +157,13 @@ async fn serve(
     };
     let mut exchange = match format {
         ClientFormat::OpenAi => ChatExchange::from_openai(&raw, options)?,
-        ClientFormat::Anthropic => ChatExchange::from_anthropic(&raw, options)?,
+        ClientFormat::Anthropic => ChatExchange::from_anthropic(&raw, options)?
+            .with_anthropic_beta(
+                request
+                    .headers()
+                    .get("anthropic-beta")
+                    .and_then(|value| value.to_str().ok()),
+            ),
     };
     meter.request(exchange.model(), exchange.stream());
     meter.estimate_prompt(&raw);
@@ -163,6 +173,9 @@ async fn serve(
             exchange.model()
         )));
     }
+    meter
+        .admit(&token, exchange.model(), exchange.max_tokens())
+        .await?;
     let model = exchange.model().to_owned();
     let served = call_with_failover(state, client, meter, &model, &mut exchange).await?;
     let mode = match &served.answer {

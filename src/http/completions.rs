@@ -287,6 +287,12 @@ async fn call(
             call.model
         )));
     }
+    // Embeddings generate no tokens; completions at most `max_tokens`.
+    let max_tokens = match endpoint {
+        Endpoint::Embeddings => Some(0),
+        Endpoint::Completions => call.body.get("max_tokens").and_then(Value::as_i64),
+    };
+    meter.admit(&token, &call.model, max_tokens).await?;
     let model = call.model.clone();
     let hide_usage_chunk = call.stream && !call.client_wants_usage;
     let served = call_with_failover(state, client, meter, &model, &mut call).await?;

@@ -11,6 +11,16 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
+/// `GET /` and `HEAD /`: what answers here, without credentials. Claude
+/// Code probes its `ANTHROPIC_BASE_URL` with `HEAD /` before anything else.
+pub async fn root() -> HttpResponse {
+    HttpResponse::Ok().json(json!({
+        "name": "switchyard",
+        "version": env!("CARGO_PKG_VERSION"),
+        "api": ["/v1/chat/completions", "/v1/messages", "/v1/models"],
+    }))
+}
+
 /// Ready to serve traffic: the database answers and at least one key of some
 /// provider could take a request now (healthy, or half-open and idle). A load balancer
 /// should send no traffic to an instance that answers 503 here.

@@ -7,11 +7,13 @@
 
 use super::AppState;
 use super::context::RequestCtx;
+use crate::enforce::{Admission, Enforcer, scale};
 use crate::error::ApiError;
 use crate::metering::PriceTable;
 use crate::providers::openai::Usage;
 use crate::tokens::TokenInfo;
 use actix_web::ResponseError;
+use std::sync::Arc;
 use std::time::Instant;
 use switchyard_actors::{UsageQueue, UsageRecord};
 
@@ -28,13 +30,16 @@ pub struct Meter {
     /// estimate when the upstream reports no usage (`crate::estimate`).
     prompt_chars: usize,
     completion_chars: usize,
+    /// What the request holds against its token's limits, settled with it.
+    admission: Option<Admission>,
+    enforcer: Arc<Enforcer>,
 }
 
 impl Meter {
     pub fn start(state: &AppState, ctx: &RequestCtx, endpoint: &str) -> Self {
         Self {
             record: UsageRecord {
-                created_at_ms: super::auth::now_ms(),
+                created_at_ms: state.clock.now_ms(),
                 request_id: ctx.id.clone(),
                 token_id: None,
                 user_id: None,
@@ -54,6 +59,9 @@ impl Meter {
                 tokens_estimated: false,
                 stream: false,
                 attempts: 0,
+                base_cost_nanos: 0,
+                multiplier_ppm: crate::tokens::PPM,
+                reservation_id: None,
             },
             started: ctx.started,
             sink: state.usage.clone(),
@@ -61,12 +69,39 @@ impl Meter {
             sent: false,
             prompt_chars: 0,
             completion_chars: 0,
+            admission: None,
+            enforcer: state.enforcer.clone(),
         }
     }
 
     pub fn token(&mut self, token: &TokenInfo) {
         self.record.token_id = Some(token.id);
         self.record.user_id = token.user_id;
+        self.record.multiplier_ppm = token.price_multiplier_ppm;
+    }
+
+    /// Checks the token's limits for this request and holds its estimate
+    /// until the request is settled (by `succeed`, `fail`, ... or `Drop`).
+    pub async fn admit(
+        &mut self,
+        token: &TokenInfo,
+        model: &str,
+        max_tokens: Option<i64>,
+    ) -> Result<(), ApiError> {
+        let admission = self
+            .enforcer
+            .admit(token, model, self.prompt_chars, max_tokens)
+            .await?;
+        self.record.reservation_id = admission.reservation_id;
+        self.admission = Some(admission);
+        Ok(())
+    }
+
+    /// Rate limits, parallelism and request quotas only, for calls that
+    /// carry no tokens (the proxy).
+    pub fn admit_call(&mut self, token: &TokenInfo) -> Result<(), ApiError> {
+        self.admission = Some(self.enforcer.admit_call(token)?);
+        Ok(())
     }
 
     pub fn request(&mut self, model: &str, stream: bool) {
@@ -155,12 +190,26 @@ impl Meter {
         match self.prices.lookup(&models) {
             Some(price) => {
                 record.priced = true;
-                record.cost_nanos =
+                record.base_cost_nanos =
                     price.cost_nanos(record.prompt_tokens, record.completion_tokens);
+                record.cost_nanos = scale(record.base_cost_nanos, record.multiplier_ppm);
             }
             None => {
                 record.priced = false;
+                record.base_cost_nanos = 0;
                 record.cost_nanos = 0;
+            }
+        }
+        if let Some(mut admission) = self.admission.take() {
+            if record.attempts == 0 {
+                // Never reached an upstream: nothing was spent.
+                self.enforcer.release(admission);
+            } else {
+                self.enforcer.settle(
+                    &mut admission,
+                    record.prompt_tokens + record.completion_tokens,
+                    record.cost_nanos,
+                );
             }
         }
         // The queue owns the record from here; the usage actor drains it.

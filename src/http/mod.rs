@@ -15,6 +15,8 @@ pub mod meter;
 pub mod models;
 pub mod proxy;
 pub mod relay;
+pub mod self_service;
+pub mod throttle;
 pub mod upstream;
 
 use crate::config::{Secret, Settings};
@@ -49,11 +51,19 @@ pub struct AppState {
     pub concurrency: limits::ConcurrencyLimit,
     /// Providers' own model lists (`crate::model_cache`).
     pub models: crate::model_cache::ModelCache,
+    /// Wall-clock time for expiries, limits and quotas.
+    pub clock: Arc<dyn crate::clock::Clock>,
+    /// Failed authentications per client address.
+    pub throttle: throttle::AuthThrottle,
+    /// Token limits: admission before the call, settlement after.
+    pub enforcer: Arc<crate::enforce::Enforcer>,
 }
 
 /// The route table.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(health::healthz))
+    cfg.route("/", web::get().to(health::root))
+        .route("/", web::head().to(health::root))
+        .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .service(
             web::scope("/v1")
@@ -62,7 +72,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/embeddings", web::post().to(completions::embeddings))
                 .route("/messages", web::post().to(chat::messages))
                 .route("/messages/count_tokens", web::post().to(chat::count_tokens))
-                .route("/models", web::get().to(models::list_models)),
+                .route("/models", web::get().to(models::list_models))
+                .route("/token/balance", web::get().to(self_service::balance))
+                .route("/token/usage", web::get().to(self_service::usage)),
         )
         .route("/proxy/{provider}/{tail:.*}", web::route().to(proxy::proxy))
         .service(

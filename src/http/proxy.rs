@@ -21,6 +21,7 @@ use super::meter::Meter;
 use crate::error::ApiError;
 use crate::providers::openai::Usage;
 use crate::providers::{self, STRIPPED_HEADERS, classify_status};
+use actix_web::body::SizedStream;
 use actix_web::http::StatusCode;
 use actix_web::web::{Bytes, Data, Path, Payload};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
@@ -55,6 +56,17 @@ pub async fn proxy(
             error.error_response()
         }
     }
+}
+
+/// The path below `/proxy/{provider}/` exactly as it came on the wire (still
+/// percent-encoded); `None` if the URI does not have that shape.
+fn raw_tail(request: &HttpRequest) -> Option<&str> {
+    let (_provider, tail) = request
+        .uri()
+        .path()
+        .strip_prefix("/proxy/")?
+        .split_once('/')?;
+    Some(tail)
 }
 
 /// An upstream answer whose body is still to be streamed.
@@ -93,6 +105,7 @@ async fn relay(
         .concurrency
         .try_acquire()
         .ok_or(ApiError::ConcurrencyLimit)?;
+    meter.admit_call(&token)?;
     let limit = state.settings.server.max_body_bytes;
     let declared = request
         .headers()
@@ -138,6 +151,10 @@ async fn relay(
     };
     let spec = lease.provider.clone();
     meter.attempt(&spec.name, &lease.key_id, "");
+    // The tail as the client sent it, still percent-encoded: the decoded
+    // `Path` value would turn `%20` into a space (an invalid URL, blamed on
+    // the key as a connection failure) and `%3F` into the start of a query.
+    let tail = raw_tail(request).unwrap_or(tail);
     let mut url = providers::endpoint_url(&spec, tail);
     if !request.query_string().is_empty() {
         url.push(if url.contains('?') { '&' } else { '?' });
@@ -164,13 +181,28 @@ async fn relay(
         upstream = upstream.insert_header((name.as_str(), value.as_str()));
     }
     let started = Instant::now();
-    let sent = upstream
-        .send_stream(LimitedBody {
-            payload,
-            limit,
-            seen: 0,
-        })
-        .await;
+    let body = LimitedBody {
+        payload,
+        limit,
+        seen: 0,
+    };
+    // Framed as the client framed it: a declared length stays a length
+    // (some upstreams refuse chunked uploads with 411), a chunked body stays
+    // chunked, and a request without a body gets none.
+    let chunked = request
+        .headers()
+        .get("transfer-encoding")
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.to_ascii_lowercase().contains("chunked"));
+    let sent = match declared {
+        Some(length) => {
+            upstream
+                .send_body(SizedStream::new(length as u64, body))
+                .await
+        }
+        None if chunked => upstream.send_stream(body).await,
+        None => upstream.send().await,
+    };
     let response = match sent {
         Ok(response) => response,
         Err(SendRequestError::Body(_)) => {
@@ -318,7 +350,7 @@ struct LimitedBody {
 }
 
 impl Stream for LimitedBody {
-    type Item = Result<Bytes, actix_web::Error>;
+    type Item = Result<Bytes, std::io::Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
@@ -326,13 +358,13 @@ impl Stream for LimitedBody {
             Poll::Ready(Some(Ok(chunk))) => {
                 this.seen += chunk.len();
                 if this.seen > this.limit {
-                    return Poll::Ready(Some(Err(actix_web::error::ErrorPayloadTooLarge(
-                        "request body too large",
-                    ))));
+                    return Poll::Ready(Some(Err(std::io::Error::other("request body too large"))));
                 }
                 Poll::Ready(Some(Ok(chunk)))
             }
-            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error.into()))),
+            Poll::Ready(Some(Err(error))) => {
+                Poll::Ready(Some(Err(std::io::Error::other(error.to_string()))))
+            }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }

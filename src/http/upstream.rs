@@ -77,6 +77,11 @@ pub trait UpstreamRequest {
         provider: &ProviderSpec,
         body: Bytes,
     ) -> Result<(Bytes, Option<Usage>), MalformedAnswer>;
+    /// Headers of the client's request that this provider must see too
+    /// (`anthropic-beta` on an Anthropic passthrough).
+    fn forwarded_headers(&self, _provider: &ProviderSpec) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
     /// An upstream 4xx body in the client's error shape, when the provider
     /// speaks another format (`None`: relay it as it is).
     fn client_error(&self, _provider: &ProviderSpec, _status: u16, _body: &[u8]) -> Option<Bytes> {
@@ -247,6 +252,9 @@ async fn attempt(
         .timeout(attempt_timeout)
         .insert_header(("content-type", "application/json"));
     for header in providers::adapter_of(&spec).auth_headers(&spec, &lease.secret) {
+        upstream = upstream.insert_header(header);
+    }
+    for header in request.forwarded_headers(&spec) {
         upstream = upstream.insert_header(header);
     }
     for (name, value) in &spec.headers {

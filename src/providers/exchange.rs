@@ -54,6 +54,8 @@ pub struct ChatExchange {
     anthropic: Option<Map<String, Value>>,
     options: AnthropicRequestOptions,
     created: i64,
+    /// The client's `anthropic-beta` header, for Anthropic upstreams.
+    anthropic_beta: Option<String>,
 }
 
 /// An upstream answer that is not what its API promises.
@@ -69,6 +71,7 @@ impl ChatExchange {
             anthropic: None,
             options,
             created: unix_now(),
+            anthropic_beta: None,
         })
     }
 
@@ -138,7 +141,25 @@ impl ChatExchange {
             anthropic: Some(body),
             options,
             created: unix_now(),
+            anthropic_beta: None,
         })
+    }
+
+    /// Beta features an Anthropic client asked for (`anthropic-beta`):
+    /// forwarded to Anthropic upstreams, meaningless to the others.
+    pub fn with_anthropic_beta(mut self, beta: Option<&str>) -> Self {
+        self.anthropic_beta = beta.map(str::to_owned);
+        self
+    }
+
+    /// Headers of the client's request the provider must see.
+    pub fn forwarded_headers(&self, spec: &ProviderSpec) -> Vec<(&'static str, String)> {
+        match (&self.anthropic_beta, self.client, adapter_of(spec).wire()) {
+            (Some(beta), ClientFormat::Anthropic, Wire::Anthropic) => {
+                vec![("anthropic-beta", beta.clone())]
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// An Anthropic client's body as it came (empty for OpenAI clients).
@@ -174,6 +195,13 @@ impl ChatExchange {
             (ClientFormat::Anthropic, Wire::Anthropic) => {
                 let mut body = self.anthropic.clone().unwrap_or_default();
                 body.insert("model".to_owned(), json!(upstream_model));
+                // Anthropic requires it; other front-door clients may omit it.
+                if body.get("max_tokens").is_none_or(Value::is_null) {
+                    body.insert(
+                        "max_tokens".to_owned(),
+                        json!(self.options.default_max_tokens),
+                    );
+                }
                 Value::Object(body)
             }
             (ClientFormat::OpenAi, Wire::Anthropic) => {

@@ -66,6 +66,38 @@ pub fn mock_provider(
     }
 }
 
+/// `http://127.0.0.1:PORT`, the mock's root without the `/v1` of
+/// [`MockUpstream::base_url`].
+pub fn mock_root(mock: &MockUpstream) -> String {
+    format!("http://{}", mock.addr())
+}
+
+/// Like [`mock_provider`], for a provider of `kind`, with the base URL that
+/// kind is configured with in real life: the `/v1` API root for OpenAI and
+/// Anthropic, the resource root for Azure (deployments are below
+/// `/openai/deployments`), `/v1beta` for Gemini, `/api/paas/v4` for Zhipu.
+pub fn kind_provider(
+    mock: &MockUpstream,
+    name: &str,
+    kind: ProviderKind,
+    models: &[&str],
+    keys: &[&str],
+) -> ProviderSettings {
+    let base_url = match kind {
+        ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::Anthropic => {
+            mock.base_url()
+        }
+        ProviderKind::AzureOpenai => mock_root(mock),
+        ProviderKind::Gemini => format!("{}/v1beta", mock_root(mock)),
+        ProviderKind::Zhipu => format!("{}/api/paas/v4", mock_root(mock)),
+    };
+    ProviderSettings {
+        kind,
+        base_url,
+        ..mock_provider(mock, name, models, keys)
+    }
+}
+
 /// A running gateway with its own database and a mock upstream.
 pub struct TestGateway {
     pub gateway: Option<Gateway>,
@@ -73,6 +105,9 @@ pub struct TestGateway {
     pub url: String,
     pub mock: MockUpstream,
     pub client: awc::Client,
+    /// What the gateway was started with.
+    pub settings: Settings,
+    pub options: StartOptions,
     _db: db::TestDb,
     _dir: tempfile::TempDir,
 }
@@ -82,6 +117,15 @@ impl TestGateway {
     /// two healthy keys; `configure` may change anything before start.
     pub async fn start(
         backend: Backend,
+        configure: impl FnOnce(&mut Settings, &MockUpstream),
+    ) -> anyhow::Result<Self> {
+        Self::start_with(backend, StartOptions::default(), configure).await
+    }
+
+    /// [`TestGateway::start`] with start options (a manual clock...).
+    pub async fn start_with(
+        backend: Backend,
+        options: StartOptions,
         configure: impl FnOnce(&mut Settings, &MockUpstream),
     ) -> anyhow::Result<Self> {
         let mock = MockUpstream::start()?;
@@ -102,10 +146,11 @@ impl TestGateway {
         settings.validate()?;
         let log = slog::Logger::root(slog::Discard, slog::o!());
         let gateway = switchyard::start(
-            settings,
+            settings.clone(),
             log,
             StartOptions {
                 handle_signals: false,
+                ..options.clone()
             },
         )
         .await?;
@@ -117,6 +162,8 @@ impl TestGateway {
             client: awc::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .finish(),
+            settings,
+            options,
             _db: test_db,
             _dir: dir,
         })
@@ -217,6 +264,23 @@ impl TestGateway {
         Ok(switchyard::auth::AdminSigningKey::from_pem(&pem)?)
     }
 
+    /// Another gateway instance on the same database, settings and mock
+    /// (multi-instance tests); returns it and its base URL.
+    pub async fn start_another_instance(&self) -> anyhow::Result<(Gateway, String)> {
+        let log = slog::Logger::root(slog::Discard, slog::o!());
+        let gateway = switchyard::start(
+            self.settings.clone(),
+            log,
+            StartOptions {
+                handle_signals: false,
+                ..self.options.clone()
+            },
+        )
+        .await?;
+        let url = format!("http://{}", gateway.addr);
+        Ok((gateway, url))
+    }
+
     pub fn gateway(&self) -> anyhow::Result<&Gateway> {
         self.gateway.as_ref().context("gateway already stopped")
     }
@@ -293,6 +357,50 @@ impl TestGateway {
             headers: response.headers().clone(),
             body: body.to_vec(),
         })
+    }
+
+    /// Sends `method path` with exactly these headers (no token is added)
+    /// and body; returns the whole answer.
+    pub async fn send(
+        &self,
+        method: awc::http::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> anyhow::Result<Reply> {
+        let mut request = self.client.request(method, format!("{}{path}", self.url));
+        for (name, value) in headers {
+            request = request.insert_header((*name, *value));
+        }
+        let mut response = match body {
+            Some(body) => request.send_body(body).await,
+            None => request.send().await,
+        }
+        .map_err(|e| anyhow::anyhow!("request failed: {e}"))?;
+        let body = response.body().limit(64 * 1024 * 1024).await?;
+        Ok(Reply {
+            status: response.status(),
+            headers: response.headers().clone(),
+            body: body.to_vec(),
+        })
+    }
+
+    /// POSTs a JSON body with exactly these headers (plus `content-type`).
+    pub async fn post_with_headers(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &Value,
+    ) -> anyhow::Result<Reply> {
+        let mut all = vec![("content-type", "application/json")];
+        all.extend_from_slice(headers);
+        self.send(
+            awc::http::Method::POST,
+            path,
+            &all,
+            Some(serde_json::to_vec(body)?),
+        )
+        .await
     }
 
     /// Writes all buffered usage, then returns the request logs, oldest first.

@@ -109,6 +109,9 @@ pub async fn create(
             tpm: None,
             expires_at,
             enabled: true,
+            max_parallel: None,
+            quotas: None,
+            price_multiplier_ppm: None,
         })
         .await?;
     state.tokens.forget_misses();

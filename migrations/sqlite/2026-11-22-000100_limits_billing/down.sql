@@ -1,0 +1,13 @@
+DROP TABLE billing_records;
+DROP TABLE reservations;
+DROP INDEX gateway_tokens_previous_hash_idx;
+ALTER TABLE users DROP COLUMN reserved_nanos;
+ALTER TABLE users DROP COLUMN price_multiplier_ppm;
+ALTER TABLE users DROP COLUMN prepaid;
+ALTER TABLE gateway_tokens DROP COLUMN previous_expires_at;
+ALTER TABLE gateway_tokens DROP COLUMN previous_token_hash;
+ALTER TABLE gateway_tokens DROP COLUMN reserved_tokens;
+ALTER TABLE gateway_tokens DROP COLUMN reserved_nanos;
+ALTER TABLE gateway_tokens DROP COLUMN price_multiplier_ppm;
+ALTER TABLE gateway_tokens DROP COLUMN quotas;
+ALTER TABLE gateway_tokens DROP COLUMN max_parallel;

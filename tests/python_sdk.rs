@@ -1,0 +1,182 @@
+//! The official `openai` and `anthropic` Python SDKs against the real
+//! gateway: `tests/compat/` (pytest) run on a gateway with one provider of
+//! each kind on the mock upstream. `make compat-deps` (a dependency of
+//! `make test`) installs the SDKs into `.venv/`.
+
+pub mod common;
+
+use anyhow::{Context, bail};
+use common::{TestGateway, mock_provider};
+use mock_upstream::RecordedRequest;
+use serde_json::json;
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+use switchyard::config::{Backend, ProviderKind, ProviderSettings};
+
+const OPENAI_MODEL: &str = "mock-gpt";
+const CLAUDE_MODEL: &str = "mock-claude";
+const GEMINI_MODEL: &str = "mock-gemini";
+
+/// The whole suite takes seconds; this only stops a hung gateway from
+/// hanging `cargo test`.
+const PYTEST_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Variables of the test's environment that would change what the SDKs send
+/// or where (credentials, base URLs, profiles, proxies): not passed on.
+const SCRUBBED_PREFIXES: &[&str] = &["OPENAI_", "ANTHROPIC_"];
+const SCRUBBED: &[&str] = &[
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "PYTHONPATH",
+    "PYTHONHOME",
+];
+
+#[actix_rt::test]
+async fn official_python_sdks_pass_the_compat_suite() -> anyhow::Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".venv/bin/python");
+    if !python.is_file() {
+        bail!(
+            "{} is missing: run `make test` (or `make compat-deps`), which installs the SDKs of tests/compat/requirements.txt",
+            python.display()
+        );
+    }
+
+    let gw = TestGateway::start(Backend::Sqlite, |settings, mock| {
+        let openai = mock_provider(mock, "openai-mock", &[OPENAI_MODEL], &["ok-openai"]);
+        let claude = ProviderSettings {
+            kind: ProviderKind::Anthropic,
+            ..mock_provider(mock, "claude-mock", &[CLAUDE_MODEL], &["ok-claude"])
+        };
+        let gemini = ProviderSettings {
+            kind: ProviderKind::Gemini,
+            base_url: format!("http://{}/v1beta", mock.addr()),
+            ..mock_provider(mock, "gemini-mock", &[GEMINI_MODEL], &["ok-gemini"])
+        };
+        settings.providers = vec![openai, claude, gemini];
+    })
+    .await?;
+    let token = gw.create_token(json!({ "name": "python-sdk" })).await?;
+
+    let mut command = Command::new(&python);
+    command
+        .args([
+            "-m",
+            "pytest",
+            "tests/compat",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+        ])
+        .current_dir(root)
+        .env("SWITCHYARD_URL", &gw.url)
+        .env("SWITCHYARD_TOKEN", &token)
+        .env("SWITCHYARD_OPENAI_MODEL", OPENAI_MODEL)
+        .env("SWITCHYARD_CLAUDE_MODEL", CLAUDE_MODEL)
+        .env("SWITCHYARD_GEMINI_MODEL", GEMINI_MODEL)
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env("no_proxy", "127.0.0.1,localhost")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("PYTHONUNBUFFERED", "1");
+    for (name, _) in std::env::vars_os() {
+        let scrub = name.to_str().is_some_and(|name| {
+            SCRUBBED.contains(&name)
+                || SCRUBBED_PREFIXES
+                    .iter()
+                    .any(|prefix| name.starts_with(prefix))
+        });
+        if scrub {
+            command.env_remove(&name);
+        }
+    }
+
+    // The gateway serves on this runtime's thread: wait for pytest elsewhere.
+    let output = tempfile::NamedTempFile::new()?;
+    let output_path = output.path().to_owned();
+    let status = actix_rt::task::spawn_blocking(move || run(command, &output_path))
+        .await
+        .context("the pytest thread panicked")??;
+    let report = std::fs::read_to_string(output.path())?;
+    let seen = gw.mock.requests();
+    let stopped = gw.stop().await;
+
+    match status {
+        Some(status) if status.success() => println!("{report}"),
+        Some(status) => bail!("the SDK compat suite failed ({status}):\n{report}"),
+        None => {
+            bail!("the SDK compat suite did not finish in {PYTEST_TIMEOUT:?}; killed it:\n{report}")
+        }
+    }
+    stopped?;
+
+    // Each provider was reached in its own dialect: a green suite must not
+    // come from every model quietly landing on one provider. (Not checked
+    // when PYTEST_ADDOPTS selects part of the suite, e.g. `-k mock-gpt`.)
+    if std::env::var_os("PYTEST_ADDOPTS").is_some_and(|opts| !opts.is_empty()) {
+        return Ok(());
+    }
+    for (key, dialect) in [
+        ("ok-openai", "/chat/completions"),
+        ("ok-openai", "/embeddings"),
+        ("ok-openai", "/v1/completions"),
+        ("ok-claude", "/v1/messages"),
+        ("ok-gemini", ":generateContent"),
+        ("ok-gemini", ":streamGenerateContent"),
+    ] {
+        let reached = seen
+            .iter()
+            .any(|request| request_key(request) == Some(key) && request.path.contains(dialect));
+        if !reached {
+            let paths: Vec<_> = seen.iter().map(|request| &request.path).collect();
+            bail!("the mock never saw {dialect} with the key {key}; it saw {paths:?}");
+        }
+    }
+    Ok(())
+}
+
+/// The provider key a request carried, in any provider's header.
+fn request_key(request: &RecordedRequest) -> Option<&str> {
+    if let Some(bearer) = request
+        .header("authorization")
+        .and_then(|value| value.strip_prefix("Bearer "))
+    {
+        return Some(bearer);
+    }
+    ["x-api-key", "api-key", "x-goog-api-key"]
+        .iter()
+        .find_map(|name| request.header(name))
+        .or_else(|| {
+            let (_, query) = request.path.split_once('?')?;
+            query.split('&').find_map(|pair| pair.strip_prefix("key="))
+        })
+}
+
+/// Runs `command` with stdout and stderr into the file at `output`; the exit
+/// status, or None when it had to be killed after [`PYTEST_TIMEOUT`].
+fn run(mut command: Command, output: &Path) -> anyhow::Result<Option<ExitStatus>> {
+    let file = std::fs::File::create(output)?;
+    command
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file);
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("could not start {command:?}"))?;
+    let deadline = Instant::now() + PYTEST_TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            child.kill()?;
+            child.wait()?;
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
