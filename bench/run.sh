@@ -257,6 +257,17 @@ EOF
         -d '{"name":"bench"}')"
     TOKEN="$(python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])' \
         <<<"$token_json" 2>/dev/null)" || die "could not create a token: $token_json"
+
+    # A token with every limit on (issue 5): money and token budgets held in
+    # the database, RPM, TPM, parallelism and a daily quota in memory, all
+    # far above what the run spends so nothing is refused.
+    limited_json="$(curl -s -m 10 -X POST "$GATEWAY_URL/admin/tokens" \
+        -H "Authorization: Bearer $MASTER_KEY" -H 'content-type: application/json' \
+        -d '{"name":"bench-limited","budget_usd":1000000,"budget_tokens":100000000000,
+             "rpm":100000000,"tpm":100000000000,"max_parallel":10000,
+             "quotas":[{"period":"day","kind":"requests","limit":100000000}]}')"
+    LIMITED_TOKEN="$(python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])' \
+        <<<"$limited_json" 2>/dev/null)" || die "could not create the limited token: $limited_json"
 fi
 
 # --- runs -------------------------------------------------------------------------------------
@@ -276,6 +287,8 @@ if [[ -n "$GATEWAY_PID" ]]; then
     # One of three keys failing (DESIGN.md §7 / issue 3): the same load on the
     # "flaky" provider, at 16 connections.
     BENCH_MODEL=mock-gpt-flaky run_wrk flaky "$GATEWAY_URL" "$TOKEN" "$GATEWAY_PID" 16
+    # Every limit on the token, at 16 connections, next to none.
+    run_wrk limited "$GATEWAY_URL" "$LIMITED_TOKEN" "$GATEWAY_PID" 16
     # Streams at 16 connections: the mock directly, through the gateway
     # passed through (OpenAI upstream), and translated (Anthropic upstream).
     BENCH_STREAM=1 run_wrk stream-direct "$MOCK_URL" ok-bench-1 "$MOCK_PID" 16
@@ -317,6 +330,11 @@ if [[ -n "$GATEWAY_PID" ]]; then
         split(d, D, " "); split(f, F, " ")
         printf "  one of three keys failing, c=16: %s req/s (%.3fx healthy), p50 %+.3f ms, p99 %+.3f ms vs healthy", F[1], (D[1] > 0 ? F[1] / D[1] : 0), F[2] - D[2], F[3] - D[3]
     }')"
+    log "$(awk -v g="${RESULT[gateway:16]:-0 0 0}" -v l="${RESULT[limited:16]:-0 0 0}" 'BEGIN {
+        split(g, G, " "); split(l, L, " ")
+        printf "  every limit on the token, c=16: %s req/s (%.3fx no limits), p50 %+.3f ms, p99 %+.3f ms vs no limits", L[1], (G[1] > 0 ? L[1] / G[1] : 0), L[2] - G[2], L[3] - G[3]
+    }')"
+    log "  cpu per request with every limit: ${CPU_US[limited:16]:-n/a} us (no limits: ${CPU_US[gateway:16]:-n/a} us)"
     log ""
     log "streams, c=16 (OpenAI client; 5 content chunks + usage per answer):"
     for key in stream-direct stream-pass stream-xlat; do

@@ -13,7 +13,7 @@
 //! The estimate is the prompt (about four characters per token) plus the
 //! request's `max_tokens`, or `limits.default_completion_tokens`, priced at
 //! the model's price and the token's multipliers. Settlement replaces it with
-//! the real usage: in memory when the request ends ([`Admission::settle`]),
+//! the real usage: in memory when the request ends ([`Enforcer::settle`]),
 //! in the database when its usage record is written.
 
 use crate::clock::Clock;

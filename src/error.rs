@@ -44,6 +44,10 @@ pub enum ApiError {
     /// 404: no such route or resource.
     #[error("{0}")]
     NotFound(String),
+    /// 409: the change conflicts with the resource's state (a name taken,
+    /// a user that still owns tokens).
+    #[error("{0}")]
+    Conflict(String),
     /// 413: the body exceeds `server.max_body_bytes`.
     #[error("Request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
@@ -98,7 +102,8 @@ impl ApiError {
             Self::BadRequest { .. }
             | Self::PayloadTooLarge(_)
             | Self::ModelNotFound(_)
-            | Self::NotFound(_) => "invalid_request_error",
+            | Self::NotFound(_)
+            | Self::Conflict(_) => "invalid_request_error",
             Self::Unauthorized(_) => "authentication_error",
             Self::Forbidden(_) => "permission_error",
             Self::PaymentRequired { .. } => "insufficient_quota",
@@ -120,6 +125,7 @@ impl ApiError {
             Self::PaymentRequired { code, .. } => code,
             Self::ModelNotFound(_) => "model_not_found",
             Self::NotFound(_) => "not_found",
+            Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge(_) => "request_too_large",
             Self::RateLimited { .. } => "rate_limited",
             Self::UpstreamFailed(_) => "upstream_failed",
@@ -171,6 +177,7 @@ impl ResponseError for ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::PaymentRequired { .. } => StatusCode::PAYMENT_REQUIRED,
             Self::ModelNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
@@ -320,6 +327,7 @@ mod tests {
             ),
             (ApiError::ModelNotFound("m".into()), 404),
             (ApiError::NotFound("x".into()), 404),
+            (ApiError::Conflict("x".into()), 409),
             (ApiError::PayloadTooLarge(10), 413),
             (
                 ApiError::RateLimited {
@@ -355,6 +363,7 @@ mod tests {
                 | ApiError::PaymentRequired { .. }
                 | ApiError::ModelNotFound(_)
                 | ApiError::NotFound(_)
+                | ApiError::Conflict(_)
                 | ApiError::PayloadTooLarge(_)
                 | ApiError::RateLimited { .. }
                 | ApiError::UpstreamFailed(_)

@@ -22,6 +22,7 @@ pub mod probe;
 pub mod providers;
 pub mod secrets;
 pub mod seed;
+pub mod sync;
 pub mod tokens;
 
 use crate::auth::session::{SessionActor, SessionConfig};
@@ -181,7 +182,7 @@ pub async fn start(
 
     seed::seed_from_settings(&database, &settings, &cipher, &log).await?;
     let providers = seed::load_providers(&database, &cipher, &log).await?;
-    let prices = metering::PriceTable::default();
+    let prices = metering::PriceTable::with_log(log.clone());
     prices.replace(seed::load_prices(&database).await?);
     let redirects = seed::load_redirects(&database).await?;
 
@@ -241,6 +242,16 @@ pub async fn start(
         log.clone(),
     ));
     enforce::start_expiry(enforcer.clone(), settings.limits.reservation_ttl / 4);
+    let token_cache = tokens::TokenCache::default();
+    sync::start(
+        sync::Sync {
+            db: database.clone(),
+            tokens: token_cache.clone(),
+            prices: prices.clone(),
+            log: log.clone(),
+        },
+        settings.database.sync_interval,
+    );
     let model_cache = model_cache::ModelCache::default();
     model_cache::start(
         router.clone(),
@@ -251,6 +262,9 @@ pub async fn start(
     );
 
     let usage_log = log.clone();
+    // `GET /metrics` counts requests as their usage is written.
+    let request_counters = web::Data::new(http::prometheus::RequestCounters::default());
+    let sink_counters = request_counters.clone().into_inner();
     let sink = metering::DbUsageSink::new(
         database.clone(),
         settings.usage.spill_file.clone().into(),
@@ -266,7 +280,10 @@ pub async fn start(
     let usage = UsageActor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
         UsageActor::new(
             actor_queue,
-            Arc::new(sink),
+            Arc::new(http::prometheus::CountingSink {
+                inner: Arc::new(sink),
+                counters: sink_counters,
+            }),
             usage_config,
             Arc::new(move |message: &str| warn!(usage_log, "{}", message)),
         )
@@ -277,7 +294,7 @@ pub async fn start(
         db: database.clone(),
         router,
         usage: usage_queue,
-        tokens: tokens::TokenCache::default(),
+        tokens: token_cache,
         prices,
         master_key,
         sessions,
@@ -305,6 +322,7 @@ pub async fn start(
         App::new()
             .app_data(state.clone())
             .app_data(web::Data::new(client))
+            .app_data(request_counters.clone())
             .app_data(web::QueryConfig::default().error_handler(|error, _| {
                 error::ApiError::bad_request(format!("Invalid query string: {error}")).into()
             }))

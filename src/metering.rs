@@ -6,8 +6,8 @@
 
 use crate::db::Db;
 use futures_util::future::BoxFuture;
-use slog::{Logger, error};
-use std::collections::HashMap;
+use slog::{Logger, error, warn};
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -27,13 +27,29 @@ impl Price {
     }
 }
 
+/// Distinct unpriced models warned about per process; past this, no more
+/// warnings (a client inventing model names cannot flood the log or memory).
+const MAX_UNPRICED_WARNINGS: usize = 1000;
+
 /// model -> price, shared by all workers, reloaded when prices change.
 #[derive(Clone, Default)]
 pub struct PriceTable {
     prices: Arc<RwLock<HashMap<String, Price>>>,
+    /// Where the first lookup of each unpriced model is reported, if set.
+    log: Option<Logger>,
+    warned: Arc<RwLock<HashSet<String>>>,
 }
 
 impl PriceTable {
+    /// A table that logs a warning the first time (per process) a model
+    /// without a price is looked up.
+    pub fn with_log(log: Logger) -> Self {
+        Self {
+            log: Some(log),
+            ..Self::default()
+        }
+    }
+
     pub fn replace(&self, prices: HashMap<String, Price>) {
         if let Ok(mut table) = self.prices.write() {
             *table = prices;
@@ -43,8 +59,48 @@ impl PriceTable {
     /// The first of `models` with a known price (upstream name, then the
     /// requested one).
     pub fn lookup(&self, models: &[&str]) -> Option<Price> {
-        let table = self.prices.read().ok()?;
-        models.iter().find_map(|model| table.get(*model).copied())
+        let found = {
+            let table = self.prices.read().ok()?;
+            models.iter().find_map(|model| table.get(*model).copied())
+        };
+        if found.is_none()
+            && let Some(model) = models.first()
+        {
+            self.warn_unpriced(model);
+        }
+        found
+    }
+
+    /// Whether `model` has a price (no warning when it has not).
+    pub fn contains(&self, model: &str) -> bool {
+        self.prices
+            .read()
+            .map(|table| table.contains_key(model))
+            .unwrap_or(false)
+    }
+
+    fn warn_unpriced(&self, model: &str) {
+        let Some(log) = &self.log else { return };
+        // The read lock keeps the common case (already warned) cheap.
+        if self
+            .warned
+            .read()
+            .map(|warned| warned.contains(model) || warned.len() >= MAX_UNPRICED_WARNINGS)
+            .unwrap_or(true)
+        {
+            return;
+        }
+        let first = self
+            .warned
+            .write()
+            .map(|mut warned| {
+                warned.len() < MAX_UNPRICED_WARNINGS && warned.insert(model.to_owned())
+            })
+            .unwrap_or(false);
+        if first {
+            warn!(log, "prices.model_unpriced"; "model" => model,
+                "hint" => "its requests cost $0 until a price is set: PUT /admin/model-prices/{model}");
+        }
     }
 }
 

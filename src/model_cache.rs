@@ -42,6 +42,14 @@ impl ModelCache {
             .unwrap_or_default()
     }
 
+    /// Drops a provider's list (the provider was deleted, or now talks to
+    /// another API).
+    pub fn forget(&self, provider: &str) {
+        if let Ok(mut lists) = self.lists.write() {
+            lists.remove(provider);
+        }
+    }
+
     fn store(&self, provider: &str, models: Vec<String>) {
         if let Ok(mut lists) = self.lists.write() {
             lists.insert(

@@ -4,8 +4,13 @@
 //! into the database on every start; the database is then the source of
 //! truth (keys added through the admin API survive restarts, keys removed
 //! from settings are not deleted). Provider keys are stored encrypted.
+//! Providers created through the admin API live only in the database; one
+//! declared in settings is upserted again at every start, so an admin's
+//! change to it (or its deletion) lasts until the next start.
+//! The list prices of common models (`settings/prices.toml`, compiled in)
+//! then fill in models that have no price yet, never replacing one.
 
-use crate::config::{ProviderKind, ProviderSettings, Settings, mask};
+use crate::config::{PriceSettings, ProviderKind, ProviderSettings, Settings, mask};
 use crate::crypto::{SecretCipher, fingerprint};
 use crate::db::Db;
 use crate::db::providers::{NewProvider, NewProviderKey, Provider};
@@ -87,7 +92,8 @@ impl From<&RetryConfig> for RetryPolicy {
     }
 }
 
-fn strategy_name(strategy: KeyStrategy) -> &'static str {
+/// A key strategy as settings write it (`round-robin`).
+pub fn strategy_name(strategy: KeyStrategy) -> &'static str {
     match strategy {
         KeyStrategy::FirstAvailable => "first-available",
         KeyStrategy::RoundRobin => "round-robin",
@@ -126,15 +132,67 @@ pub async fn seed_from_settings(
             .await
             .with_context(|| format!("storing the redirect {from}"))?;
     }
+    if settings.usage.seed_list_prices {
+        seed_list_prices(db, log).await?;
+    }
     Ok(())
 }
 
-async fn seed_provider(
-    db: &Db,
+/// The list prices shipped with the binary.
+pub const LIST_PRICES: &str = include_str!("../settings/prices.toml");
+
+/// `settings/prices.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListPrices {
+    /// When the prices were last checked against the vendors' pages.
+    pub as_of: String,
+    pub prices: Vec<PriceSettings>,
+}
+
+/// Parses [`LIST_PRICES`].
+pub fn list_prices() -> anyhow::Result<ListPrices> {
+    config::Config::builder()
+        .add_source(config::File::from_str(
+            LIST_PRICES,
+            config::FileFormat::Toml,
+        ))
+        .build()?
+        .try_deserialize()
+        .context("settings/prices.toml is malformed")
+}
+
+/// Stores the list price of each model in [`LIST_PRICES`] that has no
+/// price yet (so an admin's price always wins).
+async fn seed_list_prices(db: &Db, log: &Logger) -> anyhow::Result<()> {
+    let list = list_prices()?;
+    let rows: Vec<(String, i64, i64)> = list
+        .prices
+        .iter()
+        .map(|price| {
+            (
+                price.model.clone(),
+                PriceSettings::micros(price.input_per_mtok),
+                PriceSettings::micros(price.output_per_mtok),
+            )
+        })
+        .collect();
+    let added = db
+        .insert_prices_if_absent(&rows)
+        .await
+        .context("storing the list prices")?;
+    if !added.is_empty() {
+        info!(log, "seed.list_prices"; "added" => added.len(), "as_of" => &list.as_of);
+    }
+    Ok(())
+}
+
+/// The `providers` row of a provider (headers encrypted); its keys are
+/// rows of their own. Settings and the admin API store providers alike.
+pub fn provider_record(
     provider: &ProviderSettings,
     cipher: &SecretCipher,
-    log: &Logger,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<NewProvider> {
     let headers: BTreeMap<&str, &str> = provider
         .headers
         .iter()
@@ -154,14 +212,78 @@ async fn seed_provider(
         weight: provider.weight,
         api_version: provider.api_version.clone(),
     };
+    Ok(NewProvider {
+        name: provider.name.clone(),
+        kind: provider.kind.as_str().to_owned(),
+        base_url: Some(provider.base_url.clone()),
+        config_json: serde_json::to_string(&config)?,
+        enabled: provider.enabled,
+    })
+}
+
+/// A stored provider as settings (headers decrypted, no keys): what the
+/// admin API shows (masked) and changes.
+pub fn stored_settings(row: &Provider, cipher: &SecretCipher) -> anyhow::Result<ProviderSettings> {
+    let config: ProviderConfig = serde_json::from_str(&row.config_json)
+        .with_context(|| format!("provider {}: unreadable config_json", row.name))?;
+    let kind = ProviderKind::parse(&row.kind)
+        .with_context(|| format!("provider {}: unknown kind {:?}", row.name, row.kind))?;
+    let headers = match &config.headers_ciphertext {
+        Some(ciphertext) => {
+            let json = cipher.decrypt(ciphertext).with_context(|| {
+                format!(
+                    "provider {}: cannot decrypt headers (wrong security.secret_key?)",
+                    row.name
+                )
+            })?;
+            serde_json::from_str::<BTreeMap<String, String>>(&json)?
+                .into_iter()
+                .map(|(name, value)| (name, crate::config::Secret::new(value)))
+                .collect()
+        }
+        None => BTreeMap::new(),
+    };
+    let policy = config
+        .retry
+        .as_ref()
+        .map(RetryPolicy::from)
+        .unwrap_or_default();
+    Ok(ProviderSettings {
+        name: row.name.clone(),
+        kind,
+        base_url: row.base_url.clone().unwrap_or_default(),
+        api_version: config.api_version,
+        keys: Vec::new(),
+        models: config.models,
+        headers,
+        strategy: config
+            .strategy
+            .as_deref()
+            .map(parse_strategy)
+            .unwrap_or_default(),
+        retry: crate::config::RetrySettings {
+            max_attempts: policy.max_attempts,
+            backoff_base: policy.backoff_base,
+            backoff_max: policy.backoff_max,
+            rate_limit_cooldown: policy.rate_limit_cooldown,
+            error_cooldown: policy.error_cooldown,
+            failure_threshold: policy.failure_threshold,
+            attempt_timeout: policy.attempt_timeout,
+        },
+        weight: config.weight,
+        max_in_flight_per_key: config.max_in_flight_per_key,
+        enabled: row.enabled,
+    })
+}
+
+async fn seed_provider(
+    db: &Db,
+    provider: &ProviderSettings,
+    cipher: &SecretCipher,
+    log: &Logger,
+) -> anyhow::Result<()> {
     let row = db
-        .upsert_provider(&NewProvider {
-            name: provider.name.clone(),
-            kind: provider.kind.as_str().to_owned(),
-            base_url: Some(provider.base_url.clone()),
-            config_json: serde_json::to_string(&config)?,
-            enabled: provider.enabled,
-        })
+        .upsert_provider(&provider_record(provider, cipher)?)
         .await
         .with_context(|| format!("storing provider {}", provider.name))?;
     for (index, key) in provider.keys.iter().enumerate() {

@@ -71,19 +71,33 @@ fn unix_now() -> anyhow::Result<i64> {
 }
 
 /// The fields of the public view of a token, sorted.
-const PUBLIC_FIELDS: [&str; 13] = [
+const PUBLIC_FIELDS: [&str; 27] = [
     "allowed_models",
+    "budget_nanos",
+    "budget_tokens",
+    "budget_usd",
     "created_at",
     "enabled",
     "expires_at",
     "id",
     "last_used_at",
+    "max_parallel",
     "name",
     "prefix",
+    "previous_token_expires_at",
+    "price_multiplier",
+    "price_multiplier_ppm",
+    "quotas",
     "request_count",
+    "reserved_nanos",
+    "reserved_tokens",
+    "reserved_usd",
+    "rpm",
     "spent_nanos",
     "spent_tokens",
     "spent_usd",
+    "tpm",
+    "updated_at",
     "user_id",
 ];
 

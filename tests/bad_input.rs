@@ -524,7 +524,7 @@ async fn unknown_routes_are_404_json(backend: Backend) -> anyhow::Result<()> {
     let token = gw.create_token(json!({ "name": "explorer" })).await?;
     let auth = bearer(&token);
     for (method, path) in [
-        (Method::GET, "/"),
+        (Method::GET, "/nothing"),
         (Method::GET, "/v1/nothing"),
         (Method::POST, "/v1/chat/complete"),
         (Method::POST, "/v2/chat/completions"),

@@ -658,3 +658,52 @@ async fn failed_authentications_are_slowed_then_refused(backend: Backend) -> any
     assert_eq!(gw.mock.total_calls(), 1);
     gw.stop().await
 }
+
+/// Two instances sharing PostgreSQL: a token disabled through one is
+/// refused by the other within the sync interval (polled here with a
+/// deadline, not a fixed sleep).
+#[actix_rt::test]
+async fn a_token_disabled_on_one_instance_is_refused_by_the_other() -> anyhow::Result<()> {
+    let gw = TestGateway::start(Backend::Postgres, |settings, _| {
+        settings.database.sync_interval = std::time::Duration::from_millis(200);
+    })
+    .await?;
+    let (other, other_url) = gw.start_another_instance().await?;
+    let (token, id) = token_with(&gw, |_| {}).await?;
+    // Both instances have the token cached.
+    assert_eq!(
+        post(&gw.url, &gw.client, &token, &body(false))
+            .await?
+            .status,
+        200
+    );
+    assert_eq!(
+        post(&other_url, &gw.client, &token, &body(false))
+            .await?
+            .status,
+        200
+    );
+    let (status, _) = gw
+        .admin(
+            awc::http::Method::POST,
+            &format!("/admin/tokens/{id}/disable"),
+            None,
+        )
+        .await?;
+    assert!(status.is_success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let reply = post(&other_url, &gw.client, &token, &body(false)).await?;
+        if reply.status == 401 {
+            break;
+        }
+        assert_eq!(reply.status, 200);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other instance still accepts the disabled token"
+        );
+        actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    other.stop().await?;
+    gw.stop().await
+}

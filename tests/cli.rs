@@ -283,3 +283,405 @@ models = ["mock-gpt"]
     }
     Ok(())
 }
+
+/// Runs `switchyard --config CONFIG ARGS` in `dir`.
+fn admin_cli(
+    dir: &std::path::Path,
+    config: &str,
+    args: &[&str],
+) -> anyhow::Result<std::process::Output> {
+    let mut all = vec!["--config", config, "admin"];
+    all.extend_from_slice(args);
+    run_cli(dir, &all, &[])
+}
+
+/// The same, expecting success and JSON (`--json` is added).
+fn admin_json(dir: &std::path::Path, config: &str, args: &[&str]) -> anyhow::Result<Value> {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let output = admin_cli(dir, config, &all)?;
+    ensure!(output.status.success(), "{args:?}: {}", stderr(&output));
+    serde_json::from_slice(&output.stdout).with_context(|| {
+        format!(
+            "{args:?}: not JSON: {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+/// The same, expecting success; returns stdout.
+fn admin_text(dir: &std::path::Path, config: &str, args: &[&str]) -> anyhow::Result<String> {
+    let output = admin_cli(dir, config, args)?;
+    ensure!(output.status.success(), "{args:?}: {}", stderr(&output));
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// The same, expecting failure with one line on stderr containing `needle`.
+fn admin_fails(
+    dir: &std::path::Path,
+    config: &str,
+    args: &[&str],
+    needle: &str,
+) -> anyhow::Result<()> {
+    let output = admin_cli(dir, config, args)?;
+    ensure!(!output.status.success(), "{args:?} succeeded");
+    let message = stderr(&output);
+    ensure!(
+        message.contains(needle) && message.trim().lines().count() == 1,
+        "{args:?}: expected one line with {needle:?}, got: {message}"
+    );
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn admin_users_tokens_prices_and_billing_commands() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[admin]\nmaster_key = \"cli-test-master-key\"\n[logging]\nlevel = \"warning\"\n"
+        ),
+    )?;
+    let process = GatewayProcess::start(dir.path(), &config, port).await?;
+    let config = config.to_str().context("path")?;
+    let dir = dir.path();
+
+    // Users.
+    let alice = admin_json(
+        dir,
+        config,
+        &[
+            "users",
+            "create",
+            "--name",
+            "alice",
+            "--prepaid",
+            "--balance-usd",
+            "5",
+            "--multiplier",
+            "1.5",
+        ],
+    )?;
+    ensure!(
+        alice["prepaid"] == true && alice["balance_nanos"] == 5_000_000_000_i64,
+        "{alice}"
+    );
+    ensure!(alice["price_multiplier"] == 1.5, "{alice}");
+    let alice_id = alice["id"].as_i64().context("id")?.to_string();
+    let table = admin_text(dir, config, &["users", "list"])?;
+    ensure!(
+        table.contains("BALANCE_USD") && table.contains("alice") && table.contains("5.000000"),
+        "{table}"
+    );
+    ensure!(table.contains("2 of 2 users"), "{table}");
+    let topped = admin_text(
+        dir,
+        config,
+        &[
+            "users",
+            "topup",
+            "alice",
+            "--amount-usd",
+            "2.5",
+            "--note",
+            "invoice 7",
+        ],
+    )?;
+    ensure!(topped.contains("balance now $7.500000"), "{topped}");
+    let shown = admin_json(dir, config, &["users", "show", &alice_id])?;
+    ensure!(
+        shown["balance_usd"] == 7.5 && shown["token_ids"] == serde_json::json!([]),
+        "{shown}"
+    );
+    let details = admin_text(dir, config, &["users", "show", "alice"])?;
+    ensure!(
+        details.contains("balance usd:") && details.contains("7.500000"),
+        "{details}"
+    );
+    let suspended = admin_json(
+        dir,
+        config,
+        &[
+            "users",
+            "update",
+            "alice",
+            "--status",
+            "suspended",
+            "--multiplier",
+            "none",
+        ],
+    )?;
+    ensure!(
+        suspended["status"] == "suspended" && suspended["price_multiplier"].is_null(),
+        "{suspended}"
+    );
+    admin_json(
+        dir,
+        config,
+        &["users", "update", "alice", "--status", "active"],
+    )?;
+    admin_fails(
+        dir,
+        config,
+        &["users", "update", "alice", "--status", "gone"],
+        "400",
+    )?;
+    admin_fails(
+        dir,
+        config,
+        &["users", "update", "alice"],
+        "nothing to change",
+    )?;
+    admin_fails(
+        dir,
+        config,
+        &["users", "show", "nobody"],
+        "no user named `nobody`",
+    )?;
+    admin_fails(
+        dir,
+        config,
+        &["users", "topup", "alice", "--amount-usd", "-1"],
+        "400",
+    )?;
+    admin_fails(dir, config, &["users", "create", "--name", "alice"], "409")?;
+
+    // Tokens with every limit.
+    let created = admin_json(
+        dir,
+        config,
+        &[
+            "tokens",
+            "create",
+            "--name",
+            "limited",
+            "--user",
+            "alice",
+            "--model",
+            "mock-*",
+            "--budget-usd",
+            "10",
+            "--budget-tokens",
+            "100000",
+            "--rpm",
+            "60",
+            "--tpm",
+            "5000",
+            "--max-parallel",
+            "2",
+            "--quota",
+            "day:requests:100",
+            "--quota",
+            "month:cost:25",
+            "--multiplier",
+            "1.2",
+            "--expires-in",
+            "30d",
+        ],
+    )?;
+    let token_id = created["id"].as_i64().context("id")?;
+    let first_secret = created["token"].as_str().context("token")?.to_owned();
+    ensure!(
+        created["user_id"].as_i64().map(|id| id.to_string()) == Some(alice_id.clone()),
+        "{created}"
+    );
+    ensure!(
+        created["budget_nanos"] == 10_000_000_000_i64 && created["budget_tokens"] == 100_000,
+        "{created}"
+    );
+    ensure!(
+        created["rpm"] == 60 && created["tpm"] == 5000 && created["max_parallel"] == 2,
+        "{created}"
+    );
+    ensure!(
+        created["quotas"]
+            == serde_json::json!([
+                { "period": "day", "kind": "requests", "limit": 100 },
+                { "period": "month", "kind": "cost", "limit": 25_000_000_000_i64, "limit_usd": 25.0 }
+            ]),
+        "{created}"
+    );
+    ensure!(created["price_multiplier"] == 1.2, "{created}");
+    let in_30_days = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs(),
+    )? + 30 * 86_400;
+    let expires_at = created["expires_at"].as_i64().context("expires_at")?;
+    ensure!(
+        (in_30_days - 60..=in_30_days).contains(&expires_at),
+        "{expires_at} vs {in_30_days}"
+    );
+    let id = token_id.to_string();
+    let updated = admin_json(
+        dir,
+        config,
+        &[
+            "tokens",
+            "update",
+            &id,
+            "--rpm",
+            "none",
+            "--tpm",
+            "100",
+            "--no-quotas",
+            "--all-models",
+            "--budget-usd",
+            "none",
+        ],
+    )?;
+    ensure!(
+        updated["rpm"].is_null()
+            && updated["tpm"] == 100
+            && updated["quotas"] == serde_json::json!([]),
+        "{updated}"
+    );
+    ensure!(
+        updated["allowed_models"].is_null() && updated["budget_nanos"].is_null(),
+        "{updated}"
+    );
+    ensure!(updated["max_parallel"] == 2, "untouched: {updated}");
+    let details = admin_text(dir, config, &["tokens", "show", &id])?;
+    ensure!(
+        details.contains("max parallel:") && details.contains("models:") && details.contains("all"),
+        "{details}"
+    );
+    ensure!(!details.contains(&first_secret), "{details}");
+    let listed = admin_text(dir, config, &["tokens", "list"])?;
+    ensure!(
+        listed.contains("LIMITS") && listed.contains("tpm=100 parallel=2"),
+        "{listed}"
+    );
+    admin_fails(dir, config, &["tokens", "update", &id], "nothing to change")?;
+    admin_fails(dir, config, &["tokens", "update", &id, "--rpm", "0"], "400")?;
+    admin_fails(
+        dir,
+        config,
+        &[
+            "tokens",
+            "create",
+            "--name",
+            "x",
+            "--quota",
+            "year:requests:5",
+        ],
+        "year",
+    )?;
+    admin_fails(
+        dir,
+        config,
+        &["tokens", "update", "999999", "--rpm", "5"],
+        "404",
+    )?;
+    let bad_flag = admin_cli(
+        dir,
+        config,
+        &["tokens", "create", "--name", "x", "--quota", "daily"],
+    )?;
+    ensure!(
+        !bad_flag.status.success() && stderr(&bad_flag).contains("PERIOD:KIND:LIMIT"),
+        "{}",
+        stderr(&bad_flag)
+    );
+
+    // Rotation: a new secret, the old one's grace end.
+    let rotated = admin_json(dir, config, &["tokens", "rotate", &id, "--grace", "2m"])?;
+    let second_secret = rotated["token"].as_str().context("token")?;
+    ensure!(second_secret.starts_with("sy-") && second_secret != first_secret);
+    let grace_end = rotated["previous_token_expires_at"]
+        .as_i64()
+        .context("grace end")?;
+    let now = in_30_days - 30 * 86_400;
+    ensure!(
+        (now + 60..=now + 180).contains(&grace_end),
+        "{grace_end} vs {now}"
+    );
+    let text = admin_text(dir, config, &["tokens", "rotate", &id, "--grace", "0"])?;
+    ensure!(
+        text.contains("New token (shown once") && text.contains(" UTC"),
+        "{text}"
+    );
+    admin_fails(
+        dir,
+        config,
+        &["tokens", "rotate", &id, "--grace", "31d"],
+        "400",
+    )?;
+
+    // Prices, names with a slash included.
+    let set = admin_text(
+        dir,
+        config,
+        &[
+            "prices",
+            "set",
+            "openai/gpt-x",
+            "--input",
+            "1.5",
+            "--output",
+            "3",
+        ],
+    )?;
+    ensure!(
+        set.contains("openai/gpt-x") && set.contains("$1.50") && set.contains("$3.00"),
+        "{set}"
+    );
+    let prices = admin_json(dir, config, &["prices", "list"])?;
+    let rows = prices["data"].as_array().context("data")?;
+    ensure!(
+        rows.iter()
+            .any(|row| row["model"] == "openai/gpt-x" && row["input_per_mtok_micros"] == 1_500_000)
+    );
+    ensure!(
+        rows.iter().any(|row| row["model"] == "gpt-4o"),
+        "the list prices are seeded"
+    );
+    let table = admin_text(dir, config, &["prices", "list"])?;
+    ensure!(
+        table.contains("INPUT_PER_MTOK") && table.contains("gpt-4o-mini"),
+        "{table}"
+    );
+    ensure!(admin_text(dir, config, &["prices", "delete", "openai/gpt-x"])?.contains("Deleted"));
+    admin_fails(dir, config, &["prices", "delete", "openai/gpt-x"], "404")?;
+    admin_fails(
+        dir,
+        config,
+        &["prices", "set", "m", "--input", "-1", "--output", "1"],
+        "400",
+    )?;
+    let unpriced = admin_text(dir, config, &["prices", "unpriced"])?;
+    ensure!(
+        unpriced.contains("MODEL") && unpriced.contains("LAST_SEEN"),
+        "{unpriced}"
+    );
+
+    // The ledger: the opening balance and the top-up, newest first.
+    let ledger = admin_json(
+        dir,
+        config,
+        &["billing", "list", "--user", "alice", "--kind", "topup"],
+    )?;
+    ensure!(ledger["total"] == 2, "{ledger}");
+    ensure!(
+        ledger["data"][0]["note"] == "invoice 7" && ledger["data"][1]["note"] == "opening balance",
+        "{ledger}"
+    );
+    let table = admin_text(dir, config, &["billing", "list", "--user", &alice_id])?;
+    ensure!(
+        table.contains("AMOUNT_USD")
+            && table.contains("invoice 7")
+            && table.contains("2 of 2 records"),
+        "{table}"
+    );
+    admin_fails(dir, config, &["billing", "list", "--kind", "refund"], "400")?;
+
+    // A user that owns a token cannot be deleted; without it, it can.
+    admin_fails(dir, config, &["users", "delete", "alice"], "409")?;
+    admin_text(dir, config, &["tokens", "delete", &id])?;
+    ensure!(admin_text(dir, config, &["users", "delete", "alice"])?.contains("Deleted user"));
+    admin_fails(dir, config, &["users", "show", &alice_id], "404")?;
+    drop(process);
+    Ok(())
+}

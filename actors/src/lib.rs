@@ -37,8 +37,8 @@ pub use provider::{
 pub use retry::{KeyStrategy, RetryPolicy};
 pub use router::{
     GetProvider, GetRestarts, ListModels, ListProviders, ModelEntry, ModelRoute, ProviderRoute,
-    Route, RouteError, Routed, RouterActor, SetDiscoveredModels, SetRedirects, Tried,
-    UpdateProviderKeys,
+    RemoveProvider, Route, RouteError, Routed, RouterActor, SetDiscoveredModels, SetRedirects,
+    Tried, UpdateProviderKeys, UpsertProvider, Upserted,
 };
 pub use usage::{FlushAll, FlushReport, Nudge, UsageActor, UsageConfig, UsageQueue, UsageSink};
 pub use usage_record::UsageRecord;

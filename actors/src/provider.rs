@@ -15,7 +15,7 @@ use std::time::Instant;
 
 /// What the router and handlers need to know about a provider, fixed for the
 /// actor's life.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProviderSpec {
     pub name: String,
     /// The adapter that speaks this provider's API (`openai`, ...).

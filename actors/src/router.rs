@@ -22,6 +22,15 @@
 //! before using a provider the router checks that its mailbox is open and,
 //! if not, starts a replacement with the last known keys, then reloads the
 //! keys from the [`KeySource`]. Other providers never notice.
+//!
+//! Live changes: [`UpsertProvider`] adds a provider or replaces one of the
+//! same name, [`RemoveProvider`] takes one out of routing. Routing futures
+//! in flight hold indices into the provider table, so the table never
+//! shifts: a replacement takes the place of the provider it replaces (and a
+//! provider re-added after its removal takes its old place back), and a
+//! removed provider leaves a tombstone that every lookup skips. The actor of
+//! a replaced or removed provider is not stopped: it lives until the last
+//! lease it handed out reports back (leases hold its address), then stops.
 
 use crate::key_pool::{KeySpec, NoUsableKey};
 use crate::provider::{
@@ -73,11 +82,57 @@ impl ProviderRoute {
     }
 }
 
+/// A place in the provider table (see the module docs on live changes).
+enum Slot {
+    Live(ProviderRoute),
+    /// Removed by an admin; the name is kept so that re-adding the provider
+    /// takes this place back.
+    Removed(String),
+}
+
+impl Slot {
+    fn live(&self) -> Option<&ProviderRoute> {
+        match self {
+            Slot::Live(route) => Some(route),
+            Slot::Removed(_) => None,
+        }
+    }
+
+    fn live_mut(&mut self) -> Option<&mut ProviderRoute> {
+        match self {
+            Slot::Live(route) => Some(route),
+            Slot::Removed(_) => None,
+        }
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            Slot::Live(route) => &route.spec.name,
+            Slot::Removed(name) => name,
+        }
+    }
+}
+
+/// The live providers with their indices, tombstones skipped.
+fn live(providers: &[Slot]) -> impl Iterator<Item = (usize, &ProviderRoute)> {
+    providers
+        .iter()
+        .enumerate()
+        .filter_map(|(index, slot)| slot.live().map(|route| (index, route)))
+}
+
+/// Provider name -> index, live providers only.
+fn name_index(providers: &[Slot]) -> HashMap<String, usize> {
+    live(providers)
+        .map(|(index, provider)| (provider.spec.name.clone(), index))
+        .collect()
+}
+
 /// Model name -> providers serving it: every provider declaring the model
 /// (in declaration order), then those that only list it themselves.
-fn model_index(providers: &[ProviderRoute]) -> HashMap<String, Vec<usize>> {
+fn model_index(providers: &[Slot]) -> HashMap<String, Vec<usize>> {
     let mut by_model: HashMap<String, Vec<usize>> = HashMap::new();
-    for (index, provider) in providers.iter().enumerate() {
+    for (index, provider) in live(providers) {
         for model in &provider.models {
             let serving = by_model.entry(model.clone()).or_default();
             if !serving.contains(&index) {
@@ -85,7 +140,7 @@ fn model_index(providers: &[ProviderRoute]) -> HashMap<String, Vec<usize>> {
             }
         }
     }
-    for (index, provider) in providers.iter().enumerate() {
+    for (index, provider) in live(providers) {
         for model in &provider.discovered {
             let serving = by_model.entry(model.clone()).or_default();
             if !serving.contains(&index) {
@@ -114,7 +169,7 @@ pub struct ModelRoute {
 }
 
 pub struct RouterActor {
-    providers: Vec<ProviderRoute>,
+    providers: Vec<Slot>,
     by_name: HashMap<String, usize>,
     by_model: HashMap<String, Vec<usize>>,
     redirects: HashMap<String, String>,
@@ -128,11 +183,8 @@ pub struct RouterActor {
 
 impl RouterActor {
     pub fn new(providers: Vec<ProviderRoute>, redirects: HashMap<String, String>) -> Self {
-        let by_name = providers
-            .iter()
-            .enumerate()
-            .map(|(index, provider)| (provider.spec.name.clone(), index))
-            .collect();
+        let providers: Vec<Slot> = providers.into_iter().map(Slot::Live).collect();
+        let by_name = name_index(&providers);
         let by_model = model_index(&providers);
         Self {
             providers,
@@ -169,6 +221,77 @@ impl RouterActor {
     /// Provider actors restarted so far.
     pub fn restarts(&self) -> u64 {
         self.restarts
+    }
+
+    /// The live provider at `index` (`None` for a tombstone).
+    fn provider(&self, index: usize) -> Option<&ProviderRoute> {
+        self.providers.get(index).and_then(Slot::live)
+    }
+
+    fn provider_mut(&mut self, index: usize) -> Option<&mut ProviderRoute> {
+        self.providers.get_mut(index).and_then(Slot::live_mut)
+    }
+
+    /// Rebuilds the name and model indices after the table changed.
+    fn reindex(&mut self) {
+        self.by_name = name_index(&self.providers);
+        self.by_model = model_index(&self.providers);
+    }
+
+    /// Adds `route`, or puts it in the place of the provider (or tombstone)
+    /// of the same name. A replaced provider's discovered models carry over
+    /// when it still talks to the same API (same kind and base URL).
+    fn upsert(&mut self, msg: UpsertProvider) -> Upserted {
+        let name = msg.spec.name.clone();
+        let position = self.providers.iter().position(|slot| slot.name() == name);
+        let slot = position.and_then(|index| self.providers.get_mut(index));
+        let outcome = match slot {
+            // Same connection settings and a running actor: keep the actor
+            // (and its key health), change what the router holds.
+            Some(Slot::Live(route)) if *route.spec == msg.spec && route.addr.connected() => {
+                route.models = msg.models;
+                route.weight = msg.weight.max(1);
+                route.keys = msg.keys.clone();
+                route.addr.do_send(ReplaceKeys(msg.keys));
+                Upserted::Updated
+            }
+            Some(slot) => {
+                let (discovered, outcome) = match &*slot {
+                    Slot::Live(old)
+                        if old.spec.kind == msg.spec.kind
+                            && old.spec.base_url == msg.spec.base_url =>
+                    {
+                        (old.discovered.clone(), Upserted::Restarted)
+                    }
+                    Slot::Live(_) => (Vec::new(), Upserted::Restarted),
+                    Slot::Removed(_) => (Vec::new(), Upserted::Started),
+                };
+                let mut route = ProviderRoute::start(msg.spec, msg.keys, msg.models, msg.weight);
+                route.discovered = discovered;
+                *slot = Slot::Live(route);
+                outcome
+            }
+            None => {
+                self.providers.push(Slot::Live(ProviderRoute::start(
+                    msg.spec, msg.keys, msg.models, msg.weight,
+                )));
+                Upserted::Started
+            }
+        };
+        self.reindex();
+        outcome
+    }
+
+    /// Takes the named provider out of routing; false when there is none.
+    fn remove(&mut self, name: &str) -> bool {
+        let Some(&index) = self.by_name.get(name) else {
+            return false;
+        };
+        if let Some(slot) = self.providers.get_mut(index) {
+            *slot = Slot::Removed(name.to_owned());
+        }
+        self.reindex();
+        true
     }
 
     fn follow_redirects<'a>(&'a self, requested: &'a str) -> &'a str {
@@ -235,11 +358,7 @@ impl RouterActor {
                 // weight, the rest follow in declaration order.
                 let weights: Vec<u32> = indices
                     .iter()
-                    .map(|&index| {
-                        self.providers
-                            .get(index)
-                            .map_or(1, |provider| provider.weight)
-                    })
+                    .map(|&index| self.provider(index).map_or(1, |provider| provider.weight))
                     .collect();
                 let total: u32 = weights.iter().sum();
                 if total > 0 {
@@ -257,14 +376,12 @@ impl RouterActor {
                 }
             }
             KeyStrategy::LeastInFlight => indices.sort_by_key(|&index| {
-                self.providers
-                    .get(index)
+                self.provider(index)
                     .map_or(u32::MAX, |provider| provider.stats.in_flight())
             }),
             KeyStrategy::Latency => indices.sort_by(|&a, &b| {
                 let score = |index: usize| {
-                    self.providers
-                        .get(index)
+                    self.provider(index)
                         .map_or(f64::MAX, |provider| provider.stats.load_score())
                 };
                 score(a).total_cmp(&score(b))
@@ -276,8 +393,7 @@ impl RouterActor {
     /// Restarts provider `index` if its actor has died (see module docs).
     fn ensure_alive(&mut self, index: usize, ctx: &mut Context<Self>) {
         if self
-            .providers
-            .get(index)
+            .provider(index)
             .is_some_and(|provider| !provider.addr.connected())
         {
             self.respawn(index, ctx);
@@ -286,7 +402,7 @@ impl RouterActor {
 
     /// Starts a replacement actor for provider `index` and reloads its keys.
     fn respawn(&mut self, index: usize, ctx: &mut Context<Self>) {
-        let Some(provider) = self.providers.get_mut(index) else {
+        let Some(provider) = self.provider_mut(index) else {
             return;
         };
         provider.addr = spawn_provider(
@@ -294,17 +410,20 @@ impl RouterActor {
             provider.keys.clone(),
             provider.stats.clone(),
         );
-        self.restarts += 1;
+        let addr = provider.addr.clone();
         let name = provider.spec.name.clone();
+        self.restarts += 1;
         (self.log)(&format!(
             "provider.restarted: `{name}` was down and has been restarted"
         ));
         if let Some(source) = &self.key_source {
-            let addr = provider.addr.clone();
             ctx.spawn(source.load(&name).into_actor(self).map(
                 move |loaded, router, _| match loaded {
                     Ok(keys) => {
-                        if let Some(provider) = router.providers.get_mut(index) {
+                        // Only if the provider was not replaced meanwhile.
+                        if let Some(provider) = router.provider_mut(index)
+                            && provider.addr == addr
+                        {
                             provider.keys = keys.clone();
                         }
                         addr.do_send(ReplaceKeys(keys));
@@ -323,7 +442,7 @@ impl RouterActor {
             .by_model
             .iter()
             .filter_map(|(model, indices)| {
-                let provider = self.providers.get(*indices.first()?)?;
+                let provider = self.provider(*indices.first()?)?;
                 Some(ModelEntry {
                     id: model.clone(),
                     owned_by: provider.spec.name.clone(),
@@ -337,7 +456,7 @@ impl RouterActor {
                     .get(target)
                     .and_then(|indices| indices.first().copied())
             });
-            if let Some(provider) = first.and_then(|index| self.providers.get(index))
+            if let Some(provider) = first.and_then(|index| self.provider(index))
                 && !entries.iter().any(|entry| &entry.id == from)
             {
                 entries.push(ModelEntry {
@@ -503,7 +622,7 @@ impl Handler<Route> for RouterActor {
             .into_iter()
             .filter_map(|(index, upstream_model)| {
                 self.ensure_alive(index, ctx);
-                let provider = self.providers.get(index)?;
+                let provider = self.provider(index)?;
                 let exclude = msg.tried.keys_of(&provider.spec.name);
                 Some((index, provider.addr.clone(), upstream_model, exclude))
             })
@@ -515,11 +634,13 @@ impl Handler<Route> for RouterActor {
                 }
                 // A provider died while this request asked it (a panic
                 // racing with the request): restart it and ask once more.
+                // `ensure_alive`, not `respawn`: the place may hold a
+                // replacement by now (live change), or a tombstone.
                 let retry: Vec<Candidate> = dead
                     .into_iter()
                     .filter_map(|(index, _, upstream_model, exclude)| {
-                        router.respawn(index, ctx);
-                        let provider = router.providers.get(index)?;
+                        router.ensure_alive(index, ctx);
+                        let provider = router.provider(index)?;
                         Some((index, provider.addr.clone(), upstream_model, exclude))
                     })
                     .collect();
@@ -540,7 +661,7 @@ impl Handler<SetDiscoveredModels> for RouterActor {
         let Some(&index) = self.by_name.get(&msg.provider) else {
             return false;
         };
-        if let Some(provider) = self.providers.get_mut(index) {
+        if let Some(provider) = self.provider_mut(index) {
             provider.discovered = msg.models;
         }
         self.by_model = model_index(&self.providers);
@@ -570,13 +691,12 @@ impl Handler<GetProvider> for RouterActor {
     fn handle(&mut self, msg: GetProvider, ctx: &mut Context<Self>) -> Self::Result {
         let index = *self.by_name.get(&msg.0)?;
         self.ensure_alive(index, ctx);
-        self.providers
-            .get(index)
-            .map(|provider| provider.addr.clone())
+        self.provider(index).map(|provider| provider.addr.clone())
     }
 }
 
-/// Provider names, in declaration order (admin routes, probes).
+/// Provider names, in declaration order (admin routes, probes); removed
+/// providers are not listed.
 #[derive(Message)]
 #[rtype(result = "Vec<(String, Addr<ProviderActor>)>")]
 pub struct ListProviders;
@@ -589,9 +709,8 @@ impl Handler<ListProviders> for RouterActor {
             self.ensure_alive(index, ctx);
         }
         MessageResult(
-            self.providers
-                .iter()
-                .map(|provider| (provider.spec.name.clone(), provider.addr.clone()))
+            live(&self.providers)
+                .map(|(_, provider)| (provider.spec.name.clone(), provider.addr.clone()))
                 .collect(),
         )
     }
@@ -614,12 +733,60 @@ impl Handler<UpdateProviderKeys> for RouterActor {
             return false;
         };
         self.ensure_alive(index, ctx);
-        let Some(provider) = self.providers.get_mut(index) else {
+        let Some(provider) = self.provider_mut(index) else {
             return false;
         };
         provider.keys = msg.keys.clone();
         provider.addr.do_send(ReplaceKeys(msg.keys));
         true
+    }
+}
+
+/// Adds a provider to routing, or replaces the one of the same name (admin
+/// changes, effective for the next request). A new actor is started on the
+/// router's arbiter unless only the models, weight or keys changed.
+#[derive(Message)]
+#[rtype(result = "Upserted")]
+pub struct UpsertProvider {
+    pub spec: ProviderSpec,
+    pub keys: Vec<KeySpec>,
+    /// Bare model names it serves.
+    pub models: Vec<String>,
+    /// Share of traffic under a model's `weighted` strategy.
+    pub weight: u32,
+}
+
+/// What [`UpsertProvider`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upserted {
+    /// A provider new to routing (or back after its removal) was started.
+    Started,
+    /// Its connection settings changed: a new actor took its place (key
+    /// health starts afresh).
+    Restarted,
+    /// Only models, weight or keys changed: the running actor was kept.
+    Updated,
+}
+
+impl Handler<UpsertProvider> for RouterActor {
+    type Result = MessageResult<UpsertProvider>;
+
+    fn handle(&mut self, msg: UpsertProvider, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.upsert(msg))
+    }
+}
+
+/// Takes a provider out of routing (deleted or disabled by an admin);
+/// answers false when no such provider is routed.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct RemoveProvider(pub String);
+
+impl Handler<RemoveProvider> for RouterActor {
+    type Result = bool;
+
+    fn handle(&mut self, msg: RemoveProvider, _: &mut Context<Self>) -> bool {
+        self.remove(&msg.0)
     }
 }
 
@@ -811,6 +978,252 @@ mod tests {
         Ok(())
     }
 
+    fn spec(name: &str, base_url: &str) -> ProviderSpec {
+        ProviderSpec {
+            name: name.to_owned(),
+            kind: "openai".to_owned(),
+            base_url: base_url.to_owned(),
+            api_version: None,
+            headers: Vec::new(),
+            strategy: KeyStrategy::RoundRobin,
+            policy: RetryPolicy::default(),
+        }
+    }
+
+    fn keys(ids: &[&str]) -> Vec<KeySpec> {
+        ids.iter()
+            .map(|id| KeySpec {
+                id: (*id).to_owned(),
+                secret: Arc::from("s"),
+                weight: 1,
+                priority: 0,
+                enabled: true,
+                disabled_reason: None,
+                max_in_flight: 0,
+            })
+            .collect()
+    }
+
+    fn upsert(name: &str, base_url: &str, models: &[&str], key_ids: &[&str]) -> UpsertProvider {
+        UpsertProvider {
+            spec: spec(name, base_url),
+            keys: keys(key_ids),
+            models: models.iter().map(|m| (*m).to_owned()).collect(),
+            weight: 1,
+        }
+    }
+
+    async fn provider_names(router: &Addr<RouterActor>) -> Result<Vec<String>, MailboxError> {
+        Ok(router
+            .send(ListProviders)
+            .await?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect())
+    }
+
+    async fn routed_to(
+        router: &Addr<RouterActor>,
+        model: &str,
+    ) -> Result<Result<String, RouteError>, MailboxError> {
+        Ok(router
+            .send(Route {
+                model: model.to_owned(),
+                tried: Tried::default(),
+            })
+            .await?
+            .map(|routed| format!("{}:{}", routed.lease.provider.name, routed.lease.key_id)))
+    }
+
+    #[actix_rt::test]
+    async fn upserted_providers_route_at_once_and_removed_ones_leave_tombstones() {
+        let mut router = router();
+        assert_eq!(
+            router.upsert(upsert(
+                "extra",
+                "http://extra.invalid/v1",
+                &["new"],
+                &["e1"]
+            )),
+            Upserted::Started
+        );
+        assert_eq!(router.resolve("new"), Ok(vec![(2, "new".to_owned())]));
+        assert!(router.remove("azure"));
+        assert!(!router.remove("azure"), "already removed");
+        assert!(!router.remove("nobody"));
+        // The others keep their places; the removed one is gone everywhere.
+        assert_eq!(router.resolve("new"), Ok(vec![(2, "new".to_owned())]));
+        assert_eq!(router.resolve("shared"), Ok(vec![(0, "shared".to_owned())]));
+        assert_eq!(
+            router.resolve("azure/x"),
+            Err(RouteError::UnknownModel("azure/x".to_owned()))
+        );
+        let models: Vec<String> = router.models().into_iter().map(|m| m.id).collect();
+        assert_eq!(models, vec!["gpt-4", "gpt-4o", "new", "shared"]);
+        // Re-added, it takes its old place back.
+        assert_eq!(
+            router.upsert(upsert(
+                "azure",
+                "http://azure.invalid/v1",
+                &["shared"],
+                &["a2"]
+            )),
+            Upserted::Started
+        );
+        assert_eq!(router.resolve("azure/x"), Ok(vec![(1, "x".to_owned())]));
+        assert_eq!(
+            router.resolve("shared"),
+            Ok(vec![(0, "shared".to_owned()), (1, "shared".to_owned())])
+        );
+        assert_eq!(
+            router.providers.len(),
+            3,
+            "the table never shifts or grows on re-adds"
+        );
+    }
+
+    #[actix_rt::test]
+    async fn live_changes_reach_the_next_request() -> Result<(), MailboxError> {
+        let router = router().start();
+        assert_eq!(
+            routed_to(&router, "fresh").await?,
+            Err(RouteError::UnknownModel("fresh".to_owned()))
+        );
+        let started = router
+            .send(upsert(
+                "fresh-co",
+                "http://fresh.invalid/v1",
+                &["fresh"],
+                &["f1"],
+            ))
+            .await?;
+        assert_eq!(started, Upserted::Started);
+        assert_eq!(
+            routed_to(&router, "fresh").await?,
+            Ok("fresh-co:f1".to_owned())
+        );
+        assert_eq!(
+            provider_names(&router).await?,
+            vec!["openai", "azure", "fresh-co"]
+        );
+        assert!(router.send(RemoveProvider("openai".to_owned())).await?);
+        assert_eq!(provider_names(&router).await?, vec!["azure", "fresh-co"]);
+        assert_eq!(
+            routed_to(&router, "shared").await?,
+            Ok("azure:a1".to_owned())
+        );
+        assert_eq!(
+            routed_to(&router, "gpt-4o").await?,
+            Err(RouteError::UnknownModel("gpt-4o".to_owned()))
+        );
+        // A redirect to a removed provider is no longer listed either.
+        let ids: Vec<String> = router
+            .send(ListModels)
+            .await?
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(ids, vec!["fresh", "shared"]);
+        assert_eq!(
+            router
+                .send(GetProvider("openai".to_owned()))
+                .await?
+                .map(|_| ()),
+            None
+        );
+        Ok(())
+    }
+
+    #[actix_rt::test]
+    async fn upsert_keeps_the_actor_unless_the_connection_settings_change()
+    -> Result<(), MailboxError> {
+        let router = router().start();
+        let before = router
+            .send(GetProvider("azure".to_owned()))
+            .await?
+            .ok_or(MailboxError::Closed)?;
+        let known = router
+            .send(SetDiscoveredModels {
+                provider: "azure".to_owned(),
+                models: vec!["listed".to_owned()],
+            })
+            .await?;
+        assert!(known);
+        // Models, weight and keys only: same actor, new keys, new models.
+        let updated = router
+            .send(upsert(
+                "azure",
+                "http://azure.invalid/v1",
+                &["other"],
+                &["a7", "a8"],
+            ))
+            .await?;
+        assert_eq!(updated, Upserted::Updated);
+        let after = router
+            .send(GetProvider("azure".to_owned()))
+            .await?
+            .ok_or(MailboxError::Closed)?;
+        assert!(after == before, "the running actor is kept");
+        let ids: Vec<String> = after
+            .send(GetHealth)
+            .await?
+            .into_iter()
+            .map(|h| h.id)
+            .collect();
+        assert_eq!(ids, vec!["a7", "a8"]);
+        assert_eq!(
+            routed_to(&router, "other").await?,
+            Ok("azure:a7".to_owned())
+        );
+        assert_eq!(
+            routed_to(&router, "listed").await?,
+            Ok("azure:a8".to_owned()),
+            "round-robin: the second key"
+        );
+        assert_eq!(
+            routed_to(&router, "shared").await?,
+            Ok("openai:o1".to_owned()),
+            "azure no longer declares `shared`"
+        );
+        // A new retry policy: a new actor; same API, so listed models stay.
+        let mut changed = upsert("azure", "http://azure.invalid/v1", &["other"], &["a7"]);
+        changed.spec.policy.max_attempts = 7;
+        assert_eq!(router.send(changed).await?, Upserted::Restarted);
+        let restarted = router
+            .send(GetProvider("azure".to_owned()))
+            .await?
+            .ok_or(MailboxError::Closed)?;
+        assert!(restarted != before, "a new actor took the place");
+        let served = router
+            .send(Route {
+                model: "listed".to_owned(),
+                tried: Tried::default(),
+            })
+            .await?
+            .map_err(|_| MailboxError::Closed)?;
+        assert_eq!(served.lease.provider.policy.max_attempts, 7);
+        // Another base URL: the provider's own model list is dropped.
+        let moved = router
+            .send(upsert(
+                "azure",
+                "http://moved.invalid/v1",
+                &["other"],
+                &["a7"],
+            ))
+            .await?;
+        assert_eq!(moved, Upserted::Restarted);
+        assert_eq!(
+            routed_to(&router, "listed").await?,
+            Err(RouteError::UnknownModel("listed".to_owned()))
+        );
+        assert_eq!(
+            router.send(GetRestarts).await?,
+            0,
+            "no supervision restarts"
+        );
+        Ok(())
+    }
+
     #[actix_rt::test]
     async fn lists_models_and_redirect_sources() {
         let models: Vec<String> = router().models().into_iter().map(|m| m.id).collect();
@@ -874,8 +1287,7 @@ mod tests {
             },
         )]));
         let openai = router
-            .providers
-            .first()
+            .provider(0)
             .map(|p| p.addr.clone())
             .ok_or(MailboxError::Closed)?;
         let held = openai.send(Acquire { exclude: vec![] }).await?;
@@ -962,6 +1374,26 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert_eq!(ids, vec!["o-new"]);
+        Ok(())
+    }
+
+    #[cfg(feature = "fault-injection")]
+    #[actix_rt::test]
+    async fn a_removed_provider_that_died_is_not_restarted() -> Result<(), MailboxError> {
+        use crate::provider::InjectPanic;
+        let router = router().start();
+        let openai = router
+            .send(GetProvider("openai".to_owned()))
+            .await?
+            .ok_or(MailboxError::Closed)?;
+        assert!(openai.send(InjectPanic).await.is_err());
+        assert!(router.send(RemoveProvider("openai".to_owned())).await?);
+        assert_eq!(provider_names(&router).await?, vec!["azure"]);
+        assert_eq!(
+            routed_to(&router, "shared").await?,
+            Ok("azure:a1".to_owned())
+        );
+        assert_eq!(router.send(GetRestarts).await?, 0);
         Ok(())
     }
 

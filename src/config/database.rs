@@ -15,6 +15,11 @@ pub struct DatabaseSettings {
     /// How long to wait for a connection (pool checkout or a new connection).
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// How often this instance looks for tokens, users and prices changed
+    /// by another instance sharing the database ("0s": never; changes then
+    /// show within the token cache's 30 s).
+    #[serde(with = "humantime_serde")]
+    pub sync_interval: Duration,
 }
 
 impl DatabaseSettings {

@@ -29,7 +29,9 @@ pub use health::HealthSettings;
 pub use limits::{AuthThrottleSettings, LimitsSettings};
 pub use logging::{LogFormat, LoggingSettings};
 pub use models::ModelSettings;
-pub use providers::{KeySettings, PriceSettings, ProviderKind, ProviderSettings, RetrySettings};
+pub use providers::{
+    KeySettings, PriceSettings, ProviderInvalid, ProviderKind, ProviderSettings, RetrySettings,
+};
 pub use secret::{Secret, mask};
 pub use security::SecuritySettings;
 pub use server::ServerSettings;
@@ -196,54 +198,14 @@ impl Settings {
         let mut names = HashSet::new();
         for (index, provider) in self.providers.iter().enumerate() {
             let key = |field: &str| format!("providers[{index}].{field}");
-            if provider.name.is_empty()
-                || !provider
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-            {
-                return Err(invalid(
-                    key("name"),
-                    format!(
-                        "{:?} must be non-empty and use only letters, digits, '-', '_' or '.'",
-                        provider.name
-                    ),
-                ));
-            }
+            provider
+                .validate()
+                .map_err(|error| invalid(key(&error.field), error.message))?;
             if !names.insert(provider.name.as_str()) {
                 return Err(invalid(
                     key("name"),
                     format!("{:?} is declared twice", provider.name),
                 ));
-            }
-            if !(provider.base_url.starts_with("http://")
-                || provider.base_url.starts_with("https://"))
-            {
-                return Err(invalid(
-                    key("base_url"),
-                    format!(
-                        "{:?} must start with http:// or https://",
-                        provider.base_url
-                    ),
-                ));
-            }
-            if provider.retry.max_attempts == 0 {
-                return Err(invalid(key("retry.max_attempts"), "must be at least 1"));
-            }
-            let mut key_ids = HashSet::new();
-            for (key_index, key_settings) in provider.keys.iter().enumerate() {
-                if !key_ids.insert(key_settings.id(key_index)) {
-                    return Err(invalid(
-                        format!("providers[{index}].keys[{key_index}].id"),
-                        "is used twice in this provider",
-                    ));
-                }
-                if key_settings.weight() == 0 {
-                    return Err(invalid(
-                        format!("providers[{index}].keys[{key_index}].weight"),
-                        "must be at least 1",
-                    ));
-                }
             }
         }
         for (model, route) in &self.models {

@@ -53,6 +53,85 @@ pub struct ProviderSettings {
     pub enabled: bool,
 }
 
+/// A provider setting that [`ProviderSettings::validate`] refuses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderInvalid {
+    /// The field, relative to the provider (`base_url`, `keys[1].id`).
+    pub field: String,
+    /// What is wrong and what is allowed.
+    pub message: String,
+}
+
+fn refuse(field: impl Into<String>, message: impl Into<String>) -> ProviderInvalid {
+    ProviderInvalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Whether `name` may name a provider (it is also the `name/model` prefix).
+pub fn valid_provider_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+}
+
+impl ProviderSettings {
+    /// Checks one provider on its own: settings validation and the admin
+    /// API share it. That names are unique is the caller's check.
+    pub fn validate(&self) -> Result<(), ProviderInvalid> {
+        if !valid_provider_name(&self.name) {
+            return Err(refuse(
+                "name",
+                format!(
+                    "{:?} must be non-empty and use only letters, digits, '-', '_' or '.'",
+                    self.name
+                ),
+            ));
+        }
+        if !(self.base_url.starts_with("http://") || self.base_url.starts_with("https://")) {
+            return Err(refuse(
+                "base_url",
+                format!("{:?} must start with http:// or https://", self.base_url),
+            ));
+        }
+        if self.retry.max_attempts == 0 {
+            return Err(refuse("retry.max_attempts", "must be at least 1"));
+        }
+        for (name, value) in &self.headers {
+            if actix_web::http::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(refuse(
+                    format!("headers.{name}"),
+                    "is not a valid HTTP header name",
+                ));
+            }
+            if actix_web::http::header::HeaderValue::from_str(value.expose()).is_err() {
+                return Err(refuse(
+                    format!("headers.{name}"),
+                    "must be a valid HTTP header value (visible ASCII, no line breaks)",
+                ));
+            }
+        }
+        let mut key_ids = std::collections::HashSet::new();
+        for (index, key) in self.keys.iter().enumerate() {
+            if !key_ids.insert(key.id(index)) {
+                return Err(refuse(
+                    format!("keys[{index}].id"),
+                    "is used twice in this provider",
+                ));
+            }
+            if key.weight() == 0 {
+                return Err(refuse(
+                    format!("keys[{index}].weight"),
+                    "must be at least 1",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 fn enabled_by_default() -> bool {
     true
 }

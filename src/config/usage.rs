@@ -17,4 +17,7 @@ pub struct UsageSettings {
     pub max_buffered_records: usize,
     /// Append-only spill file (JSON lines).
     pub spill_file: String,
+    /// Seed the list prices of common models (`settings/prices.toml`,
+    /// compiled in) into `model_prices` at start, for models without a price.
+    pub seed_list_prices: bool,
 }

@@ -80,6 +80,10 @@ macro_rules! run_query {
 }
 
 pub mod admin;
+pub mod billing;
+pub mod changes;
+pub mod logs;
+pub mod metrics;
 pub mod oplog;
 pub mod prices;
 pub mod providers;
@@ -92,13 +96,14 @@ pub mod usage;
 pub mod users;
 
 pub use admin::{AdminChallenge, AdminKey, AdminSession, NewAdminKey, NewAdminSession};
+pub use billing::{BillingFilter, BillingRecord};
 pub use oplog::{NewOperationLog, OperationLog, OperationLogFilter};
-pub use prices::ModelPrice;
+pub use prices::{ModelPrice, UnpricedModel};
 pub use providers::{NewProvider, NewProviderKey, Provider, ProviderKey};
 pub use redirects::ModelRedirect;
 pub use tokens::{GatewayToken, NewToken};
 pub use usage::{RequestLog, UsageDaily};
-pub use users::User;
+pub use users::{NewUser, User, UserChanges};
 
 /// The SQLite connection type: diesel's sync connection run on blocking threads.
 pub(crate) type SqliteConn = SyncConnectionWrapper<SqliteConnection>;

@@ -74,3 +74,85 @@ impl Db {
         })
     }
 }
+
+/// A model that requests were served for without a price.
+#[derive(QueryableByName, Debug, Clone, Serialize)]
+pub struct UnpricedModel {
+    /// The upstream model name (else the requested one): what the meter
+    /// looks a price up by first.
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub model: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub requests: i64,
+    /// Unix milliseconds of the latest such request.
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub last_seen_at: i64,
+}
+
+/// The most models [`Db::unpriced_models`] returns.
+const UNPRICED_MAX_ROWS: i64 = 1000;
+
+impl Db {
+    /// Stores each `(model, input, output)` price (micro-USD per million
+    /// tokens) whose model has no price yet; never changes an existing one.
+    /// Returns the models added.
+    pub async fn insert_prices_if_absent(
+        &self,
+        prices: &[(String, i64, i64)],
+    ) -> Result<Vec<String>, DbError> {
+        let prices = prices.to_vec();
+        run_query!(self, |conn| {
+            use model_prices::dsl as p;
+            let now = now_ms();
+            let mut added = Vec::new();
+            for (model, input, output) in prices {
+                let inserted = diesel::insert_into(p::model_prices)
+                    .values((
+                        p::model.eq(&model),
+                        p::input_per_mtok_micros.eq(input),
+                        p::output_per_mtok_micros.eq(output),
+                        p::created_at.eq(now),
+                        p::updated_at.eq(now),
+                    ))
+                    .on_conflict(p::model)
+                    .do_nothing()
+                    .execute(conn)
+                    .await?;
+                if inserted > 0 {
+                    added.push(model);
+                }
+            }
+            Ok(added)
+        })
+    }
+
+    /// Models of requests that reached an upstream since `since_ms` and were
+    /// logged unpriced, most recently seen first (at most 1,000).
+    pub async fn unpriced_models(&self, since_ms: i64) -> Result<Vec<UnpricedModel>, DbError> {
+        // Raw SQL: diesel's DSL cannot group by an expression. COALESCE,
+        // COUNT and MAX are the same on both backends; the casts make SQLite's
+        // INTEGER and PostgreSQL's BIGINT one type. Only the placeholders differ.
+        let (since, limit) = match self.backend() {
+            crate::config::Backend::Sqlite => ("?", "?"),
+            crate::config::Backend::Postgres => ("$1", "$2"),
+        };
+        let query = format!(
+            "SELECT COALESCE(upstream_model, requested_model) AS model, \
+             CAST(COUNT(*) AS BIGINT) AS requests, \
+             CAST(MAX(created_at) AS BIGINT) AS last_seen_at \
+             FROM request_logs \
+             WHERE priced = FALSE AND attempts > 0 AND created_at >= {since} \
+             AND COALESCE(upstream_model, requested_model) IS NOT NULL \
+             GROUP BY COALESCE(upstream_model, requested_model) \
+             ORDER BY last_seen_at DESC, model \
+             LIMIT {limit}"
+        );
+        run_query!(self, |conn| {
+            diesel::sql_query(query)
+                .bind::<diesel::sql_types::BigInt, _>(since_ms)
+                .bind::<diesel::sql_types::BigInt, _>(UNPRICED_MAX_ROWS)
+                .load::<UnpricedModel>(conn)
+                .await
+        })
+    }
+}

@@ -255,3 +255,89 @@ impl Db {
         })
     }
 }
+
+impl Db {
+    /// Creates a provider and its keys in one transaction (each key's
+    /// `provider_id` is set here). A provider of the same name, or the same
+    /// secret twice, is a [`DbError::Conflict`] and stores nothing.
+    pub async fn create_provider(
+        &self,
+        new: &NewProvider,
+        keys: &[NewProviderKey],
+    ) -> Result<Provider, DbError> {
+        let (new, keys) = (new.clone(), keys.to_vec());
+        run_query!(self, |conn| {
+            use diesel_async::AsyncConnection;
+            conn.transaction(async |conn| {
+                let now = now_ms();
+                let row = diesel::insert_into(providers::table)
+                    .values((
+                        new,
+                        providers::created_at.eq(now),
+                        providers::updated_at.eq(now),
+                    ))
+                    .returning(Provider::as_returning())
+                    .get_result(conn)
+                    .await?;
+                for mut key in keys {
+                    key.provider_id = row.id;
+                    diesel::insert_into(provider_keys::table)
+                        .values((
+                            key,
+                            provider_keys::created_at.eq(now),
+                            provider_keys::updated_at.eq(now),
+                        ))
+                        .execute(conn)
+                        .await?;
+                }
+                Ok::<_, diesel::result::Error>(row)
+            })
+            .await
+        })
+    }
+
+    /// Replaces the kind, base URL, config and enabled flag of provider
+    /// `id` (its name stays); `None` when it no longer exists.
+    pub async fn update_provider(
+        &self,
+        id: i64,
+        new: &NewProvider,
+    ) -> Result<Option<Provider>, DbError> {
+        let new = new.clone();
+        run_query!(self, |conn| {
+            use providers::dsl as p;
+            diesel::update(p::providers.find(id))
+                .set((
+                    p::kind.eq(new.kind),
+                    p::base_url.eq(new.base_url),
+                    p::config_json.eq(new.config_json),
+                    p::enabled.eq(new.enabled),
+                    p::updated_at.eq(now_ms()),
+                ))
+                .returning(Provider::as_returning())
+                .get_result(conn)
+                .await
+                .optional()
+        })
+    }
+
+    /// Deletes provider `id` and its keys in one transaction; returns
+    /// whether it existed.
+    pub async fn delete_provider(&self, id: i64) -> Result<bool, DbError> {
+        run_query!(self, |conn| {
+            use diesel_async::AsyncConnection;
+            conn.transaction(async |conn| {
+                // The foreign key cascades too; deleting the keys first does
+                // not depend on SQLite's `foreign_keys` pragma.
+                diesel::delete(provider_keys::table.filter(provider_keys::provider_id.eq(id)))
+                    .execute(conn)
+                    .await?;
+                let deleted = diesel::delete(providers::table.find(id))
+                    .execute(conn)
+                    .await?;
+                Ok::<_, diesel::result::Error>(deleted > 0)
+            })
+            .await
+        })
+    }
+}

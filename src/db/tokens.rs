@@ -71,6 +71,25 @@ pub struct NewToken {
     pub price_multiplier_ppm: Option<i64>,
 }
 
+/// What `PATCH /admin/tokens/{id}` changes; `None` leaves a field alone and
+/// `Some(None)` clears a nullable one (the limit is lifted).
+#[derive(AsChangeset, Debug, Clone, Default)]
+#[diesel(table_name = gateway_tokens)]
+pub struct TokenChanges {
+    pub name: Option<String>,
+    pub user_id: Option<Option<i64>>,
+    pub allowed_models: Option<Option<String>>,
+    pub budget_nanos: Option<Option<i64>>,
+    pub budget_tokens: Option<Option<i64>>,
+    pub rpm: Option<Option<i32>>,
+    pub tpm: Option<Option<i32>>,
+    pub expires_at: Option<Option<i64>>,
+    pub enabled: Option<bool>,
+    pub max_parallel: Option<Option<i32>>,
+    pub quotas: Option<Option<String>>,
+    pub price_multiplier_ppm: Option<Option<i64>>,
+}
+
 impl Db {
     /// Creates a token; a hash that already exists is a [`DbError::Conflict`].
     pub async fn create_token(&self, new: &NewToken) -> Result<GatewayToken, DbError> {
@@ -151,6 +170,53 @@ impl Db {
                 .execute(conn)
                 .await
                 .map(|n| n > 0)
+        })
+    }
+
+    /// Applies `changes`; `None` when the token does not exist.
+    pub async fn update_token(
+        &self,
+        id: i64,
+        changes: &TokenChanges,
+    ) -> Result<Option<GatewayToken>, DbError> {
+        let changes = changes.clone();
+        run_query!(self, |conn| {
+            diesel::update(gateway_tokens::table.find(id))
+                .set((changes, gateway_tokens::updated_at.eq(now_ms())))
+                .returning(GatewayToken::as_returning())
+                .get_result(conn)
+                .await
+                .optional()
+        })
+    }
+
+    /// Gives token `id` a new hash and prefix; the current hash stays
+    /// accepted until `grace_until_ms` (a hash from an earlier rotation is
+    /// forgotten). `None` when the token does not exist.
+    pub async fn rotate_token(
+        &self,
+        id: i64,
+        new_hash: &str,
+        new_prefix: &str,
+        grace_until_ms: i64,
+    ) -> Result<Option<GatewayToken>, DbError> {
+        let (hash, prefix) = (new_hash.to_owned(), new_prefix.to_owned());
+        run_query!(self, |conn| {
+            use gateway_tokens::dsl as t;
+            // The right-hand side reads the row as it was before the UPDATE
+            // (on both backends), so the old hash moves over.
+            diesel::update(t::gateway_tokens.find(id))
+                .set((
+                    t::previous_token_hash.eq(t::token_hash.nullable()),
+                    t::previous_expires_at.eq(Some(grace_until_ms)),
+                    t::token_hash.eq(hash),
+                    t::token_prefix.eq(prefix),
+                    t::updated_at.eq(now_ms()),
+                ))
+                .returning(GatewayToken::as_returning())
+                .get_result(conn)
+                .await
+                .optional()
         })
     }
 }

@@ -246,11 +246,11 @@ impl Db {
     ) -> Result<Option<(User, BillingRecord)>, DbError> {
         run_query!(self, |conn| {
             conn.transaction(async |conn| {
+                // `updated_at` stays: it tells other instances that the
+                // user's cached view changed (`crate::sync`), and the balance
+                // is not cached (charges do not touch it either).
                 let user: Option<User> = diesel::update(users::table.find(user_id))
-                    .set((
-                        users::balance_nanos.eq(users::balance_nanos + amount_nanos),
-                        users::updated_at.eq(now_ms()),
-                    ))
+                    .set(users::balance_nanos.eq(users::balance_nanos + amount_nanos))
                     .returning(User::as_returning())
                     .get_result(conn)
                     .await

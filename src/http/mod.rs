@@ -13,6 +13,7 @@ pub mod limits;
 pub mod login;
 pub mod meter;
 pub mod models;
+pub mod prometheus;
 pub mod proxy;
 pub mod relay;
 pub mod self_service;
@@ -65,6 +66,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/", web::head().to(health::root))
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
+        .route("/metrics", web::get().to(prometheus::metrics))
         .service(
             web::scope("/v1")
                 .route("/chat/completions", web::post().to(chat::chat_completions))

@@ -90,6 +90,7 @@ fn settings(url: String) -> DatabaseSettings {
         url,
         max_connections: 4,
         connect_timeout: Duration::from_secs(10),
+        sync_interval: Duration::from_secs(1),
     }
 }
 

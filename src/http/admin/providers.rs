@@ -69,7 +69,7 @@ fn provider_models(row: &Provider) -> Value {
         .unwrap_or_else(|| json!([]))
 }
 
-async fn provider_row(state: &AppState, name: &str) -> Result<Provider, ApiError> {
+pub(super) async fn provider_row(state: &AppState, name: &str) -> Result<Provider, ApiError> {
     state
         .db
         .get_provider_by_name(name)
@@ -79,7 +79,7 @@ async fn provider_row(state: &AppState, name: &str) -> Result<Provider, ApiError
 
 /// The running actor of a provider; `None` when it is not running (disabled
 /// in the database, or added after start).
-async fn provider_actor(state: &AppState, name: &str) -> Option<Addr<ProviderActor>> {
+pub(super) async fn provider_actor(state: &AppState, name: &str) -> Option<Addr<ProviderActor>> {
     state
         .router
         .send(GetProvider(name.to_owned()))
@@ -89,7 +89,7 @@ async fn provider_actor(state: &AppState, name: &str) -> Option<Addr<ProviderAct
 }
 
 /// The public view of a key row: the masked hint, never the secret.
-fn key_json(row: &ProviderKey, health: Option<&KeyHealthView>) -> Value {
+pub(super) fn key_json(row: &ProviderKey, health: Option<&KeyHealthView>) -> Value {
     let mut value = json!({
         "id": row.key_id,
         "secret_hint": row.secret_hint,
@@ -230,7 +230,7 @@ async fn reload_keys(state: &AppState, name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn valid_key_id(id: &str) -> bool {
+pub(super) fn valid_key_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 100
         && id

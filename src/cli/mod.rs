@@ -1,6 +1,7 @@
 //! The command line: `serve`, `migrate`, and `admin ...` (an HTTP client of
-//! the admin API, except `admin rotate-secret`, which works on the database
-//! like `migrate`). Errors come back as one line, never a stack trace.
+//! the admin API: one module per resource, tables by default, `--json` for
+//! the API's answer; `admin rotate-secret` works on the database like
+//! `migrate`). Errors come back as one line, never a stack trace.
 //!
 //! Admin commands authenticate with, in this order: `--master-key` (or
 //! `SWITCHYARD_MASTER_KEY`); the session `admin login` stored (when it is for
@@ -8,12 +9,19 @@
 //! file (unless `admin.master_key_enabled` is false).
 
 pub mod admin_plane;
+mod billing;
+mod logs;
+mod prices;
+mod providers;
 pub mod session_file;
+mod table;
+mod tokens;
+mod users;
 
 use crate::config::Settings;
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -36,7 +44,7 @@ pub enum Command {
         action: Option<MigrateAction>,
     },
     /// Manage a running gateway through its admin API.
-    Admin(AdminArgs),
+    Admin(Box<AdminArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -84,10 +92,10 @@ pub enum AdminResource {
     },
     /// Revoke the stored session and forget it.
     Logout,
-    /// Gateway tokens.
+    /// Gateway tokens: create with limits, update, rotate.
     Tokens {
         #[command(subcommand)]
-        action: TokenAction,
+        action: tokens::TokenAction,
     },
     /// Admin keys (who can log in).
     Keys {
@@ -124,6 +132,38 @@ pub enum AdminResource {
         /// File holding the new master secret.
         #[arg(long)]
         new_secret_file: Option<PathBuf>,
+    },
+    /// Users: owners of tokens, with balances.
+    Users {
+        #[command(subcommand)]
+        action: users::UserAction,
+    },
+    /// Model prices (USD per million tokens).
+    Prices {
+        #[command(subcommand)]
+        action: prices::PriceAction,
+    },
+    /// The billing ledger (charges and top-ups).
+    Billing {
+        #[command(subcommand)]
+        action: billing::BillingAction,
+    },
+    /// Upstream providers: add, change, remove (live).
+    Providers {
+        #[command(subcommand)]
+        action: providers::ProviderAction,
+    },
+    /// A provider's API keys: add, enable, disable, remove (live).
+    ProviderKeys {
+        #[command(subcommand)]
+        action: providers::KeyAction,
+    },
+    /// Request logs, newest first, with filters.
+    Logs(logs::LogsArgs),
+    /// Metrics over the request logs: summary, models, time series.
+    Metrics {
+        #[command(subcommand)]
+        action: logs::MetricsAction,
     },
 }
 
@@ -171,32 +211,6 @@ pub enum SessionAction {
     Revoke { id: i64 },
 }
 
-#[derive(Debug, Subcommand)]
-pub enum TokenAction {
-    /// Create a token; it is printed once.
-    Create {
-        #[arg(long)]
-        name: String,
-        /// Allowed model (repeatable; globs allowed). Default: all.
-        #[arg(long = "model")]
-        models: Vec<String>,
-        /// Unix time (seconds) after which the token stops working.
-        #[arg(long)]
-        expires_at: Option<i64>,
-        /// Owner user id.
-        #[arg(long)]
-        user_id: Option<i64>,
-    },
-    /// List tokens.
-    List,
-    /// Disable a token.
-    Disable { id: i64 },
-    /// Re-enable a token.
-    Enable { id: i64 },
-    /// Delete a token.
-    Delete { id: i64 },
-}
-
 /// Runs a parsed command line.
 pub fn execute(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(cli.config.as_deref())?;
@@ -226,7 +240,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }),
-        Command::Admin(args) => actix_rt::System::new().block_on(admin(settings, args)),
+        Command::Admin(args) => actix_rt::System::new().block_on(admin(settings, *args)),
     }
 }
 
@@ -314,7 +328,16 @@ async fn admin(settings: Settings, args: AdminArgs) -> anyhow::Result<()> {
     }
     let client = admin_client(&settings, &args)?;
     match args.resource {
-        AdminResource::Tokens { action } => tokens(&client, action, as_json).await,
+        AdminResource::Tokens { action } => tokens::run(&client, action, as_json).await,
+        AdminResource::Users { action } => users::run(&client, action, as_json).await,
+        AdminResource::Prices { action } => prices::run(&client, action, as_json).await,
+        AdminResource::Billing { action } => billing::run(&client, action, as_json).await,
+        AdminResource::Providers { action } => providers::run(&client, action, as_json).await,
+        AdminResource::ProviderKeys { action } => {
+            providers::run_keys(&client, action, as_json).await
+        }
+        AdminResource::Logs(logs) => logs::run_logs(&client, logs, as_json).await,
+        AdminResource::Metrics { action } => logs::run_metrics(&client, action, as_json).await,
         AdminResource::Keys { action } => admin_plane::keys(&client, action, as_json).await,
         AdminResource::Sessions { action } => admin_plane::sessions(&client, action, as_json).await,
         AdminResource::OperationLogs {
@@ -389,96 +412,74 @@ impl AdminClient {
         }
         Ok(value)
     }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.call(awc::http::Method::GET, path, None).await
+    }
+
+    /// A user id from an id or a name (`--user alice`).
+    async fn user_id(&self, user: &str) -> anyhow::Result<i64> {
+        if let Ok(id) = user.parse::<i64>() {
+            return Ok(id);
+        }
+        let found = self
+            .get(&format!("/admin/users?name={}", encode(user)))
+            .await?;
+        found
+            .pointer("/data/0/id")
+            .and_then(Value::as_i64)
+            .with_context(|| format!("no user named `{user}`"))
+    }
 }
 
-async fn tokens(client: &AdminClient, action: TokenAction, as_json: bool) -> anyhow::Result<()> {
-    use awc::http::Method;
-    let answer = match action {
-        TokenAction::Create {
-            name,
-            models,
-            expires_at,
-            user_id,
-        } => {
-            let mut body = json!({ "name": name });
-            if !models.is_empty() {
-                body["allowed_models"] = json!(models);
-            }
-            if let Some(expires_at) = expires_at {
-                body["expires_at"] = json!(expires_at);
-            }
-            if let Some(user_id) = user_id {
-                body["user_id"] = json!(user_id);
-            }
-            let created = client
-                .call(Method::POST, "/admin/tokens", Some(body))
-                .await?;
-            if !as_json {
-                println!(
-                    "Created token {} ({}).",
-                    created["id"],
-                    created["name"].as_str().unwrap_or("")
-                );
-                println!(
-                    "Token (shown once, store it now): {}",
-                    created["token"].as_str().unwrap_or("")
-                );
-                return Ok(());
-            }
-            created
+/// Percent-encodes a path segment or query value (`/` kept: model names
+/// such as `openai/gpt-4o` map onto the `{model:.*}` routes).
+fn encode(text: &str) -> String {
+    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~')
+        .remove(b'/');
+    percent_encoding::utf8_percent_encode(text, KEEP).to_string()
+}
+
+/// A flag value that may also be `none` (lift the limit): `--rpm 60`,
+/// `--rpm none`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Setting<T> {
+    Set(T),
+    Clear,
+}
+
+impl<T: std::str::FromStr> std::str::FromStr for Setting<T>
+where
+    T::Err: std::fmt::Display,
+{
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text.eq_ignore_ascii_case("none") {
+            return Ok(Setting::Clear);
         }
-        TokenAction::List => {
-            let listed = client.call(Method::GET, "/admin/tokens", None).await?;
-            if !as_json {
-                print_token_table(&listed);
-                return Ok(());
-            }
-            listed
-        }
-        TokenAction::Disable { id } => {
-            client
-                .call(Method::POST, &format!("/admin/tokens/{id}/disable"), None)
-                .await?
-        }
-        TokenAction::Enable { id } => {
-            client
-                .call(Method::POST, &format!("/admin/tokens/{id}/enable"), None)
-                .await?
-        }
-        TokenAction::Delete { id } => {
-            client
-                .call(Method::DELETE, &format!("/admin/tokens/{id}"), None)
-                .await?;
-            if !as_json {
-                println!("Deleted token {id}.");
-                return Ok(());
-            }
-            json!({ "deleted": id })
-        }
-    };
-    if as_json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
-    } else {
-        print_token_table(&json!({ "data": [answer] }));
+        text.parse()
+            .map(Setting::Set)
+            .map_err(|error| format!("{error} (or `none` to remove the limit)"))
     }
+}
+
+impl<T: serde::Serialize> Setting<T> {
+    /// The JSON a PATCH body takes: the value, or `null` to clear.
+    fn json(&self) -> Value {
+        match self {
+            Setting::Set(value) => serde_json::to_value(value).unwrap_or(Value::Null),
+            Setting::Clear => Value::Null,
+        }
+    }
+}
+
+/// Prints `value` as pretty JSON (`--json`).
+fn print_json(value: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
-}
-
-fn print_token_table(listed: &Value) {
-    let rows = listed["data"].as_array().cloned().unwrap_or_default();
-    println!(
-        "{:<6} {:<24} {:<14} {:<8} {:>10} {:>12}",
-        "ID", "NAME", "PREFIX", "ENABLED", "REQUESTS", "SPENT_USD"
-    );
-    for row in rows {
-        println!(
-            "{:<6} {:<24} {:<14} {:<8} {:>10} {:>12.6}",
-            row["id"],
-            row["name"].as_str().unwrap_or(""),
-            row["prefix"].as_str().unwrap_or(""),
-            row["enabled"],
-            row["request_count"],
-            row["spent_usd"].as_f64().unwrap_or(0.0),
-        );
-    }
 }

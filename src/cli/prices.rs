@@ -1,0 +1,130 @@
+//! `switchyard admin prices ...`.
+
+use super::table::{self, text, time};
+use super::{AdminClient, encode, print_json};
+use awc::http::Method;
+use clap::Subcommand;
+use serde_json::{Value, json};
+
+#[derive(Debug, Subcommand)]
+pub enum PriceAction {
+    /// List model prices.
+    List,
+    /// Set a model's price (USD per million tokens).
+    Set {
+        model: String,
+        /// USD per million prompt tokens.
+        #[arg(long, allow_negative_numbers = true)]
+        input: f64,
+        /// USD per million completion tokens.
+        #[arg(long, allow_negative_numbers = true)]
+        output: f64,
+    },
+    /// Remove a model's price (its requests are logged unpriced).
+    Delete { model: String },
+    /// Models served without a price recently.
+    Unpriced {
+        /// How many days of request logs to look at.
+        #[arg(long, default_value_t = 30)]
+        days: i64,
+    },
+}
+
+pub(super) async fn run(
+    client: &AdminClient,
+    action: PriceAction,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let answer = match action {
+        PriceAction::List => client.get("/admin/model-prices").await?,
+        PriceAction::Set {
+            model,
+            input,
+            output,
+        } => {
+            let set = client
+                .call(
+                    Method::PUT,
+                    &format!("/admin/model-prices/{}", encode(&model)),
+                    Some(json!({ "input_per_mtok": input, "output_per_mtok": output })),
+                )
+                .await?;
+            json!({ "data": [set] })
+        }
+        PriceAction::Delete { model } => {
+            client
+                .call(
+                    Method::DELETE,
+                    &format!("/admin/model-prices/{}", encode(&model)),
+                    None,
+                )
+                .await?;
+            if as_json {
+                return print_json(&json!({ "deleted": model }));
+            }
+            println!("Deleted the price of {model}.");
+            return Ok(());
+        }
+        PriceAction::Unpriced { days } => {
+            let listed = client
+                .get(&format!("/admin/unpriced-models?days={days}"))
+                .await?;
+            if as_json {
+                return print_json(&listed);
+            }
+            let rows: Vec<Vec<String>> = rows(&listed)
+                .iter()
+                .map(|row| {
+                    vec![
+                        text(&row["model"]),
+                        text(&row["requests"]),
+                        time(&row["last_seen_at"]),
+                    ]
+                })
+                .collect();
+            table::print(&["MODEL", " REQUESTS", "LAST_SEEN"], &rows);
+            return Ok(());
+        }
+    };
+    if as_json {
+        return print_json(&answer);
+    }
+    let rows: Vec<Vec<String>> = rows(&answer)
+        .iter()
+        .map(|row| {
+            vec![
+                text(&row["model"]),
+                per_mtok(&row["input_per_mtok_micros"]),
+                per_mtok(&row["output_per_mtok_micros"]),
+            ]
+        })
+        .collect();
+    table::print(&["MODEL", " INPUT_PER_MTOK", " OUTPUT_PER_MTOK"], &rows);
+    Ok(())
+}
+
+fn rows(listed: &Value) -> &[Value] {
+    listed["data"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}
+
+/// Micro-USD per million tokens as `$2.50`.
+fn per_mtok(micros: &Value) -> String {
+    micros.as_i64().map_or_else(
+        || "-".to_owned(),
+        |micros| {
+            let text = format!("{:.6}", micros as f64 / 1e6);
+            let trimmed = text.trim_end_matches('0');
+            let trimmed = if trimmed.ends_with('.') {
+                format!("{trimmed}00")
+            } else if trimmed.split('.').nth(1).is_some_and(|d| d.len() == 1) {
+                format!("{trimmed}0")
+            } else {
+                trimmed.to_owned()
+            };
+            format!("${trimmed}")
+        },
+    )
+}

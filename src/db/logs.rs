@@ -1,0 +1,105 @@
+//! Reading request logs: filtered pages for admins (the usage batch writes
+//! them, see [`crate::db::usage`]).
+//!
+//! One boxed query serves both backends. Every filter is on a column of
+//! `request_logs`; the time range uses the `created_at` index (and
+//! `token_id` with a range, the `(token_id, created_at)` one).
+
+use super::schema::request_logs;
+use super::usage::RequestLog;
+use super::{Db, DbError};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+/// Which status a log row must have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusFilter {
+    /// Exactly this status.
+    Exact(i32),
+    /// `from..=to`, e.g. `400..=499` for `4xx`.
+    Range(i32, i32),
+}
+
+/// Which request logs to list; `None` matches all.
+#[derive(Debug, Clone, Default)]
+pub struct LogFilter {
+    /// Unix milliseconds, inclusive.
+    pub from_ms: Option<i64>,
+    /// Unix milliseconds, exclusive.
+    pub to_ms: Option<i64>,
+    pub token_id: Option<i64>,
+    pub user_id: Option<i64>,
+    /// The requested or the upstream model name.
+    pub model: Option<String>,
+    pub provider: Option<String>,
+    pub status: Option<StatusFilter>,
+    pub stream: Option<bool>,
+}
+
+/// Applies a [`LogFilter`] to a boxed query (a macro: the query's backend
+/// is only known inside each arm of `run_query!`).
+macro_rules! filtered {
+    ($filter:expr) => {{
+        let filter: &LogFilter = $filter;
+        let mut query = request_logs::table.into_boxed();
+        if let Some(from) = filter.from_ms {
+            query = query.filter(request_logs::created_at.ge(from));
+        }
+        if let Some(to) = filter.to_ms {
+            query = query.filter(request_logs::created_at.lt(to));
+        }
+        if let Some(token_id) = filter.token_id {
+            query = query.filter(request_logs::token_id.eq(token_id));
+        }
+        if let Some(user_id) = filter.user_id {
+            query = query.filter(request_logs::user_id.eq(user_id));
+        }
+        if let Some(model) = filter.model.clone() {
+            query = query.filter(
+                request_logs::requested_model
+                    .eq(model.clone())
+                    .or(request_logs::upstream_model.eq(model)),
+            );
+        }
+        if let Some(provider) = filter.provider.clone() {
+            query = query.filter(request_logs::provider.eq(provider));
+        }
+        match filter.status {
+            Some(StatusFilter::Exact(status)) => {
+                query = query.filter(request_logs::status.eq(status));
+            }
+            Some(StatusFilter::Range(from, to)) => {
+                query = query.filter(request_logs::status.between(from, to));
+            }
+            None => {}
+        }
+        if let Some(stream) = filter.stream {
+            query = query.filter(request_logs::stream.eq(stream));
+        }
+        query
+    }};
+}
+
+impl Db {
+    /// A page of the request logs matching `filter`, newest first, and how
+    /// many match in all.
+    pub async fn list_request_logs_filtered(
+        &self,
+        filter: &LogFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<RequestLog>, i64), DbError> {
+        let filter = filter.clone();
+        run_query!(self, |conn| {
+            let rows = filtered!(&filter)
+                .order((request_logs::created_at.desc(), request_logs::id.desc()))
+                .limit(limit)
+                .offset(offset)
+                .select(RequestLog::as_select())
+                .load(conn)
+                .await?;
+            let total: i64 = filtered!(&filter).count().get_result(conn).await?;
+            Ok((rows, total))
+        })
+    }
+}

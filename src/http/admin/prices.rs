@@ -1,0 +1,144 @@
+//! Model prices (USD per million input and output tokens) and the models
+//! served without one. Every change reloads the price table the meter reads,
+//! so the next request is costed at the new price.
+
+use super::ADMIN_BODY_LIMIT;
+use crate::db::prices::ModelPrice;
+use crate::error::ApiError;
+use crate::http::AppState;
+use crate::http::auth::AdminAuth;
+use crate::http::body::read_json;
+use actix_web::web::{Data, Path, Payload, Query};
+use actix_web::{HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// The highest price taken: $100,000 per million tokens.
+const MAX_PRICE_PER_MTOK: f64 = 100_000.0;
+const DAY_MS: i64 = 86_400_000;
+
+/// `PUT /admin/model-prices/{model}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutPrice {
+    /// USD per million prompt tokens.
+    pub input_per_mtok: f64,
+    /// USD per million completion tokens.
+    pub output_per_mtok: f64,
+}
+
+/// `GET /admin/unpriced-models` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Unpriced {
+    /// How far back to look in the request logs (default 30 days).
+    #[serde(default)]
+    pub days: Option<i64>,
+}
+
+fn micros(param: &'static str, usd: f64) -> Result<i64, ApiError> {
+    if !usd.is_finite() || !(0.0..=MAX_PRICE_PER_MTOK).contains(&usd) {
+        return Err(ApiError::bad_param(
+            param,
+            format!("`{param}` must be USD per million tokens, from 0 to {MAX_PRICE_PER_MTOK}"),
+        ));
+    }
+    Ok(crate::config::PriceSettings::micros(usd))
+}
+
+fn price_json(row: &ModelPrice) -> Value {
+    json!({
+        "model": row.model,
+        "input_per_mtok": row.input_per_mtok_micros as f64 / 1e6,
+        "output_per_mtok": row.output_per_mtok_micros as f64 / 1e6,
+        "input_per_mtok_micros": row.input_per_mtok_micros,
+        "output_per_mtok_micros": row.output_per_mtok_micros,
+        "updated_at": row.updated_at / 1000,
+    })
+}
+
+/// The database's prices become the meter's.
+async fn reload(state: &AppState) -> Result<(), ApiError> {
+    let prices = crate::seed::load_prices(&state.db).await.map_err(|error| {
+        slog::error!(state.log, "admin.prices_reload_failed"; "error" => %error);
+        ApiError::Internal
+    })?;
+    state.prices.replace(prices);
+    Ok(())
+}
+
+/// `GET /admin/model-prices`.
+pub async fn list(_: AdminAuth, state: Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let rows = state.db.list_prices().await?;
+    let data: Vec<Value> = rows.iter().map(price_json).collect();
+    Ok(HttpResponse::Ok().json(json!({ "data": data })))
+}
+
+/// `PUT /admin/model-prices/{model}`: creates or replaces.
+pub async fn put(
+    admin: AdminAuth,
+    state: Data<AppState>,
+    model: Path<String>,
+    request: HttpRequest,
+    payload: Payload,
+) -> Result<HttpResponse, ApiError> {
+    let model = model.into_inner();
+    if model.trim().is_empty() || model.len() > 200 || model.trim() != model {
+        return Err(ApiError::bad_param(
+            "model",
+            "the model name must be 1 to 200 characters without surrounding spaces",
+        ));
+    }
+    let body: PutPrice = read_json(&request, payload, ADMIN_BODY_LIMIT).await?;
+    let input = micros("input_per_mtok", body.input_per_mtok)?;
+    let output = micros("output_per_mtok", body.output_per_mtok)?;
+    let row = state.db.upsert_price(&model, input, output).await?;
+    reload(&state).await?;
+    slog::info!(state.log, "admin.price_set"; "model" => &model, "input_per_mtok_micros" => input,
+        "output_per_mtok_micros" => output, "by" => &admin.actor);
+    Ok(HttpResponse::Ok().json(price_json(&row)))
+}
+
+/// `DELETE /admin/model-prices/{model}`: the model is unpriced from the
+/// next request on.
+pub async fn delete(
+    admin: AdminAuth,
+    state: Data<AppState>,
+    model: Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let model = model.into_inner();
+    if !state.db.delete_price(&model).await? {
+        return Err(ApiError::NotFound(format!("No price for `{model}`")));
+    }
+    reload(&state).await?;
+    slog::info!(state.log, "admin.price_deleted"; "model" => &model, "by" => &admin.actor);
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `GET /admin/unpriced-models?days=30`: models requests were served for
+/// without a price (and that still have none), with how many requests and
+/// when the latest was.
+pub async fn unpriced(
+    _: AdminAuth,
+    state: Data<AppState>,
+    query: Query<Unpriced>,
+) -> Result<HttpResponse, ApiError> {
+    let days = query.days.unwrap_or(30);
+    if !(1..=3650).contains(&days) {
+        return Err(ApiError::bad_param("days", "`days` must be 1 to 3650"));
+    }
+    let since = state.clock.now_ms().saturating_sub(days * DAY_MS);
+    let rows = state.db.unpriced_models(since).await?;
+    let data: Vec<Value> = rows
+        .iter()
+        .filter(|row| !state.prices.contains(&row.model))
+        .map(|row| {
+            json!({
+                "model": row.model,
+                "requests": row.requests,
+                "last_seen_at": row.last_seen_at / 1000,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "data": data })))
+}

@@ -1,0 +1,192 @@
+//! `GET /metrics`: the Prometheus text format (version 0.0.4).
+//!
+//! - `switchyard_requests_total{provider,status}`: client requests by the
+//!   provider that served them (`""` when none did, e.g. an unknown model)
+//!   and the status the client got. Counted when the usage batch holding
+//!   the request is written ([`CountingSink`]), so it lags by up to
+//!   `usage.flush_interval`; the request path itself pays nothing.
+//! - Per routed provider key, from the provider actors' live health:
+//!   `switchyard_key_state{provider,key,state}` (1 for the key's current
+//!   state: healthy, half_open, cooling_down, open, disabled),
+//!   `switchyard_key_in_flight`, `switchyard_key_latency_ewma_ms`, and the
+//!   counters `switchyard_key_successes_total`/`..._failures_total` (they
+//!   restart from 0 when a provider actor does).
+//!
+//! The route needs the admin credential like `/admin/*` (it names
+//! providers and keys, and shows traffic): give Prometheus the master key
+//! as a bearer token (`authorization: { credentials_file: ... }`).
+
+use super::AppState;
+use super::auth::AdminAuth;
+use crate::error::ApiError;
+use actix_web::HttpResponse;
+use actix_web::web::Data;
+use futures_util::future::BoxFuture;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use switchyard_actors::{GetHealth, ListProviders, UsageRecord, UsageSink};
+
+/// Requests written, by (provider, status).
+#[derive(Debug, Default)]
+pub struct RequestCounters {
+    counts: Mutex<BTreeMap<(String, u16), u64>>,
+}
+
+impl RequestCounters {
+    fn add(&self, records: &[UsageRecord]) {
+        let Ok(mut counts) = self.counts.lock() else {
+            return;
+        };
+        for record in records {
+            let provider = record.provider.clone().unwrap_or_default();
+            *counts.entry((provider, record.status)).or_default() += 1;
+        }
+    }
+
+    /// A copy of the counts.
+    pub fn snapshot(&self) -> BTreeMap<(String, u16), u64> {
+        self.counts
+            .lock()
+            .map(|counts| counts.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// A [`UsageSink`] that counts what the sink it wraps wrote.
+pub struct CountingSink {
+    pub inner: Arc<dyn UsageSink>,
+    pub counters: Arc<RequestCounters>,
+}
+
+impl UsageSink for CountingSink {
+    fn write(&self, batch: Arc<Vec<UsageRecord>>) -> BoxFuture<'static, Result<(), String>> {
+        let written = self.inner.write(batch.clone());
+        let counters = self.counters.clone();
+        Box::pin(async move {
+            written.await?;
+            counters.add(&batch);
+            Ok(())
+        })
+    }
+
+    fn spill(&self, records: &[UsageRecord]) -> Result<(), String> {
+        self.inner.spill(records)
+    }
+
+    fn take_spilled(&self) -> Result<Vec<UsageRecord>, String> {
+        self.inner.take_spilled()
+    }
+}
+
+/// A label value with `\`, `"` and newlines escaped.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// The exposition text.
+pub async fn render(state: &AppState, counters: &RequestCounters) -> String {
+    let mut out = String::new();
+    family(
+        &mut out,
+        "switchyard_requests_total",
+        "counter",
+        "Client requests by serving provider and HTTP status (counted when logged).",
+    );
+    for ((provider, status), count) in counters.snapshot() {
+        let _ = writeln!(
+            out,
+            "switchyard_requests_total{{provider=\"{}\",status=\"{status}\"}} {count}",
+            label(&provider)
+        );
+    }
+    let providers = state.router.send(ListProviders).await.unwrap_or_default();
+    let mut keys = Vec::new();
+    for (provider, actor) in providers {
+        if let Ok(health) = actor.send(GetHealth).await {
+            keys.extend(health.into_iter().map(|view| (provider.clone(), view)));
+        }
+    }
+    let series: [(&str, &str, &str); 5] = [
+        (
+            "switchyard_key_state",
+            "gauge",
+            "1 for the key's current state.",
+        ),
+        (
+            "switchyard_key_in_flight",
+            "gauge",
+            "Requests the key is serving now.",
+        ),
+        (
+            "switchyard_key_latency_ewma_ms",
+            "gauge",
+            "Moving average of the key's latency (0 before its first success).",
+        ),
+        (
+            "switchyard_key_successes_total",
+            "counter",
+            "Successful upstream attempts since the provider actor started.",
+        ),
+        (
+            "switchyard_key_failures_total",
+            "counter",
+            "Failed upstream attempts since the provider actor started.",
+        ),
+    ];
+    for (name, kind, help) in series {
+        family(&mut out, name, kind, help);
+        for (provider, view) in &keys {
+            let labels = format!(
+                "provider=\"{}\",key=\"{}\"",
+                label(provider),
+                label(&view.id)
+            );
+            let _ = match name {
+                "switchyard_key_state" => {
+                    writeln!(out, "{name}{{{labels},state=\"{}\"}} 1", view.state)
+                }
+                "switchyard_key_in_flight" => {
+                    writeln!(out, "{name}{{{labels}}} {}", view.in_flight)
+                }
+                "switchyard_key_latency_ewma_ms" => {
+                    writeln!(out, "{name}{{{labels}}} {}", view.latency_ewma_ms)
+                }
+                "switchyard_key_successes_total" => {
+                    writeln!(out, "{name}{{{labels}}} {}", view.successes)
+                }
+                _ => writeln!(out, "{name}{{{labels}}} {}", view.failures),
+            };
+        }
+    }
+    out
+}
+
+/// `GET /metrics`
+pub async fn metrics(
+    _: AdminAuth,
+    state: Data<AppState>,
+    counters: Data<RequestCounters>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(render(&state, &counters).await))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}
