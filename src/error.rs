@@ -251,6 +251,44 @@ impl ApiError {
     }
 }
 
+impl From<crate::auth::session::AuthError> for ApiError {
+    fn from(error: crate::auth::session::AuthError) -> Self {
+        use crate::auth::KeyError;
+        use crate::auth::session::AuthError;
+        match error {
+            AuthError::Malformed(key) => {
+                let param = match key {
+                    KeyError::PublicKey | KeyError::WeakPublicKey | KeyError::PublicKeyFile => {
+                        Some("public_key")
+                    }
+                    KeyError::Signature => Some("signature"),
+                    KeyError::Nonce => Some("nonce"),
+                    KeyError::PrivateKeyFile => None,
+                };
+                Self::BadRequest {
+                    message: key.to_string(),
+                    param,
+                }
+            }
+            AuthError::TooManyChallenges { retry_after } => Self::RateLimited {
+                message: error.to_string(),
+                retry_after: Some(retry_after),
+            },
+            AuthError::Db(db) => db.into(),
+            AuthError::UnknownKey
+            | AuthError::KeyDisabled
+            | AuthError::UnknownChallenge
+            | AuthError::ChallengeUsed
+            | AuthError::ChallengeExpired
+            | AuthError::BadSignature
+            | AuthError::UnknownSession
+            | AuthError::SessionExpired
+            | AuthError::SessionRevoked
+            | AuthError::SessionKeyDisabled => Self::Unauthorized(error.to_string()),
+        }
+    }
+}
+
 impl From<DbError> for ApiError {
     fn from(error: DbError) -> Self {
         match error {
@@ -395,6 +433,57 @@ mod tests {
                 .and_then(|v| v.to_str().ok()),
             Some("1")
         );
+    }
+
+    #[test]
+    fn refused_logins_map_to_400_401_and_429() {
+        use crate::auth::KeyError;
+        use crate::auth::session::AuthError;
+        let cases = [
+            (
+                AuthError::Malformed(KeyError::PublicKey),
+                400,
+                Some("public_key"),
+            ),
+            (
+                AuthError::Malformed(KeyError::WeakPublicKey),
+                400,
+                Some("public_key"),
+            ),
+            (
+                AuthError::Malformed(KeyError::Signature),
+                400,
+                Some("signature"),
+            ),
+            (AuthError::Malformed(KeyError::Nonce), 400, Some("nonce")),
+            (AuthError::UnknownKey, 401, None),
+            (AuthError::KeyDisabled, 401, None),
+            (AuthError::UnknownChallenge, 401, None),
+            (AuthError::ChallengeUsed, 401, None),
+            (AuthError::ChallengeExpired, 401, None),
+            (AuthError::BadSignature, 401, None),
+            (AuthError::UnknownSession, 401, None),
+            (AuthError::SessionExpired, 401, None),
+            (AuthError::SessionRevoked, 401, None),
+            (AuthError::SessionKeyDisabled, 401, None),
+            (
+                AuthError::TooManyChallenges {
+                    retry_after: Duration::from_secs(60),
+                },
+                429,
+                None,
+            ),
+            (AuthError::Db(DbError::Pool("down".into())), 503, None),
+        ];
+        for (error, status, param) in cases {
+            let message = error.to_string();
+            let api: ApiError = error.into();
+            assert_eq!(api.status_code().as_u16(), status, "{message}");
+            assert_eq!(api.param(), param, "{message}");
+            if status != 503 {
+                assert_eq!(api.to_string(), message);
+            }
+        }
     }
 
     #[test]

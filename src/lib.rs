@@ -5,6 +5,7 @@
 //! SIGTERM/Ctrl-C stops accepting, lets in-flight requests finish, flushes
 //! usage and returns. `main.rs` only parses arguments.
 
+pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -19,12 +20,13 @@ pub mod metering;
 pub mod model_cache;
 pub mod probe;
 pub mod providers;
+pub mod secrets;
 pub mod seed;
 pub mod sync;
 pub mod tokens;
 
+use crate::auth::session::{SessionActor, SessionConfig};
 use crate::config::{Secret, Settings};
-use crate::crypto::SecretCipher;
 use crate::http::AppState;
 use actix::prelude::*;
 use actix_web::dev::ServerHandle;
@@ -151,7 +153,9 @@ pub async fn start(
         "security.secret_key",
         &log,
     )?;
-    let cipher = Arc::new(SecretCipher::new(secret.expose()));
+    // Stops here, before anything is read or written with it, when the
+    // secret is not the one the data key is wrapped under.
+    let cipher = Arc::new(secrets::open_cipher(&database, secret.expose(), &log).await?);
     let master_key = if settings.admin.master_key_enabled {
         Some(resolve_secret(
             &settings.admin.master_key,
@@ -162,6 +166,19 @@ pub async fn start(
     } else {
         None
     };
+
+    let server_id = auth::bootstrap::server_id(&database).await?;
+    auth::bootstrap::ensure_admin_key(&database, &settings.admin.key_file, &log).await?;
+    let sessions = SessionActor::new(
+        database.clone(),
+        &server_id,
+        SessionConfig {
+            challenge_ttl: settings.admin.challenge_ttl,
+            session_ttl: settings.admin.session_ttl,
+            cache_ttl: settings.admin.session_cache_ttl,
+        },
+    )
+    .start();
 
     seed::seed_from_settings(&database, &settings, &cipher, &log).await?;
     let providers = seed::load_providers(&database, &cipher, &log).await?;
@@ -280,6 +297,7 @@ pub async fn start(
         tokens: token_cache,
         prices,
         master_key,
+        sessions,
         log: log.clone(),
         cipher: cipher.clone(),
         concurrency: http::limits::ConcurrencyLimit::new(settings.server.max_concurrent_requests),

@@ -17,8 +17,10 @@ use switchyard::config::Backend;
 use switchyard::crypto::{SecretCipher, fingerprint};
 use switchyard::db::schema::*;
 use switchyard::db::{
-    Db, DbError, GatewayToken, ModelPrice, ModelRedirect, NewProvider, NewProviderKey, NewToken,
-    Provider, ProviderKey, RequestLog, UsageDaily, User, connect, migrate_revert, migrate_run,
+    AdminChallenge, AdminKey, AdminSession, Db, DbError, GatewayToken, ModelPrice, ModelRedirect,
+    NewAdminKey, NewAdminSession, NewOperationLog, NewProvider, NewProviderKey, NewToken,
+    OperationLog, Provider, ProviderKey, RequestLog, UsageDaily, User, connect, migrate_revert,
+    migrate_run,
 };
 use switchyard_actors::UsageRecord;
 
@@ -66,12 +68,17 @@ fn cancelled_usage_write_lands_postgres() -> anyhow::Result<()> {
 
 const INIT_VERSION: &str = "20261122000001";
 const LIMITS_VERSION: &str = "20261122000100";
+const ADMIN_PLANE_VERSION: &str = "20261201000001";
 
 async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()> {
     let t = TestDb::new(backend).await?;
     assert_eq!(
         migrate_run(&t.settings).await?,
-        vec![INIT_VERSION.to_owned(), LIMITS_VERSION.to_owned()]
+        vec![
+            INIT_VERSION.to_owned(),
+            LIMITS_VERSION.to_owned(),
+            ADMIN_PLANE_VERSION.to_owned()
+        ]
     );
     assert!(
         migrate_run(&t.settings).await?.is_empty(),
@@ -83,6 +90,10 @@ async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()
         db.ping().await?;
     }
     assert!(migrate_run(&t.settings).await?.is_empty());
+    assert_eq!(
+        migrate_revert(&t.settings).await?,
+        Some(ADMIN_PLANE_VERSION.to_owned())
+    );
     assert_eq!(
         migrate_revert(&t.settings).await?,
         Some(LIMITS_VERSION.to_owned())
@@ -259,6 +270,41 @@ async fn schema_matches_migrations(backend: Backend) -> anyhow::Result<()> {
     db.upsert_redirect("gpt-4", "gpt-4o").await?;
     db.write_usage_batch(&[usage(1_795_305_600_000, Some(token.id), Some("gpt-4o"), 1)])
         .await?;
+    assert!(db.insert_system_value("server_id", "sy-test").await?);
+    let admin_key = db
+        .create_admin_key(&NewAdminKey {
+            name: "alice".to_owned(),
+            public_key: "pk".to_owned(),
+            fingerprint: "SHA256:fp".to_owned(),
+            enabled: true,
+        })
+        .await?;
+    let now = switchyard::db::now_ms();
+    db.create_admin_challenge(admin_key.id, "nonce-1", now + 60_000)
+        .await?;
+    let session = db
+        .consume_admin_challenge(
+            "nonce-1",
+            now,
+            &NewAdminSession {
+                token_hash: "hash".to_owned(),
+                token_prefix: "sya-abc".to_owned(),
+                admin_key_id: admin_key.id,
+                expires_at: now + 3_600_000,
+            },
+        )
+        .await?
+        .context("the challenge was not consumed")?;
+    db.insert_operation_log(&NewOperationLog {
+        actor: "master-key".to_owned(),
+        session_id: Some(session.id),
+        action: "token.create".to_owned(),
+        target: format!("token:{}", token.id),
+        before_json: None,
+        after_json: Some("{}".to_owned()),
+        request_id: Some("req-1".to_owned()),
+    })
+    .await?;
 
     let mut raw = RawConn::open(&t).await?;
 
@@ -294,6 +340,11 @@ async fn schema_matches_migrations(backend: Backend) -> anyhow::Result<()> {
     same_columns!(usage_daily);
     same_columns!(reservations);
     same_columns!(billing_records);
+    same_columns!(system_values);
+    same_columns!(admin_keys);
+    same_columns!(admin_challenges);
+    same_columns!(admin_sessions);
+    same_columns!(operation_logs);
 
     // Loading `all_columns` into the models proves the column types on this backend.
     with_raw!(&mut raw, |conn| {
@@ -338,6 +389,34 @@ async fn schema_matches_migrations(backend: Backend) -> anyhow::Result<()> {
             .load(conn)
             .await?;
         assert_eq!(ud[0].day, "2026-11-22");
+        let ak: Vec<AdminKey> = admin_keys::table
+            .select(admin_keys::all_columns)
+            .load(conn)
+            .await?;
+        assert_eq!(ak[0].last_login_at, Some(now));
+        let ac: Vec<AdminChallenge> = admin_challenges::table
+            .select(admin_challenges::all_columns)
+            .load(conn)
+            .await?;
+        assert_eq!(ac[0].used_at, Some(now));
+        let asn: Vec<AdminSession> = admin_sessions::table
+            .select(admin_sessions::all_columns)
+            .load(conn)
+            .await?;
+        assert_eq!(
+            (asn[0].admin_key_id, asn[0].revoked_at),
+            (admin_key.id, None)
+        );
+        let ol: Vec<OperationLog> = operation_logs::table
+            .select(operation_logs::all_columns)
+            .load(conn)
+            .await?;
+        assert_eq!(ol[0].session_id, Some(session.id));
+        let sv: Vec<(String, String, i64, i64)> = system_values::table
+            .select(system_values::all_columns)
+            .load(conn)
+            .await?;
+        assert_eq!(sv[0].1, "sy-test");
     });
 
     // Foreign keys are enforced (SQLite only with PRAGMA foreign_keys=ON).

@@ -1,11 +1,19 @@
 //! The command line: `serve`, `migrate`, and `admin ...` (an HTTP client of
 //! the admin API: one module per resource, tables by default, `--json` for
-//! the API's answer). Errors come back as one line, never a stack trace.
+//! the API's answer; `admin rotate-secret` works on the database like
+//! `migrate`). Errors come back as one line, never a stack trace.
+//!
+//! Admin commands authenticate with, in this order: `--master-key` (or
+//! `SWITCHYARD_MASTER_KEY`); the session `admin login` stored (when it is for
+//! the same server and unexpired); the master key from settings or its key
+//! file (unless `admin.master_key_enabled` is false).
 
+pub mod admin_plane;
 mod billing;
 mod logs;
 mod prices;
 mod providers;
+pub mod session_file;
 mod table;
 mod tokens;
 mod users;
@@ -49,11 +57,18 @@ pub enum MigrateAction {
 
 #[derive(Debug, Args)]
 pub struct AdminArgs {
-    /// Gateway base URL; defaults to the `server.listen` address.
-    #[arg(long, env = "SWITCHYARD_URL")]
+    /// Gateway base URL; defaults to the stored session's server, else the
+    /// `server.listen` address.
+    #[arg(long, global = true, env = "SWITCHYARD_URL")]
     pub server: Option<String>,
-    /// Master key; defaults to `admin.master_key` or its key file.
-    #[arg(long, env = "SWITCHYARD_MASTER_KEY", hide_env_values = true)]
+    /// Master key; defaults to the stored session, else `admin.master_key`
+    /// or its key file.
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_MASTER_KEY",
+        hide_env_values = true
+    )]
     pub master_key: Option<String>,
     /// Print raw JSON instead of a table.
     #[arg(long, global = true)]
@@ -64,10 +79,59 @@ pub struct AdminArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum AdminResource {
+    /// Log in with an Ed25519 admin key; later admin commands use the session.
+    ///
+    /// Challenge-response against `--server`; the session is kept in
+    /// $XDG_CONFIG_HOME/switchyard/session.json (else ~/.config/switchyard/),
+    /// mode 0600.
+    Login {
+        /// The private key: PKCS#8 PEM, as written to `admin.key_file` on
+        /// first start or by `admin keys generate`.
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Revoke the stored session and forget it.
+    Logout,
     /// Gateway tokens: create with limits, update, rotate.
     Tokens {
         #[command(subcommand)]
         action: tokens::TokenAction,
+    },
+    /// Admin keys (who can log in).
+    Keys {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+    /// Admin sessions.
+    Sessions {
+        #[command(subcommand)]
+        action: SessionAction,
+    },
+    /// The operation log: who changed what, newest first.
+    OperationLogs {
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long, default_value_t = 0)]
+        offset: i64,
+        /// Only this actor (`master-key` or a key fingerprint).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only this action (`token.create`, `admin_key.disable`, ...).
+        #[arg(long)]
+        action: Option<String>,
+    },
+    /// Rotate the master secret (re-wraps the data key; no downtime).
+    ///
+    /// Works on the database directly (settings' `database.url`); running
+    /// gateways keep working. The current secret comes from settings
+    /// (`security.secret_key` or its file), the new one from
+    /// --new-secret-file or SWITCHYARD_NEW_SECRET_KEY; when the current one
+    /// lives in `security.secret_key_file` and no new one is given, one is
+    /// generated, and the file is updated either way.
+    RotateSecret {
+        /// File holding the new master secret.
+        #[arg(long)]
+        new_secret_file: Option<PathBuf>,
     },
     /// Users: owners of tokens, with balances.
     Users {
@@ -101,6 +165,50 @@ pub enum AdminResource {
         #[command(subcommand)]
         action: logs::MetricsAction,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyAction {
+    /// List admin keys (fingerprints).
+    List,
+    /// Register a public key.
+    Add {
+        /// A label: who holds the key.
+        #[arg(long)]
+        name: String,
+        /// base64url of the 32-byte public key.
+        #[arg(
+            long,
+            conflicts_with = "key_file",
+            required_unless_present = "key_file"
+        )]
+        public_key: Option<String>,
+        /// A PEM public key, or a private key file whose public half is sent.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+    },
+    /// Disable a key (its sessions stop working).
+    Disable { id: i64 },
+    /// Re-enable a key.
+    Enable { id: i64 },
+    /// Remove a key and its sessions.
+    Remove { id: i64 },
+    /// Create a new key pair locally (no server involved).
+    ///
+    /// The private key goes to --out (mode 0600, PKCS#8 PEM); the public key
+    /// is printed for `keys add`.
+    Generate {
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionAction {
+    /// List sessions.
+    List,
+    /// Revoke a session.
+    Revoke { id: i64 },
 }
 
 /// Runs a parsed command line.
@@ -141,67 +249,145 @@ fn default_server(settings: &Settings) -> String {
     format!("http://{listen}")
 }
 
-fn master_key(settings: &Settings, given: Option<String>) -> anyhow::Result<String> {
-    if let Some(key) = given.filter(|key| !key.is_empty()) {
-        return Ok(key);
+/// The master key from settings or its key file, if master-key access is on.
+fn configured_master_key(settings: &Settings) -> anyhow::Result<String> {
+    if !settings.admin.master_key_enabled {
+        bail!("master-key access is turned off (admin.master_key_enabled)");
     }
     if !settings.admin.master_key.is_empty() {
         return Ok(settings.admin.master_key.expose().to_owned());
     }
     let file = &settings.admin.master_key_file;
-    let key = std::fs::read_to_string(file).with_context(|| {
-        format!("no master key given and {file} is unreadable; pass --master-key")
-    })?;
+    let key = std::fs::read_to_string(file)
+        .with_context(|| format!("no master key given and {file} is unreadable"))?;
     Ok(key.trim().to_owned())
 }
 
-async fn admin(settings: Settings, args: AdminArgs) -> anyhow::Result<()> {
-    let server = args
-        .server
-        .clone()
-        .unwrap_or_else(|| default_server(&settings));
-    let key = master_key(&settings, args.master_key.clone())?;
-    let client = AdminClient {
-        base: server.trim_end_matches('/').to_owned(),
-        key,
-        http: awc::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .finish(),
+fn same_server(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/') == b.trim_end_matches('/')
+}
+
+/// The server and the bearer credential for an admin call (module docs).
+fn admin_client(settings: &Settings, args: &AdminArgs) -> anyhow::Result<AdminClient> {
+    let given_server = args.server.clone();
+    let fallback_server = || {
+        given_server
+            .clone()
+            .unwrap_or_else(|| default_server(settings))
     };
-    match args.resource {
-        AdminResource::Tokens { action } => tokens::run(&client, action, args.json).await,
-        AdminResource::Users { action } => users::run(&client, action, args.json).await,
-        AdminResource::Prices { action } => prices::run(&client, action, args.json).await,
-        AdminResource::Billing { action } => billing::run(&client, action, args.json).await,
-        AdminResource::Providers { action } => providers::run(&client, action, args.json).await,
-        AdminResource::ProviderKeys { action } => {
-            providers::run_keys(&client, action, args.json).await
-        }
-        AdminResource::Logs(logs) => logs::run_logs(&client, logs, args.json).await,
-        AdminResource::Metrics { action } => logs::run_metrics(&client, action, args.json).await,
+    if let Some(key) = args.master_key.clone().filter(|key| !key.is_empty()) {
+        return Ok(AdminClient::new(&fallback_server(), Some(key)));
+    }
+    let stored = session_file::load()?.filter(|session| {
+        given_server
+            .as_deref()
+            .is_none_or(|server| same_server(server, &session.server))
+    });
+    if let Some(session) = &stored
+        && !session.expired()
+    {
+        return Ok(AdminClient::new(
+            &session.server,
+            Some(session.token.clone()),
+        ));
+    }
+    match configured_master_key(settings) {
+        Ok(key) => Ok(AdminClient::new(&fallback_server(), Some(key))),
+        Err(error) => match stored {
+            Some(session) => bail!(
+                "the admin session for {} expired at {}; run `switchyard admin login --key FILE`",
+                session.server,
+                admin_plane::format_time(session.expires_at)
+            ),
+            None => bail!(
+                "no admin credential: run `switchyard admin login --key FILE` or pass \
+                 --master-key ({error:#})"
+            ),
+        },
     }
 }
 
-/// The admin API over HTTP with the master key.
-struct AdminClient {
+async fn admin(settings: Settings, args: AdminArgs) -> anyhow::Result<()> {
+    let as_json = args.json;
+    match &args.resource {
+        AdminResource::Login { key } => {
+            let server = args
+                .server
+                .clone()
+                .unwrap_or_else(|| default_server(&settings));
+            return admin_plane::login(&AdminClient::new(&server, None), key, as_json).await;
+        }
+        AdminResource::Logout => return admin_plane::logout(as_json).await,
+        AdminResource::RotateSecret { new_secret_file } => {
+            return admin_plane::rotate_secret(&settings, new_secret_file.as_deref()).await;
+        }
+        AdminResource::Keys {
+            action: KeyAction::Generate { out },
+        } => return admin_plane::generate_key(out, as_json),
+        _ => {}
+    }
+    let client = admin_client(&settings, &args)?;
+    match args.resource {
+        AdminResource::Tokens { action } => tokens::run(&client, action, as_json).await,
+        AdminResource::Users { action } => users::run(&client, action, as_json).await,
+        AdminResource::Prices { action } => prices::run(&client, action, as_json).await,
+        AdminResource::Billing { action } => billing::run(&client, action, as_json).await,
+        AdminResource::Providers { action } => providers::run(&client, action, as_json).await,
+        AdminResource::ProviderKeys { action } => {
+            providers::run_keys(&client, action, as_json).await
+        }
+        AdminResource::Logs(logs) => logs::run_logs(&client, logs, as_json).await,
+        AdminResource::Metrics { action } => logs::run_metrics(&client, action, as_json).await,
+        AdminResource::Keys { action } => admin_plane::keys(&client, action, as_json).await,
+        AdminResource::Sessions { action } => admin_plane::sessions(&client, action, as_json).await,
+        AdminResource::OperationLogs {
+            limit,
+            offset,
+            actor,
+            action,
+        } => admin_plane::operation_logs(&client, limit, offset, actor, action, as_json).await,
+        AdminResource::Login { .. }
+        | AdminResource::Logout
+        | AdminResource::RotateSecret { .. } => Ok(()),
+    }
+}
+
+/// An HTTP client of one gateway's admin API.
+pub struct AdminClient {
     base: String,
-    key: String,
+    /// The bearer credential (none for the login routes).
+    key: Option<String>,
     http: awc::Client,
 }
 
 impl AdminClient {
-    /// Calls `method path` with an optional JSON body; a non-2xx answer is
-    /// an error carrying the API's message and the status.
-    async fn call(
+    pub fn new(base: &str, key: Option<String>) -> Self {
+        AdminClient {
+            base: base.trim_end_matches('/').to_owned(),
+            key,
+            http: awc::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .finish(),
+        }
+    }
+
+    /// The gateway's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Calls `path`; a non-2xx answer becomes an error carrying the API's
+    /// message and the status.
+    pub async fn call(
         &self,
         method: awc::http::Method,
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<Value> {
-        let request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .insert_header(("authorization", format!("Bearer {}", self.key)));
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(key) = &self.key {
+            request = request.insert_header(("authorization", format!("Bearer {key}")));
+        }
         let sent = match body {
             Some(body) => request.send_json(&body).await,
             None => request.send().await,
@@ -222,7 +408,7 @@ impl AdminClient {
                 .and_then(Value::as_str)
                 .map(str::to_owned)
                 .unwrap_or_else(|| value.to_string());
-            bail!("{} ({})", message, status.as_u16());
+            bail!("{} ({})", message.replace('\n', " "), status.as_u16());
         }
         Ok(value)
     }

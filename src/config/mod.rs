@@ -124,6 +124,7 @@ impl Settings {
         settings.database.url = format!("sqlite://{}", data_dir.join("switchyard.db").display());
         settings.admin.master_key = Secret::new("test-master-key");
         settings.admin.master_key_file = data_dir.join("master.key").display().to_string();
+        settings.admin.key_file = data_dir.join("admin_ed25519.key").display().to_string();
         settings.security.secret_key = Secret::new("test-secret-key");
         settings.security.secret_key_file = data_dir.join("secret.key").display().to_string();
         settings.usage.spill_file = data_dir.join("usage-spill.jsonl").display().to_string();
@@ -172,6 +173,15 @@ impl Settings {
                     LEVELS.join(", ")
                 ),
             ));
+        }
+        if self.admin.challenge_ttl < std::time::Duration::from_secs(1) {
+            return Err(invalid("admin.challenge_ttl", "must be at least 1s"));
+        }
+        if self.admin.session_ttl < std::time::Duration::from_secs(60) {
+            return Err(invalid("admin.session_ttl", "must be at least 1m"));
+        }
+        if self.admin.key_file.trim().is_empty() {
+            return Err(invalid("admin.key_file", "must be a file path"));
         }
         if self.usage.flush_max_records == 0 {
             return Err(invalid("usage.flush_max_records", "must be at least 1"));

@@ -79,20 +79,25 @@ macro_rules! run_query {
     }};
 }
 
+pub mod admin;
 pub mod billing;
 pub mod changes;
 pub mod logs;
 pub mod metrics;
+pub mod oplog;
 pub mod prices;
 pub mod providers;
 pub mod redirects;
 pub mod reservations;
 pub mod schema;
+pub mod system;
 pub mod tokens;
 pub mod usage;
 pub mod users;
 
+pub use admin::{AdminChallenge, AdminKey, AdminSession, NewAdminKey, NewAdminSession};
 pub use billing::{BillingFilter, BillingRecord};
+pub use oplog::{NewOperationLog, OperationLog, OperationLogFilter};
 pub use prices::{ModelPrice, UnpricedModel};
 pub use providers::{NewProvider, NewProviderKey, Provider, ProviderKey};
 pub use redirects::ModelRedirect;

@@ -213,6 +213,47 @@ impl Db {
             .map(|n| n > 0)
         })
     }
+
+    /// Replaces a key's stored ciphertext if it is still `old` (re-encryption
+    /// at start; racing instances are harmless). Returns whether it did.
+    pub async fn replace_provider_key_ciphertext(
+        &self,
+        id: i64,
+        old: &str,
+        new: &str,
+    ) -> Result<bool, DbError> {
+        let (old, new) = (old.to_owned(), new.to_owned());
+        run_query!(self, |conn| {
+            use provider_keys::dsl as k;
+            diesel::update(
+                k::provider_keys
+                    .find(id)
+                    .filter(k::secret_ciphertext.eq(old)),
+            )
+            .set(k::secret_ciphertext.eq(new))
+            .execute(conn)
+            .await
+            .map(|n| n == 1)
+        })
+    }
+
+    /// Replaces a provider's `config_json` if it is still `old`.
+    pub async fn replace_provider_config(
+        &self,
+        id: i64,
+        old: &str,
+        new: &str,
+    ) -> Result<bool, DbError> {
+        let (old, new) = (old.to_owned(), new.to_owned());
+        run_query!(self, |conn| {
+            use providers::dsl as p;
+            diesel::update(p::providers.find(id).filter(p::config_json.eq(old)))
+                .set(p::config_json.eq(new))
+                .execute(conn)
+                .await
+                .map(|n| n == 1)
+        })
+    }
 }
 
 impl Db {

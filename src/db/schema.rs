@@ -134,8 +134,69 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    system_values (name) {
+        name -> Text,
+        value -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    admin_keys (id) {
+        id -> BigInt,
+        name -> Text,
+        public_key -> Text,
+        fingerprint -> Text,
+        enabled -> Bool,
+        last_login_at -> Nullable<BigInt>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    admin_challenges (id) {
+        id -> BigInt,
+        nonce -> Text,
+        admin_key_id -> BigInt,
+        expires_at -> BigInt,
+        used_at -> Nullable<BigInt>,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    admin_sessions (id) {
+        id -> BigInt,
+        token_hash -> Text,
+        token_prefix -> Text,
+        admin_key_id -> BigInt,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+        revoked_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    operation_logs (id) {
+        id -> BigInt,
+        created_at -> BigInt,
+        actor -> Text,
+        session_id -> Nullable<BigInt>,
+        action -> Text,
+        target -> Text,
+        before_json -> Nullable<Text>,
+        after_json -> Nullable<Text>,
+        request_id -> Nullable<Text>,
+    }
+}
+
 diesel::joinable!(provider_keys -> providers (provider_id));
 diesel::joinable!(gateway_tokens -> users (user_id));
+diesel::joinable!(admin_challenges -> admin_keys (admin_key_id));
+diesel::joinable!(admin_sessions -> admin_keys (admin_key_id));
 
 diesel::table! {
     reservations (id) {
@@ -180,4 +241,9 @@ diesel::allow_tables_to_appear_in_same_query!(
     usage_daily,
     reservations,
     billing_records,
+    system_values,
+    admin_keys,
+    admin_challenges,
+    admin_sessions,
+    operation_logs,
 );

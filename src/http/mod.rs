@@ -10,6 +10,7 @@ pub mod completions;
 pub mod context;
 pub mod health;
 pub mod limits;
+pub mod login;
 pub mod meter;
 pub mod models;
 pub mod prometheus;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub prices: PriceTable,
     /// `None` when master-key authentication is turned off.
     pub master_key: Option<Secret>,
+    /// Admin login and session lookup (`crate::auth::session`).
+    pub sessions: Addr<crate::auth::session::SessionActor>,
     pub log: Logger,
     /// Encrypts keys added through the admin API, decrypts them on reload.
     pub cipher: Arc<SecretCipher>,
@@ -76,6 +79,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/token/usage", web::get().to(self_service::usage)),
         )
         .route("/proxy/{provider}/{tail:.*}", web::route().to(proxy::proxy))
+        .service(
+            web::scope("/auth")
+                .route("/challenge", web::post().to(login::challenge))
+                .route("/verify", web::post().to(login::verify)),
+        )
         .service(web::scope("/admin").configure(admin::routes));
 }
 

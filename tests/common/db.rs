@@ -62,6 +62,29 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// Runs one SQL statement on a connection of its own (outside any
+    /// gateway's pool); returns the affected rows. For moving a row's clock
+    /// (an expiry) where waiting would be the only other way.
+    pub async fn execute(&self, sql: &str) -> anyhow::Result<usize> {
+        use diesel_async::RunQueryDsl;
+        match self.settings.backend() {
+            Backend::Sqlite => {
+                let mut conn = diesel_async::sync_connection_wrapper::SyncConnectionWrapper::<
+                    diesel::SqliteConnection,
+                >::establish(self.settings.sqlite_path())
+                .await?;
+                conn.batch_execute("PRAGMA busy_timeout=5000;").await?;
+                Ok(diesel::sql_query(sql).execute(&mut conn).await?)
+            }
+            Backend::Postgres => {
+                let mut conn = AsyncPgConnection::establish(&self.settings.url).await?;
+                Ok(diesel::sql_query(sql).execute(&mut conn).await?)
+            }
+        }
+    }
+}
+
 fn settings(url: String) -> DatabaseSettings {
     DatabaseSettings {
         url,

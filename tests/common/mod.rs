@@ -169,6 +169,101 @@ impl TestGateway {
         })
     }
 
+    /// The directory the gateway's files (key files, spill file) live in.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
+    /// The gateway's database, for a second gateway sharing it.
+    pub fn database(&self) -> switchyard::config::DatabaseSettings {
+        self._db.settings.clone()
+    }
+
+    /// Runs one SQL statement on the gateway's database (see `TestDb::execute`).
+    pub async fn sql(&self, sql: &str) -> anyhow::Result<usize> {
+        self._db.execute(sql).await
+    }
+
+    /// Calls any route with `bearer` (or no credential); the body is JSON
+    /// when `body` is given. Returns the status and the JSON answer
+    /// (`Null` when empty, a string when not JSON).
+    pub async fn call(
+        &self,
+        bearer: Option<&str>,
+        method: awc::http::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        let mut request = self.client.request(method, format!("{}{path}", self.url));
+        if let Some(bearer) = bearer {
+            request = request.insert_header(("authorization", format!("Bearer {bearer}")));
+        }
+        let mut response = match body {
+            Some(body) => request.send_json(&body).await,
+            None => request.send().await,
+        }
+        .map_err(|e| anyhow::anyhow!("call failed: {e}"))?;
+        let bytes = response.body().await?;
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Ok((response.status(), value))
+    }
+
+    /// Asks for a login challenge for `key`.
+    pub async fn challenge(
+        &self,
+        key: &switchyard::auth::AdminSigningKey,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        self.call(
+            None,
+            awc::http::Method::POST,
+            "/auth/challenge",
+            Some(json!({ "public_key": key.public_key().to_text() })),
+        )
+        .await
+    }
+
+    /// Answers a challenge: signs `message` with `key` and posts it.
+    pub async fn verify(
+        &self,
+        key: &switchyard::auth::AdminSigningKey,
+        nonce: &str,
+        message: &str,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        self.call(
+            None,
+            awc::http::Method::POST,
+            "/auth/verify",
+            Some(json!({
+                "public_key": key.public_key().to_text(),
+                "nonce": nonce,
+                "signature": key.sign(message).to_text(),
+            })),
+        )
+        .await
+    }
+
+    /// The whole login; returns the verify answer (token, session_id, ...).
+    pub async fn login(&self, key: &switchyard::auth::AdminSigningKey) -> anyhow::Result<Value> {
+        let (status, challenge) = self.challenge(key).await?;
+        anyhow::ensure!(status == StatusCode::OK, "challenge: {status} {challenge}");
+        let nonce = challenge["nonce"].as_str().context("no nonce")?;
+        let message = challenge["message"].as_str().context("no message")?;
+        let (status, granted) = self.verify(key, nonce, message).await?;
+        anyhow::ensure!(status == StatusCode::OK, "verify: {status} {granted}");
+        Ok(granted)
+    }
+
+    /// The admin key generated on first start (`admin.key_file`).
+    pub fn bootstrap_key(&self) -> anyhow::Result<switchyard::auth::AdminSigningKey> {
+        let pem = std::fs::read_to_string(self.data_dir().join("admin_ed25519.key"))?;
+        Ok(switchyard::auth::AdminSigningKey::from_pem(&pem)?)
+    }
+
     /// Another gateway instance on the same database, settings and mock
     /// (multi-instance tests); returns it and its base URL.
     pub async fn start_another_instance(&self) -> anyhow::Result<(Gateway, String)> {

@@ -15,13 +15,19 @@ pub fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-/// Runs `switchyard ARGS` to completion in `dir`.
+/// Runs `switchyard ARGS` to completion in `dir`. The admin session lives
+/// in `dir/.config` (`XDG_CONFIG_HOME`) unless `env` says otherwise, never
+/// in the developer's own config directory.
 pub fn run_cli(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Output> {
     let mut command = Command::new(BINARY);
     command
         .current_dir(dir)
         .args(args)
-        .env_remove("SWITCHYARD_CONFIG");
+        .env_remove("SWITCHYARD_CONFIG")
+        .env_remove("SWITCHYARD_MASTER_KEY")
+        .env_remove("SWITCHYARD_URL")
+        .env_remove("SWITCHYARD_NEW_SECRET_KEY")
+        .env("XDG_CONFIG_HOME", dir.join(".config"));
     for (name, value) in env {
         command.env(name, value);
     }

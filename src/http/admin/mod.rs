@@ -1,14 +1,17 @@
 //! `/admin/*`: management routes, all behind [`super::auth::AdminAuth`].
 
+pub mod admin_keys;
 pub mod billing;
 pub mod fields;
 pub mod logs;
 pub mod metrics;
 pub mod models;
+pub mod oplog;
 pub mod prices;
 pub mod provider_edit;
 pub mod providers;
 pub mod range;
+pub mod sessions;
 pub mod tokens;
 pub mod users;
 
@@ -38,6 +41,20 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/model-prices/{model:.*}", web::delete().to(prices::delete))
         .route("/unpriced-models", web::get().to(prices::unpriced))
         .route("/request-logs", web::get().to(logs::list))
+        .route("/operation-logs", web::get().to(oplog::list))
+        .route("/admin-keys", web::get().to(admin_keys::list))
+        .route("/admin-keys", web::post().to(admin_keys::create))
+        .route("/admin-keys/{id}", web::delete().to(admin_keys::delete))
+        .route(
+            "/admin-keys/{id}/disable",
+            web::post().to(admin_keys::disable),
+        )
+        .route(
+            "/admin-keys/{id}/enable",
+            web::post().to(admin_keys::enable),
+        )
+        .route("/sessions", web::get().to(sessions::list))
+        .route("/sessions/{id}", web::delete().to(sessions::revoke))
         .route("/metrics/summary", web::get().to(metrics::summary))
         .route(
             "/metrics/models-distribution",

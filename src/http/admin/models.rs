@@ -3,6 +3,7 @@
 //! the router at once.
 
 use super::ADMIN_BODY_LIMIT;
+use super::oplog::record;
 use crate::error::ApiError;
 use crate::http::AppState;
 use crate::http::auth::AdminAuth;
@@ -11,7 +12,7 @@ use crate::model_cache::{self, RefreshError};
 use actix_web::web::{Data, Path, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 use std::time::Duration;
 use switchyard_actors::{ListModels, SetRedirects};
 
@@ -72,9 +73,20 @@ pub struct RedirectBody {
     pub to: String,
 }
 
+/// The current redirect of `from`, as the operation log shows it.
+async fn redirect_view(state: &AppState, from: &str) -> Result<Option<Value>, ApiError> {
+    Ok(state
+        .db
+        .list_redirects()
+        .await?
+        .into_iter()
+        .find(|row| row.from_model == from)
+        .map(|row| json!({ "from": row.from_model, "to": row.to_model })))
+}
+
 /// `PUT /admin/redirects/{from}` with `{"to": "..."}`: creates or replaces.
 pub async fn put_redirect(
-    _: AdminAuth,
+    admin: AdminAuth,
     state: Data<AppState>,
     from: Path<String>,
     request: HttpRequest,
@@ -101,24 +113,44 @@ pub async fn put_redirect(
             "a model cannot redirect to itself",
         ));
     }
+    let before = redirect_view(&state, &from).await?;
     let row = state.db.upsert_redirect(&from, to).await?;
     apply_redirects(&state).await?;
-    slog::info!(state.log, "admin.redirect_set"; "from" => &from, "to" => to);
+    slog::info!(state.log, "admin.redirect_set"; "from" => &from, "to" => to, "by" => &admin.actor);
+    record(
+        &state,
+        &admin,
+        "redirect.put",
+        &format!("redirect:{from}"),
+        before,
+        Some(json!({ "from": row.from_model, "to": row.to_model })),
+    )
+    .await;
     Ok(HttpResponse::Ok().json(row))
 }
 
 /// `DELETE /admin/redirects/{from}`.
 pub async fn delete_redirect(
-    _: AdminAuth,
+    admin: AdminAuth,
     state: Data<AppState>,
     from: Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let from = from.into_inner();
+    let before = redirect_view(&state, &from).await?;
     if !state.db.delete_redirect(&from).await? {
         return Err(ApiError::NotFound(format!("No redirect from `{from}`")));
     }
     apply_redirects(&state).await?;
-    slog::info!(state.log, "admin.redirect_deleted"; "from" => &from);
+    slog::info!(state.log, "admin.redirect_deleted"; "from" => &from, "by" => &admin.actor);
+    record(
+        &state,
+        &admin,
+        "redirect.delete",
+        &format!("redirect:{from}"),
+        before,
+        None,
+    )
+    .await;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -12,6 +12,7 @@
 //! Secrets are never returned or logged: answers carry the stored masked hint.
 
 use super::ADMIN_BODY_LIMIT;
+use super::oplog::record;
 use crate::config::mask;
 use crate::crypto::fingerprint;
 use crate::db::providers::{NewProviderKey, Provider, ProviderKey};
@@ -130,6 +131,23 @@ pub(super) fn key_json(row: &ProviderKey, health: Option<&KeyHealthView>) -> Val
         }
     }
     value
+}
+
+/// What the operation log keeps of a key: its settings and masked hint.
+fn key_log_json(provider: &str, row: &ProviderKey) -> Value {
+    json!({
+        "provider": provider,
+        "id": row.key_id,
+        "secret_hint": row.secret_hint,
+        "weight": row.weight,
+        "priority": row.priority,
+        "enabled": row.enabled,
+        "disabled_reason": row.disabled_reason,
+    })
+}
+
+fn key_target(provider: &str, key_id: &str) -> String {
+    format!("provider_key:{provider}/{key_id}")
 }
 
 /// `GET /admin/providers`
@@ -294,6 +312,15 @@ pub async fn add_key(
         .await?;
     slog::info!(state.log, "admin.provider_key_added"; "provider" => &row.name,
         "key_id" => &key_id, "by" => &admin.actor);
+    record(
+        &state,
+        &admin,
+        "provider_key.create",
+        &key_target(&row.name, &key_id),
+        None,
+        Some(key_log_json(&row.name, &stored)),
+    )
+    .await;
     reload_keys(&state, &row.name).await?;
     Ok(HttpResponse::Created().json(key_json(&stored, None)))
 }
@@ -332,6 +359,12 @@ async fn set_key_enabled(
         ));
     }
     let row = provider_row(&state, &name).await?;
+    let before = state
+        .db
+        .list_provider_keys(row.id)
+        .await?
+        .into_iter()
+        .find(|key| key.key_id == key_id);
     if !state
         .db
         .set_provider_key_enabled(row.id, &key_id, enabled, reason.as_deref())
@@ -372,6 +405,19 @@ async fn set_key_enabled(
         .into_iter()
         .find(|key| key.key_id == key_id)
         .ok_or_else(|| ApiError::NotFound(format!("No key with id `{key_id}`")))?;
+    record(
+        &state,
+        &admin,
+        if enabled {
+            "provider_key.enable"
+        } else {
+            "provider_key.disable"
+        },
+        &key_target(&row.name, &key_id),
+        before.map(|before| key_log_json(&row.name, &before)),
+        Some(key_log_json(&row.name, &stored)),
+    )
+    .await;
     Ok(HttpResponse::Ok().json(key_json(&stored, health.as_ref())))
 }
 
@@ -405,6 +451,12 @@ pub async fn delete_key(
 ) -> Result<HttpResponse, ApiError> {
     let (name, key_id) = path.into_inner();
     let row = provider_row(&state, &name).await?;
+    let before = state
+        .db
+        .list_provider_keys(row.id)
+        .await?
+        .into_iter()
+        .find(|key| key.key_id == key_id);
     if !state.db.delete_provider_key(row.id, &key_id).await? {
         return Err(ApiError::NotFound(format!(
             "Provider `{}` has no key with id `{key_id}`",
@@ -413,6 +465,15 @@ pub async fn delete_key(
     }
     slog::info!(state.log, "admin.provider_key_deleted"; "provider" => &row.name,
         "key_id" => &key_id, "by" => &admin.actor);
+    record(
+        &state,
+        &admin,
+        "provider_key.delete",
+        &key_target(&row.name, &key_id),
+        before.map(|before| key_log_json(&row.name, &before)),
+        None,
+    )
+    .await;
     reload_keys(&state, &row.name).await?;
     Ok(HttpResponse::NoContent().finish())
 }

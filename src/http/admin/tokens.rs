@@ -8,6 +8,7 @@
 
 use super::ADMIN_BODY_LIMIT;
 use super::fields::{self, nullable, usd};
+use super::oplog::record;
 use crate::db::tokens::{GatewayToken, NewToken, TokenChanges};
 use crate::error::ApiError;
 use crate::http::AppState;
@@ -477,6 +478,15 @@ pub async fn create(
     state.tokens.forget_misses();
     slog::info!(state.log, "admin.token_created"; "token_id" => row.id, "user_id" => user_id, "by" => &admin.actor);
     let mut answer = token_json(&row);
+    record(
+        &state,
+        &admin,
+        "token.create",
+        &format!("token:{}", row.id),
+        None,
+        Some(answer.clone()),
+    )
+    .await;
     if let Some(object) = answer.as_object_mut() {
         object.insert("token".to_owned(), Value::String(secret.token));
     }
@@ -494,6 +504,7 @@ pub async fn update(
     let id = id.into_inner();
     let body: PatchToken = fields::read_object(&request, payload).await?;
     let set = changes(&state, body).await?;
+    let before = state.db.get_token(id).await?.ok_or_else(|| not_found(id))?;
     let row = state
         .db
         .update_token(id, &set)
@@ -501,7 +512,17 @@ pub async fn update(
         .ok_or_else(|| not_found(id))?;
     forget(&state, id);
     slog::info!(state.log, "admin.token_updated"; "token_id" => id, "by" => &admin.actor);
-    Ok(HttpResponse::Ok().json(token_json(&row)))
+    let after = token_json(&row);
+    record(
+        &state,
+        &admin,
+        "token.update",
+        &format!("token:{id}"),
+        Some(token_json(&before)),
+        Some(after.clone()),
+    )
+    .await;
+    Ok(HttpResponse::Ok().json(after))
 }
 
 /// `POST /admin/tokens/{id}/rotate`: a new secret, returned once; the old
@@ -548,6 +569,15 @@ pub async fn rotate(
     state.tokens.forget_misses();
     slog::info!(state.log, "admin.token_rotated"; "token_id" => id, "grace_s" => grace, "by" => &admin.actor);
     let mut answer = token_json(&row);
+    record(
+        &state,
+        &admin,
+        "token.rotate",
+        &format!("token:{id}"),
+        None,
+        Some(answer.clone()),
+    )
+    .await;
     if let Some(object) = answer.as_object_mut() {
         object.insert("token".to_owned(), Value::String(secret.token));
     }
@@ -581,13 +611,32 @@ async fn set_enabled(
     id: i64,
     enabled: bool,
 ) -> Result<HttpResponse, ApiError> {
+    let before = state
+        .db
+        .get_token(id)
+        .await?
+        .ok_or(ApiError::NotFound(format!("No token with id {id}")))?;
     if !state.db.set_token_enabled(id, enabled).await? {
         return Err(not_found(id));
     }
     forget(&state, id);
     slog::info!(state.log, "admin.token_updated"; "token_id" => id, "enabled" => enabled, "by" => &admin.actor);
     let row = state.db.get_token(id).await?.ok_or_else(|| not_found(id))?;
-    Ok(HttpResponse::Ok().json(token_json(&row)))
+    let after = token_json(&row);
+    record(
+        &state,
+        &admin,
+        if enabled {
+            "token.enable"
+        } else {
+            "token.disable"
+        },
+        &format!("token:{id}"),
+        Some(token_json(&before)),
+        Some(after.clone()),
+    )
+    .await;
+    Ok(HttpResponse::Ok().json(after))
 }
 
 /// `POST /admin/tokens/{id}/disable`.
@@ -614,10 +663,24 @@ pub async fn delete(
     state: Data<AppState>,
     id: Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
+    let before = state
+        .db
+        .get_token(*id)
+        .await?
+        .ok_or(ApiError::NotFound(format!("No token with id {id}")))?;
     if !state.db.delete_token(*id).await? {
         return Err(not_found(*id));
     }
     forget(&state, *id);
     slog::info!(state.log, "admin.token_deleted"; "token_id" => *id, "by" => &admin.actor);
+    record(
+        &state,
+        &admin,
+        "token.delete",
+        &format!("token:{id}"),
+        Some(token_json(&before)),
+        None,
+    )
+    .await;
     Ok(HttpResponse::NoContent().finish())
 }

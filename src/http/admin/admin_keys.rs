@@ -1,0 +1,223 @@
+//! Admin keys: the Ed25519 public keys allowed to log in. Listing shows
+//! fingerprints and public keys (never anything private). Disabling or
+//! removing a key ends its sessions (removal deletes them; on this instance
+//! at once, on others within `admin.session_cache_ttl`). The last enabled
+//! key cannot be disabled or removed, so the deployment never locks out key
+//! logins.
+
+use super::ADMIN_BODY_LIMIT;
+use super::oplog::record;
+use crate::auth::AdminPublicKey;
+use crate::auth::session::ForgetKeySessions;
+use crate::db::{AdminKey, DbError, NewAdminKey};
+use crate::error::ApiError;
+use crate::http::AppState;
+use crate::http::auth::AdminAuth;
+use crate::http::body::read_json;
+use actix_web::web::{Data, Path, Payload};
+use actix_web::{HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// `POST /admin/admin-keys`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddAdminKey {
+    /// A label (who holds the key).
+    pub name: String,
+    /// base64url of the 32-byte public key, or a PEM `PUBLIC KEY`.
+    pub public_key: String,
+}
+
+/// The public view of an admin key.
+pub fn admin_key_json(row: &AdminKey) -> Value {
+    json!({
+        "id": row.id,
+        "name": row.name,
+        "fingerprint": row.fingerprint,
+        "public_key": row.public_key,
+        "enabled": row.enabled,
+        "last_login_at": row.last_login_at.map(|ms| ms / 1000),
+        "created_at": row.created_at / 1000,
+    })
+}
+
+async fn admin_key_row(state: &AppState, id: i64) -> Result<AdminKey, ApiError> {
+    state
+        .db
+        .get_admin_key(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("No admin key with id {id}")))
+}
+
+/// Refuses a change that would leave no enabled admin key.
+async fn keep_one_enabled(state: &AppState, row: &AdminKey, verb: &str) -> Result<(), ApiError> {
+    if !row.enabled {
+        return Ok(());
+    }
+    let others = state
+        .db
+        .list_admin_keys()
+        .await?
+        .iter()
+        .filter(|key| key.enabled && key.id != row.id)
+        .count();
+    if others == 0 {
+        return Err(ApiError::bad_request(format!(
+            "Cannot {verb} the last enabled admin key; add or enable another one first"
+        )));
+    }
+    Ok(())
+}
+
+/// `GET /admin/admin-keys`
+pub async fn list(_: AdminAuth, state: Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let data: Vec<Value> = state
+        .db
+        .list_admin_keys()
+        .await?
+        .iter()
+        .map(admin_key_json)
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "data": data })))
+}
+
+/// `POST /admin/admin-keys`
+pub async fn create(
+    admin: AdminAuth,
+    state: Data<AppState>,
+    request: HttpRequest,
+    payload: Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body: AddAdminKey = read_json(&request, payload, ADMIN_BODY_LIMIT).await?;
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(ApiError::bad_param(
+            "name",
+            "`name` must be 1 to 100 printable characters",
+        ));
+    }
+    let key = AdminPublicKey::parse_text_or_pem(&body.public_key)
+        .map_err(|error| ApiError::bad_param("public_key", error.to_string()))?;
+    let row = match state
+        .db
+        .create_admin_key(&NewAdminKey {
+            name: name.to_owned(),
+            public_key: key.to_text(),
+            fingerprint: key.fingerprint(),
+            enabled: true,
+        })
+        .await
+    {
+        Ok(row) => row,
+        Err(DbError::Conflict(_)) => {
+            return Err(ApiError::bad_param(
+                "public_key",
+                format!("The admin key {} is already registered", key.fingerprint()),
+            ));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let view = admin_key_json(&row);
+    slog::info!(state.log, "admin.admin_key_added"; "admin_key_id" => row.id,
+        "fingerprint" => &row.fingerprint, "by" => &admin.actor);
+    record(
+        &state,
+        &admin,
+        "admin_key.create",
+        &format!("admin_key:{}", row.id),
+        None,
+        Some(view.clone()),
+    )
+    .await;
+    Ok(HttpResponse::Created().json(view))
+}
+
+async fn set_enabled(
+    admin: AdminAuth,
+    state: Data<AppState>,
+    id: i64,
+    enabled: bool,
+) -> Result<HttpResponse, ApiError> {
+    let before = admin_key_row(&state, id).await?;
+    if !enabled {
+        keep_one_enabled(&state, &before, "disable").await?;
+    }
+    if !state.db.set_admin_key_enabled(id, enabled).await? {
+        return Err(ApiError::NotFound(format!("No admin key with id {id}")));
+    }
+    if !enabled {
+        state
+            .sessions
+            .send(ForgetKeySessions { admin_key_id: id })
+            .await
+            .map_err(|_| ApiError::Internal)?;
+    }
+    let after = admin_key_row(&state, id).await?;
+    slog::info!(state.log, "admin.admin_key_updated"; "admin_key_id" => id,
+        "enabled" => enabled, "by" => &admin.actor);
+    let view = admin_key_json(&after);
+    record(
+        &state,
+        &admin,
+        if enabled {
+            "admin_key.enable"
+        } else {
+            "admin_key.disable"
+        },
+        &format!("admin_key:{id}"),
+        Some(admin_key_json(&before)),
+        Some(view.clone()),
+    )
+    .await;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// `POST /admin/admin-keys/{id}/disable`
+pub async fn disable(
+    admin: AdminAuth,
+    state: Data<AppState>,
+    id: Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    set_enabled(admin, state, *id, false).await
+}
+
+/// `POST /admin/admin-keys/{id}/enable`
+pub async fn enable(
+    admin: AdminAuth,
+    state: Data<AppState>,
+    id: Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    set_enabled(admin, state, *id, true).await
+}
+
+/// `DELETE /admin/admin-keys/{id}`: the key, its challenges and sessions.
+pub async fn delete(
+    admin: AdminAuth,
+    state: Data<AppState>,
+    id: Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    let id = *id;
+    let before = admin_key_row(&state, id).await?;
+    keep_one_enabled(&state, &before, "remove").await?;
+    if !state.db.delete_admin_key(id).await? {
+        return Err(ApiError::NotFound(format!("No admin key with id {id}")));
+    }
+    state
+        .sessions
+        .send(ForgetKeySessions { admin_key_id: id })
+        .await
+        .map_err(|_| ApiError::Internal)?;
+    slog::info!(state.log, "admin.admin_key_removed"; "admin_key_id" => id,
+        "fingerprint" => &before.fingerprint, "by" => &admin.actor);
+    record(
+        &state,
+        &admin,
+        "admin_key.delete",
+        &format!("admin_key:{id}"),
+        Some(admin_key_json(&before)),
+        None,
+    )
+    .await;
+    Ok(HttpResponse::NoContent().finish())
+}
