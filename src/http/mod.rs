@@ -13,9 +13,11 @@ pub mod limits;
 pub mod login;
 pub mod meter;
 pub mod models;
+pub mod openapi;
 pub mod prometheus;
 pub mod proxy;
 pub mod relay;
+pub mod routes;
 pub mod self_service;
 pub mod throttle;
 pub mod upstream;
@@ -60,31 +62,9 @@ pub struct AppState {
     pub enforcer: Arc<crate::enforce::Enforcer>,
 }
 
-/// The route table.
+/// The route table (declared in [`routes`], documented at `/openapi.json`).
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(health::root))
-        .route("/", web::head().to(health::root))
-        .route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
-        .route("/metrics", web::get().to(prometheus::metrics))
-        .service(
-            web::scope("/v1")
-                .route("/chat/completions", web::post().to(chat::chat_completions))
-                .route("/completions", web::post().to(completions::completions))
-                .route("/embeddings", web::post().to(completions::embeddings))
-                .route("/messages", web::post().to(chat::messages))
-                .route("/messages/count_tokens", web::post().to(chat::count_tokens))
-                .route("/models", web::get().to(models::list_models))
-                .route("/token/balance", web::get().to(self_service::balance))
-                .route("/token/usage", web::get().to(self_service::usage)),
-        )
-        .route("/proxy/{provider}/{tail:.*}", web::route().to(proxy::proxy))
-        .service(
-            web::scope("/auth")
-                .route("/challenge", web::post().to(login::challenge))
-                .route("/verify", web::post().to(login::verify)),
-        )
-        .service(web::scope("/admin").configure(admin::routes));
+    routes::register(cfg);
 }
 
 /// Unknown routes answer in the API's error shape too.

@@ -1,0 +1,239 @@
+//! `GET /openapi.json`: the OpenAPI 3.1 document of the whole API, built
+//! from the route table ([`super::routes::ROUTES`]) with `utoipa`'s
+//! document model, so it lists exactly what the server serves.
+//!
+//! Per route: method, path (actix patterns `{name:.*}` become `{name}`),
+//! path parameters, summary, tag, security (gateway token, admin
+//! credential, or none) and the error shape. Request and answer bodies are
+//! described in the README and `docs/`; the route table does not carry
+//! their schemas.
+
+use super::routes::{Access, ROUTES, RouteDoc};
+use actix_web::HttpResponse;
+use std::sync::OnceLock;
+use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{
+    ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApiBuilder, PathItem, PathsBuilder, Ref,
+    Required, ResponseBuilder, SecurityRequirement,
+};
+
+/// The methods `ANY` (the proxy) is documented with.
+const ANY_METHODS: [HttpMethod; 5] = [
+    HttpMethod::Get,
+    HttpMethod::Post,
+    HttpMethod::Put,
+    HttpMethod::Patch,
+    HttpMethod::Delete,
+];
+
+/// `{tail:.*}` -> `{tail}`: OpenAPI has no patterns in templates.
+pub fn openapi_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut in_param = false;
+    let mut skipping = false;
+    for c in path.chars() {
+        match c {
+            '{' => {
+                in_param = true;
+                out.push(c);
+            }
+            '}' => {
+                in_param = false;
+                skipping = false;
+                out.push(c);
+            }
+            ':' if in_param => skipping = true,
+            _ if skipping => {}
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// The names of a path's parameters.
+fn parameters(path: &str) -> Vec<String> {
+    openapi_path(path)
+        .split('{')
+        .skip(1)
+        .filter_map(|rest| rest.split_once('}').map(|(name, _)| name.to_owned()))
+        .collect()
+}
+
+/// The HTTP methods a route is documented under.
+pub fn methods(route: &RouteDoc) -> Vec<HttpMethod> {
+    match route.method {
+        "GET" => vec![HttpMethod::Get],
+        "HEAD" => vec![HttpMethod::Head],
+        "POST" => vec![HttpMethod::Post],
+        "PUT" => vec![HttpMethod::Put],
+        "PATCH" => vec![HttpMethod::Patch],
+        "DELETE" => vec![HttpMethod::Delete],
+        _ => ANY_METHODS.to_vec(),
+    }
+}
+
+fn tag(path: &str) -> &'static str {
+    if path.starts_with("/admin") || path == "/metrics" {
+        "admin"
+    } else if path.starts_with("/auth") {
+        "login"
+    } else if path.starts_with("/v1") || path.starts_with("/proxy") {
+        "client"
+    } else {
+        "operations"
+    }
+}
+
+fn operation_id(method: &HttpMethod, path: &str) -> String {
+    let method = serde_json::to_value(method)
+        .ok()
+        .and_then(|value| value.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let mut id = method;
+    for part in openapi_path(path).split(['/', '{', '}', '-', '.']) {
+        if !part.is_empty() {
+            id.push('_');
+            id.push_str(part);
+        }
+    }
+    id
+}
+
+fn build() -> String {
+    let mut paths = PathsBuilder::new();
+    for route in ROUTES {
+        for method in methods(route) {
+            let mut operation = OperationBuilder::new()
+                .summary(Some(route.summary))
+                .operation_id(Some(operation_id(&method, route.path)))
+                .tag(tag(route.path))
+                .response(
+                    "200",
+                    ResponseBuilder::new().description("Success (see the README for the body)"),
+                )
+                .response(
+                    "default",
+                    ResponseBuilder::new()
+                        .description(
+                            "An error in OpenAI's shape (Anthropic's on /v1/messages): 400, 401, 402, 403, 404, 409, 413, 429 with Retry-After, 5xx",
+                        )
+                        .content(
+                            "application/json",
+                            ContentBuilder::new()
+                                .schema(Some(Ref::from_schema_name("Error")))
+                                .build(),
+                        ),
+                );
+            for name in parameters(route.path) {
+                operation = operation.parameter(
+                    ParameterBuilder::new()
+                        .name(name)
+                        .parameter_in(ParameterIn::Path)
+                        .required(Required::True)
+                        .schema(Some(ObjectBuilder::new().schema_type(Type::String))),
+                );
+            }
+            operation = match route.access {
+                Access::Public => operation,
+                Access::Gateway => operation
+                    .security(SecurityRequirement::new(
+                        "gateway_token",
+                        Vec::<String>::new(),
+                    ))
+                    .security(SecurityRequirement::new(
+                        "gateway_api_key",
+                        Vec::<String>::new(),
+                    )),
+                Access::Admin => {
+                    operation.security(SecurityRequirement::new("admin", Vec::<String>::new()))
+                }
+            };
+            paths = paths.path(openapi_path(route.path), PathItem::new(method, operation));
+        }
+    }
+    let error = ObjectBuilder::new()
+        .description(Some(
+            "OpenAI's error shape: {\"error\": {\"message\", \"type\", \"param\", \"code\"}}",
+        ))
+        .property(
+            "error",
+            ObjectBuilder::new()
+                .property("message", ObjectBuilder::new().schema_type(Type::String))
+                .property("type", ObjectBuilder::new().schema_type(Type::String))
+                .property("param", ObjectBuilder::new().schema_type(Type::String))
+                .property("code", ObjectBuilder::new().schema_type(Type::String))
+                .required("message"),
+        )
+        .required("error")
+        .build();
+    let components = ComponentsBuilder::new()
+        .schema("Error", error)
+        .security_scheme(
+            "gateway_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("A gateway token (sy-...)"))
+                    .build(),
+            ),
+        )
+        .security_scheme(
+            "gateway_api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-api-key"))),
+        )
+        .security_scheme(
+            "admin",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An admin session token (sya-..., from /auth/verify) or the master key",
+                    ))
+                    .build(),
+            ),
+        )
+        .build();
+    let document = OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("Switchyard")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(
+                    "Self-hosted AI API gateway: OpenAI- and Anthropic-compatible client API, admin API",
+                ))
+                .build(),
+        )
+        .paths(paths.build())
+        .components(Some(components))
+        .build();
+    document.to_json().unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// `GET /openapi.json`.
+pub async fn document() -> HttpResponse {
+    static DOCUMENT: OnceLock<String> = OnceLock::new();
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(DOCUMENT.get_or_init(build).clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actix_patterns_become_openapi_templates() {
+        assert_eq!(
+            openapi_path("/proxy/{provider}/{tail:.*}"),
+            "/proxy/{provider}/{tail}"
+        );
+        assert_eq!(openapi_path("/admin/tokens/{id}"), "/admin/tokens/{id}");
+        assert_eq!(
+            parameters("/admin/providers/{name}/keys/{id}"),
+            vec!["name", "id"]
+        );
+        assert!(parameters("/v1/models").is_empty());
+    }
+}
