@@ -9,7 +9,10 @@ use common::TestGateway;
 use serde_json::{Value, json};
 use switchyard::config::Backend;
 
-on_both_backends!(every_admin_change_is_logged_with_secrets_masked);
+on_both_backends!(
+    every_admin_change_is_logged_with_secrets_masked,
+    billing_and_provider_changes_are_logged,
+);
 
 async fn every_admin_change_is_logged_with_secrets_masked(backend: Backend) -> anyhow::Result<()> {
     let gw = TestGateway::start(backend, |_, _| {}).await?;
@@ -273,5 +276,105 @@ async fn every_admin_change_is_logged_with_secrets_masked(backend: Backend) -> a
         .call(None, Method::GET, "/admin/operation-logs", None)
         .await?;
     ensure!(status == StatusCode::UNAUTHORIZED);
+    gw.stop().await
+}
+
+/// Users, prices, token limits and rotation, and providers are logged too,
+/// with the provider's header secret masked.
+async fn billing_and_provider_changes_are_logged(backend: Backend) -> anyhow::Result<()> {
+    let gw = TestGateway::start(backend, |_, _| {}).await?;
+    let header_secret = "hdr-secret-value-98765";
+    let calls: Vec<(Method, String, Option<Value>)> = vec![
+        (
+            Method::POST,
+            "/admin/users".into(),
+            Some(json!({ "name": "alice", "prepaid": true })),
+        ),
+        (
+            Method::PATCH,
+            "/admin/users/2".into(),
+            Some(json!({ "status": "suspended" })),
+        ),
+        (
+            Method::POST,
+            "/admin/users/2/topup".into(),
+            Some(json!({ "amount_usd": 5.0 })),
+        ),
+        (
+            Method::PUT,
+            "/admin/model-prices/mock-gpt".into(),
+            Some(json!({ "input_per_mtok": 1.0, "output_per_mtok": 2.0 })),
+        ),
+        (Method::DELETE, "/admin/model-prices/mock-gpt".into(), None),
+        (
+            Method::POST,
+            "/admin/tokens".into(),
+            Some(json!({ "name": "t" })),
+        ),
+        (
+            Method::PATCH,
+            "/admin/tokens/1".into(),
+            Some(json!({ "rpm": 10 })),
+        ),
+        (
+            Method::POST,
+            "/admin/tokens/1/rotate".into(),
+            Some(json!({ "grace_seconds": 0 })),
+        ),
+        (
+            Method::POST,
+            "/admin/providers".into(),
+            Some(json!({
+                "name": "audited", "kind": "openai-compatible", "base_url": "http://127.0.0.1:9/v1",
+                "models": ["audited-model"], "headers": { "x-secret": header_secret },
+            })),
+        ),
+        (
+            Method::PATCH,
+            "/admin/providers/audited".into(),
+            Some(json!({ "weight": 3 })),
+        ),
+        (Method::DELETE, "/admin/providers/audited".into(), None),
+        (Method::DELETE, "/admin/users/2".into(), None),
+    ];
+    for (method, path, body) in calls {
+        let (status, answer) = gw.admin(method.clone(), &path, body).await?;
+        ensure!(status.is_success(), "{method} {path}: {status} {answer}");
+    }
+    let (status, logs) = gw
+        .admin(Method::GET, "/admin/operation-logs?limit=100", None)
+        .await?;
+    ensure!(status == StatusCode::OK, "{status} {logs}");
+    let text = logs.to_string();
+    ensure!(
+        !text.contains(header_secret),
+        "a provider header secret was logged"
+    );
+    let mut actions: Vec<String> = logs["data"]
+        .as_array()
+        .context("data")?
+        .iter()
+        .filter_map(|row| row["action"].as_str().map(str::to_owned))
+        .collect();
+    actions.reverse();
+    for expected in [
+        "user.create",
+        "user.update",
+        "user.topup",
+        "price.set",
+        "price.delete",
+        "token.create",
+        "token.update",
+        "token.rotate",
+        "provider.create",
+        "provider.update",
+        "provider.delete",
+        "user.delete",
+    ] {
+        ensure!(
+            actions.iter().any(|action| action == expected),
+            "{expected} missing from {actions:?}"
+        );
+    }
     gw.stop().await
 }

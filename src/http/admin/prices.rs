@@ -4,6 +4,7 @@
 
 use super::ADMIN_BODY_LIMIT;
 use crate::db::prices::ModelPrice;
+use super::oplog::record;
 use crate::error::ApiError;
 use crate::http::AppState;
 use crate::http::auth::AdminAuth;
@@ -92,11 +93,20 @@ pub async fn put(
     let body: PutPrice = read_json(&request, payload, ADMIN_BODY_LIMIT).await?;
     let input = micros("input_per_mtok", body.input_per_mtok)?;
     let output = micros("output_per_mtok", body.output_per_mtok)?;
+    let before = state
+        .db
+        .list_prices()
+        .await?
+        .iter()
+        .find(|price| price.model == model)
+        .map(price_json);
     let row = state.db.upsert_price(&model, input, output).await?;
     reload(&state).await?;
     slog::info!(state.log, "admin.price_set"; "model" => &model, "input_per_mtok_micros" => input,
         "output_per_mtok_micros" => output, "by" => &admin.actor);
-    Ok(HttpResponse::Ok().json(price_json(&row)))
+    let after = price_json(&row);
+    record(&state, &admin, "price.set", &format!("price:{model}"), before, Some(after.clone())).await;
+    Ok(HttpResponse::Ok().json(after))
 }
 
 /// `DELETE /admin/model-prices/{model}`: the model is unpriced from the
@@ -107,11 +117,19 @@ pub async fn delete(
     model: Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let model = model.into_inner();
+    let before = state
+        .db
+        .list_prices()
+        .await?
+        .iter()
+        .find(|price| price.model == model)
+        .map(price_json);
     if !state.db.delete_price(&model).await? {
         return Err(ApiError::NotFound(format!("No price for `{model}`")));
     }
     reload(&state).await?;
     slog::info!(state.log, "admin.price_deleted"; "model" => &model, "by" => &admin.actor);
+    record(&state, &admin, "price.delete", &format!("price:{model}"), before, None).await;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -517,7 +517,17 @@ pub async fn create(
     slog::info!(state.log, "admin.provider_created"; "provider" => &name,
         "kind" => settings.kind.as_str(), "keys" => rows.len(), "by" => &admin.actor);
     apply(&state, &name).await?;
-    Ok(HttpResponse::Created().json(provider_json(&state, &row).await?))
+    let after = provider_json(&state, &row).await?;
+    super::oplog::record(
+        &state,
+        &admin,
+        "provider.create",
+        &format!("provider:{name}"),
+        None,
+        Some(after.clone()),
+    )
+    .await;
+    Ok(HttpResponse::Created().json(after))
 }
 
 /// `GET /admin/providers/{name}`
@@ -590,7 +600,10 @@ pub async fn update(
     slog::info!(state.log, "admin.provider_updated"; "provider" => &row.name,
         "fields" => changed, "by" => &admin.actor);
     apply(&state, &row.name).await?;
-    Ok(HttpResponse::Ok().json(provider_json(&state, &updated).await?))
+    let before = provider_json(&state, &row).await?;
+    let after = provider_json(&state, &updated).await?;
+    super::oplog::record(&state, &admin, "provider.update", &format!("provider:{}", row.name), Some(before), Some(after.clone())).await;
+    Ok(HttpResponse::Ok().json(after))
 }
 
 /// `DELETE /admin/providers/{name}`: the provider and its keys.
@@ -600,6 +613,7 @@ pub async fn delete(
     name: Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let row = provider_row(&state, &name).await?;
+    let before = provider_json(&state, &row).await?;
     if !state.db.delete_provider(row.id).await? {
         return Err(ApiError::NotFound(format!(
             "No provider named `{}`",
@@ -610,6 +624,7 @@ pub async fn delete(
     slog::info!(state.log, "admin.provider_deleted"; "provider" => &row.name,
         "by" => &admin.actor);
     apply(&state, &row.name).await?;
+    super::oplog::record(&state, &admin, "provider.delete", &format!("provider:{}", row.name), Some(before), None).await;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -9,6 +9,7 @@ use super::tokens::DEFAULT_USER;
 use crate::db::DbError;
 use crate::db::billing::BillingRecord;
 use crate::db::users::{DeleteUser, NewUser, User, UserChanges};
+use super::oplog::record;
 use crate::error::ApiError;
 use crate::http::AppState;
 use crate::http::auth::AdminAuth;
@@ -165,7 +166,9 @@ pub async fn create(
         .await
         .map_err(|error| name_taken(error, &name))?;
     slog::info!(state.log, "admin.user_created"; "user_id" => user.id, "by" => &admin.actor);
-    Ok(HttpResponse::Created().json(user_json(&user)))
+    let after = user_json(&user);
+    record(&state, &admin, "user.create", &format!("user:{}", user.id), None, Some(after.clone())).await;
+    Ok(HttpResponse::Created().json(after))
 }
 
 /// `GET /admin/users?limit&offset&name`.
@@ -243,6 +246,7 @@ pub async fn update(
             "The `{DEFAULT_USER}` user owns tokens created without `user_id`; it cannot be renamed"
         )));
     }
+    let before = state.db.get_user(id).await?.map(|user| user_json(&user));
     let user = state
         .db
         .update_user(id, &changes)
@@ -252,7 +256,9 @@ pub async fn update(
     // Cached tokens embed their owner's status, prepaid flag and multiplier.
     state.tokens.clear();
     slog::info!(state.log, "admin.user_updated"; "user_id" => id, "status" => &user.status, "by" => &admin.actor);
-    Ok(HttpResponse::Ok().json(user_json(&user)))
+    let after = user_json(&user);
+    record(&state, &admin, "user.update", &format!("user:{id}"), before, Some(after.clone())).await;
+    Ok(HttpResponse::Ok().json(after))
 }
 
 /// `DELETE /admin/users/{id}`: only a user without tokens (409 otherwise:
@@ -270,6 +276,7 @@ pub async fn delete(
             "The `{DEFAULT_USER}` user owns tokens created without `user_id`; it cannot be deleted"
         )));
     }
+    let before = state.db.get_user(id).await?.map(|user| user_json(&user));
     match state.db.delete_user(id).await? {
         DeleteUser::Deleted => {}
         DeleteUser::NotFound => return Err(not_found(id)),
@@ -281,6 +288,7 @@ pub async fn delete(
     }
     state.tokens.clear();
     slog::info!(state.log, "admin.user_deleted"; "user_id" => id, "by" => &admin.actor);
+    record(&state, &admin, "user.delete", &format!("user:{id}"), before, None).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -318,14 +326,23 @@ pub async fn topup(
         Some(note) if note.is_empty() => None,
         other => other,
     };
-    let (user, record) = state
+    let (user, record_row) = state
         .db
         .topup(id, amount_nanos, note, state.clock.now_ms())
         .await?
         .ok_or_else(|| not_found(id))?;
     slog::info!(state.log, "admin.user_topup"; "user_id" => id, "amount_nanos" => amount_nanos, "by" => &admin.actor);
+    record(
+        &state,
+        &admin,
+        "user.topup",
+        &format!("user:{id}"),
+        None,
+        Some(billing_json(&record_row)),
+    )
+    .await;
     Ok(HttpResponse::Ok().json(json!({
         "user": user_json(&user),
-        "record": billing_json(&record),
+        "record": billing_json(&record_row),
     })))
 }
