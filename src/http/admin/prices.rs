@@ -3,8 +3,8 @@
 //! so the next request is costed at the new price.
 
 use super::ADMIN_BODY_LIMIT;
-use crate::db::prices::ModelPrice;
 use super::oplog::record;
+use crate::db::prices::ModelPrice;
 use crate::error::ApiError;
 use crate::http::AppState;
 use crate::http::auth::AdminAuth;
@@ -105,7 +105,15 @@ pub async fn put(
     slog::info!(state.log, "admin.price_set"; "model" => &model, "input_per_mtok_micros" => input,
         "output_per_mtok_micros" => output, "by" => &admin.actor);
     let after = price_json(&row);
-    record(&state, &admin, "price.set", &format!("price:{model}"), before, Some(after.clone())).await;
+    record(
+        &state,
+        &admin,
+        "price.set",
+        &format!("price:{model}"),
+        before,
+        Some(after.clone()),
+    )
+    .await;
     Ok(HttpResponse::Ok().json(after))
 }
 
@@ -129,7 +137,15 @@ pub async fn delete(
     }
     reload(&state).await?;
     slog::info!(state.log, "admin.price_deleted"; "model" => &model, "by" => &admin.actor);
-    record(&state, &admin, "price.delete", &format!("price:{model}"), before, None).await;
+    record(
+        &state,
+        &admin,
+        "price.delete",
+        &format!("price:{model}"),
+        before,
+        None,
+    )
+    .await;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -602,7 +602,15 @@ pub async fn update(
     apply(&state, &row.name).await?;
     let before = provider_json(&state, &row).await?;
     let after = provider_json(&state, &updated).await?;
-    super::oplog::record(&state, &admin, "provider.update", &format!("provider:{}", row.name), Some(before), Some(after.clone())).await;
+    super::oplog::record(
+        &state,
+        &admin,
+        "provider.update",
+        &format!("provider:{}", row.name),
+        Some(before),
+        Some(after.clone()),
+    )
+    .await;
     Ok(HttpResponse::Ok().json(after))
 }
 
@@ -624,7 +632,15 @@ pub async fn delete(
     slog::info!(state.log, "admin.provider_deleted"; "provider" => &row.name,
         "by" => &admin.actor);
     apply(&state, &row.name).await?;
-    super::oplog::record(&state, &admin, "provider.delete", &format!("provider:{}", row.name), Some(before), None).await;
+    super::oplog::record(
+        &state,
+        &admin,
+        "provider.delete",
+        &format!("provider:{}", row.name),
+        Some(before),
+        None,
+    )
+    .await;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -5,11 +5,11 @@
 
 use super::ADMIN_BODY_LIMIT;
 use super::fields::{self, nullable, usd};
+use super::oplog::record;
 use super::tokens::DEFAULT_USER;
 use crate::db::DbError;
 use crate::db::billing::BillingRecord;
 use crate::db::users::{DeleteUser, NewUser, User, UserChanges};
-use super::oplog::record;
 use crate::error::ApiError;
 use crate::http::AppState;
 use crate::http::auth::AdminAuth;
@@ -167,7 +167,15 @@ pub async fn create(
         .map_err(|error| name_taken(error, &name))?;
     slog::info!(state.log, "admin.user_created"; "user_id" => user.id, "by" => &admin.actor);
     let after = user_json(&user);
-    record(&state, &admin, "user.create", &format!("user:{}", user.id), None, Some(after.clone())).await;
+    record(
+        &state,
+        &admin,
+        "user.create",
+        &format!("user:{}", user.id),
+        None,
+        Some(after.clone()),
+    )
+    .await;
     Ok(HttpResponse::Created().json(after))
 }
 
@@ -257,7 +265,15 @@ pub async fn update(
     state.tokens.clear();
     slog::info!(state.log, "admin.user_updated"; "user_id" => id, "status" => &user.status, "by" => &admin.actor);
     let after = user_json(&user);
-    record(&state, &admin, "user.update", &format!("user:{id}"), before, Some(after.clone())).await;
+    record(
+        &state,
+        &admin,
+        "user.update",
+        &format!("user:{id}"),
+        before,
+        Some(after.clone()),
+    )
+    .await;
     Ok(HttpResponse::Ok().json(after))
 }
 
@@ -288,7 +304,15 @@ pub async fn delete(
     }
     state.tokens.clear();
     slog::info!(state.log, "admin.user_deleted"; "user_id" => id, "by" => &admin.actor);
-    record(&state, &admin, "user.delete", &format!("user:{id}"), before, None).await;
+    record(
+        &state,
+        &admin,
+        "user.delete",
+        &format!("user:{id}"),
+        before,
+        None,
+    )
+    .await;
     Ok(HttpResponse::NoContent().finish())
 }
 
