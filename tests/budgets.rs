@@ -27,6 +27,7 @@ on_both_backends!(
     self_service_reports_limits_spend_and_usage,
     expired_reservations_are_given_back,
     failed_authentications_are_slowed_then_refused,
+    prepaid_balance_is_enforced_and_topped_up,
 );
 
 /// 2026-11-30T23:59:50Z: ten seconds before a day and a month end.
@@ -705,5 +706,58 @@ async fn a_token_disabled_on_one_instance_is_refused_by_the_other() -> anyhow::R
         actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     other.stop().await?;
+    gw.stop().await
+}
+
+/// A prepaid owner whose balance cannot cover the estimate gets 402
+/// `insufficient_balance`; a top-up lets the next request through.
+async fn prepaid_balance_is_enforced_and_topped_up(backend: Backend) -> anyhow::Result<()> {
+    let gw = TestGateway::start(backend, |s, _| priced(s)).await?;
+    // $0.010: one request (estimated $0.006, charged $0.007) fits, a second not.
+    let (status, user) = gw
+        .admin(
+            awc::http::Method::POST,
+            "/admin/users",
+            Some(json!({ "name": "prepaid", "prepaid": true, "balance_usd": 0.010 })),
+        )
+        .await?;
+    assert_eq!(status, 201, "{user}");
+    let user_id = user["id"].as_i64().context("user id")?;
+    let token = gw
+        .create_token(json!({ "name": "prepaid-app", "user_id": user_id }))
+        .await?;
+    assert_eq!(
+        post(&gw.url, &gw.client, &token, &body(false))
+            .await?
+            .status,
+        200
+    );
+    gw.request_logs().await?;
+    let refused = post(&gw.url, &gw.client, &token, &body(false)).await?;
+    assert_eq!(refused.status, 402, "{}", refused.text());
+    assert_eq!(
+        error_code(&refused).as_deref(),
+        Some("insufficient_balance")
+    );
+    let owner = gw.gateway()?.db.get_user(user_id).await?.context("user")?;
+    assert_eq!(
+        owner.balance_nanos,
+        10_000_000 - ACTUAL_TOKENS * NANOS_PER_TOKEN
+    );
+    assert_eq!(owner.reserved_nanos, 0);
+    let (status, _) = gw
+        .admin(
+            awc::http::Method::POST,
+            &format!("/admin/users/{user_id}/topup"),
+            Some(json!({ "amount_usd": 0.01 })),
+        )
+        .await?;
+    assert_eq!(status, 200);
+    assert_eq!(
+        post(&gw.url, &gw.client, &token, &body(false))
+            .await?
+            .status,
+        200
+    );
     gw.stop().await
 }

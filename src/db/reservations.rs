@@ -41,7 +41,6 @@ macro_rules! give_back {
         }
     }};
 }
-pub(crate) use give_back;
 
 /// What one request holds while it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +89,7 @@ impl Db {
         let need_nanos = hold.nanos.max(1);
         let need_tokens = hold.tokens.max(1);
         let need_user = hold.user_nanos.max(1);
+        let _turn = self.sqlite_write_turn().await;
         let outcome: Result<i64, Outcome> = run_query!(self, |conn| {
             Ok(conn
                 .transaction(async |conn| {
@@ -166,6 +166,7 @@ impl Db {
     /// (requests that never settled). Returns how many. Safe to run on every
     /// instance at once: a reservation is given back by whoever deletes it.
     pub async fn expire_reservations(&self, now_ms: i64) -> Result<usize, DbError> {
+        let _turn = self.sqlite_write_turn().await;
         run_query!(self, |conn| {
             conn.transaction(async |conn| {
                 let expired: Vec<(i64, i64, Option<i64>, i64, i64, i64)> =

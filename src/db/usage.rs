@@ -310,52 +310,85 @@ impl Db {
         let charges: Vec<NewCharge> = records.iter().filter_map(NewCharge::of).collect();
         let reservation_ids: Vec<i64> = records.iter().filter_map(|r| r.reservation_id).collect();
         let (per_token, per_day, per_user) = aggregate(records);
+        // No `sqlite_write_turn` here: a dropped caller must never keep the
+        // batch from being written (module docs), and waiting for a turn
+        // before the query is spawned would allow exactly that.
         run_query!(self, |conn| {
             conn.transaction(async |conn| {
                 conn.insert_request_logs(rows, charges).await?;
-                // Settled requests give their holds back; a reservation
-                // already expired was given back then.
-                for id in &reservation_ids {
-                    let released: Option<(i64, Option<i64>, i64, i64, i64)> =
-                        diesel::delete(reservations::table.find(*id))
-                            .returning((
-                                reservations::token_id,
-                                reservations::user_id,
-                                reservations::nanos,
-                                reservations::tokens,
-                                reservations::user_nanos,
-                            ))
-                            .get_result(conn)
-                            .await
-                            .optional()?;
-                    if let Some((token_id, user_id, nanos, tokens, user_nanos)) = released {
-                        super::reservations::give_back!(
-                            conn, token_id, user_id, nanos, tokens, user_nanos
-                        );
+                // Settled requests give their holds back (a reservation
+                // already expired was given back then): one DELETE per chunk,
+                // then one UPDATE per token and per user, so a large batch
+                // holds the write lock briefly.
+                let mut token_back: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+                let mut user_back: BTreeMap<i64, i64> = BTreeMap::new();
+                for chunk in reservation_ids.chunks(INSERT_CHUNK_ROWS) {
+                    let released: Vec<(i64, Option<i64>, i64, i64, i64)> = diesel::delete(
+                        reservations::table.filter(reservations::id.eq_any(chunk.to_vec())),
+                    )
+                    .returning((
+                        reservations::token_id,
+                        reservations::user_id,
+                        reservations::nanos,
+                        reservations::tokens,
+                        reservations::user_nanos,
+                    ))
+                    .get_results(conn)
+                    .await?;
+                    for (token_id, user_id, nanos, tokens, user_nanos) in released {
+                        let back = token_back.entry(token_id).or_default();
+                        back.0 += nanos;
+                        back.1 += tokens;
+                        if let Some(user_id) = user_id {
+                            *user_back.entry(user_id).or_default() += user_nanos;
+                        }
                     }
                 }
-                for (user_id, charged) in &per_user {
-                    if *charged != 0 {
+                let users_touched: std::collections::BTreeSet<i64> =
+                    per_user.keys().chain(user_back.keys()).copied().collect();
+                for user_id in users_touched {
+                    let charged = per_user.get(&user_id).copied().unwrap_or(0);
+                    let released = user_back.get(&user_id).copied().unwrap_or(0);
+                    if charged != 0 || released != 0 {
                         use users::dsl as u;
-                        diesel::update(u::users.find(*user_id))
-                            .set(u::balance_nanos.eq(u::balance_nanos - *charged))
+                        diesel::update(u::users.find(user_id))
+                            .set((
+                                u::balance_nanos.eq(u::balance_nanos - charged),
+                                u::reserved_nanos.eq(u::reserved_nanos - released),
+                            ))
                             .execute(conn)
                             .await?;
                     }
                 }
                 for (token_id, delta) in &per_token {
                     use gateway_tokens::dsl as t;
+                    let (back_nanos, back_tokens) = token_back.remove(token_id).unwrap_or_default();
                     diesel::update(t::gateway_tokens.find(*token_id))
                         .set((
                             t::spent_nanos.eq(t::spent_nanos + delta.cost_nanos),
                             t::spent_tokens.eq(t::spent_tokens + delta.tokens),
                             t::request_count.eq(t::request_count + delta.requests),
+                            t::reserved_nanos.eq(t::reserved_nanos - back_nanos),
+                            t::reserved_tokens.eq(t::reserved_tokens - back_tokens),
                             // Batches may land out of order: keep the latest.
                             t::last_used_at.eq(case_when(
                                 t::last_used_at.ge(delta.last_used_at),
                                 t::last_used_at,
                             )
                             .otherwise(Some(delta.last_used_at))),
+                        ))
+                        .execute(conn)
+                        .await?;
+                }
+                // Reservations of tokens without a record in this batch
+                // (cannot happen today: every reservation's record names its
+                // token), given back all the same.
+                for (token_id, (back_nanos, back_tokens)) in &token_back {
+                    use gateway_tokens::dsl as t;
+                    diesel::update(t::gateway_tokens.find(*token_id))
+                        .set((
+                            t::reserved_nanos.eq(t::reserved_nanos - *back_nanos),
+                            t::reserved_tokens.eq(t::reserved_tokens - *back_tokens),
                         ))
                         .execute(conn)
                         .await?;
