@@ -333,7 +333,10 @@ pub async fn start(
             .configure(http::routes)
             .default_service(web::to(http::not_found))
     })
-    .shutdown_timeout(settings.server.shutdown_timeout.as_secs().max(1));
+    .shutdown_timeout(settings.server.shutdown_timeout.as_secs().max(1))
+    // Streams are many small writes: with Nagle's algorithm on, each one
+    // after the first waits for the client's delayed ACK (~40 ms).
+    .tcp_nodelay(true);
     if settings.server.workers > 0 {
         server = server.workers(settings.server.workers);
     }
