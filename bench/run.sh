@@ -264,7 +264,7 @@ EOF
     limited_json="$(curl -s -m 10 -X POST "$GATEWAY_URL/admin/tokens" \
         -H "Authorization: Bearer $MASTER_KEY" -H 'content-type: application/json' \
         -d '{"name":"bench-limited","budget_usd":1000000,"budget_tokens":100000000000,
-             "rpm":100000000,"tpm":100000000000,"max_parallel":10000,
+             "rpm":100000000,"tpm":1000000000,"max_parallel":10000,
              "quotas":[{"period":"day","kind":"requests","limit":100000000}]}')"
     LIMITED_TOKEN="$(python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])' \
         <<<"$limited_json" 2>/dev/null)" || die "could not create the limited token: $limited_json"
