@@ -191,7 +191,9 @@ async fn serve(
     Ok((served, mode, slot))
 }
 
-fn respond(
+/// Sends a served answer: a whole body at once (its text measured for a
+/// token estimate), or a stream through the relay in `mode`.
+pub(super) fn respond(
     state: &AppState,
     served: Served,
     meter: Meter,

@@ -6,16 +6,14 @@
 use super::AppState;
 use super::auth::GatewayAuth;
 use super::body::read_body;
-use super::chat::{ATTEMPTS_HEADER, PROVIDER_HEADER};
 use super::context::RequestCtx;
 use super::limits::ConcurrencySlot;
 use super::meter::Meter;
-use super::relay::{ChatStreamRelay, StreamMode};
-use super::upstream::{Answer, MalformedAnswer, Served, UpstreamRequest, call_with_failover};
+use super::relay::StreamMode;
+use super::upstream::{MalformedAnswer, Served, UpstreamRequest, call_with_failover};
 use crate::error::ApiError;
 use crate::providers::openai::{self, ChatStreamState, Usage};
 use crate::providers::{adapter_of, kind_of};
-use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use actix_web::web::{Bytes, Data, Payload};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde_json::{Map, Value, json};
@@ -299,39 +297,14 @@ async fn call(
     Ok((served, hide_usage_chunk, slot))
 }
 
+/// The answer, relayed as chat answers are (OpenAI events pass through).
 fn respond(
     state: &AppState,
     served: Served,
-    mut meter: Meter,
+    meter: Meter,
     hide_usage_chunk: bool,
     slot: ConcurrencySlot,
 ) -> HttpResponse {
-    let mut response = HttpResponse::Ok();
-    response
-        .insert_header((ATTEMPTS_HEADER, served.attempts.to_string()))
-        .insert_header((PROVIDER_HEADER, served.provider));
-    match served.answer {
-        Answer::Json { body, usage } => {
-            meter.estimate_completion(&body);
-            meter.succeed(200, usage);
-            drop(slot);
-            response
-                .insert_header((CONTENT_TYPE, "application/json"))
-                .body(body)
-        }
-        Answer::Stream(start) => {
-            let relay = ChatStreamRelay::new(
-                start,
-                meter,
-                StreamMode::Native(ChatStreamState::new(hide_usage_chunk)),
-                state.settings.upstream.stream_idle_timeout,
-                slot,
-            );
-            response
-                .insert_header((CONTENT_TYPE, "text/event-stream"))
-                .insert_header((CACHE_CONTROL, "no-cache"))
-                .insert_header(("x-accel-buffering", "no"))
-                .streaming(relay)
-        }
-    }
+    let mode = StreamMode::Native(ChatStreamState::new(hide_usage_chunk));
+    super::chat::respond(state, served, meter, Some(mode), slot)
 }
