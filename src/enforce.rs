@@ -352,10 +352,14 @@ fn refusal_error(refusal: Refusal) -> ApiError {
     }
 }
 
-/// Runs [`Enforcer::expire`] every quarter of the reservation TTL.
-pub fn start_expiry(enforcer: Arc<Enforcer>, every: Duration) {
+/// Gives back what crashed instances left held, once now (before the server
+/// takes requests, so nothing races with it), then every `every` (a quarter
+/// of the reservation TTL) in the background.
+pub async fn start_expiry(enforcer: Arc<Enforcer>, every: Duration) {
+    enforcer.expire().await;
+    let every = every.max(Duration::from_millis(100));
     actix_rt::spawn(async move {
-        let mut tick = actix_rt::time::interval(every.max(Duration::from_millis(100)));
+        let mut tick = actix_rt::time::interval_at(actix_rt::time::Instant::now() + every, every);
         loop {
             tick.tick().await;
             enforcer.expire().await;

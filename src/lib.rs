@@ -241,7 +241,7 @@ pub async fn start(
         settings.limits.clone(),
         log.clone(),
     ));
-    enforce::start_expiry(enforcer.clone(), settings.limits.reservation_ttl / 4);
+    enforce::start_expiry(enforcer.clone(), settings.limits.reservation_ttl / 4).await;
     let token_cache = tokens::TokenCache::default();
     sync::start(
         sync::Sync {
