@@ -15,10 +15,12 @@ use crate::providers::anthropic::AnthropicRequestOptions;
 use crate::providers::exchange::{ChatExchange, ClientFormat};
 use crate::providers::openai::{ChatStreamState, Usage};
 use crate::providers::{Wire, adapter_of};
+use crate::tokens::TokenInfo;
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use actix_web::web::{Bytes, Data, Payload};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use std::cell::Cell;
+use std::sync::Arc;
 use switchyard_actors::ProviderSpec;
 
 pub const ATTEMPTS_HEADER: &str = "x-switchyard-attempts";
@@ -134,6 +136,38 @@ async fn serve_chat(
     }
 }
 
+/// What every metered client call starts with: the token (recorded on the
+/// meter), a concurrency slot, then the body. The slot is taken before the
+/// body is read, so a gateway at its limit sheds load at once; it lives
+/// until the answer (or the stream) is done.
+pub(super) async fn accept(
+    state: &AppState,
+    meter: &mut Meter,
+    auth: Result<GatewayAuth, ApiError>,
+    request: &HttpRequest,
+    payload: Payload,
+) -> Result<(Arc<TokenInfo>, ConcurrencySlot, Bytes), ApiError> {
+    let GatewayAuth(token) = auth?;
+    meter.token(&token);
+    let slot = state
+        .concurrency
+        .try_acquire()
+        .ok_or(ApiError::ConcurrencyLimit)?;
+    let raw = read_body(request, payload, state.settings.server.max_body_bytes).await?;
+    Ok((token, slot, raw))
+}
+
+/// 403 unless the token's model list allows `model`.
+pub(super) fn require_model(token: &TokenInfo, model: &str) -> Result<(), ApiError> {
+    if token.allows_model(model) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "This token may not use the model `{model}`"
+        )))
+    }
+}
+
 async fn serve(
     format: ClientFormat,
     state: &AppState,
@@ -143,15 +177,7 @@ async fn serve(
     request: &HttpRequest,
     payload: Payload,
 ) -> Result<(Served, Option<StreamMode>, ConcurrencySlot), ApiError> {
-    let GatewayAuth(token) = auth?;
-    meter.token(&token);
-    // Refused before the body is read: a gateway at its limit sheds load
-    // at once. The slot lives until the answer (or the stream) is done.
-    let slot = state
-        .concurrency
-        .try_acquire()
-        .ok_or(ApiError::ConcurrencyLimit)?;
-    let raw = read_body(request, payload, state.settings.server.max_body_bytes).await?;
+    let (token, slot, raw) = accept(state, meter, auth, request, payload).await?;
     let options = AnthropicRequestOptions {
         default_max_tokens: state.settings.upstream.default_max_tokens,
     };
@@ -167,12 +193,7 @@ async fn serve(
     };
     meter.request(exchange.model(), exchange.stream());
     meter.estimate_prompt(&raw);
-    if !token.allows_model(exchange.model()) {
-        return Err(ApiError::Forbidden(format!(
-            "This token may not use the model `{}`",
-            exchange.model()
-        )));
-    }
+    require_model(&token, exchange.model())?;
     meter
         .admit(&token, exchange.model(), exchange.max_tokens())
         .await?;
@@ -274,12 +295,7 @@ async fn count(
     // Validated as a Messages request (same rules, same errors).
     let exchange = ChatExchange::from_anthropic(&raw, AnthropicRequestOptions::default())?;
     meter.request(exchange.model(), false);
-    if !token.allows_model(exchange.model()) {
-        return Err(ApiError::Forbidden(format!(
-            "This token may not use the model `{}`",
-            exchange.model()
-        )));
-    }
+    require_model(&token, exchange.model())?;
     let model = exchange.model().to_owned();
     let mut counting = CountTokens {
         body: exchange.anthropic_body().clone(),

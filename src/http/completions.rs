@@ -5,7 +5,6 @@
 
 use super::AppState;
 use super::auth::GatewayAuth;
-use super::body::read_body;
 use super::context::RequestCtx;
 use super::limits::ConcurrencySlot;
 use super::meter::Meter;
@@ -269,22 +268,11 @@ async fn call(
     request: &HttpRequest,
     payload: Payload,
 ) -> Result<(Served, bool, ConcurrencySlot), ApiError> {
-    let GatewayAuth(token) = auth?;
-    meter.token(&token);
-    let slot = state
-        .concurrency
-        .try_acquire()
-        .ok_or(ApiError::ConcurrencyLimit)?;
-    let raw = read_body(request, payload, state.settings.server.max_body_bytes).await?;
+    let (token, slot, raw) = super::chat::accept(state, meter, auth, request, payload).await?;
     let mut call = OpenAiOnly::parse(endpoint, &raw)?;
     meter.request(&call.model, call.stream);
     meter.estimate_prompt(&raw);
-    if !token.allows_model(&call.model) {
-        return Err(ApiError::Forbidden(format!(
-            "This token may not use the model `{}`",
-            call.model
-        )));
-    }
+    super::chat::require_model(&token, &call.model)?;
     // Embeddings generate no tokens; completions at most `max_tokens`.
     let max_tokens = match endpoint {
         Endpoint::Embeddings => Some(0),
