@@ -147,8 +147,10 @@ impl Enforcer {
             let reserved = match self.db.reserve(hold, now, now.saturating_add(ttl)).await {
                 Ok(reserved) => reserved,
                 Err(error) => {
+                    // Budgets fail closed: no database, no reservation, no
+                    // request (503 with Retry-After; docs/limits.md).
                     self.release(admission);
-                    return Err(error.into());
+                    return Err(ApiError::database_unavailable(&error));
                 }
             };
             match reserved {
@@ -258,7 +260,11 @@ impl Enforcer {
         let mut committed = Committed::default();
         for period in periods {
             let since = i64::try_from(period.start_ms(now)).unwrap_or(0);
-            let (requests, tokens, cost) = self.db.token_spend_since(token.id, since).await?;
+            let (requests, tokens, cost) = self
+                .db
+                .token_spend_since(token.id, since)
+                .await
+                .map_err(|error| ApiError::database_unavailable(&error))?;
             committed.periods.push((
                 period,
                 PeriodSpend {

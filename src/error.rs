@@ -66,6 +66,11 @@ pub enum ApiError {
         message: String,
         retry_after: Option<Duration>,
     },
+    /// 503: the gateway's database cannot be reached; what this request
+    /// needed from it (a token not in the cache, a budget reservation, an
+    /// admin change) cannot be done now.
+    #[error("{0}")]
+    DatabaseUnavailable(String),
     /// 503: `server.max_concurrent_requests` requests are already being served.
     #[error("The gateway is serving as many requests as it is allowed to; retry shortly")]
     ConcurrencyLimit,
@@ -111,7 +116,9 @@ impl ApiError {
             Self::UpstreamFailed(_) | Self::UpstreamTimeout(_) | Self::UpstreamRejected { .. } => {
                 "upstream_error"
             }
-            Self::Unavailable { .. } | Self::ConcurrencyLimit => "service_unavailable",
+            Self::Unavailable { .. } | Self::ConcurrencyLimit | Self::DatabaseUnavailable(_) => {
+                "service_unavailable"
+            }
             Self::Internal => "server_error",
         }
     }
@@ -130,6 +137,7 @@ impl ApiError {
             Self::RateLimited { .. } => "rate_limited",
             Self::UpstreamFailed(_) => "upstream_failed",
             Self::Unavailable { .. } => "no_healthy_upstream",
+            Self::DatabaseUnavailable(_) => "database_unavailable",
             Self::ConcurrencyLimit => "concurrency_limit",
             Self::UpstreamTimeout(_) => "upstream_timeout",
             Self::UpstreamRejected { .. } => "upstream_rejected",
@@ -152,6 +160,9 @@ impl ApiError {
             }
             // The slot frees as soon as any request in flight ends.
             Self::ConcurrencyLimit => Some(Duration::from_secs(1)),
+            // The usage writer retries every second at most: about when
+            // the database is back, it is seen back.
+            Self::DatabaseUnavailable(_) => Some(Duration::from_secs(1)),
             _ => None,
         }
     }
@@ -181,7 +192,9 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
-            Self::Unavailable { .. } | Self::ConcurrencyLimit => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable { .. } | Self::ConcurrencyLimit | Self::DatabaseUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::UpstreamRejected { status, .. } => *status,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -289,6 +302,17 @@ impl From<crate::auth::session::AuthError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// A database failure on the request path: always 503 with
+    /// `Retry-After`, never 500, whatever the failure (the detail is the
+    /// caller's to log).
+    pub fn database_unavailable(_: &DbError) -> Self {
+        Self::DatabaseUnavailable(
+            "The gateway's database is unreachable; try again shortly".to_owned(),
+        )
+    }
+}
+
 impl From<DbError> for ApiError {
     fn from(error: DbError) -> Self {
         match error {
@@ -297,10 +321,7 @@ impl From<DbError> for ApiError {
                 message: format!("Already exists: {what}"),
                 param: None,
             },
-            DbError::Pool(_) => Self::Unavailable {
-                message: "The gateway's database is unreachable; try again shortly".to_owned(),
-                retry_after: Some(Duration::from_secs(1)),
-            },
+            error if error.is_unavailable() => Self::database_unavailable(&error),
             _ => Self::Internal,
         }
     }
@@ -345,6 +366,7 @@ mod tests {
                 503,
             ),
             (ApiError::ConcurrencyLimit, 503),
+            (ApiError::DatabaseUnavailable("x".into()), 503),
             (ApiError::UpstreamTimeout("x".into()), 504),
             (
                 ApiError::UpstreamRejected {
@@ -369,6 +391,7 @@ mod tests {
                 | ApiError::UpstreamFailed(_)
                 | ApiError::Unavailable { .. }
                 | ApiError::ConcurrencyLimit
+                | ApiError::DatabaseUnavailable(_)
                 | ApiError::UpstreamTimeout(_)
                 | ApiError::UpstreamRejected { .. }
                 | ApiError::Internal => {}

@@ -38,7 +38,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_actors::{
-    FlushAll, FlushReport, ProviderRoute, RouterActor, UsageActor, UsageConfig, UsageQueue,
+    FlushAll, FlushReport, Journal, ProviderRoute, RouterActor, UsageActor, UsageConfig, UsageQueue,
 };
 
 /// A started gateway.
@@ -106,7 +106,8 @@ async fn flush_usage(
         .send(FlushAll { deadline })
         .await
         .context("usage actor gone before the final flush")?;
-    info!(log, "shutdown.usage_flushed"; "written" => report.written, "unwritten" => report.unwritten);
+    info!(log, "shutdown.usage_flushed"; "written" => report.written,
+        "left_in_journal" => report.journal_backlog, "unwritten" => report.unwritten);
     Ok(report)
 }
 
@@ -124,7 +125,7 @@ pub async fn run(settings: Settings, log: Logger) -> anyhow::Result<()> {
     let report = gateway.wait().await?;
     if report.unwritten > 0 {
         anyhow::bail!(
-            "{} usage records could be neither written nor spilled",
+            "{} usage records could be neither written nor journaled",
             report.unwritten
         );
     }
@@ -178,7 +179,7 @@ pub async fn start(
             cache_ttl: settings.admin.session_cache_ttl,
         },
     )
-    .start();
+    .start_supervised();
 
     seed::seed_from_settings(&database, &settings, &cipher, &log).await?;
     let providers = seed::load_providers(&database, &cipher, &log).await?;
@@ -242,7 +243,10 @@ pub async fn start(
         log.clone(),
     ));
     enforce::start_expiry(enforcer.clone(), settings.limits.reservation_ttl / 4).await;
-    let token_cache = tokens::TokenCache::default();
+    let token_cache = tokens::TokenCache::new(
+        settings.database.token_cache_ttl,
+        settings.database.stale_token_grace,
+    );
     sync::start(
         sync::Sync {
             db: database.clone(),
@@ -265,29 +269,34 @@ pub async fn start(
     // `GET /metrics` counts requests as their usage is written.
     let request_counters = web::Data::new(http::prometheus::RequestCounters::default());
     let sink_counters = request_counters.clone().into_inner();
+    let journal = Journal::open(&settings.usage.journal_dir)
+        .with_context(|| format!("opening the usage journal {}", settings.usage.journal_dir))?;
+    adopt_legacy_spill(&journal, Path::new(&settings.usage.spill_file), &log)?;
     let sink = metering::DbUsageSink::new(
         database.clone(),
-        settings.usage.spill_file.clone().into(),
+        journal.dir().join("dead-letters.jsonl"),
         log.clone(),
     );
     let usage_config = UsageConfig {
         flush_interval: settings.usage.flush_interval,
         flush_max_records: settings.usage.flush_max_records,
         max_buffered_records: settings.usage.max_buffered_records,
+        max_retry_delay: settings.usage.max_retry_delay,
     };
-    let usage_queue = UsageQueue::new(&usage_config);
-    let actor_queue = usage_queue.clone();
-    let usage = UsageActor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-        UsageActor::new(
-            actor_queue,
-            Arc::new(http::prometheus::CountingSink {
-                inner: Arc::new(sink),
-                counters: sink_counters,
-            }),
-            usage_config,
-            Arc::new(move |message: &str| warn!(usage_log, "{}", message)),
-        )
-    });
+    let usage_queue = UsageQueue::journaled(&usage_config, journal)
+        .with_context(|| format!("reading the usage journal {}", settings.usage.journal_dir))?;
+    // Supervised: a panic restarts it (rebuilding from the journal) instead
+    // of ending accounting for the life of the process.
+    let usage = UsageActor::new(
+        usage_queue.clone(),
+        Arc::new(http::prometheus::CountingSink {
+            inner: Arc::new(sink),
+            counters: sink_counters,
+        }),
+        usage_config,
+        Arc::new(move |message: &str| warn!(usage_log, "{}", message)),
+    )
+    .start_supervised(&Arbiter::new().handle());
 
     let state = web::Data::new(AppState {
         settings: settings.clone(),
@@ -395,6 +404,19 @@ async fn stop_on_signal(handle: ServerHandle, log: Logger) {
         _ = term.recv() => handle.stop(false).await,
         _ = int.recv() => handle.stop(false).await,
     }
+}
+
+/// Moves a spill file left by an earlier version into the journal, where
+/// it is replayed like any segment (same JSON lines).
+fn adopt_legacy_spill(journal: &Journal, spill: &Path, log: &Logger) -> anyhow::Result<()> {
+    let next = journal.segments()?.last().map_or(1, |last| last + 1);
+    if journal
+        .adopt(spill, next)
+        .with_context(|| format!("moving {} into the usage journal", spill.display()))?
+    {
+        warn!(log, "usage.spill_adopted"; "file" => %spill.display(), "segment" => next);
+    }
+    Ok(())
 }
 
 /// A configured secret, else the one in `file`, else a new one written there

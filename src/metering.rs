@@ -6,12 +6,11 @@
 
 use crate::db::Db;
 use futures_util::future::BoxFuture;
-use slog::{Logger, error, warn};
+use slog::{Logger, warn};
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use switchyard_actors::{UsageRecord, UsageSink};
+use switchyard_actors::{RecordOutcome, UsageRecord, UsageSink, WriteReport};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Price {
@@ -104,76 +103,51 @@ impl PriceTable {
     }
 }
 
-/// Writes usage batches to the database; spills to a JSON-lines file while
-/// the database is unreachable.
+/// Writes usage batches to the database (see [`Db::store_usage`]: records
+/// the database refuses are set aside, never retried forever). The usage
+/// journal, not this sink, keeps records while the database is away.
 pub struct DbUsageSink {
     db: Db,
-    spill_path: PathBuf,
+    /// Where refused records go when even `usage_dead_letters` refuses them.
+    dead_letter_file: PathBuf,
     log: Logger,
 }
 
 impl DbUsageSink {
-    pub fn new(db: Db, spill_path: PathBuf, log: Logger) -> Self {
+    pub fn new(db: Db, dead_letter_file: PathBuf, log: Logger) -> Self {
         Self {
             db,
-            spill_path,
+            dead_letter_file,
             log,
         }
     }
 }
 
 impl UsageSink for DbUsageSink {
-    fn write(&self, batch: Arc<Vec<UsageRecord>>) -> BoxFuture<'static, Result<(), String>> {
+    fn write(
+        &self,
+        batch: Arc<Vec<UsageRecord>>,
+    ) -> BoxFuture<'static, Result<WriteReport, String>> {
         let db = self.db.clone();
-        // `write_usage_batch` runs on the database runtime: dropping this
-        // future never cancels the write half-way.
+        let file = self.dead_letter_file.clone();
+        let log = self.log.clone();
+        // Every query runs on the database runtime: dropping this future
+        // never cancels a write half-way.
         Box::pin(async move {
-            db.write_usage_batch(&batch)
+            let report = db
+                .store_usage(&batch, &file)
                 .await
-                .map_err(|e| e.to_string())
-        })
-    }
-
-    fn spill(&self, records: &[UsageRecord]) -> Result<(), String> {
-        if let Some(parent) = self.spill_path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
-        }
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.spill_path)
-            .map_err(|e| format!("{}: {e}", self.spill_path.display()))?;
-        let mut lines = Vec::with_capacity(records.len() * 256);
-        for record in records {
-            serde_json::to_writer(&mut lines, record).map_err(|e| e.to_string())?;
-            lines.push(b'\n');
-        }
-        file.write_all(&lines).map_err(|e| e.to_string())?;
-        file.sync_data().map_err(|e| e.to_string())
-    }
-
-    fn take_spilled(&self) -> Result<Vec<UsageRecord>, String> {
-        let file = match std::fs::File::open(&self.spill_path) {
-            Ok(file) => file,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(error) => return Err(error.to_string()),
-        };
-        let mut records = Vec::new();
-        for (number, line) in std::io::BufReader::new(file).lines().enumerate() {
-            let line = line.map_err(|e| e.to_string())?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            match serde_json::from_str::<UsageRecord>(&line) {
-                Ok(record) => records.push(record),
-                // A torn last line from a crash mid-append: keep the rest.
-                Err(e) => {
-                    error!(self.log, "usage.spill_line_unreadable"; "line" => number + 1, "error" => %e)
+                .map_err(|e| e.to_string())?;
+            for (record, outcome) in batch.iter().zip(&report.outcomes) {
+                if *outcome == RecordOutcome::DeadLettered {
+                    warn!(log, "usage.dead_lettered";
+                        "request_id" => &record.request_id,
+                        "record_id" => &record.record_id,
+                        "hint" => "the database refused this record; it is kept in usage_dead_letters");
                 }
             }
-        }
-        std::fs::remove_file(&self.spill_path).map_err(|e| e.to_string())?;
-        Ok(records)
+            Ok(report)
+        })
     }
 }
 

@@ -4,8 +4,11 @@
 //! A token is `sy-` followed by 40 random alphanumerics (~238 bits). Only its
 //! SHA-256 is stored; the first characters are kept for display. The cache
 //! maps hash -> token row and is invalidated by every admin change made
-//! through this instance; entries also expire after [`CACHE_TTL`], which bounds
-//! how long a change made elsewhere (another instance) can go unseen.
+//! through this instance; entries are read again after `token_cache_ttl`
+//! (`[database]`), which bounds how long a change made elsewhere (another
+//! instance) can go unseen. An entry past its TTL is kept a while longer
+//! (`stale_token_grace`) for one purpose: while the database is unreachable,
+//! a token that was valid when last read is still served.
 
 use crate::db::tokens::GatewayToken;
 use crate::db::users::User;
@@ -21,7 +24,6 @@ pub const TOKEN_PREFIX: &str = "sy-";
 const TOKEN_RANDOM_CHARS: usize = 40;
 /// Characters of the token kept in clear for display (`sy-AbCd1234`).
 const DISPLAY_CHARS: usize = 11;
-pub const CACHE_TTL: Duration = Duration::from_secs(30);
 /// Misses are cached briefly too, so a flood of bad tokens cannot become a
 /// flood of database queries.
 const NEGATIVE_TTL: Duration = Duration::from_secs(2);
@@ -179,26 +181,54 @@ enum Entry {
 }
 
 /// hash -> token, shared by all workers.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct TokenCache {
     entries: Arc<RwLock<HashMap<String, Entry>>>,
+    ttl: Duration,
+    stale_grace: Duration,
+}
+
+impl Default for TokenCache {
+    fn default() -> Self {
+        Self::new(Duration::from_secs(30), Duration::from_secs(600))
+    }
 }
 
 /// A cache answer.
 pub enum Cached {
     Found(Arc<TokenInfo>),
+    /// Past its TTL: read the database again, and use this only if the
+    /// database cannot be reached.
+    Stale(Arc<TokenInfo>),
     Missing,
     Unknown,
 }
 
 impl TokenCache {
+    /// Entries are fresh for `ttl`, and usable during a database outage for
+    /// `stale_grace` more.
+    pub fn new(ttl: Duration, stale_grace: Duration) -> Self {
+        Self {
+            entries: Arc::default(),
+            ttl,
+            stale_grace,
+        }
+    }
+
     pub fn get(&self, hash: &str, now: Instant) -> Cached {
         let Ok(entries) = self.entries.read() else {
             return Cached::Unknown;
         };
         match entries.get(hash) {
-            Some(Entry::Found(info, at)) if now.duration_since(*at) < CACHE_TTL => {
-                Cached::Found(info.clone())
+            Some(Entry::Found(info, at)) => {
+                let age = now.duration_since(*at);
+                if age < self.ttl {
+                    Cached::Found(info.clone())
+                } else if age < self.ttl.saturating_add(self.stale_grace) {
+                    Cached::Stale(info.clone())
+                } else {
+                    Cached::Unknown
+                }
             }
             Some(Entry::Missing(at)) if now.duration_since(*at) < NEGATIVE_TTL => Cached::Missing,
             _ => Cached::Unknown,
@@ -206,9 +236,10 @@ impl TokenCache {
     }
 
     pub fn put(&self, hash: String, info: Option<Arc<TokenInfo>>, now: Instant) {
+        let keep_for = self.ttl.saturating_add(self.stale_grace);
         if let Ok(mut entries) = self.entries.write() {
             if entries.len() >= MAX_ENTRIES {
-                entries.retain(|_, entry| matches!(entry, Entry::Found(_, at) if now.duration_since(*at) < CACHE_TTL));
+                entries.retain(|_, entry| matches!(entry, Entry::Found(_, at) if now.duration_since(*at) < keep_for));
             }
             let entry = match info {
                 Some(info) => Entry::Found(info, now),
@@ -281,7 +312,12 @@ mod tests {
         });
         cache.put("h".into(), Some(info), now);
         assert!(matches!(cache.get("h", now), Cached::Found(_)));
-        assert!(matches!(cache.get("h", now + CACHE_TTL), Cached::Unknown));
+        let ttl = Duration::from_secs(30);
+        assert!(matches!(cache.get("h", now + ttl), Cached::Stale(_)));
+        assert!(matches!(
+            cache.get("h", now + ttl + Duration::from_secs(600)),
+            Cached::Unknown
+        ));
         cache.invalidate(7);
         assert!(matches!(cache.get("h", now), Cached::Unknown));
         cache.put("x".into(), None, now);

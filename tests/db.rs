@@ -69,6 +69,7 @@ fn cancelled_usage_write_lands_postgres() -> anyhow::Result<()> {
 const INIT_VERSION: &str = "20261122000001";
 const LIMITS_VERSION: &str = "20261122000100";
 const ADMIN_PLANE_VERSION: &str = "20261201000001";
+const USAGE_DURABILITY_VERSION: &str = "20261202000100";
 
 async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()> {
     let t = TestDb::new(backend).await?;
@@ -77,7 +78,8 @@ async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()
         vec![
             INIT_VERSION.to_owned(),
             LIMITS_VERSION.to_owned(),
-            ADMIN_PLANE_VERSION.to_owned()
+            ADMIN_PLANE_VERSION.to_owned(),
+            USAGE_DURABILITY_VERSION.to_owned(),
         ]
     );
     assert!(
@@ -90,6 +92,10 @@ async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()
         db.ping().await?;
     }
     assert!(migrate_run(&t.settings).await?.is_empty());
+    assert_eq!(
+        migrate_revert(&t.settings).await?,
+        Some(USAGE_DURABILITY_VERSION.to_owned())
+    );
     assert_eq!(
         migrate_revert(&t.settings).await?,
         Some(ADMIN_PLANE_VERSION.to_owned())
@@ -134,6 +140,8 @@ fn usage(ms: i64, token_id: Option<i64>, model: Option<&str>, n: i64) -> UsageRe
         base_cost_nanos: 1_000 + n,
         multiplier_ppm: 1_000_000,
         reservation_id: None,
+        record_id: format!("rec-{n}"),
+        flags: Default::default(),
     }
 }
 
@@ -345,6 +353,7 @@ async fn schema_matches_migrations(backend: Backend) -> anyhow::Result<()> {
     same_columns!(admin_challenges);
     same_columns!(admin_sessions);
     same_columns!(operation_logs);
+    same_columns!(usage_dead_letters);
 
     // Loading `all_columns` into the models proves the column types on this backend.
     with_raw!(&mut raw, |conn| {

@@ -15,6 +15,7 @@ use std::sync::Arc;
 /// passes a closure over its slog logger.
 pub type LogHook = Arc<dyn Fn(&str) + Send + Sync>;
 
+pub mod journal;
 pub mod key_pool;
 pub mod limits;
 pub mod provider;
@@ -23,6 +24,7 @@ pub mod router;
 pub mod usage;
 pub mod usage_record;
 
+pub use journal::{Journal, SegmentId};
 pub use key_pool::{Failure, KeyHealthView, KeyPool, KeySpec, NoUsableKey, Outcome};
 pub use limits::{
     Actual, BudgetKind, Committed, Estimate, Limit, Limits, Period, PeriodSpend, Quota, QuotaKind,
@@ -40,5 +42,10 @@ pub use router::{
     RemoveProvider, Route, RouteError, Routed, RouterActor, SetDiscoveredModels, SetRedirects,
     Tried, UpdateProviderKeys, UpsertProvider, Upserted,
 };
-pub use usage::{FlushAll, FlushReport, Nudge, UsageActor, UsageConfig, UsageQueue, UsageSink};
-pub use usage_record::UsageRecord;
+#[cfg(feature = "fault-injection")]
+pub use usage::InjectUsagePanic;
+pub use usage::{
+    FlushAll, FlushReport, Nudge, RecordOutcome, UsageActor, UsageConfig, UsageQueue, UsageSink,
+    UsageStats, WriteReport,
+};
+pub use usage_record::{MAX_RECORD_COST_NANOS, MAX_RECORD_TOKENS, UsageFlags, UsageRecord};

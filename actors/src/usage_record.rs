@@ -54,8 +54,213 @@ pub struct UsageRecord {
     /// budget or its owner's balance; released when the record is written.
     #[serde(default)]
     pub reservation_id: Option<i64>,
+    /// Unique per request and never chosen by a client (unlike `request_id`,
+    /// which may be the client's `x-request-id`): the key that makes writing
+    /// a record twice (a replayed journal, a lost commit acknowledgement)
+    /// store it once.
+    #[serde(default)]
+    pub record_id: String,
+    /// What was wrong with the figures or strings this record was given
+    /// (see [`UsageFlags`]); stored on the row and counted in `/metrics`.
+    #[serde(default)]
+    pub flags: UsageFlags,
+}
+
+/// Anomalies found in what a request's record was made of: a client's
+/// strings, an upstream's usage figures. Each is fixed (made storable,
+/// clamped) and flagged, never allowed to fail a batch or wrap a counter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UsageFlags(u8);
+
+impl UsageFlags {
+    /// A string (model, path, provider, ids) had a NUL byte or was too long.
+    pub const STRING_SANITIZED: UsageFlags = UsageFlags(1);
+    /// The upstream reported negative usage; counted as 0.
+    pub const USAGE_NEGATIVE: UsageFlags = UsageFlags(1 << 1);
+    /// The upstream reported more tokens than the request could produce.
+    pub const USAGE_CLAMPED: UsageFlags = UsageFlags(1 << 2);
+    /// The cost left the range a counter can hold.
+    pub const COST_CLAMPED: UsageFlags = UsageFlags(1 << 3);
+
+    /// Every flag with its name, in bit order.
+    pub const ALL: [(UsageFlags, &'static str); 4] = [
+        (Self::STRING_SANITIZED, "string_sanitized"),
+        (Self::USAGE_NEGATIVE, "usage_negative"),
+        (Self::USAGE_CLAMPED, "usage_clamped"),
+        (Self::COST_CLAMPED, "cost_clamped"),
+    ];
+
+    pub fn insert(&mut self, flag: UsageFlags) {
+        self.0 |= flag.0;
+    }
+
+    pub fn contains(self, flag: UsageFlags) -> bool {
+        self.0 & flag.0 == flag.0 && flag.0 != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The names of the flags set, comma-separated (`None` when none is).
+    pub fn names(self) -> Option<String> {
+        let names: Vec<&str> = Self::ALL
+            .iter()
+            .filter(|(flag, _)| self.contains(*flag))
+            .map(|(_, name)| *name)
+            .collect();
+        (!names.is_empty()).then(|| names.join(","))
+    }
+}
+
+/// Token counts past this are not usage but garbage: no request produces
+/// a trillion tokens. A defensive bound; `Meter` clamps far tighter, to what
+/// the request itself could produce.
+pub const MAX_RECORD_TOKENS: i64 = 1_000_000_000_000;
+/// Costs past this ($10 million for one request) are clamped likewise.
+pub const MAX_RECORD_COST_NANOS: i64 = 10_000_000_000_000_000;
+
+/// Longest stored form of each string field, in bytes.
+const MAX_ID_BYTES: usize = 128;
+const MAX_NAME_BYTES: usize = 256;
+const MAX_PATH_BYTES: usize = 512;
+
+/// Makes `value` storable in any backend's TEXT column: NUL (which
+/// PostgreSQL refuses) becomes U+FFFD, and it is cut to `max` bytes on a
+/// character boundary. Returns whether anything changed.
+fn make_text_storable(value: &mut String, max: usize) -> bool {
+    let mut changed = false;
+    if value.contains('\0') {
+        *value = value.replace('\0', "\u{FFFD}");
+        changed = true;
+    }
+    if value.len() > max {
+        let mut end = max;
+        while !value.is_char_boundary(end) {
+            end -= 1;
+        }
+        value.truncate(end);
+        changed = true;
+    }
+    changed
+}
+
+fn clamp_count(value: &mut i64, max: i64, flags: &mut UsageFlags, too_big: UsageFlags) {
+    if *value < 0 {
+        *value = 0;
+        flags.insert(UsageFlags::USAGE_NEGATIVE);
+    } else if *value > max {
+        *value = max;
+        flags.insert(too_big);
+    }
+}
+
+impl UsageRecord {
+    /// Makes every field storable whatever a client or an upstream put in
+    /// it (strings without NUL and bounded; counts and money non-negative
+    /// and bounded), flagging what had to change. Called once, when the
+    /// record is handed to the usage queue, so no batch can be refused for
+    /// its content and no sum can overflow on the way.
+    pub fn make_storable(&mut self) {
+        let mut sanitized = false;
+        sanitized |= make_text_storable(&mut self.request_id, MAX_ID_BYTES);
+        sanitized |= make_text_storable(&mut self.record_id, MAX_ID_BYTES);
+        sanitized |= make_text_storable(&mut self.endpoint, MAX_PATH_BYTES);
+        for (field, max) in [
+            (&mut self.provider, MAX_NAME_BYTES),
+            (&mut self.key_id, MAX_ID_BYTES),
+            (&mut self.requested_model, MAX_NAME_BYTES),
+            (&mut self.upstream_model, MAX_NAME_BYTES),
+            (&mut self.error_class, MAX_ID_BYTES),
+        ] {
+            if let Some(value) = field {
+                sanitized |= make_text_storable(value, max);
+            }
+        }
+        if sanitized {
+            self.flags.insert(UsageFlags::STRING_SANITIZED);
+        }
+        let flags = &mut self.flags;
+        clamp_count(
+            &mut self.prompt_tokens,
+            MAX_RECORD_TOKENS,
+            flags,
+            UsageFlags::USAGE_CLAMPED,
+        );
+        clamp_count(
+            &mut self.completion_tokens,
+            MAX_RECORD_TOKENS,
+            flags,
+            UsageFlags::USAGE_CLAMPED,
+        );
+        clamp_count(
+            &mut self.cost_nanos,
+            MAX_RECORD_COST_NANOS,
+            flags,
+            UsageFlags::COST_CLAMPED,
+        );
+        clamp_count(
+            &mut self.base_cost_nanos,
+            MAX_RECORD_COST_NANOS,
+            flags,
+            UsageFlags::COST_CLAMPED,
+        );
+        self.latency_ms = self.latency_ms.max(0);
+        self.ttft_ms = self.ttft_ms.map(|ttft| ttft.max(0));
+        self.attempts = self.attempts.max(0);
+        self.multiplier_ppm = self.multiplier_ppm.max(0);
+    }
 }
 
 fn one_ppm() -> i64 {
     1_000_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_strings_become_storable_and_are_flagged() {
+        let mut record = UsageRecord {
+            request_id: "req_1".to_owned(),
+            endpoint: "/proxy/\0/x".to_owned(),
+            requested_model: Some(format!("a\0{}", "é".repeat(400))),
+            ..UsageRecord::default()
+        };
+        record.make_storable();
+        assert_eq!(record.endpoint, "/proxy/\u{FFFD}/x");
+        let model = record.requested_model.unwrap_or_default();
+        assert!(!model.contains('\0'));
+        assert!(model.len() <= MAX_NAME_BYTES);
+        assert!(record.flags.contains(UsageFlags::STRING_SANITIZED));
+        assert_eq!(record.flags.names().as_deref(), Some("string_sanitized"));
+    }
+
+    #[test]
+    fn negative_and_huge_figures_are_clamped_and_flagged() {
+        let mut record = UsageRecord {
+            prompt_tokens: -5,
+            completion_tokens: i64::MAX,
+            cost_nanos: -1,
+            ..UsageRecord::default()
+        };
+        record.make_storable();
+        assert_eq!(record.prompt_tokens, 0);
+        assert_eq!(record.completion_tokens, MAX_RECORD_TOKENS);
+        assert_eq!(record.cost_nanos, 0);
+        assert_eq!(
+            record.flags.names().as_deref(),
+            Some("usage_negative,usage_clamped")
+        );
+        let mut clean = UsageRecord {
+            request_id: "req_ok".to_owned(),
+            prompt_tokens: 3,
+            ..UsageRecord::default()
+        };
+        clean.make_storable();
+        assert!(clean.flags.is_empty());
+        assert_eq!(clean.flags.names(), None);
+    }
 }

@@ -254,14 +254,63 @@ impl SessionActor {
     }
 }
 
+impl SessionActor {
+    /// Starts the actor under a supervisor: a panic in a handler restarts
+    /// it (with an empty cache) instead of ending admin logins for the life
+    /// of the process (DESIGN.md section 8).
+    pub fn start_supervised(self) -> Addr<Self> {
+        Supervisor::start(move |_| self)
+    }
+}
+
+/// The answer of a handler that panicked: 503, retry.
+fn restarting() -> AuthError {
+    AuthError::Db(DbError::Runtime(
+        "the session actor restarted after an internal error".to_owned(),
+    ))
+}
+
+/// Runs a handler's body; a panic in it stops the actor, which its
+/// supervisor restarts, and answers [`restarting`].
+/// `$ready` makes the error answer of the handler's kind of future
+/// (`std::future::ready` for a `ResponseFuture`, `fut::ready` for a
+/// `ResponseActFuture`).
+macro_rules! contained {
+    ($ctx:expr, $ready:path, $body:expr) => {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| $body)) {
+            Ok(result) => result,
+            Err(_) => {
+                $ctx.stop();
+                Box::pin($ready(Err(restarting())))
+            }
+        }
+    };
+}
+
 impl Actor for SessionActor {
     type Context = Context<Self>;
+}
+
+impl Supervised for SessionActor {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        // A panic may have left the cache half-updated: start it afresh.
+        self.cache = SessionCache::new(self.config.cache_ttl);
+    }
 }
 
 impl Handler<IssueChallenge> for SessionActor {
     type Result = ResponseFuture<Result<ChallengeIssued, AuthError>>;
 
-    fn handle(&mut self, msg: IssueChallenge, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: IssueChallenge, ctx: &mut Context<Self>) -> Self::Result {
+        contained!(ctx, std::future::ready, self.issue_challenge(msg))
+    }
+}
+
+impl SessionActor {
+    fn issue_challenge(
+        &mut self,
+        msg: IssueChallenge,
+    ) -> ResponseFuture<Result<ChallengeIssued, AuthError>> {
         let key = AdminPublicKey::parse(&msg.public_key);
         let (db, server_id, ttl) = (
             self.db.clone(),
@@ -275,7 +324,16 @@ impl Handler<IssueChallenge> for SessionActor {
 impl Handler<VerifyLogin> for SessionActor {
     type Result = ResponseFuture<Result<LoginGranted, AuthError>>;
 
-    fn handle(&mut self, msg: VerifyLogin, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: VerifyLogin, ctx: &mut Context<Self>) -> Self::Result {
+        contained!(ctx, std::future::ready, self.verify_login(msg))
+    }
+}
+
+impl SessionActor {
+    fn verify_login(
+        &mut self,
+        msg: VerifyLogin,
+    ) -> ResponseFuture<Result<LoginGranted, AuthError>> {
         let parsed = AdminPublicKey::parse(&msg.public_key).and_then(|key| {
             Ok((
                 key,
@@ -298,7 +356,16 @@ impl Handler<VerifyLogin> for SessionActor {
 impl Handler<Authenticate> for SessionActor {
     type Result = ResponseActFuture<Self, Result<AdminIdentity, AuthError>>;
 
-    fn handle(&mut self, msg: Authenticate, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Authenticate, ctx: &mut Context<Self>) -> Self::Result {
+        contained!(ctx, fut::ready, self.authenticate(msg))
+    }
+}
+
+impl SessionActor {
+    fn authenticate(
+        &mut self,
+        msg: Authenticate,
+    ) -> ResponseActFuture<Self, Result<AdminIdentity, AuthError>> {
         let hash = crate::tokens::hash(&msg.token);
         if let Some(identity) = self.cache.get(&hash, Instant::now(), now_ms()) {
             return Box::pin(fut::ready(Ok(identity)));
@@ -325,7 +392,13 @@ impl Handler<Authenticate> for SessionActor {
 impl Handler<RevokeSession> for SessionActor {
     type Result = ResponseActFuture<Self, Result<bool, AuthError>>;
 
-    fn handle(&mut self, msg: RevokeSession, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: RevokeSession, ctx: &mut Context<Self>) -> Self::Result {
+        contained!(ctx, fut::ready, self.revoke(msg))
+    }
+}
+
+impl SessionActor {
+    fn revoke(&mut self, msg: RevokeSession) -> ResponseActFuture<Self, Result<bool, AuthError>> {
         let id = msg.session_id;
         self.cache.forget_session(id);
         let db = self.db.clone();
@@ -344,8 +417,13 @@ impl Handler<RevokeSession> for SessionActor {
 impl Handler<ForgetKeySessions> for SessionActor {
     type Result = ();
 
-    fn handle(&mut self, msg: ForgetKeySessions, _: &mut Context<Self>) {
-        self.cache.forget_key(msg.admin_key_id);
+    fn handle(&mut self, msg: ForgetKeySessions, ctx: &mut Context<Self>) {
+        let forgotten = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.cache.forget_key(msg.admin_key_id);
+        }));
+        if forgotten.is_err() {
+            ctx.stop();
+        }
     }
 }
 
@@ -459,9 +537,66 @@ async fn load_session(db: &Db, token_hash: &str) -> Result<AdminIdentity, AuthEr
     })
 }
 
+/// Makes the actor panic in a handler (supervision tests).
+#[cfg(test)]
+#[derive(Message)]
+#[rtype(result = "Result<(), AuthError>")]
+struct InjectPanic;
+
+#[cfg(test)]
+impl Handler<InjectPanic> for SessionActor {
+    type Result = ResponseFuture<Result<(), AuthError>>;
+
+    fn handle(&mut self, _: InjectPanic, ctx: &mut Context<Self>) -> Self::Result {
+        contained!(
+            ctx,
+            std::future::ready,
+            panic!("injected session actor panic")
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[actix_rt::test]
+    async fn a_panic_restarts_the_actor_and_logins_go_on() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let dir = tempfile::tempdir()?;
+        let db = crate::db::connect(&crate::config::DatabaseSettings {
+            url: format!("sqlite://{}", dir.path().join("s.db").display()),
+            max_connections: 2,
+            connect_timeout: Duration::from_secs(5),
+            sync_interval: Duration::from_secs(1),
+            token_cache_ttl: Duration::from_secs(30),
+            stale_token_grace: Duration::from_secs(600),
+        })
+        .await?;
+        let config = SessionConfig {
+            challenge_ttl: Duration::from_secs(60),
+            session_ttl: Duration::from_secs(60),
+            cache_ttl: Duration::from_secs(5),
+        };
+        let actor = SessionActor::new(db, "server", config).start_supervised();
+        let unknown = || Authenticate {
+            token: "sya-unknown".to_owned(),
+        };
+        assert!(matches!(
+            actor.send(unknown()).await?,
+            Err(AuthError::UnknownSession)
+        ));
+        assert!(matches!(
+            actor.send(InjectPanic).await?,
+            Err(AuthError::Db(DbError::Runtime(_)))
+        ));
+        // The same address answers: the supervisor restarted the actor.
+        assert!(matches!(
+            actor.send(unknown()).await?,
+            Err(AuthError::UnknownSession)
+        ));
+        Ok(())
+    }
 
     fn identity(session_id: i64, admin_key_id: i64, expires_at: i64) -> AdminIdentity {
         AdminIdentity {

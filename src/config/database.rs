@@ -20,6 +20,18 @@ pub struct DatabaseSettings {
     /// show within the token cache's 30 s).
     #[serde(with = "humantime_serde")]
     pub sync_interval: Duration,
+    /// How long a gateway token read from the database is trusted without
+    /// reading it again (changes made through this instance apply at once).
+    #[serde(with = "humantime_serde")]
+    pub token_cache_ttl: Duration,
+    /// While the database is unreachable, a token that was valid when it was
+    /// last read keeps working for this long past `token_cache_ttl`
+    /// ("0s": refuse with 503 as soon as its entry ages). Tokens with a
+    /// money or token budget, or a prepaid owner, need the database for
+    /// every request and are refused with 503 during an outage whatever
+    /// this says (fail closed; docs/limits.md).
+    #[serde(with = "humantime_serde")]
+    pub stale_token_grace: Duration,
 }
 
 impl DatabaseSettings {

@@ -128,6 +128,7 @@ impl Settings {
         settings.security.secret_key = Secret::new("test-secret-key");
         settings.security.secret_key_file = data_dir.join("secret.key").display().to_string();
         settings.usage.spill_file = data_dir.join("usage-spill.jsonl").display().to_string();
+        settings.usage.journal_dir = data_dir.join("usage-journal").display().to_string();
         settings.logging.level = "error".to_owned();
         // Tests count upstream calls exactly; they refresh model lists
         // through the admin route when they need them.
@@ -182,6 +183,18 @@ impl Settings {
         }
         if self.admin.key_file.trim().is_empty() {
             return Err(invalid("admin.key_file", "must be a file path"));
+        }
+        if self.usage.journal_dir.trim().is_empty() {
+            return Err(invalid("usage.journal_dir", "must name a directory"));
+        }
+        if self.usage.max_completion_tokens < 1 {
+            return Err(invalid("usage.max_completion_tokens", "must be at least 1"));
+        }
+        if self.usage.prompt_token_allowance < 0 {
+            return Err(invalid(
+                "usage.prompt_token_allowance",
+                "must not be negative",
+            ));
         }
         if self.usage.flush_max_records == 0 {
             return Err(invalid("usage.flush_max_records", "must be at least 1"));

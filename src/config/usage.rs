@@ -12,11 +12,23 @@ pub struct UsageSettings {
     pub flush_interval: Duration,
     /// Flush as soon as this many records are buffered.
     pub flush_max_records: usize,
-    /// Past this many unwritten records (database down), records are
-    /// appended to `spill_file` and replayed when the database is back.
+    /// Records held in memory at most; past it they wait in the journal.
     pub max_buffered_records: usize,
-    /// Append-only spill file (JSON lines).
+    /// The usage journal's directory (see `switchyard_actors::journal`).
+    pub journal_dir: String,
+    /// Longest pause between two write attempts while the database is
+    /// unreachable.
+    #[serde(with = "humantime_serde")]
+    pub max_retry_delay: Duration,
+    /// A spill file left by an earlier version: moved into the journal at
+    /// start and replayed like it.
     pub spill_file: String,
+    /// Completion tokens an upstream may report for a request that set no
+    /// `max_tokens`; more are clamped and the row flagged.
+    pub max_completion_tokens: i64,
+    /// Prompt tokens an upstream may report beyond the request body's
+    /// length in bytes; more are clamped and the row flagged.
+    pub prompt_token_allowance: i64,
     /// Seed the list prices of common models (`settings/prices.toml`,
     /// compiled in) into `model_prices` at start, for models without a price.
     pub seed_list_prices: bool,

@@ -144,6 +144,55 @@ pub enum DbError {
     Runtime(String),
 }
 
+impl DbError {
+    /// The database could not be reached or could not serve the query now
+    /// (connection lost, pool exhausted, locked, shutting down), as opposed
+    /// to refusing this query for what it asked. The first kind is retried
+    /// and answered 503; the second is the query's own fault.
+    pub fn is_unavailable(&self) -> bool {
+        use diesel::result::Error as E;
+        match self {
+            DbError::Pool(_) | DbError::Runtime(_) => true,
+            DbError::Query(E::BrokenTransactionManager) => true,
+            DbError::Query(E::DatabaseError(kind, info)) => {
+                matches!(
+                    kind,
+                    DatabaseErrorKind::ClosedConnection
+                        | DatabaseErrorKind::UnableToSendCommand
+                        | DatabaseErrorKind::SerializationFailure
+                ) || {
+                    let message = info.message().to_ascii_lowercase();
+                    TRANSIENT_MESSAGES
+                        .iter()
+                        .any(|transient| message.contains(transient))
+                }
+            }
+            DbError::Query(_)
+            | DbError::Migration(_)
+            | DbError::NotFound
+            | DbError::Conflict(_) => false,
+        }
+    }
+}
+
+/// Words in a database error that mean "not now" rather than "not this":
+/// SQLite's busy/locked and I/O errors, PostgreSQL's shutdown, recovery,
+/// deadlock, timeout and connection messages.
+const TRANSIENT_MESSAGES: [&str; 12] = [
+    "locked",
+    "busy",
+    "deadlock",
+    "timeout",
+    "timed out",
+    "connection",
+    "terminating",
+    "shutting down",
+    "recovery",
+    "read-only",
+    "disk",
+    "i/o",
+];
+
 impl From<diesel::result::Error> for DbError {
     fn from(err: diesel::result::Error) -> Self {
         match err {

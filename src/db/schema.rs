@@ -119,6 +119,8 @@ diesel::table! {
         tokens_estimated -> Bool,
         stream -> Bool,
         attempts -> Integer,
+        record_id -> Text,
+        usage_flags -> Nullable<Text>,
     }
 }
 
@@ -230,6 +232,17 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    usage_dead_letters (id) {
+        id -> BigInt,
+        created_at -> BigInt,
+        record_id -> Text,
+        request_id -> Text,
+        error -> Text,
+        record -> Text,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     providers,
     provider_keys,
@@ -246,4 +259,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     admin_challenges,
     admin_sessions,
     operation_logs,
+    usage_dead_letters,
 );

@@ -2,18 +2,18 @@
 //! batches by the usage actor.
 
 use super::schema::{
-    billing_records, gateway_tokens, request_logs, reservations, usage_daily, users,
+    billing_records, gateway_tokens, request_logs, reservations, usage_daily, usage_dead_letters,
+    users,
 };
 use super::{Db, DbError, SqliteConn};
 use diesel::dsl::case_when;
 use diesel::prelude::*;
-use diesel::upsert::excluded;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use switchyard_actors::UsageRecord;
+use switchyard_actors::{RecordOutcome, UsageRecord, WriteReport};
 
 /// Rows per multi-row INSERT: 500 rows of 21 columns stay well under SQLite's
 /// bind limit (32,766) and PostgreSQL's (65,535).
@@ -44,6 +44,25 @@ pub struct RequestLog {
     pub tokens_estimated: bool,
     pub stream: bool,
     pub attempts: i32,
+    /// Unique per request (the idempotency key of usage writes).
+    pub record_id: String,
+    /// What had to be fixed in the record, comma-separated (see
+    /// [`switchyard_actors::UsageFlags`]); `None`: nothing.
+    pub usage_flags: Option<String>,
+}
+
+/// A usage record the database refused, set aside whole.
+#[derive(Queryable, Selectable, Debug, Clone, Serialize)]
+#[diesel(table_name = usage_dead_letters)]
+pub struct DeadLetter {
+    pub id: i64,
+    pub created_at: i64,
+    pub record_id: String,
+    pub request_id: String,
+    /// The database's refusal.
+    pub error: String,
+    /// The record as JSON.
+    pub record: String,
 }
 
 /// One token's use of one model on one UTC day.
@@ -84,6 +103,8 @@ struct NewRequestLog {
     tokens_estimated: bool,
     stream: bool,
     attempts: i32,
+    record_id: String,
+    usage_flags: Option<String>,
 }
 
 impl From<&UsageRecord> for NewRequestLog {
@@ -109,6 +130,8 @@ impl From<&UsageRecord> for NewRequestLog {
             tokens_estimated: r.tokens_estimated,
             stream: r.stream,
             attempts: r.attempts,
+            record_id: r.record_id.clone(),
+            usage_flags: r.flags.names(),
         }
     }
 }
@@ -203,33 +226,65 @@ type Aggregates = (
 );
 
 /// Per-token counters, per-day rollups and per-user charges of a batch.
-fn aggregate(records: &[UsageRecord]) -> Aggregates {
+/// Sums saturate: a record's figures are bounded (`make_storable`), but a
+/// batch of bounded figures could still pass `i64::MAX`.
+fn aggregate(records: &[&UsageRecord]) -> Aggregates {
     let mut per_token: BTreeMap<i64, TokenDelta> = BTreeMap::new();
     let mut per_day: BTreeMap<DayKey, DailyDelta> = BTreeMap::new();
     let mut per_user: BTreeMap<i64, i64> = BTreeMap::new();
     for r in records {
+        let tokens = r.prompt_tokens.saturating_add(r.completion_tokens);
         if let Some(user_id) = r.user_id {
-            *per_user.entry(user_id).or_default() += r.cost_nanos;
+            let charged = per_user.entry(user_id).or_default();
+            *charged = charged.saturating_add(r.cost_nanos);
         }
         let Some(token_id) = r.token_id else { continue };
         let t = per_token.entry(token_id).or_default();
-        t.cost_nanos += r.cost_nanos;
-        t.tokens += r.prompt_tokens + r.completion_tokens;
-        t.requests += 1;
+        t.cost_nanos = t.cost_nanos.saturating_add(r.cost_nanos);
+        t.tokens = t.tokens.saturating_add(tokens);
+        t.requests = t.requests.saturating_add(1);
         t.last_used_at = t.last_used_at.max(r.created_at_ms);
         let model = r.requested_model.clone().unwrap_or_default();
         let d = per_day
             .entry((utc_day(r.created_at_ms), token_id, model))
             .or_default();
-        d.requests += 1;
-        d.prompt_tokens += r.prompt_tokens;
-        d.completion_tokens += r.completion_tokens;
-        d.cost_nanos += r.cost_nanos;
+        d.requests = d.requests.saturating_add(1);
+        d.prompt_tokens = d.prompt_tokens.saturating_add(r.prompt_tokens);
+        d.completion_tokens = d.completion_tokens.saturating_add(r.completion_tokens);
+        d.cost_nanos = d.cost_nanos.saturating_add(r.cost_nanos);
     }
     (per_token, per_day, per_user)
 }
 
-/// Multi-row INSERT into `request_logs`, in chunks of [`INSERT_CHUNK_ROWS`].
+/// `column + delta` that stops at `i64::MAX` instead of failing the batch
+/// (PostgreSQL: "bigint out of range") or turning into a float (SQLite).
+/// `delta` is never negative.
+macro_rules! saturating_add {
+    ($column:expr, $delta:expr) => {{
+        let delta: i64 = $delta;
+        case_when(
+            $column.gt(i64::MAX - delta),
+            i64::MAX.into_sql::<diesel::sql_types::BigInt>(),
+        )
+        .otherwise($column + delta)
+    }};
+}
+
+/// `column - delta` that stops at `i64::MIN`; `delta` is never negative.
+macro_rules! saturating_sub {
+    ($column:expr, $delta:expr) => {{
+        let delta: i64 = $delta;
+        case_when(
+            $column.lt(i64::MIN + delta),
+            i64::MIN.into_sql::<diesel::sql_types::BigInt>(),
+        )
+        .otherwise($column - delta)
+    }};
+}
+
+/// Multi-row INSERT into `request_logs`, in chunks of [`INSERT_CHUNK_ROWS`],
+/// skipping rows whose `record_id` is already stored; returns the
+/// `record_id`s it inserted.
 ///
 /// The one dialect difference of this module: diesel builds SQLite's
 /// multi-row INSERT only through its sync `Connection` API, which
@@ -239,23 +294,34 @@ trait InsertRequestLogs {
     fn insert_request_logs(
         &mut self,
         rows: Vec<NewRequestLog>,
-        charges: Vec<NewCharge>,
-    ) -> BoxFuture<'_, QueryResult<()>>;
+    ) -> BoxFuture<'_, QueryResult<Vec<String>>>;
+
+    fn insert_charges(&mut self, charges: Vec<NewCharge>) -> BoxFuture<'_, QueryResult<()>>;
 }
 
 impl InsertRequestLogs for SqliteConn {
     fn insert_request_logs(
         &mut self,
         rows: Vec<NewRequestLog>,
-        charges: Vec<NewCharge>,
-    ) -> BoxFuture<'_, QueryResult<()>> {
+    ) -> BoxFuture<'_, QueryResult<Vec<String>>> {
         self.spawn_blocking(move |conn| {
+            let mut inserted = Vec::with_capacity(rows.len());
             for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
-                diesel::RunQueryDsl::execute(
-                    diesel::insert_into(request_logs::table).values(chunk),
+                inserted.extend(diesel::RunQueryDsl::get_results::<String>(
+                    diesel::insert_into(request_logs::table)
+                        .values(chunk)
+                        .on_conflict(request_logs::record_id)
+                        .do_nothing()
+                        .returning(request_logs::record_id),
                     conn,
-                )?;
+                )?);
             }
+            Ok(inserted)
+        })
+    }
+
+    fn insert_charges(&mut self, charges: Vec<NewCharge>) -> BoxFuture<'_, QueryResult<()>> {
+        self.spawn_blocking(move |conn| {
             for chunk in charges.chunks(INSERT_CHUNK_ROWS) {
                 diesel::RunQueryDsl::execute(
                     diesel::insert_into(billing_records::table).values(chunk),
@@ -271,15 +337,27 @@ impl InsertRequestLogs for AsyncPgConnection {
     fn insert_request_logs(
         &mut self,
         rows: Vec<NewRequestLog>,
-        charges: Vec<NewCharge>,
-    ) -> BoxFuture<'_, QueryResult<()>> {
+    ) -> BoxFuture<'_, QueryResult<Vec<String>>> {
         async move {
+            let mut inserted = Vec::with_capacity(rows.len());
             for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
-                diesel::insert_into(request_logs::table)
-                    .values(chunk)
-                    .execute(self)
-                    .await?;
+                inserted.extend(
+                    diesel::insert_into(request_logs::table)
+                        .values(chunk)
+                        .on_conflict(request_logs::record_id)
+                        .do_nothing()
+                        .returning(request_logs::record_id)
+                        .get_results::<String>(self)
+                        .await?,
+                );
             }
+            Ok(inserted)
+        }
+        .boxed()
+    }
+
+    fn insert_charges(&mut self, charges: Vec<NewCharge>) -> BoxFuture<'_, QueryResult<()>> {
+        async move {
             for chunk in charges.chunks(INSERT_CHUNK_ROWS) {
                 diesel::insert_into(billing_records::table)
                     .values(chunk)
@@ -292,32 +370,191 @@ impl InsertRequestLogs for AsyncPgConnection {
     }
 }
 
+/// The dead-letter row of a refused record. Its text is made storable, so
+/// the refusal that a NUL byte caused cannot refuse this row too.
+#[derive(Insertable, Debug, Clone, Serialize)]
+#[diesel(table_name = usage_dead_letters)]
+struct NewDeadLetter {
+    created_at: i64,
+    record_id: String,
+    request_id: String,
+    error: String,
+    record: String,
+}
+
+fn storable(text: &str) -> String {
+    text.replace('\0', "\u{FFFD}")
+}
+
 impl Db {
-    /// Writes a batch of usage in one transaction: the request logs and the
-    /// billing charges (multi-row INSERTs), the release of each settled
-    /// request's reservation, one UPDATE of the spend counters per token and
-    /// of the balance per user, one upsert per `(day, token, model)` rollup.
-    /// Records without a token are logged only. So request logs, token
-    /// counters and billing records always agree.
+    /// Stores a batch of usage: [`Db::write_usage_batch`], and when the
+    /// database refuses it (a constraint, a value it cannot store; not an
+    /// outage), splits it until every good record is stored and each
+    /// refused record is alone, then sets those aside in
+    /// `usage_dead_letters` (or, if even that is refused, in
+    /// `dead_letter_file`). `Err` only when the database is unreachable:
+    /// the caller retries the whole batch, and what was stored meanwhile
+    /// comes back as duplicates.
+    pub async fn store_usage(
+        &self,
+        records: &[UsageRecord],
+        dead_letter_file: &std::path::Path,
+    ) -> Result<WriteReport, DbError> {
+        let mut outcomes = vec![RecordOutcome::Stored; records.len()];
+        // Ranges still to write, in order.
+        let mut todo = Vec::with_capacity(8);
+        todo.push(0..records.len());
+        while let Some(range) = todo.pop() {
+            let Some(part) = records.get(range.clone()) else {
+                continue;
+            };
+            if part.is_empty() {
+                continue;
+            }
+            match self.write_usage_batch(part).await {
+                Ok(inserted) => {
+                    for (offset, record) in part.iter().enumerate() {
+                        if !inserted.contains(&record.record_id)
+                            && let Some(outcome) = outcomes.get_mut(range.start + offset)
+                        {
+                            *outcome = RecordOutcome::Duplicate;
+                        }
+                    }
+                }
+                Err(error) if error.is_unavailable() => return Err(error),
+                Err(error) if part.len() > 1 => {
+                    let middle = range.start + part.len() / 2;
+                    // Popped last first: the first half is written first.
+                    todo.push(middle..range.end);
+                    todo.push(range.start..middle);
+                    let _ = error;
+                }
+                Err(error) => {
+                    // One record, refused. Make sure it is the record and not
+                    // the database before setting it aside.
+                    self.ping().await?;
+                    let Some(record) = part.first() else { continue };
+                    self.dead_letter(record, &error.to_string(), dead_letter_file)
+                        .await?;
+                    if let Some(outcome) = outcomes.get_mut(range.start) {
+                        *outcome = RecordOutcome::DeadLettered;
+                    }
+                }
+            }
+        }
+        Ok(WriteReport { outcomes })
+    }
+
+    async fn dead_letter(
+        &self,
+        record: &UsageRecord,
+        error: &str,
+        file: &std::path::Path,
+    ) -> Result<(), DbError> {
+        let row = NewDeadLetter {
+            created_at: record.created_at_ms,
+            record_id: storable(&record.record_id),
+            request_id: storable(&record.request_id),
+            error: storable(error),
+            // JSON escapes NUL as \u0000: storable as TEXT everywhere.
+            record: serde_json::to_string(record).unwrap_or_default(),
+        };
+        let stored = row.clone();
+        let result = run_query!(self, |conn| {
+            diesel::insert_into(usage_dead_letters::table)
+                .values(stored)
+                .execute(conn)
+                .await
+        });
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) if error.is_unavailable() => Err(error),
+            Err(refused) => {
+                // Last resort: a local file, so the record is still not lost.
+                use std::io::Write;
+                let mut line = serde_json::to_vec(&row).unwrap_or_default();
+                line.push(b'\n');
+                let mut options = std::fs::OpenOptions::new();
+                options.append(true).create(true);
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    options.mode(0o600);
+                }
+                options
+                    .open(file)
+                    .and_then(|mut f| f.write_all(&line))
+                    .map_err(|e| {
+                        DbError::Runtime(format!(
+                            "dead letter refused ({refused}) and {} unwritable: {e}",
+                            file.display()
+                        ))
+                    })
+            }
+        }
+    }
+
+    /// The newest dead-lettered usage records.
+    pub async fn list_dead_letters(&self, limit: i64) -> Result<Vec<DeadLetter>, DbError> {
+        run_query!(self, |conn| {
+            usage_dead_letters::table
+                .order(usage_dead_letters::id.desc())
+                .limit(limit)
+                .select(DeadLetter::as_select())
+                .load(conn)
+                .await
+        })
+    }
+
+    /// Writes a batch of usage in one transaction: the request logs (a
+    /// multi-row INSERT that skips `record_id`s already stored), and for the
+    /// records it inserted, the billing charges, one UPDATE of the spend
+    /// counters per token and of the balance per user, one upsert per
+    /// `(day, token, model)` rollup; plus the release of each record's
+    /// reservation (idempotent). Records without a token are logged only.
+    /// So request logs, token counters and billing records always agree,
+    /// however often a record is written. Returns the inserted `record_id`s.
     ///
     /// Dropping the returned future after its first poll does not cancel the
     /// write (see the module docs of [`crate::db`]).
-    pub async fn write_usage_batch(&self, records: &[UsageRecord]) -> Result<(), DbError> {
+    pub async fn write_usage_batch(&self, records: &[UsageRecord]) -> Result<Vec<String>, DbError> {
         if records.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
-        let rows: Vec<NewRequestLog> = records.iter().map(NewRequestLog::from).collect();
-        let charges: Vec<NewCharge> = records.iter().filter_map(NewCharge::of).collect();
-        let reservation_ids: Vec<i64> = records.iter().filter_map(|r| r.reservation_id).collect();
-        let (per_token, per_day, per_user) = aggregate(records);
+        // A record without an id (a caller outside the usage queue) gets a
+        // unique one; a batch never holds one id twice.
+        let mut seen = std::collections::HashSet::new();
+        let mut unique: Vec<UsageRecord> = Vec::with_capacity(records.len());
+        for record in records {
+            let mut record = record.clone();
+            if record.record_id.is_empty() {
+                record.record_id = format!("rec_{:032x}", rand::random::<u128>());
+            }
+            if seen.insert(record.record_id.clone()) {
+                unique.push(record);
+            }
+        }
+        let rows: Vec<NewRequestLog> = unique.iter().map(NewRequestLog::from).collect();
+        let reservation_ids: Vec<i64> = unique.iter().filter_map(|r| r.reservation_id).collect();
         // No `sqlite_write_turn` here: a dropped caller must never keep the
         // batch from being written (module docs), and waiting for a turn
         // before the query is spawned would allow exactly that.
         run_query!(self, |conn| {
             conn.transaction(async |conn| {
-                conn.insert_request_logs(rows, charges).await?;
+                let inserted = conn.insert_request_logs(rows).await?;
+                let inserted_set: std::collections::HashSet<&str> =
+                    inserted.iter().map(String::as_str).collect();
+                let new: Vec<&UsageRecord> = unique
+                    .iter()
+                    .filter(|r| inserted_set.contains(r.record_id.as_str()))
+                    .collect();
+                let charges: Vec<NewCharge> =
+                    new.iter().copied().filter_map(NewCharge::of).collect();
+                conn.insert_charges(charges).await?;
+                let (per_token, per_day, per_user) = aggregate(&new);
                 // Settled requests give their holds back (a reservation
-                // already expired was given back then): one DELETE per chunk,
+                // already expired, or released by an earlier write of the
+                // same record, is simply not found): one DELETE per chunk,
                 // then one UPDATE per token and per user, so a large batch
                 // holds the write lock briefly.
                 let mut token_back: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
@@ -337,10 +574,11 @@ impl Db {
                     .await?;
                     for (token_id, user_id, nanos, tokens, user_nanos) in released {
                         let back = token_back.entry(token_id).or_default();
-                        back.0 += nanos;
-                        back.1 += tokens;
+                        back.0 = back.0.saturating_add(nanos.max(0));
+                        back.1 = back.1.saturating_add(tokens.max(0));
                         if let Some(user_id) = user_id {
-                            *user_back.entry(user_id).or_default() += user_nanos;
+                            let back = user_back.entry(user_id).or_default();
+                            *back = back.saturating_add(user_nanos.max(0));
                         }
                     }
                 }
@@ -353,8 +591,8 @@ impl Db {
                         use users::dsl as u;
                         diesel::update(u::users.find(user_id))
                             .set((
-                                u::balance_nanos.eq(u::balance_nanos - charged),
-                                u::reserved_nanos.eq(u::reserved_nanos - released),
+                                u::balance_nanos.eq(saturating_sub!(u::balance_nanos, charged)),
+                                u::reserved_nanos.eq(saturating_sub!(u::reserved_nanos, released)),
                             ))
                             .execute(conn)
                             .await?;
@@ -365,11 +603,11 @@ impl Db {
                     let (back_nanos, back_tokens) = token_back.remove(token_id).unwrap_or_default();
                     diesel::update(t::gateway_tokens.find(*token_id))
                         .set((
-                            t::spent_nanos.eq(t::spent_nanos + delta.cost_nanos),
-                            t::spent_tokens.eq(t::spent_tokens + delta.tokens),
-                            t::request_count.eq(t::request_count + delta.requests),
-                            t::reserved_nanos.eq(t::reserved_nanos - back_nanos),
-                            t::reserved_tokens.eq(t::reserved_tokens - back_tokens),
+                            t::spent_nanos.eq(saturating_add!(t::spent_nanos, delta.cost_nanos)),
+                            t::spent_tokens.eq(saturating_add!(t::spent_tokens, delta.tokens)),
+                            t::request_count.eq(saturating_add!(t::request_count, delta.requests)),
+                            t::reserved_nanos.eq(saturating_sub!(t::reserved_nanos, back_nanos)),
+                            t::reserved_tokens.eq(saturating_sub!(t::reserved_tokens, back_tokens)),
                             // Batches may land out of order: keep the latest.
                             t::last_used_at.eq(case_when(
                                 t::last_used_at.ge(delta.last_used_at),
@@ -380,15 +618,15 @@ impl Db {
                         .execute(conn)
                         .await?;
                 }
-                // Reservations of tokens without a record in this batch
-                // (cannot happen today: every reservation's record names its
-                // token), given back all the same.
+                // Reservations of tokens without a new record in this batch
+                // (records written before, replayed): given back all the same.
                 for (token_id, (back_nanos, back_tokens)) in &token_back {
                     use gateway_tokens::dsl as t;
                     diesel::update(t::gateway_tokens.find(*token_id))
                         .set((
-                            t::reserved_nanos.eq(t::reserved_nanos - *back_nanos),
-                            t::reserved_tokens.eq(t::reserved_tokens - *back_tokens),
+                            t::reserved_nanos.eq(saturating_sub!(t::reserved_nanos, *back_nanos)),
+                            t::reserved_tokens
+                                .eq(saturating_sub!(t::reserved_tokens, *back_tokens)),
                         ))
                         .execute(conn)
                         .await?;
@@ -408,16 +646,19 @@ impl Db {
                         .on_conflict((u::day, u::token_id, u::model))
                         .do_update()
                         .set((
-                            u::requests.eq(u::requests + excluded(u::requests)),
-                            u::prompt_tokens.eq(u::prompt_tokens + excluded(u::prompt_tokens)),
-                            u::completion_tokens
-                                .eq(u::completion_tokens + excluded(u::completion_tokens)),
-                            u::cost_nanos.eq(u::cost_nanos + excluded(u::cost_nanos)),
+                            u::requests.eq(saturating_add!(u::requests, delta.requests)),
+                            u::prompt_tokens
+                                .eq(saturating_add!(u::prompt_tokens, delta.prompt_tokens)),
+                            u::completion_tokens.eq(saturating_add!(
+                                u::completion_tokens,
+                                delta.completion_tokens
+                            )),
+                            u::cost_nanos.eq(saturating_add!(u::cost_nanos, delta.cost_nanos)),
                         ))
                         .execute(conn)
                         .await?;
                 }
-                Ok::<_, diesel::result::Error>(())
+                Ok::<_, diesel::result::Error>(inserted)
             })
             .await
         })

@@ -57,6 +57,32 @@ pub fn now_ms() -> i64 {
 pub struct GatewayAuth(pub Arc<TokenInfo>);
 
 impl GatewayAuth {
+    /// Reads a token (and its owner) from the database into the cache.
+    async fn load(
+        state: &AppState,
+        hash: &str,
+    ) -> Result<Option<Arc<TokenInfo>>, crate::db::DbError> {
+        let info = match state.db.find_token_by_hash(hash).await? {
+            Some(row) => {
+                let user = match row.user_id {
+                    Some(id) => state.db.get_user(id).await?,
+                    None => None,
+                };
+                let mut info = TokenInfo::from_row(&row, user.as_ref());
+                // Found by the hash it had before a rotation.
+                if row.token_hash != hash {
+                    info.grace_until_ms = Some(row.previous_expires_at.unwrap_or(0));
+                }
+                Some(Arc::new(info))
+            }
+            None => None,
+        };
+        state
+            .tokens
+            .put(hash.to_owned(), info.clone(), Instant::now());
+        Ok(info)
+    }
+
     async fn authenticate(
         state: web::Data<AppState>,
         presented: Option<String>,
@@ -70,25 +96,17 @@ impl GatewayAuth {
         let info = match state.tokens.get(&hash, Instant::now()) {
             Cached::Found(info) => Some(info),
             Cached::Missing => None,
-            Cached::Unknown => {
-                let info = match state.db.find_token_by_hash(&hash).await? {
-                    Some(row) => {
-                        let user = match row.user_id {
-                            Some(id) => state.db.get_user(id).await?,
-                            None => None,
-                        };
-                        let mut info = TokenInfo::from_row(&row, user.as_ref());
-                        // Found by the hash it had before a rotation.
-                        if row.token_hash != hash {
-                            info.grace_until_ms = Some(row.previous_expires_at.unwrap_or(0));
-                        }
-                        Some(Arc::new(info))
-                    }
-                    None => None,
-                };
-                state.tokens.put(hash, info.clone(), Instant::now());
-                info
-            }
+            Cached::Stale(stale) => match Self::load(&state, &hash).await {
+                Ok(info) => info,
+                // The database is away: the token was valid when last read
+                // (within `stale_token_grace`). Tokens that need the
+                // database for their budget are refused by the enforcer.
+                Err(error) if error.is_unavailable() => Some(stale),
+                Err(error) => return Err(ApiError::database_unavailable(&error)),
+            },
+            Cached::Unknown => Self::load(&state, &hash)
+                .await
+                .map_err(|error| ApiError::database_unavailable(&error))?,
         };
         let Some(info) = info else {
             return Err(ApiError::Unauthorized("Invalid gateway token".to_owned()));

@@ -19,6 +19,9 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Clone)]
 pub struct RequestCtx {
     pub id: String,
+    /// Unique per request and never the client's: the usage row's
+    /// idempotency key (`id` may repeat when clients reuse theirs).
+    pub record_id: String,
     pub started: Instant,
     pub log: Logger,
 }
@@ -46,7 +49,8 @@ pub async fn request_context(
     request: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let id = client_request_id(&request).unwrap_or_else(new_request_id);
+    let record_id = new_request_id();
+    let id = client_request_id(&request).unwrap_or_else(|| record_id.clone());
     let Some(state) = request.app_data::<web::Data<AppState>>().cloned() else {
         return Err(actix_web::error::ErrorInternalServerError(
             "application state missing",
@@ -56,6 +60,7 @@ pub async fn request_context(
     let started = Instant::now();
     request.extensions_mut().insert(RequestCtx {
         id: id.clone(),
+        record_id,
         started,
         log: log.clone(),
     });

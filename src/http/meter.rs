@@ -15,7 +15,7 @@ use crate::tokens::TokenInfo;
 use actix_web::ResponseError;
 use std::sync::Arc;
 use std::time::Instant;
-use switchyard_actors::{UsageQueue, UsageRecord};
+use switchyard_actors::{UsageFlags, UsageQueue, UsageRecord};
 
 /// nginx's "client closed request", for rows of requests the client abandoned.
 pub const CLIENT_CLOSED: u16 = 499;
@@ -33,6 +33,14 @@ pub struct Meter {
     /// What the request holds against its token's limits, settled with it.
     admission: Option<Admission>,
     enforcer: Arc<Enforcer>,
+    /// The request body's length: prompt tokens beyond it plus the
+    /// allowance are not believed.
+    prompt_bytes: usize,
+    /// The request's own `max_tokens`, when it set one.
+    max_completion: Option<i64>,
+    /// `usage.max_completion_tokens` and `usage.prompt_token_allowance`.
+    completion_cap: i64,
+    prompt_allowance: i64,
 }
 
 impl Meter {
@@ -62,6 +70,8 @@ impl Meter {
                 base_cost_nanos: 0,
                 multiplier_ppm: crate::tokens::PPM,
                 reservation_id: None,
+                record_id: ctx.record_id.clone(),
+                flags: UsageFlags::default(),
             },
             started: ctx.started,
             sink: state.usage.clone(),
@@ -71,6 +81,10 @@ impl Meter {
             completion_chars: 0,
             admission: None,
             enforcer: state.enforcer.clone(),
+            prompt_bytes: 0,
+            max_completion: None,
+            completion_cap: state.settings.usage.max_completion_tokens,
+            prompt_allowance: state.settings.usage.prompt_token_allowance,
         }
     }
 
@@ -94,6 +108,7 @@ impl Meter {
             .await?;
         self.record.reservation_id = admission.reservation_id;
         self.admission = Some(admission);
+        self.max_completion = max_tokens.filter(|max| *max > 0);
         Ok(())
     }
 
@@ -123,6 +138,7 @@ impl Meter {
 
     /// Measures the request's text (kept only in case usage is missing).
     pub fn estimate_prompt(&mut self, request_body: &[u8]) {
+        self.prompt_bytes = request_body.len();
         self.prompt_chars = crate::estimate::text_chars(request_body);
     }
 
@@ -168,8 +184,16 @@ impl Meter {
         record.latency_ms = self.started.elapsed().as_millis() as i64;
         match usage {
             Some(usage) => {
-                record.prompt_tokens = usage.prompt_tokens;
-                record.completion_tokens = usage.completion_tokens;
+                let bounds = UsageBounds {
+                    prompt: i64::try_from(self.prompt_bytes)
+                        .unwrap_or(i64::MAX)
+                        .saturating_add(self.prompt_allowance),
+                    completion: self.max_completion.unwrap_or(self.completion_cap),
+                };
+                let (prompt, completion, flags) = bounds.apply(usage);
+                record.prompt_tokens = prompt;
+                record.completion_tokens = completion;
+                record.flags.insert(flags);
             }
             // An answer (or part of one) came back without a usage report:
             // estimate rather than record a free request, and say so.
@@ -193,6 +217,9 @@ impl Meter {
                 record.base_cost_nanos =
                     price.cost_nanos(record.prompt_tokens, record.completion_tokens);
                 record.cost_nanos = scale(record.base_cost_nanos, record.multiplier_ppm);
+                if record.base_cost_nanos == i64::MAX || record.cost_nanos == i64::MAX {
+                    record.flags.insert(UsageFlags::COST_CLAMPED);
+                }
             }
             None => {
                 record.priced = false;
@@ -207,7 +234,9 @@ impl Meter {
             } else {
                 self.enforcer.settle(
                     &mut admission,
-                    record.prompt_tokens + record.completion_tokens,
+                    record
+                        .prompt_tokens
+                        .saturating_add(record.completion_tokens),
                     record.cost_nanos,
                 );
             }
@@ -225,7 +254,66 @@ impl Drop for Meter {
     }
 }
 
+/// What a request could have produced: an upstream's usage beyond it is
+/// not believed (issue: upstream usage is data, not truth).
+#[derive(Debug, Clone, Copy)]
+struct UsageBounds {
+    /// The request's bytes plus `usage.prompt_token_allowance`: a token
+    /// covers at least one byte of text, and the allowance covers what
+    /// bytes do not show (images by URL, provider templates).
+    prompt: i64,
+    /// The request's `max_tokens`, else `usage.max_completion_tokens`.
+    completion: i64,
+}
+
+impl UsageBounds {
+    /// The usage, negative figures made 0 and excess clamped, with the flags
+    /// saying which happened.
+    fn apply(self, usage: Usage) -> (i64, i64, UsageFlags) {
+        let mut flags = UsageFlags::default();
+        let mut bound = |value: i64, max: i64| {
+            if value < 0 {
+                flags.insert(UsageFlags::USAGE_NEGATIVE);
+                0
+            } else if value > max {
+                flags.insert(UsageFlags::USAGE_CLAMPED);
+                max
+            } else {
+                value
+            }
+        };
+        let prompt = bound(usage.prompt_tokens, self.prompt);
+        let completion = bound(usage.completion_tokens, self.completion);
+        (prompt, completion, flags)
+    }
+}
+
 /// Partial usage carried by a stream that is cut: keep what we learned.
 pub fn drop_with_usage(mut meter: Meter, usage: Option<Usage>) {
     meter.settle(CLIENT_CLOSED, Some("client_disconnected"), usage);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(prompt: i64, completion: i64) -> Usage {
+        Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+        }
+    }
+
+    #[test]
+    fn usage_beyond_what_the_request_could_produce_is_clamped_and_flagged() {
+        let bounds = UsageBounds {
+            prompt: 100,
+            completion: 5,
+        };
+        assert_eq!(bounds.apply(usage(7, 5)), (7, 5, UsageFlags::default()));
+        let (prompt, completion, flags) = bounds.apply(usage(-3, 9_200_000_000_000_000_000));
+        assert_eq!((prompt, completion), (0, 5));
+        assert!(flags.contains(UsageFlags::USAGE_NEGATIVE));
+        assert!(flags.contains(UsageFlags::USAGE_CLAMPED));
+    }
 }

@@ -24,8 +24,11 @@ use actix_web::web::Data;
 use futures_util::future::BoxFuture;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use switchyard_actors::{GetHealth, ListProviders, UsageRecord, UsageSink};
+use switchyard_actors::{
+    GetHealth, ListProviders, RecordOutcome, UsageFlags, UsageRecord, UsageSink, WriteReport,
+};
 
 /// Requests written, by (provider, status).
 #[derive(Debug, Default)]
@@ -60,22 +63,24 @@ pub struct CountingSink {
 }
 
 impl UsageSink for CountingSink {
-    fn write(&self, batch: Arc<Vec<UsageRecord>>) -> BoxFuture<'static, Result<(), String>> {
+    fn write(
+        &self,
+        batch: Arc<Vec<UsageRecord>>,
+    ) -> BoxFuture<'static, Result<WriteReport, String>> {
         let written = self.inner.write(batch.clone());
         let counters = self.counters.clone();
         Box::pin(async move {
-            written.await?;
-            counters.add(&batch);
-            Ok(())
+            let report = written.await?;
+            // Replayed duplicates were counted when first stored.
+            let stored: Vec<UsageRecord> = batch
+                .iter()
+                .zip(&report.outcomes)
+                .filter(|(_, outcome)| **outcome != RecordOutcome::Duplicate)
+                .map(|(record, _)| record.clone())
+                .collect();
+            counters.add(&stored);
+            Ok(report)
         })
-    }
-
-    fn spill(&self, records: &[UsageRecord]) -> Result<(), String> {
-        self.inner.spill(records)
-    }
-
-    fn take_spilled(&self) -> Result<Vec<UsageRecord>, String> {
-        self.inner.take_spilled()
     }
 }
 
@@ -108,6 +113,7 @@ pub async fn render(state: &AppState, counters: &RequestCounters) -> String {
             label(&provider)
         );
     }
+    render_usage(&mut out, state);
     let providers = state.router.send(ListProviders).await.unwrap_or_default();
     let mut keys = Vec::new();
     for (provider, actor) in providers {
@@ -168,6 +174,67 @@ pub async fn render(state: &AppState, counters: &RequestCounters) -> String {
         }
     }
     out
+}
+
+/// The usage pipeline: what it stored, set aside and flagged, and what
+/// waits in memory and in the journal.
+fn render_usage(out: &mut String, state: &AppState) {
+    let stats = state.usage.stats();
+    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+    for (name, kind, help, value) in [
+        (
+            "switchyard_usage_written_total",
+            "counter",
+            "Usage records stored by this process.",
+            load(&stats.written),
+        ),
+        (
+            "switchyard_usage_duplicates_total",
+            "counter",
+            "Usage records found already stored (journal replays after a crash).",
+            load(&stats.duplicates),
+        ),
+        (
+            "switchyard_usage_dead_letters_total",
+            "counter",
+            "Usage records the database refused, kept in usage_dead_letters.",
+            load(&stats.dead_letters),
+        ),
+        (
+            "switchyard_usage_journal_errors_total",
+            "counter",
+            "Usage records the journal could not take (kept in memory only).",
+            load(&stats.journal_errors),
+        ),
+        (
+            "switchyard_usage_buffered_records",
+            "gauge",
+            "Usage records held in memory, waiting to be written.",
+            stats.buffered() as u64,
+        ),
+        (
+            "switchyard_usage_journal_bytes",
+            "gauge",
+            "Bytes in the usage journal (records not yet committed).",
+            state.usage.journal().map_or(0, |journal| journal.bytes()),
+        ),
+    ] {
+        family(out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    family(
+        out,
+        "switchyard_usage_flagged_total",
+        "counter",
+        "Usage records with a fixed anomaly: a client string made storable, upstream usage negative or clamped, a cost clamped.",
+    );
+    for ((_, flag), counter) in UsageFlags::ALL.iter().zip(&stats.flagged) {
+        let _ = writeln!(
+            out,
+            "switchyard_usage_flagged_total{{flag=\"{flag}\"}} {}",
+            load(counter)
+        );
+    }
 }
 
 /// `GET /metrics`

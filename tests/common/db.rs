@@ -91,6 +91,8 @@ fn settings(url: String) -> DatabaseSettings {
         max_connections: 4,
         connect_timeout: Duration::from_secs(10),
         sync_interval: Duration::from_secs(1),
+        token_cache_ttl: Duration::from_secs(30),
+        stale_token_grace: Duration::from_secs(600),
     }
 }
 

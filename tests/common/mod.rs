@@ -2,6 +2,8 @@
 //! gateway started in-process on a free loopback port.
 
 pub mod db;
+pub mod load;
+pub mod pg;
 pub mod process;
 
 use anyhow::{Context, bail};

@@ -38,6 +38,12 @@ pub enum Behaviour {
     /// `roledie-…`: a stream sends its headers and the events before the first content (the
     /// role-only chunk), then the connection is reset. A non-stream request is reset.
     RoleDie,
+    /// `negusage-`: a normal answer whose every usage figure is negative (minus a billion tokens),
+    /// as from a broken or hostile upstream.
+    NegativeUsage,
+    /// `hugeusage-`: a normal answer whose every usage figure is 9.2e18 tokens (close to
+    /// `i64::MAX`), so any unchecked sum wraps.
+    HugeUsage,
 }
 
 impl Behaviour {
@@ -55,6 +61,8 @@ impl Behaviour {
             "streamhang" => Behaviour::StreamHang,
             "roledie" => Behaviour::RoleDie,
             "nousage" => Behaviour::NoUsage,
+            "negusage" => Behaviour::NegativeUsage,
+            "hugeusage" => Behaviour::HugeUsage,
             other => match other.strip_prefix("slow").map(str::parse::<u64>) {
                 Some(Ok(ms)) => Behaviour::Slow(Duration::from_millis(ms)),
                 _ => Behaviour::Normal,
@@ -110,5 +118,7 @@ mod tests {
         assert_eq!(Behaviour::from_key("streamhang-a"), Behaviour::StreamHang);
         assert_eq!(Behaviour::from_key("roledie-a"), Behaviour::RoleDie);
         assert_eq!(Behaviour::from_key("nousage-a"), Behaviour::NoUsage);
+        assert_eq!(Behaviour::from_key("negusage-a"), Behaviour::NegativeUsage);
+        assert_eq!(Behaviour::from_key("hugeusage-a"), Behaviour::HugeUsage);
     }
 }

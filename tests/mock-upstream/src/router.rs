@@ -387,6 +387,92 @@ fn answer(head: &Head, body: &[u8], usage: Usage) -> Answer {
     }
 }
 
+/// The figure every usage field reports for `negusage-` keys.
+pub(crate) const NEGATIVE_USAGE: i64 = -1_000_000_000;
+/// The figure every usage field reports for `hugeusage-` keys (two of them overflow an `i64`).
+pub(crate) const HUGE_USAGE: i64 = 9_200_000_000_000_000_000;
+
+/// Token-count fields of the three wire formats' usage objects.
+const USAGE_FIELDS: [&str; 8] = [
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "input_tokens",
+    "output_tokens",
+    "promptTokenCount",
+    "candidatesTokenCount",
+    "totalTokenCount",
+];
+
+/// Sets every usage field in `value` (at any depth) to `figure`.
+fn set_usage_fields(value: &mut Value, figure: i64) {
+    match value {
+        Value::Object(object) => {
+            for (key, field) in object.iter_mut() {
+                if field.is_number() && USAGE_FIELDS.contains(&key.as_str()) {
+                    *field = Value::from(figure);
+                } else {
+                    set_usage_fields(field, figure);
+                }
+            }
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|item| set_usage_fields(item, figure)),
+        _ => {}
+    }
+}
+
+/// The answer with its usage figures replaced: a whole JSON body, or each SSE event's `data:`
+/// JSON (other lines, and data that is not JSON, such as `[DONE]`, pass unchanged).
+fn rewrite_usage(answer: Answer, figure: i64) -> Answer {
+    let rewrite_json = |bytes: &[u8]| -> Option<Vec<u8>> {
+        let mut value = serde_json::from_slice::<Value>(bytes).ok()?;
+        set_usage_fields(&mut value, figure);
+        serde_json::to_vec(&value).ok()
+    };
+    match answer {
+        Answer::Full {
+            status,
+            content_type,
+            body,
+        } => Answer::Full {
+            status,
+            content_type,
+            body: rewrite_json(&body).unwrap_or(body),
+        },
+        Answer::Stream {
+            content_type,
+            events,
+            first_content,
+        } => Answer::Stream {
+            content_type,
+            events: events
+                .into_iter()
+                .map(|event| {
+                    let text = String::from_utf8_lossy(&event).into_owned();
+                    let mut out = Vec::with_capacity(event.len());
+                    for line in text.split_inclusive('\n') {
+                        match line
+                            .strip_prefix("data: ")
+                            .map(|data| (data, rewrite_json(data.trim_end().as_bytes())))
+                        {
+                            Some((data, Some(json))) => {
+                                out.extend_from_slice(b"data: ");
+                                out.extend_from_slice(&json);
+                                out.extend_from_slice(&data.as_bytes()[data.trim_end().len()..]);
+                            }
+                            _ => out.extend_from_slice(line.as_bytes()),
+                        }
+                    }
+                    out
+                })
+                .collect(),
+            first_content,
+        },
+    }
+}
+
 fn write(answer: Answer, extra_headers: &[(&str, &str)], keep_alive: bool) -> Action {
     match answer {
         Answer::Full {
@@ -452,6 +538,16 @@ pub(crate) fn plan(head: &Head, body: &[u8], key: &str, keep_alive: bool) -> Pla
         }
         Behaviour::Normal => write(answer(head, body, Usage::Report), &[], keep_alive),
         Behaviour::NoUsage => write(answer(head, body, Usage::Omit), &[], keep_alive),
+        Behaviour::NegativeUsage => write(
+            rewrite_usage(answer(head, body, Usage::Report), NEGATIVE_USAGE),
+            &[],
+            keep_alive,
+        ),
+        Behaviour::HugeUsage => write(
+            rewrite_usage(answer(head, body, Usage::Report), HUGE_USAGE),
+            &[],
+            keep_alive,
+        ),
         Behaviour::StreamDie => match answer(head, body, Usage::Report) {
             Answer::Stream {
                 content_type,

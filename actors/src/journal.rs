@@ -1,0 +1,264 @@
+//! The usage journal: every record on local disk from the moment it is
+//! handed over until the database has committed it.
+//!
+//! A journal is a directory of segment files, `usage-<id>.jsonl`, one JSON
+//! line per [`UsageRecord`]. Handlers append to the open segment with one
+//! plain `write` per record (no `fsync`: the page cache belongs to the
+//! kernel, so a written line survives the process being killed, panicking
+//! or OOM-killed; only a power or kernel failure can lose the last few
+//! seconds, see `docs/architecture.md`). The usage actor seals the open
+//! segment each time it drains the queue, and deletes a sealed segment only
+//! after every record in it is committed. At start every segment found is
+//! replayed; rows are keyed by `record_id`, so a record written twice (a
+//! crash between the commit and the delete, a replay cut short) is stored
+//! once.
+//!
+//! Files and the directory are created owner-only (0600/0700): records name
+//! tokens, users and models.
+
+use crate::usage_record::UsageRecord;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// A segment's number; segments are replayed in this order.
+pub type SegmentId = u64;
+
+const PREFIX: &str = "usage-";
+const SUFFIX: &str = ".jsonl";
+
+/// The journal directory.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    dir: PathBuf,
+}
+
+/// Records read from a segment, and where the next read starts.
+#[derive(Debug, Default)]
+pub struct SegmentChunk {
+    pub records: Vec<UsageRecord>,
+    pub next_offset: u64,
+    /// Nothing more to read (a torn last line, from a crash mid-append, is
+    /// the end: its request never completed).
+    pub at_end: bool,
+    /// Lines that were not records (corrupted), skipped.
+    pub unreadable: usize,
+}
+
+impl Journal {
+    /// Opens (creating) the journal directory.
+    pub fn open(dir: impl Into<PathBuf>) -> std::io::Result<Self> {
+        let dir = dir.into();
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder.create(&dir)?;
+        Ok(Self { dir })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, id: SegmentId) -> PathBuf {
+        self.dir.join(format!("{PREFIX}{id:020}{SUFFIX}"))
+    }
+
+    /// Every segment on disk, oldest first.
+    pub fn segments(&self) -> std::io::Result<Vec<SegmentId>> {
+        let mut ids = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let name = entry?.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(id) = name
+                .strip_prefix(PREFIX)
+                .and_then(|rest| rest.strip_suffix(SUFFIX))
+                .and_then(|id| id.parse::<SegmentId>().ok())
+            {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Creates segment `id` for appending (owner-only).
+    pub fn create(&self, id: SegmentId) -> std::io::Result<File> {
+        let mut options = OpenOptions::new();
+        options.append(true).create(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        options.open(self.path(id))
+    }
+
+    /// Up to `max` records of segment `id` from byte `offset` on. A segment
+    /// that is gone reads as empty.
+    pub fn read(&self, id: SegmentId, offset: u64, max: usize) -> std::io::Result<SegmentChunk> {
+        let mut file = match File::open(self.path(id)) {
+            Ok(file) => file,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(SegmentChunk {
+                    next_offset: offset,
+                    at_end: true,
+                    ..SegmentChunk::default()
+                });
+            }
+            Err(error) => return Err(error),
+        };
+        file.seek(SeekFrom::Start(offset))?;
+        let mut reader = BufReader::new(file);
+        let mut chunk = SegmentChunk {
+            next_offset: offset,
+            ..SegmentChunk::default()
+        };
+        let mut line = Vec::new();
+        while chunk.records.len() < max {
+            line.clear();
+            let read = reader.read_until(b'\n', &mut line)?;
+            if read == 0 || line.last() != Some(&b'\n') {
+                // End of file, or a torn last line.
+                chunk.at_end = true;
+                return Ok(chunk);
+            }
+            let at = chunk.next_offset;
+            chunk.next_offset += read as u64;
+            match serde_json::from_slice::<UsageRecord>(&line) {
+                Ok(mut record) => {
+                    if record.record_id.is_empty() {
+                        // A line from an older spill file: a stable id, so
+                        // replaying it again still stores it once.
+                        record.record_id = format!("journal-{id}-{at}");
+                    }
+                    chunk.records.push(record);
+                }
+                Err(_) => chunk.unreadable += 1,
+            }
+        }
+        // Full: at the end only if nothing follows.
+        chunk.at_end = reader.fill_buf()?.is_empty();
+        Ok(chunk)
+    }
+
+    /// Deletes a segment whose records are all committed.
+    pub fn remove(&self, id: SegmentId) -> std::io::Result<()> {
+        match std::fs::remove_file(self.path(id)) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
+            _ => Ok(()),
+        }
+    }
+
+    /// Bytes the journal holds on disk.
+    pub fn bytes(&self) -> u64 {
+        self.segments()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|id| std::fs::metadata(self.path(id)).ok())
+            .map(|meta| meta.len())
+            .sum()
+    }
+
+    /// Moves a spill file written by an earlier version (the same JSON
+    /// lines) into the journal as segment `id`, so it is replayed like one.
+    pub fn adopt(&self, file: &Path, id: SegmentId) -> std::io::Result<bool> {
+        match std::fs::rename(file, self.path(id)) {
+            Ok(()) => Ok(true),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// One record as a journal line.
+pub fn line(record: &UsageRecord) -> Vec<u8> {
+    let mut line = serde_json::to_vec(record).unwrap_or_default();
+    line.push(b'\n');
+    line
+}
+
+/// Appends one line with one `write` call where the kernel allows it.
+pub fn append(file: &mut File, line: &[u8]) -> std::io::Result<()> {
+    file.write_all(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str) -> UsageRecord {
+        UsageRecord {
+            request_id: id.to_owned(),
+            record_id: id.to_owned(),
+            ..UsageRecord::default()
+        }
+    }
+
+    #[test]
+    fn segments_read_in_chunks_and_survive_a_torn_last_line() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let journal = Journal::open(dir.path().join("j"))?;
+        let mut file = journal.create(3)?;
+        for id in ["a", "b", "c"] {
+            append(&mut file, &line(&record(id)))?;
+        }
+        // A crash mid-append leaves half a line.
+        let torn = line(&record("d"));
+        append(&mut file, torn.get(..torn.len() / 2).unwrap_or_default())?;
+        journal.create(1)?;
+        assert_eq!(journal.segments()?, vec![1, 3]);
+
+        let first = journal.read(3, 0, 2)?;
+        let ids: Vec<_> = first.records.iter().map(|r| r.record_id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert!(!first.at_end);
+        let rest = journal.read(3, first.next_offset, 10)?;
+        let ids: Vec<_> = rest.records.iter().map(|r| r.record_id.as_str()).collect();
+        assert_eq!(ids, ["c"]);
+        assert!(rest.at_end);
+
+        journal.remove(3)?;
+        journal.remove(3)?;
+        assert_eq!(journal.segments()?, vec![1]);
+        assert!(journal.read(3, 0, 10)?.at_end);
+        Ok(())
+    }
+
+    #[test]
+    fn records_without_an_id_get_a_stable_one() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let spill = dir.path().join("old-spill.jsonl");
+        std::fs::write(&spill, b"{\"created_at_ms\":1,\"request_id\":\"r\",\"token_id\":null,\"user_id\":null,\"endpoint\":\"/v1/x\",\"provider\":null,\"key_id\":null,\"requested_model\":null,\"upstream_model\":null,\"status\":200,\"error_class\":null,\"latency_ms\":1,\"ttft_ms\":null,\"prompt_tokens\":1,\"completion_tokens\":1,\"cost_nanos\":0,\"priced\":false,\"tokens_estimated\":false,\"stream\":false,\"attempts\":1}\nnot json\n")?;
+        let journal = Journal::open(dir.path().join("j"))?;
+        assert!(journal.adopt(&spill, 7)?);
+        assert!(!journal.adopt(&spill, 8)?);
+        let chunk = journal.read(7, 0, 10)?;
+        assert_eq!(chunk.unreadable, 1);
+        let again = journal.read(7, 0, 10)?;
+        assert_eq!(chunk.records.len(), 1);
+        assert_eq!(
+            chunk.records.first().map(|r| r.record_id.clone()),
+            Some("journal-7-0".to_owned())
+        );
+        assert_eq!(chunk.records, again.records);
+        Ok(())
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn files_are_owner_only() -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir()?;
+        let journal = Journal::open(dir.path().join("j"))?;
+        journal.create(1)?;
+        let mode = |path: &Path| std::fs::metadata(path).map(|m| m.permissions().mode() & 0o777);
+        assert_eq!(mode(journal.dir())?, 0o700);
+        assert_eq!(mode(&journal.path(1))?, 0o600);
+        Ok(())
+    }
+}

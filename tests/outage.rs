@@ -1,0 +1,190 @@
+//! A real PostgreSQL outage (a server of the test's own, stopped and
+//! started again): tokens that need no database keep being served past the
+//! token cache's TTL, budget-limited tokens are refused with 503 and
+//! `Retry-After` (fail closed), no database error answers 500, and the
+//! backlog is written within seconds of the database's return.
+
+pub mod common;
+
+use anyhow::Context;
+use common::MASTER_KEY;
+use common::load::compare;
+use common::pg::PrivatePostgres;
+use mock_upstream::MockUpstream;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use switchyard::config::{DatabaseSettings, Secret, Settings};
+use switchyard::{StartOptions, start};
+
+async fn chat(
+    client: &awc::Client,
+    url: &str,
+    token: &str,
+) -> anyhow::Result<(u16, Option<String>, Option<String>, Value)> {
+    let mut response = client
+        .post(format!("{url}/v1/chat/completions"))
+        .insert_header(("authorization", format!("Bearer {token}")))
+        .send_json(&json!({
+            "model": "mock-gpt",
+            "messages": [{ "role": "user", "content": "hi" }],
+            "max_tokens": 5,
+        }))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (id, retry_after) = (header("x-request-id"), header("retry-after"));
+    let body = response.body().await?;
+    let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    Ok((response.status().as_u16(), id, retry_after, json))
+}
+
+#[actix_rt::test]
+async fn a_database_outage_is_served_through_and_the_backlog_lands_within_seconds()
+-> anyhow::Result<()> {
+    let pg = PrivatePostgres::start()?;
+    let mock = MockUpstream::start()?;
+    let dir = tempfile::tempdir()?;
+    let mut settings = Settings::for_tests(dir.path())?;
+    settings.database = DatabaseSettings {
+        url: pg.url(),
+        max_connections: 4,
+        connect_timeout: Duration::from_secs(1),
+        sync_interval: Duration::from_secs(1),
+        // Short, so that the outage outlasts every cache entry.
+        token_cache_ttl: Duration::from_millis(300),
+        stale_token_grace: Duration::from_secs(600),
+    };
+    settings.admin.master_key = Secret::new(MASTER_KEY);
+    settings.usage.max_retry_delay = Duration::from_millis(500);
+    settings.providers = vec![common::mock_provider(
+        &mock,
+        "mock",
+        &["mock-gpt"],
+        &["ok-1"],
+    )];
+    settings.prices = vec![switchyard::config::PriceSettings {
+        model: "mock-gpt".to_owned(),
+        input_per_mtok: 1.0,
+        output_per_mtok: 1.0,
+    }];
+    settings.validate()?;
+    let log = slog::Logger::root(slog::Discard, slog::o!());
+    let gateway = start(settings, log, StartOptions::default()).await?;
+    let url = format!("http://{}", gateway.addr);
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .finish();
+    let admin = |body: Value| {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            let mut response = client
+                .post(format!("{url}/admin/tokens"))
+                .insert_header(("authorization", format!("Bearer {MASTER_KEY}")))
+                .send_json(&body)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let created: Value = response.json().await?;
+            created["token"]
+                .as_str()
+                .map(str::to_owned)
+                .with_context(|| format!("no token: {created}"))
+        }
+    };
+    let plain = admin(json!({ "name": "plain" })).await?;
+    let limited = admin(json!({ "name": "rate-limited", "rpm": 10_000 })).await?;
+    let budget = admin(json!({ "name": "budget", "budget_usd": 100.0 })).await?;
+    let mut answered = Vec::new();
+    for token in [&plain, &limited, &budget] {
+        let (status, id, _, body) = chat(&client, &url, token).await?;
+        anyhow::ensure!(status == 200, "{status} {body}");
+        answered.extend(id);
+    }
+
+    pg.stop_server("immediate")?;
+    // Every cache entry is now older than its 300 ms TTL.
+    actix_rt::time::sleep(Duration::from_millis(600)).await;
+    for _ in 0..20 {
+        for token in [&plain, &limited] {
+            let (status, id, _, body) = chat(&client, &url, token).await?;
+            anyhow::ensure!(
+                status == 200,
+                "served from the stale cache: {status} {body}"
+            );
+            answered.extend(id);
+        }
+    }
+    // A budget needs the database on every request: refused, 503, retry.
+    let (status, _, retry_after, body) = chat(&client, &url, &budget).await?;
+    anyhow::ensure!(
+        status == 503,
+        "budget token during the outage: {status} {body}"
+    );
+    anyhow::ensure!(retry_after.is_some(), "no Retry-After");
+    anyhow::ensure!(
+        body.pointer("/error/code").and_then(Value::as_str) == Some("database_unavailable"),
+        "{body}"
+    );
+    // A token never seen before cannot be checked: 503, not 401 or 500.
+    let (status, _, _, body) =
+        chat(&client, &url, "sy-neverseenbeforeneverseenbefore0000000000").await?;
+    anyhow::ensure!(
+        status == 503,
+        "unknown token during the outage: {status} {body}"
+    );
+    // Admin reads are 503 too, never 500.
+    let response = client
+        .get(format!("{url}/admin/tokens"))
+        .insert_header(("authorization", format!("Bearer {MASTER_KEY}")))
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    anyhow::ensure!(
+        response.status() == 503,
+        "admin during the outage: {}",
+        response.status()
+    );
+
+    pg.start_server()?;
+    let back = Instant::now();
+    let db = gateway.db.clone();
+    let landed = loop {
+        let ids: Vec<String> = match db.list_request_logs(100_000, 0).await {
+            Ok(rows) => rows.into_iter().map(|row| row.request_id).collect(),
+            Err(_) => Vec::new(),
+        };
+        let (missing, duplicated) = compare(&answered, &ids);
+        anyhow::ensure!(duplicated.is_empty(), "stored twice: {duplicated:?}");
+        if missing.is_empty() {
+            break back.elapsed();
+        }
+        anyhow::ensure!(
+            back.elapsed() < Duration::from_secs(10),
+            "{} answered requests still unwritten 10 s after the database came back",
+            missing.len()
+        );
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    };
+    eprintln!(
+        "backlog of {} rows written {landed:?} after the database came back",
+        answered.len()
+    );
+    anyhow::ensure!(
+        landed < Duration::from_secs(3),
+        "the backlog took {landed:?} to land"
+    );
+    // And the budget token is served again.
+    let (status, _, _, body) = chat(&client, &url, &budget).await?;
+    anyhow::ensure!(
+        status == 200,
+        "budget token after the outage: {status} {body}"
+    );
+    gateway.stop().await?;
+    Ok(())
+}
