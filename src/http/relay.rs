@@ -6,14 +6,22 @@
 //! settles the lease and the usage record exactly once: at the end of the
 //! stream, on an upstream failure (after sending an error event, so the cut
 //! never looks like a clean end), or when the client goes away (`Drop`).
+//!
+//! Only the protocol's end marker finishes a stream (`[DONE]` or a
+//! `finish_reason` for OpenAI, `message_stop` for Anthropic, a
+//! `finishReason` for Gemini): an upstream that closes cleanly without it
+//! was cut, and the client gets the error event. An unterminated trailing
+//! event is never forwarded, and one event larger than
+//! `upstream.max_stream_event_bytes` ends the stream.
 
+use super::AppState;
 use super::limits::ConcurrencySlot;
 use super::meter::{self, Meter};
 use super::upstream::{StreamStart, UpstreamBody};
 use crate::providers::exchange::ClientFormat;
 use crate::providers::openai::{ChatStreamState, Usage};
 use crate::providers::sse::{SseSplitter, event_data, event_name};
-use crate::providers::translate::StreamTranslator;
+use crate::providers::translate::{OPENAI_DONE, StreamTranslator};
 use actix_web::web::Bytes;
 use futures_util::Stream;
 use std::collections::VecDeque;
@@ -50,6 +58,24 @@ impl StreamMode {
     }
 }
 
+/// The settings a relay reads once, at its start.
+#[derive(Debug, Clone, Copy)]
+pub struct RelayLimits {
+    /// Longest silence between two upstream chunks.
+    pub idle_timeout: Duration,
+    /// Largest single upstream event.
+    pub max_event_bytes: usize,
+}
+
+impl RelayLimits {
+    pub fn of(state: &AppState) -> Self {
+        Self {
+            idle_timeout: state.settings.upstream.stream_idle_timeout,
+            max_event_bytes: state.settings.upstream.max_stream_event_bytes,
+        }
+    }
+}
+
 pub struct ChatStreamRelay {
     upstream: UpstreamBody,
     splitter: SseSplitter,
@@ -70,13 +96,14 @@ impl ChatStreamRelay {
         start: StreamStart,
         mut meter: Meter,
         mode: StreamMode,
-        idle_timeout: Duration,
+        limits: RelayLimits,
         slot: ConcurrencySlot,
     ) -> Self {
+        let idle_timeout = limits.idle_timeout;
         meter.first_byte();
         let mut relay = Self {
             upstream: start.rest,
-            splitter: SseSplitter::default(),
+            splitter: SseSplitter::with_limit(limits.max_event_bytes),
             mode,
             out: VecDeque::new(),
             idle_timeout,
@@ -92,6 +119,9 @@ impl ChatStreamRelay {
     }
 
     fn ingest(&mut self, chunk: &[u8]) {
+        if self.finished {
+            return;
+        }
         self.splitter.push(chunk);
         while let Some(event) = self.splitter.next_event() {
             if let (Some(meter), Some(data)) = (self.meter.as_mut(), event_data(&event)) {
@@ -126,18 +156,33 @@ impl ChatStreamRelay {
                 }
             }
         }
+        if self.splitter.oversized() {
+            self.fail(
+                "an upstream stream event exceeded upstream.max_stream_event_bytes",
+                "stream_event_too_large",
+                Failure::ServerError,
+            );
+        }
     }
 
-    /// The upstream ended cleanly.
+    /// The upstream closed the connection cleanly: finished only if the
+    /// protocol's end marker came.
     fn complete(&mut self) {
-        let rest = self.splitter.take_rest();
-        if !rest.is_empty() {
-            let mut terminated = rest.to_vec();
-            terminated.extend_from_slice(b"\n\n");
-            self.ingest(&terminated);
+        if self.finished {
+            return;
         }
+        // An event without its blank line was cut: it is never forwarded.
+        drop(self.splitter.take_rest());
         let complete = match &mut self.mode {
-            StreamMode::Native(state) => state.done || state.content_events > 0,
+            StreamMode::Native(state) => {
+                if state.finished && !state.done {
+                    // Some servers close after the finish without `[DONE]`;
+                    // OpenAI clients expect it.
+                    state.done = true;
+                    self.out.push_back(Bytes::from_static(OPENAI_DONE));
+                }
+                state.done
+            }
             StreamMode::Translated { translator, .. } => {
                 let closing = translator.finish();
                 self.out.extend(closing);
