@@ -13,6 +13,10 @@
 //! was cut, and the client gets the error event. An unterminated trailing
 //! event is never forwarded, and one event larger than
 //! `upstream.max_stream_event_bytes` ends the stream.
+//!
+//! When a graceful stop runs out of time (`server.shutdown_timeout`), each
+//! open relay ends its stream with the error event `server_shutting_down`
+//! and records the request as cut by the server (see [`super::shutdown`]).
 
 use super::AppState;
 use super::limits::ConcurrencySlot;
@@ -25,6 +29,7 @@ use crate::providers::translate::{OPENAI_DONE, StreamTranslator};
 use actix_web::web::Bytes;
 use futures_util::Stream;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -59,12 +64,13 @@ impl StreamMode {
 }
 
 /// The settings a relay reads once, at its start.
-#[derive(Debug, Clone, Copy)]
 pub struct RelayLimits {
     /// Longest silence between two upstream chunks.
     pub idle_timeout: Duration,
     /// Largest single upstream event.
     pub max_event_bytes: usize,
+    /// Resolves when the server cuts open streams at shutdown.
+    pub cutoff: Pin<Box<dyn Future<Output = ()>>>,
 }
 
 impl RelayLimits {
@@ -72,9 +78,13 @@ impl RelayLimits {
         Self {
             idle_timeout: state.settings.upstream.stream_idle_timeout,
             max_event_bytes: state.settings.upstream.max_stream_event_bytes,
+            cutoff: state.stream_cutoff.wait(),
         }
     }
 }
+
+/// Error code and usage class of a stream cut by the server's shutdown.
+pub const SHUTTING_DOWN: &str = "server_shutting_down";
 
 pub struct ChatStreamRelay {
     upstream: UpstreamBody,
@@ -83,6 +93,7 @@ pub struct ChatStreamRelay {
     out: VecDeque<Bytes>,
     idle_timeout: Duration,
     idle: Pin<Box<Sleep>>,
+    cutoff: Pin<Box<dyn Future<Output = ()>>>,
     lease: Option<Lease>,
     meter: Option<Meter>,
     attempt_started: std::time::Instant,
@@ -108,6 +119,7 @@ impl ChatStreamRelay {
             out: VecDeque::new(),
             idle_timeout,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            cutoff: limits.cutoff,
             lease: Some(start.lease),
             meter: Some(meter),
             attempt_started: start.attempt_started,
@@ -207,6 +219,22 @@ impl ChatStreamRelay {
         self.finished = true;
     }
 
+    /// The server is stopping and the stream's time is up: tell the client
+    /// in-band and end. Not the key's fault: the lease is dropped
+    /// (abandoned), not failed.
+    fn cut_by_shutdown(&mut self) {
+        let event = self.mode.error_event(
+            "the server is shutting down; the answer was cut",
+            SHUTTING_DOWN,
+        );
+        self.out.push_back(event);
+        self.lease = None;
+        if let Some(meter) = self.meter.take() {
+            meter.interrupted(SHUTTING_DOWN, self.mode.usage());
+        }
+        self.finished = true;
+    }
+
     /// The upstream broke mid-stream: tell the client in-band, then end.
     fn fail(&mut self, message: &str, class: &str, failure: Failure) {
         let event = self.mode.error_event(message, class);
@@ -233,6 +261,10 @@ impl Stream for ChatStreamRelay {
             if this.finished {
                 this.slot = None;
                 return Poll::Ready(None);
+            }
+            if this.cutoff.as_mut().poll(cx).is_ready() {
+                this.cut_by_shutdown();
+                continue;
             }
             match this.upstream.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
@@ -273,5 +305,3 @@ impl Drop for ChatStreamRelay {
         }
     }
 }
-
-use std::future::Future;
