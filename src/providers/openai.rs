@@ -395,6 +395,19 @@ mod tests {
     }
 
     #[test]
+    fn stream_state_sees_a_finish_reason_only_as_a_key() {
+        let mut state = ChatStreamState::new(false);
+        state.on_data(br#"{"choices":[{"delta":{"content":"hi"},"finish_reason":null}]}"#);
+        state.on_data(
+            br#"{"choices":[{"delta":{"content":"\"finish_reason\": \"stop\""},"finish_reason" : null}]}"#,
+        );
+        assert!(!state.finished);
+        state.on_data(br#"{"choices":[{"text":"","finish_reason" : "length"}]}"#);
+        assert!(state.finished);
+        assert!(!state.done);
+    }
+
+    #[test]
     fn only_content_commits_a_stream() {
         assert!(!carries_content(
             br#"{"choices":[{"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#
