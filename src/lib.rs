@@ -45,7 +45,7 @@ use switchyard_actors::{
 pub struct Gateway {
     /// Where it listens (the real port when `listen` asked for port 0).
     pub addr: SocketAddr,
-    handle: ServerHandle,
+    stopper: GracefulStop,
     server: actix_rt::task::JoinHandle<std::io::Result<()>>,
     usage: Addr<UsageActor>,
     shutdown_timeout: Duration,
@@ -92,8 +92,32 @@ impl Gateway {
 
     /// Graceful stop: stop accepting, finish in-flight requests, flush usage.
     pub async fn stop(self) -> anyhow::Result<FlushReport> {
-        self.handle.stop(true).await;
+        self.stopper.stop().await;
         self.wait().await
+    }
+}
+
+/// A graceful stop: stop accepting, let in-flight requests finish, and cut
+/// the streams still open after `server.shutdown_timeout` (they end with an
+/// error event; see `http::shutdown`).
+#[derive(Clone)]
+struct GracefulStop {
+    handle: ServerHandle,
+    stream_cutoff: http::shutdown::StreamCutoff,
+    timeout: Duration,
+}
+
+impl GracefulStop {
+    async fn stop(&self) {
+        let cutoff = self.stream_cutoff.fire_after(self.timeout);
+        self.handle.stop(true).await;
+        cutoff.abort();
+    }
+
+    /// Stop at once (a second signal): cut streams now, then drop the rest.
+    async fn stop_now(&self) {
+        self.stream_cutoff.fire();
+        self.handle.stop(false).await;
     }
 }
 
@@ -298,6 +322,7 @@ pub async fn start(
     )
     .start_supervised(&Arbiter::new().handle());
 
+    let stream_cutoff = http::shutdown::StreamCutoff::default();
     let state = web::Data::new(AppState {
         settings: settings.clone(),
         db: database.clone(),
@@ -314,6 +339,7 @@ pub async fn start(
         clock: clock.clone(),
         throttle: http::throttle::AuthThrottle::new(settings.limits.auth.clone()),
         enforcer: enforcer.clone(),
+        stream_cutoff: stream_cutoff.clone(),
     });
 
     let upstream = settings.upstream.clone();
@@ -342,7 +368,13 @@ pub async fn start(
             .configure(http::routes)
             .default_service(web::to(http::not_found))
     })
-    .shutdown_timeout(settings.server.shutdown_timeout.as_secs().max(1))
+    // Ours cuts open streams first (`http::shutdown`); actix drops what is
+    // left a little later, once those last events are out.
+    .shutdown_timeout(
+        (settings.server.shutdown_timeout + http::shutdown::ACTIX_MARGIN)
+            .as_secs_f64()
+            .ceil() as u64,
+    )
     // Streams are many small writes: with Nagle's algorithm on, each one
     // after the first waits for the client's delayed ACK (~40 ms).
     .tcp_nodelay(true);
@@ -367,13 +399,18 @@ pub async fn start(
         .context("the server bound no address")?;
     let server = server.run();
     let handle = server.handle();
+    let stopper = GracefulStop {
+        handle: handle.clone(),
+        stream_cutoff,
+        timeout: settings.server.shutdown_timeout,
+    };
     if options.handle_signals {
-        actix_rt::spawn(stop_on_signal(handle.clone(), log.clone()));
+        actix_rt::spawn(stop_on_signal(stopper.clone(), log.clone()));
     }
     info!(log, "server.listening"; "addr" => %addr);
     Ok(Gateway {
         addr,
-        handle,
+        stopper,
         server: actix_rt::spawn(server),
         usage,
         shutdown_timeout: settings.server.shutdown_timeout,
@@ -385,7 +422,7 @@ pub async fn start(
 
 /// First SIGTERM or SIGINT: graceful stop (stop accepting, finish in-flight
 /// requests up to `server.shutdown_timeout`). A second one: stop at once.
-async fn stop_on_signal(handle: ServerHandle, log: Logger) {
+async fn stop_on_signal(stopper: GracefulStop, log: Logger) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -398,11 +435,11 @@ async fn stop_on_signal(handle: ServerHandle, log: Logger) {
         _ = term.recv() => info!(log, "shutdown.signal"; "signal" => "SIGTERM"),
         _ = int.recv() => info!(log, "shutdown.signal"; "signal" => "SIGINT"),
     }
-    let graceful = handle.stop(true);
+    let graceful = stopper.stop();
     tokio::select! {
         () = graceful => {}
-        _ = term.recv() => handle.stop(false).await,
-        _ = int.recv() => handle.stop(false).await,
+        _ = term.recv() => stopper.stop_now().await,
+        _ = int.recv() => stopper.stop_now().await,
     }
 }
 

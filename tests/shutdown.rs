@@ -1,5 +1,7 @@
 //! Graceful shutdown of the real process: in-flight requests finish, usage is
 //! flushed, the exit code is 0, and a restart finds exactly one row per request.
+//! Streams still open when `server.shutdown_timeout` runs out end with an
+//! error event (`server_shutting_down`) and are recorded as cut by the server.
 
 pub mod common;
 
@@ -12,7 +14,10 @@ use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use switchyard::config::Backend;
 
-on_both_backends!(sigterm_finishes_in_flight_requests_and_keeps_every_row);
+on_both_backends!(
+    sigterm_finishes_in_flight_requests_and_keeps_every_row,
+    streams_open_at_the_shutdown_timeout_end_with_an_error_event,
+);
 
 const REQUESTS: usize = 24;
 
@@ -138,5 +143,134 @@ models = ["mock-gpt"]
     ids.sort_unstable();
     ids.dedup();
     ensure!(ids.len() == REQUESTS, "request ids are not unique");
+    Ok(())
+}
+
+async fn streams_open_at_the_shutdown_timeout_end_with_an_error_event(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let mock = MockUpstream::start()?;
+    let dir = tempfile::tempdir()?;
+    let db = TestDb::new(backend).await?;
+    let port = free_port()?;
+    let config = dir.path().join("gateway.toml");
+    // `streamhang-` streams send their first content, then stall for good:
+    // only the shutdown can end them.
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:{port}"
+workers = 2
+shutdown_timeout = "1s"
+[database]
+url = "{db_url}"
+[admin]
+master_key = "shutdown-master"
+[logging]
+level = "warning"
+[upstream]
+model_refresh_interval = "0s"
+stream_idle_timeout = "60s"
+[usage]
+flush_interval = "10m"
+[[providers]]
+name = "mock"
+kind = "openai-compatible"
+base_url = "{base}"
+keys = ["streamhang-a"]
+models = ["mock-gpt"]
+"#,
+            db_url = db.settings.url,
+            base = mock.base_url(),
+        ),
+    )?;
+
+    let mut process = GatewayProcess::start(dir.path(), &config, port).await?;
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish();
+    let mut created = client
+        .post(format!("{}/admin/tokens", process.url))
+        .insert_header(("authorization", "Bearer shutdown-master"))
+        .send_json(&json!({ "name": "shutdown" }))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let created: Value = created.json().await?;
+    let token = created["token"].as_str().context("no token")?.to_owned();
+
+    // One stream per front door; the head comes with the first content, so
+    // once both answered, both streams are open and stalled.
+    let chat = json!({ "model": "mock-gpt", "stream": true,
+        "messages": [{ "role": "user", "content": "hello" }] });
+    let messages = json!({ "model": "mock-gpt", "stream": true, "max_tokens": 64,
+        "messages": [{ "role": "user", "content": "hello" }] });
+    let mut responses = Vec::new();
+    for (path, body) in [("/v1/chat/completions", chat), ("/v1/messages", messages)] {
+        let response = client
+            .post(format!("{}{path}", process.url))
+            .insert_header(("authorization", format!("Bearer {token}")))
+            .send_json(&body)
+            .await
+            .map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+        ensure!(response.status() == 200, "{path}: {}", response.status());
+        responses.push((path, response));
+    }
+    let signalled = Instant::now();
+    process.signal("TERM")?;
+
+    for (path, mut response) in responses {
+        let body = response
+            .body()
+            .await
+            .map_err(|e| anyhow::anyhow!("{path}: the stream broke instead of ending: {e}"))?;
+        let text = String::from_utf8_lossy(&body);
+        let last = text
+            .trim_end()
+            .rsplit("\n\n")
+            .next()
+            .context("empty stream")?;
+        let data: Value = serde_json::from_str(
+            last.lines()
+                .find_map(|line| line.strip_prefix("data: "))
+                .context("no data in the last event")?,
+        )?;
+        if path == "/v1/messages" {
+            ensure!(last.starts_with("event: error"), "{path}: {text}");
+            ensure!(data["type"] == json!("error"), "{path}: {text}");
+        } else {
+            ensure!(
+                data.pointer("/error/code") == Some(&json!("server_shutting_down")),
+                "{path}: {text}"
+            );
+            ensure!(!text.contains("[DONE]"), "{path}: {text}");
+        }
+    }
+    // Cut at the shutdown timeout, not at the idle timeout.
+    ensure!(
+        signalled.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        signalled.elapsed()
+    );
+    let status = process.wait_exit(Duration::from_secs(30)).await?;
+    ensure!(status.success(), "exit status {status}");
+    drop(process);
+
+    let process = GatewayProcess::start(dir.path(), &config, port).await?;
+    let mut logs = client
+        .get(format!("{}/admin/request-logs?limit=1000", process.url))
+        .insert_header(("authorization", "Bearer shutdown-master"))
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let logs: Value = logs.json().limit(10 * 1024 * 1024).await?;
+    let rows = logs["data"].as_array().context("no data")?;
+    ensure!(rows.len() == 2, "{rows:?}");
+    ensure!(
+        rows.iter().all(|row| row["status"] == json!(200)
+            && row["error_class"] == json!("server_shutting_down")),
+        "{rows:?}"
+    );
     Ok(())
 }

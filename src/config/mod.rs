@@ -208,6 +208,12 @@ impl Settings {
         if self.upstream.max_response_bytes == 0 {
             return Err(invalid("upstream.max_response_bytes", "must be positive"));
         }
+        if self.upstream.max_stream_event_bytes == 0 {
+            return Err(invalid(
+                "upstream.max_stream_event_bytes",
+                "must be positive",
+            ));
+        }
         let mut names = HashSet::new();
         for (index, provider) in self.providers.iter().enumerate() {
             let key = |field: &str| format!("providers[{index}].{field}");

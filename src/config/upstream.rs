@@ -17,6 +17,9 @@ pub struct UpstreamSettings {
     pub stream_idle_timeout: Duration,
     /// Largest non-streamed upstream answer read into memory.
     pub max_response_bytes: usize,
+    /// Largest single event of a streamed answer; a larger one ends the
+    /// stream with an error event.
+    pub max_stream_event_bytes: usize,
     /// When every candidate key is cooling down, wait at most this long in
     /// total for the earliest one instead of answering 429/503 at once.
     #[serde(with = "humantime_serde")]

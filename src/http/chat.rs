@@ -8,7 +8,7 @@ use super::body::read_body;
 use super::context::RequestCtx;
 use super::limits::ConcurrencySlot;
 use super::meter::Meter;
-use super::relay::{ChatStreamRelay, StreamMode};
+use super::relay::{ChatStreamRelay, RelayLimits, StreamMode};
 use super::upstream::{Answer, MalformedAnswer, Served, UpstreamRequest, call_with_failover};
 use crate::error::ApiError;
 use crate::providers::anthropic::AnthropicRequestOptions;
@@ -237,13 +237,7 @@ pub(super) fn respond(
         }
         (Answer::Stream(start), mode) => {
             let mode = mode.unwrap_or(StreamMode::Native(ChatStreamState::new(false)));
-            let relay = ChatStreamRelay::new(
-                start,
-                meter,
-                mode,
-                state.settings.upstream.stream_idle_timeout,
-                slot,
-            );
+            let relay = ChatStreamRelay::new(start, meter, mode, RelayLimits::of(state), slot);
             response
                 .insert_header((CONTENT_TYPE, "text/event-stream"))
                 .insert_header((CACHE_CONTROL, "no-cache"))

@@ -19,6 +19,7 @@ pub mod proxy;
 pub mod relay;
 pub mod routes;
 pub mod self_service;
+pub mod shutdown;
 pub mod throttle;
 pub mod upstream;
 
@@ -60,6 +61,9 @@ pub struct AppState {
     pub throttle: throttle::AuthThrottle,
     /// Token limits: admission before the call, settlement after.
     pub enforcer: Arc<crate::enforce::Enforcer>,
+    /// Fired when a graceful stop's `server.shutdown_timeout` runs out: open
+    /// streams end with an error event (`shutdown::StreamCutoff`).
+    pub stream_cutoff: shutdown::StreamCutoff,
 }
 
 /// The route table (declared in [`routes`], documented at `/openapi.json`).

@@ -6,17 +6,30 @@
 //! settles the lease and the usage record exactly once: at the end of the
 //! stream, on an upstream failure (after sending an error event, so the cut
 //! never looks like a clean end), or when the client goes away (`Drop`).
+//!
+//! Only the protocol's end marker finishes a stream (`[DONE]` or a
+//! `finish_reason` for OpenAI, `message_stop` for Anthropic, a
+//! `finishReason` for Gemini): an upstream that closes cleanly without it
+//! was cut, and the client gets the error event. An unterminated trailing
+//! event is never forwarded, and one event larger than
+//! `upstream.max_stream_event_bytes` ends the stream.
+//!
+//! When a graceful stop runs out of time (`server.shutdown_timeout`), each
+//! open relay ends its stream with the error event `server_shutting_down`
+//! and records the request as cut by the server (see [`super::shutdown`]).
 
+use super::AppState;
 use super::limits::ConcurrencySlot;
 use super::meter::{self, Meter};
 use super::upstream::{StreamStart, UpstreamBody};
 use crate::providers::exchange::ClientFormat;
 use crate::providers::openai::{ChatStreamState, Usage};
 use crate::providers::sse::{SseSplitter, event_data, event_name};
-use crate::providers::translate::StreamTranslator;
+use crate::providers::translate::{OPENAI_DONE, StreamTranslator};
 use actix_web::web::Bytes;
 use futures_util::Stream;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -50,6 +63,29 @@ impl StreamMode {
     }
 }
 
+/// The settings a relay reads once, at its start.
+pub struct RelayLimits {
+    /// Longest silence between two upstream chunks.
+    pub idle_timeout: Duration,
+    /// Largest single upstream event.
+    pub max_event_bytes: usize,
+    /// Resolves when the server cuts open streams at shutdown.
+    pub cutoff: Pin<Box<dyn Future<Output = ()>>>,
+}
+
+impl RelayLimits {
+    pub fn of(state: &AppState) -> Self {
+        Self {
+            idle_timeout: state.settings.upstream.stream_idle_timeout,
+            max_event_bytes: state.settings.upstream.max_stream_event_bytes,
+            cutoff: state.stream_cutoff.wait(),
+        }
+    }
+}
+
+/// Error code and usage class of a stream cut by the server's shutdown.
+pub const SHUTTING_DOWN: &str = "server_shutting_down";
+
 pub struct ChatStreamRelay {
     upstream: UpstreamBody,
     splitter: SseSplitter,
@@ -57,6 +93,7 @@ pub struct ChatStreamRelay {
     out: VecDeque<Bytes>,
     idle_timeout: Duration,
     idle: Pin<Box<Sleep>>,
+    cutoff: Pin<Box<dyn Future<Output = ()>>>,
     lease: Option<Lease>,
     meter: Option<Meter>,
     attempt_started: std::time::Instant,
@@ -70,17 +107,19 @@ impl ChatStreamRelay {
         start: StreamStart,
         mut meter: Meter,
         mode: StreamMode,
-        idle_timeout: Duration,
+        limits: RelayLimits,
         slot: ConcurrencySlot,
     ) -> Self {
+        let idle_timeout = limits.idle_timeout;
         meter.first_byte();
         let mut relay = Self {
             upstream: start.rest,
-            splitter: SseSplitter::default(),
+            splitter: SseSplitter::with_limit(limits.max_event_bytes),
             mode,
             out: VecDeque::new(),
             idle_timeout,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            cutoff: limits.cutoff,
             lease: Some(start.lease),
             meter: Some(meter),
             attempt_started: start.attempt_started,
@@ -92,6 +131,9 @@ impl ChatStreamRelay {
     }
 
     fn ingest(&mut self, chunk: &[u8]) {
+        if self.finished {
+            return;
+        }
         self.splitter.push(chunk);
         while let Some(event) = self.splitter.next_event() {
             if let (Some(meter), Some(data)) = (self.meter.as_mut(), event_data(&event)) {
@@ -126,18 +168,33 @@ impl ChatStreamRelay {
                 }
             }
         }
+        if self.splitter.oversized() {
+            self.fail(
+                "an upstream stream event exceeded upstream.max_stream_event_bytes",
+                "stream_event_too_large",
+                Failure::ServerError,
+            );
+        }
     }
 
-    /// The upstream ended cleanly.
+    /// The upstream closed the connection cleanly: finished only if the
+    /// protocol's end marker came.
     fn complete(&mut self) {
-        let rest = self.splitter.take_rest();
-        if !rest.is_empty() {
-            let mut terminated = rest.to_vec();
-            terminated.extend_from_slice(b"\n\n");
-            self.ingest(&terminated);
+        if self.finished {
+            return;
         }
+        // An event without its blank line was cut: it is never forwarded.
+        drop(self.splitter.take_rest());
         let complete = match &mut self.mode {
-            StreamMode::Native(state) => state.done || state.content_events > 0,
+            StreamMode::Native(state) => {
+                if state.finished && !state.done {
+                    // Some servers close after the finish without `[DONE]`;
+                    // OpenAI clients expect it.
+                    state.done = true;
+                    self.out.push_back(Bytes::from_static(OPENAI_DONE));
+                }
+                state.done
+            }
             StreamMode::Translated { translator, .. } => {
                 let closing = translator.finish();
                 self.out.extend(closing);
@@ -158,6 +215,22 @@ impl ChatStreamRelay {
         }
         if let Some(meter) = self.meter.take() {
             meter.succeed(200, self.mode.usage());
+        }
+        self.finished = true;
+    }
+
+    /// The server is stopping and the stream's time is up: tell the client
+    /// in-band and end. Not the key's fault: the lease is dropped
+    /// (abandoned), not failed.
+    fn cut_by_shutdown(&mut self) {
+        let event = self.mode.error_event(
+            "the server is shutting down; the answer was cut",
+            SHUTTING_DOWN,
+        );
+        self.out.push_back(event);
+        self.lease = None;
+        if let Some(meter) = self.meter.take() {
+            meter.interrupted(SHUTTING_DOWN, self.mode.usage());
         }
         self.finished = true;
     }
@@ -188,6 +261,10 @@ impl Stream for ChatStreamRelay {
             if this.finished {
                 this.slot = None;
                 return Poll::Ready(None);
+            }
+            if this.cutoff.as_mut().poll(cx).is_ready() {
+                this.cut_by_shutdown();
+                continue;
             }
             match this.upstream.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
@@ -228,5 +305,3 @@ impl Drop for ChatStreamRelay {
         }
     }
 }
-
-use std::future::Future;

@@ -181,9 +181,11 @@ pub struct ChatStreamState {
     /// Drop the usage-only chunk: the gateway asked for it, not the client.
     pub hide_usage_chunk: bool,
     pub usage: Option<Usage>,
+    /// `[DONE]` came.
     pub done: bool,
-    /// Events that carried choices (content, tool calls or a finish).
-    pub content_events: u64,
+    /// A choice's `finish_reason` came (the answer is whole even if the
+    /// upstream then closes without `[DONE]`).
+    pub finished: bool,
 }
 
 impl ChatStreamState {
@@ -200,9 +202,12 @@ impl ChatStreamState {
             self.done = true;
             return true;
         }
+        // Only the last chunk names a finish reason: parse just that one.
+        if !self.finished && names_finish_reason(data) {
+            self.finished = finish_reason_of_chunk(data);
+        }
         // Most chunks carry no usage: skip parsing them unless they mention it.
         if !contains(data, b"\"usage\"") {
-            self.content_events += 1;
             return true;
         }
         let Ok(value) = serde_json::from_slice::<Value>(data) else {
@@ -212,9 +217,6 @@ impl ChatStreamState {
             .get("choices")
             .and_then(Value::as_array)
             .is_some_and(|choices| !choices.is_empty());
-        if has_choices {
-            self.content_events += 1;
-        }
         if let Some(usage) = usage_of(&value) {
             self.usage = Some(usage);
             if self.hide_usage_chunk && !has_choices {
@@ -257,6 +259,47 @@ pub fn carries_content(data: &[u8]) -> bool {
             .is_some_and(|reason| !reason.is_null());
         text || tools || finished
     })
+}
+
+/// Whether a chunk's text has `"finish_reason"` with a value other than
+/// `null`: a cheap filter before parsing (inside a JSON string the quotes
+/// would be escaped, so a match is a key).
+fn names_finish_reason(data: &[u8]) -> bool {
+    const KEY: &[u8] = b"\"finish_reason\"";
+    let mut rest = data;
+    while let Some(at) = find(rest, KEY) {
+        rest = rest.get(at + KEY.len()..).unwrap_or_default();
+        let value = rest
+            .trim_ascii_start()
+            .strip_prefix(b":")
+            .unwrap_or_default()
+            .trim_ascii_start();
+        if !value.is_empty() && !value.starts_with(b"null") {
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether a chunk (chat or legacy completions) finishes a choice.
+fn finish_reason_of_chunk(data: &[u8]) -> bool {
+    let Ok(value) = serde_json::from_slice::<Value>(data) else {
+        return false;
+    };
+    value
+        .get("choices")
+        .and_then(Value::as_array)
+        .is_some_and(|choices| {
+            choices
+                .iter()
+                .any(|choice| choice.get("finish_reason").is_some_and(Value::is_string))
+        })
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -349,6 +392,19 @@ mod tests {
             client_asked
                 .on_data(br#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":5}}"#)
         );
+    }
+
+    #[test]
+    fn stream_state_sees_a_finish_reason_only_as_a_key() {
+        let mut state = ChatStreamState::new(false);
+        state.on_data(br#"{"choices":[{"delta":{"content":"hi"},"finish_reason":null}]}"#);
+        state.on_data(
+            br#"{"choices":[{"delta":{"content":"\"finish_reason\": \"stop\""},"finish_reason" : null}]}"#,
+        );
+        assert!(!state.finished);
+        state.on_data(br#"{"choices":[{"text":"","finish_reason" : "length"}]}"#);
+        assert!(state.finished);
+        assert!(!state.done);
     }
 
     #[test]

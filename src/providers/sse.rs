@@ -4,27 +4,91 @@
 //! chunk may hold several events or end mid-line. The splitter buffers only
 //! the unfinished tail, so relaying stays incremental.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use std::borrow::Cow;
 
-#[derive(Default)]
+/// Default for `upstream.max_stream_event_bytes`: one event larger than
+/// this ends the stream (real events are a few hundred bytes to a few KiB).
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
+
+/// Splits a byte stream into events in linear time: each byte is examined
+/// once for the blank line that ends an event (a resumed search starts where
+/// the last one stopped), and one event may not grow past `max_event_bytes`.
 pub struct SseSplitter {
     buffer: BytesMut,
+    /// Bytes of `buffer` already searched without finding an event's end.
+    scanned: usize,
+    max_event_bytes: usize,
+    oversized: bool,
+}
+
+impl Default for SseSplitter {
+    fn default() -> Self {
+        Self::with_limit(DEFAULT_MAX_EVENT_BYTES)
+    }
 }
 
 impl SseSplitter {
+    /// A splitter that refuses events longer than `max_event_bytes`
+    /// (terminator included).
+    pub fn with_limit(max_event_bytes: usize) -> Self {
+        Self {
+            buffer: BytesMut::new(),
+            scanned: 0,
+            max_event_bytes,
+            oversized: false,
+        }
+    }
+
     pub fn push(&mut self, chunk: &[u8]) {
-        self.buffer.extend_from_slice(chunk);
+        // Past the limit the stream is over: keep memory bounded.
+        if !self.oversized {
+            self.buffer.extend_from_slice(chunk);
+        }
     }
 
     /// The next complete event, terminator included, if one is buffered.
+    /// `None` once an event has outgrown the limit (see [`Self::oversized`]).
     pub fn next_event(&mut self) -> Option<Bytes> {
-        let end = find_event_end(&self.buffer)?;
-        Some(self.buffer.split_to(end).freeze())
+        if self.oversized {
+            return None;
+        }
+        match find_event_end(&self.buffer, self.scanned) {
+            Some(end) if end > self.max_event_bytes => {
+                self.overflow();
+                None
+            }
+            Some(end) => {
+                self.scanned = 0;
+                Some(self.buffer.split_to(end).freeze())
+            }
+            None => {
+                if self.buffer.len() > self.max_event_bytes {
+                    self.overflow();
+                } else {
+                    // A terminator may straddle this chunk and the next:
+                    // resume three bytes back (`\r\n\r\n` is four long).
+                    self.scanned = self.buffer.len().saturating_sub(3);
+                }
+                None
+            }
+        }
+    }
+
+    fn overflow(&mut self) {
+        self.oversized = true;
+        self.buffer = BytesMut::new();
+        self.scanned = 0;
+    }
+
+    /// One event outgrew the limit: the stream cannot be relayed further.
+    pub fn oversized(&self) -> bool {
+        self.oversized
     }
 
     /// Whatever is left (an unterminated final event), emptying the buffer.
     pub fn take_rest(&mut self) -> Bytes {
+        self.scanned = 0;
         let rest = self.buffer.split().freeze();
         if rest.iter().all(u8::is_ascii_whitespace) {
             Bytes::new()
@@ -34,21 +98,23 @@ impl SseSplitter {
     }
 
     pub fn buffered(&self) -> usize {
-        self.buffer.remaining()
+        self.buffer.len()
     }
 }
 
-/// Index just past the first blank line (`\n\n`, `\r\n\r\n` or `\r\r`).
-fn find_event_end(buffer: &[u8]) -> Option<usize> {
-    let mut index = 0;
-    while index < buffer.len() {
+/// Index just past the first blank line (`\n\n`, `\r\n\r\n` or `\r\r`)
+/// starting at or after `from`, linear in the bytes examined.
+fn find_event_end(buffer: &[u8], from: usize) -> Option<usize> {
+    let mut index = from;
+    loop {
+        let rest = buffer.get(index..)?;
+        index += rest.iter().position(|&b| b == b'\n' || b == b'\r')?;
         match buffer.get(index..) {
             Some([b'\n', b'\n', ..]) | Some([b'\r', b'\r', ..]) => return Some(index + 2),
             Some([b'\r', b'\n', b'\r', b'\n', ..]) => return Some(index + 4),
             _ => index += 1,
         }
     }
-    None
 }
 
 /// The `data` of one event: its `data:` lines joined by `\n`; `None` when it

@@ -44,7 +44,23 @@ pub enum Behaviour {
     /// `hugeusage-`: a normal answer whose every usage figure is 9.2e18 tokens (close to
     /// `i64::MAX`), so any unchecked sum wraps.
     HugeUsage,
+    /// `truncclean-…`: a stream sends its events up to the first content delta, then ends
+    /// cleanly (last chunk) without its end marker (`[DONE]`, `finish_reason`, `message_stop`,
+    /// Gemini's `finishReason`). A non-stream request is answered normally.
+    TruncateClean,
+    /// `truncmid-…`: like `truncclean-`, but the first half of the next event (no blank line)
+    /// goes out before the clean end.
+    TruncateMidEvent,
+    /// `hugeevent-…`: a stream sends its events up to the first content delta, then one event of
+    /// [`HUGE_EVENT_BYTES`] without a blank line (in 64 KiB chunks), then ends cleanly.
+    HugeEvent,
+    /// `drip-…`: the whole normal stream, one byte per HTTP chunk, with a short pause after
+    /// every few bytes. A non-stream request is answered normally.
+    Drip,
 }
+
+/// How long the `hugeevent-` event grows.
+pub(crate) const HUGE_EVENT_BYTES: usize = 4 * 1024 * 1024;
 
 impl Behaviour {
     /// The behaviour for a key.
@@ -63,6 +79,10 @@ impl Behaviour {
             "nousage" => Behaviour::NoUsage,
             "negusage" => Behaviour::NegativeUsage,
             "hugeusage" => Behaviour::HugeUsage,
+            "truncclean" => Behaviour::TruncateClean,
+            "truncmid" => Behaviour::TruncateMidEvent,
+            "hugeevent" => Behaviour::HugeEvent,
+            "drip" => Behaviour::Drip,
             other => match other.strip_prefix("slow").map(str::parse::<u64>) {
                 Some(Ok(ms)) => Behaviour::Slow(Duration::from_millis(ms)),
                 _ => Behaviour::Normal,
@@ -120,5 +140,15 @@ mod tests {
         assert_eq!(Behaviour::from_key("nousage-a"), Behaviour::NoUsage);
         assert_eq!(Behaviour::from_key("negusage-a"), Behaviour::NegativeUsage);
         assert_eq!(Behaviour::from_key("hugeusage-a"), Behaviour::HugeUsage);
+        assert_eq!(
+            Behaviour::from_key("truncclean-a"),
+            Behaviour::TruncateClean
+        );
+        assert_eq!(
+            Behaviour::from_key("truncmid-a"),
+            Behaviour::TruncateMidEvent
+        );
+        assert_eq!(Behaviour::from_key("hugeevent-a"), Behaviour::HugeEvent);
+        assert_eq!(Behaviour::from_key("drip-a"), Behaviour::Drip);
     }
 }

@@ -21,6 +21,10 @@
 //! | `streamdie-` / `streamhang-` | a stream up to its first content event, then reset / stall |
 //! | `roledie-` | a stream's events before the first content, then reset |
 //! | `nousage-` | the normal answer without any usage (`usage`, `usageMetadata`) |
+//! | `truncclean-` | a stream up to its first content event, then a clean end without end marker |
+//! | `truncmid-` | like `truncclean-`, plus the first half of the next event |
+//! | `hugeevent-` | a stream up to its first content event, then a 4 MiB event with no blank line |
+//! | `drip-` | the normal stream, one byte per chunk with short pauses |
 //!
 //! Errors come in the shape the path's clients expect: OpenAI's `{"error":{message,type,…}}`,
 //! Anthropic's `{"type":"error",…}` on `…/messages`, Google's

@@ -112,6 +112,27 @@ pub(crate) enum StreamEnd {
     ResetAfter(usize),
     /// Send this many events, then stall.
     HangAfter(usize),
+    /// Send this many events, then end cleanly (no end marker).
+    CloseAfter(usize),
+    /// Send this many events and the first half of the next one, then end cleanly.
+    CloseMidEvent(usize),
+    /// Send this many events, then one endless event (`HUGE_EVENT_BYTES`, no blank line), then
+    /// end cleanly.
+    HugeEventAfter(usize),
+}
+
+impl StreamEnd {
+    /// How many whole events go out.
+    pub(crate) fn whole_events(&self, total: usize) -> usize {
+        match *self {
+            StreamEnd::Finish => total,
+            StreamEnd::ResetAfter(n)
+            | StreamEnd::HangAfter(n)
+            | StreamEnd::CloseAfter(n)
+            | StreamEnd::CloseMidEvent(n)
+            | StreamEnd::HugeEventAfter(n) => n.min(total),
+        }
+    }
 }
 
 pub(crate) struct Plan {
@@ -119,6 +140,8 @@ pub(crate) struct Plan {
     pub(crate) first_byte_delay: Option<Duration>,
     /// Pause between stream chunks (`x-mock-chunk-delay-ms`).
     pub(crate) chunk_delay: Option<Duration>,
+    /// Send stream events one byte per chunk (`drip-` keys).
+    pub(crate) drip: bool,
     pub(crate) action: Action,
 }
 
@@ -507,7 +530,21 @@ pub(crate) fn plan(head: &Head, body: &[u8], key: &str, keep_alive: bool) -> Pla
         .map(Duration::from_millis);
     let shape = Shape::of(Route::of(&head.method, head.path()), head.path());
     let mut first_byte_delay = None;
-    let action = match Behaviour::from_key(key) {
+    let behaviour = Behaviour::from_key(key);
+    // A stream cut after its first content delta; other answers as they are.
+    let cut = |end: fn(usize) -> StreamEnd| match answer(head, body, Usage::Report) {
+        Answer::Stream {
+            content_type,
+            events,
+            first_content,
+        } => Action::Stream {
+            content_type,
+            events,
+            end: end(first_content + 1),
+        },
+        full @ Answer::Full { .. } => write(full, &[], keep_alive),
+    };
+    let action = match behaviour {
         Behaviour::RateLimited => write(
             error_answer(shape, Failure::RateLimited, head),
             &[("retry-after", "2")],
@@ -536,7 +573,12 @@ pub(crate) fn plan(head: &Head, body: &[u8], key: &str, keep_alive: bool) -> Pla
             first_byte_delay = Some(delay);
             write(answer(head, body, Usage::Report), &[], keep_alive)
         }
-        Behaviour::Normal => write(answer(head, body, Usage::Report), &[], keep_alive),
+        Behaviour::Normal | Behaviour::Drip => {
+            write(answer(head, body, Usage::Report), &[], keep_alive)
+        }
+        Behaviour::TruncateClean => cut(StreamEnd::CloseAfter),
+        Behaviour::TruncateMidEvent => cut(StreamEnd::CloseMidEvent),
+        Behaviour::HugeEvent => cut(StreamEnd::HugeEventAfter),
         Behaviour::NoUsage => write(answer(head, body, Usage::Omit), &[], keep_alive),
         Behaviour::NegativeUsage => write(
             rewrite_usage(answer(head, body, Usage::Report), NEGATIVE_USAGE),
@@ -588,6 +630,7 @@ pub(crate) fn plan(head: &Head, body: &[u8], key: &str, keep_alive: bool) -> Pla
     Plan {
         first_byte_delay,
         chunk_delay,
+        drip: behaviour == Behaviour::Drip,
         action,
     }
 }

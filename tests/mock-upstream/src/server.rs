@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
-use crate::behaviour::request_key;
+use crate::behaviour::{HUGE_EVENT_BYTES, request_key};
 use crate::http::{self, Chunked, ChunkedBody, Head, MAX_BODY_BYTES, MAX_HEAD_BYTES, Parsed};
 use crate::openai;
 use crate::router::{self, Action, StreamEnd};
@@ -49,6 +49,40 @@ pub(crate) async fn run(
 async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, want: usize) -> bool {
     buf.reserve(want.clamp(4096, 1 << 20));
     matches!(stream.read_buf(buf).await, Ok(n) if n > 0)
+}
+
+/// Writes one HTTP chunk and flushes it; false when the peer is gone.
+async fn send_chunk(stream: &mut TcpStream, data: &[u8]) -> bool {
+    stream.write_all(&http::chunk(data)).await.is_ok() && stream.flush().await.is_ok()
+}
+
+/// Writes `data` one byte per HTTP chunk, pausing after every few bytes so
+/// that the reader sees them in separate reads.
+async fn drip(stream: &mut TcpStream, data: &[u8]) -> bool {
+    for (i, byte) in data.iter().enumerate() {
+        if !send_chunk(stream, std::slice::from_ref(byte)).await {
+            return false;
+        }
+        if i % 8 == 7 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    true
+}
+
+/// One event of `HUGE_EVENT_BYTES` that never reaches its blank line.
+async fn huge_event(stream: &mut TcpStream) -> bool {
+    const PIECE: usize = 64 * 1024;
+    if !send_chunk(stream, b"data: {\"pad\":\"").await {
+        return false;
+    }
+    let piece = vec![b'x'; PIECE];
+    for _ in 0..HUGE_EVENT_BYTES / PIECE {
+        if !send_chunk(stream, &piece).await {
+            return false;
+        }
+    }
+    true
 }
 
 /// Answers a protocol error with `status` and closes.
@@ -201,30 +235,37 @@ async fn connection(mut stream: TcpStream, state: Arc<State>) {
                 {
                     return;
                 }
-                let cut = match end {
-                    StreamEnd::Finish => events.len(),
-                    StreamEnd::ResetAfter(n) | StreamEnd::HangAfter(n) => n,
-                };
+                let cut = end.whole_events(events.len());
                 for (i, event) in events.iter().take(cut).enumerate() {
                     if i > 0
                         && let Some(delay) = plan.chunk_delay
                     {
                         tokio::time::sleep(delay).await;
                     }
-                    if stream.write_all(&http::chunk(event)).await.is_err()
-                        || stream.flush().await.is_err()
-                    {
+                    let sent = if plan.drip {
+                        drip(&mut stream, event).await
+                    } else {
+                        send_chunk(&mut stream, event).await
+                    };
+                    if !sent {
                         return;
                     }
                 }
-                match end {
-                    StreamEnd::Finish => {
-                        if stream.write_all(http::LAST_CHUNK).await.is_err() {
-                            return;
-                        }
-                    }
+                let tail_sent = match end {
                     StreamEnd::ResetAfter(_) => return reset(stream),
                     StreamEnd::HangAfter(_) => return hang(stream).await,
+                    StreamEnd::Finish | StreamEnd::CloseAfter(_) => true,
+                    StreamEnd::CloseMidEvent(n) => match events.get(n) {
+                        Some(event) => {
+                            send_chunk(&mut stream, event.get(..event.len() / 2).unwrap_or(event))
+                                .await
+                        }
+                        None => true,
+                    },
+                    StreamEnd::HugeEventAfter(_) => huge_event(&mut stream).await,
+                };
+                if !tail_sent || stream.write_all(http::LAST_CHUNK).await.is_err() {
+                    return;
                 }
             }
             Action::Hang => return hang(stream).await,
