@@ -69,6 +69,10 @@ pub enum ApiError {
     /// 503: `server.max_concurrent_requests` requests are already being served.
     #[error("The gateway is serving as many requests as it is allowed to; retry shortly")]
     ConcurrencyLimit,
+    /// 503: every key that could serve the model is at its
+    /// `max_in_flight_per_key` cap.
+    #[error("Every upstream key for `{0}` is serving as many requests as it may; retry shortly")]
+    AllKeysBusy(String),
     /// 504: the upstream did not answer in time.
     #[error("{0}")]
     UpstreamTimeout(String),
@@ -111,7 +115,9 @@ impl ApiError {
             Self::UpstreamFailed(_) | Self::UpstreamTimeout(_) | Self::UpstreamRejected { .. } => {
                 "upstream_error"
             }
-            Self::Unavailable { .. } | Self::ConcurrencyLimit => "service_unavailable",
+            Self::Unavailable { .. } | Self::ConcurrencyLimit | Self::AllKeysBusy(_) => {
+                "service_unavailable"
+            }
             Self::Internal => "server_error",
         }
     }
@@ -131,6 +137,7 @@ impl ApiError {
             Self::UpstreamFailed(_) => "upstream_failed",
             Self::Unavailable { .. } => "no_healthy_upstream",
             Self::ConcurrencyLimit => "concurrency_limit",
+            Self::AllKeysBusy(_) => "all_keys_busy",
             Self::UpstreamTimeout(_) => "upstream_timeout",
             Self::UpstreamRejected { .. } => "upstream_rejected",
             Self::Internal => "internal_error",
@@ -151,7 +158,7 @@ impl ApiError {
                 *retry_after
             }
             // The slot frees as soon as any request in flight ends.
-            Self::ConcurrencyLimit => Some(Duration::from_secs(1)),
+            Self::ConcurrencyLimit | Self::AllKeysBusy(_) => Some(Duration::from_secs(1)),
             _ => None,
         }
     }
@@ -181,7 +188,9 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
-            Self::Unavailable { .. } | Self::ConcurrencyLimit => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable { .. } | Self::ConcurrencyLimit | Self::AllKeysBusy(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::UpstreamRejected { status, .. } => *status,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -345,6 +354,7 @@ mod tests {
                 503,
             ),
             (ApiError::ConcurrencyLimit, 503),
+            (ApiError::AllKeysBusy("m".into()), 503),
             (ApiError::UpstreamTimeout("x".into()), 504),
             (
                 ApiError::UpstreamRejected {
@@ -369,6 +379,7 @@ mod tests {
                 | ApiError::UpstreamFailed(_)
                 | ApiError::Unavailable { .. }
                 | ApiError::ConcurrencyLimit
+                | ApiError::AllKeysBusy(_)
                 | ApiError::UpstreamTimeout(_)
                 | ApiError::UpstreamRejected { .. }
                 | ApiError::Internal => {}
