@@ -396,7 +396,8 @@ async fn attempt(
         // still fails over invisibly.
         let mut held = actix_web::web::BytesMut::new();
         let mut splitter = SseSplitter::default();
-        let committed_by = Instant::now() + attempt_timeout;
+        // Counted from the head, but never past the request's deadline.
+        let committed_by = Instant::now() + deadline.bound(attempt_timeout);
         loop {
             let wait = limits
                 .stream_idle_timeout
