@@ -74,6 +74,10 @@ pub enum ApiError {
     /// 503: `server.max_concurrent_requests` requests are already being served.
     #[error("The gateway is serving as many requests as it is allowed to; retry shortly")]
     ConcurrencyLimit,
+    /// 503: every key that could serve the model is at its
+    /// `max_in_flight_per_key` cap.
+    #[error("Every upstream key for `{0}` is serving as many requests as it may; retry shortly")]
+    AllKeysBusy(String),
     /// 504: the upstream did not answer in time.
     #[error("{0}")]
     UpstreamTimeout(String),
@@ -116,7 +120,8 @@ impl ApiError {
             Self::UpstreamFailed(_) | Self::UpstreamTimeout(_) | Self::UpstreamRejected { .. } => {
                 "upstream_error"
             }
-            Self::Unavailable { .. } | Self::ConcurrencyLimit | Self::DatabaseUnavailable(_) => {
+            Self::Unavailable { .. } | Self::ConcurrencyLimit | Self::DatabaseUnavailable(_)
+            | Self::AllKeysBusy(_) => {
                 "service_unavailable"
             }
             Self::Internal => "server_error",
@@ -139,6 +144,7 @@ impl ApiError {
             Self::Unavailable { .. } => "no_healthy_upstream",
             Self::DatabaseUnavailable(_) => "database_unavailable",
             Self::ConcurrencyLimit => "concurrency_limit",
+            Self::AllKeysBusy(_) => "all_keys_busy",
             Self::UpstreamTimeout(_) => "upstream_timeout",
             Self::UpstreamRejected { .. } => "upstream_rejected",
             Self::Internal => "internal_error",
@@ -159,7 +165,7 @@ impl ApiError {
                 *retry_after
             }
             // The slot frees as soon as any request in flight ends.
-            Self::ConcurrencyLimit => Some(Duration::from_secs(1)),
+            Self::ConcurrencyLimit | Self::AllKeysBusy(_) => Some(Duration::from_secs(1)),
             // The usage writer retries every second at most: about when
             // the database is back, it is seen back.
             Self::DatabaseUnavailable(_) => Some(Duration::from_secs(1)),
@@ -192,7 +198,8 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
-            Self::Unavailable { .. } | Self::ConcurrencyLimit | Self::DatabaseUnavailable(_) => {
+            Self::Unavailable { .. } | Self::ConcurrencyLimit | Self::DatabaseUnavailable(_)
+            | Self::AllKeysBusy(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -367,6 +374,7 @@ mod tests {
             ),
             (ApiError::ConcurrencyLimit, 503),
             (ApiError::DatabaseUnavailable("x".into()), 503),
+            (ApiError::AllKeysBusy("m".into()), 503),
             (ApiError::UpstreamTimeout("x".into()), 504),
             (
                 ApiError::UpstreamRejected {
@@ -392,6 +400,7 @@ mod tests {
                 | ApiError::Unavailable { .. }
                 | ApiError::ConcurrencyLimit
                 | ApiError::DatabaseUnavailable(_)
+                | ApiError::AllKeysBusy(_)
                 | ApiError::UpstreamTimeout(_)
                 | ApiError::UpstreamRejected { .. }
                 | ApiError::Internal => {}

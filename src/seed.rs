@@ -81,7 +81,7 @@ impl From<&RetryConfig> for RetryPolicy {
     fn from(config: &RetryConfig) -> Self {
         use std::time::Duration;
         Self {
-            max_attempts: config.max_attempts.max(1),
+            max_attempts: config.max_attempts,
             backoff_base: Duration::from_millis(config.backoff_base_ms),
             backoff_max: Duration::from_millis(config.backoff_max_ms),
             rate_limit_cooldown: Duration::from_millis(config.rate_limit_cooldown_ms),

@@ -227,7 +227,7 @@ async fn a_change_reaches_the_next_request(backend: Backend) -> anyhow::Result<(
         (json!({ "keys": [] }), "keys"),
         (json!({ "kind": "smtp" }), "kind"),
         (json!({ "base_url": "localhost:1" }), "base_url"),
-        (json!({ "retry": { "max_attempts": 0 } }), "retry"),
+        (json!({ "retry": { "max_attempts": -1 } }), "retry"),
     ] {
         let (status, answer) = gw
             .admin(Method::PATCH, "/admin/providers/p", Some(body.clone()))
@@ -406,7 +406,7 @@ async fn invalid_providers_are_refused_naming_the_field(backend: Backend) -> any
             Some("max_in_flight_per_key"),
         ),
         (
-            with(json!({ "retry": { "max_attempts": 0 } })),
+            with(json!({ "retry": { "max_attempts": -1 } })),
             Some("retry"),
         ),
         (

@@ -80,6 +80,9 @@ pub struct NoUsableKey {
     /// Every key that will recover is resting after a 429 (the upstream's
     /// rate limit), none after errors (an open circuit).
     pub rate_limited: bool,
+    /// Some key would be usable but for its `max_in_flight` cap: it frees
+    /// as soon as one of its requests ends.
+    pub busy: bool,
 }
 
 /// A key's health as shown to admins.
@@ -138,11 +141,15 @@ impl KeyState {
         self.error_streak >= policy.failure_threshold.max(1)
     }
 
+    fn at_cap(&self) -> bool {
+        self.spec.max_in_flight > 0 && self.in_flight >= self.spec.max_in_flight
+    }
+
     fn usable(&self, now: Instant, policy: &RetryPolicy) -> bool {
         if !self.spec.enabled || self.cooling(now) {
             return false;
         }
-        if self.spec.max_in_flight > 0 && self.in_flight >= self.spec.max_in_flight {
+        if self.at_cap() {
             return false;
         }
         // Half-open: one probe at a time.
@@ -532,6 +539,7 @@ impl KeyPool {
     fn no_usable_key(&self, now: Instant, exclude: &[String]) -> NoUsableKey {
         let mut retry_after: Option<Duration> = None;
         let mut circuit_open = false;
+        let mut busy = false;
         for key in self
             .keys
             .iter()
@@ -542,10 +550,12 @@ impl KeyPool {
                 retry_after = Some(retry_after.map_or(wait, |earliest| earliest.min(wait)));
                 circuit_open |= key.circuit_open(&self.policy);
             }
+            busy |= !key.cooling(now) && key.at_cap();
         }
         NoUsableKey {
             retry_after,
             rate_limited: retry_after.is_some() && !circuit_open,
+            busy,
         }
     }
 }
@@ -614,6 +624,7 @@ mod tests {
             Err(NoUsableKey {
                 retry_after: Some(Duration::from_secs(2)),
                 rate_limited: true,
+                busy: false,
             })
         );
         assert_eq!(pool.acquire(now + Duration::from_secs(2), &[]), Ok(0));
@@ -649,6 +660,7 @@ mod tests {
             Err(NoUsableKey {
                 retry_after: Some(Duration::from_secs(1)),
                 rate_limited: false,
+                busy: false,
             })
         );
         assert_eq!(pool.health(now).first().map(|h| h.state), Some("open"));
@@ -705,6 +717,7 @@ mod tests {
             Err(NoUsableKey {
                 retry_after: None,
                 rate_limited: false,
+                busy: false,
             })
         );
         let health = pool.health(far);
@@ -832,7 +845,8 @@ mod tests {
             pool.acquire(now, &[]),
             Err(NoUsableKey {
                 retry_after: None,
-                rate_limited: false
+                rate_limited: false,
+                busy: true,
             })
         );
         pool.report(

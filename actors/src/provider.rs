@@ -171,6 +171,7 @@ impl Handler<Acquire> for ProviderActor {
                 self.lease(index, ctx).ok_or(NoUsableKey {
                     retry_after: None,
                     rate_limited: false,
+                    busy: false,
                 })
             });
         MessageResult(result)

@@ -6,7 +6,9 @@ use std::time::Duration;
 /// Per-provider retry policy, handed to the request handler inside a lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
-    /// Upstream attempts per client request, the first included.
+    /// Upstream attempts per client request, the first included. 0 (the
+    /// default): each usable key of every candidate provider once, so a
+    /// request fails only when all of them failed (or its deadline passed).
     pub max_attempts: u32,
     /// Delay before the second attempt; doubles per attempt up to `backoff_max`.
     pub backoff_base: Duration,
@@ -27,7 +29,7 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
-            max_attempts: 3,
+            max_attempts: 0,
             backoff_base: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
             rate_limit_cooldown: Duration::from_secs(30),
@@ -39,6 +41,18 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// Whether a request that made `made` attempts may make another.
+    pub fn attempts_left(&self, made: u32) -> bool {
+        self.max_attempts == 0 || made < self.max_attempts
+    }
+
+    /// Whether, once every candidate key was tried, the request starts over
+    /// with the keys still healthy: only when an explicit `max_attempts`
+    /// asks for more attempts than there were keys.
+    pub fn retries_tried_keys(&self, made: u32) -> bool {
+        self.max_attempts > 0 && made < self.max_attempts
+    }
+
     /// The pause before attempt number `attempt` (1-based; the first attempt
     /// has none). Attempts on a *different* key need no pause at all, so the
     /// handler only applies this when it must reuse a key or provider.
@@ -85,6 +99,20 @@ pub enum KeyStrategy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zero_attempts_means_every_key_once() {
+        let every_key = RetryPolicy::default();
+        assert_eq!(every_key.max_attempts, 0);
+        assert!(every_key.attempts_left(1_000));
+        assert!(!every_key.retries_tried_keys(1));
+        let three = RetryPolicy {
+            max_attempts: 3,
+            ..RetryPolicy::default()
+        };
+        assert!(three.attempts_left(2) && !three.attempts_left(3));
+        assert!(three.retries_tried_keys(2) && !three.retries_tried_keys(3));
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {

@@ -486,9 +486,11 @@ pub enum RouteError {
     UnknownModel(String),
     /// Every candidate provider is out of usable keys. `rate_limited`: the
     /// keys that will recover are all resting after a 429, none after errors.
+    /// `busy`: some key is only at its concurrency cap.
     NoUsableKey {
         retry_after: Option<Duration>,
         rate_limited: bool,
+        busy: bool,
     },
     /// A provider actor is gone (it will be restarted).
     ProviderUnavailable(String),
@@ -570,6 +572,7 @@ type Candidate = (usize, Addr<ProviderActor>, String, Vec<String>);
 async fn acquire_first(candidates: Vec<Candidate>) -> (Result<Routed, RouteError>, Vec<Candidate>) {
     let mut retry_after: Option<Duration> = None;
     let mut failing_keys_rest = false;
+    let mut busy = false;
     let mut dead = Vec::new();
     for (index, addr, upstream_model, exclude) in candidates {
         match addr
@@ -590,8 +593,10 @@ async fn acquire_first(candidates: Vec<Candidate>) -> (Result<Routed, RouteError
             Ok(Err(NoUsableKey {
                 retry_after: wait,
                 rate_limited,
+                busy: at_cap,
             })) => {
                 failing_keys_rest |= wait.is_some() && !rate_limited;
+                busy |= at_cap;
                 retry_after = match (retry_after, wait) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
@@ -605,6 +610,7 @@ async fn acquire_first(candidates: Vec<Candidate>) -> (Result<Routed, RouteError
         (retry_after, _) => RouteError::NoUsableKey {
             retry_after,
             rate_limited: retry_after.is_some() && !failing_keys_rest,
+            busy,
         },
     };
     (Err(error), dead)

@@ -96,9 +96,6 @@ impl ProviderSettings {
                 format!("{:?} must start with http:// or https://", self.base_url),
             ));
         }
-        if self.retry.max_attempts == 0 {
-            return Err(refuse("retry.max_attempts", "must be at least 1"));
-        }
         for (name, value) in &self.headers {
             if actix_web::http::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
                 return Err(refuse(
@@ -233,7 +230,8 @@ impl KeySettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetrySettings {
-    /// Upstream attempts per client request, the first included.
+    /// Upstream attempts per client request, the first included; 0: each
+    /// usable key of every candidate provider once.
     pub max_attempts: u32,
     /// Delay before the second attempt; doubles per attempt up to `backoff_max`.
     #[serde(with = "humantime_serde")]

@@ -12,6 +12,11 @@ pub struct UpstreamSettings {
     /// Limit from sending the request to receiving the response head.
     #[serde(with = "humantime_serde")]
     pub first_byte_timeout: Duration,
+    /// Overall limit for a request's upstream phase, across every attempt,
+    /// backoff and cooldown wait, up to the answer (a stream: its first
+    /// content); 504 after it. "0s": none.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
     /// Longest silence allowed between two chunks of a streamed answer.
     #[serde(with = "humantime_serde")]
     pub stream_idle_timeout: Duration,

@@ -99,6 +99,9 @@ impl OpenAiOnly {
                 return Err(ApiError::bad_param("stream", "`stream` must be a boolean"));
             }
         };
+        if endpoint == Endpoint::Completions {
+            crate::providers::checks::openai_common(&body)?;
+        }
         let client_wants_usage = body
             .get("stream_options")
             .and_then(|options| options.get("include_usage"))

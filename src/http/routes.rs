@@ -74,6 +74,7 @@ route_table! {
     get "/" => health::root, Public, "What answers here (Claude Code probes it with HEAD)";
     head "/" => health::root, Public, "What answers here, headers only";
     get "/healthz" => health::healthz, Public, "Liveness";
+    head "/healthz" => health::healthz, Public, "Liveness, headers only (load balancers probe with HEAD)";
     get "/readyz" => health::readyz, Public, "Readiness: database reachable and a usable key";
     get "/openapi.json" => openapi::document, Public, "This OpenAPI document";
     get "/metrics" => prometheus::metrics, Admin, "Prometheus metrics: requests per provider and status, key health";

@@ -1,11 +1,18 @@
 //! Calling upstream with failover.
 //!
-//! One client request makes up to `max_attempts` upstream attempts (the
-//! first candidate provider's policy). Each attempt asks the router for a
-//! lease that excludes keys this request already tried, so a failure moves to
-//! another key, then to the next provider serving the model. When every
-//! candidate key has been tried and attempts remain, the request backs off
-//! and starts over with the keys that are still healthy.
+//! Each attempt asks the router for a lease that excludes keys this request
+//! already tried, so a failure moves to another key, then to the next
+//! provider serving the model. By default (`max_attempts = 0`, the first
+//! candidate provider's policy) a request fails only when every usable key of
+//! every candidate has been tried once. An explicit `max_attempts` caps the
+//! attempts instead; when every candidate key has been tried and attempts
+//! remain, the request backs off and starts over with the keys that are still
+//! healthy.
+//!
+//! `upstream.request_timeout` is the request's overall deadline: each
+//! attempt gets the lesser of its own timeout and what is left, pauses and
+//! cooldown waits never cross it, and once it passes the request is answered
+//! 504, however many keys remain.
 //!
 //! Retried: 429, 401/403 (the key is disabled, in the actor at once and in
 //! the database by a spawned write, so the verdict survives a restart), 408,
@@ -121,7 +128,11 @@ pub async fn call_with_failover(
     let mut last_error: Option<ApiError> = None;
     let wait_budget = state.settings.upstream.max_cooldown_wait;
     let mut waited = Duration::ZERO;
+    let deadline = Deadline::after(state.settings.upstream.request_timeout);
     loop {
+        if deadline.passed() {
+            return Err(deadline.error(model));
+        }
         let routed = match state
             .router
             .send(Route {
@@ -135,16 +146,18 @@ pub async fn call_with_failover(
             Ok(Err(RouteError::NoUsableKey {
                 retry_after,
                 rate_limited,
+                busy,
             })) => {
                 let attempts_left = policy
                     .as_ref()
-                    .is_none_or(|policy| attempts < policy.max_attempts.max(1));
+                    .is_none_or(|policy| policy.attempts_left(attempts));
                 // A zero wait means a key that is unusable for another reason
                 // (a half-open probe in flight): waiting would only spin.
                 if let Some(wait) = retry_after
                     && !wait.is_zero()
                     && attempts_left
                     && waited + wait <= wait_budget
+                    && deadline.allows(wait)
                 {
                     slog::debug!(state.log, "upstream.cooldown_wait";
                         "model" => model, "wait_ms" => wait.as_millis() as u64);
@@ -153,19 +166,25 @@ pub async fn call_with_failover(
                     continue;
                 }
                 if let Some(error) = last_error.take() {
-                    let max = policy.as_ref().map_or(1, |policy| policy.max_attempts);
-                    if attempts < max && !tried.is_empty() {
-                        // Every candidate key tried once: pause, then retry
-                        // whichever keys are still healthy.
-                        let pause = policy
-                            .as_ref()
-                            .map_or(Duration::ZERO, |policy| policy.backoff(attempts + 1));
-                        actix_rt::time::sleep(pause).await;
-                        tried = Tried::default();
-                        last_error = Some(error);
-                        continue;
+                    if let Some(policy) = &policy
+                        && policy.retries_tried_keys(attempts)
+                        && !tried.is_empty()
+                    {
+                        // Every candidate key tried once and the policy asks
+                        // for more attempts: pause, then retry whichever keys
+                        // are still healthy.
+                        let pause = policy.backoff(attempts + 1);
+                        if deadline.allows(pause) {
+                            actix_rt::time::sleep(pause).await;
+                            tried = Tried::default();
+                            last_error = Some(error);
+                            continue;
+                        }
                     }
                     return Err(error);
+                }
+                if busy {
+                    return Err(ApiError::AllKeysBusy(model.to_owned()));
                 }
                 // Keys resting after a 429 are a rate limit (429); keys
                 // resting after errors are unhealthy (503), both with a wait.
@@ -198,15 +217,21 @@ pub async fn call_with_failover(
             }
         };
         let lease = routed.lease;
-        let policy_attempts = policy
-            .get_or_insert_with(|| lease.provider.policy.clone())
-            .max_attempts
-            .max(1);
+        let policy = policy.get_or_insert_with(|| lease.provider.policy.clone());
         attempts += 1;
         tried.add(&lease.provider.name, &lease.key_id);
         meter.attempt(&lease.provider.name, &lease.key_id, &routed.upstream_model);
         let provider = lease.provider.name.clone();
-        match attempt(state, client, request, lease, &routed.upstream_model).await {
+        match attempt(
+            state,
+            client,
+            request,
+            lease,
+            &routed.upstream_model,
+            &deadline,
+        )
+        .await
+        {
             Ok(answer) => {
                 return Ok(Served {
                     answer,
@@ -218,12 +243,53 @@ pub async fn call_with_failover(
             Err(AttemptError::Retryable(error)) => {
                 slog::info!(state.log, "upstream.attempt_failed";
                     "provider" => &provider, "attempt" => attempts, "error" => %error);
-                if attempts >= policy_attempts {
+                if !policy.attempts_left(attempts) {
                     return Err(error);
                 }
                 last_error = Some(error);
             }
         }
+    }
+}
+
+/// A request's overall deadline (`upstream.request_timeout`; none when zero).
+struct Deadline {
+    at: Option<Instant>,
+    limit: Duration,
+}
+
+impl Deadline {
+    fn after(limit: Duration) -> Self {
+        Self {
+            at: (!limit.is_zero()).then(|| Instant::now() + limit),
+            limit,
+        }
+    }
+
+    fn remaining(&self) -> Option<Duration> {
+        self.at
+            .map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
+    fn passed(&self) -> bool {
+        self.remaining().is_some_and(|left| left.is_zero())
+    }
+
+    /// Whether waiting `wait` still leaves time for an attempt.
+    fn allows(&self, wait: Duration) -> bool {
+        self.remaining().is_none_or(|left| wait < left)
+    }
+
+    /// `timeout`, shortened to what is left of the deadline.
+    fn bound(&self, timeout: Duration) -> Duration {
+        self.remaining().map_or(timeout, |left| timeout.min(left))
+    }
+
+    fn error(&self, model: &str) -> ApiError {
+        ApiError::UpstreamTimeout(format!(
+            "No upstream answered for `{model}` within the request's deadline of {}s",
+            self.limit.as_secs_f64()
+        ))
     }
 }
 
@@ -233,13 +299,15 @@ async fn attempt(
     request: &mut impl UpstreamRequest,
     lease: Lease,
     upstream_model: &str,
+    deadline: &Deadline,
 ) -> Result<Answer, AttemptError> {
     let spec = lease.provider.clone();
     let limits = &state.settings.upstream;
-    let attempt_timeout = spec
-        .policy
-        .attempt_timeout
-        .unwrap_or(limits.first_byte_timeout);
+    let attempt_timeout = deadline.bound(
+        spec.policy
+            .attempt_timeout
+            .unwrap_or(limits.first_byte_timeout),
+    );
     let body = request
         .body(&spec, upstream_model)
         .map_err(AttemptError::Final)?;
@@ -328,7 +396,8 @@ async fn attempt(
         // still fails over invisibly.
         let mut held = actix_web::web::BytesMut::new();
         let mut splitter = SseSplitter::default();
-        let committed_by = Instant::now() + attempt_timeout;
+        // Counted from the head, but never past the request's deadline.
+        let committed_by = Instant::now() + deadline.bound(attempt_timeout);
         loop {
             let wait = limits
                 .stream_idle_timeout
@@ -368,13 +437,20 @@ async fn attempt(
             }
         }
     }
-    let body = match read_limited(
+    // The whole body must arrive within the deadline too, not only each chunk
+    // within the idle timeout.
+    let whole_body = read_limited(
         &mut response,
         limits.max_response_bytes,
         limits.stream_idle_timeout,
-    )
-    .await
-    {
+    );
+    let read = match deadline.remaining() {
+        Some(left) => actix_rt::time::timeout(left, whole_body)
+            .await
+            .unwrap_or(Err(Failure::Timeout)),
+        None => whole_body.await,
+    };
+    let body = match read {
         Ok(body) => body,
         Err(failure) => {
             lease.fail(failure);

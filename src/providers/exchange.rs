@@ -110,22 +110,7 @@ impl ChatExchange {
                 ));
             }
         }
-        match body.get("max_tokens") {
-            None | Some(Value::Null) => {}
-            Some(value) if value.as_u64().is_some() => {}
-            Some(_) => {
-                return Err(ApiError::bad_param(
-                    "max_tokens",
-                    "max_tokens: must be a positive integer",
-                ));
-            }
-        }
-        if body
-            .get("stream")
-            .is_some_and(|stream| !stream.is_boolean() && !stream.is_null())
-        {
-            return Err(ApiError::bad_param("stream", "stream: must be a boolean"));
-        }
+        super::checks::anthropic_messages(&body)?;
         let translated = anthropic::anthropic_to_openai_request(&Value::Object(body.clone()))?;
         let openai = openai::parse_chat_request(
             &serde_json::to_vec(&translated).map_err(|_| ApiError::Internal)?,

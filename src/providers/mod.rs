@@ -4,6 +4,7 @@
 
 pub mod anthropic;
 pub mod azure;
+pub mod checks;
 pub mod exchange;
 pub mod gemini;
 pub mod openai;

@@ -115,6 +115,7 @@ pub fn parse_chat_request(raw: &[u8]) -> Result<ChatRequest, ApiError> {
         Some(Value::Bool(stream)) => *stream,
         Some(_) => return Err(ApiError::bad_param("stream", "`stream` must be a boolean")),
     };
+    super::checks::openai_chat(&body)?;
     let client_wants_usage = body
         .get("stream_options")
         .and_then(|options| options.get("include_usage"))

@@ -680,7 +680,7 @@ mod tests {
             (json!({"kind": "openai2"}), "kind"),
             (json!({"base_url": "ftp://x"}), "base_url"),
             (json!({"strategy": "fastest"}), "strategy"),
-            (json!({"retry": {"max_attempts": 0}}), "retry"),
+            (json!({"retry": {"max_attempts": -1}}), "retry"),
             (json!({"retry": {"backoff_base": "soon"}}), "retry"),
             (json!({"weight": 0}), "weight"),
             (json!({"headers": {"X-Key": "${HOME}"}}), "headers"),
