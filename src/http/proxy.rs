@@ -18,6 +18,7 @@ use super::auth::GatewayAuth;
 use super::context::RequestCtx;
 use super::limits::ConcurrencySlot;
 use super::meter::Meter;
+use crate::config::ProxySettings;
 use crate::error::ApiError;
 use crate::providers::openai::Usage;
 use crate::providers::{self, STRIPPED_HEADERS, classify_status};
@@ -28,7 +29,9 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use awc::error::{PayloadError, SendRequestError};
 use futures_util::Stream;
 use futures_util::stream::LocalBoxStream;
+use std::cell::Cell;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use switchyard_actors::{Acquire, Failure, GetProvider, Lease, Outcome};
@@ -69,6 +72,67 @@ fn raw_tail(request: &HttpRequest) -> Option<&str> {
     Some(tail)
 }
 
+/// Whether any segment of `tail` (still percent-encoded) is `.` or `..`
+/// once decoded, or decodes to a path with such a segment (`..%2F`,
+/// `..%5C`): upstream servers and URL libraries resolve them, which would
+/// take the request, and the pool key, outside the provider's `base_url`.
+fn has_dot_segment(tail: &str) -> bool {
+    tail.split('/').any(|segment| {
+        let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
+        decoded
+            .split(['/', '\\'])
+            .any(|part| part == "." || part == "..")
+    })
+}
+
+/// Client headers always kept from the upstream besides
+/// [`STRIPPED_HEADERS`]: `Expect` (the gateway answers `100 Continue`
+/// itself; forwarded, it made the upstream send fail and was blamed on the
+/// key) and the legacy `Proxy-Connection`.
+const PROXY_DROPPED: &[&str] = &["expect", "proxy-connection"];
+
+/// The client's claimed address, forwarded only when
+/// `proxy.forward_client_address` is set.
+const CLIENT_ADDRESS_HEADERS: &[&str] = &["x-forwarded-for", "forwarded", "x-real-ip"];
+
+/// Forwarded only when `proxy.forward_openai_organization` is set: the pool
+/// key's calls belong to the gateway's organization and project.
+const OPENAI_ORGANIZATION_HEADERS: &[&str] = &["openai-organization", "openai-project"];
+
+/// Lowercase names of the client headers not to forward: the fixed lists,
+/// the optional ones the settings do not opt in to, and every header the
+/// client named in `Connection` or `Proxy-Connection` (hop-by-hop by
+/// RFC 9110 section 7.6.1).
+fn dropped_headers(request: &HttpRequest, settings: &ProxySettings) -> Vec<String> {
+    let mut dropped: Vec<String> = STRIPPED_HEADERS
+        .iter()
+        .chain(PROXY_DROPPED)
+        .map(|name| (*name).to_owned())
+        .collect();
+    if !settings.forward_client_address {
+        dropped.extend(CLIENT_ADDRESS_HEADERS.iter().map(|name| (*name).to_owned()));
+    }
+    if !settings.forward_openai_organization {
+        dropped.extend(
+            OPENAI_ORGANIZATION_HEADERS
+                .iter()
+                .map(|name| (*name).to_owned()),
+        );
+    }
+    for connection in ["connection", "proxy-connection"] {
+        for value in request.headers().get_all(connection) {
+            let Ok(value) = value.to_str() else { continue };
+            dropped.extend(
+                value
+                    .split(',')
+                    .map(|name| name.trim().to_ascii_lowercase())
+                    .filter(|name| !name.is_empty()),
+            );
+        }
+    }
+    dropped
+}
+
 /// An upstream answer whose body is still to be streamed.
 struct Relayed {
     status: StatusCode,
@@ -100,6 +164,15 @@ async fn relay(
         return Err(ApiError::Forbidden(format!(
             "This token may not use the proxy of provider `{provider}` (its model list must allow `{provider}/*`)"
         )));
+    }
+    // The tail as the client sent it, still percent-encoded: the decoded
+    // `Path` value would turn `%20` into a space (an invalid URL, blamed on
+    // the key as a connection failure) and `%3F` into the start of a query.
+    let tail = raw_tail(request).unwrap_or(tail);
+    if has_dot_segment(tail) {
+        return Err(ApiError::bad_request(
+            "The proxied path may not contain `.` or `..` segments (raw or percent-encoded): it must stay below the provider's base URL",
+        ));
     }
     let slot = state
         .concurrency
@@ -151,10 +224,6 @@ async fn relay(
     };
     let spec = lease.provider.clone();
     meter.attempt(&spec.name, &lease.key_id, "");
-    // The tail as the client sent it, still percent-encoded: the decoded
-    // `Path` value would turn `%20` into a space (an invalid URL, blamed on
-    // the key as a connection failure) and `%3F` into the start of a query.
-    let tail = raw_tail(request).unwrap_or(tail);
     let mut url = providers::endpoint_url(&spec, tail);
     if !request.query_string().is_empty() {
         url.push(if url.contains('?') { '&' } else { '?' });
@@ -169,8 +238,9 @@ async fn relay(
         .timeout(timeout)
         // Relay the bytes as the upstream encoded them.
         .no_decompress();
+    let dropped = dropped_headers(request, &state.settings.proxy);
     for (name, value) in request.headers() {
-        if !STRIPPED_HEADERS.contains(&name.as_str()) {
+        if !dropped.iter().any(|drop| drop == name.as_str()) {
             upstream = upstream.append_header((name.clone(), value.clone()));
         }
     }
@@ -181,10 +251,12 @@ async fn relay(
         upstream = upstream.insert_header((name.as_str(), value.as_str()));
     }
     let started = Instant::now();
+    let overflowed = Rc::new(Cell::new(false));
     let body = LimitedBody {
         payload,
         limit,
         seen: 0,
+        overflowed: overflowed.clone(),
     };
     // Framed as the client framed it: a declared length stays a length
     // (some upstreams refuse chunked uploads with 411), a chunked body stays
@@ -205,10 +277,24 @@ async fn relay(
     };
     let response = match sent {
         Ok(response) => response,
-        Err(SendRequestError::Body(_)) => {
-            // The client's body broke off or outgrew the limit: not the key's fault.
+        // The client's body outgrew the limit or broke off, or its request
+        // cannot be sent as it is: the client's fault, not the key's (the
+        // lease is given back without an outcome).
+        Err(SendRequestError::Body(_)) if overflowed.get() => {
             drop(lease);
             return Err(ApiError::PayloadTooLarge(limit));
+        }
+        Err(SendRequestError::Body(_)) => {
+            drop(lease);
+            return Err(ApiError::bad_request(
+                "The request body ended before it was complete",
+            ));
+        }
+        Err(SendRequestError::Url(_) | SendRequestError::Http(_)) => {
+            drop(lease);
+            return Err(ApiError::bad_request(
+                "The request cannot be relayed as it is (invalid path or header)",
+            ));
         }
         Err(
             SendRequestError::Timeout
@@ -347,6 +433,8 @@ struct LimitedBody {
     payload: Payload,
     limit: usize,
     seen: usize,
+    /// Set when the body outgrew `limit` (a 413, not a broken body's 400).
+    overflowed: Rc<Cell<bool>>,
 }
 
 impl Stream for LimitedBody {
@@ -358,6 +446,7 @@ impl Stream for LimitedBody {
             Poll::Ready(Some(Ok(chunk))) => {
                 this.seen += chunk.len();
                 if this.seen > this.limit {
+                    this.overflowed.set(true);
                     return Poll::Ready(Some(Err(std::io::Error::other("request body too large"))));
                 }
                 Poll::Ready(Some(Ok(chunk)))
