@@ -7,17 +7,21 @@ pub mod common;
 
 use anyhow::{Context, ensure};
 use awc::http::Method;
-use common::{TestGateway, mock_provider};
+use common::{Reply, TestGateway, kind_provider, mock_provider};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::time::Duration;
-use switchyard::config::{Backend, Settings};
+use switchyard::config::{Backend, PriceSettings, ProviderKind, Settings};
 
 on_both_backends!(
     proxy_refuses_dot_segments,
     proxy_drops_connection_named_and_identifying_headers,
     proxy_forwards_identifying_headers_when_settings_opt_in,
     client_caused_send_failures_do_not_hurt_the_key,
+    proxy_refuses_spent_budgets_and_balances,
+    proxy_token_calls_are_billed_from_upstream_usage,
+    proxy_per_call_prices_bill_other_endpoints,
+    count_tokens_counts_against_rpm_and_takes_a_slot,
 );
 
 /// A gateway whose `mock` provider has the one key `key`.
@@ -296,5 +300,344 @@ async fn client_caused_send_failures_do_not_hurt_the_key(backend: Backend) -> an
         (&json!("healthy"), &json!(0), &json!(0)),
         "{health}"
     );
+    gw.stop().await
+}
+
+/// `mock-gpt` at $1,000 per million tokens both ways: one token costs
+/// 1,000,000 nano-USD.
+const NANOS_PER_TOKEN: i64 = 1_000_000;
+
+fn priced(settings: &mut Settings) {
+    settings.prices = vec![PriceSettings {
+        model: "mock-gpt".to_owned(),
+        input_per_mtok: 1000.0,
+        output_per_mtok: 1000.0,
+    }];
+}
+
+/// A chat body the mock counts as 2 prompt tokens ("hi") and answers with
+/// 5 completion tokens; the gateway estimates 1 + 5.
+fn chat(stream: bool) -> Value {
+    json!({
+        "model": "mock-gpt",
+        "messages": [{ "role": "user", "content": "hi" }],
+        "max_tokens": 5,
+        "stream": stream,
+    })
+}
+
+async fn post_as(gw: &TestGateway, token: &str, path: &str, body: &Value) -> anyhow::Result<Reply> {
+    gw.post_with_headers(
+        path,
+        &[("authorization", format!("Bearer {token}").as_str())],
+        body,
+    )
+    .await
+}
+
+/// A token whose money budget is spent, or whose owner's prepaid balance
+/// is, gets the same 402 through `/proxy` as through the front door, on a
+/// token endpoint and on any other; nothing reaches the upstream.
+async fn proxy_refuses_spent_budgets_and_balances(backend: Backend) -> anyhow::Result<()> {
+    let gw = proxy_gateway(backend, "ok-budget", priced).await?;
+    // $0.001 cannot take the estimate of $0.006.
+    let spent = gw
+        .create_token(json!({ "name": "spent", "budget_usd": 0.001 }))
+        .await?;
+    let front = post_as(&gw, &spent, "/v1/chat/completions", &chat(false)).await?;
+    assert_eq!(front.status, 402, "{}", front.text());
+    assert_eq!(front.error_code().as_deref(), Some("budget_exhausted"));
+    let proxied = post_as(&gw, &spent, "/proxy/mock/chat/completions", &chat(false)).await?;
+    assert_eq!(proxied.status, 402, "{}", proxied.text());
+    assert_eq!(proxied.error_code().as_deref(), Some("budget_exhausted"));
+    let streamed = post_as(&gw, &spent, "/proxy/mock/v1/chat/completions", &chat(true)).await?;
+    assert_eq!(streamed.status, 402, "{}", streamed.text());
+
+    let (status, user) = gw
+        .admin(
+            Method::POST,
+            "/admin/users",
+            Some(json!({ "name": "broke", "prepaid": true, "balance_usd": 0.0 })),
+        )
+        .await?;
+    assert_eq!(status, 201, "{user}");
+    let broke = gw
+        .create_token(json!({ "name": "broke-app", "user_id": user["id"] }))
+        .await?;
+    let proxied = post_as(&gw, &broke, "/proxy/mock/chat/completions", &chat(false)).await?;
+    assert_eq!(proxied.status, 402, "{}", proxied.text());
+    assert_eq!(
+        proxied.error_code().as_deref(),
+        Some("insufficient_balance")
+    );
+    assert_eq!(
+        gw.mock.total_calls(),
+        0,
+        "a refused call reached the upstream"
+    );
+
+    let logs = gw.request_logs().await?;
+    assert!(
+        logs.iter()
+            .all(|log| log.status == 402 && log.cost_nanos == 0),
+        "{logs:?}"
+    );
+    gw.stop().await
+}
+
+/// Proxied chat (whole, streamed with and without a usage event),
+/// embeddings and Anthropic messages (whole and streamed) are billed from
+/// the usage the upstream reported: the request log, the token's counters
+/// and its billing records agree, and the answers pass unchanged.
+async fn proxy_token_calls_are_billed_from_upstream_usage(backend: Backend) -> anyhow::Result<()> {
+    let gw = proxy_gateway(backend, "ok-billed", priced).await?;
+    let (status, created) = gw
+        .admin(
+            Method::POST,
+            "/admin/tokens",
+            Some(json!({ "name": "billed", "budget_usd": 100.0 })),
+        )
+        .await?;
+    assert_eq!(status, 201, "{created}");
+    let token = created["token"].as_str().context("no token")?.to_owned();
+    let id = created["id"].as_i64().context("no id")?;
+
+    let reply = post_as(&gw, &token, "/proxy/mock/chat/completions", &chat(false)).await?;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()?["usage"]["completion_tokens"], 5);
+    let mut with_usage = chat(true);
+    with_usage["stream_options"] = json!({ "include_usage": true });
+    let reply = post_as(&gw, &token, "/proxy/mock/chat/completions", &with_usage).await?;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(reply.text().contains("data: [DONE]"), "{}", reply.text());
+    let reply = post_as(&gw, &token, "/proxy/mock/chat/completions", &chat(true)).await?;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let reply = post_as(
+        &gw,
+        &token,
+        "/proxy/mock/embeddings",
+        &json!({ "model": "mock-gpt", "input": "abcd" }),
+    )
+    .await?;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let messages = |stream: bool| {
+        json!({
+            "model": "mock-gpt",
+            "max_tokens": 5,
+            "stream": stream,
+            "messages": [{ "role": "user", "content": "hi" }],
+        })
+    };
+    for stream in [false, true] {
+        let reply = post_as(&gw, &token, "/proxy/mock/messages", &messages(stream)).await?;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    assert_eq!(gw.mock.calls("ok-billed"), 6);
+
+    let logs = gw.request_logs().await?;
+    let rows: Vec<(i64, i64, bool, bool)> = logs
+        .iter()
+        .map(|log| {
+            (
+                log.prompt_tokens,
+                log.completion_tokens,
+                log.tokens_estimated,
+                log.priced,
+            )
+        })
+        .collect();
+    let embedded = rows.get(3).map(|row| row.0).context("no embeddings row")?;
+    let messages_reported = rows.get(4).copied().context("no messages row")?;
+    assert!(embedded > 0 && messages_reported.0 > 0, "{rows:?}");
+    assert_eq!(
+        rows,
+        [
+            (2, 5, false, true),
+            (2, 5, false, true),
+            // No usage event: estimated from the text ("hi"; "one two
+            // three four five" is 23 characters, 6 tokens), and said so.
+            (1, 6, true, true),
+            (embedded, 0, false, true),
+            (messages_reported.0, 5, false, true),
+            (messages_reported.0, 5, false, true),
+        ],
+        "{logs:?}"
+    );
+    for log in &logs {
+        assert_eq!(log.endpoint, "/proxy/mock");
+        assert_eq!(
+            log.cost_nanos,
+            (log.prompt_tokens + log.completion_tokens) * NANOS_PER_TOKEN,
+            "{log:?}"
+        );
+    }
+    let logged: i64 = logs.iter().map(|log| log.cost_nanos).sum();
+    let db = &gw.gateway()?.db;
+    let row = db.get_token(id).await?.context("token")?;
+    let (charges, charged) = db.token_charges(id).await?;
+    assert_eq!((row.spent_nanos, charged, charges), (logged, logged, 6));
+    assert_eq!(
+        row.spent_tokens,
+        logs.iter()
+            .map(|log| log.prompt_tokens + log.completion_tokens)
+            .sum::<i64>()
+    );
+    assert_eq!((row.reserved_nanos, row.reserved_tokens), (0, 0));
+    gw.stop().await
+}
+
+/// Other endpoints are priced per call by the pseudo-model
+/// `proxy:{provider}:{path}` (else `proxy:{provider}:*`); a money-limited
+/// token is refused an unpriced one (402) that an unlimited token is
+/// served, and its budget stops per-call spending too.
+async fn proxy_per_call_prices_bill_other_endpoints(backend: Backend) -> anyhow::Result<()> {
+    let gw = proxy_gateway(backend, "ok-percall", |_| {}).await?;
+    let (status, price) = gw
+        .admin(
+            Method::PUT,
+            "/admin/model-prices/proxy:mock:audio/speech",
+            Some(json!({ "input_per_mtok": 0, "output_per_mtok": 0, "per_call": 0.04 })),
+        )
+        .await?;
+    assert_eq!(status, 200, "{price}");
+    assert_eq!(price["per_call_micros"], 40_000);
+    let (status, created) = gw
+        .admin(
+            Method::POST,
+            "/admin/tokens",
+            Some(json!({ "name": "per-call", "budget_usd": 0.05 })),
+        )
+        .await?;
+    assert_eq!(status, 201, "{created}");
+    let limited = created["token"].as_str().context("no token")?.to_owned();
+    let id = created["id"].as_i64().context("no id")?;
+    let unlimited = gw.create_token(json!({ "name": "unlimited" })).await?;
+    let speech = json!({ "model": "tts-1", "input": "hello", "voice": "alloy" });
+
+    let reply = post_as(&gw, &limited, "/proxy/mock/audio/speech", &speech).await?;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(reply.body == mock_upstream::speech_bytes());
+    // $0.04 spent of $0.05: a second call does not fit.
+    let refused = post_as(&gw, &limited, "/proxy/mock/audio/speech", &speech).await?;
+    assert_eq!(refused.status, 402, "{}", refused.text());
+    assert_eq!(refused.error_code().as_deref(), Some("budget_exhausted"));
+
+    // No price for the echo endpoint: refused to the budget, served to
+    // the unlimited token (logged unpriced).
+    let refused = post_as(&gw, &limited, "/proxy/mock/echo", &json!({})).await?;
+    assert_eq!(refused.status, 402, "{}", refused.text());
+    assert_eq!(refused.error_code().as_deref(), Some("proxy_unpriced"));
+    assert!(
+        refused.text().contains("proxy:mock:echo"),
+        "{}",
+        refused.text()
+    );
+    let served = post_as(&gw, &unlimited, "/proxy/mock/echo", &json!({})).await?;
+    assert_eq!(served.status, 200, "{}", served.text());
+    assert_eq!(gw.mock.calls("ok-percall"), 2);
+
+    // A provider-wide price covers every other endpoint.
+    let (status, price) = gw
+        .admin(
+            Method::PUT,
+            "/admin/model-prices/proxy:mock:*",
+            Some(json!({ "input_per_mtok": 0, "output_per_mtok": 0, "per_call": 0.001 })),
+        )
+        .await?;
+    assert_eq!(status, 200, "{price}");
+    let served = post_as(&gw, &limited, "/proxy/mock/echo", &json!({})).await?;
+    assert_eq!(served.status, 200, "{}", served.text());
+
+    let logs = gw.request_logs().await?;
+    let billed: Vec<(i32, Option<&str>, i64, bool)> = logs
+        .iter()
+        .map(|log| {
+            (
+                log.status,
+                log.requested_model.as_deref(),
+                log.cost_nanos,
+                log.priced,
+            )
+        })
+        .collect();
+    assert_eq!(
+        billed,
+        [
+            (200, Some("proxy:mock:audio/speech"), 40_000_000, true),
+            (402, Some("proxy:mock:audio/speech"), 0, true),
+            (402, None, 0, false),
+            (200, Some("proxy:mock:echo"), 0, false),
+            (200, Some("proxy:mock:*"), 1_000_000, true),
+        ]
+    );
+    let db = &gw.gateway()?.db;
+    let row = db.get_token(id).await?.context("token")?;
+    let (charges, charged) = db.token_charges(id).await?;
+    assert_eq!(
+        (row.spent_nanos, charged, charges),
+        (41_000_000, 41_000_000, 2)
+    );
+    assert_eq!(row.reserved_nanos, 0);
+    gw.stop().await
+}
+
+/// `/v1/messages/count_tokens` answered by an Anthropic upstream takes a
+/// concurrency slot and counts against the token's requests per minute.
+async fn count_tokens_counts_against_rpm_and_takes_a_slot(backend: Backend) -> anyhow::Result<()> {
+    let gw = TestGateway::start(backend, |settings, mock| {
+        settings.providers = vec![
+            kind_provider(
+                mock,
+                "claude",
+                ProviderKind::Anthropic,
+                &["claude-x"],
+                &["ok-count"],
+            ),
+            mock_provider(mock, "slow", &["slow-gpt"], &["slow3000-hold"]),
+        ];
+        settings.server.max_concurrent_requests = 1;
+    })
+    .await?;
+    let (status, created) = gw
+        .admin(
+            Method::POST,
+            "/admin/tokens",
+            Some(json!({ "name": "counted", "rpm": 2 })),
+        )
+        .await?;
+    assert_eq!(status, 201, "{created}");
+    let token = created["token"].as_str().context("no token")?.to_owned();
+    let count = json!({ "model": "claude-x", "messages": [{ "role": "user", "content": "hi" }] });
+    for _ in 0..2 {
+        let reply = post_as(&gw, &token, "/v1/messages/count_tokens", &count).await?;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    let refused = post_as(&gw, &token, "/v1/messages/count_tokens", &count).await?;
+    assert_eq!(refused.status, 429, "{}", refused.text());
+    assert_eq!(gw.mock.calls("ok-count"), 2);
+
+    // A slow chat holds the only slot: a count is shed at once.
+    let open = gw.create_token(json!({ "name": "open" })).await?;
+    let slow = {
+        let (url, client, open) = (gw.url.clone(), gw.client.clone(), open.clone());
+        actix_rt::spawn(async move {
+            client
+                .post(format!("{url}/v1/chat/completions"))
+                .insert_header(("authorization", format!("Bearer {open}")))
+                .send_json(&common::chat_body("slow-gpt", "hold"))
+                .await
+                .map(|response| response.status())
+                .map_err(|error| error.to_string())
+        })
+    };
+    gw.wait_for_upstream_calls(3).await?;
+    let shed = post_as(&gw, &open, "/v1/messages/count_tokens", &count).await?;
+    assert_eq!(shed.status, 503, "{}", shed.text());
+    assert_eq!(shed.header("retry-after"), Some("1"), "{}", shed.text());
+    assert_eq!(gw.mock.calls("ok-count"), 2);
+    let held = slow.await?;
+    assert_eq!(held.ok().map(|status| status.as_u16()), Some(200));
+    let reply = post_as(&gw, &open, "/v1/messages/count_tokens", &count).await?;
+    assert_eq!(reply.status, 200, "{}", reply.text());
     gw.stop().await
 }
