@@ -22,10 +22,20 @@ const TOKEN_ENDPOINTS: &[&str] = &[
 /// Request fields that cap the answer's tokens, by endpoint family.
 const MAX_TOKEN_FIELDS: &[&str] = &["max_completion_tokens", "max_tokens", "max_output_tokens"];
 
-/// Whether `method tail` is a call billed from its token usage.
+/// Whether `method tail` is a call billed from its token usage. The tail
+/// is compared decoded, without empty segments and in lowercase, as
+/// lenient upstreams route it: `chat//completions` or `Chat%2Fcompletions`
+/// must not pass as a per-call endpoint.
 pub fn bills_tokens(method: &Method, tail: &str) -> bool {
-    let path = tail.trim_matches('/');
-    let path = path.strip_prefix("v1/").unwrap_or(path);
+    let decoded = percent_encoding::percent_decode_str(tail)
+        .decode_utf8_lossy()
+        .to_ascii_lowercase();
+    let path = decoded
+        .split(['/', '\\'])
+        .filter(|segment| !segment.is_empty())
+        .collect::<Vec<_>>()
+        .join("/");
+    let path = path.strip_prefix("v1/").unwrap_or(&path);
     method == Method::POST && TOKEN_ENDPOINTS.contains(&path)
 }
 
@@ -242,6 +252,8 @@ mod tests {
         assert!(bills_tokens(&Method::POST, "chat/completions"));
         assert!(bills_tokens(&Method::POST, "v1/messages"));
         assert!(bills_tokens(&Method::POST, "/embeddings/"));
+        assert!(bills_tokens(&Method::POST, "chat//completions"));
+        assert!(bills_tokens(&Method::POST, "v1/Chat%2Fcompletions"));
         assert!(!bills_tokens(&Method::GET, "chat/completions"));
         assert!(!bills_tokens(&Method::POST, "threads/t1/messages"));
         assert!(!bills_tokens(&Method::POST, "images/generations"));
