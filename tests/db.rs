@@ -69,6 +69,7 @@ fn cancelled_usage_write_lands_postgres() -> anyhow::Result<()> {
 const INIT_VERSION: &str = "20261122000001";
 const LIMITS_VERSION: &str = "20261122000100";
 const ADMIN_PLANE_VERSION: &str = "20261201000001";
+const PER_CALL_PRICES_VERSION: &str = "20261202000300";
 
 async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()> {
     let t = TestDb::new(backend).await?;
@@ -77,7 +78,8 @@ async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()
         vec![
             INIT_VERSION.to_owned(),
             LIMITS_VERSION.to_owned(),
-            ADMIN_PLANE_VERSION.to_owned()
+            ADMIN_PLANE_VERSION.to_owned(),
+            PER_CALL_PRICES_VERSION.to_owned()
         ]
     );
     assert!(
@@ -90,6 +92,10 @@ async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()
         db.ping().await?;
     }
     assert!(migrate_run(&t.settings).await?.is_empty());
+    assert_eq!(
+        migrate_revert(&t.settings).await?,
+        Some(PER_CALL_PRICES_VERSION.to_owned())
+    );
     assert_eq!(
         migrate_revert(&t.settings).await?,
         Some(ADMIN_PLANE_VERSION.to_owned())
