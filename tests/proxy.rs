@@ -22,6 +22,7 @@ on_both_backends!(
     proxy_token_calls_are_billed_from_upstream_usage,
     proxy_per_call_prices_bill_other_endpoints,
     count_tokens_counts_against_rpm_and_takes_a_slot,
+    proxy_refuses_control_characters_in_the_model,
 );
 
 /// A gateway whose `mock` provider has the one key `key`.
@@ -639,5 +640,29 @@ async fn count_tokens_counts_against_rpm_and_takes_a_slot(backend: Backend) -> a
     assert_eq!(held.ok().map(|status| status.as_u16()), Some(200));
     let reply = post_as(&gw, &open, "/v1/messages/count_tokens", &count).await?;
     assert_eq!(reply.status, 200, "{}", reply.text());
+    gw.stop().await
+}
+
+/// A model name with a NUL (or any control character) is a 400 before any
+/// upstream call, and its usage row is still written (PostgreSQL refuses a
+/// NUL in TEXT).
+async fn proxy_refuses_control_characters_in_the_model(backend: Backend) -> anyhow::Result<()> {
+    let gw = proxy_gateway(backend, "ok-nul", priced).await?;
+    let token = gw.create_token(json!({ "name": "nul" })).await?;
+    for model in ["mock\u{0}gpt", "mock\ngpt"] {
+        let mut body = chat(false);
+        body["model"] = json!(model);
+        let reply = post_as(&gw, &token, "/proxy/mock/chat/completions", &body).await?;
+        assert_eq!(reply.status, 400, "{}", reply.text());
+        assert_eq!(reply.error_code().as_deref(), Some("invalid_request"));
+    }
+    assert_eq!(gw.mock.total_calls(), 0);
+    let logs = gw.request_logs().await?;
+    assert_eq!(
+        logs.iter()
+            .map(|log| (log.status, log.requested_model.as_deref()))
+            .collect::<Vec<_>>(),
+        [(400, None), (400, None)]
+    );
     gw.stop().await
 }

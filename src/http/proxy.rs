@@ -402,6 +402,14 @@ async fn admit(
     if let Some(raw) = body
         && let Some(call) = token_call(raw)
     {
+        // The model goes into the usage row: a NUL makes PostgreSQL refuse
+        // the batch (DESIGN.md section 8), and no model name has controls.
+        if call.model.chars().any(char::is_control) {
+            return Err(ApiError::bad_param(
+                "model",
+                "The `model` may not contain control characters",
+            ));
+        }
         meter.request(&call.model, call.stream);
         meter.estimate_prompt(raw);
         meter.admit(token, &call.model, call.max_tokens).await?;
