@@ -109,10 +109,12 @@ impl Enforcer {
             });
         }
         let base_nanos = price.map_or(0, |price| {
-            price.cost_nanos(
-                i64::try_from(prompt).unwrap_or(i64::MAX),
-                i64::try_from(completion).unwrap_or(i64::MAX),
-            )
+            price
+                .cost_nanos(
+                    i64::try_from(prompt).unwrap_or(i64::MAX),
+                    i64::try_from(completion).unwrap_or(i64::MAX),
+                )
+                .saturating_add(price.per_call_nanos())
         });
         let cost_nanos = scale(base_nanos, token.price_multiplier_ppm);
         let estimate = Estimate {

@@ -16,9 +16,16 @@ use switchyard_actors::{RecordOutcome, UsageRecord, UsageSink, WriteReport};
 pub struct Price {
     pub input_per_mtok_micros: i64,
     pub output_per_mtok_micros: i64,
+    /// Micro-USD per successful call (answered 2xx), on top of the tokens.
+    pub per_call_micros: i64,
 }
 
 impl Price {
+    /// The fixed price of one successful call.
+    pub fn per_call_nanos(self) -> i64 {
+        self.per_call_micros.saturating_mul(1000)
+    }
+
     pub fn cost_nanos(self, prompt_tokens: i64, completion_tokens: i64) -> i64 {
         let total = i128::from(prompt_tokens) * i128::from(self.input_per_mtok_micros)
             + i128::from(completion_tokens) * i128::from(self.output_per_mtok_micros);
@@ -161,6 +168,7 @@ mod tests {
         let price = Price {
             input_per_mtok_micros: 2_500_000,
             output_per_mtok_micros: 10_000_000,
+            per_call_micros: 0,
         };
         // 1,000 in + 500 out = $0.0025 + $0.005 = 7,500,000 nano-USD.
         assert_eq!(price.cost_nanos(1_000, 500), 7_500_000);
@@ -174,6 +182,7 @@ mod tests {
         let price = Price {
             input_per_mtok_micros: 1,
             output_per_mtok_micros: 2,
+            per_call_micros: 0,
         };
         table.replace(HashMap::from([("b".to_owned(), price)]));
         assert_eq!(table.lookup(&["a", "b"]), Some(price));

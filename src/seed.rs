@@ -455,6 +455,7 @@ pub async fn load_prices(db: &Db) -> anyhow::Result<HashMap<String, Price>> {
                 Price {
                     input_per_mtok_micros: row.input_per_mtok_micros,
                     output_per_mtok_micros: row.output_per_mtok_micros,
+                    per_call_micros: row.per_call_micros,
                 },
             )
         })

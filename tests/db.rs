@@ -70,6 +70,7 @@ const INIT_VERSION: &str = "20261122000001";
 const LIMITS_VERSION: &str = "20261122000100";
 const ADMIN_PLANE_VERSION: &str = "20261201000001";
 const USAGE_DURABILITY_VERSION: &str = "20261202000100";
+const PER_CALL_PRICES_VERSION: &str = "20261202000300";
 
 async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()> {
     let t = TestDb::new(backend).await?;
@@ -80,6 +81,7 @@ async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()
             LIMITS_VERSION.to_owned(),
             ADMIN_PLANE_VERSION.to_owned(),
             USAGE_DURABILITY_VERSION.to_owned(),
+            PER_CALL_PRICES_VERSION.to_owned(),
         ]
     );
     assert!(
@@ -92,6 +94,10 @@ async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()
         db.ping().await?;
     }
     assert!(migrate_run(&t.settings).await?.is_empty());
+    assert_eq!(
+        migrate_revert(&t.settings).await?,
+        Some(PER_CALL_PRICES_VERSION.to_owned())
+    );
     assert_eq!(
         migrate_revert(&t.settings).await?,
         Some(USAGE_DURABILITY_VERSION.to_owned())

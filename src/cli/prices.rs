@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 pub enum PriceAction {
     /// List model prices.
     List,
-    /// Set a model's price (USD per million tokens).
+    /// Set a model's price (USD per million tokens, and per call).
     Set {
         model: String,
         /// USD per million prompt tokens.
@@ -19,6 +19,10 @@ pub enum PriceAction {
         /// USD per million completion tokens.
         #[arg(long, allow_negative_numbers = true)]
         output: f64,
+        /// USD per successful call, on top of the tokens (a `/proxy`
+        /// endpoint's price: model `proxy:{provider}:{path}`).
+        #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
+        per_call: f64,
     },
     /// Remove a model's price (its requests are logged unpriced).
     Delete { model: String },
@@ -41,12 +45,15 @@ pub(super) async fn run(
             model,
             input,
             output,
+            per_call,
         } => {
             let set = client
                 .call(
                     Method::PUT,
                     &format!("/admin/model-prices/{}", encode(&model)),
-                    Some(json!({ "input_per_mtok": input, "output_per_mtok": output })),
+                    Some(
+                        json!({ "input_per_mtok": input, "output_per_mtok": output, "per_call": per_call }),
+                    ),
                 )
                 .await?;
             json!({ "data": [set] })

@@ -17,6 +17,7 @@ pub mod limits;
 pub mod logging;
 pub mod models;
 pub mod providers;
+pub mod proxy;
 pub mod secret;
 pub mod security;
 pub mod server;
@@ -32,6 +33,7 @@ pub use models::ModelSettings;
 pub use providers::{
     KeySettings, PriceSettings, ProviderInvalid, ProviderKind, ProviderSettings, RetrySettings,
 };
+pub use proxy::ProxySettings;
 pub use secret::{Secret, mask};
 pub use security::SecuritySettings;
 pub use server::ServerSettings;
@@ -59,6 +61,8 @@ pub struct Settings {
     pub upstream: UpstreamSettings,
     pub health: HealthSettings,
     pub limits: LimitsSettings,
+    #[serde(default)]
+    pub proxy: ProxySettings,
     #[serde(default)]
     pub providers: Vec<ProviderSettings>,
     /// Per-model provider strategy and fallback chain, keyed by model name

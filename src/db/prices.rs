@@ -1,4 +1,5 @@
-//! Model prices, per million input and output tokens.
+//! Model prices, per million input and output tokens, plus a fixed price
+//! per successful call (the proxy's endpoints without token usage).
 
 use super::schema::model_prices;
 use super::{Db, DbError, now_ms};
@@ -17,10 +18,12 @@ pub struct ModelPrice {
     pub output_per_mtok_micros: i64,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Micro-USD per successful call, on top of the token prices.
+    pub per_call_micros: i64,
 }
 
 impl Db {
-    /// Sets the price of `model`.
+    /// Sets the token prices of `model`, keeping its per-call price.
     pub async fn upsert_price(
         &self,
         model: &str,
@@ -44,6 +47,41 @@ impl Db {
                 .set((
                     p::input_per_mtok_micros.eq(excluded(p::input_per_mtok_micros)),
                     p::output_per_mtok_micros.eq(excluded(p::output_per_mtok_micros)),
+                    p::updated_at.eq(now),
+                ))
+                .returning(ModelPrice::as_returning())
+                .get_result(conn)
+                .await
+        })
+    }
+
+    /// Sets every price of `model`: per million tokens and per call.
+    pub async fn upsert_price_with_call(
+        &self,
+        model: &str,
+        input_per_mtok_micros: i64,
+        output_per_mtok_micros: i64,
+        per_call_micros: i64,
+    ) -> Result<ModelPrice, DbError> {
+        let model_name = model.to_owned();
+        run_query!(self, |conn| {
+            use model_prices::dsl as p;
+            let now = now_ms();
+            diesel::insert_into(p::model_prices)
+                .values((
+                    p::model.eq(model_name),
+                    p::input_per_mtok_micros.eq(input_per_mtok_micros),
+                    p::output_per_mtok_micros.eq(output_per_mtok_micros),
+                    p::per_call_micros.eq(per_call_micros),
+                    p::created_at.eq(now),
+                    p::updated_at.eq(now),
+                ))
+                .on_conflict(p::model)
+                .do_update()
+                .set((
+                    p::input_per_mtok_micros.eq(excluded(p::input_per_mtok_micros)),
+                    p::output_per_mtok_micros.eq(excluded(p::output_per_mtok_micros)),
+                    p::per_call_micros.eq(excluded(p::per_call_micros)),
                     p::updated_at.eq(now),
                 ))
                 .returning(ModelPrice::as_returning())

@@ -84,6 +84,7 @@ diesel::table! {
         output_per_mtok_micros -> BigInt,
         created_at -> BigInt,
         updated_at -> BigInt,
+        per_call_micros -> BigInt,
     }
 }
 

@@ -251,7 +251,9 @@ pub(super) fn respond(
 /// `POST /v1/messages/count_tokens`: Anthropic upstreams count exactly
 /// (the request is passed through); for every other provider kind the
 /// gateway estimates from the text (`crate::estimate`), as those APIs have
-/// no equivalent. Answers `{"input_tokens": N}`.
+/// no equivalent. Answers `{"input_tokens": N}`. It takes a concurrency
+/// slot like every client call, and a call that reaches an upstream counts
+/// against the token's rate limits (a local estimate gives its place back).
 pub async fn count_tokens(
     ctx: RequestCtx,
     state: Data<AppState>,
@@ -283,9 +285,7 @@ async fn count(
     request: &HttpRequest,
     payload: Payload,
 ) -> Result<Bytes, ApiError> {
-    let GatewayAuth(token) = auth?;
-    meter.token(&token);
-    let raw = read_body(request, payload, state.settings.server.max_body_bytes).await?;
+    let (token, _slot, raw) = accept(state, meter, auth, request, payload).await?;
     // Validated as a Messages request (same rules, same errors).
     let exchange = ChatExchange::from_anthropic(&raw, AnthropicRequestOptions::default())?;
     meter.request(exchange.model(), false);
@@ -295,7 +295,16 @@ async fn count(
         body: exchange.anthropic_body().clone(),
         estimate_locally: Cell::new(false),
     };
-    match call_with_failover(state, client, meter, &model, &mut counting).await {
+    // Held here rather than by the meter: a count carries no tokens, and
+    // one answered locally gives its place in the rate window back.
+    let mut admission = state.enforcer.admit_call(&token)?;
+    let counted = call_with_failover(state, client, meter, &model, &mut counting).await;
+    if counting.estimate_locally.get() {
+        state.enforcer.release(admission);
+    } else {
+        state.enforcer.settle(&mut admission, 0, 0);
+    }
+    match counted {
         Ok(Served {
             answer: Answer::Json { body, .. },
             ..

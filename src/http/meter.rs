@@ -214,8 +214,11 @@ impl Meter {
         match self.prices.lookup(&models) {
             Some(price) => {
                 record.priced = true;
-                record.base_cost_nanos =
-                    price.cost_nanos(record.prompt_tokens, record.completion_tokens);
+                // A per-call price is owed only for a call that was served.
+                let served = (200..300).contains(&status) && error_class.is_none();
+                record.base_cost_nanos = price
+                    .cost_nanos(record.prompt_tokens, record.completion_tokens)
+                    .saturating_add(if served { price.per_call_nanos() } else { 0 });
                 record.cost_nanos = scale(record.base_cost_nanos, record.multiplier_ppm);
                 if record.base_cost_nanos == i64::MAX || record.cost_nanos == i64::MAX {
                     record.flags.insert(UsageFlags::COST_CLAMPED);

@@ -16,6 +16,7 @@ pub mod models;
 pub mod openapi;
 pub mod prometheus;
 pub mod proxy;
+pub mod proxy_usage;
 pub mod relay;
 pub mod routes;
 pub mod self_service;

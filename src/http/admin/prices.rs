@@ -26,7 +26,15 @@ pub struct PutPrice {
     pub input_per_mtok: f64,
     /// USD per million completion tokens.
     pub output_per_mtok: f64,
+    /// USD per successful call, on top of the tokens (default 0): the price
+    /// of `/proxy` endpoints without token usage, set on the pseudo-model
+    /// `proxy:{provider}:{path}` (or `proxy:{provider}:*`).
+    #[serde(default)]
+    pub per_call: f64,
 }
+
+/// The highest per-call price taken: $1,000.
+const MAX_PRICE_PER_CALL: f64 = 1_000.0;
 
 /// `GET /admin/unpriced-models` query.
 #[derive(Debug, Deserialize)]
@@ -47,6 +55,16 @@ fn micros(param: &'static str, usd: f64) -> Result<i64, ApiError> {
     Ok(crate::config::PriceSettings::micros(usd))
 }
 
+fn per_call_micros(usd: f64) -> Result<i64, ApiError> {
+    if !usd.is_finite() || !(0.0..=MAX_PRICE_PER_CALL).contains(&usd) {
+        return Err(ApiError::bad_param(
+            "per_call",
+            format!("`per_call` must be USD per call, from 0 to {MAX_PRICE_PER_CALL}"),
+        ));
+    }
+    Ok(crate::config::PriceSettings::micros(usd))
+}
+
 fn price_json(row: &ModelPrice) -> Value {
     json!({
         "model": row.model,
@@ -54,6 +72,8 @@ fn price_json(row: &ModelPrice) -> Value {
         "output_per_mtok": row.output_per_mtok_micros as f64 / 1e6,
         "input_per_mtok_micros": row.input_per_mtok_micros,
         "output_per_mtok_micros": row.output_per_mtok_micros,
+        "per_call": row.per_call_micros as f64 / 1e6,
+        "per_call_micros": row.per_call_micros,
         "updated_at": row.updated_at / 1000,
     })
 }
@@ -93,6 +113,7 @@ pub async fn put(
     let body: PutPrice = read_json(&request, payload, ADMIN_BODY_LIMIT).await?;
     let input = micros("input_per_mtok", body.input_per_mtok)?;
     let output = micros("output_per_mtok", body.output_per_mtok)?;
+    let per_call = per_call_micros(body.per_call)?;
     let before = state
         .db
         .list_prices()
@@ -100,10 +121,13 @@ pub async fn put(
         .iter()
         .find(|price| price.model == model)
         .map(price_json);
-    let row = state.db.upsert_price(&model, input, output).await?;
+    let row = state
+        .db
+        .upsert_price_with_call(&model, input, output, per_call)
+        .await?;
     reload(&state).await?;
     slog::info!(state.log, "admin.price_set"; "model" => &model, "input_per_mtok_micros" => input,
-        "output_per_mtok_micros" => output, "by" => &admin.actor);
+        "output_per_mtok_micros" => output, "per_call_micros" => per_call, "by" => &admin.actor);
     let after = price_json(&row);
     record(
         &state,

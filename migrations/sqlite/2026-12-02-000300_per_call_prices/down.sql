@@ -1,0 +1,1 @@
+ALTER TABLE model_prices DROP COLUMN per_call_micros;
