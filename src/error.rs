@@ -48,6 +48,9 @@ pub enum ApiError {
     /// a user that still owns tokens).
     #[error("{0}")]
     Conflict(String),
+    /// 408: the body did not arrive within `server.body_read_timeout`.
+    #[error("The request body did not arrive within {}s", .0.as_secs())]
+    RequestTimeout(Duration),
     /// 413: the body exceeds `server.max_body_bytes`.
     #[error("Request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
@@ -69,6 +72,10 @@ pub enum ApiError {
     /// 503: `server.max_concurrent_requests` requests are already being served.
     #[error("The gateway is serving as many requests as it is allowed to; retry shortly")]
     ConcurrencyLimit,
+    /// 503: request bodies being read already hold
+    /// `server.max_body_bytes_in_flight`.
+    #[error("The gateway is reading as many request bytes as it may hold; retry shortly")]
+    BodiesInFlight,
     /// 504: the upstream did not answer in time.
     #[error("{0}")]
     UpstreamTimeout(String),
@@ -100,6 +107,7 @@ impl ApiError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::BadRequest { .. }
+            | Self::RequestTimeout(_)
             | Self::PayloadTooLarge(_)
             | Self::ModelNotFound(_)
             | Self::NotFound(_)
@@ -111,7 +119,9 @@ impl ApiError {
             Self::UpstreamFailed(_) | Self::UpstreamTimeout(_) | Self::UpstreamRejected { .. } => {
                 "upstream_error"
             }
-            Self::Unavailable { .. } | Self::ConcurrencyLimit => "service_unavailable",
+            Self::Unavailable { .. } | Self::ConcurrencyLimit | Self::BodiesInFlight => {
+                "service_unavailable"
+            }
             Self::Internal => "server_error",
         }
     }
@@ -126,11 +136,13 @@ impl ApiError {
             Self::ModelNotFound(_) => "model_not_found",
             Self::NotFound(_) => "not_found",
             Self::Conflict(_) => "conflict",
+            Self::RequestTimeout(_) => "request_timeout",
             Self::PayloadTooLarge(_) => "request_too_large",
             Self::RateLimited { .. } => "rate_limited",
             Self::UpstreamFailed(_) => "upstream_failed",
             Self::Unavailable { .. } => "no_healthy_upstream",
             Self::ConcurrencyLimit => "concurrency_limit",
+            Self::BodiesInFlight => "bodies_in_flight",
             Self::UpstreamTimeout(_) => "upstream_timeout",
             Self::UpstreamRejected { .. } => "upstream_rejected",
             Self::Internal => "internal_error",
@@ -150,8 +162,9 @@ impl ApiError {
             Self::RateLimited { retry_after, .. } | Self::Unavailable { retry_after, .. } => {
                 *retry_after
             }
-            // The slot frees as soon as any request in flight ends.
-            Self::ConcurrencyLimit => Some(Duration::from_secs(1)),
+            // The slot (or the body bytes) free as soon as any request in
+            // flight ends.
+            Self::ConcurrencyLimit | Self::BodiesInFlight => Some(Duration::from_secs(1)),
             _ => None,
         }
     }
@@ -178,10 +191,13 @@ impl ResponseError for ApiError {
             Self::PaymentRequired { .. } => StatusCode::PAYMENT_REQUIRED,
             Self::ModelNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
-            Self::Unavailable { .. } | Self::ConcurrencyLimit => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable { .. } | Self::ConcurrencyLimit | Self::BodiesInFlight => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::UpstreamRejected { status, .. } => *status,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -328,6 +344,7 @@ mod tests {
             (ApiError::ModelNotFound("m".into()), 404),
             (ApiError::NotFound("x".into()), 404),
             (ApiError::Conflict("x".into()), 409),
+            (ApiError::RequestTimeout(Duration::from_secs(60)), 408),
             (ApiError::PayloadTooLarge(10), 413),
             (
                 ApiError::RateLimited {
@@ -345,6 +362,7 @@ mod tests {
                 503,
             ),
             (ApiError::ConcurrencyLimit, 503),
+            (ApiError::BodiesInFlight, 503),
             (ApiError::UpstreamTimeout("x".into()), 504),
             (
                 ApiError::UpstreamRejected {
@@ -364,11 +382,13 @@ mod tests {
                 | ApiError::ModelNotFound(_)
                 | ApiError::NotFound(_)
                 | ApiError::Conflict(_)
+                | ApiError::RequestTimeout(_)
                 | ApiError::PayloadTooLarge(_)
                 | ApiError::RateLimited { .. }
                 | ApiError::UpstreamFailed(_)
                 | ApiError::Unavailable { .. }
                 | ApiError::ConcurrencyLimit
+                | ApiError::BodiesInFlight
                 | ApiError::UpstreamTimeout(_)
                 | ApiError::UpstreamRejected { .. }
                 | ApiError::Internal => {}

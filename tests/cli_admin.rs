@@ -315,7 +315,7 @@ async fn rotating_the_secret_keeps_every_key_serving(backend: Backend) -> anyhow
     let test_db = TestDb::new(backend).await?;
     let dir = tempfile::tempdir()?;
     let port = free_port()?;
-    let master = "rotation-master-key-0123456789";
+    let master = "rotation-master-key-0123456789abcdef";
     let base = format!(
         r#"[server]
 listen = "127.0.0.1:{port}"
