@@ -24,15 +24,45 @@ fn start_body(
     declared: usize,
     sent: usize,
 ) -> anyhow::Result<TcpStream> {
+    start_body_on(addr, "/v1/chat/completions", token, declared, sent)
+}
+
+/// [`start_body`] on another route.
+fn start_body_on(
+    addr: SocketAddr,
+    path: &str,
+    token: &str,
+    declared: usize,
+    sent: usize,
+) -> anyhow::Result<TcpStream> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(20)))?;
     let head = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\n\
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\n\
          content-type: application/json\r\ncontent-length: {declared}\r\n\r\n"
     );
     stream.write_all(head.as_bytes())?;
     stream.write_all(&vec![b' '; sent])?;
     Ok(stream)
+}
+
+/// Reads the whole answer (the gateway closes the connection after a
+/// refused body); returns it as text.
+fn read_answer(stream: &mut TcpStream) -> anyhow::Result<String> {
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(read) => seen.extend_from_slice(buffer.get(..read).unwrap_or_default()),
+            Err(_) if !seen.is_empty() => break,
+            Err(error) => return Err(error.into()),
+        }
+        if String::from_utf8_lossy(&seen).contains("\"type\":\"error\"") {
+            break;
+        }
+    }
+    Ok(String::from_utf8_lossy(&seen).into_owned())
 }
 
 /// Reads until the answer's status line has arrived; returns the status.
@@ -82,6 +112,28 @@ async fn a_body_that_stops_arriving_is_answered_408() -> anyhow::Result<()> {
         started.elapsed()
     );
     assert_eq!(gw.mock.total_calls(), 0);
+    gw.stop().await
+}
+
+/// On `/v1/messages` the 408 is in Anthropic's error shape.
+#[actix_rt::test]
+async fn a_stalled_messages_body_gets_an_anthropic_shaped_408() -> anyhow::Result<()> {
+    let gw = TestGateway::start(Backend::Sqlite, |settings, _| {
+        settings.server.body_read_timeout = Duration::from_secs(1);
+    })
+    .await?;
+    let token = gw.create_token(json!({ "name": "claude-client" })).await?;
+    let addr = gw.gateway()?.addr;
+    let answer = blocking(move || {
+        let mut stream = start_body_on(addr, "/v1/messages", &token, 1000, 10)?;
+        read_answer(&mut stream)
+    })
+    .await?;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains("\"type\":\"error\"") && answer.contains("did not arrive"),
+        "{answer}"
+    );
     gw.stop().await
 }
 
