@@ -48,6 +48,9 @@ pub enum ApiError {
     /// a user that still owns tokens).
     #[error("{0}")]
     Conflict(String),
+    /// 408: the body did not arrive within `server.body_read_timeout`.
+    #[error("The request body did not arrive within {}s", .0.as_secs())]
+    RequestTimeout(Duration),
     /// 413: the body exceeds `server.max_body_bytes`.
     #[error("Request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
@@ -78,6 +81,10 @@ pub enum ApiError {
     /// `max_in_flight_per_key` cap.
     #[error("Every upstream key for `{0}` is serving as many requests as it may; retry shortly")]
     AllKeysBusy(String),
+    /// 503: request bodies being read already hold
+    /// `server.max_body_bytes_in_flight`.
+    #[error("The gateway is reading as many request bytes as it may hold; retry shortly")]
+    BodiesInFlight,
     /// 504: the upstream did not answer in time.
     #[error("{0}")]
     UpstreamTimeout(String),
@@ -109,6 +116,7 @@ impl ApiError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::BadRequest { .. }
+            | Self::RequestTimeout(_)
             | Self::PayloadTooLarge(_)
             | Self::ModelNotFound(_)
             | Self::NotFound(_)
@@ -121,7 +129,8 @@ impl ApiError {
                 "upstream_error"
             }
             Self::Unavailable { .. } | Self::ConcurrencyLimit | Self::DatabaseUnavailable(_)
-            | Self::AllKeysBusy(_) => {
+            | Self::AllKeysBusy(_)
+            | Self::BodiesInFlight => {
                 "service_unavailable"
             }
             Self::Internal => "server_error",
@@ -138,6 +147,7 @@ impl ApiError {
             Self::ModelNotFound(_) => "model_not_found",
             Self::NotFound(_) => "not_found",
             Self::Conflict(_) => "conflict",
+            Self::RequestTimeout(_) => "request_timeout",
             Self::PayloadTooLarge(_) => "request_too_large",
             Self::RateLimited { .. } => "rate_limited",
             Self::UpstreamFailed(_) => "upstream_failed",
@@ -145,6 +155,7 @@ impl ApiError {
             Self::DatabaseUnavailable(_) => "database_unavailable",
             Self::ConcurrencyLimit => "concurrency_limit",
             Self::AllKeysBusy(_) => "all_keys_busy",
+            Self::BodiesInFlight => "bodies_in_flight",
             Self::UpstreamTimeout(_) => "upstream_timeout",
             Self::UpstreamRejected { .. } => "upstream_rejected",
             Self::Internal => "internal_error",
@@ -164,8 +175,11 @@ impl ApiError {
             Self::RateLimited { retry_after, .. } | Self::Unavailable { retry_after, .. } => {
                 *retry_after
             }
-            // The slot frees as soon as any request in flight ends.
-            Self::ConcurrencyLimit | Self::AllKeysBusy(_) => Some(Duration::from_secs(1)),
+            // The slot (or the body bytes) free as soon as any request in
+            // flight ends.
+            Self::ConcurrencyLimit | Self::AllKeysBusy(_) | Self::BodiesInFlight => {
+                Some(Duration::from_secs(1))
+            }
             // The usage writer retries every second at most: about when
             // the database is back, it is seen back.
             Self::DatabaseUnavailable(_) => Some(Duration::from_secs(1)),
@@ -195,11 +209,13 @@ impl ResponseError for ApiError {
             Self::PaymentRequired { .. } => StatusCode::PAYMENT_REQUIRED,
             Self::ModelNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
             Self::Unavailable { .. } | Self::ConcurrencyLimit | Self::DatabaseUnavailable(_)
-            | Self::AllKeysBusy(_) => {
+            | Self::AllKeysBusy(_)
+            | Self::BodiesInFlight => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -356,6 +372,7 @@ mod tests {
             (ApiError::ModelNotFound("m".into()), 404),
             (ApiError::NotFound("x".into()), 404),
             (ApiError::Conflict("x".into()), 409),
+            (ApiError::RequestTimeout(Duration::from_secs(60)), 408),
             (ApiError::PayloadTooLarge(10), 413),
             (
                 ApiError::RateLimited {
@@ -375,6 +392,7 @@ mod tests {
             (ApiError::ConcurrencyLimit, 503),
             (ApiError::DatabaseUnavailable("x".into()), 503),
             (ApiError::AllKeysBusy("m".into()), 503),
+            (ApiError::BodiesInFlight, 503),
             (ApiError::UpstreamTimeout("x".into()), 504),
             (
                 ApiError::UpstreamRejected {
@@ -394,6 +412,7 @@ mod tests {
                 | ApiError::ModelNotFound(_)
                 | ApiError::NotFound(_)
                 | ApiError::Conflict(_)
+                | ApiError::RequestTimeout(_)
                 | ApiError::PayloadTooLarge(_)
                 | ApiError::RateLimited { .. }
                 | ApiError::UpstreamFailed(_)
@@ -401,6 +420,7 @@ mod tests {
                 | ApiError::ConcurrencyLimit
                 | ApiError::DatabaseUnavailable(_)
                 | ApiError::AllKeysBusy(_)
+                | ApiError::BodiesInFlight
                 | ApiError::UpstreamTimeout(_)
                 | ApiError::UpstreamRejected { .. }
                 | ApiError::Internal => {}

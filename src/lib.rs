@@ -338,6 +338,8 @@ pub async fn start(
         models: model_cache,
         clock: clock.clone(),
         throttle: http::throttle::AuthThrottle::new(settings.limits.auth.clone()),
+        admin_throttle: http::throttle::AuthThrottle::new(settings.limits.auth.clone()),
+        bodies: http::body::BodyBudget::new(settings.server.max_body_bytes_in_flight),
         enforcer: enforcer.clone(),
         stream_cutoff: stream_cutoff.clone(),
     });

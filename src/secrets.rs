@@ -5,14 +5,15 @@
 //!   unwrap it stops the start with one clear line (nothing is decrypted
 //!   with the wrong key, nothing is written).
 //! - Then [`upgrade_stored_secrets`] rewrites what earlier releases stored
-//!   as `v1:` (provider keys, provider headers) as `v2:` under the data key.
-//!   Each row is replaced only if unchanged since it was read, so instances
-//!   starting together do not fight.
+//!   as `v1:` or `v2:` (provider keys, provider headers) as `v3:` under the
+//!   data key, bound to its row, and replaces bare SHA-256 key fingerprints
+//!   with keyed ones. Each row is replaced only if unchanged since it was
+//!   read, so instances starting together do not fight.
 //! - [`rotate`] re-wraps the data key under a new master secret: one row
 //!   changes, compare-and-swap. Running servers keep the data key in memory
 //!   and carry on; the next start needs the new secret.
 
-use crate::crypto::{CryptoError, DataKey, SecretCipher};
+use crate::crypto::{CryptoError, DataKey, SecretCipher, SecretRow, is_keyed_fingerprint};
 use crate::db::Db;
 use anyhow::Context as _;
 use slog::{Logger, info, warn};
@@ -68,8 +69,10 @@ async fn refuse_if_v1_unreadable(db: &Db, master: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Re-encrypts every `v1:` secret as `v2:`; returns how many it rewrote.
-/// A secret that cannot be decrypted is left as it is (and logged).
+/// Re-encrypts every secret not in the current form (`v1:`, `v2:`) as
+/// `v3:` bound to its row, and keys every provider-key fingerprint; returns
+/// how many rows it rewrote. A secret that cannot be decrypted is left as
+/// it is (and logged).
 pub async fn upgrade_stored_secrets(
     db: &Db,
     cipher: &SecretCipher,
@@ -83,9 +86,12 @@ pub async fn upgrade_stored_secrets(
                 .and_then(serde_json::Value::as_str)
                 .filter(|stored| !cipher.is_current(stored))
         {
-            match cipher.decrypt(headers) {
+            let row = SecretRow::ProviderHeaders {
+                provider: &provider.name,
+            };
+            match cipher.decrypt_for(row, headers) {
                 Ok(plain) => {
-                    config["headers_ciphertext"] = cipher.encrypt(&plain)?.into();
+                    config["headers_ciphertext"] = cipher.encrypt_for(row, &plain)?.into();
                     if db
                         .replace_provider_config(
                             provider.id,
@@ -103,16 +109,27 @@ pub async fn upgrade_stored_secrets(
             }
         }
         for key in db.list_provider_keys(provider.id).await? {
-            if cipher.is_current(&key.secret_ciphertext) {
+            let current = cipher.is_current(&key.secret_ciphertext);
+            if current && is_keyed_fingerprint(&key.secret_fingerprint) {
                 continue;
             }
-            match cipher.decrypt(&key.secret_ciphertext) {
+            let row = SecretRow::ProviderKey {
+                provider: &provider.name,
+                key_id: &key.key_id,
+            };
+            match cipher.decrypt_for(row, &key.secret_ciphertext) {
                 Ok(plain) => {
+                    let ciphertext = if current {
+                        key.secret_ciphertext.clone()
+                    } else {
+                        cipher.encrypt_for(row, &plain)?
+                    };
                     if db
-                        .replace_provider_key_ciphertext(
+                        .replace_provider_key_secret(
                             key.id,
                             &key.secret_ciphertext,
-                            &cipher.encrypt(&plain)?,
+                            &ciphertext,
+                            &cipher.fingerprint(&plain),
                         )
                         .await?
                     {
@@ -127,7 +144,7 @@ pub async fn upgrade_stored_secrets(
         }
     }
     if upgraded > 0 {
-        info!(log, "secrets.upgraded_to_v2"; "rows" => upgraded);
+        info!(log, "secrets.upgraded_to_v3"; "rows" => upgraded);
     }
     Ok(upgraded)
 }

@@ -11,7 +11,7 @@
 //! then fill in models that have no price yet, never replacing one.
 
 use crate::config::{PriceSettings, ProviderKind, ProviderSettings, Settings, mask};
-use crate::crypto::{SecretCipher, fingerprint};
+use crate::crypto::{SecretCipher, SecretRow};
 use crate::db::Db;
 use crate::db::providers::{NewProvider, NewProviderKey, Provider};
 use crate::metering::Price;
@@ -201,7 +201,12 @@ pub fn provider_record(
     let headers_ciphertext = if headers.is_empty() {
         None
     } else {
-        Some(cipher.encrypt(&serde_json::to_string(&headers)?)?)
+        Some(cipher.encrypt_for(
+            SecretRow::ProviderHeaders {
+                provider: &provider.name,
+            },
+            &serde_json::to_string(&headers)?,
+        )?)
     };
     let config = ProviderConfig {
         models: provider.models.clone(),
@@ -230,7 +235,10 @@ pub fn stored_settings(row: &Provider, cipher: &SecretCipher) -> anyhow::Result<
         .with_context(|| format!("provider {}: unknown kind {:?}", row.name, row.kind))?;
     let headers = match &config.headers_ciphertext {
         Some(ciphertext) => {
-            let json = cipher.decrypt(ciphertext).with_context(|| {
+            let bound_to = SecretRow::ProviderHeaders {
+                provider: &row.name,
+            };
+            let json = cipher.decrypt_for(bound_to, ciphertext).with_context(|| {
                 format!(
                     "provider {}: cannot decrypt headers (wrong security.secret_key?)",
                     row.name
@@ -296,9 +304,15 @@ async fn seed_provider(
         db.upsert_provider_key(&NewProviderKey {
             provider_id: row.id,
             key_id: key_id.clone(),
-            secret_ciphertext: cipher.encrypt(secret)?,
+            secret_ciphertext: cipher.encrypt_for(
+                SecretRow::ProviderKey {
+                    provider: &provider.name,
+                    key_id: &key_id,
+                },
+                secret,
+            )?,
             secret_hint: mask(secret),
-            secret_fingerprint: fingerprint(secret),
+            secret_fingerprint: cipher.fingerprint(secret),
             weight: i32::try_from(key.weight()).unwrap_or(i32::MAX),
             priority: key.priority(),
             enabled: true,
@@ -390,7 +404,10 @@ async fn load_provider(
         .with_context(|| format!("provider {}: unreadable config_json", row.name))?;
     let headers: Vec<(String, String)> = match &config.headers_ciphertext {
         Some(ciphertext) => {
-            let json = cipher.decrypt(ciphertext).with_context(|| {
+            let bound_to = SecretRow::ProviderHeaders {
+                provider: &row.name,
+            };
+            let json = cipher.decrypt_for(bound_to, ciphertext).with_context(|| {
                 format!(
                     "provider {}: cannot decrypt headers (wrong security.secret_key?)",
                     row.name
@@ -404,7 +421,11 @@ async fn load_provider(
     };
     let mut keys = Vec::new();
     for key in db.list_provider_keys(row.id).await? {
-        match cipher.decrypt(&key.secret_ciphertext) {
+        let bound_to = SecretRow::ProviderKey {
+            provider: &row.name,
+            key_id: &key.key_id,
+        };
+        match cipher.decrypt_for(bound_to, &key.secret_ciphertext) {
             Ok(secret) => keys.push(KeySpec {
                 id: key.key_id.clone(),
                 secret: Arc::from(secret),

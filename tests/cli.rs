@@ -15,7 +15,7 @@ fn stderr(output: &std::process::Output) -> String {
 #[test]
 fn invalid_settings_stop_the_process_naming_the_key() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let cases: [(&str, &str, &str); 4] = [
+    let cases: [(&str, &str, &str); 5] = [
         (
             "SWITCHYARD__SERVER__LISTEN",
             "not-an-address",
@@ -32,6 +32,12 @@ fn invalid_settings_stop_the_process_naming_the_key() -> anyhow::Result<()> {
             "12",
             "server.max_body_bytes",
         ),
+        // Guessable online (issue 10): at least 32 characters.
+        (
+            "SWITCHYARD__ADMIN__MASTER_KEY",
+            "short-master-key-31-characters!",
+            "admin.master_key",
+        ),
     ];
     for (variable, value, key) in cases {
         let output = run_cli(dir.path(), &["serve"], &[(variable, value)])?;
@@ -45,6 +51,9 @@ fn invalid_settings_stop_the_process_naming_the_key() -> anyhow::Result<()> {
             message.lines().count() == 1,
             "expected one line, got: {message}"
         );
+        if key == "admin.master_key" {
+            ensure!(!message.contains(value), "the secret was echoed: {message}");
+        }
     }
     // An unknown key in a settings file is refused too.
     let config = dir.path().join("typo.toml");
@@ -222,7 +231,7 @@ async fn trace_level_json_logs_never_contain_secrets() -> anyhow::Result<()> {
 [server]
 listen = "127.0.0.1:{port}"
 [admin]
-master_key = "log-test-master-key-987654"
+master_key = "log-test-master-key-9876543210abcdef"
 [logging]
 level = "trace"
 format = "json"
@@ -240,7 +249,10 @@ models = ["mock-gpt"]
     let client = awc::Client::default();
     let mut created = client
         .post(format!("{}/admin/tokens", process.url))
-        .insert_header(("authorization", "Bearer log-test-master-key-987654"))
+        .insert_header((
+            "authorization",
+            "Bearer log-test-master-key-9876543210abcdef",
+        ))
         .send_json(&serde_json::json!({ "name": "logs" }))
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -273,7 +285,7 @@ models = ["mock-gpt"]
         provider_secret,
         "e500-another-secret-key-555",
         token.as_str(),
-        "log-test-master-key-987654",
+        "log-test-master-key-9876543210abcdef",
         "secret prompt text",
     ] {
         ensure!(
@@ -341,7 +353,7 @@ async fn admin_users_tokens_prices_and_billing_commands() -> anyhow::Result<()> 
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[admin]\nmaster_key = \"cli-test-master-key\"\n[logging]\nlevel = \"warning\"\n"
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[admin]\nmaster_key = \"cli-test-master-key-0123456789abcdef\"\n[logging]\nlevel = \"warning\"\n"
         ),
     )?;
     let process = GatewayProcess::start(dir.path(), &config, port).await?;

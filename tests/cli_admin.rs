@@ -315,7 +315,7 @@ async fn rotating_the_secret_keeps_every_key_serving(backend: Backend) -> anyhow
     let test_db = TestDb::new(backend).await?;
     let dir = tempfile::tempdir()?;
     let port = free_port()?;
-    let master = "rotation-master-key-0123456789";
+    let master = "rotation-master-key-0123456789abcdef";
     let base = format!(
         r#"[server]
 listen = "127.0.0.1:{port}"
@@ -367,7 +367,7 @@ strategy = "round-robin"
     )
     .await?;
 
-    // At rest: every key is v2 under the data key, none in clear.
+    // At rest: every key is v3 under the data key, none in clear.
     let db = switchyard::db::connect(&test_db.settings).await?;
     let provider = db
         .get_provider_by_name("mock")
@@ -375,7 +375,7 @@ strategy = "round-robin"
         .context("no provider")?;
     for key in db.list_provider_keys(provider.id).await? {
         ensure!(
-            key.secret_ciphertext.starts_with("v2:") && !key.secret_ciphertext.contains("ok-rot"),
+            key.secret_ciphertext.starts_with("v3:") && !key.secret_ciphertext.contains("ok-rot"),
             "{}",
             key.secret_ciphertext
         );

@@ -21,7 +21,7 @@ pub mod session;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey};
+use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, KeypairBytes};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 
@@ -146,12 +146,19 @@ impl AdminSigningKey {
             .map_err(|_| KeyError::PrivateKeyFile)
     }
 
-    /// The PKCS#8 PEM form (includes the public key).
+    /// The PKCS#8 v1 PEM form (RFC 8410 `OneAsymmetricKey` without the
+    /// public key): what `openssl genpkey` writes and what OpenSSL 3 and
+    /// Python's `cryptography` read. ed25519-dalek's own encoding is v2
+    /// (public key embedded), which those tools refuse; v2 files are still
+    /// read by [`AdminSigningKey::from_pem`].
     pub fn to_pem(&self) -> Result<String, KeyError> {
-        self.0
-            .to_pkcs8_pem(LineEnding::LF)
-            .map(|pem| pem.as_str().to_owned())
-            .map_err(|_| KeyError::PrivateKeyFile)
+        KeypairBytes {
+            secret_key: self.0.to_bytes(),
+            public_key: None,
+        }
+        .to_pkcs8_pem(LineEnding::LF)
+        .map(|pem| pem.as_str().to_owned())
+        .map_err(|_| KeyError::PrivateKeyFile)
     }
 
     pub fn public_key(&self) -> AdminPublicKey {
@@ -229,10 +236,27 @@ mod tests {
                    MC4CAQAwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC\n\
                    -----END PRIVATE KEY-----\n";
         let key = AdminSigningKey::from_pem(pem)?;
+        assert_eq!(key.to_pem()?, pem, "written as openssl writes it (v1)");
         let spki = "-----BEGIN PUBLIC KEY-----\n\
                     MCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n\
                     -----END PUBLIC KEY-----\n";
         assert_eq!(AdminPublicKey::parse_text_or_pem(spki)?, key.public_key());
+        Ok(())
+    }
+
+    /// Files written before the v1 fix (v2, public key embedded) still load.
+    #[test]
+    fn a_pkcs8_v2_key_file_is_still_read() -> Result<(), KeyError> {
+        let key = AdminSigningKey::generate();
+        let v2 = key
+            .0
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|_| KeyError::PrivateKeyFile)?;
+        assert_ne!(v2.as_str(), key.to_pem()?);
+        assert_eq!(
+            AdminSigningKey::from_pem(&v2)?.public_key(),
+            key.public_key()
+        );
         Ok(())
     }
 

@@ -84,6 +84,9 @@ pub enum SettingsError {
     Invalid { key: String, message: String },
 }
 
+/// The shortest `admin.master_key` accepted.
+pub const MIN_MASTER_KEY_CHARS: usize = 32;
+
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> SettingsError {
     SettingsError::Invalid {
         key: key.into(),
@@ -126,7 +129,7 @@ impl Settings {
         settings.server.listen = "127.0.0.1:0".to_owned();
         settings.server.workers = 2;
         settings.database.url = format!("sqlite://{}", data_dir.join("switchyard.db").display());
-        settings.admin.master_key = Secret::new("test-master-key");
+        settings.admin.master_key = Secret::new("test-master-key-0123456789abcdef");
         settings.admin.master_key_file = data_dir.join("master.key").display().to_string();
         settings.admin.key_file = data_dir.join("admin_ed25519.key").display().to_string();
         settings.security.secret_key = Secret::new("test-secret-key");
@@ -198,6 +201,18 @@ impl Settings {
             return Err(invalid(
                 "usage.prompt_token_allowance",
                 "must not be negative",
+            ));
+        }
+        // A short configured key is guessable online (issue 10, item 7);
+        // the generated one is 67 characters.
+        let master_key = self.admin.master_key.expose().chars().count();
+        if self.admin.master_key_enabled && master_key > 0 && master_key < MIN_MASTER_KEY_CHARS {
+            return Err(invalid(
+                "admin.master_key",
+                format!(
+                    "is {master_key} characters long; use at least {MIN_MASTER_KEY_CHARS} (e.g. \
+                     `openssl rand -hex 32`), or leave it empty to have one generated"
+                ),
             ));
         }
         if self.usage.flush_max_records == 0 {

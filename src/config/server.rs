@@ -12,6 +12,14 @@ pub struct ServerSettings {
     pub workers: usize,
     /// Largest accepted request body in bytes; larger bodies get 413.
     pub max_body_bytes: usize,
+    /// How long a request body may take to arrive in full; slower ones get
+    /// 408. Zero: no deadline.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Bytes all request bodies being read may hold at once, past each
+    /// body's first 64 KiB; a body that would pass it gets 503
+    /// `bodies_in_flight` with `Retry-After: 1`. Zero: no cap.
+    pub max_body_bytes_in_flight: usize,
     /// How long in-flight requests may run after SIGTERM before they are cut.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,

@@ -325,13 +325,50 @@ pub(crate) async fn checkout_timeout<T, E: std::fmt::Display>(
     }
 }
 
-fn ensure_sqlite_dir(path: &str) -> Result<(), DbError> {
-    match std::path::Path::new(path).parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir).map_err(|err| {
-            DbError::Pool(format!("cannot create directory {}: {err}", dir.display()))
-        }),
-        _ => Ok(()),
+/// Creates the database's directory, and the database file readable only
+/// by its owner: it holds encrypted provider keys, token hashes and usage,
+/// and SQLite gives its WAL, shared-memory and journal files the mode of
+/// the database file. Files an earlier release created with the process's
+/// umask are narrowed to 0600 too.
+fn prepare_sqlite_files(path: &str) -> Result<(), DbError> {
+    let file_error =
+        |what: &str, err: std::io::Error| DbError::Pool(format!("cannot {what} {path}: {err}"));
+    if path == ":memory:" || path.starts_with("file:") {
+        return Ok(());
     }
+    let database = std::path::Path::new(path);
+    if let Some(dir) = database.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|err| {
+            DbError::Pool(format!("cannot create directory {}: {err}", dir.display()))
+        })?;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(database)
+        {
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(err) => return Err(file_error("create", err)),
+        }
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let file = format!("{path}{suffix}");
+            match std::fs::metadata(&file) {
+                Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+                    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                        .map_err(|err| file_error("restrict the mode of", err))?;
+                }
+                Ok(_) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(file_error("inspect", err)),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Opens a new pooled SQLite connection and sets its PRAGMAs.
@@ -395,7 +432,7 @@ async fn migrate(
     match settings.backend() {
         Backend::Sqlite => {
             let path = settings.sqlite_path().to_owned();
-            ensure_sqlite_dir(&path)?;
+            prepare_sqlite_files(&path)?;
             runtime
                 .spawn_blocking(move || {
                     let mut conn = SqliteConnection::establish(&path)

@@ -214,15 +214,17 @@ impl Db {
         })
     }
 
-    /// Replaces a key's stored ciphertext if it is still `old` (re-encryption
-    /// at start; racing instances are harmless). Returns whether it did.
-    pub async fn replace_provider_key_ciphertext(
+    /// Replaces a key's stored ciphertext and fingerprint if the ciphertext
+    /// is still `old` (re-encryption at start; racing instances are
+    /// harmless). Returns whether it did.
+    pub async fn replace_provider_key_secret(
         &self,
         id: i64,
         old: &str,
         new: &str,
+        fingerprint: &str,
     ) -> Result<bool, DbError> {
-        let (old, new) = (old.to_owned(), new.to_owned());
+        let (old, new, fingerprint) = (old.to_owned(), new.to_owned(), fingerprint.to_owned());
         run_query!(self, |conn| {
             use provider_keys::dsl as k;
             diesel::update(
@@ -230,7 +232,10 @@ impl Db {
                     .find(id)
                     .filter(k::secret_ciphertext.eq(old)),
             )
-            .set(k::secret_ciphertext.eq(new))
+            .set((
+                k::secret_ciphertext.eq(new),
+                k::secret_fingerprint.eq(fingerprint),
+            ))
             .execute(conn)
             .await
             .map(|n| n == 1)

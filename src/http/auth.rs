@@ -13,6 +13,7 @@
 
 use super::AppState;
 use super::context::RequestCtx;
+use super::throttle::AuthThrottle;
 use crate::auth::SESSION_TOKEN_PREFIX;
 use crate::auth::session::{AdminIdentity, Authenticate};
 use crate::error::ApiError;
@@ -150,13 +151,10 @@ impl FromRequest for GatewayAuth {
             let Some(ip) = peer else {
                 return Self::authenticate(state, presented).await;
             };
-            throttled(&state, ip)?;
+            throttled(&state.throttle, &state, ip)?;
             let guessed = presented.is_some();
+            // A success leaves the count alone (see `throttle`).
             match Self::authenticate(state.clone(), presented).await {
-                Ok(auth) => {
-                    state.throttle.success(ip);
-                    Ok(auth)
-                }
                 Err(error @ ApiError::Unauthorized(_)) if guessed => {
                     let delay = state.throttle.failure(ip, state.clock.now_ms());
                     if !delay.is_zero() {
@@ -164,16 +162,20 @@ impl FromRequest for GatewayAuth {
                     }
                     Err(error)
                 }
-                Err(error) => Err(error),
+                other => other,
             }
         })
     }
 }
 
-/// 429 while `ip` is blocked after too many failed authentications.
-pub(crate) fn throttled(state: &AppState, ip: std::net::IpAddr) -> Result<(), ApiError> {
-    state
-        .throttle
+/// 429 while `ip` is blocked by `throttle` after too many failed
+/// authentications.
+pub(crate) fn throttled(
+    throttle: &AuthThrottle,
+    state: &AppState,
+    ip: std::net::IpAddr,
+) -> Result<(), ApiError> {
+    throttle
         .check(ip, state.clock.now_ms())
         .map_err(|wait| ApiError::RateLimited {
             message: format!(
@@ -222,14 +224,15 @@ impl FromRequest for AdminAuth {
         Box::pin(async move {
             let state = state.ok_or(ApiError::Internal)?;
             if let Some(ip) = peer {
-                throttled(&state, ip)?;
+                throttled(&state.admin_throttle, &state, ip)?;
             }
             let presented = presented
                 .ok_or_else(|| ApiError::Unauthorized("Missing admin credential".to_owned()))?;
             let outcome = Self::authenticate(&state, presented, request_id).await;
             if let (Some(ip), Err(ApiError::Unauthorized(_))) = (peer, &outcome) {
-                // Counted, not delayed, like every admin refusal.
-                state.throttle.failure(ip, state.clock.now_ms());
+                // Counted apart from gateway tokens, not delayed, like
+                // every admin refusal.
+                state.admin_throttle.failure(ip, state.clock.now_ms());
             }
             outcome
         })

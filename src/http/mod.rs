@@ -58,8 +58,13 @@ pub struct AppState {
     pub models: crate::model_cache::ModelCache,
     /// Wall-clock time for expiries, limits and quotas.
     pub clock: Arc<dyn crate::clock::Clock>,
-    /// Failed authentications per client address.
+    /// Bytes held by request bodies being read (`server.max_body_bytes_in_flight`).
+    pub bodies: body::BodyBudget,
+    /// Failed gateway-token authentications per client address.
     pub throttle: throttle::AuthThrottle,
+    /// Failed admin authentications per client address, counted apart so
+    /// client traffic never bears on admin guesses or the reverse.
+    pub admin_throttle: throttle::AuthThrottle,
     /// Token limits: admission before the call, settlement after.
     pub enforcer: Arc<crate::enforce::Enforcer>,
     /// Fired when a graceful stop's `server.shutdown_timeout` runs out: open

@@ -16,7 +16,7 @@ use switchyard::config::{
 };
 use switchyard::{Gateway, StartOptions};
 
-pub const MASTER_KEY: &str = "test-master-key";
+pub const MASTER_KEY: &str = "test-master-key-0123456789abcdef";
 
 /// Generates one test per backend for each `async fn name(Backend) -> anyhow::Result<()>`.
 #[macro_export]

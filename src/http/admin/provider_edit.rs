@@ -25,7 +25,7 @@ use crate::config::{
     KeySettings, ProviderKind, ProviderSettings, RetrySettings, Secret, mask,
     providers::valid_provider_name,
 };
-use crate::crypto::fingerprint;
+use crate::crypto::{SecretCipher, SecretRow, fingerprint_digits};
 use crate::db::providers::{NewProviderKey, Provider};
 use crate::error::ApiError;
 use crate::http::AppState;
@@ -168,7 +168,7 @@ struct Checked {
 
 /// Checks a body the way settings are checked, then some: kinds, strategies
 /// and retry fields name the field, secrets are literal, keys are unique.
-fn check(body: ProviderBody) -> Result<Checked, ApiError> {
+fn check(body: ProviderBody, cipher: &SecretCipher) -> Result<Checked, ApiError> {
     let name = body.name.trim().to_owned();
     if !valid_provider_name(&name) || name.chars().count() > MAX_NAME_CHARS {
         return Err(invalid(
@@ -244,7 +244,8 @@ fn check(body: ProviderBody) -> Result<Checked, ApiError> {
             ));
         }
         literal_secret(&format!("{field}.key"), secret)?;
-        let secret_fingerprint = fingerprint(secret);
+        // Keyed, because a default id shows part of it (crate::crypto).
+        let secret_fingerprint = cipher.fingerprint(secret);
         if !fingerprints.insert(secret_fingerprint.clone()) {
             return Err(invalid(&format!("{field}.key"), "is given twice"));
         }
@@ -256,7 +257,12 @@ fn check(body: ProviderBody) -> Result<Checked, ApiError> {
                 ));
             }
             Some(id) => id.to_owned(),
-            None => format!("key-{}", secret_fingerprint.get(..8).unwrap_or("0")),
+            None => format!(
+                "key-{}",
+                fingerprint_digits(&secret_fingerprint)
+                    .get(..8)
+                    .unwrap_or("0")
+            ),
         };
         let weight = positive_u32(&format!("{field}.weight"), key.weight)?;
         keys.push((
@@ -464,8 +470,12 @@ async fn apply(state: &AppState, name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn encrypt(state: &AppState, name: &str, secret: &str) -> Result<String, ApiError> {
-    state.cipher.encrypt(secret).map_err(|error| {
+fn encrypt(state: &AppState, name: &str, key_id: &str, secret: &str) -> Result<String, ApiError> {
+    let row = SecretRow::ProviderKey {
+        provider: name,
+        key_id,
+    };
+    state.cipher.encrypt_for(row, secret).map_err(|error| {
         slog::error!(state.log, "admin.key_encrypt_failed"; "provider" => name, "error" => %error);
         ApiError::Internal
     })
@@ -479,7 +489,7 @@ pub async fn create(
     payload: Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body: ProviderBody = read_json(&request, payload, ADMIN_BODY_LIMIT).await?;
-    let Checked { settings, keys } = check(body)?;
+    let Checked { settings, keys } = check(body, &state.cipher)?;
     let name = settings.name.clone();
     if state.db.get_provider_by_name(&name).await?.is_some() {
         return Err(ApiError::Conflict(format!(
@@ -496,9 +506,9 @@ pub async fn create(
         rows.push(NewProviderKey {
             provider_id: 0,
             key_id: key_id.clone(),
-            secret_ciphertext: encrypt(&state, &name, secret)?,
+            secret_ciphertext: encrypt(&state, &name, key_id, secret)?,
             secret_hint: mask(secret),
-            secret_fingerprint: fingerprint(secret),
+            secret_fingerprint: state.cipher.fingerprint(secret),
             weight: *weight,
             priority: *priority,
             enabled: true,
@@ -582,7 +592,7 @@ pub async fn update(
     merge_patch(&mut merged, patch);
     let body: ProviderBody = serde_json::from_value(merged)
         .map_err(|error| ApiError::bad_request(format!("Invalid change: {error}")))?;
-    let Checked { settings, .. } = check(body)?;
+    let Checked { settings, .. } = check(body, &state.cipher)?;
     let record = seed::provider_record(&settings, &state.cipher).map_err(|error| {
         slog::error!(state.log, "admin.provider_encrypt_failed"; "provider" => &row.name,
             "error" => format!("{error:#}"));
@@ -652,6 +662,10 @@ mod tests {
         serde_json::from_value(value)
     }
 
+    fn check_plain(body: ProviderBody) -> Result<Checked, ApiError> {
+        check(body, &SecretCipher::new("test"))
+    }
+
     fn param(error: &ApiError) -> Option<&'static str> {
         match error {
             ApiError::BadRequest { param, .. } => *param,
@@ -672,7 +686,7 @@ mod tests {
     #[test]
     fn bodies_are_checked_field_by_field() -> anyhow::Result<()> {
         let base = json!({"name": "p", "kind": "openai", "base_url": "https://x.example/v1"});
-        let checked = check(body(base.clone())?)?;
+        let checked = check_plain(body(base.clone())?)?;
         assert_eq!(checked.settings.weight, 1);
         assert!(checked.settings.enabled);
         let cases = [
@@ -697,7 +711,7 @@ mod tests {
         for (change, expected) in cases {
             let mut value = base.clone();
             merge_patch(&mut value, change.clone());
-            let outcome = check(body(value)?);
+            let outcome = check_plain(body(value)?);
             let error = outcome
                 .err()
                 .ok_or_else(|| anyhow::anyhow!("{change} accepted"))?;
@@ -708,14 +722,14 @@ mod tests {
 
     #[test]
     fn the_document_reads_back_as_the_same_settings() -> anyhow::Result<()> {
-        let checked = check(body(json!({
+        let checked = check_plain(body(json!({
             "name": "p", "kind": "anthropic", "base_url": "https://x.example/v1",
             "api_version": "2023-06-01", "models": ["m1", "m2"],
             "headers": {"X-Title": "secret-title-value"}, "strategy": "least-in-flight",
             "weight": 3, "max_in_flight_per_key": 4,
             "retry": {"max_attempts": 2, "attempt_timeout": "1500ms"}, "enabled": false,
         }))?)?;
-        let again = check(body(document(&checked.settings))?)?;
+        let again = check_plain(body(document(&checked.settings))?)?;
         assert_eq!(document(&again.settings), document(&checked.settings));
         assert_eq!(
             again.settings.retry.policy(),

@@ -14,7 +14,7 @@
 use super::ADMIN_BODY_LIMIT;
 use super::oplog::record;
 use crate::config::mask;
-use crate::crypto::fingerprint;
+use crate::crypto::{SecretRow, fingerprint_digits};
 use crate::db::providers::{NewProviderKey, Provider, ProviderKey};
 use crate::error::ApiError;
 use crate::http::AppState;
@@ -258,7 +258,8 @@ pub async fn add_key(
         .ok()
         .filter(|weight| *weight >= 1)
         .ok_or_else(|| ApiError::bad_param("weight", "`weight` must be a positive integer"))?;
-    let secret_fingerprint = fingerprint(secret);
+    // Keyed, because a default id shows part of it (crate::crypto).
+    let secret_fingerprint = state.cipher.fingerprint(secret);
     let key_id = match body.id.as_deref().map(str::trim) {
         Some(id) if !valid_key_id(id) => {
             return Err(ApiError::bad_param(
@@ -267,7 +268,12 @@ pub async fn add_key(
             ));
         }
         Some(id) => id.to_owned(),
-        None => format!("key-{}", secret_fingerprint.get(..8).unwrap_or("0")),
+        None => format!(
+            "key-{}",
+            fingerprint_digits(&secret_fingerprint)
+                .get(..8)
+                .unwrap_or("0")
+        ),
     };
     let row = provider_row(&state, &name).await?;
     let existing = state.db.list_provider_keys(row.id).await?;
@@ -289,7 +295,11 @@ pub async fn add_key(
             format!("Provider `{}` already has this key", row.name),
         ));
     }
-    let ciphertext = state.cipher.encrypt(secret).map_err(|error| {
+    let bound_to = SecretRow::ProviderKey {
+        provider: &row.name,
+        key_id: &key_id,
+    };
+    let ciphertext = state.cipher.encrypt_for(bound_to, secret).map_err(|error| {
         slog::error!(state.log, "admin.key_encrypt_failed"; "provider" => &row.name, "error" => %error);
         ApiError::Internal
     })?;
