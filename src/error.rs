@@ -128,11 +128,11 @@ impl ApiError {
             Self::UpstreamFailed(_) | Self::UpstreamTimeout(_) | Self::UpstreamRejected { .. } => {
                 "upstream_error"
             }
-            Self::Unavailable { .. } | Self::ConcurrencyLimit | Self::DatabaseUnavailable(_)
+            Self::Unavailable { .. }
+            | Self::ConcurrencyLimit
+            | Self::DatabaseUnavailable(_)
             | Self::AllKeysBusy(_)
-            | Self::BodiesInFlight => {
-                "service_unavailable"
-            }
+            | Self::BodiesInFlight => "service_unavailable",
             Self::Internal => "server_error",
         }
     }
@@ -213,11 +213,11 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
-            Self::Unavailable { .. } | Self::ConcurrencyLimit | Self::DatabaseUnavailable(_)
+            Self::Unavailable { .. }
+            | Self::ConcurrencyLimit
+            | Self::DatabaseUnavailable(_)
             | Self::AllKeysBusy(_)
-            | Self::BodiesInFlight => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            | Self::BodiesInFlight => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::UpstreamRejected { status, .. } => *status,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,

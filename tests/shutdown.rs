@@ -173,7 +173,7 @@ shutdown_timeout = "1s"
 [database]
 url = "{db_url}"
 [admin]
-master_key = "shutdown-master"
+master_key = "shutdown-master-key-0123456789abcdef"
 [logging]
 level = "warning"
 [upstream]
@@ -199,7 +199,10 @@ models = ["mock-gpt"]
         .finish();
     let mut created = client
         .post(format!("{}/admin/tokens", process.url))
-        .insert_header(("authorization", "Bearer shutdown-master"))
+        .insert_header((
+            "authorization",
+            "Bearer shutdown-master-key-0123456789abcdef",
+        ))
         .send_json(&json!({ "name": "shutdown" }))
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -266,7 +269,10 @@ models = ["mock-gpt"]
     let process = GatewayProcess::start(dir.path(), &config, port).await?;
     let mut logs = client
         .get(format!("{}/admin/request-logs?limit=1000", process.url))
-        .insert_header(("authorization", "Bearer shutdown-master"))
+        .insert_header((
+            "authorization",
+            "Bearer shutdown-master-key-0123456789abcdef",
+        ))
         .send()
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
