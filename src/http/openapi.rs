@@ -12,7 +12,7 @@ use super::routes::{Access, ROUTES, RouteDoc};
 use actix_web::HttpResponse;
 use std::sync::OnceLock;
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
-use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{
     ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApiBuilder, PathItem, PathsBuilder, Ref,
@@ -86,6 +86,24 @@ fn tag(path: &str) -> &'static str {
     }
 }
 
+/// The status a route answers on success: creations answer 201 with the
+/// new resource, admin deletions 204 without a body, everything else 200.
+/// (An undocumented 2xx would fall under `default`, the error shape.)
+fn success_status(route: &RouteDoc) -> &'static str {
+    match (route.method, route.path) {
+        (
+            "POST",
+            "/admin/tokens"
+            | "/admin/users"
+            | "/admin/providers"
+            | "/admin/admin-keys"
+            | "/admin/providers/{name}/keys",
+        ) => "201",
+        ("DELETE", path) if path.starts_with("/admin/") => "204",
+        _ => "200",
+    }
+}
+
 fn operation_id(method: &HttpMethod, path: &str) -> String {
     let method = serde_json::to_value(method)
         .ok()
@@ -101,6 +119,11 @@ fn operation_id(method: &HttpMethod, path: &str) -> String {
     id
 }
 
+/// `{"type": ["string", "null"]}`.
+fn nullable_string() -> ObjectBuilder {
+    ObjectBuilder::new().schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+}
+
 fn build() -> String {
     let mut paths = PathsBuilder::new();
     for route in ROUTES {
@@ -110,8 +133,11 @@ fn build() -> String {
                 .operation_id(Some(operation_id(&method, route.path)))
                 .tag(tag(route.path))
                 .response(
-                    "200",
-                    ResponseBuilder::new().description("Success (see the README for the body)"),
+                    success_status(route),
+                    ResponseBuilder::new().description(match success_status(route) {
+                        "204" => "Done; no body",
+                        _ => "Success (see the README for the body)",
+                    }),
                 )
                 .response(
                     "default",
@@ -162,8 +188,10 @@ fn build() -> String {
             ObjectBuilder::new()
                 .property("message", ObjectBuilder::new().schema_type(Type::String))
                 .property("type", ObjectBuilder::new().schema_type(Type::String))
-                .property("param", ObjectBuilder::new().schema_type(Type::String))
-                .property("code", ObjectBuilder::new().schema_type(Type::String))
+                // The gateway sends `"param": null` and `"code": null` when
+                // there is none (as OpenAI does).
+                .property("param", nullable_string())
+                .property("code", nullable_string())
                 .required("message"),
         )
         .required("error")
