@@ -4,14 +4,17 @@
 //!
 //! Per route: method, path (actix patterns `{name:.*}` become `{name}`),
 //! path parameters, summary, tag, security (gateway token, admin
-//! credential, or none) and the error shape. Request and answer bodies are
-//! described in the README and `docs/`; the route table does not carry
-//! their schemas.
+//! credential, or none), the success status and the error shape. Request
+//! bodies are declared as JSON objects without their fields; fields and
+//! answer bodies are described in the README and `docs/` (the route table
+//! does not carry their schemas). `tests/schemathesis.rs` checks the
+//! served answers against this document.
 
 use super::routes::{Access, ROUTES, RouteDoc};
 use actix_web::HttpResponse;
 use std::sync::OnceLock;
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
+use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{
@@ -104,6 +107,14 @@ fn success_status(route: &RouteDoc) -> &'static str {
     }
 }
 
+/// Whether a route reads a JSON object body: the client API's POSTs and
+/// the admin API's writes. (The proxy relays any body; `/auth/*` bodies are
+/// described in docs/.)
+fn takes_json_body(route: &RouteDoc) -> bool {
+    matches!(route.method, "POST" | "PUT" | "PATCH")
+        && matches!(route.access, Access::Gateway | Access::Admin)
+}
+
 fn operation_id(method: &HttpMethod, path: &str) -> String {
     let method = serde_json::to_value(method)
         .ok()
@@ -152,6 +163,19 @@ fn build() -> String {
                                 .build(),
                         ),
                 );
+            if takes_json_body(route) {
+                operation = operation.request_body(Some(
+                    RequestBodyBuilder::new()
+                        .description(Some("A JSON object (see the README for its fields)"))
+                        .content(
+                            "application/json",
+                            ContentBuilder::new()
+                                .schema(Some(ObjectBuilder::new().schema_type(Type::Object)))
+                                .build(),
+                        )
+                        .build(),
+                ));
+            }
             for name in parameters(route.path) {
                 operation = operation.parameter(
                     ParameterBuilder::new()
