@@ -6,7 +6,8 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 export TEST_DATABASE_URL
 
 # The SDK compatibility suite (tests/compat, run by tests/python_sdk.rs) needs
-# the official openai and anthropic SDKs in this virtualenv.
+# the official openai and anthropic SDKs in this virtualenv; tests/schemathesis.rs
+# needs schemathesis. Both are in tests/compat/requirements.txt.
 PYTHON ?= python3
 VENV := .venv
 COMPAT_REQUIREMENTS := tests/compat/requirements.txt
@@ -15,7 +16,8 @@ COMPAT_STAMP := $(VENV)/.requirements.stamp
 help:
 	@echo "make run       - run the gateway on SQLite with settings/example.toml"
 	@echo "make test      - every test (unit, SQLite and PostgreSQL integration, and the"
-	@echo "                 openai/anthropic Python SDK compat suite; runs compat-deps first)"
+	@echo "                 openai/anthropic Python SDK compat suite and schemathesis;"
+	@echo "                 runs compat-deps first)"
 	@echo "make compat-deps - create .venv/ and install tests/compat/requirements.txt"
 	@echo "                 (pip runs again only when requirements.txt changes)"
 	@echo "make lint      - cargo fmt --check and clippy -D warnings"

@@ -4,15 +4,18 @@
 //!
 //! Per route: method, path (actix patterns `{name:.*}` become `{name}`),
 //! path parameters, summary, tag, security (gateway token, admin
-//! credential, or none) and the error shape. Request and answer bodies are
-//! described in the README and `docs/`; the route table does not carry
-//! their schemas.
+//! credential, or none), the success status and the error shape. Request
+//! bodies are declared as JSON objects without their fields; fields and
+//! answer bodies are described in the README and `docs/` (the route table
+//! does not carry their schemas). `tests/schemathesis.rs` checks the
+//! served answers against this document.
 
 use super::routes::{Access, ROUTES, RouteDoc};
 use actix_web::HttpResponse;
 use std::sync::OnceLock;
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
-use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{
     ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApiBuilder, PathItem, PathsBuilder, Ref,
@@ -86,6 +89,32 @@ fn tag(path: &str) -> &'static str {
     }
 }
 
+/// The status a route answers on success: creations answer 201 with the
+/// new resource, admin deletions 204 without a body, everything else 200.
+/// (An undocumented 2xx would fall under `default`, the error shape.)
+fn success_status(route: &RouteDoc) -> &'static str {
+    match (route.method, route.path) {
+        (
+            "POST",
+            "/admin/tokens"
+            | "/admin/users"
+            | "/admin/providers"
+            | "/admin/admin-keys"
+            | "/admin/providers/{name}/keys",
+        ) => "201",
+        ("DELETE", path) if path.starts_with("/admin/") => "204",
+        _ => "200",
+    }
+}
+
+/// Whether a route reads a JSON object body: the client API's POSTs and
+/// the admin API's writes. (The proxy relays any body; `/auth/*` bodies are
+/// described in docs/.)
+fn takes_json_body(route: &RouteDoc) -> bool {
+    matches!(route.method, "POST" | "PUT" | "PATCH")
+        && matches!(route.access, Access::Gateway | Access::Admin)
+}
+
 fn operation_id(method: &HttpMethod, path: &str) -> String {
     let method = serde_json::to_value(method)
         .ok()
@@ -101,6 +130,11 @@ fn operation_id(method: &HttpMethod, path: &str) -> String {
     id
 }
 
+/// `{"type": ["string", "null"]}`.
+fn nullable_string() -> ObjectBuilder {
+    ObjectBuilder::new().schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+}
+
 fn build() -> String {
     let mut paths = PathsBuilder::new();
     for route in ROUTES {
@@ -110,8 +144,11 @@ fn build() -> String {
                 .operation_id(Some(operation_id(&method, route.path)))
                 .tag(tag(route.path))
                 .response(
-                    "200",
-                    ResponseBuilder::new().description("Success (see the README for the body)"),
+                    success_status(route),
+                    ResponseBuilder::new().description(match success_status(route) {
+                        "204" => "Done; no body",
+                        _ => "Success (see the README for the body)",
+                    }),
                 )
                 .response(
                     "default",
@@ -126,6 +163,19 @@ fn build() -> String {
                                 .build(),
                         ),
                 );
+            if takes_json_body(route) {
+                operation = operation.request_body(Some(
+                    RequestBodyBuilder::new()
+                        .description(Some("A JSON object (see the README for its fields)"))
+                        .content(
+                            "application/json",
+                            ContentBuilder::new()
+                                .schema(Some(ObjectBuilder::new().schema_type(Type::Object)))
+                                .build(),
+                        )
+                        .build(),
+                ));
+            }
             for name in parameters(route.path) {
                 operation = operation.parameter(
                     ParameterBuilder::new()
@@ -162,8 +212,10 @@ fn build() -> String {
             ObjectBuilder::new()
                 .property("message", ObjectBuilder::new().schema_type(Type::String))
                 .property("type", ObjectBuilder::new().schema_type(Type::String))
-                .property("param", ObjectBuilder::new().schema_type(Type::String))
-                .property("code", ObjectBuilder::new().schema_type(Type::String))
+                // The gateway sends `"param": null` and `"code": null` when
+                // there is none (as OpenAI does).
+                .property("param", nullable_string())
+                .property("code", nullable_string())
                 .required("message"),
         )
         .required("error")
