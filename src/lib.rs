@@ -211,9 +211,13 @@ pub async fn start(
     prices.replace(seed::load_prices(&database).await?);
     let redirects = seed::load_redirects(&database).await?;
 
-    // The router and the provider actors share one arbiter so the hop
-    // between them stays on one thread; handlers reach it in one cross-thread
-    // send (DESIGN.md §8 measures ~6 µs p50).
+    // The router and the provider actors live on one "control" arbiter:
+    // changes and supervision happen there. Requests do not go there: they
+    // route on their own worker through the `Router` handle (a lock on the
+    // routing table, then one on the provider's key pool), since a
+    // cross-thread hop per attempt and a health message per request were the
+    // largest costs a profile found (issue 11; DESIGN.md §8 measures ~6 µs
+    // p50 per hop, and on two cores each wake-up is a context switch).
     let control = Arbiter::new();
     let control_handle = control.handle();
     for provider in &providers {
@@ -233,7 +237,7 @@ pub async fn start(
     let router_log = log.clone();
     // Built on the control arbiter, so the provider actors it starts (and
     // restarts) live there too.
-    let router = RouterActor::start_in_arbiter(&control_handle, move |_| {
+    let routing = RouterActor::start_on(&control_handle, move || {
         let routes = providers
             .into_iter()
             .map(|provider| {
@@ -251,7 +255,10 @@ pub async fn start(
             .with_log(Arc::new(move |message: &str| {
                 warn!(router_log, "{}", message)
             }))
-    });
+    })
+    .await
+    .context("starting the router")?;
+    let router = routing.actor().clone();
 
     probe::start(router.clone(), settings.health.clone(), log.clone());
     let probe_router = router.clone();
@@ -282,7 +289,7 @@ pub async fn start(
     );
     let model_cache = model_cache::ModelCache::default();
     model_cache::start(
-        router.clone(),
+        routing.clone(),
         model_cache.clone(),
         settings.upstream.model_refresh_interval,
         settings.upstream.first_byte_timeout,
@@ -327,6 +334,7 @@ pub async fn start(
         settings: settings.clone(),
         db: database.clone(),
         router,
+        routing: routing.clone(),
         usage: usage_queue,
         tokens: token_cache,
         prices,

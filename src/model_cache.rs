@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use switchyard_actors::{
-    Acquire, Failure, GetProvider, ListProviders, Outcome, RouterActor, SetDiscoveredModels,
+    Failure, ListProviders, Outcome, RouteError, Router, SetDiscoveredModels, Tried,
 };
 
 /// What the cache holds for one provider.
@@ -79,25 +79,20 @@ pub enum RefreshError {
 /// Fetches one provider's model list, stores it in the cache and makes the
 /// models routable. Returns the list.
 pub async fn refresh(
-    router: &Addr<RouterActor>,
+    router: &Router,
     client: &awc::Client,
     cache: &ModelCache,
     provider: &str,
 ) -> Result<Vec<String>, RefreshError> {
     let unknown = || RefreshError::UnknownProvider(provider.to_owned());
-    let actor = router
-        .send(GetProvider(provider.to_owned()))
-        .await
-        .map_err(|_| unknown())?
-        .ok_or_else(unknown)?;
-    let lease = match actor
-        .send(Acquire {
-            exclude: Vec::new(),
-        })
-        .await
-    {
-        Ok(Ok(lease)) => lease,
-        _ => return Err(RefreshError::NoKey(provider.to_owned())),
+    let lease = match router.route_pinned(provider, &Tried::default()) {
+        Ok(lease) => lease,
+        Err(RouteError::UnknownProvider(_) | RouteError::UnknownModel(_)) => {
+            return Err(unknown());
+        }
+        Err(RouteError::NoUsableKey { .. }) => {
+            return Err(RefreshError::NoKey(provider.to_owned()));
+        }
     };
     let spec = lease.provider.clone();
     let adapter = providers::adapter_of(&spec);
@@ -151,6 +146,7 @@ pub async fn refresh(
     models.sort();
     models.dedup();
     router
+        .actor()
         .send(SetDiscoveredModels {
             provider: provider.to_owned(),
             models: models.clone(),
@@ -164,7 +160,7 @@ pub async fn refresh(
 /// Refreshes every provider at start, then every `interval`, on an arbiter
 /// of its own. "0s" turns automatic refreshes off (the admin route remains).
 pub fn start(
-    router: Addr<RouterActor>,
+    router: Router,
     cache: ModelCache,
     interval: Duration,
     timeout: Duration,
@@ -189,13 +185,8 @@ pub fn start(
     });
 }
 
-async fn refresh_all(
-    router: &Addr<RouterActor>,
-    client: &awc::Client,
-    cache: &ModelCache,
-    log: &Logger,
-) {
-    let Ok(providers) = router.send(ListProviders).await else {
+async fn refresh_all(router: &Router, client: &awc::Client, cache: &ModelCache, log: &Logger) {
+    let Ok(providers) = router.actor().send(ListProviders).await else {
         return;
     };
     for (name, _) in providers {

@@ -33,14 +33,14 @@ pub use limits::{
 #[cfg(feature = "fault-injection")]
 pub use provider::InjectPanic;
 pub use provider::{
-    Acquire, GetHealth, KeySource, Lease, ProviderActor, ProviderSpec, ProviderStats, ReplaceKeys,
-    Report, SetKeyEnabled, TakeProbes, UsableKeys,
+    Acquire, GetHealth, KeySource, Lease, ProviderActor, ProviderShared, ProviderSpec,
+    ProviderStats, ReplaceKeys, SetKeyEnabled, TakeProbes, UsableKeys,
 };
 pub use retry::{KeyStrategy, RetryPolicy};
 pub use router::{
     GetProvider, GetRestarts, ListModels, ListProviders, ModelEntry, ModelRoute, ProviderRoute,
-    RemoveProvider, Route, RouteError, Routed, RouterActor, SetDiscoveredModels, SetRedirects,
-    Tried, UpdateProviderKeys, UpsertProvider, Upserted,
+    RemoveProvider, Route, RouteError, RouteTable, Routed, Router, RouterActor,
+    SetDiscoveredModels, SetRedirects, Tried, UpdateProviderKeys, UpsertProvider, Upserted,
 };
 #[cfg(feature = "fault-injection")]
 pub use usage::InjectUsagePanic;

@@ -1,21 +1,31 @@
-//! One actor per upstream provider: it owns the key pool and lends keys.
+//! One actor per upstream provider, and the provider's live state that the
+//! router's fast path shares with it.
 //!
-//! Handlers are synchronous and O(1) in the common case (see
-//! [`crate::key_pool`]): no I/O, no `.await`. The upstream call happens in the
-//! HTTP handler holding the [`Lease`]; the lease reports back when finished,
-//! or reports `Abandoned` when dropped, so in-flight counts never leak.
+//! The key pool lives in [`ProviderShared`], behind a mutex. Leasing a key
+//! and reporting what became of it are short critical sections run on the
+//! HTTP worker that serves the request (see [`crate::router::Router`]): no
+//! message to another thread per attempt, no health report message per
+//! request (profiled in issue 11, the cross-thread hops were the largest
+//! single cost of the gateway after the sockets). The actor remains the
+//! provider's supervised home: admin changes, probes and supervision go
+//! through it, and a restarted actor takes over the same shared state, so
+//! key health survives a restart. Every operation on the pool is O(1) in
+//! the common case (see [`crate::key_pool`]): no I/O under the lock.
+//!
+//! A [`Lease`] reports back when finished, or reports `Abandoned` when
+//! dropped, so in-flight counts never leak.
 
 use crate::key_pool::{Failure, KeyHealthView, KeyPool, KeySpec, NoUsableKey, Outcome};
 use crate::retry::{KeyStrategy, RetryPolicy};
 use actix::prelude::*;
 use futures_util::future::BoxFuture;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 /// What the router and handlers need to know about a provider, fixed for the
 /// actor's life.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct ProviderSpec {
     pub name: String,
     /// The adapter that speaks this provider's API (`openai`, ...).
@@ -23,20 +33,130 @@ pub struct ProviderSpec {
     pub base_url: String,
     /// Kind-specific API version (Azure `api-version`, `anthropic-version`).
     pub api_version: Option<String>,
-    /// Extra headers sent upstream with every request.
+    /// Extra headers sent upstream with every request. They may carry
+    /// credentials (an organisation key, a proxy token), so `Debug` shows
+    /// their names only.
     pub headers: Vec<(String, String)>,
     pub strategy: KeyStrategy,
     pub policy: RetryPolicy,
 }
 
-pub struct ProviderActor {
-    spec: Arc<ProviderSpec>,
-    pool: KeyPool,
-    stats: Arc<ProviderStats>,
+impl std::fmt::Debug for ProviderSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let header_names: Vec<&str> = self.headers.iter().map(|(name, _)| name.as_str()).collect();
+        f.debug_struct("ProviderSpec")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("base_url", &self.base_url)
+            .field("api_version", &self.api_version)
+            .field("headers", &header_names)
+            .field("strategy", &self.strategy)
+            .field("policy", &self.policy)
+            .finish()
+    }
 }
 
-/// Provider-wide load figures the router reads without a message, to order
-/// providers by `least-in-flight` or `latency`. Written only by the actor.
+/// A provider's live state: its spec, key pool and load figures. Shared by
+/// the provider's actor and every lease and router handle that reaches it.
+pub struct ProviderShared {
+    pub spec: Arc<ProviderSpec>,
+    pool: Mutex<KeyPool>,
+    stats: ProviderStats,
+}
+
+impl ProviderShared {
+    pub fn new(spec: ProviderSpec, keys: Vec<KeySpec>) -> Arc<Self> {
+        let pool = KeyPool::new(keys, spec.strategy, spec.policy.clone());
+        Arc::new(Self {
+            spec: Arc::new(spec),
+            pool: Mutex::new(pool),
+            stats: ProviderStats::default(),
+        })
+    }
+
+    /// The pool. A panic while it was held (a bug in the pool) leaves it
+    /// poisoned; its state is still consistent field by field, and refusing
+    /// every later request would turn one bug into an outage.
+    fn pool(&self) -> MutexGuard<'_, KeyPool> {
+        self.pool.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn stats(&self) -> &ProviderStats {
+        &self.stats
+    }
+
+    /// Lends a key, excluding the ids in `exclude` (keys this request tried).
+    pub fn acquire(self: &Arc<Self>, exclude: &[String]) -> Result<Lease, NoUsableKey> {
+        let mut pool = self.pool();
+        let index = pool.acquire(Instant::now(), exclude)?;
+        let lease = self.lease(&pool, index);
+        lease.ok_or(NoUsableKey {
+            retry_after: None,
+            rate_limited: false,
+            busy: false,
+        })
+    }
+
+    fn lease(self: &Arc<Self>, pool: &KeyPool, index: usize) -> Option<Lease> {
+        let key = pool.key(index)?;
+        self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        Some(Lease {
+            provider: self.spec.clone(),
+            key_index: index,
+            key_id: key.id.clone(),
+            secret: key.secret.clone(),
+            owner: Some(self.clone()),
+        })
+    }
+
+    fn report(&self, key_index: usize, key_id: &str, outcome: Outcome) {
+        self.stats.record(&outcome);
+        let mut pool = self.pool();
+        // A lease from before a key-set change may point at another key now.
+        if pool.key(key_index).is_some_and(|key| key.id == key_id) {
+            pool.report(key_index, outcome, Instant::now());
+        }
+    }
+
+    /// Leases for background probes of idle half-open keys (see
+    /// [`KeyPool::take_probes`]); finishing them reports like any lease.
+    pub fn take_probes(self: &Arc<Self>) -> Vec<Lease> {
+        let mut pool = self.pool();
+        let due = pool.take_probes(Instant::now());
+        due.into_iter()
+            .filter_map(|index| self.lease(&pool, index))
+            .collect()
+    }
+
+    /// How many keys could take a request now (readiness).
+    pub fn usable_keys(&self) -> usize {
+        self.pool().usable_keys(Instant::now())
+    }
+
+    /// The per-key health table for admins.
+    pub fn health(&self) -> Vec<KeyHealthView> {
+        self.pool().health(Instant::now())
+    }
+
+    /// Enables or disables one key by id; false for an unknown id.
+    pub fn set_enabled(&self, key_id: &str, enabled: bool, reason: Option<String>) -> bool {
+        self.pool().set_enabled(key_id, enabled, reason)
+    }
+
+    /// Replaces the key set; keys whose id remains keep their health.
+    pub fn set_keys(&self, keys: Vec<KeySpec>) {
+        self.pool().set_keys(keys);
+    }
+}
+
+/// The provider's supervised home on the router's arbiter: admin messages
+/// and probes reach its [`ProviderShared`] through it.
+pub struct ProviderActor {
+    shared: Arc<ProviderShared>,
+}
+
+/// Provider-wide load figures the router reads to order providers by
+/// `least-in-flight` or `latency`.
 #[derive(Debug, Default)]
 pub struct ProviderStats {
     in_flight: AtomicU32,
@@ -85,35 +205,18 @@ pub trait KeySource: Send + Sync + 'static {
 
 impl ProviderActor {
     pub fn new(spec: ProviderSpec, keys: Vec<KeySpec>) -> Self {
-        Self::with_stats(spec, keys, Arc::default())
+        Self::with_shared(ProviderShared::new(spec, keys))
     }
 
-    /// An actor that publishes its load into `stats` (shared with the router).
-    pub fn with_stats(spec: ProviderSpec, keys: Vec<KeySpec>, stats: Arc<ProviderStats>) -> Self {
-        stats.in_flight.store(0, Ordering::Relaxed);
-        let pool = KeyPool::new(keys, spec.strategy, spec.policy.clone());
-        Self {
-            spec: Arc::new(spec),
-            pool,
-            stats,
-        }
+    /// An actor for existing shared state (a restart keeps key health).
+    pub fn with_shared(shared: Arc<ProviderShared>) -> Self {
+        Self { shared }
     }
 
     /// Starts the actor under a supervisor on the current arbiter.
     pub fn start_supervised(spec: ProviderSpec, keys: Vec<KeySpec>) -> Addr<Self> {
-        Supervisor::start(move |_| Self::new(spec, keys))
-    }
-
-    fn lease(&self, index: usize, ctx: &Context<Self>) -> Option<Lease> {
-        let key = self.pool.key(index)?;
-        self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-        Some(Lease {
-            provider: self.spec.clone(),
-            key_index: index,
-            key_id: key.id.clone(),
-            secret: key.secret.clone(),
-            reporter: Some(ctx.address().recipient()),
-        })
+        let shared = ProviderShared::new(spec, keys);
+        Supervisor::start(move |_| Self::with_shared(shared))
     }
 }
 
@@ -128,16 +231,6 @@ impl Supervised for ProviderActor {}
 #[rtype(result = "Result<Lease, NoUsableKey>")]
 pub struct Acquire {
     pub exclude: Vec<String>,
-}
-
-/// Reports what became of a lease. Sent with `try_send`: losing one health
-/// sample is harmless, blocking a handler is not.
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub struct Report {
-    pub key_index: usize,
-    pub key_id: String,
-    pub outcome: Outcome,
 }
 
 /// The per-key health table for admins.
@@ -163,39 +256,12 @@ pub struct ReplaceKeys(pub Vec<KeySpec>);
 impl Handler<Acquire> for ProviderActor {
     type Result = MessageResult<Acquire>;
 
-    fn handle(&mut self, msg: Acquire, ctx: &mut Context<Self>) -> Self::Result {
-        let result = self
-            .pool
-            .acquire(Instant::now(), &msg.exclude)
-            .and_then(|index| {
-                self.lease(index, ctx).ok_or(NoUsableKey {
-                    retry_after: None,
-                    rate_limited: false,
-                    busy: false,
-                })
-            });
-        MessageResult(result)
+    fn handle(&mut self, msg: Acquire, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.shared.acquire(&msg.exclude))
     }
 }
 
-impl Handler<Report> for ProviderActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: Report, _: &mut Context<Self>) {
-        // A lease from before a key-set change may point at another key now.
-        if self
-            .pool
-            .key(msg.key_index)
-            .is_some_and(|key| key.id == msg.key_id)
-        {
-            self.stats.record(&msg.outcome);
-            self.pool.report(msg.key_index, msg.outcome, Instant::now());
-        }
-    }
-}
-
-/// Leases for background probes of idle half-open keys (see
-/// [`KeyPool::take_probes`]); finishing them reports like any lease.
+/// Leases for background probes of idle half-open keys.
 #[derive(Message)]
 #[rtype(result = "Vec<Lease>")]
 pub struct TakeProbes;
@@ -203,13 +269,8 @@ pub struct TakeProbes;
 impl Handler<TakeProbes> for ProviderActor {
     type Result = MessageResult<TakeProbes>;
 
-    fn handle(&mut self, _: TakeProbes, ctx: &mut Context<Self>) -> Self::Result {
-        let due = self.pool.take_probes(Instant::now());
-        MessageResult(
-            due.into_iter()
-                .filter_map(|index| self.lease(index, ctx))
-                .collect(),
-        )
+    fn handle(&mut self, _: TakeProbes, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.shared.take_probes())
     }
 }
 
@@ -226,7 +287,7 @@ impl Handler<InjectPanic> for ProviderActor {
     fn handle(&mut self, _: InjectPanic, _: &mut Context<Self>) {
         std::panic::panic_any(format!(
             "fault injection: provider `{}` panics on purpose",
-            self.spec.name
+            self.shared.spec.name
         ));
     }
 }
@@ -241,7 +302,7 @@ impl Handler<UsableKeys> for ProviderActor {
     type Result = usize;
 
     fn handle(&mut self, _: UsableKeys, _: &mut Context<Self>) -> usize {
-        self.pool.usable_keys(Instant::now())
+        self.shared.usable_keys()
     }
 }
 
@@ -249,7 +310,7 @@ impl Handler<GetHealth> for ProviderActor {
     type Result = MessageResult<GetHealth>;
 
     fn handle(&mut self, _: GetHealth, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.pool.health(Instant::now()))
+        MessageResult(self.shared.health())
     }
 }
 
@@ -257,7 +318,8 @@ impl Handler<SetKeyEnabled> for ProviderActor {
     type Result = bool;
 
     fn handle(&mut self, msg: SetKeyEnabled, _: &mut Context<Self>) -> bool {
-        self.pool.set_enabled(&msg.key_id, msg.enabled, msg.reason)
+        self.shared
+            .set_enabled(&msg.key_id, msg.enabled, msg.reason)
     }
 }
 
@@ -265,7 +327,7 @@ impl Handler<ReplaceKeys> for ProviderActor {
     type Result = ();
 
     fn handle(&mut self, msg: ReplaceKeys, _: &mut Context<Self>) {
-        self.pool.set_keys(msg.0);
+        self.shared.set_keys(msg.0);
     }
 }
 
@@ -279,13 +341,13 @@ pub struct Lease {
     pub key_index: usize,
     pub key_id: String,
     pub secret: Arc<str>,
-    reporter: Option<Recipient<Report>>,
+    owner: Option<Arc<ProviderShared>>,
 }
 
 impl Lease {
-    /// Reports the attempt's outcome to the provider actor, without waiting.
+    /// Reports the attempt's outcome to the provider's pool.
     pub fn finish(mut self, outcome: Outcome) {
-        self.send(outcome);
+        self.report(outcome);
     }
 
     /// Shorthand for a failure outcome.
@@ -293,15 +355,9 @@ impl Lease {
         self.finish(Outcome::Failure(failure));
     }
 
-    fn send(&mut self, outcome: Outcome) {
-        if let Some(reporter) = self.reporter.take() {
-            // A full mailbox drops one health sample; in-flight counts heal
-            // when the key set is next replaced. Never block the handler.
-            let _ = reporter.try_send(Report {
-                key_index: self.key_index,
-                key_id: self.key_id.clone(),
-                outcome,
-            });
+    fn report(&mut self, outcome: Outcome) {
+        if let Some(owner) = self.owner.take() {
+            owner.report(self.key_index, &self.key_id, outcome);
         }
     }
 }
@@ -317,7 +373,7 @@ impl std::fmt::Debug for Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.send(Outcome::Abandoned);
+        self.report(Outcome::Abandoned);
     }
 }
 

@@ -13,15 +13,22 @@
 //!    a `provider/model` pair.
 //!
 //! The router then asks each candidate provider for a key in turn and answers
-//! with the first lease. Keys and providers a request already tried are
+//! with the first lease. That happens on the caller's thread: [`Router`] is a
+//! handle to the routing table the actor owns, and [`Router::route`] locks it
+//! for the resolution, then each candidate's pool for the lease (see
+//! [`crate::provider`]). The actor applies changes (upserts, removals,
+//! redirects, discovered models) and supervises provider actors; nothing on
+//! the request path waits for it. Keys and providers a request already tried are
 //! excluded, which is how a retry moves to another key and then to the next
 //! provider.
 //!
 //! Supervision: `actix::Supervisor` restarts an actor only when it stops
 //! itself; a panic in a handler kills it for good (its mailbox closes). So
-//! before using a provider the router checks that its mailbox is open and,
-//! if not, starts a replacement with the last known keys, then reloads the
-//! keys from the [`KeySource`]. Other providers never notice.
+//! when a route meets a provider whose mailbox is closed it asks the router
+//! actor to start a replacement on the same shared state (key health is
+//! kept), which then reloads the keys from the [`KeySource`]. The pool never
+//! died with the actor, so the request itself is served meanwhile. Other
+//! providers never notice.
 //!
 //! Live changes: [`UpsertProvider`] adds a provider or replaces one of the
 //! same name, [`RemoveProvider`] takes one out of routing. Routing futures
@@ -33,16 +40,14 @@
 //! lease it handed out reports back (leases hold its address), then stops.
 
 use crate::key_pool::{KeySpec, NoUsableKey};
-use crate::provider::{
-    Acquire, KeySource, Lease, ProviderActor, ProviderSpec, ProviderStats, ReplaceKeys,
-};
+use crate::provider::{KeySource, Lease, ProviderActor, ProviderShared, ProviderSpec};
 use crate::retry::KeyStrategy;
 use actix::prelude::*;
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 pub const MAX_REDIRECT_HOPS: usize = 8;
@@ -52,15 +57,15 @@ use crate::LogHook;
 /// A provider as the router sees it.
 pub struct ProviderRoute {
     pub spec: Arc<ProviderSpec>,
+    /// The provider's supervised actor (admin messages, probes).
     pub addr: Addr<ProviderActor>,
+    /// Its key pool and load figures, shared with the actor and leases.
+    pub shared: Arc<ProviderShared>,
     /// Bare model names it serves, as declared in settings.
     pub models: Vec<String>,
     /// Model names found in the provider's own model list (model cache),
     /// routable by bare name after the declared ones.
     pub discovered: Vec<String>,
-    /// The keys a replacement actor starts with (then reloaded).
-    pub keys: Vec<KeySpec>,
-    pub stats: Arc<ProviderStats>,
     /// Share of traffic under the `weighted` model strategy.
     pub weight: u32,
 }
@@ -68,15 +73,14 @@ pub struct ProviderRoute {
 impl ProviderRoute {
     /// Starts the provider's actor, supervised, on the current arbiter.
     pub fn start(spec: ProviderSpec, keys: Vec<KeySpec>, models: Vec<String>, weight: u32) -> Self {
-        let stats = Arc::new(ProviderStats::default());
-        let addr = spawn_provider(spec.clone(), keys.clone(), stats.clone());
+        let shared = ProviderShared::new(spec, keys);
+        let addr = spawn_provider(shared.clone());
         Self {
-            spec: Arc::new(spec),
+            spec: shared.spec.clone(),
             addr,
+            shared,
             models,
             discovered: Vec::new(),
-            keys,
-            stats,
             weight: weight.max(1),
         }
     }
@@ -151,12 +155,8 @@ fn model_index(providers: &[Slot]) -> HashMap<String, Vec<usize>> {
     by_model
 }
 
-fn spawn_provider(
-    spec: ProviderSpec,
-    keys: Vec<KeySpec>,
-    stats: Arc<ProviderStats>,
-) -> Addr<ProviderActor> {
-    Supervisor::start(move |_| ProviderActor::with_stats(spec, keys, stats))
+fn spawn_provider(shared: Arc<ProviderShared>) -> Addr<ProviderActor> {
+    Supervisor::start(move |_| ProviderActor::with_shared(shared))
 }
 
 /// How a model is spread over the providers that serve it, and where it
@@ -168,7 +168,10 @@ pub struct ModelRoute {
     pub fallbacks: Vec<String>,
 }
 
-pub struct RouterActor {
+/// What routing decides from: the provider table, its indices, redirects
+/// and per-model strategies. Owned by the [`RouterActor`] (which alone
+/// changes the table's shape) and read by every [`Router`] handle.
+pub struct RouteTable {
     providers: Vec<Slot>,
     by_name: HashMap<String, usize>,
     by_model: HashMap<String, Vec<usize>>,
@@ -176,9 +179,19 @@ pub struct RouterActor {
     models: HashMap<String, ModelRoute>,
     cursors: HashMap<String, usize>,
     rng: SmallRng,
+}
+
+pub struct RouterActor {
+    table: Arc<Mutex<RouteTable>>,
     key_source: Option<Arc<dyn KeySource>>,
     log: LogHook,
     restarts: u64,
+}
+
+/// Locks the table. Every change to it is a few assignments that cannot
+/// panic halfway in a way that matters, so a poisoned lock is used as is.
+fn lock(table: &Mutex<RouteTable>) -> MutexGuard<'_, RouteTable> {
+    table.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl RouterActor {
@@ -186,7 +199,7 @@ impl RouterActor {
         let providers: Vec<Slot> = providers.into_iter().map(Slot::Live).collect();
         let by_name = name_index(&providers);
         let by_model = model_index(&providers);
-        Self {
+        let table = RouteTable {
             providers,
             by_name,
             by_model,
@@ -194,6 +207,9 @@ impl RouterActor {
             models: HashMap::new(),
             cursors: HashMap::new(),
             rng: SmallRng::from_rng(&mut rand::rng()),
+        };
+        Self {
+            table: Arc::new(Mutex::new(table)),
             key_source: None,
             log: Arc::new(|_| {}),
             restarts: 0,
@@ -202,9 +218,52 @@ impl RouterActor {
 
     /// Per-model strategies and fallback chains, keyed by model name (after
     /// redirects).
-    pub fn with_models(mut self, models: HashMap<String, ModelRoute>) -> Self {
-        self.models = models;
+    pub fn with_models(self, models: HashMap<String, ModelRoute>) -> Self {
+        lock(&self.table).models = models;
         self
+    }
+
+    /// Starts the router on `arbiter` (with the provider actors it builds
+    /// there) and returns the handle the request path routes with.
+    pub async fn start_on(
+        arbiter: &actix::ArbiterHandle,
+        build: impl FnOnce() -> Self + Send + 'static,
+    ) -> Option<Router> {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let actor = RouterActor::start_in_arbiter(arbiter, move |_| {
+            let router = build();
+            let _ = sender.send(router.table.clone());
+            router
+        });
+        let table = receiver.await.ok()?;
+        Some(Router { table, actor })
+    }
+
+    /// A handle for routing on this thread (tests build the actor here).
+    pub fn start_here(self) -> Router {
+        let table = self.table.clone();
+        Router {
+            table,
+            actor: self.start(),
+        }
+    }
+
+    /// Candidate providers for `requested` (see [`RouteTable::resolve`]).
+    pub fn resolve(&mut self, requested: &str) -> Result<Vec<(usize, String)>, RouteError> {
+        lock(&self.table).resolve(requested)
+    }
+
+    /// The table itself (unit tests of its decisions).
+    #[cfg(test)]
+    fn table(&self) -> MutexGuard<'_, RouteTable> {
+        lock(&self.table)
+    }
+
+    /// The live provider at `index` (tests).
+    pub fn provider_shared(&self, index: usize) -> Option<Arc<ProviderShared>> {
+        lock(&self.table)
+            .provider(index)
+            .map(|provider| provider.shared.clone())
     }
 
     /// Where replacement provider actors reload their keys from.
@@ -222,7 +281,9 @@ impl RouterActor {
     pub fn restarts(&self) -> u64 {
         self.restarts
     }
+}
 
+impl RouteTable {
     /// The live provider at `index` (`None` for a tombstone).
     fn provider(&self, index: usize) -> Option<&ProviderRoute> {
         self.providers.get(index).and_then(Slot::live)
@@ -248,11 +309,13 @@ impl RouterActor {
         let outcome = match slot {
             // Same connection settings and a running actor: keep the actor
             // (and its key health), change what the router holds.
-            Some(Slot::Live(route)) if *route.spec == msg.spec && route.addr.connected() => {
+            Some(Slot::Live(route)) if *route.spec == msg.spec => {
                 route.models = msg.models;
                 route.weight = msg.weight.max(1);
-                route.keys = msg.keys.clone();
-                route.addr.do_send(ReplaceKeys(msg.keys));
+                route.shared.set_keys(msg.keys);
+                if !route.addr.connected() {
+                    route.addr = spawn_provider(route.shared.clone());
+                }
                 Upserted::Updated
             }
             Some(slot) => {
@@ -377,63 +440,17 @@ impl RouterActor {
             }
             KeyStrategy::LeastInFlight => indices.sort_by_key(|&index| {
                 self.provider(index)
-                    .map_or(u32::MAX, |provider| provider.stats.in_flight())
+                    .map_or(u32::MAX, |provider| provider.shared.stats().in_flight())
             }),
             KeyStrategy::Latency => indices.sort_by(|&a, &b| {
                 let score = |index: usize| {
                     self.provider(index)
-                        .map_or(f64::MAX, |provider| provider.stats.load_score())
+                        .map_or(f64::MAX, |provider| provider.shared.stats().load_score())
                 };
                 score(a).total_cmp(&score(b))
             }),
         }
         indices
-    }
-
-    /// Restarts provider `index` if its actor has died (see module docs).
-    fn ensure_alive(&mut self, index: usize, ctx: &mut Context<Self>) {
-        if self
-            .provider(index)
-            .is_some_and(|provider| !provider.addr.connected())
-        {
-            self.respawn(index, ctx);
-        }
-    }
-
-    /// Starts a replacement actor for provider `index` and reloads its keys.
-    fn respawn(&mut self, index: usize, ctx: &mut Context<Self>) {
-        let Some(provider) = self.provider_mut(index) else {
-            return;
-        };
-        provider.addr = spawn_provider(
-            (*provider.spec).clone(),
-            provider.keys.clone(),
-            provider.stats.clone(),
-        );
-        let addr = provider.addr.clone();
-        let name = provider.spec.name.clone();
-        self.restarts += 1;
-        (self.log)(&format!(
-            "provider.restarted: `{name}` was down and has been restarted"
-        ));
-        if let Some(source) = &self.key_source {
-            ctx.spawn(source.load(&name).into_actor(self).map(
-                move |loaded, router, _| match loaded {
-                    Ok(keys) => {
-                        // Only if the provider was not replaced meanwhile.
-                        if let Some(provider) = router.provider_mut(index)
-                            && provider.addr == addr
-                        {
-                            provider.keys = keys.clone();
-                        }
-                        addr.do_send(ReplaceKeys(keys));
-                    }
-                    Err(error) => {
-                        (router.log)(&format!("provider.reload_failed: `{name}`: {error}"))
-                    }
-                },
-            ));
-        }
     }
 
     /// Every model a client can ask for by a bare name, with its first provider.
@@ -470,6 +487,52 @@ impl RouterActor {
     }
 }
 
+impl RouterActor {
+    /// Restarts provider `index` if its actor has died (see module docs).
+    fn ensure_alive(&mut self, index: usize, ctx: &mut Context<Self>) {
+        let dead = lock(&self.table)
+            .provider(index)
+            .is_some_and(|provider| !provider.addr.connected());
+        if dead {
+            self.respawn(index, ctx);
+        }
+    }
+
+    /// Starts a replacement actor for provider `index` on the same shared
+    /// state and reloads its keys.
+    fn respawn(&mut self, index: usize, ctx: &mut Context<Self>) {
+        let (name, shared) = {
+            let mut table = lock(&self.table);
+            let Some(provider) = table.provider_mut(index) else {
+                return;
+            };
+            provider.addr = spawn_provider(provider.shared.clone());
+            (provider.spec.name.clone(), provider.shared.clone())
+        };
+        self.restarts += 1;
+        (self.log)(&format!(
+            "provider.restarted: `{name}` was down and has been restarted"
+        ));
+        if let Some(source) = &self.key_source {
+            ctx.spawn(source.load(&name).into_actor(self).map(
+                move |loaded, router, _| match loaded {
+                    Ok(keys) => shared.set_keys(keys),
+                    Err(error) => {
+                        (router.log)(&format!("provider.reload_failed: `{name}`: {error}"))
+                    }
+                },
+            ));
+        }
+    }
+
+    fn ensure_all_alive(&mut self, ctx: &mut Context<Self>) {
+        let count = lock(&self.table).providers.len();
+        for index in 0..count {
+            self.ensure_alive(index, ctx);
+        }
+    }
+}
+
 impl Actor for RouterActor {
     type Context = Context<Self>;
 }
@@ -492,8 +555,8 @@ pub enum RouteError {
         rate_limited: bool,
         busy: bool,
     },
-    /// A provider actor is gone (it will be restarted).
-    ProviderUnavailable(String),
+    /// A pinned route named no routed provider.
+    UnknownProvider(String),
 }
 
 /// Keys this request has already tried, per provider.
@@ -563,38 +626,88 @@ pub struct SetRedirects(pub HashMap<String, String>);
 #[rtype(result = "Option<Addr<ProviderActor>>")]
 pub struct GetProvider(pub String);
 
-/// One candidate of a routing decision: provider index, its actor, the model
-/// name to send, and the keys of it this request already tried.
-type Candidate = (usize, Addr<ProviderActor>, String, Vec<String>);
+/// A handle to the routing table, cheap to clone and usable from any thread:
+/// what the request path routes with (see the module docs).
+#[derive(Clone)]
+pub struct Router {
+    table: Arc<Mutex<RouteTable>>,
+    actor: Addr<RouterActor>,
+}
 
-/// Asks each candidate in turn for a lease. Also returns the candidates whose
-/// actor turned out to be dead (mailbox closed mid-request).
-async fn acquire_first(candidates: Vec<Candidate>) -> (Result<Routed, RouteError>, Vec<Candidate>) {
+impl Router {
+    /// The router actor, for changes and admin views.
+    pub fn actor(&self) -> &Addr<RouterActor> {
+        &self.actor
+    }
+
+    /// Routes one attempt of a request for `model`, excluding the keys in
+    /// `tried`: a lease on the first candidate provider with a usable key.
+    pub fn route(&self, model: &str, tried: &Tried) -> Result<Routed, RouteError> {
+        let candidates = {
+            let mut table = lock(&self.table);
+            let found = table.resolve(model)?;
+            self.candidates(&table, found)
+        };
+        acquire_first(candidates, tried)
+    }
+
+    /// A lease on a key of the named provider (the proxy and the model cache
+    /// name their provider); the model name is the requested one.
+    pub fn route_pinned(&self, provider: &str, tried: &Tried) -> Result<Lease, RouteError> {
+        let candidates = {
+            let table = lock(&self.table);
+            let index = table
+                .by_name
+                .get(provider)
+                .copied()
+                .ok_or_else(|| RouteError::UnknownProvider(provider.to_owned()))?;
+            self.candidates(&table, vec![(index, String::new())])
+        };
+        acquire_first(candidates, tried).map(|routed| routed.lease)
+    }
+
+    /// The shared state of each found provider; asks the actor to restart
+    /// those whose actor died (the request goes on with the shared state).
+    fn candidates(
+        &self,
+        table: &RouteTable,
+        found: Vec<(usize, String)>,
+    ) -> Vec<(Arc<ProviderShared>, String)> {
+        found
+            .into_iter()
+            .filter_map(|(index, upstream_model)| {
+                let provider = table.provider(index)?;
+                if !provider.addr.connected() {
+                    self.actor.do_send(EnsureAlive(index));
+                }
+                Some((provider.shared.clone(), upstream_model))
+            })
+            .collect()
+    }
+}
+
+/// Asks each candidate in turn for a lease.
+fn acquire_first(
+    candidates: Vec<(Arc<ProviderShared>, String)>,
+    tried: &Tried,
+) -> Result<Routed, RouteError> {
     let mut retry_after: Option<Duration> = None;
     let mut failing_keys_rest = false;
     let mut busy = false;
-    let mut dead = Vec::new();
-    for (index, addr, upstream_model, exclude) in candidates {
-        match addr
-            .send(Acquire {
-                exclude: exclude.clone(),
-            })
-            .await
-        {
-            Ok(Ok(lease)) => {
-                return (
-                    Ok(Routed {
-                        lease,
-                        upstream_model,
-                    }),
-                    dead,
-                );
+    for (shared, upstream_model) in candidates {
+        let exclude = tried.keys_of(&shared.spec.name);
+        match shared.acquire(&exclude) {
+            Ok(lease) => {
+                return Ok(Routed {
+                    lease,
+                    upstream_model,
+                });
             }
-            Ok(Err(NoUsableKey {
+            Err(NoUsableKey {
                 retry_after: wait,
                 rate_limited,
                 busy: at_cap,
-            })) => {
+            }) => {
                 failing_keys_rest |= wait.is_some() && !rate_limited;
                 busy |= at_cap;
                 retry_after = match (retry_after, wait) {
@@ -602,61 +715,50 @@ async fn acquire_first(candidates: Vec<Candidate>) -> (Result<Routed, RouteError
                     (a, b) => a.or(b),
                 };
             }
-            Err(_) => dead.push((index, addr, upstream_model, exclude)),
         }
     }
-    let error = match (retry_after, dead.first()) {
-        (None, Some((_, _, model, _))) => RouteError::ProviderUnavailable(model.clone()),
-        (retry_after, _) => RouteError::NoUsableKey {
-            retry_after,
-            rate_limited: retry_after.is_some() && !failing_keys_rest,
-            busy,
-        },
-    };
-    (Err(error), dead)
+    Err(RouteError::NoUsableKey {
+        retry_after,
+        rate_limited: retry_after.is_some() && !failing_keys_rest,
+        busy,
+    })
+}
+
+/// Restarts the provider at an index if its actor died (sent by routes that
+/// met a closed mailbox).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct EnsureAlive(usize);
+
+impl Handler<EnsureAlive> for RouterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: EnsureAlive, ctx: &mut Context<Self>) {
+        self.ensure_alive(msg.0, ctx);
+    }
 }
 
 impl Handler<Route> for RouterActor {
-    type Result = ResponseActFuture<Self, Result<Routed, RouteError>>;
+    type Result = MessageResult<Route>;
 
     fn handle(&mut self, msg: Route, ctx: &mut Context<Self>) -> Self::Result {
         let found = match self.resolve(&msg.model) {
             Ok(found) => found,
-            Err(error) => return Box::pin(fut::ready(Err(error))),
+            Err(error) => return MessageResult(Err(error)),
         };
-        let candidates: Vec<Candidate> = found
-            .into_iter()
-            .filter_map(|(index, upstream_model)| {
-                self.ensure_alive(index, ctx);
-                let provider = self.provider(index)?;
-                let exclude = msg.tried.keys_of(&provider.spec.name);
-                Some((index, provider.addr.clone(), upstream_model, exclude))
-            })
-            .collect();
-        Box::pin(acquire_first(candidates).into_actor(self).then(
-            |(result, dead), router, ctx| -> ResponseActFuture<Self, Result<Routed, RouteError>> {
-                if result.is_ok() || dead.is_empty() {
-                    return Box::pin(fut::ready(result));
-                }
-                // A provider died while this request asked it (a panic
-                // racing with the request): restart it and ask once more.
-                // `ensure_alive`, not `respawn`: the place may hold a
-                // replacement by now (live change), or a tombstone.
-                let retry: Vec<Candidate> = dead
-                    .into_iter()
-                    .filter_map(|(index, _, upstream_model, exclude)| {
-                        router.ensure_alive(index, ctx);
-                        let provider = router.provider(index)?;
-                        Some((index, provider.addr.clone(), upstream_model, exclude))
-                    })
-                    .collect();
-                Box::pin(
-                    acquire_first(retry)
-                        .into_actor(router)
-                        .map(|(retried, _), _, _| retried),
-                )
-            },
-        ))
+        for (index, _) in &found {
+            self.ensure_alive(*index, ctx);
+        }
+        let candidates = {
+            let table = lock(&self.table);
+            found
+                .into_iter()
+                .filter_map(|(index, upstream_model)| {
+                    Some((table.provider(index)?.shared.clone(), upstream_model))
+                })
+                .collect()
+        };
+        MessageResult(acquire_first(candidates, &msg.tried))
     }
 }
 
@@ -664,13 +766,14 @@ impl Handler<SetDiscoveredModels> for RouterActor {
     type Result = bool;
 
     fn handle(&mut self, msg: SetDiscoveredModels, _: &mut Context<Self>) -> bool {
-        let Some(&index) = self.by_name.get(&msg.provider) else {
+        let mut table = lock(&self.table);
+        let Some(&index) = table.by_name.get(&msg.provider) else {
             return false;
         };
-        if let Some(provider) = self.provider_mut(index) {
+        if let Some(provider) = table.provider_mut(index) {
             provider.discovered = msg.models;
         }
-        self.by_model = model_index(&self.providers);
+        table.by_model = model_index(&table.providers);
         true
     }
 }
@@ -679,7 +782,7 @@ impl Handler<SetRedirects> for RouterActor {
     type Result = ();
 
     fn handle(&mut self, msg: SetRedirects, _: &mut Context<Self>) {
-        self.redirects = msg.0;
+        lock(&self.table).redirects = msg.0;
     }
 }
 
@@ -687,7 +790,7 @@ impl Handler<ListModels> for RouterActor {
     type Result = MessageResult<ListModels>;
 
     fn handle(&mut self, _: ListModels, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.models())
+        MessageResult(lock(&self.table).models())
     }
 }
 
@@ -695,9 +798,11 @@ impl Handler<GetProvider> for RouterActor {
     type Result = Option<Addr<ProviderActor>>;
 
     fn handle(&mut self, msg: GetProvider, ctx: &mut Context<Self>) -> Self::Result {
-        let index = *self.by_name.get(&msg.0)?;
+        let index = *lock(&self.table).by_name.get(&msg.0)?;
         self.ensure_alive(index, ctx);
-        self.provider(index).map(|provider| provider.addr.clone())
+        lock(&self.table)
+            .provider(index)
+            .map(|provider| provider.addr.clone())
     }
 }
 
@@ -711,11 +816,9 @@ impl Handler<ListProviders> for RouterActor {
     type Result = MessageResult<ListProviders>;
 
     fn handle(&mut self, _: ListProviders, ctx: &mut Context<Self>) -> Self::Result {
-        for index in 0..self.providers.len() {
-            self.ensure_alive(index, ctx);
-        }
+        self.ensure_all_alive(ctx);
         MessageResult(
-            live(&self.providers)
+            live(&lock(&self.table).providers)
                 .map(|(_, provider)| (provider.spec.name.clone(), provider.addr.clone()))
                 .collect(),
         )
@@ -735,15 +838,15 @@ impl Handler<UpdateProviderKeys> for RouterActor {
     type Result = bool;
 
     fn handle(&mut self, msg: UpdateProviderKeys, ctx: &mut Context<Self>) -> bool {
-        let Some(&index) = self.by_name.get(&msg.provider) else {
+        let Some(index) = lock(&self.table).by_name.get(&msg.provider).copied() else {
             return false;
         };
         self.ensure_alive(index, ctx);
-        let Some(provider) = self.provider_mut(index) else {
+        let table = lock(&self.table);
+        let Some(provider) = table.provider(index) else {
             return false;
         };
-        provider.keys = msg.keys.clone();
-        provider.addr.do_send(ReplaceKeys(msg.keys));
+        provider.shared.set_keys(msg.keys);
         true
     }
 }
@@ -778,7 +881,7 @@ impl Handler<UpsertProvider> for RouterActor {
     type Result = MessageResult<UpsertProvider>;
 
     fn handle(&mut self, msg: UpsertProvider, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.upsert(msg))
+        MessageResult(lock(&self.table).upsert(msg))
     }
 }
 
@@ -792,7 +895,7 @@ impl Handler<RemoveProvider> for RouterActor {
     type Result = bool;
 
     fn handle(&mut self, msg: RemoveProvider, _: &mut Context<Self>) -> bool {
-        self.remove(&msg.0)
+        lock(&self.table).remove(&msg.0)
     }
 }
 
@@ -1045,7 +1148,7 @@ mod tests {
     async fn upserted_providers_route_at_once_and_removed_ones_leave_tombstones() {
         let mut router = router();
         assert_eq!(
-            router.upsert(upsert(
+            router.table().upsert(upsert(
                 "extra",
                 "http://extra.invalid/v1",
                 &["new"],
@@ -1054,9 +1157,9 @@ mod tests {
             Upserted::Started
         );
         assert_eq!(router.resolve("new"), Ok(vec![(2, "new".to_owned())]));
-        assert!(router.remove("azure"));
-        assert!(!router.remove("azure"), "already removed");
-        assert!(!router.remove("nobody"));
+        assert!(router.table().remove("azure"));
+        assert!(!router.table().remove("azure"), "already removed");
+        assert!(!router.table().remove("nobody"));
         // The others keep their places; the removed one is gone everywhere.
         assert_eq!(router.resolve("new"), Ok(vec![(2, "new".to_owned())]));
         assert_eq!(router.resolve("shared"), Ok(vec![(0, "shared".to_owned())]));
@@ -1064,11 +1167,11 @@ mod tests {
             router.resolve("azure/x"),
             Err(RouteError::UnknownModel("azure/x".to_owned()))
         );
-        let models: Vec<String> = router.models().into_iter().map(|m| m.id).collect();
+        let models: Vec<String> = router.table().models().into_iter().map(|m| m.id).collect();
         assert_eq!(models, vec!["gpt-4", "gpt-4o", "new", "shared"]);
         // Re-added, it takes its old place back.
         assert_eq!(
-            router.upsert(upsert(
+            router.table().upsert(upsert(
                 "azure",
                 "http://azure.invalid/v1",
                 &["shared"],
@@ -1082,7 +1185,7 @@ mod tests {
             Ok(vec![(0, "shared".to_owned()), (1, "shared".to_owned())])
         );
         assert_eq!(
-            router.providers.len(),
+            router.table().providers.len(),
             3,
             "the table never shifts or grows on re-adds"
         );
@@ -1232,7 +1335,12 @@ mod tests {
 
     #[actix_rt::test]
     async fn lists_models_and_redirect_sources() {
-        let models: Vec<String> = router().models().into_iter().map(|m| m.id).collect();
+        let models: Vec<String> = router()
+            .table()
+            .models()
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
         assert_eq!(models, vec!["gpt-4", "gpt-4o", "shared"]);
     }
 
@@ -1292,11 +1400,8 @@ mod tests {
                 fallbacks: Vec::new(),
             },
         )]));
-        let openai = router
-            .provider(0)
-            .map(|p| p.addr.clone())
-            .ok_or(MailboxError::Closed)?;
-        let held = openai.send(Acquire { exclude: vec![] }).await?;
+        let openai = router.provider_shared(0).ok_or(MailboxError::Closed)?;
+        let held = openai.acquire(&[]);
         assert!(held.is_ok());
         let order: Vec<usize> = router
             .resolve("shared")
@@ -1352,7 +1457,12 @@ mod tests {
         );
         assert!(!openai.connected());
         // The other provider never noticed.
-        assert!(azure.send(Acquire { exclude: vec![] }).await?.is_ok());
+        assert!(
+            azure
+                .send(crate::provider::Acquire { exclude: vec![] })
+                .await?
+                .is_ok()
+        );
         // The next request restarts openai; its keys come from the key source.
         let routed = router
             .send(Route {

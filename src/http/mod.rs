@@ -34,13 +34,16 @@ use actix::Addr;
 use actix_web::{HttpResponse, web};
 use slog::Logger;
 use std::sync::Arc;
-use switchyard_actors::{RouterActor, UsageQueue};
+use switchyard_actors::{Router, RouterActor, UsageQueue};
 
 /// Everything handlers share, built once at start (not per worker).
 pub struct AppState {
     pub settings: Arc<Settings>,
     pub db: Db,
+    /// The router actor: changes, admin views, supervision.
     pub router: Addr<RouterActor>,
+    /// Routes requests on the calling worker (no message per attempt).
+    pub routing: Router,
     /// Where finished requests' usage records go (see `UsageQueue`).
     pub usage: UsageQueue,
     pub tokens: TokenCache,

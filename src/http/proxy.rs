@@ -47,7 +47,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use switchyard_actors::{Acquire, Failure, GetProvider, Lease, Outcome};
+use switchyard_actors::{Failure, Lease, Outcome, RouteError, Tried};
 use tokio::time::Sleep;
 
 pub async fn proxy(
@@ -209,22 +209,19 @@ async fn relay(
         (None, Some(payload))
     };
     let billing = admit(state, meter, &token, provider, tail, buffered.as_deref()).await?;
-    let actor = state
-        .router
-        .send(GetProvider(provider.to_owned()))
-        .await
-        .map_err(|_| ApiError::Internal)?
-        .ok_or_else(|| ApiError::NotFound(format!("No provider named `{provider}`")))?;
-    let lease = match actor
-        .send(Acquire {
-            exclude: Vec::new(),
-        })
-        .await
-    {
-        Ok(Ok(lease)) => lease,
-        Ok(Err(unusable)) => {
-            let retry_after = unusable.retry_after;
-            return Err(if unusable.rate_limited {
+    let lease = match state.routing.route_pinned(provider, &Tried::default()) {
+        Ok(lease) => lease,
+        Err(RouteError::UnknownProvider(_) | RouteError::UnknownModel(_)) => {
+            return Err(ApiError::NotFound(format!(
+                "No provider named `{provider}`"
+            )));
+        }
+        Err(RouteError::NoUsableKey {
+            retry_after,
+            rate_limited,
+            ..
+        }) => {
+            return Err(if rate_limited {
                 ApiError::RateLimited {
                     message: format!("Every key of provider `{provider}` is cooling down"),
                     retry_after,
@@ -234,12 +231,6 @@ async fn relay(
                     message: format!("No healthy key of provider `{provider}` is available"),
                     retry_after,
                 }
-            });
-        }
-        Err(_) => {
-            return Err(ApiError::Unavailable {
-                message: "The provider is restarting; try again".to_owned(),
-                retry_after: Some(Duration::from_secs(1)),
             });
         }
     };

@@ -37,9 +37,7 @@ use awc::error::SendRequestError;
 use futures_util::StreamExt;
 use futures_util::stream::LocalBoxStream;
 use std::time::{Duration, Instant};
-use switchyard_actors::{
-    Failure, Lease, Outcome, ProviderSpec, RetryPolicy, Route, RouteError, Tried,
-};
+use switchyard_actors::{Failure, Lease, Outcome, ProviderSpec, RetryPolicy, RouteError, Tried};
 
 /// An upstream answer, body read (JSON) or first chunk in hand (stream).
 pub enum Answer {
@@ -133,21 +131,16 @@ pub async fn call_with_failover(
         if deadline.passed() {
             return Err(deadline.error(model));
         }
-        let routed = match state
-            .router
-            .send(Route {
-                model: model.to_owned(),
-                tried: tried.clone(),
-            })
-            .await
-        {
-            Ok(Ok(routed)) => routed,
-            Ok(Err(RouteError::UnknownModel(name))) => return Err(ApiError::ModelNotFound(name)),
-            Ok(Err(RouteError::NoUsableKey {
+        let routed = match state.routing.route(model, &tried) {
+            Ok(routed) => routed,
+            Err(RouteError::UnknownModel(name) | RouteError::UnknownProvider(name)) => {
+                return Err(ApiError::ModelNotFound(name));
+            }
+            Err(RouteError::NoUsableKey {
                 retry_after,
                 rate_limited,
                 busy,
-            })) => {
+            }) => {
                 let attempts_left = policy
                     .as_ref()
                     .is_none_or(|policy| policy.attempts_left(attempts));
@@ -208,12 +201,6 @@ pub async fn call_with_failover(
                         retry_after: None,
                     },
                 });
-            }
-            Ok(Err(RouteError::ProviderUnavailable(_))) | Err(_) => {
-                return Err(last_error.unwrap_or(ApiError::Unavailable {
-                    message: "The provider is restarting; try again".to_owned(),
-                    retry_after: Some(Duration::from_secs(1)),
-                }));
             }
         };
         let lease = routed.lease;

@@ -43,7 +43,7 @@ pub async fn refresh(
     provider: Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let provider = provider.into_inner();
-    match model_cache::refresh(&state.router, &client, &state.models, &provider).await {
+    match model_cache::refresh(&state.routing, &client, &state.models, &provider).await {
         Ok(models) => {
             slog::info!(state.log, "models.refreshed"; "provider" => &provider, "models" => models.len());
             Ok(HttpResponse::Ok().json(json!({ "provider": provider, "models": models })))
