@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
 /// What the router and handlers need to know about a provider, fixed for the
-/// actor's life.
-#[derive(Debug, Clone, PartialEq)]
+/// actor's life. `Debug` masks header values (they may carry credentials).
+#[derive(Clone, PartialEq)]
 pub struct ProviderSpec {
     pub name: String,
     /// The adapter that speaks this provider's API (`openai`, ...).
@@ -27,6 +27,25 @@ pub struct ProviderSpec {
     pub headers: Vec<(String, String)>,
     pub strategy: KeyStrategy,
     pub policy: RetryPolicy,
+}
+
+impl std::fmt::Debug for ProviderSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<(&str, String)> = self
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), crate::redacted(value)))
+            .collect();
+        f.debug_struct("ProviderSpec")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("base_url", &self.base_url)
+            .field("api_version", &self.api_version)
+            .field("headers", &headers)
+            .field("strategy", &self.strategy)
+            .field("policy", &self.policy)
+            .finish()
+    }
 }
 
 pub struct ProviderActor {
@@ -348,6 +367,20 @@ mod tests {
             disabled_reason: None,
             max_in_flight: 0,
         }
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_header_value() {
+        let spec = ProviderSpec {
+            headers: vec![(
+                "x-upstream-auth".to_owned(),
+                "Bearer hdr-0123456789abcdef-tail".to_owned(),
+            )],
+            ..spec()
+        };
+        let printed = format!("{spec:?} {spec:#?}");
+        assert!(!printed.contains("0123456789abcdef"), "{printed}");
+        assert!(printed.contains("x-upstream-auth"), "{printed}");
     }
 
     #[actix_rt::test]
