@@ -1,10 +1,10 @@
 //! The route table: every route the server serves, declared once.
 //!
-//! The same declaration registers the routes with actix
-//! ([`register`]), feeds the OpenAPI document (`GET /openapi.json`, built by
-//! [`super::openapi`] from [`ROUTES`]; that module does not know this one) and drives the tests that walk every route (the
-//! admin authorisation test tries each admin route without, or with the
-//! wrong, credential). A route cannot be served without being documented,
+//! The same declaration registers the routes with actix ([`register`]),
+//! feeds the OpenAPI document (`GET /openapi.json`, built by
+//! [`super::openapi`] from [`ROUTES`]; that module does not know this one)
+//! and drives the tests that walk every route (the admin authorisation test
+//! tries each admin route without, or with the wrong, credential). A route cannot be served without being documented,
 //! nor documented without being served.
 
 use super::{chat, completions, health, models, openapi, prometheus, proxy, self_service};
