@@ -1,5 +1,18 @@
-//! Wall-clock time behind a trait, so limits that reset on calendar
-//! boundaries can be tested by moving time by hand instead of sleeping.
+//! The gateway's one wall clock, behind a trait so that time can be moved by
+//! hand in tests instead of slept through.
+//!
+//! Every date the gateway reads or writes comes from the [`Clock`] `run`
+//! builds (`StartOptions::clock`, else [`SystemClock`]): limits and quotas
+//! that reset on calendar boundaries, reservation and session expiries, the
+//! admin throttle, usage records' times, and every time column the database
+//! writes (`Db::now_ms`, the same clock held by the `Db` handle). Before
+//! issue 11 there were five notions of "now"; a test that moved the manual
+//! clock moved some of them and not the others.
+//!
+//! Spans are a different thing: latency, timeouts, cooldowns and cache TTLs
+//! are measured with `std::time::Instant`, a monotonic clock that a wall
+//! clock step (NTP, a manual clock in a test) must not stretch or shrink.
+//! They stay on `Instant`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -22,6 +35,12 @@ impl Clock for SystemClock {
                 i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
             })
     }
+}
+
+/// The system clock's time, for what runs outside a gateway (the CLI,
+/// tests comparing with a gateway on the system clock).
+pub fn system_now_ms() -> i64 {
+    SystemClock.now_ms()
 }
 
 /// A clock that moves only when told to (tests).

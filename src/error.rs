@@ -340,10 +340,9 @@ impl From<DbError> for ApiError {
     fn from(error: DbError) -> Self {
         match error {
             DbError::NotFound => Self::NotFound("No such resource".to_owned()),
-            DbError::Conflict(what) => Self::BadRequest {
-                message: format!("Already exists: {what}"),
-                param: None,
-            },
+            // A unique constraint: the change collides with a row that
+            // exists (issue 11: once a 400, as if the body were malformed).
+            DbError::Conflict(what) => Self::Conflict(format!("Already exists: {what}")),
             error if error.is_unavailable() => Self::database_unavailable(&error),
             _ => Self::Internal,
         }

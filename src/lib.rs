@@ -1,14 +1,16 @@
 //! Switchyard: a self-hosted AI API gateway.
 //!
 //! [`run`] is the whole server: it opens the database (running migrations),
-//! seeds settings into it, starts the actors and the HTTP server, and on
-//! SIGTERM/Ctrl-C stops accepting, lets in-flight requests finish, flushes
-//! usage and returns. `main.rs` only parses arguments.
+//! applies settings to it (`config_store`), starts the actors and the HTTP
+//! server, and on SIGTERM/Ctrl-C stops accepting, lets in-flight requests
+//! finish, flushes usage and returns. `main.rs` only parses arguments.
 
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod config_store;
 pub mod crypto;
 pub mod db;
 pub mod enforce;
@@ -21,7 +23,6 @@ pub mod model_cache;
 pub mod probe;
 pub mod providers;
 pub mod secrets;
-pub mod seed;
 pub mod sync;
 pub mod tokens;
 
@@ -61,8 +62,8 @@ pub struct Gateway {
 pub struct StartOptions {
     /// Stop gracefully on SIGTERM/SIGINT (the real process does; tests don't).
     pub handle_signals: bool,
-    /// The wall clock limits and quotas read (tests move a manual one);
-    /// `None`: the system clock.
+    /// The wall clock limits, quotas, expiries and database times read
+    /// (tests move a manual one); `None`: the system clock.
     pub clock: Option<Arc<dyn clock::Clock>>,
 }
 
@@ -167,9 +168,18 @@ pub async fn start(
     // call, from another gateway in the same test process, is a no-op).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let settings = Arc::new(settings);
+    // The one wall clock: limits, quotas, expiries and every time column
+    // the database writes (`Db::now_ms`). Latency and timeouts use
+    // `Instant`, a monotonic clock, on purpose: they measure spans, never
+    // dates.
+    let clock: Arc<dyn clock::Clock> = options
+        .clock
+        .clone()
+        .unwrap_or_else(|| Arc::new(clock::SystemClock));
     let database = db::connect(&settings.database)
         .await
-        .with_context(|| format!("opening the database ({:?})", settings.database.backend()))?;
+        .with_context(|| format!("opening the database ({:?})", settings.database.backend()))?
+        .with_clock(clock.clone());
     info!(log, "database.ready"; "backend" => ?settings.database.backend());
 
     let secret = resolve_secret(
@@ -205,11 +215,11 @@ pub async fn start(
     )
     .start_supervised();
 
-    seed::seed_from_settings(&database, &settings, &cipher, &log).await?;
-    let providers = seed::load_providers(&database, &cipher, &log).await?;
+    config_store::apply_settings(&database, &settings, &cipher, &log).await?;
+    let providers = config_store::load_providers(&database, &cipher, &log).await?;
     let prices = metering::PriceTable::with_log(log.clone());
-    prices.replace(seed::load_prices(&database).await?);
-    let redirects = seed::load_redirects(&database).await?;
+    prices.replace(config_store::load_prices(&database).await?);
+    let redirects = config_store::load_redirects(&database).await?;
 
     // The router and the provider actors live on one "control" arbiter:
     // changes and supervision happen there. Requests do not go there: they
@@ -224,7 +234,7 @@ pub async fn start(
         info!(log, "provider.started"; "provider" => &provider.spec.name, "kind" => &provider.spec.kind,
             "keys" => provider.keys.len(), "models" => provider.models.len());
     }
-    let key_source = Arc::new(seed::DbKeySource {
+    let key_source = Arc::new(config_store::DbKeySource {
         db: database.clone(),
         cipher: cipher.clone(),
         log: log.clone(),
@@ -262,10 +272,6 @@ pub async fn start(
 
     probe::start(router.clone(), settings.health.clone(), log.clone());
     let probe_router = router.clone();
-    let clock: Arc<dyn clock::Clock> = options
-        .clock
-        .clone()
-        .unwrap_or_else(|| Arc::new(clock::SystemClock));
     let enforcer = Arc::new(enforce::Enforcer::new(
         database.clone(),
         prices.clone(),
@@ -287,7 +293,7 @@ pub async fn start(
         },
         settings.database.sync_interval,
     );
-    let model_cache = model_cache::ModelCache::default();
+    let model_cache = model_cache::ModelCache::new(clock.clone());
     model_cache::start(
         routing.clone(),
         model_cache.clone(),
@@ -330,26 +336,42 @@ pub async fn start(
     .start_supervised(&Arbiter::new().handle());
 
     let stream_cutoff = http::shutdown::StreamCutoff::default();
+    let router_for_admin = router.clone();
     let state = web::Data::new(AppState {
         settings: settings.clone(),
         db: database.clone(),
         router,
         routing: routing.clone(),
         usage: usage_queue,
-        tokens: token_cache,
-        prices,
-        master_key,
-        sessions,
+        tokens: token_cache.clone(),
+        prices: prices.clone(),
         log: log.clone(),
-        cipher: cipher.clone(),
         concurrency: http::limits::ConcurrencyLimit::new(settings.server.max_concurrent_requests),
-        models: model_cache,
         clock: clock.clone(),
         throttle: http::throttle::AuthThrottle::new(settings.limits.auth.clone()),
-        admin_throttle: http::throttle::AuthThrottle::new(settings.limits.auth.clone()),
         bodies: http::body::BodyBudget::new(settings.server.max_body_bytes_in_flight),
         enforcer: enforcer.clone(),
         stream_cutoff: stream_cutoff.clone(),
+    });
+
+    // The admin plane's own state (`crate::admin`): what admin changes must
+    // keep in line (router, token cache, enforcer, prices, model cache) is
+    // shared with the data plane; sessions, master key and the admin throttle
+    // are the admin plane's alone.
+    let admin_state = web::Data::new(admin::AdminState {
+        settings: settings.clone(),
+        db: database.clone(),
+        cipher: cipher.clone(),
+        router: router_for_admin,
+        sessions,
+        master_key,
+        throttle: http::throttle::AuthThrottle::new(settings.limits.auth.clone()),
+        tokens: token_cache.clone(),
+        enforcer: enforcer.clone(),
+        prices,
+        models: model_cache,
+        clock: clock.clone(),
+        log: log.clone(),
     });
 
     let upstream = settings.upstream.clone();
@@ -366,6 +388,7 @@ pub async fn start(
             .finish();
         App::new()
             .app_data(state.clone())
+            .app_data(admin_state.clone())
             .app_data(web::Data::new(client))
             .app_data(request_counters.clone())
             .app_data(web::QueryConfig::default().error_handler(|error, _| {

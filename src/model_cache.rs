@@ -9,6 +9,7 @@
 //! its models vanish. The fetch uses a key from the pool like any request,
 //! and its outcome feeds that key's health.
 
+use crate::clock::Clock;
 use crate::providers;
 use actix::prelude::*;
 use serde::Serialize;
@@ -29,12 +30,21 @@ pub struct CachedModels {
 }
 
 /// Shared by workers (admin reads) and the refresh task.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ModelCache {
     lists: Arc<RwLock<BTreeMap<String, CachedModels>>>,
+    /// Stamps `fetched_at_ms` (the gateway's one wall clock).
+    clock: Arc<dyn Clock>,
 }
 
 impl ModelCache {
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            lists: Arc::default(),
+            clock,
+        }
+    }
+
     pub fn snapshot(&self) -> BTreeMap<String, CachedModels> {
         self.lists
             .read()
@@ -56,7 +66,7 @@ impl ModelCache {
                 provider.to_owned(),
                 CachedModels {
                     models,
-                    fetched_at_ms: crate::http::auth::now_ms(),
+                    fetched_at_ms: self.clock.now_ms(),
                 },
             );
         }

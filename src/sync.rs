@@ -47,7 +47,7 @@ pub fn start(sync: Sync, interval: Duration) {
         // Changes older than the start are already in what this instance
         // loaded; the margin covers clocks of instances that differ a little.
         let mut seen = Seen {
-            since: crate::db::now_ms() - 5_000,
+            since: sync.db.now_ms() - 5_000,
             prices: sync.db.prices_fingerprint().await.unwrap_or_default(),
             ..Seen::default()
         };
@@ -87,7 +87,7 @@ async fn poll(sync: &Sync, seen: &mut Seen) -> anyhow::Result<()> {
     let prices = sync.db.prices_fingerprint().await?;
     if prices != seen.prices {
         sync.prices
-            .replace(crate::seed::load_prices(&sync.db).await?);
+            .replace(crate::config_store::load_prices(&sync.db).await?);
         seen.prices = prices;
     }
     if invalidated > 0 || users_changed {
@@ -95,7 +95,7 @@ async fn poll(sync: &Sync, seen: &mut Seen) -> anyhow::Result<()> {
     }
     // Never past now: rows written later with a slightly older clock are
     // still caught by the look-back.
-    seen.since = latest.min(crate::db::now_ms());
+    seen.since = latest.min(sync.db.now_ms());
     let horizon = seen.since - LOOK_BACK_MS;
     seen.tokens.retain(|_, at| *at > horizon);
     seen.users.retain(|_, at| *at > horizon);

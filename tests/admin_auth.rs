@@ -109,7 +109,7 @@ async fn login_issues_a_session_that_reaches_admin_routes(backend: Backend) -> a
         )
     );
     ensure!(text.starts_with("switchyard-admin-login-v1\n"));
-    let remaining = expires_at_ms - switchyard::db::now_ms();
+    let remaining = expires_at_ms - switchyard::clock::system_now_ms();
     ensure!(
         (50_000..=60_000).contains(&remaining),
         "challenge TTL is not ~60 s: {remaining} ms"
@@ -120,8 +120,8 @@ async fn login_issues_a_session_that_reaches_admin_routes(backend: Backend) -> a
     ensure!(status == StatusCode::OK, "{status} {granted}");
     let token = granted["token"].as_str().context("no token")?;
     ensure!(token.starts_with("sya-"), "{token}");
-    let lifetime =
-        granted["expires_at"].as_i64().context("no expiry")? * 1000 - switchyard::db::now_ms();
+    let lifetime = granted["expires_at"].as_i64().context("no expiry")? * 1000
+        - switchyard::clock::system_now_ms();
     ensure!(
         ((12 * 3600 - 60) * 1000..=12 * 3600 * 1000).contains(&lifetime),
         "session TTL is not 12 h: {lifetime} ms"
@@ -400,7 +400,7 @@ async fn expired_and_revoked_sessions_get_401(backend: Backend) -> anyhow::Resul
     // A second ago: kept in the list (purged only a week after expiry).
     gw.sql(&format!(
         "UPDATE admin_sessions SET expires_at = {} WHERE id = {}",
-        switchyard::db::now_ms() - 1000,
+        switchyard::clock::system_now_ms() - 1000,
         granted["session_id"]
     ))
     .await?;
@@ -554,12 +554,22 @@ async fn admin_keys_can_be_added_listed_disabled_and_removed(
     ensure!(added["enabled"] == true && added["name"] == "ops laptop");
     let id = added["id"].as_i64().context("no id")?;
 
-    // The same key twice, a malformed key, a bad name: 400.
+    // The same key twice: 409 (issue 11: a conflict, not a malformed body).
+    let (status, answer) = gw
+        .admin(
+            Method::POST,
+            "/admin/admin-keys",
+            Some(json!({ "name": "again", "public_key": key.public_key().to_text() })),
+        )
+        .await?;
+    ensure!(
+        status == StatusCode::CONFLICT
+            && answer.pointer("/error/code") == Some(&json!("conflict"))
+            && error_message(&answer).contains("already registered"),
+        "{status} {answer}"
+    );
+    // A malformed key, a bad name: 400.
     for (body, names) in [
-        (
-            json!({ "name": "again", "public_key": key.public_key().to_text() }),
-            "already registered",
-        ),
         (json!({ "name": "bad", "public_key": "AAAA" }), "public_key"),
         (
             json!({ "name": " ", "public_key": AdminSigningKey::generate().public_key().to_text() }),

@@ -143,7 +143,7 @@ async fn restart(gw: &mut TestGateway) -> anyhow::Result<()> {
 async fn tokens_take_every_limit_and_show_it(backend: Backend) -> anyhow::Result<()> {
     let gw = TestGateway::start(backend, |_, _| {}).await?;
     let owner = user(&gw, json!({ "name": "carol" })).await?;
-    let expires_at = switchyard::db::now_ms() / 1000 + 86_400;
+    let expires_at = switchyard::clock::system_now_ms() / 1000 + 86_400;
     let (secret, id, created) = token(
         &gw,
         json!({
@@ -280,7 +280,7 @@ async fn patch_changes_and_clears_limits(backend: Backend) -> anyhow::Result<()>
     // the remaining limits set and clear the same way.
     let same = ok(&gw, Method::PATCH, &path, Some(json!({}))).await?;
     assert_eq!(same["rpm"], 10);
-    let expires_at = switchyard::db::now_ms() / 1000 + 3600;
+    let expires_at = switchyard::clock::system_now_ms() / 1000 + 3600;
     let patched = ok(
         &gw,
         Method::PATCH,
@@ -349,7 +349,7 @@ async fn patch_changes_and_clears_limits(backend: Backend) -> anyhow::Result<()>
 async fn invalid_token_limits_are_400_and_change_nothing(backend: Backend) -> anyhow::Result<()> {
     let gw = TestGateway::start(backend, |_, _| {}).await?;
     let (_, id, original) = token(&gw, json!({ "name": "target", "rpm": 5 })).await?;
-    let past = switchyard::db::now_ms() / 1000 - 10;
+    let past = switchyard::clock::system_now_ms() / 1000 - 10;
     let bad: Vec<String> = vec![
         r#"{"budget_usd":-1}"#.into(),
         r#"{"budget_usd":"ten"}"#.into(),
@@ -937,6 +937,11 @@ async fn topups_and_charges_move_the_balance_and_are_billed(
     .await?;
     let other = user(&gw, json!({ "name": "other", "balance_usd": 3 })).await?;
     let path = format!("/admin/users/{}", id_of(&payer)?);
+    // Stored times come from the same injected clock (issue 11: one clock).
+    assert_eq!(
+        (&payer["created_at"], &payer["updated_at"]),
+        (&json!(NOV_22 / 1000), &json!(NOV_22 / 1000))
+    );
 
     clock.advance(1000);
     let answer = ok(
@@ -1216,7 +1221,7 @@ async fn unpriced_models_are_listed_until_priced(backend: Backend) -> anyhow::Re
         ok(&gw, Method::GET, "/admin/unpriced-models", None).await?,
         json!({ "data": [] })
     );
-    let before = switchyard::db::now_ms() / 1000;
+    let before = switchyard::clock::system_now_ms() / 1000;
     for _ in 0..2 {
         assert_eq!(chat(&gw, &secret).await?.status, 200);
     }
@@ -1233,7 +1238,7 @@ async fn unpriced_models_are_listed_until_priced(backend: Backend) -> anyhow::Re
     );
     let seen = rows[0]["last_seen_at"].as_i64().context("last_seen_at")?;
     assert!(
-        (before..=switchyard::db::now_ms() / 1000).contains(&seen),
+        (before..=switchyard::clock::system_now_ms() / 1000).contains(&seen),
         "{seen}"
     );
     ok(
@@ -1265,7 +1270,7 @@ async fn list_prices_are_seeded_and_never_overwrite_an_admin_price(
     backend: Backend,
 ) -> anyhow::Result<()> {
     let mut gw = TestGateway::start(backend, |_, _| {}).await?;
-    let list = switchyard::seed::list_prices()?;
+    let list = switchyard::config_store::list_prices()?;
     let listed = ok(&gw, Method::GET, "/admin/model-prices", None).await?;
     let rows = listed["data"].as_array().context("data")?;
     assert_eq!(rows.len(), list.prices.len());

@@ -593,7 +593,7 @@ async fn expired_reservations_are_given_back(backend: Backend) -> anyhow::Result
     let budget = 10 * NANOS_PER_TOKEN;
     let (token, id) = token_with(&gw, |t| t.budget_nanos = Some(budget)).await?;
     let db = &gw.gateway()?.db;
-    let now = switchyard::db::now_ms();
+    let now = switchyard::clock::system_now_ms();
     // What a crashed instance leaves behind: the whole budget held.
     let held = db
         .reserve(

@@ -293,7 +293,7 @@ async fn schema_matches_migrations(backend: Backend) -> anyhow::Result<()> {
             enabled: true,
         })
         .await?;
-    let now = switchyard::db::now_ms();
+    let now = switchyard::clock::system_now_ms();
     db.create_admin_challenge(admin_key.id, "nonce-1", now + 60_000)
         .await?;
     let session = db

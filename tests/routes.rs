@@ -135,7 +135,7 @@ async fn every_admin_route_refuses_anything_but_an_admin_credential(
     let expired = gw.login(&key).await?;
     gw.sql(&format!(
         "UPDATE admin_sessions SET expires_at = {} WHERE id = {}",
-        switchyard::db::now_ms() - 1000,
+        switchyard::clock::system_now_ms() - 1000,
         expired["session_id"]
     ))
     .await?;

@@ -303,7 +303,8 @@ async fn v2_rows_are_bound_to_their_row_and_fingerprints_keyed_at_start(
             .is_err(),
         "a ciphertext opened for another row"
     );
-    // The same key added again is recognised by its keyed fingerprint.
+    // The same key added again is recognised by its keyed fingerprint: a
+    // conflict, 409 (issue 11; once a 400).
     let (status, answer) = second
         .admin(
             awc::http::Method::POST,
@@ -311,7 +312,10 @@ async fn v2_rows_are_bound_to_their_row_and_fingerprints_keyed_at_start(
             Some(serde_json::json!({ "key": "ok-previous" })),
         )
         .await?;
-    ensure!(status == 400, "{status} {answer}");
+    ensure!(
+        status == 409 && answer["error"]["code"] == "conflict",
+        "{status} {answer}"
+    );
     // It serves: `first-available` prefers the lowest priority.
     let reply = second.chat(&token, chat_body("mock-gpt", "hi")).await?;
     ensure!(reply.status == 200, "{} {}", reply.status, reply.text());

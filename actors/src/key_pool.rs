@@ -19,11 +19,13 @@ use crate::retry::{KeyStrategy, RetryPolicy};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
+use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A key as configured or stored.
-#[derive(Debug, Clone)]
+/// A key as configured or stored. `Debug` masks the secret
+/// ([`crate::redacted`]).
+#[derive(Clone)]
 pub struct KeySpec {
     /// Stable label (never the secret).
     pub id: String,
@@ -35,6 +37,20 @@ pub struct KeySpec {
     pub disabled_reason: Option<String>,
     /// Requests this key may have in flight at once; 0 means no limit.
     pub max_in_flight: u32,
+}
+
+impl fmt::Debug for KeySpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeySpec")
+            .field("id", &self.id)
+            .field("secret", &crate::redacted(&self.secret))
+            .field("weight", &self.weight)
+            .field("priority", &self.priority)
+            .field("enabled", &self.enabled)
+            .field("disabled_reason", &self.disabled_reason)
+            .field("max_in_flight", &self.max_in_flight)
+            .finish()
+    }
 }
 
 /// Why an upstream attempt failed, as far as key health is concerned.
@@ -585,6 +601,28 @@ mod tests {
             rate_limit_cooldown: Duration::from_secs(30),
             ..RetryPolicy::default()
         }
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_key_secret() {
+        let key = KeySpec {
+            id: "key-1".to_owned(),
+            secret: Arc::from("sk-live-0123456789abcdefXYZW"),
+            weight: 1,
+            priority: 0,
+            enabled: true,
+            disabled_reason: None,
+            max_in_flight: 0,
+        };
+        let printed = format!("{key:?} {key:#?}");
+        assert!(!printed.contains("0123456789abcdef"), "{printed}");
+        assert!(printed.contains("sk-l…XYZW"), "{printed}");
+        assert!(printed.contains("key-1"), "{printed}");
+        let short = KeySpec {
+            secret: Arc::from("tiny-secret"),
+            ..key
+        };
+        assert!(!format!("{short:?}").contains("tiny-secret"));
     }
 
     #[test]

@@ -15,6 +15,20 @@ use std::sync::Arc;
 /// passes a closure over its slog logger.
 pub type LogHook = Arc<dyn Fn(&str) + Send + Sync>;
 
+/// How a secret (an upstream key, a header value) appears in `Debug`
+/// output: its first and last four characters, `****` when it is too short
+/// for that to hide most of it. Keys and specs are printed by `{:?}` in logs
+/// and test failures, so a derived `Debug` must never see a secret.
+pub fn redacted(secret: &str) -> String {
+    let chars = secret.chars().count();
+    if chars <= 12 {
+        return "****".to_owned();
+    }
+    let head: String = secret.chars().take(4).collect();
+    let tail: String = secret.chars().skip(chars - 4).collect();
+    format!("{head}…{tail}")
+}
+
 pub mod journal;
 pub mod key_pool;
 pub mod limits;

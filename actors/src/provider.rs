@@ -34,8 +34,8 @@ pub struct ProviderSpec {
     /// Kind-specific API version (Azure `api-version`, `anthropic-version`).
     pub api_version: Option<String>,
     /// Extra headers sent upstream with every request. They may carry
-    /// credentials (an organisation key, a proxy token), so `Debug` shows
-    /// their names only.
+    /// credentials (an organisation key, a proxy token), so `Debug` masks
+    /// their values.
     pub headers: Vec<(String, String)>,
     pub strategy: KeyStrategy,
     pub policy: RetryPolicy,
@@ -43,13 +43,17 @@ pub struct ProviderSpec {
 
 impl std::fmt::Debug for ProviderSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let header_names: Vec<&str> = self.headers.iter().map(|(name, _)| name.as_str()).collect();
+        let headers: Vec<(&str, String)> = self
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), crate::redacted(value)))
+            .collect();
         f.debug_struct("ProviderSpec")
             .field("name", &self.name)
             .field("kind", &self.kind)
             .field("base_url", &self.base_url)
             .field("api_version", &self.api_version)
-            .field("headers", &header_names)
+            .field("headers", &headers)
             .field("strategy", &self.strategy)
             .field("policy", &self.policy)
             .finish()
@@ -404,6 +408,20 @@ mod tests {
             disabled_reason: None,
             max_in_flight: 0,
         }
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_header_value() {
+        let spec = ProviderSpec {
+            headers: vec![(
+                "x-upstream-auth".to_owned(),
+                "Bearer hdr-0123456789abcdef-tail".to_owned(),
+            )],
+            ..spec()
+        };
+        let printed = format!("{spec:?} {spec:#?}");
+        assert!(!printed.contains("0123456789abcdef"), "{printed}");
+        assert!(printed.contains("x-upstream-auth"), "{printed}");
     }
 
     #[actix_rt::test]

@@ -37,7 +37,7 @@ pub async fn ensure_admin_key(db: &Db, key_file: &str, log: &Logger) -> anyhow::
     if !db.list_admin_keys().await?.is_empty() {
         return Ok(());
     }
-    let stamp = crate::db::now_ms().to_string();
+    let stamp = db.now_ms().to_string();
     if !db.insert_system_value(ADMIN_BOOTSTRAP, &stamp).await? {
         warn!(log, "admin.no_admin_key";
             "hint" => "every admin key was removed; add one with the master key (switchyard admin keys add)");

@@ -22,7 +22,7 @@ use super::{
     AdminPublicKey, AdminSignature, KeyError, generate_nonce, generate_session_token,
     login_message, parse_nonce,
 };
-use crate::db::{AdminKey, AdminSession, Db, DbError, NewAdminSession, now_ms};
+use crate::db::{AdminKey, AdminSession, Db, DbError, NewAdminSession};
 use actix::prelude::*;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -367,7 +367,7 @@ impl SessionActor {
         msg: Authenticate,
     ) -> ResponseActFuture<Self, Result<AdminIdentity, AuthError>> {
         let hash = crate::tokens::hash(&msg.token);
-        if let Some(identity) = self.cache.get(&hash, Instant::now(), now_ms()) {
+        if let Some(identity) = self.cache.get(&hash, Instant::now(), self.db.now_ms()) {
             return Box::pin(fut::ready(Ok(identity)));
         }
         let epoch = self.cache.epoch();
@@ -445,7 +445,7 @@ async fn issue_challenge(
     ttl: Duration,
 ) -> Result<ChallengeIssued, AuthError> {
     let row = enabled_key(db, &key).await?;
-    let now = now_ms();
+    let now = db.now_ms();
     if db.count_open_admin_challenges(row.id, now).await? >= MAX_OPEN_CHALLENGES {
         return Err(AuthError::TooManyChallenges { retry_after: ttl });
     }
@@ -477,7 +477,7 @@ async fn verify_login(
         .await?
         .filter(|challenge| challenge.admin_key_id == row.id)
         .ok_or(AuthError::UnknownChallenge)?;
-    let now = now_ms();
+    let now = db.now_ms();
     if challenge.used_at.is_some() {
         return Err(AuthError::ChallengeUsed);
     }
@@ -523,7 +523,7 @@ async fn load_session(db: &Db, token_hash: &str) -> Result<AdminIdentity, AuthEr
     if session.revoked_at.is_some() {
         return Err(AuthError::SessionRevoked);
     }
-    if session.expires_at <= now_ms() {
+    if session.expires_at <= db.now_ms() {
         return Err(AuthError::SessionExpired);
     }
     if !key.enabled {

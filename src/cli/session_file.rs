@@ -23,7 +23,8 @@ pub struct StoredSession {
 
 impl StoredSession {
     pub fn expired(&self) -> bool {
-        self.expires_at.saturating_mul(1000) <= crate::db::now_ms()
+        // The CLI is its own process: the system clock is its only clock.
+        self.expires_at.saturating_mul(1000) <= crate::clock::system_now_ms()
     }
 }
 

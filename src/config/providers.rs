@@ -297,3 +297,31 @@ impl PriceSettings {
         (usd * 1_000_000.0).round() as i64
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Provider settings are printed with `{:?}` (start-up errors, test
+    /// failures): neither a key nor a header value may appear.
+    #[test]
+    fn debug_output_never_shows_keys_or_header_values() -> Result<(), serde_json::Error> {
+        let provider: ProviderSettings = serde_json::from_value(serde_json::json!({
+            "name": "openrouter",
+            "kind": "openai",
+            "base_url": "https://openrouter.ai/api/v1",
+            "keys": ["sk-or-plain-0123456789abcdef", { "key": "sk-or-table-fedcba9876543210", "id": "k2" }],
+            "headers": { "x-upstream-auth": "Bearer hdr-secret-00112233" },
+        }))?;
+        let printed = format!("{provider:?} {provider:#?}");
+        for secret in [
+            "sk-or-plain-0123456789abcdef",
+            "sk-or-table-fedcba9876543210",
+            "hdr-secret-00112233",
+        ] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
+        assert!(printed.contains("x-upstream-auth"), "{printed}");
+        Ok(())
+    }
+}

@@ -4,7 +4,7 @@
 //! race on the same nonce.
 
 use super::schema::{admin_challenges, admin_keys, admin_sessions};
-use super::{Db, DbError, now_ms};
+use super::{Db, DbError};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use serde::Serialize;
@@ -83,9 +83,9 @@ impl Db {
     /// Registers a key; the same public key twice is a [`DbError::Conflict`].
     pub async fn create_admin_key(&self, new: &NewAdminKey) -> Result<AdminKey, DbError> {
         let new = new.clone();
+        let now = self.now_ms();
         run_query!(self, |conn| {
             use admin_keys::dsl as k;
-            let now = now_ms();
             diesel::insert_into(k::admin_keys)
                 .values((new, k::created_at.eq(now), k::updated_at.eq(now)))
                 .returning(AdminKey::as_returning())
@@ -132,11 +132,12 @@ impl Db {
 
     /// Enables or disables a key; returns whether it exists.
     pub async fn set_admin_key_enabled(&self, id: i64, enabled: bool) -> Result<bool, DbError> {
+        let now = self.now_ms();
         run_query!(self, |conn| {
             diesel::update(admin_keys::table.find(id))
                 .set((
                     admin_keys::enabled.eq(enabled),
-                    admin_keys::updated_at.eq(now_ms()),
+                    admin_keys::updated_at.eq(now),
                 ))
                 .execute(conn)
                 .await
@@ -163,9 +164,9 @@ impl Db {
         expires_at: i64,
     ) -> Result<AdminChallenge, DbError> {
         let nonce = nonce.to_owned();
+        let now = self.now_ms();
         run_query!(self, |conn| {
             use admin_challenges::dsl as c;
-            let now = now_ms();
             diesel::delete(c::admin_challenges.filter(c::expires_at.lt(now - PURGE_AFTER_MS)))
                 .execute(conn)
                 .await?;
@@ -313,6 +314,7 @@ impl Db {
     /// Revokes a session (kept, marked revoked); returns whether it exists.
     /// Revoking twice keeps the first time.
     pub async fn revoke_admin_session(&self, id: i64) -> Result<bool, DbError> {
+        let now = self.now_ms();
         run_query!(self, |conn| {
             let exists = admin_sessions::table
                 .find(id)
@@ -326,7 +328,7 @@ impl Db {
                     .find(id)
                     .filter(admin_sessions::revoked_at.is_null()),
             )
-            .set(admin_sessions::revoked_at.eq(now_ms()))
+            .set(admin_sessions::revoked_at.eq(now))
             .execute(conn)
             .await?;
             Ok(exists)

@@ -29,6 +29,7 @@
 //!   [`DbError::Conflict`], a missing row [`DbError::NotFound`] (lookups that
 //!   may miss return `Option` instead).
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::{Backend, DatabaseSettings};
 use diesel::connection::SimpleConnection;
 use diesel::result::{ConnectionError, DatabaseErrorKind};
@@ -205,14 +206,6 @@ impl From<diesel::result::Error> for DbError {
     }
 }
 
-/// Unix time in milliseconds, the unit of every time column.
-pub fn now_ms() -> i64 {
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
-}
-
 /// The pool of the active backend (cheap to clone: deadpool pools are `Arc`s).
 #[derive(Clone)]
 pub(crate) enum Pools {
@@ -294,10 +287,16 @@ struct Inner {
 }
 
 /// A handle on the database: a connection pool for the configured backend and
-/// the runtime that runs its queries. Cheap to clone.
+/// the runtime that runs its queries, and the clock its time columns are
+/// written with. Cheap to clone.
 #[derive(Clone)]
 pub struct Db {
     inner: Arc<Inner>,
+    /// Where `created_at`, `updated_at`, `revoked_at`... come from: the
+    /// gateway's one wall clock (`crate::clock`), so a test that moves time
+    /// moves the stored times with it. The system clock unless
+    /// [`Db::with_clock`] says otherwise.
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for Db {
@@ -540,10 +539,31 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<Db, DbError> {
             sqlite_writer: tokio::sync::Mutex::new(()),
             runtime,
         }),
+        clock: Arc::new(SystemClock),
     })
 }
 
 impl Db {
+    /// The same database, its times written with `clock`.
+    #[must_use]
+    pub fn with_clock(&self, clock: Arc<dyn Clock>) -> Db {
+        Db {
+            inner: self.inner.clone(),
+            clock,
+        }
+    }
+
+    /// Unix time in milliseconds (the unit of every time column), from the
+    /// database's clock.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// The clock this handle writes times with.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
     /// Queues a hot SQLite writer behind the others (see `Inner`); nothing
     /// to wait for on PostgreSQL, whose row locks serialise what must be.
     pub(crate) async fn sqlite_write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {

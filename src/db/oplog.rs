@@ -1,8 +1,8 @@
 //! The operation log: who changed what through the admin API, and when, with
-//! masked before/after views (see `crate::http::admin::oplog`).
+//! masked before/after views (see `crate::admin::oplog`).
 
 use super::schema::operation_logs;
-use super::{Db, DbError, now_ms};
+use super::{Db, DbError};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use serde::Serialize;
@@ -57,9 +57,10 @@ impl Db {
         entry: &NewOperationLog,
     ) -> Result<OperationLog, DbError> {
         let entry = entry.clone();
+        let now = self.now_ms();
         run_query!(self, |conn| {
             diesel::insert_into(operation_logs::table)
-                .values((entry, operation_logs::created_at.eq(now_ms())))
+                .values((entry, operation_logs::created_at.eq(now)))
                 .returning(OperationLog::as_returning())
                 .get_result(conn)
                 .await

@@ -2,7 +2,7 @@
 //! per successful call (the proxy's endpoints without token usage).
 
 use super::schema::model_prices;
-use super::{Db, DbError, now_ms};
+use super::{Db, DbError};
 use diesel::prelude::*;
 use diesel::upsert::excluded;
 use diesel_async::RunQueryDsl;
@@ -31,9 +31,9 @@ impl Db {
         output_per_mtok_micros: i64,
     ) -> Result<ModelPrice, DbError> {
         let model_name = model.to_owned();
+        let now = self.now_ms();
         run_query!(self, |conn| {
             use model_prices::dsl as p;
-            let now = now_ms();
             diesel::insert_into(p::model_prices)
                 .values((
                     p::model.eq(model_name),
@@ -64,9 +64,9 @@ impl Db {
         per_call_micros: i64,
     ) -> Result<ModelPrice, DbError> {
         let model_name = model.to_owned();
+        let now = self.now_ms();
         run_query!(self, |conn| {
             use model_prices::dsl as p;
-            let now = now_ms();
             diesel::insert_into(p::model_prices)
                 .values((
                     p::model.eq(model_name),
@@ -139,9 +139,9 @@ impl Db {
         prices: &[(String, i64, i64)],
     ) -> Result<Vec<String>, DbError> {
         let prices = prices.to_vec();
+        let now = self.now_ms();
         run_query!(self, |conn| {
             use model_prices::dsl as p;
-            let now = now_ms();
             let mut added = Vec::new();
             for (model, input, output) in prices {
                 let inserted = diesel::insert_into(p::model_prices)

@@ -2,7 +2,7 @@
 //! [`crate::crypto::SecretCipher`]).
 
 use super::schema::{provider_keys, providers};
-use super::{Db, DbError, now_ms};
+use super::{Db, DbError};
 use diesel::prelude::*;
 use diesel::upsert::excluded;
 use diesel_async::RunQueryDsl;
@@ -78,9 +78,9 @@ impl Db {
     /// Creates the provider, or updates the one with the same name.
     pub async fn upsert_provider(&self, new: &NewProvider) -> Result<Provider, DbError> {
         let new = new.clone();
+        let now = self.now_ms();
         run_query!(self, |conn| {
             use providers::dsl as p;
-            let now = now_ms();
             diesel::insert_into(p::providers)
                 .values((new, p::created_at.eq(now), p::updated_at.eq(now)))
                 .on_conflict(p::name)
@@ -140,9 +140,9 @@ impl Db {
     /// [`DbError::Conflict`].
     pub async fn upsert_provider_key(&self, new: &NewProviderKey) -> Result<ProviderKey, DbError> {
         let new = new.clone();
+        let now = self.now_ms();
         run_query!(self, |conn| {
             use provider_keys::dsl as k;
-            let now = now_ms();
             diesel::insert_into(k::provider_keys)
                 .values((new, k::created_at.eq(now), k::updated_at.eq(now)))
                 .on_conflict((k::provider_id, k::key_id))
@@ -176,6 +176,7 @@ impl Db {
         } else {
             reason.map(str::to_owned)
         };
+        let now = self.now_ms();
         run_query!(self, |conn| {
             use provider_keys::dsl as k;
             diesel::update(
@@ -186,7 +187,7 @@ impl Db {
             .set((
                 k::enabled.eq(enabled),
                 k::disabled_reason.eq(reason),
-                k::updated_at.eq(now_ms()),
+                k::updated_at.eq(now),
             ))
             .execute(conn)
             .await
@@ -271,10 +272,10 @@ impl Db {
         keys: &[NewProviderKey],
     ) -> Result<Provider, DbError> {
         let (new, keys) = (new.clone(), keys.to_vec());
+        let now = self.now_ms();
         run_query!(self, |conn| {
             use diesel_async::AsyncConnection;
             conn.transaction(async |conn| {
-                let now = now_ms();
                 let row = diesel::insert_into(providers::table)
                     .values((
                         new,
@@ -309,6 +310,7 @@ impl Db {
         new: &NewProvider,
     ) -> Result<Option<Provider>, DbError> {
         let new = new.clone();
+        let now = self.now_ms();
         run_query!(self, |conn| {
             use providers::dsl as p;
             diesel::update(p::providers.find(id))
@@ -317,7 +319,7 @@ impl Db {
                     p::base_url.eq(new.base_url),
                     p::config_json.eq(new.config_json),
                     p::enabled.eq(new.enabled),
-                    p::updated_at.eq(now_ms()),
+                    p::updated_at.eq(now),
                 ))
                 .returning(Provider::as_returning())
                 .get_result(conn)

@@ -1,7 +1,7 @@
 //! Model redirects: a requested model name served as another.
 
 use super::schema::model_redirects;
-use super::{Db, DbError, now_ms};
+use super::{Db, DbError};
 use diesel::prelude::*;
 use diesel::upsert::excluded;
 use diesel_async::RunQueryDsl;
@@ -21,13 +21,14 @@ impl Db {
     /// Redirects `from` to `to`, replacing any redirect of `from`.
     pub async fn upsert_redirect(&self, from: &str, to: &str) -> Result<ModelRedirect, DbError> {
         let (from, to) = (from.to_owned(), to.to_owned());
+        let now = self.now_ms();
         run_query!(self, |conn| {
             use model_redirects::dsl as r;
             diesel::insert_into(r::model_redirects)
                 .values((
                     r::from_model.eq(from),
                     r::to_model.eq(to),
-                    r::created_at.eq(now_ms()),
+                    r::created_at.eq(now),
                 ))
                 .on_conflict(r::from_model)
                 .do_update()

@@ -3,7 +3,7 @@
 //! instance gets there first; later writes are compare-and-swap.
 
 use super::schema::system_values;
-use super::{Db, DbError, now_ms};
+use super::{Db, DbError};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
@@ -25,9 +25,9 @@ impl Db {
     /// whether this call stored it. Racing instances: exactly one wins.
     pub async fn insert_system_value(&self, name: &str, value: &str) -> Result<bool, DbError> {
         let (name, value) = (name.to_owned(), value.to_owned());
+        let now = self.now_ms();
         run_query!(self, |conn| {
             use system_values::dsl as v;
-            let now = now_ms();
             diesel::insert_into(v::system_values)
                 .values((
                     v::name.eq(name),
@@ -51,6 +51,7 @@ impl Db {
         value: &str,
     ) -> Result<bool, DbError> {
         let (name, expected, value) = (name.to_owned(), expected.to_owned(), value.to_owned());
+        let now = self.now_ms();
         run_query!(self, |conn| {
             use system_values::dsl as v;
             diesel::update(
@@ -58,7 +59,7 @@ impl Db {
                     .filter(v::name.eq(name))
                     .filter(v::value.eq(expected)),
             )
-            .set((v::value.eq(value), v::updated_at.eq(now_ms())))
+            .set((v::value.eq(value), v::updated_at.eq(now)))
             .execute(conn)
             .await
             .map(|n| n == 1)

@@ -2,7 +2,7 @@
 //! stored, plus a short prefix for display.
 
 use super::schema::gateway_tokens;
-use super::{Db, DbError, now_ms};
+use super::{Db, DbError};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use serde::Serialize;
@@ -94,9 +94,9 @@ impl Db {
     /// Creates a token; a hash that already exists is a [`DbError::Conflict`].
     pub async fn create_token(&self, new: &NewToken) -> Result<GatewayToken, DbError> {
         let new = new.clone();
+        let now = self.now_ms();
         run_query!(self, |conn| {
             use gateway_tokens::dsl as t;
-            let now = now_ms();
             diesel::insert_into(t::gateway_tokens)
                 .values((new, t::created_at.eq(now), t::updated_at.eq(now)))
                 .returning(GatewayToken::as_returning())
@@ -151,11 +151,12 @@ impl Db {
 
     /// Enables or disables a token; returns whether it exists.
     pub async fn set_token_enabled(&self, id: i64, enabled: bool) -> Result<bool, DbError> {
+        let now = self.now_ms();
         run_query!(self, |conn| {
             diesel::update(gateway_tokens::table.find(id))
                 .set((
                     gateway_tokens::enabled.eq(enabled),
-                    gateway_tokens::updated_at.eq(now_ms()),
+                    gateway_tokens::updated_at.eq(now),
                 ))
                 .execute(conn)
                 .await
@@ -180,9 +181,10 @@ impl Db {
         changes: &TokenChanges,
     ) -> Result<Option<GatewayToken>, DbError> {
         let changes = changes.clone();
+        let now = self.now_ms();
         run_query!(self, |conn| {
             diesel::update(gateway_tokens::table.find(id))
-                .set((changes, gateway_tokens::updated_at.eq(now_ms())))
+                .set((changes, gateway_tokens::updated_at.eq(now)))
                 .returning(GatewayToken::as_returning())
                 .get_result(conn)
                 .await
@@ -201,6 +203,7 @@ impl Db {
         grace_until_ms: i64,
     ) -> Result<Option<GatewayToken>, DbError> {
         let (hash, prefix) = (new_hash.to_owned(), new_prefix.to_owned());
+        let now = self.now_ms();
         run_query!(self, |conn| {
             use gateway_tokens::dsl as t;
             // The right-hand side reads the row as it was before the UPDATE
@@ -211,7 +214,7 @@ impl Db {
                     t::previous_expires_at.eq(Some(grace_until_ms)),
                     t::token_hash.eq(hash),
                     t::token_prefix.eq(prefix),
-                    t::updated_at.eq(now_ms()),
+                    t::updated_at.eq(now),
                 ))
                 .returning(GatewayToken::as_returning())
                 .get_result(conn)

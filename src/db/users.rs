@@ -3,7 +3,7 @@
 
 use super::billing::BillingRecord;
 use super::schema::{billing_records, gateway_tokens, users};
-use super::{Db, DbError, now_ms};
+use super::{Db, DbError};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use serde::Serialize;
@@ -34,8 +34,8 @@ impl Db {
     /// [`DbError::Conflict`].
     pub async fn create_user(&self, name: &str) -> Result<User, DbError> {
         let name = name.to_owned();
+        let now = self.now_ms();
         run_query!(self, |conn| {
-            let now = now_ms();
             diesel::insert_into(users::table)
                 .values((
                     users::name.eq(name),
@@ -118,9 +118,9 @@ impl Db {
     /// in the same transaction. A taken name is a [`DbError::Conflict`].
     pub async fn create_user_with(&self, new: &NewUser) -> Result<User, DbError> {
         let new = new.clone();
+        let now = self.now_ms();
         run_query!(self, |conn| {
             conn.transaction(async |conn| {
-                let now = now_ms();
                 let user: User = diesel::insert_into(users::table)
                     .values((
                         users::name.eq(&new.name),
@@ -192,9 +192,10 @@ impl Db {
         changes: &UserChanges,
     ) -> Result<Option<User>, DbError> {
         let changes = changes.clone();
+        let now = self.now_ms();
         run_query!(self, |conn| {
             diesel::update(users::table.find(id))
-                .set((changes, users::updated_at.eq(now_ms())))
+                .set((changes, users::updated_at.eq(now)))
                 .returning(User::as_returning())
                 .get_result(conn)
                 .await

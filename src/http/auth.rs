@@ -3,26 +3,21 @@
 //! - [`GatewayAuth`]: a client's gateway token, from `Authorization: Bearer`,
 //!   `x-api-key` (Anthropic clients) or `x-gw-token`; checked against the
 //!   token cache, falling back to the database on a miss.
-//! - [`AdminAuth`]: on `/admin/*`, the master key (unless
-//!   `admin.master_key_enabled` is false) or an admin session token from the
-//!   Ed25519 login (`sya-...`, checked by the SessionActor).
+//!
+//! The admin credential is checked by `crate::admin::auth::AdminAuth`.
 //!
 //! Every refusal is the same kind of 401 with a message that says what to
 //! fix, never whether a guessed token exists but is disabled versus unknown
 //! beyond what the holder of a real token needs to know.
 
 use super::AppState;
-use super::context::RequestCtx;
 use super::throttle::AuthThrottle;
-use crate::auth::SESSION_TOKEN_PREFIX;
-use crate::auth::session::{AdminIdentity, Authenticate};
 use crate::error::ApiError;
 use crate::tokens::{self, Cached, TokenInfo};
 use actix_web::dev::Payload;
 use actix_web::http::header::AUTHORIZATION;
-use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
+use actix_web::{FromRequest, HttpRequest, web};
 use futures_util::future::LocalBoxFuture;
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -184,93 +179,4 @@ pub(crate) fn throttled(
             ),
             retry_after: Some(wait),
         })
-}
-
-/// Who performed an admin action (recorded in the operation log).
-#[derive(Debug, Clone)]
-pub struct AdminAuth {
-    /// `master-key`, or the fingerprint of the session's admin key.
-    pub actor: String,
-    /// The session, when the caller logged in with an admin key.
-    pub session: Option<AdminIdentity>,
-    /// The request's `x-request-id`.
-    pub request_id: Option<String>,
-}
-
-/// The operation log's actor for master-key calls.
-pub const MASTER_KEY_ACTOR: &str = "master-key";
-
-/// Compares digests so the time taken does not depend on where the inputs differ.
-fn same_secret(a: &str, b: &str) -> bool {
-    let (a, b) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
-    a.iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
-}
-
-impl FromRequest for AdminAuth {
-    type Error = ApiError;
-    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
-
-    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let state = request.app_data::<web::Data<AppState>>().cloned();
-        let presented = presented_token(request).map(str::to_owned);
-        let peer = request.peer_addr().map(|addr| addr.ip());
-        let request_id = request
-            .extensions()
-            .get::<RequestCtx>()
-            .map(|ctx| ctx.id.clone());
-        Box::pin(async move {
-            let state = state.ok_or(ApiError::Internal)?;
-            if let Some(ip) = peer {
-                throttled(&state.admin_throttle, &state, ip)?;
-            }
-            let presented = presented
-                .ok_or_else(|| ApiError::Unauthorized("Missing admin credential".to_owned()))?;
-            let outcome = Self::authenticate(&state, presented, request_id).await;
-            if let (Some(ip), Err(ApiError::Unauthorized(_))) = (peer, &outcome) {
-                // Counted apart from gateway tokens, not delayed, like
-                // every admin refusal.
-                state.admin_throttle.failure(ip, state.clock.now_ms());
-            }
-            outcome
-        })
-    }
-}
-
-impl AdminAuth {
-    async fn authenticate(
-        state: &AppState,
-        presented: String,
-        request_id: Option<String>,
-    ) -> Result<Self, ApiError> {
-        if presented.starts_with(SESSION_TOKEN_PREFIX) {
-            let identity = state
-                .sessions
-                .send(Authenticate { token: presented })
-                .await
-                .map_err(|_| ApiError::Internal)??;
-            return Ok(AdminAuth {
-                actor: identity.fingerprint.clone(),
-                session: Some(identity),
-                request_id,
-            });
-        }
-        match &state.master_key {
-            Some(master) if same_secret(&presented, master.expose()) => Ok(AdminAuth {
-                actor: MASTER_KEY_ACTOR.to_owned(),
-                session: None,
-                request_id,
-            }),
-            Some(_) => Err(ApiError::Unauthorized(
-                "Invalid admin credential".to_owned(),
-            )),
-            None => Err(ApiError::Unauthorized(
-                "Invalid admin credential (master-key access is turned off; log in with an \
-                 admin key)"
-                    .to_owned(),
-            )),
-        }
-    }
 }

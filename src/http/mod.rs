@@ -1,8 +1,8 @@
-//! The HTTP layer: state shared by handlers, the request-context middleware
-//! and the route table. Handlers are thin: validate, authenticate, ask the
-//! router for a lease, do the upstream I/O, report outcome and usage.
+//! The HTTP layer: the data plane's state, the request-context middleware
+//! and the route table (the admin handlers are `crate::admin`). Handlers are
+//! thin: validate, authenticate, ask the router for a lease, do the upstream
+//! I/O, report outcome and usage.
 
-pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod chat;
@@ -10,7 +10,6 @@ pub mod completions;
 pub mod context;
 pub mod health;
 pub mod limits;
-pub mod login;
 pub mod meter;
 pub mod models;
 pub mod openapi;
@@ -24,8 +23,7 @@ pub mod shutdown;
 pub mod throttle;
 pub mod upstream;
 
-use crate::config::{Secret, Settings};
-use crate::crypto::SecretCipher;
+use crate::config::Settings;
 use crate::db::Db;
 use crate::error::ApiError;
 use crate::metering::PriceTable;
@@ -36,7 +34,8 @@ use slog::Logger;
 use std::sync::Arc;
 use switchyard_actors::{Router, RouterActor, UsageQueue};
 
-/// Everything handlers share, built once at start (not per worker).
+/// Everything the data plane's handlers share, built once at start (not per
+/// worker). The admin plane has its own (`crate::admin::AdminState`).
 pub struct AppState {
     pub settings: Arc<Settings>,
     pub db: Db,
@@ -48,26 +47,15 @@ pub struct AppState {
     pub usage: UsageQueue,
     pub tokens: TokenCache,
     pub prices: PriceTable,
-    /// `None` when master-key authentication is turned off.
-    pub master_key: Option<Secret>,
-    /// Admin login and session lookup (`crate::auth::session`).
-    pub sessions: Addr<crate::auth::session::SessionActor>,
     pub log: Logger,
-    /// Encrypts keys added through the admin API, decrypts them on reload.
-    pub cipher: Arc<SecretCipher>,
     /// `server.max_concurrent_requests`, shared by every worker.
     pub concurrency: limits::ConcurrencyLimit,
-    /// Providers' own model lists (`crate::model_cache`).
-    pub models: crate::model_cache::ModelCache,
     /// Wall-clock time for expiries, limits and quotas.
     pub clock: Arc<dyn crate::clock::Clock>,
     /// Bytes held by request bodies being read (`server.max_body_bytes_in_flight`).
     pub bodies: body::BodyBudget,
     /// Failed gateway-token authentications per client address.
     pub throttle: throttle::AuthThrottle,
-    /// Failed admin authentications per client address, counted apart so
-    /// client traffic never bears on admin guesses or the reverse.
-    pub admin_throttle: throttle::AuthThrottle,
     /// Token limits: admission before the call, settlement after.
     pub enforcer: Arc<crate::enforce::Enforcer>,
     /// Fired when a graceful stop's `server.shutdown_timeout` runs out: open

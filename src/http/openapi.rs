@@ -1,6 +1,9 @@
-//! `GET /openapi.json`: the OpenAPI 3.1 document of the whole API, built
-//! from the route table ([`super::routes::ROUTES`]) with `utoipa`'s
-//! document model, so it lists exactly what the server serves.
+//! The OpenAPI 3.1 document of the whole API, built with `utoipa`'s document
+//! model from a list of [`RouteDoc`]s: the route table
+//! (`super::routes::ROUTES`) passes its own and serves the result at
+//! `GET /openapi.json`, so the document lists exactly what the server serves.
+//! This module knows nothing of the table or the handlers (the table depends
+//! on it, not the reverse).
 //!
 //! Per route: method, path (actix patterns `{name:.*}` become `{name}`),
 //! path parameters, summary, tag, security (gateway token, admin
@@ -10,9 +13,6 @@
 //! does not carry their schemas). `tests/schemathesis.rs` checks the
 //! served answers against this document.
 
-use super::routes::{Access, ROUTES, RouteDoc};
-use actix_web::HttpResponse;
-use std::sync::OnceLock;
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
@@ -21,6 +21,28 @@ use utoipa::openapi::{
     ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApiBuilder, PathItem, PathsBuilder, Ref,
     Required, ResponseBuilder, SecurityRequirement,
 };
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No credential.
+    Public,
+    /// A gateway token (`Authorization: Bearer`, `x-api-key`, `x-gw-token`).
+    Gateway,
+    /// An admin session token or the master key.
+    Admin,
+}
+
+/// One served route, as documented.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteDoc {
+    /// `GET`, `POST`, ... or `ANY` (the proxy).
+    pub method: &'static str,
+    /// The actix path pattern (`/admin/tokens/{id}`, `{tail:.*}`).
+    pub path: &'static str,
+    pub access: Access,
+    pub summary: &'static str,
+}
 
 /// The methods `ANY` (the proxy) is documented with.
 const ANY_METHODS: [HttpMethod; 5] = [
@@ -115,6 +137,12 @@ fn takes_json_body(route: &RouteDoc) -> bool {
         && matches!(route.access, Access::Gateway | Access::Admin)
 }
 
+/// Whether a route is an admin write, which answers 409 `conflict` when the
+/// change collides with what exists (issue 11: once a 400).
+fn may_conflict(route: &RouteDoc) -> bool {
+    route.access == Access::Admin && matches!(route.method, "POST" | "PUT" | "PATCH" | "DELETE")
+}
+
 fn operation_id(method: &HttpMethod, path: &str) -> String {
     let method = serde_json::to_value(method)
         .ok()
@@ -135,9 +163,10 @@ fn nullable_string() -> ObjectBuilder {
     ObjectBuilder::new().schema_type(SchemaType::from_iter([Type::String, Type::Null]))
 }
 
-fn build() -> String {
+/// The OpenAPI document (JSON) of `routes`.
+pub fn build(routes: &[RouteDoc]) -> String {
     let mut paths = PathsBuilder::new();
-    for route in ROUTES {
+    for route in routes {
         for method in methods(route) {
             let mut operation = OperationBuilder::new()
                 .summary(Some(route.summary))
@@ -163,6 +192,21 @@ fn build() -> String {
                                 .build(),
                         ),
                 );
+            if may_conflict(route) {
+                operation = operation.response(
+                    "409",
+                    ResponseBuilder::new()
+                        .description(
+                            "Conflict (`\"code\": \"conflict\"`): a name taken, the same key twice, a resource still in use",
+                        )
+                        .content(
+                            "application/json",
+                            ContentBuilder::new()
+                                .schema(Some(Ref::from_schema_name("Error")))
+                                .build(),
+                        ),
+                );
+            }
             if takes_json_body(route) {
                 operation = operation.request_body(Some(
                     RequestBodyBuilder::new()
@@ -261,14 +305,6 @@ fn build() -> String {
         .components(Some(components))
         .build();
     document.to_json().unwrap_or_else(|_| "{}".to_owned())
-}
-
-/// `GET /openapi.json`.
-pub async fn document() -> HttpResponse {
-    static DOCUMENT: OnceLock<String> = OnceLock::new();
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(DOCUMENT.get_or_init(build).clone())
 }
 
 #[cfg(test)]

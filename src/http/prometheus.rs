@@ -17,7 +17,7 @@
 //! as a bearer token (`authorization: { credentials_file: ... }`).
 
 use super::AppState;
-use super::auth::AdminAuth;
+use crate::admin::auth::AdminAuth;
 use crate::error::ApiError;
 use actix_web::HttpResponse;
 use actix_web::web::Data;

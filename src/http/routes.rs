@@ -1,40 +1,21 @@
 //! The route table: every route the server serves, declared once.
 //!
-//! The same declaration registers the routes with actix
-//! ([`register`]), feeds the OpenAPI document (`GET /openapi.json`,
-//! [`super::openapi`]) and drives the tests that walk every route (the
-//! admin authorisation test tries each admin route without, or with the
-//! wrong, credential). A route cannot be served without being documented,
+//! The same declaration registers the routes with actix ([`register`]),
+//! feeds the OpenAPI document (`GET /openapi.json`, built by
+//! [`super::openapi`] from [`ROUTES`]; that module does not know this one)
+//! and drives the tests that walk every route (the admin authorisation test
+//! tries each admin route without, or with the wrong, credential). A route cannot be served without being documented,
 //! nor documented without being served.
 
-use super::admin::{
-    admin_keys, billing, logs, metrics, models as admin_models, oplog, prices, provider_edit,
-    providers, sessions, tokens, users,
+use super::{chat, completions, health, models, openapi, prometheus, proxy, self_service};
+use crate::admin::{
+    admin_keys, billing, login, logs, metrics, models as admin_models, oplog, prices,
+    provider_edit, providers, sessions, tokens, users,
 };
-use super::{chat, completions, health, login, models, openapi, prometheus, proxy, self_service};
-use actix_web::web;
+use actix_web::{HttpResponse, web};
+use std::sync::OnceLock;
 
-/// Who may call a route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    /// No credential.
-    Public,
-    /// A gateway token (`Authorization: Bearer`, `x-api-key`, `x-gw-token`).
-    Gateway,
-    /// An admin session token or the master key.
-    Admin,
-}
-
-/// One served route, as documented.
-#[derive(Debug, Clone, Copy)]
-pub struct RouteDoc {
-    /// `GET`, `POST`, ... or `ANY` (the proxy).
-    pub method: &'static str,
-    /// The actix path pattern (`/admin/tokens/{id}`, `{tail:.*}`).
-    pub path: &'static str,
-    pub access: Access,
-    pub summary: &'static str,
-}
+pub use super::openapi::{Access, RouteDoc};
 
 macro_rules! route_table {
     ($( $method:ident $path:literal => $handler:path, $access:ident, $summary:literal; )*) => {
@@ -76,7 +57,7 @@ route_table! {
     get "/healthz" => health::healthz, Public, "Liveness";
     head "/healthz" => health::healthz, Public, "Liveness, headers only (load balancers probe with HEAD)";
     get "/readyz" => health::readyz, Public, "Readiness: database reachable and a usable key";
-    get "/openapi.json" => openapi::document, Public, "This OpenAPI document";
+    get "/openapi.json" => openapi_document, Public, "This OpenAPI document";
     get "/metrics" => prometheus::metrics, Admin, "Prometheus metrics: requests per provider and status, key health";
 
     // Client API.
@@ -141,4 +122,12 @@ route_table! {
     post "/admin/providers/{name}/keys/{id}/enable" => providers::enable_key, Admin, "Enable a provider key";
     post "/admin/providers/{name}/keys/{id}/disable" => providers::disable_key, Admin, "Disable a provider key";
     delete "/admin/providers/{name}/keys/{id}" => providers::delete_key, Admin, "Remove a provider key";
+}
+
+/// `GET /openapi.json`: the document of [`ROUTES`], built once.
+async fn openapi_document() -> HttpResponse {
+    static DOCUMENT: OnceLock<String> = OnceLock::new();
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(DOCUMENT.get_or_init(|| openapi::build(ROUTES)).clone())
 }

@@ -43,7 +43,7 @@ impl TestDb {
                     "sy_test_{}_{}_{}",
                     std::process::id(),
                     NEXT.fetch_add(1, Ordering::Relaxed),
-                    switchyard::db::now_ms()
+                    switchyard::clock::system_now_ms()
                 );
                 let mut conn = AsyncPgConnection::establish(&base)
                     .await

@@ -3,10 +3,10 @@
 
 use super::fields;
 use super::users::billing_json;
+use crate::admin::AdminState;
+use crate::admin::auth::AdminAuth;
 use crate::db::billing::{BillingFilter, KIND_REQUEST, KIND_TOPUP};
 use crate::error::ApiError;
-use crate::http::AppState;
-use crate::http::auth::AdminAuth;
 use actix_web::HttpResponse;
 use actix_web::web::{Data, Query};
 use serde::Deserialize;
@@ -31,7 +31,7 @@ pub struct ListBilling {
 /// `GET /admin/billing?user_id&token_id&kind&limit&offset`.
 pub async fn list(
     _: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     query: Query<ListBilling>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();

@@ -1,4 +1,8 @@
-//! Settings -> database at start, and database -> actors.
+//! The configuration the database stores: settings applied to it at start
+//! ([`apply_settings`]), then read back for the actors (`load_*`,
+//! [`DbKeySource`]) and by the admin API, which edits the same rows.
+//! (Once `seed.rs`; it is where stored configuration comes and goes, not a
+//! one-off seeding. Its log events keep their `seed.*` names.)
 //!
 //! Providers, keys, prices and redirects declared in settings are upserted
 //! into the database on every start; the database is then the source of
@@ -109,14 +113,14 @@ fn parse_strategy(name: &str) -> KeyStrategy {
 }
 
 /// Upserts everything declared in settings.
-pub async fn seed_from_settings(
+pub async fn apply_settings(
     db: &Db,
     settings: &Settings,
     cipher: &SecretCipher,
     log: &Logger,
 ) -> anyhow::Result<()> {
     for provider in &settings.providers {
-        seed_provider(db, provider, cipher, log).await?;
+        apply_provider(db, provider, cipher, log).await?;
     }
     for price in &settings.prices {
         db.upsert_price(
@@ -133,7 +137,7 @@ pub async fn seed_from_settings(
             .with_context(|| format!("storing the redirect {from}"))?;
     }
     if settings.usage.seed_list_prices {
-        seed_list_prices(db, log).await?;
+        fill_list_prices(db, log).await?;
     }
     Ok(())
 }
@@ -164,7 +168,7 @@ pub fn list_prices() -> anyhow::Result<ListPrices> {
 
 /// Stores the list price of each model in [`LIST_PRICES`] that has no
 /// price yet (so an admin's price always wins).
-async fn seed_list_prices(db: &Db, log: &Logger) -> anyhow::Result<()> {
+async fn fill_list_prices(db: &Db, log: &Logger) -> anyhow::Result<()> {
     let list = list_prices()?;
     let rows: Vec<(String, i64, i64)> = list
         .prices
@@ -284,7 +288,7 @@ pub fn stored_settings(row: &Provider, cipher: &SecretCipher) -> anyhow::Result<
     })
 }
 
-async fn seed_provider(
+async fn apply_provider(
     db: &Db,
     provider: &ProviderSettings,
     cipher: &SecretCipher,

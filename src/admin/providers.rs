@@ -13,14 +13,14 @@
 
 use super::ADMIN_BODY_LIMIT;
 use super::oplog::record;
+use crate::admin::AdminState;
+use crate::admin::auth::AdminAuth;
 use crate::config::mask;
+use crate::config_store;
 use crate::crypto::{SecretRow, fingerprint_digits};
 use crate::db::providers::{NewProviderKey, Provider, ProviderKey};
 use crate::error::ApiError;
-use crate::http::AppState;
-use crate::http::auth::AdminAuth;
 use crate::http::body::{read_body, read_json};
-use crate::seed;
 use actix::Addr;
 use actix_web::web::{Data, Path, Payload};
 use actix_web::{HttpRequest, HttpResponse};
@@ -69,7 +69,7 @@ fn provider_models(row: &Provider) -> Value {
         .unwrap_or_else(|| json!([]))
 }
 
-pub(super) async fn provider_row(state: &AppState, name: &str) -> Result<Provider, ApiError> {
+pub(super) async fn provider_row(state: &AdminState, name: &str) -> Result<Provider, ApiError> {
     state
         .db
         .get_provider_by_name(name)
@@ -79,7 +79,7 @@ pub(super) async fn provider_row(state: &AppState, name: &str) -> Result<Provide
 
 /// The running actor of a provider; `None` when it is not running (disabled
 /// in the database, or added after start).
-pub(super) async fn provider_actor(state: &AppState, name: &str) -> Option<Addr<ProviderActor>> {
+pub(super) async fn provider_actor(state: &AdminState, name: &str) -> Option<Addr<ProviderActor>> {
     state
         .router
         .send(GetProvider(name.to_owned()))
@@ -151,7 +151,7 @@ fn key_target(provider: &str, key_id: &str) -> String {
 }
 
 /// `GET /admin/providers`
-pub async fn list(_: AdminAuth, state: Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn list(_: AdminAuth, state: Data<AdminState>) -> Result<HttpResponse, ApiError> {
     let mut data = Vec::new();
     for row in state.db.list_providers().await? {
         let keys = state.db.list_provider_keys(row.id).await?;
@@ -173,7 +173,7 @@ pub async fn list(_: AdminAuth, state: Data<AppState>) -> Result<HttpResponse, A
 /// `GET /admin/providers/{name}/health`
 pub async fn health(
     _: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     name: Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let row = provider_row(&state, &name).await?;
@@ -205,11 +205,11 @@ pub async fn health(
 }
 
 /// Reloads a provider's keys from the database into its running actor.
-async fn reload_keys(state: &AppState, name: &str) -> Result<(), ApiError> {
+async fn reload_keys(state: &AdminState, name: &str) -> Result<(), ApiError> {
     let Some(actor) = provider_actor(state, name).await else {
         return Ok(());
     };
-    let loaded = seed::load_provider_by_name(&state.db, name, &state.cipher, &state.log)
+    let loaded = config_store::load_provider_by_name(&state.db, name, &state.cipher, &state.log)
         .await
         .map_err(|error| {
             slog::error!(state.log, "admin.provider_reload_failed"; "provider" => name, "error" => %error);
@@ -241,7 +241,7 @@ pub(super) fn valid_key_id(id: &str) -> bool {
 /// `POST /admin/providers/{name}/keys`
 pub async fn add_key(
     admin: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     name: Path<String>,
     request: HttpRequest,
     payload: Payload,
@@ -278,22 +278,19 @@ pub async fn add_key(
     let row = provider_row(&state, &name).await?;
     let existing = state.db.list_provider_keys(row.id).await?;
     if existing.iter().any(|key| key.key_id == key_id) {
-        return Err(ApiError::bad_param(
-            "id",
-            format!(
-                "Provider `{}` already has a key with id `{key_id}`",
-                row.name
-            ),
-        ));
+        return Err(ApiError::Conflict(format!(
+            "Provider `{}` already has a key with id `{key_id}`",
+            row.name
+        )));
     }
     if existing
         .iter()
         .any(|key| key.secret_fingerprint == secret_fingerprint)
     {
-        return Err(ApiError::bad_param(
-            "key",
-            format!("Provider `{}` already has this key", row.name),
-        ));
+        return Err(ApiError::Conflict(format!(
+            "Provider `{}` already has this key",
+            row.name
+        )));
     }
     let bound_to = SecretRow::ProviderKey {
         provider: &row.name,
@@ -337,7 +334,7 @@ pub async fn add_key(
 
 async fn set_key_enabled(
     admin: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     path: Path<(String, String)>,
     request: HttpRequest,
     payload: Payload,
@@ -434,7 +431,7 @@ async fn set_key_enabled(
 /// `POST /admin/providers/{name}/keys/{id}/enable`
 pub async fn enable_key(
     admin: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     path: Path<(String, String)>,
     request: HttpRequest,
     payload: Payload,
@@ -445,7 +442,7 @@ pub async fn enable_key(
 /// `POST /admin/providers/{name}/keys/{id}/disable`
 pub async fn disable_key(
     admin: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     path: Path<(String, String)>,
     request: HttpRequest,
     payload: Payload,
@@ -456,7 +453,7 @@ pub async fn disable_key(
 /// `DELETE /admin/providers/{name}/keys/{id}`
 pub async fn delete_key(
     admin: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     path: Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (name, key_id) = path.into_inner();

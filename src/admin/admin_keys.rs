@@ -7,12 +7,12 @@
 
 use super::ADMIN_BODY_LIMIT;
 use super::oplog::record;
+use crate::admin::AdminState;
+use crate::admin::auth::AdminAuth;
 use crate::auth::AdminPublicKey;
 use crate::auth::session::ForgetKeySessions;
 use crate::db::{AdminKey, DbError, NewAdminKey};
 use crate::error::ApiError;
-use crate::http::AppState;
-use crate::http::auth::AdminAuth;
 use crate::http::body::read_json;
 use actix_web::web::{Data, Path, Payload};
 use actix_web::{HttpRequest, HttpResponse};
@@ -42,7 +42,7 @@ pub fn admin_key_json(row: &AdminKey) -> Value {
     })
 }
 
-async fn admin_key_row(state: &AppState, id: i64) -> Result<AdminKey, ApiError> {
+async fn admin_key_row(state: &AdminState, id: i64) -> Result<AdminKey, ApiError> {
     state
         .db
         .get_admin_key(id)
@@ -51,7 +51,7 @@ async fn admin_key_row(state: &AppState, id: i64) -> Result<AdminKey, ApiError> 
 }
 
 /// Refuses a change that would leave no enabled admin key.
-async fn keep_one_enabled(state: &AppState, row: &AdminKey, verb: &str) -> Result<(), ApiError> {
+async fn keep_one_enabled(state: &AdminState, row: &AdminKey, verb: &str) -> Result<(), ApiError> {
     if !row.enabled {
         return Ok(());
     }
@@ -71,7 +71,7 @@ async fn keep_one_enabled(state: &AppState, row: &AdminKey, verb: &str) -> Resul
 }
 
 /// `GET /admin/admin-keys`
-pub async fn list(_: AdminAuth, state: Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn list(_: AdminAuth, state: Data<AdminState>) -> Result<HttpResponse, ApiError> {
     let data: Vec<Value> = state
         .db
         .list_admin_keys()
@@ -85,7 +85,7 @@ pub async fn list(_: AdminAuth, state: Data<AppState>) -> Result<HttpResponse, A
 /// `POST /admin/admin-keys`
 pub async fn create(
     admin: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     request: HttpRequest,
     payload: Payload,
 ) -> Result<HttpResponse, ApiError> {
@@ -111,10 +111,10 @@ pub async fn create(
     {
         Ok(row) => row,
         Err(DbError::Conflict(_)) => {
-            return Err(ApiError::bad_param(
-                "public_key",
-                format!("The admin key {} is already registered", key.fingerprint()),
-            ));
+            return Err(ApiError::Conflict(format!(
+                "The admin key {} is already registered",
+                key.fingerprint()
+            )));
         }
         Err(error) => return Err(error.into()),
     };
@@ -135,7 +135,7 @@ pub async fn create(
 
 async fn set_enabled(
     admin: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     id: i64,
     enabled: bool,
 ) -> Result<HttpResponse, ApiError> {
@@ -176,7 +176,7 @@ async fn set_enabled(
 /// `POST /admin/admin-keys/{id}/disable`
 pub async fn disable(
     admin: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     id: Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     set_enabled(admin, state, *id, false).await
@@ -185,7 +185,7 @@ pub async fn disable(
 /// `POST /admin/admin-keys/{id}/enable`
 pub async fn enable(
     admin: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     id: Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     set_enabled(admin, state, *id, true).await
@@ -194,7 +194,7 @@ pub async fn enable(
 /// `DELETE /admin/admin-keys/{id}`: the key, its challenges and sessions.
 pub async fn delete(
     admin: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     id: Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let id = *id;

@@ -9,10 +9,10 @@
 use super::ADMIN_BODY_LIMIT;
 use super::fields::{self, nullable, usd};
 use super::oplog::record;
+use crate::admin::AdminState;
+use crate::admin::auth::AdminAuth;
 use crate::db::tokens::{GatewayToken, NewToken, TokenChanges};
 use crate::error::ApiError;
-use crate::http::AppState;
-use crate::http::auth::AdminAuth;
 use crate::http::body::{read_body, read_json};
 use crate::tokens;
 use actix_web::web::{Data, Path, Payload};
@@ -272,7 +272,7 @@ pub fn quotas(inputs: Vec<QuotaInput>) -> Result<Option<String>, ApiError> {
 }
 
 /// Validates a body (create or patch) into the columns it sets.
-async fn changes(state: &AppState, body: PatchToken) -> Result<TokenChanges, ApiError> {
+async fn changes(state: &AdminState, body: PatchToken) -> Result<TokenChanges, ApiError> {
     let name = fields::not_null("name", body.name)?
         .map(|name| fields::name("name", &name))
         .transpose()?;
@@ -425,7 +425,7 @@ fn not_found(id: i64) -> ApiError {
 }
 
 /// The token's new limits apply to its very next request here.
-fn forget(state: &AppState, id: i64) {
+fn forget(state: &AdminState, id: i64) {
     state.tokens.invalidate(id);
     state.enforcer.forget(id);
 }
@@ -433,7 +433,7 @@ fn forget(state: &AppState, id: i64) {
 /// `POST /admin/tokens`.
 pub async fn create(
     admin: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     request: HttpRequest,
     payload: Payload,
 ) -> Result<HttpResponse, ApiError> {
@@ -496,7 +496,7 @@ pub async fn create(
 /// `PATCH /admin/tokens/{id}`.
 pub async fn update(
     admin: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     id: Path<i64>,
     request: HttpRequest,
     payload: Payload,
@@ -529,7 +529,7 @@ pub async fn update(
 /// one keeps working for `grace_seconds`.
 pub async fn rotate(
     admin: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     id: Path<i64>,
     request: HttpRequest,
     payload: Payload,
@@ -585,7 +585,7 @@ pub async fn rotate(
 }
 
 /// `GET /admin/tokens`.
-pub async fn list(_: AdminAuth, state: Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn list(_: AdminAuth, state: Data<AdminState>) -> Result<HttpResponse, ApiError> {
     let rows = state.db.list_tokens().await?;
     let data: Vec<Value> = rows.iter().map(token_json).collect();
     Ok(HttpResponse::Ok().json(json!({ "data": data })))
@@ -594,7 +594,7 @@ pub async fn list(_: AdminAuth, state: Data<AppState>) -> Result<HttpResponse, A
 /// `GET /admin/tokens/{id}`.
 pub async fn get(
     _: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     id: Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let row = state
@@ -607,7 +607,7 @@ pub async fn get(
 
 async fn set_enabled(
     admin: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     id: i64,
     enabled: bool,
 ) -> Result<HttpResponse, ApiError> {
@@ -642,7 +642,7 @@ async fn set_enabled(
 /// `POST /admin/tokens/{id}/disable`.
 pub async fn disable(
     admin: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     id: Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     set_enabled(admin, state, *id, false).await
@@ -651,7 +651,7 @@ pub async fn disable(
 /// `POST /admin/tokens/{id}/enable`.
 pub async fn enable(
     admin: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     id: Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     set_enabled(admin, state, *id, true).await
@@ -660,7 +660,7 @@ pub async fn enable(
 /// `DELETE /admin/tokens/{id}`.
 pub async fn delete(
     admin: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     id: Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let before = state

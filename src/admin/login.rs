@@ -4,10 +4,10 @@
 //! 401 that says why (docs/admin.md lists them), and a key with too many
 //! open challenges a 429.
 
+use crate::admin::AdminState;
 use crate::auth::session::{IssueChallenge, VerifyLogin};
 use crate::db::NewOperationLog;
 use crate::error::ApiError;
-use crate::http::AppState;
 use crate::http::body::read_json;
 use crate::http::context::RequestCtx;
 use actix_web::web::{Data, Payload};
@@ -37,7 +37,7 @@ pub struct VerifyRequest {
 /// `POST /auth/challenge` with `{"public_key"}`: a single-use nonce and the
 /// exact message to sign.
 pub async fn challenge(
-    state: Data<AppState>,
+    state: Data<AdminState>,
     request: HttpRequest,
     payload: Payload,
 ) -> Result<HttpResponse, ApiError> {
@@ -62,7 +62,7 @@ pub async fn challenge(
 /// `POST /auth/verify` with `{"public_key", "nonce", "signature"}`: a
 /// session token (shown once) and its expiry.
 pub async fn verify(
-    state: Data<AppState>,
+    state: Data<AdminState>,
     ctx: RequestCtx,
     request: HttpRequest,
     payload: Payload,

@@ -17,10 +17,10 @@
 
 use super::fields;
 use super::range::parse_time;
+use crate::admin::AdminState;
+use crate::admin::auth::AdminAuth;
 use crate::db::logs::{LogFilter, StatusFilter};
 use crate::error::ApiError;
-use crate::http::AppState;
-use crate::http::auth::AdminAuth;
 use actix_web::HttpResponse;
 use actix_web::web::{Data, Query};
 use serde::Deserialize;
@@ -152,7 +152,7 @@ pub fn parse(query: &LogsQuery) -> Result<(LogFilter, i64, i64), ApiError> {
 /// `GET /admin/request-logs`
 pub async fn list(
     _: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     query: Query<LogsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (filter, limit, offset) = parse(&query)?;

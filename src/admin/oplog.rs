@@ -8,10 +8,10 @@
 //! write it here. A failed write is logged (`admin.operation_log_failed`)
 //! and does not fail the change, which has already happened.
 
+use crate::admin::AdminState;
+use crate::admin::auth::AdminAuth;
 use crate::db::{NewOperationLog, OperationLog, OperationLogFilter};
 use crate::error::ApiError;
-use crate::http::AppState;
-use crate::http::auth::AdminAuth;
 use actix_web::HttpResponse;
 use actix_web::web::{Data, Query};
 use serde::Deserialize;
@@ -61,7 +61,7 @@ pub fn mask_secrets(value: Value) -> Value {
 
 /// Appends one entry: `admin` did `action` (`resource.verb`) to `target`.
 pub async fn record(
-    state: &AppState,
+    state: &AdminState,
     admin: &AdminAuth,
     action: &str,
     target: &str,
@@ -127,7 +127,7 @@ pub fn entry_json(row: &OperationLog) -> Value {
 /// `GET /admin/operation-logs?limit&offset&actor&action`, newest first.
 pub async fn list(
     _: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     query: Query<OperationLogQuery>,
 ) -> Result<HttpResponse, ApiError> {
     if !(1..=1000).contains(&query.limit) || query.offset < 0 {

@@ -4,10 +4,10 @@
 
 use super::ADMIN_BODY_LIMIT;
 use super::oplog::record;
+use crate::admin::AdminState;
+use crate::admin::auth::AdminAuth;
 use crate::db::prices::ModelPrice;
 use crate::error::ApiError;
-use crate::http::AppState;
-use crate::http::auth::AdminAuth;
 use crate::http::body::read_json;
 use actix_web::web::{Data, Path, Payload, Query};
 use actix_web::{HttpRequest, HttpResponse};
@@ -79,17 +79,19 @@ fn price_json(row: &ModelPrice) -> Value {
 }
 
 /// The database's prices become the meter's.
-async fn reload(state: &AppState) -> Result<(), ApiError> {
-    let prices = crate::seed::load_prices(&state.db).await.map_err(|error| {
-        slog::error!(state.log, "admin.prices_reload_failed"; "error" => %error);
-        ApiError::Internal
-    })?;
+async fn reload(state: &AdminState) -> Result<(), ApiError> {
+    let prices = crate::config_store::load_prices(&state.db)
+        .await
+        .map_err(|error| {
+            slog::error!(state.log, "admin.prices_reload_failed"; "error" => %error);
+            ApiError::Internal
+        })?;
     state.prices.replace(prices);
     Ok(())
 }
 
 /// `GET /admin/model-prices`.
-pub async fn list(_: AdminAuth, state: Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn list(_: AdminAuth, state: Data<AdminState>) -> Result<HttpResponse, ApiError> {
     let rows = state.db.list_prices().await?;
     let data: Vec<Value> = rows.iter().map(price_json).collect();
     Ok(HttpResponse::Ok().json(json!({ "data": data })))
@@ -98,7 +100,7 @@ pub async fn list(_: AdminAuth, state: Data<AppState>) -> Result<HttpResponse, A
 /// `PUT /admin/model-prices/{model}`: creates or replaces.
 pub async fn put(
     admin: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     model: Path<String>,
     request: HttpRequest,
     payload: Payload,
@@ -145,7 +147,7 @@ pub async fn put(
 /// next request on.
 pub async fn delete(
     admin: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     model: Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let model = model.into_inner();
@@ -178,7 +180,7 @@ pub async fn delete(
 /// when the latest was.
 pub async fn unpriced(
     _: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     query: Query<Unpriced>,
 ) -> Result<HttpResponse, ApiError> {
     let days = query.days.unwrap_or(30);

@@ -3,20 +3,26 @@
 //! expires.
 
 use super::oplog::record;
+use crate::admin::AdminState;
+use crate::admin::auth::AdminAuth;
 use crate::auth::session::RevokeSession;
-use crate::db::{AdminKey, AdminSession, now_ms};
+use crate::db::{AdminKey, AdminSession};
 use crate::error::ApiError;
-use crate::http::AppState;
-use crate::http::auth::AdminAuth;
 use actix_web::HttpResponse;
 use actix_web::web::{Data, Path};
 use serde_json::{Value, json};
 
 /// The public view of a session.
-pub fn session_json(session: &AdminSession, key: &AdminKey, caller: Option<i64>) -> Value {
+/// `now_ms` decides whether it shows as expired.
+pub fn session_json(
+    session: &AdminSession,
+    key: &AdminKey,
+    caller: Option<i64>,
+    now_ms: i64,
+) -> Value {
     let state = if session.revoked_at.is_some() {
         "revoked"
-    } else if session.expires_at <= now_ms() {
+    } else if session.expires_at <= now_ms {
         "expired"
     } else {
         "active"
@@ -36,14 +42,15 @@ pub fn session_json(session: &AdminSession, key: &AdminKey, caller: Option<i64>)
 }
 
 /// `GET /admin/sessions`, newest first.
-pub async fn list(admin: AdminAuth, state: Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn list(admin: AdminAuth, state: Data<AdminState>) -> Result<HttpResponse, ApiError> {
     let caller = admin.session.as_ref().map(|session| session.session_id);
+    let now_ms = state.clock.now_ms();
     let data: Vec<Value> = state
         .db
         .list_admin_sessions()
         .await?
         .iter()
-        .map(|(session, key)| session_json(session, key, caller))
+        .map(|(session, key)| session_json(session, key, caller, now_ms))
         .collect();
     Ok(HttpResponse::Ok().json(json!({ "data": data })))
 }
@@ -51,7 +58,7 @@ pub async fn list(admin: AdminAuth, state: Data<AppState>) -> Result<HttpRespons
 /// `DELETE /admin/sessions/{id}`: revokes (also one's own: `admin logout`).
 pub async fn revoke(
     admin: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     id: Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let id = *id;
@@ -61,7 +68,8 @@ pub async fn revoke(
         .get_admin_session(id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("No admin session with id {id}")))?;
-    let before = session_json(&session, &key, caller);
+    let now_ms = state.clock.now_ms();
+    let before = session_json(&session, &key, caller, now_ms);
     if !state
         .sessions
         .send(RevokeSession { session_id: id })
@@ -74,7 +82,7 @@ pub async fn revoke(
         .db
         .get_admin_session(id)
         .await?
-        .map(|(session, key)| session_json(&session, &key, caller));
+        .map(|(session, key)| session_json(&session, &key, caller, now_ms));
     slog::info!(state.log, "admin.session_revoked"; "session_id" => id, "by" => &admin.actor);
     record(
         &state,

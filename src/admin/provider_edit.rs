@@ -21,17 +21,17 @@
 
 use super::ADMIN_BODY_LIMIT;
 use super::providers::{key_json, provider_actor, provider_row, valid_key_id};
+use crate::admin::AdminState;
+use crate::admin::auth::AdminAuth;
 use crate::config::{
     KeySettings, ProviderKind, ProviderSettings, RetrySettings, Secret, mask,
     providers::valid_provider_name,
 };
+use crate::config_store;
 use crate::crypto::{SecretCipher, SecretRow, fingerprint_digits};
 use crate::db::providers::{NewProviderKey, Provider};
 use crate::error::ApiError;
-use crate::http::AppState;
-use crate::http::auth::AdminAuth;
 use crate::http::body::read_json;
-use crate::seed;
 use actix_web::web::{Data, Path, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 use serde::Deserialize;
@@ -335,7 +335,7 @@ fn document(settings: &ProviderSettings) -> Value {
         "api_version": settings.api_version,
         "models": settings.models,
         "headers": headers,
-        "strategy": seed::strategy_name(settings.strategy),
+        "strategy": config_store::strategy_name(settings.strategy),
         "weight": settings.weight,
         "max_in_flight_per_key": settings.max_in_flight_per_key,
         "retry": retry_json(&settings.retry),
@@ -367,8 +367,8 @@ fn merge_patch(target: &mut Value, patch: Value) {
 /// Reads a stored provider back as settings; a row that cannot be read
 /// (wrong `security.secret_key`, a kind this build does not know) is an
 /// internal error, logged.
-fn stored(state: &AppState, row: &Provider) -> Result<ProviderSettings, ApiError> {
-    seed::stored_settings(row, &state.cipher).map_err(|error| {
+fn stored(state: &AdminState, row: &Provider) -> Result<ProviderSettings, ApiError> {
+    config_store::stored_settings(row, &state.cipher).map_err(|error| {
         slog::error!(state.log, "admin.provider_unreadable"; "provider" => &row.name,
             "error" => format!("{error:#}"));
         ApiError::Internal
@@ -376,7 +376,7 @@ fn stored(state: &AppState, row: &Provider) -> Result<ProviderSettings, ApiError
 }
 
 /// The public view of a provider: secrets masked, keys with live health.
-async fn provider_json(state: &AppState, row: &Provider) -> Result<Value, ApiError> {
+async fn provider_json(state: &AdminState, row: &Provider) -> Result<Value, ApiError> {
     let settings = stored(state, row)?;
     let keys = state.db.list_provider_keys(row.id).await?;
     let actor = provider_actor(state, &row.name).await;
@@ -407,7 +407,7 @@ async fn provider_json(state: &AppState, row: &Provider) -> Result<Value, ApiErr
         "api_version": settings.api_version,
         "models": settings.models,
         "headers": headers,
-        "strategy": seed::strategy_name(settings.strategy),
+        "strategy": config_store::strategy_name(settings.strategy),
         "weight": settings.weight,
         "max_in_flight_per_key": settings.max_in_flight_per_key,
         "retry": retry_json(&settings.retry),
@@ -426,7 +426,7 @@ async fn provider_json(state: &AppState, row: &Provider) -> Result<Value, ApiErr
 /// Brings the router in line with the stored provider `name`: routed with
 /// its current settings and keys when it exists and is enabled, taken out
 /// of routing otherwise (start-up skips disabled providers the same way).
-async fn apply(state: &AppState, name: &str) -> Result<(), ApiError> {
+async fn apply(state: &AdminState, name: &str) -> Result<(), ApiError> {
     let row = state.db.get_provider_by_name(name).await?;
     let unavailable = || ApiError::Unavailable {
         message: "The router did not take the change; it is stored and applies at the next \
@@ -436,14 +436,15 @@ async fn apply(state: &AppState, name: &str) -> Result<(), ApiError> {
     };
     match row {
         Some(row) if row.enabled => {
-            let loaded = seed::load_provider_by_name(&state.db, name, &state.cipher, &state.log)
-                .await
-                .map_err(|error| {
-                    slog::error!(state.log, "admin.provider_load_failed"; "provider" => name,
+            let loaded =
+                config_store::load_provider_by_name(&state.db, name, &state.cipher, &state.log)
+                    .await
+                    .map_err(|error| {
+                        slog::error!(state.log, "admin.provider_load_failed"; "provider" => name,
                         "error" => format!("{error:#}"));
-                    ApiError::Internal
-                })?
-                .ok_or_else(|| ApiError::NotFound(format!("No provider named `{name}`")))?;
+                        ApiError::Internal
+                    })?
+                    .ok_or_else(|| ApiError::NotFound(format!("No provider named `{name}`")))?;
             let outcome = state
                 .router
                 .send(UpsertProvider {
@@ -470,7 +471,7 @@ async fn apply(state: &AppState, name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn encrypt(state: &AppState, name: &str, key_id: &str, secret: &str) -> Result<String, ApiError> {
+fn encrypt(state: &AdminState, name: &str, key_id: &str, secret: &str) -> Result<String, ApiError> {
     let row = SecretRow::ProviderKey {
         provider: name,
         key_id,
@@ -484,7 +485,7 @@ fn encrypt(state: &AppState, name: &str, key_id: &str, secret: &str) -> Result<S
 /// `POST /admin/providers`
 pub async fn create(
     admin: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     request: HttpRequest,
     payload: Payload,
 ) -> Result<HttpResponse, ApiError> {
@@ -496,7 +497,7 @@ pub async fn create(
             "A provider named `{name}` already exists; change it with PATCH /admin/providers/{name}"
         )));
     }
-    let record = seed::provider_record(&settings, &state.cipher).map_err(|error| {
+    let record = config_store::provider_record(&settings, &state.cipher).map_err(|error| {
         slog::error!(state.log, "admin.provider_encrypt_failed"; "provider" => &name,
             "error" => format!("{error:#}"));
         ApiError::Internal
@@ -543,7 +544,7 @@ pub async fn create(
 /// `GET /admin/providers/{name}`
 pub async fn show(
     _: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     name: Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let row = provider_row(&state, &name).await?;
@@ -554,7 +555,7 @@ pub async fn show(
 /// and the keys.
 pub async fn update(
     admin: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     name: Path<String>,
     request: HttpRequest,
     payload: Payload,
@@ -593,7 +594,7 @@ pub async fn update(
     let body: ProviderBody = serde_json::from_value(merged)
         .map_err(|error| ApiError::bad_request(format!("Invalid change: {error}")))?;
     let Checked { settings, .. } = check(body, &state.cipher)?;
-    let record = seed::provider_record(&settings, &state.cipher).map_err(|error| {
+    let record = config_store::provider_record(&settings, &state.cipher).map_err(|error| {
         slog::error!(state.log, "admin.provider_encrypt_failed"; "provider" => &row.name,
             "error" => format!("{error:#}"));
         ApiError::Internal
@@ -627,7 +628,7 @@ pub async fn update(
 /// `DELETE /admin/providers/{name}`: the provider and its keys.
 pub async fn delete(
     admin: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     name: Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let row = provider_row(&state, &name).await?;

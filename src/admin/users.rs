@@ -7,12 +7,12 @@ use super::ADMIN_BODY_LIMIT;
 use super::fields::{self, nullable, usd};
 use super::oplog::record;
 use super::tokens::DEFAULT_USER;
+use crate::admin::AdminState;
+use crate::admin::auth::AdminAuth;
 use crate::db::DbError;
 use crate::db::billing::BillingRecord;
 use crate::db::users::{DeleteUser, NewUser, User, UserChanges};
 use crate::error::ApiError;
-use crate::http::AppState;
-use crate::http::auth::AdminAuth;
 use crate::http::body::read_json;
 use actix_web::web::{Data, Path, Payload, Query};
 use actix_web::{HttpRequest, HttpResponse};
@@ -139,7 +139,7 @@ fn status(raw: &str) -> Result<String, ApiError> {
 /// `POST /admin/users`.
 pub async fn create(
     admin: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     request: HttpRequest,
     payload: Payload,
 ) -> Result<HttpResponse, ApiError> {
@@ -182,7 +182,7 @@ pub async fn create(
 /// `GET /admin/users?limit&offset&name`.
 pub async fn list(
     _: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     query: Query<ListUsers>,
 ) -> Result<HttpResponse, ApiError> {
     let (limit, offset) = fields::paging(query.limit, query.offset)?;
@@ -202,7 +202,7 @@ pub async fn list(
 /// were charged in all.
 pub async fn get(
     _: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     id: Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
@@ -220,7 +220,7 @@ pub async fn get(
 /// `PATCH /admin/users/{id}`.
 pub async fn update(
     admin: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     id: Path<i64>,
     request: HttpRequest,
     payload: Payload,
@@ -281,7 +281,7 @@ pub async fn update(
 /// delete or move them first). Its billing records stay as history.
 pub async fn delete(
     admin: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     id: Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
@@ -320,7 +320,7 @@ pub async fn delete(
 /// one transaction.
 pub async fn topup(
     admin: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     id: Path<i64>,
     request: HttpRequest,
     payload: Payload,

@@ -4,9 +4,9 @@
 
 use super::ADMIN_BODY_LIMIT;
 use super::oplog::record;
+use crate::admin::AdminState;
+use crate::admin::auth::AdminAuth;
 use crate::error::ApiError;
-use crate::http::AppState;
-use crate::http::auth::AdminAuth;
 use crate::http::body::read_json;
 use crate::model_cache::{self, RefreshError};
 use actix_web::web::{Data, Path, Payload};
@@ -18,7 +18,7 @@ use switchyard_actors::{ListModels, SetRedirects};
 
 /// `GET /admin/models`: routable models (with the provider tried first)
 /// and each provider's cached model list.
-pub async fn list(_: AdminAuth, state: Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn list(_: AdminAuth, state: Data<AdminState>) -> Result<HttpResponse, ApiError> {
     let routable = state
         .router
         .send(ListModels)
@@ -38,7 +38,7 @@ pub async fn list(_: AdminAuth, state: Data<AppState>) -> Result<HttpResponse, A
 /// list now.
 pub async fn refresh(
     _: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     client: Data<awc::Client>,
     provider: Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -61,7 +61,10 @@ pub async fn refresh(
 }
 
 /// `GET /admin/redirects`.
-pub async fn list_redirects(_: AdminAuth, state: Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn list_redirects(
+    _: AdminAuth,
+    state: Data<AdminState>,
+) -> Result<HttpResponse, ApiError> {
     let rows = state.db.list_redirects().await?;
     Ok(HttpResponse::Ok().json(json!({ "data": rows })))
 }
@@ -74,7 +77,7 @@ pub struct RedirectBody {
 }
 
 /// The current redirect of `from`, as the operation log shows it.
-async fn redirect_view(state: &AppState, from: &str) -> Result<Option<Value>, ApiError> {
+async fn redirect_view(state: &AdminState, from: &str) -> Result<Option<Value>, ApiError> {
     Ok(state
         .db
         .list_redirects()
@@ -87,7 +90,7 @@ async fn redirect_view(state: &AppState, from: &str) -> Result<Option<Value>, Ap
 /// `PUT /admin/redirects/{from}` with `{"to": "..."}`: creates or replaces.
 pub async fn put_redirect(
     admin: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     from: Path<String>,
     request: HttpRequest,
     payload: Payload,
@@ -132,7 +135,7 @@ pub async fn put_redirect(
 /// `DELETE /admin/redirects/{from}`.
 pub async fn delete_redirect(
     admin: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     from: Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let from = from.into_inner();
@@ -155,8 +158,8 @@ pub async fn delete_redirect(
 }
 
 /// The database's rules become the router's.
-async fn apply_redirects(state: &AppState) -> Result<(), ApiError> {
-    let redirects = crate::seed::load_redirects(&state.db)
+async fn apply_redirects(state: &AdminState) -> Result<(), ApiError> {
+    let redirects = crate::config_store::load_redirects(&state.db)
         .await
         .map_err(|_| ApiError::Internal)?;
     state

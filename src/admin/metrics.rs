@@ -19,10 +19,10 @@
 
 use super::fields::usd;
 use super::range::time_range;
+use crate::admin::AdminState;
+use crate::admin::auth::AdminAuth;
 use crate::db::metrics::{Column, PERCENTILES, Totals};
 use crate::error::ApiError;
-use crate::http::AppState;
-use crate::http::auth::AdminAuth;
 use actix_web::HttpResponse;
 use actix_web::web::{Data, Query};
 use serde::Deserialize;
@@ -49,7 +49,7 @@ pub struct SeriesQuery {
     pub bucket: Option<String>,
 }
 
-fn now_ms(state: &AppState) -> i64 {
+fn now_ms(state: &AdminState) -> i64 {
     state.clock.now_ms()
 }
 
@@ -81,7 +81,7 @@ fn ratio(part: i64, whole: i64) -> Value {
 /// `GET /admin/metrics/summary`
 pub async fn summary(
     _: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     query: Query<RangeQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (from, to) = time_range(
@@ -125,7 +125,7 @@ pub async fn summary(
 /// `GET /admin/metrics/models-distribution`
 pub async fn models_distribution(
     _: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     query: Query<RangeQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (from, to) = time_range(
@@ -163,7 +163,7 @@ pub async fn models_distribution(
 /// `GET /admin/metrics/timeseries`
 pub async fn timeseries(
     _: AdminAuth,
-    state: Data<AppState>,
+    state: Data<AdminState>,
     query: Query<SeriesQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (name, bucket_ms, default_span) = match query.bucket.as_deref().map(str::trim) {
