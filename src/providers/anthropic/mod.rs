@@ -16,9 +16,8 @@ pub use request::{
     openai_to_anthropic_request,
 };
 pub use response::{
-    anthropic_error_to_openai, anthropic_to_openai_response, error_type_for_status,
-    finish_reason_of, openai_error_to_anthropic, openai_to_anthropic_response, stop_reason_of,
-    usage_of,
+    anthropic_error_to_openai, anthropic_to_openai_response, finish_reason_of,
+    openai_error_to_anthropic, openai_to_anthropic_response, stop_reason_of, usage_of,
 };
 pub use stream::{
     AnthropicPassthroughStream, AnthropicToOpenAiStream, OpenAiToAnthropicStream, carries_content,

@@ -5,6 +5,7 @@ use crate::providers::openai::Usage;
 use crate::providers::translate::{
     TranslateError, openai_content_text, parse_tool_arguments, response_object,
 };
+use crate::providers::wire_error;
 use serde_json::{Map, Value, json};
 
 // ---------------------------------------------------------------------------
@@ -231,22 +232,6 @@ pub fn openai_to_anthropic_response(body: &Value) -> Result<Value, TranslateErro
     }))
 }
 
-/// The Anthropic error `type` for an HTTP status.
-pub fn error_type_for_status(status: u16) -> &'static str {
-    match status {
-        401 => "authentication_error",
-        402 => "billing_error",
-        403 => "permission_error",
-        404 => "not_found_error",
-        413 => "request_too_large",
-        429 => "rate_limit_error",
-        504 => "timeout_error",
-        529 => "overloaded_error",
-        400..=499 => "invalid_request_error",
-        _ => "api_error",
-    }
-}
-
 /// An Anthropic error body (`{"type":"error","error":{type,message}}`) in
 /// OpenAI's shape.
 pub fn anthropic_error_to_openai(body: &Value) -> Value {
@@ -258,7 +243,7 @@ pub fn anthropic_error_to_openai(body: &Value) -> Value {
         .pointer("/error/type")
         .and_then(Value::as_str)
         .unwrap_or("api_error");
-    json!({ "error": { "message": message, "type": kind, "param": null, "code": null } })
+    wire_error::openai(message, kind, None, None)
 }
 
 /// An OpenAI error body in Anthropic's shape, typed by the HTTP status.
@@ -267,5 +252,5 @@ pub fn openai_error_to_anthropic(body: &Value, status: u16) -> Value {
         .pointer("/error/message")
         .and_then(Value::as_str)
         .unwrap_or("The upstream returned an error");
-    json!({ "type": "error", "error": { "type": error_type_for_status(status), "message": message } })
+    wire_error::anthropic(wire_error::anthropic_type_for_status(status), message)
 }

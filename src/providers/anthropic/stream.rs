@@ -8,6 +8,7 @@ use crate::providers::translate::{
     ChunkWriter, OPENAI_DONE, StreamTranslator, TranslateError, anthropic_sse, openai_error_chunk,
     parse_event,
 };
+use crate::providers::wire_error;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
@@ -424,7 +425,7 @@ impl StreamTranslator for OpenAiToAnthropicStream {
                 .unwrap_or("The upstream stream failed");
             out.push(anthropic_sse(
                 "error",
-                &json!({ "type": "error", "error": { "type": "api_error", "message": message } }),
+                &wire_error::anthropic("api_error", message),
             ));
             return Ok(out);
         }

@@ -3,6 +3,7 @@
 
 use crate::providers::openai::Usage;
 use crate::providers::translate::{TranslateError, response_object};
+use crate::providers::wire_error;
 use serde_json::{Map, Value, json};
 
 // ---------------------------------------------------------------------------
@@ -214,5 +215,5 @@ pub fn gemini_error_to_openai(body: &Value) -> Value {
         .pointer("/error/status")
         .and_then(Value::as_str)
         .unwrap_or("UNKNOWN");
-    json!({ "error": { "message": message, "type": "upstream_error", "param": null, "code": status } })
+    wire_error::openai(message, "upstream_error", None, Some(status))
 }
