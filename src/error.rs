@@ -8,16 +8,20 @@
 //! - Messages say what the client can act on. Internal detail (database
 //!   errors, upstream bodies of 5xx answers) is logged where handled, never
 //!   returned.
-//! - Modules use their own `thiserror` enums (`DbError`, `SettingsError`) and
-//!   convert here on purpose: a pool or connection failure is 503, not 500.
+//! - Modules use their own `thiserror` enums (`DbError`, `SettingsError`,
+//!   the providers' `RequestError` and `TranslateError`) and convert here on
+//!   purpose: a pool or connection failure is 503, not 500. This module
+//!   depends on theirs, never the reverse.
+//! - Bodies are built by `providers::wire_error`, one constructor per wire
+//!   shape (OpenAI's here, Anthropic's for `/v1/messages`).
 //! - `anyhow` is for start-up and the CLI only.
 
 use crate::db::DbError;
+use crate::providers::{RequestError, TranslateError, wire_error};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use actix_web::{HttpResponse, ResponseError};
 use bytes::Bytes;
-use serde_json::json;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -189,14 +193,12 @@ impl ApiError {
 
     /// The JSON body in OpenAI's shape.
     pub fn body(&self) -> serde_json::Value {
-        json!({
-            "error": {
-                "message": self.to_string(),
-                "type": self.kind(),
-                "param": self.param(),
-                "code": self.code(),
-            }
-        })
+        wire_error::openai(
+            &self.to_string(),
+            self.kind(),
+            self.param(),
+            Some(self.code()),
+        )
     }
 }
 
@@ -277,13 +279,33 @@ impl ApiError {
             }
             other => other.to_string(),
         };
-        response.json(json!({
-            "type": "error",
-            "error": {
-                "type": crate::providers::anthropic::error_type_for_status(status.as_u16()),
-                "message": message,
-            },
-        }))
+        response.json(wire_error::anthropic(
+            wire_error::anthropic_type_for_status(status.as_u16()),
+            &message,
+        ))
+    }
+}
+
+impl From<TranslateError> for ApiError {
+    fn from(error: TranslateError) -> Self {
+        match error {
+            TranslateError::Upstream(_) => Self::UpstreamFailed(error.to_string()),
+            // The answer's `param` stays null, as it always was: the path
+            // (`messages[2].content`) is not one of the field names
+            // `BadRequest` carries.
+            TranslateError::InvalidRequest { message, .. }
+            | TranslateError::Unsupported { message, .. } => Self::bad_request(message),
+        }
+    }
+}
+
+impl From<RequestError> for ApiError {
+    fn from(error: RequestError) -> Self {
+        match error {
+            RequestError::Invalid { param, message } => Self::BadRequest { message, param },
+            RequestError::Translate(error) => error.into(),
+            RequestError::Encode => Self::Internal,
+        }
     }
 }
 
@@ -535,6 +557,63 @@ mod tests {
                 assert_eq!(api.to_string(), message);
             }
         }
+    }
+
+    #[test]
+    fn provider_refusals_keep_their_status_class_and_param() {
+        let cases = [
+            (
+                RequestError::invalid_param("max_tokens", "too small"),
+                400,
+                Some("max_tokens"),
+            ),
+            (RequestError::invalid("not JSON"), 400, None),
+            (
+                RequestError::Translate(TranslateError::invalid("messages[1].content", "bad part")),
+                400,
+                None,
+            ),
+            (
+                RequestError::Translate(TranslateError::unsupported("n", "one choice only")),
+                400,
+                None,
+            ),
+            (
+                RequestError::Translate(TranslateError::upstream("not an object")),
+                502,
+                None,
+            ),
+            (RequestError::Encode, 500, None),
+        ];
+        for (error, status, param) in cases {
+            assert_eq!(error.status_code(), status, "{error:?}");
+            let api: ApiError = error.clone().into();
+            assert_eq!(api.status_code().as_u16(), status, "{error:?}");
+            assert_eq!(api.param(), param, "{error:?}");
+            if status == 400 {
+                assert_eq!(api.to_string(), error.to_string());
+            }
+        }
+    }
+
+    #[test]
+    fn anthropic_answers_carry_the_type_of_their_status() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let response = ApiError::ModelNotFound("m".into()).anthropic_response();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        let body = response
+            .into_body()
+            .try_into_bytes()
+            .map_err(|_| "streaming body")?;
+        let json: serde_json::Value = serde_json::from_slice(&body)?;
+        assert_eq!(
+            json,
+            wire_error::anthropic(
+                "not_found_error",
+                &ApiError::ModelNotFound("m".into()).to_string()
+            )
+        );
+        Ok(())
     }
 
     #[test]

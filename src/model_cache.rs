@@ -134,7 +134,12 @@ pub async fn refresh(
             return Err(upstream_error("a connection failure".to_owned()));
         }
     };
-    if let Some(failure) = providers::classify_status(response.status(), response.headers()) {
+    if let Some(failure) = providers::classify_status(response.status().as_u16(), |name| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+    }) {
         lease.fail(failure);
         return Err(upstream_error(format!("status {}", response.status())));
     }

@@ -58,7 +58,12 @@ async fn probe(client: awc::Client, lease: Lease, log: Logger) {
     }
     let started = Instant::now();
     let outcome = match request.send().await {
-        Ok(response) => match providers::classify_status(response.status(), response.headers()) {
+        Ok(response) => match providers::classify_status(response.status().as_u16(), |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+        }) {
             None => Outcome::Success {
                 latency: started.elapsed(),
             },

@@ -32,7 +32,7 @@ impl UpstreamRequest for ChatExchange {
     }
 
     fn body(&mut self, spec: &ProviderSpec, upstream_model: &str) -> Result<Bytes, ApiError> {
-        self.upstream_body(spec, upstream_model)
+        Ok(self.upstream_body(spec, upstream_model)?)
     }
 
     fn stream(&self) -> bool {

@@ -335,7 +335,12 @@ async fn relay(
         }
     };
     let status = response.status();
-    let failure = classify_status(status, response.headers());
+    let failure = classify_status(status.as_u16(), |name| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+    });
     let scan = match billing {
         Billing::Tokens(_) => Some(UsageScan::for_answer(
             response

@@ -341,7 +341,12 @@ async fn attempt(
         }
     };
     let status = response.status();
-    if let Some(failure) = providers::classify_status(status, response.headers()) {
+    if let Some(failure) = providers::classify_status(status.as_u16(), |name| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+    }) {
         let body = read_limited(
             &mut response,
             limits.max_response_bytes.min(64 * 1024),

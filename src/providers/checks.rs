@@ -8,7 +8,7 @@
 //! answers in its own words. Messages follow each API's wording: OpenAI's
 //! "Invalid type for 'x'", Anthropic's "x: Input should be ...".
 
-use crate::error::ApiError;
+use super::RequestError;
 use serde_json::{Map, Value};
 
 /// The JSON type names OpenAI's messages use.
@@ -24,8 +24,8 @@ fn openai_type(value: &Value) -> &'static str {
     }
 }
 
-fn openai_wrong_type(param: &'static str, expected: &str, value: &Value) -> ApiError {
-    ApiError::bad_param(
+fn openai_wrong_type(param: &'static str, expected: &str, value: &Value) -> RequestError {
+    RequestError::invalid_param(
         param,
         format!(
             "Invalid type for '{param}': expected {expected}, but got {} instead.",
@@ -39,12 +39,12 @@ fn openai_integer(
     body: &Map<String, Value>,
     param: &'static str,
     min: i64,
-) -> Result<(), ApiError> {
+) -> Result<(), RequestError> {
     match body.get(param) {
         None | Some(Value::Null) => Ok(()),
         Some(value) => match value.as_i64() {
             Some(number) if number >= min => Ok(()),
-            Some(number) => Err(ApiError::bad_param(
+            Some(number) => Err(RequestError::invalid_param(
                 param,
                 format!(
                     "Invalid '{param}': integer below minimum value. Expected a value >= {min}, but got {number} instead."
@@ -58,7 +58,7 @@ fn openai_integer(
 }
 
 /// `null`, or a number.
-fn openai_number(body: &Map<String, Value>, param: &'static str) -> Result<(), ApiError> {
+fn openai_number(body: &Map<String, Value>, param: &'static str) -> Result<(), RequestError> {
     match body.get(param) {
         None | Some(Value::Null | Value::Number(_)) => Ok(()),
         Some(value) => Err(openai_wrong_type(param, "a decimal", value)),
@@ -67,13 +67,13 @@ fn openai_number(body: &Map<String, Value>, param: &'static str) -> Result<(), A
 
 /// `stream_options` and `max_tokens`, which the gateway reads or rewrites on
 /// every OpenAI-shaped request (chat, legacy completions).
-pub fn openai_common(body: &Map<String, Value>) -> Result<(), ApiError> {
+pub fn openai_common(body: &Map<String, Value>) -> Result<(), RequestError> {
     match body.get("stream_options") {
         None | Some(Value::Null) => {}
         Some(Value::Object(options)) => match options.get("include_usage") {
             None | Some(Value::Null | Value::Bool(_)) => {}
             Some(value) => {
-                return Err(ApiError::bad_param(
+                return Err(RequestError::invalid_param(
                     "stream_options",
                     format!(
                         "Invalid type for 'stream_options.include_usage': expected a boolean, but got {} instead.",
@@ -89,7 +89,7 @@ pub fn openai_common(body: &Map<String, Value>) -> Result<(), ApiError> {
 
 /// A chat completion's fields: the common ones, plus those the gateway
 /// reads to translate the request for other provider kinds.
-pub fn openai_chat(body: &Map<String, Value>) -> Result<(), ApiError> {
+pub fn openai_chat(body: &Map<String, Value>) -> Result<(), RequestError> {
     openai_common(body)?;
     openai_integer(body, "max_completion_tokens", 1)?;
     openai_integer(body, "n", 1)?;
@@ -120,13 +120,13 @@ pub fn openai_chat(body: &Map<String, Value>) -> Result<(), ApiError> {
     }
 }
 
-fn anthropic_invalid(param: &'static str, should: &str) -> ApiError {
-    ApiError::bad_param(param, format!("{param}: Input should be {should}"))
+fn anthropic_invalid(param: &'static str, should: &str) -> RequestError {
+    RequestError::invalid_param(param, format!("{param}: Input should be {should}"))
 }
 
 /// An Anthropic Messages request's fields the gateway reads or translates
 /// (`model` and `messages` are checked by the caller).
-pub fn anthropic_messages(body: &Map<String, Value>) -> Result<(), ApiError> {
+pub fn anthropic_messages(body: &Map<String, Value>) -> Result<(), RequestError> {
     match body.get("max_tokens") {
         // Absent: the gateway sends `upstream.default_max_tokens`.
         None | Some(Value::Null) => {}
@@ -210,9 +210,9 @@ mod tests {
         }
     }
 
-    fn param_of(result: Result<(), ApiError>) -> Option<&'static str> {
+    fn param_of(result: Result<(), RequestError>) -> Option<&'static str> {
         match result {
-            Err(ApiError::BadRequest { param, .. }) => param,
+            Err(RequestError::Invalid { param, .. }) => param,
             _ => None,
         }
     }

@@ -15,8 +15,7 @@ use super::anthropic::{
 use super::gemini::{self, GeminiToOpenAiStream};
 use super::openai::{self, ChatRequest, Usage};
 use super::translate::{ChainedStream, StreamTranslator, TranslateError, unix_now};
-use super::{Wire, adapter_of};
-use crate::error::ApiError;
+use super::{RequestError, Wire, adapter_of};
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use switchyard_actors::ProviderSpec;
@@ -36,7 +35,7 @@ impl ClientFormat {
             Self::OpenAi => openai::stream_error_event(message, code),
             Self::Anthropic => super::translate::anthropic_sse(
                 "error",
-                &json!({ "type": "error", "error": { "type": "api_error", "message": message } }),
+                &super::wire_error::anthropic("api_error", message),
             ),
         }
     }
@@ -64,7 +63,7 @@ pub struct Malformed;
 
 impl ChatExchange {
     /// An OpenAI client's request (`/v1/chat/completions`).
-    pub fn from_openai(raw: &[u8], options: AnthropicRequestOptions) -> Result<Self, ApiError> {
+    pub fn from_openai(raw: &[u8], options: AnthropicRequestOptions) -> Result<Self, RequestError> {
         Ok(Self {
             client: ClientFormat::OpenAi,
             openai: openai::parse_chat_request(raw)?,
@@ -76,35 +75,49 @@ impl ChatExchange {
     }
 
     /// An Anthropic client's request (`/v1/messages`).
-    pub fn from_anthropic(raw: &[u8], options: AnthropicRequestOptions) -> Result<Self, ApiError> {
+    pub fn from_anthropic(
+        raw: &[u8],
+        options: AnthropicRequestOptions,
+    ) -> Result<Self, RequestError> {
         let value: Value = serde_json::from_slice(raw).map_err(|error| {
-            ApiError::bad_request(format!("The request body is not valid JSON: {error}"))
+            RequestError::invalid(format!("The request body is not valid JSON: {error}"))
         })?;
         let Value::Object(body) = value else {
-            return Err(ApiError::bad_request(
+            return Err(RequestError::invalid(
                 "The request body must be a JSON object",
             ));
         };
         match body.get("model") {
             Some(Value::String(model)) if !model.trim().is_empty() => {}
             Some(Value::String(_)) | None | Some(Value::Null) => {
-                return Err(ApiError::bad_param("model", "model: Field required"));
+                return Err(RequestError::invalid_param(
+                    "model",
+                    "model: Field required",
+                ));
             }
-            Some(_) => return Err(ApiError::bad_param("model", "model: must be a string")),
+            Some(_) => {
+                return Err(RequestError::invalid_param(
+                    "model",
+                    "model: must be a string",
+                ));
+            }
         }
         match body.get("messages") {
             Some(Value::Array(messages)) if !messages.is_empty() => {}
             Some(Value::Array(_)) => {
-                return Err(ApiError::bad_param(
+                return Err(RequestError::invalid_param(
                     "messages",
                     "messages: at least one message is required",
                 ));
             }
             None | Some(Value::Null) => {
-                return Err(ApiError::bad_param("messages", "messages: Field required"));
+                return Err(RequestError::invalid_param(
+                    "messages",
+                    "messages: Field required",
+                ));
             }
             Some(_) => {
-                return Err(ApiError::bad_param(
+                return Err(RequestError::invalid_param(
                     "messages",
                     "messages: must be an array",
                 ));
@@ -113,7 +126,7 @@ impl ChatExchange {
         super::checks::anthropic_messages(&body)?;
         let translated = anthropic::anthropic_to_openai_request(&Value::Object(body.clone()))?;
         let openai = openai::parse_chat_request(
-            &serde_json::to_vec(&translated).map_err(|_| ApiError::Internal)?,
+            &serde_json::to_vec(&translated).map_err(|_| RequestError::Encode)?,
         )?;
         Ok(Self {
             client: ClientFormat::Anthropic,
@@ -172,7 +185,7 @@ impl ChatExchange {
         &mut self,
         spec: &ProviderSpec,
         upstream_model: &str,
-    ) -> Result<Bytes, ApiError> {
+    ) -> Result<Bytes, RequestError> {
         let body = match (self.client, adapter_of(spec).wire()) {
             (_, Wire::OpenAi) => {
                 return openai::upstream_chat_body(&mut self.openai, upstream_model);
@@ -203,7 +216,7 @@ impl ChatExchange {
         };
         serde_json::to_vec(&body)
             .map(Bytes::from)
-            .map_err(|_| ApiError::Internal)
+            .map_err(|_| RequestError::Encode)
     }
 
     /// Whether a stream event from `spec` commits the answer (see

@@ -1,20 +1,31 @@
 //! Provider adapters: how the gateway's request becomes a provider's, and
 //! how the provider's answer is read back. One module per provider kind; the
 //! handlers only ever call the functions re-exported here.
+//!
+//! A boundary: these are pure functions of bytes and JSON, so nothing here
+//! imports the web framework, the HTTP client, the database or the server's
+//! modules (`error`, `http`, `db`, ...). Failures are [`RequestError`] and
+//! [`TranslateError`], plain data that `crate::error` converts into the
+//! client's answer; statuses and headers come in as plain values. It would
+//! be a crate of its own but for the fixed top-level layout (`src`,
+//! `actors`, `tests`, ...); `tests/layout.rs` holds the line instead.
 
 pub mod anthropic;
 pub mod azure;
 pub mod checks;
+pub mod error;
 pub mod exchange;
 pub mod gemini;
 pub mod openai;
 pub mod sse;
 pub mod translate;
+pub mod wire_error;
 pub mod zhipu;
 
+pub use error::RequestError;
+pub use translate::TranslateError;
+
 use crate::config::ProviderKind;
-use actix_web::http::StatusCode;
-use actix_web::http::header::HeaderMap;
 use std::time::{Duration, SystemTime};
 use switchyard_actors::{Failure, ProviderSpec};
 
@@ -127,13 +138,17 @@ pub fn bearer(secret: &str) -> (&'static str, String) {
 }
 
 /// How a non-2xx upstream status reflects on the key. `None` for success.
-pub fn classify_status(status: StatusCode, headers: &HeaderMap) -> Option<Failure> {
-    if status.is_success() {
+/// `header` looks up one of the answer's headers by its lowercase name.
+pub fn classify_status<'h>(
+    status: u16,
+    header: impl Fn(&str) -> Option<&'h str>,
+) -> Option<Failure> {
+    if (200..300).contains(&status) {
         return None;
     }
-    Some(match status.as_u16() {
+    Some(match status {
         429 => Failure::RateLimited {
-            retry_after: retry_after(headers, SystemTime::now()),
+            retry_after: retry_after(header, SystemTime::now()),
         },
         401 | 403 => Failure::Unauthorized,
         408 => Failure::Timeout,
@@ -144,9 +159,12 @@ pub fn classify_status(status: StatusCode, headers: &HeaderMap) -> Option<Failur
 
 /// How long an upstream asked us to wait: `Retry-After` (seconds or an HTTP
 /// date), else OpenAI's `x-ratelimit-reset-requests`/`-tokens` (`1s`, `6m0s`,
-/// `20ms`), the longer of the two.
-pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+/// `20ms`), the longer of the two. `header` looks up one of the answer's
+/// headers by its lowercase name.
+pub fn retry_after<'h>(
+    header: impl Fn(&str) -> Option<&'h str>,
+    now: SystemTime,
+) -> Option<Duration> {
     if let Some(value) = header("retry-after") {
         if let Ok(seconds) = value.trim().parse::<f64>()
             && seconds.is_finite()
@@ -154,7 +172,7 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
         {
             return Some(Duration::from_secs_f64(seconds.min(86_400.0)));
         }
-        if let Ok(date) = httpdate_parse(value) {
+        if let Ok(date) = httpdate::parse_http_date(value) {
             return Some(date.duration_since(now).unwrap_or(Duration::ZERO));
         }
     }
@@ -162,13 +180,6 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
         .iter()
         .filter_map(|name| header(name).and_then(parse_go_duration))
         .max()
-}
-
-fn httpdate_parse(value: &str) -> Result<SystemTime, ()> {
-    value
-        .parse::<actix_web::http::header::HttpDate>()
-        .map(SystemTime::from)
-        .map_err(|_| ())
 }
 
 /// Parses durations such as `1s`, `6m0s`, `1h2m3.5s`, `250ms`.
@@ -206,37 +217,33 @@ fn parse_go_duration(text: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use actix_web::http::header::{HeaderName, HeaderValue};
 
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.insert(
-                HeaderName::from_static(name),
-                HeaderValue::from_static(value),
-            );
+    /// A header lookup over fixed pairs, as a call site's closure over the
+    /// upstream answer's header map would be.
+    fn headers<'h>(pairs: &'h [(&'h str, &'h str)]) -> impl Fn(&str) -> Option<&'h str> {
+        |name| {
+            pairs
+                .iter()
+                .find(|(key, _)| key.eq_ignore_ascii_case(name))
+                .map(|(_, value)| *value)
         }
-        map
     }
 
     #[test]
     fn retry_after_reads_seconds_dates_and_openai_reset_headers() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         assert_eq!(
-            retry_after(&headers(&[("retry-after", "7")]), now),
+            retry_after(headers(&[("retry-after", "7")]), now),
             Some(Duration::from_secs(7))
         );
-        let date =
-            actix_web::http::header::HttpDate::from(now + Duration::from_secs(30)).to_string();
-        let mut map = HeaderMap::new();
-        map.insert(
-            HeaderName::from_static("retry-after"),
-            HeaderValue::from_str(&date).unwrap_or(HeaderValue::from_static("")),
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(
+            retry_after(headers(&[("retry-after", &date)]), now),
+            Some(Duration::from_secs(30))
         );
-        assert_eq!(retry_after(&map, now), Some(Duration::from_secs(30)));
         assert_eq!(
             retry_after(
-                &headers(&[
+                headers(&[
                     ("x-ratelimit-reset-requests", "6m0s"),
                     ("x-ratelimit-reset-tokens", "250ms")
                 ]),
@@ -244,31 +251,28 @@ mod tests {
             ),
             Some(Duration::from_secs(360))
         );
-        assert_eq!(retry_after(&headers(&[("retry-after", "soon")]), now), None);
-        assert_eq!(retry_after(&HeaderMap::new(), now), None);
+        assert_eq!(retry_after(headers(&[("retry-after", "soon")]), now), None);
+        assert_eq!(retry_after(headers(&[]), now), None);
     }
 
     #[test]
     fn statuses_map_to_key_health() {
-        let none = HeaderMap::new();
-        assert_eq!(classify_status(StatusCode::OK, &none), None);
+        assert_eq!(classify_status(200, headers(&[])), None);
+        assert_eq!(classify_status(204, headers(&[])), None);
         assert_eq!(
-            classify_status(StatusCode::UNAUTHORIZED, &none),
+            classify_status(401, headers(&[])),
             Some(Failure::Unauthorized)
         );
         assert_eq!(
-            classify_status(StatusCode::BAD_GATEWAY, &none),
+            classify_status(502, headers(&[])),
             Some(Failure::ServerError)
         );
         assert_eq!(
-            classify_status(StatusCode::BAD_REQUEST, &none),
+            classify_status(400, headers(&[])),
             Some(Failure::ClientError)
         );
         assert_eq!(
-            classify_status(
-                StatusCode::TOO_MANY_REQUESTS,
-                &headers(&[("retry-after", "2")])
-            ),
+            classify_status(429, headers(&[("retry-after", "2")])),
             Some(Failure::RateLimited {
                 retry_after: Some(Duration::from_secs(2))
             })

@@ -3,8 +3,7 @@
 //! `model` rewritten (and usage requested for streams), so fields the gateway
 //! does not know still reach the provider.
 
-use super::{Adapter, Wire, bearer};
-use crate::error::ApiError;
+use super::{Adapter, RequestError, Wire, bearer};
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use switchyard_actors::ProviderSpec;
@@ -63,48 +62,53 @@ pub struct ChatRequest {
 }
 
 /// Parses and validates a `/v1/chat/completions` body.
-pub fn parse_chat_request(raw: &[u8]) -> Result<ChatRequest, ApiError> {
+pub fn parse_chat_request(raw: &[u8]) -> Result<ChatRequest, RequestError> {
     let value: Value = serde_json::from_slice(raw).map_err(|error| {
-        ApiError::bad_request(format!("The request body is not valid JSON: {error}"))
+        RequestError::invalid(format!("The request body is not valid JSON: {error}"))
     })?;
     let Value::Object(body) = value else {
-        return Err(ApiError::bad_request(
+        return Err(RequestError::invalid(
             "The request body must be a JSON object",
         ));
     };
     let model = match body.get("model") {
         Some(Value::String(model)) if !model.trim().is_empty() => model.clone(),
         Some(Value::String(_)) | None | Some(Value::Null) => {
-            return Err(ApiError::bad_param(
+            return Err(RequestError::invalid_param(
                 "model",
                 "You must provide a model parameter",
             ));
         }
-        Some(_) => return Err(ApiError::bad_param("model", "`model` must be a string")),
+        Some(_) => {
+            return Err(RequestError::invalid_param(
+                "model",
+                "`model` must be a string",
+            ));
+        }
     };
     match body.get("messages") {
         Some(Value::Array(messages)) if !messages.is_empty() => {
             if let Some(index) = messages.iter().position(|message| !message.is_object()) {
-                return Err(ApiError::bad_param(
+                return Err(RequestError::invalid_param(
                     "messages",
                     format!("`messages[{index}]` must be an object with a role"),
                 ));
             }
         }
         Some(Value::Array(_)) => {
-            return Err(ApiError::bad_param(
+            return Err(RequestError::invalid_param(
                 "messages",
                 "`messages` must not be empty",
             ));
         }
         None | Some(Value::Null) => {
-            return Err(ApiError::bad_param(
+            return Err(RequestError::invalid_param(
                 "messages",
                 "You must provide a messages parameter",
             ));
         }
         Some(_) => {
-            return Err(ApiError::bad_param(
+            return Err(RequestError::invalid_param(
                 "messages",
                 "`messages` must be an array",
             ));
@@ -113,7 +117,12 @@ pub fn parse_chat_request(raw: &[u8]) -> Result<ChatRequest, ApiError> {
     let stream = match body.get("stream") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(stream)) => *stream,
-        Some(_) => return Err(ApiError::bad_param("stream", "`stream` must be a boolean")),
+        Some(_) => {
+            return Err(RequestError::invalid_param(
+                "stream",
+                "`stream` must be a boolean",
+            ));
+        }
     };
     super::checks::openai_chat(&body)?;
     let client_wants_usage = body
@@ -138,7 +147,7 @@ pub fn parse_chat_request(raw: &[u8]) -> Result<ChatRequest, ApiError> {
 pub fn upstream_chat_body(
     request: &mut ChatRequest,
     upstream_model: &str,
-) -> Result<Bytes, ApiError> {
+) -> Result<Bytes, RequestError> {
     request
         .body
         .insert("model".to_owned(), Value::String(upstream_model.to_owned()));
@@ -156,7 +165,7 @@ pub fn upstream_chat_body(
     }
     serde_json::to_vec(&request.body)
         .map(Bytes::from)
-        .map_err(|_| ApiError::Internal)
+        .map_err(|_| RequestError::Encode)
 }
 
 /// Token counts of a response or stream chunk, if it reports them.
@@ -312,8 +321,12 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 /// An SSE error event in OpenAI's shape, sent when a stream fails after
 /// content has gone out: clients must not mistake the cut for a clean end.
 pub fn stream_error_event(message: &str, code: &str) -> Bytes {
-    let body = json!({ "error": { "message": message, "type": "upstream_error", "param": null, "code": code } });
-    Bytes::from(format!("data: {body}\n\n"))
+    super::translate::openai_sse(&super::wire_error::openai(
+        message,
+        "upstream_error",
+        None,
+        Some(code),
+    ))
 }
 
 #[cfg(test)]
@@ -323,7 +336,7 @@ mod tests {
     fn status(raw: &str) -> u16 {
         match parse_chat_request(raw.as_bytes()) {
             Ok(_) => 200,
-            Err(error) => actix_web::ResponseError::status_code(&error).as_u16(),
+            Err(error) => error.status_code(),
         }
     }
 
@@ -350,12 +363,12 @@ mod tests {
     }
 
     #[test]
-    fn upstream_body_rewrites_model_and_requests_usage_for_streams() -> Result<(), ApiError> {
+    fn upstream_body_rewrites_model_and_requests_usage_for_streams()
+    -> Result<(), Box<dyn std::error::Error>> {
         let mut request = parse_chat_request(
             br#"{"model":"gpt-4","messages":[{"role":"user","content":"hi"}],"stream":true,"x":1}"#,
         )?;
-        let body: Value = serde_json::from_slice(&upstream_chat_body(&mut request, "gpt-4o")?)
-            .map_err(|_| ApiError::Internal)?;
+        let body: Value = serde_json::from_slice(&upstream_chat_body(&mut request, "gpt-4o")?)?;
         assert_eq!(body.get("model"), Some(&json!("gpt-4o")));
         assert_eq!(
             body.pointer("/stream_options/include_usage"),

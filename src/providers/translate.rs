@@ -6,7 +6,7 @@
 //! [`super::anthropic`] (both ways) and [`super::gemini`].
 
 use super::openai::Usage;
-use crate::error::ApiError;
+use super::wire_error;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -78,17 +78,7 @@ impl TranslateError {
             Self::InvalidRequest { .. } | Self::Unsupported { .. } => "invalid_request_error",
             Self::Upstream(_) => "api_error",
         };
-        json!({ "type": "error", "error": { "type": kind, "message": self.to_string() } })
-    }
-}
-
-impl From<TranslateError> for ApiError {
-    fn from(error: TranslateError) -> Self {
-        match error {
-            TranslateError::Upstream(_) => ApiError::UpstreamFailed(error.to_string()),
-            TranslateError::InvalidRequest { message, .. }
-            | TranslateError::Unsupported { message, .. } => ApiError::bad_request(message),
-        }
+        wire_error::anthropic(kind, &self.to_string())
     }
 }
 
@@ -211,9 +201,7 @@ impl ChunkWriter {
 
 /// An OpenAI-shaped error event for a failure reported inside a stream.
 pub(crate) fn openai_error_chunk(message: &str, kind: &str) -> Bytes {
-    openai_sse(&json!({
-        "error": { "message": message, "type": kind, "param": null, "code": null }
-    }))
+    openai_sse(&wire_error::openai(message, kind, None, None))
 }
 
 /// Parses one event's data as a JSON object.
