@@ -127,17 +127,12 @@ async fn a_change_reaches_the_next_request(backend: Backend) -> anyhow::Result<(
     let gw = TestGateway::start(backend, |_, _| {}).await?;
     let admin = gw.admin_client();
     let token = gw.create_token(json!({ "name": "t" })).await?;
-    admin
-        .post("/admin/providers", provider("p", &gw.mock, &["m1"]))
-        .await?;
+    admin.add_provider(provider("p", &gw.mock, &["m1"])).await?;
     assert_eq!(chat_status(&gw, &token, "m1").await?, 200);
 
     // Models: m1 goes, m2 comes; the running actor (and key health) stays.
     let patched = admin
-        .patch(
-            "/admin/providers/p",
-            json!({ "models": ["m2"], "weight": 3 }),
-        )
+        .update_provider("p", json!({ "models": ["m2"], "weight": 3 }))
         .await?;
     assert_eq!(patched["models"], json!(["m2"]));
     assert_eq!(patched["weight"], 3);
@@ -149,8 +144,8 @@ async fn a_change_reaches_the_next_request(backend: Backend) -> anyhow::Result<(
     let other = MockUpstream::start()?;
     gw.mock.reset_counts();
     let patched = admin
-        .patch(
-            "/admin/providers/p",
+        .update_provider(
+            "p",
             json!({ "base_url": other.base_url(), "headers": { "X-Extra": "v" } }),
         )
         .await?;
@@ -168,8 +163,8 @@ async fn a_change_reaches_the_next_request(backend: Backend) -> anyhow::Result<(
 
     // Strategy and retry change; `null` removes a header.
     let patched = admin
-        .patch(
-            "/admin/providers/p",
+        .update_provider(
+            "p",
             json!({
                 "strategy": "round-robin",
                 "retry": { "max_attempts": 5 },
@@ -183,7 +178,7 @@ async fn a_change_reaches_the_next_request(backend: Backend) -> anyhow::Result<(
 
     // Disabled: out of routing at once, stored, and back when enabled.
     let disabled = admin
-        .patch("/admin/providers/p", json!({ "enabled": false }))
+        .update_provider("p", json!({ "enabled": false }))
         .await?;
     assert_eq!(
         (disabled["enabled"].clone(), disabled["running"].clone()),
@@ -192,7 +187,7 @@ async fn a_change_reaches_the_next_request(backend: Backend) -> anyhow::Result<(
     assert_eq!(chat_status(&gw, &token, "m2").await?, 404);
     assert_eq!(chat_status(&gw, &token, "p/m2").await?, 404);
     admin
-        .patch("/admin/providers/p", json!({ "enabled": true }))
+        .update_provider("p", json!({ "enabled": true }))
         .await?;
     assert_eq!(chat_status(&gw, &token, "m2").await?, 200);
     assert_eq!(other.total_calls(), 2);
@@ -212,7 +207,7 @@ async fn a_change_reaches_the_next_request(backend: Backend) -> anyhow::Result<(
         assert_eq!(answer["error"]["param"], param, "{body}: {answer}");
     }
     // A refused change changed nothing.
-    let shown = admin.get("/admin/providers/p").await?;
+    let shown = admin.provider("p").await?;
     assert_eq!(shown["base_url"], other.base_url());
     assert_eq!(shown["retry"]["max_attempts"], 5);
     let (status, _) = gw
@@ -233,10 +228,7 @@ async fn deleting_a_provider_takes_its_models_and_keys_away(
     let admin = gw.admin_client();
     let token = gw.create_token(json!({ "name": "t" })).await?;
     let created = admin
-        .post(
-            "/admin/providers",
-            provider("gone", &gw.mock, &["gone-model"]),
-        )
+        .add_provider(provider("gone", &gw.mock, &["gone-model"]))
         .await?;
     assert_eq!(created["keys"].as_array().map(Vec::len), Some(1));
     let row = gw
@@ -301,15 +293,15 @@ async fn secrets_are_masked_in_answers_and_encrypted_at_rest(
     let mut answers = Vec::new();
     answers.push(
         admin
-            .post("/admin/providers", provider("s", &gw.mock, &["s-model"]))
+            .add_provider(provider("s", &gw.mock, &["s-model"]))
             .await?,
     );
-    answers.push(admin.get("/admin/providers/s").await?);
+    answers.push(admin.provider("s").await?);
     answers.push(admin.get("/admin/providers").await?);
     answers.push(admin.get("/admin/providers/s/health").await?);
     answers.push(
         admin
-            .patch("/admin/providers/s", json!({ "models": ["s2"] }))
+            .update_provider("s", json!({ "models": ["s2"] }))
             .await?,
     );
     for answer in &answers {
@@ -445,13 +437,10 @@ async fn settings_providers_come_back_at_start_and_api_ones_stay(
     let mut gw = TestGateway::start(backend, |_, _| {}).await?;
     let admin = gw.admin_client();
     let token = gw.create_token(json!({ "name": "t" })).await?;
-    let shown = admin.get("/admin/providers/mock").await?;
+    let shown = admin.provider("mock").await?;
     assert_eq!(shown["source"], "settings");
     admin
-        .post(
-            "/admin/providers",
-            provider("extra", &gw.mock, &["extra-model"]),
-        )
+        .add_provider(provider("extra", &gw.mock, &["extra-model"]))
         .await?;
     let (status, _) = gw
         .admin(Method::DELETE, "/admin/providers/mock", None)
@@ -469,7 +458,7 @@ async fn settings_providers_come_back_at_start_and_api_ones_stay(
     // Declared in settings: upserted again. Added through the API: kept.
     assert_eq!(chat_status(&gw, &token, "mock-gpt").await?, 200);
     assert_eq!(chat_status(&gw, &token, "extra-model").await?, 200);
-    let extra = admin.get("/admin/providers/extra").await?;
+    let extra = admin.provider("extra").await?;
     assert_eq!(extra["source"], "api");
     assert_eq!(extra["keys"][0]["secret_hint"], "ok-f…6789");
     gw.stop().await
@@ -483,7 +472,7 @@ async fn a_request_in_flight_finishes_when_its_provider_goes(
     let token = gw.create_token(json!({ "name": "t" })).await?;
     let mut body = provider("slow", &gw.mock, &["slow-model"]);
     body["keys"] = json!([{ "key": "slow300-key", "id": "slow" }]);
-    admin.post("/admin/providers", body).await?;
+    admin.add_provider(body).await?;
     gw.mock.reset_counts();
     // The request holds a lease of the provider when it is replaced, then
     // deleted: it still finishes, on the actor that leased the key.
@@ -491,8 +480,8 @@ async fn a_request_in_flight_finishes_when_its_provider_goes(
     let change = async {
         gw.wait_for_upstream_calls(1).await?;
         admin
-            .patch(
-                "/admin/providers/slow",
+            .update_provider(
+                "slow",
                 json!({ "base_url": format!("{}/", gw.mock.base_url()) }),
             )
             .await?;

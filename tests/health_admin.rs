@@ -169,8 +169,8 @@ async fn keys_are_added_disabled_enabled_and_deleted_while_running(
 
     // Added with a better priority: it serves the next request at once.
     let added = admin
-        .post(
-            "/admin/providers/mock/keys",
+        .add_key(
+            "mock",
             json!({ "key": "ok-run-second", "id": "second", "priority": -1, "weight": 2 }),
         )
         .await?;
@@ -205,10 +205,7 @@ async fn keys_are_added_disabled_enabled_and_deleted_while_running(
 
     // An id is generated when none is given; it never shows the secret.
     let generated = admin
-        .post(
-            "/admin/providers/mock/keys",
-            json!({ "key": "ok-run-third", "priority": 5 }),
-        )
+        .add_key("mock", json!({ "key": "ok-run-third", "priority": 5 }))
         .await?;
     let generated_id = generated["id"].as_str().context("id")?.to_owned();
     assert!(
@@ -260,13 +257,7 @@ async fn keys_are_added_disabled_enabled_and_deleted_while_running(
     );
 
     // Enabled again (no body needed): it serves again.
-    let enabled = admin
-        .send(
-            Method::POST,
-            "/admin/providers/mock/keys/second/enable",
-            None,
-        )
-        .await?;
+    let enabled = admin.set_key_enabled("mock", "second", true).await?;
     assert_eq!(
         (
             &enabled["enabled"],
@@ -288,13 +279,7 @@ async fn keys_are_added_disabled_enabled_and_deleted_while_running(
     );
 
     // A disable without a body records a default reason.
-    let disabled = admin
-        .send(
-            Method::POST,
-            "/admin/providers/mock/keys/second/disable",
-            None,
-        )
-        .await?;
+    let disabled = admin.set_key_enabled("mock", "second", false).await?;
     assert_eq!(disabled["disabled_reason"], "disabled by an admin");
     admin
         .post("/admin/providers/mock/keys/second/enable", json!({}))
@@ -605,13 +590,7 @@ async fn a_rejected_key_stays_disabled_across_a_restart_until_enabled(
     );
 
     // An admin enables it: it is tried first again (and refused again).
-    let enabled = admin
-        .send(
-            Method::POST,
-            "/admin/providers/mock/keys/key-1/enable",
-            None,
-        )
-        .await?;
+    let enabled = admin.set_key_enabled("mock", "key-1", true).await?;
     assert_eq!(
         (
             &enabled["state"],

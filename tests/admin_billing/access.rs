@@ -87,10 +87,7 @@ async fn the_new_admin_routes_need_the_master_key(backend: Backend) -> anyhow::R
         (&shown["status"], &shown["balance_nanos"]),
         (&json!("active"), &json!(0))
     );
-    assert_eq!(
-        admin.get(&format!("/admin/tokens/{id}")).await?["rpm"],
-        Value::Null
-    );
+    assert_eq!(admin.token(id).await?["rpm"], Value::Null);
     assert_eq!(chat(&gw, &secret).await?.status, 200);
     gw.stop().await
 }

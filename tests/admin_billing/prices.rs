@@ -53,10 +53,7 @@ async fn a_price_change_costs_the_next_request(backend: Backend) -> anyhow::Resu
         .await?;
     assert_eq!(chat(&gw, &secret).await?.status, 200);
     admin
-        .patch(
-            &format!("/admin/tokens/{id}"),
-            json!({ "price_multiplier": 1.5 }),
-        )
+        .update_token(id, json!({ "price_multiplier": 1.5 }))
         .await?;
     assert_eq!(chat(&gw, &secret).await?.status, 200);
     let (status, _) = gw.admin(Method::DELETE, path, None).await?;
@@ -88,8 +85,8 @@ async fn a_price_change_costs_the_next_request(backend: Backend) -> anyhow::Resu
 
     // Names with slashes; validation.
     let pinned = admin
-        .put(
-            "/admin/model-prices/openai/gpt-x",
+        .set_price(
+            "openai/gpt-x",
             json!({ "input_per_mtok": 0, "output_per_mtok": 0.5 }),
         )
         .await?;
@@ -156,8 +153,8 @@ async fn unpriced_models_are_listed_until_priced(backend: Backend) -> anyhow::Re
         "{seen}"
     );
     admin
-        .put(
-            "/admin/model-prices/mock-gpt",
+        .set_price(
+            "mock-gpt",
             json!({ "input_per_mtok": 1, "output_per_mtok": 1 }),
         )
         .await?;
@@ -223,8 +220,8 @@ async fn list_prices_are_seeded_and_never_overwrite_an_admin_price(
 
     // An admin's price survives a restart (seeding fills gaps only).
     admin
-        .put(
-            "/admin/model-prices/gpt-4o",
+        .set_price(
+            "gpt-4o",
             json!({ "input_per_mtok": 1, "output_per_mtok": 1 }),
         )
         .await?;

@@ -80,7 +80,7 @@ async fn tokens_take_every_limit_and_show_it(backend: Backend) -> anyhow::Result
         "request_count": 0,
         "previous_token_expires_at": null,
     });
-    let shown = admin.get(&format!("/admin/tokens/{id}")).await?;
+    let shown = admin.token(id).await?;
     for view in [&created, &shown] {
         for (key, value) in expected.as_object().context("object")? {
             assert_eq!(&view[key], value, "{key} in {view}");
@@ -357,8 +357,8 @@ async fn a_patch_applies_to_the_very_next_request(backend: Backend) -> anyhow::R
 
     // A money budget already spent: 402; lifted at once.
     admin
-        .put(
-            "/admin/model-prices/mock-gpt",
+        .set_price(
+            "mock-gpt",
             json!({ "input_per_mtok": 1, "output_per_mtok": 1 }),
         )
         .await?;
@@ -459,7 +459,7 @@ async fn rotation_keeps_the_old_token_for_the_grace_period_only(
     assert!(reply.text().contains("rotated"), "{}", reply.text());
     assert_eq!(chat(&gw, &second).await?.status, 200);
     // The secret is never shown again.
-    let shown = admin.get(&format!("/admin/tokens/{id}")).await?;
+    let shown = admin.token(id).await?;
     assert!(shown.get("token").is_none());
     assert!(!shown.to_string().contains(&second));
 

@@ -173,10 +173,7 @@ async fn users_are_created_listed_changed_and_deleted(backend: Backend) -> anyho
     assert!(answer.to_string().contains("2 token"), "{answer}");
     admin.delete(&format!("/admin/tokens/{t1}")).await?;
     admin
-        .patch(
-            &format!("/admin/tokens/{t2}"),
-            json!({ "user_id": bob["id"] }),
-        )
+        .update_token(t2, json!({ "user_id": bob["id"] }))
         .await?;
     let (status, _) = gw.admin(Method::DELETE, &alice_path, None).await?;
     assert_eq!(status, StatusCode::NO_CONTENT);
@@ -293,8 +290,8 @@ async fn topups_and_charges_move_the_balance_and_are_billed(
     .await?;
     let admin = gw.admin_client();
     admin
-        .put(
-            "/admin/model-prices/mock-gpt",
+        .set_price(
+            "mock-gpt",
             json!({ "input_per_mtok": 2.5, "output_per_mtok": 10 }),
         )
         .await?;
