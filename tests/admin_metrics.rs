@@ -7,7 +7,7 @@
 pub mod common;
 
 use anyhow::Context;
-use awc::http::{Method, StatusCode};
+use awc::http::Method;
 use common::{TestGateway, chat_body, mock_provider};
 use serde_json::{Value, json};
 use switchyard::StartOptions;
@@ -86,20 +86,14 @@ async fn seed(backend: Backend) -> anyhow::Result<Seeded> {
         },
     )
     .await?;
-    let alice = admin
-        .create("/admin/users", json!({ "name": "alice" }))
-        .await?;
+    let admin = gw.admin_client();
+    let alice = admin.create_user(json!({ "name": "alice" })).await?;
     let alice = alice["id"].as_i64().context("no user id")?;
     let token_a = admin
-        .create("/admin/tokens", json!({ "name": "a", "user_id": alice }))
+        .create_token(json!({ "name": "a", "user_id": alice }))
         .await?;
-    let token_b = admin
-        .create("/admin/tokens", json!({ "name": "b" }))
-        .await?;
-    let (a, b) = (
-        token_a["token"].as_str().context("token")?,
-        token_b["token"].as_str().context("token")?,
-    );
+    let token_b = admin.create_token(json!({ "name": "b" })).await?;
+    let (a, b) = (token_a.token.as_str(), token_b.token.as_str());
     let status = |reply: common::Reply| reply.status.as_u16();
     assert_eq!(
         status(gw.chat(a, chat_body("mock-gpt", "aaaa")).await?),
@@ -145,8 +139,8 @@ async fn seed(backend: Backend) -> anyhow::Result<Seeded> {
         ]
     );
     Ok(Seeded {
-        alice_token: token_a["id"].as_i64().context("id")?,
-        default_token: token_b["id"].as_i64().context("id")?,
+        alice_token: token_a.id,
+        default_token: token_b.id,
         alice,
         logs,
         gw,

@@ -387,7 +387,6 @@ async fn invalid_create_bodies_are_400(backend: Backend) -> anyhow::Result<()> {
 
 async fn request_logs_page_and_refuse_bad_paging(backend: Backend) -> anyhow::Result<()> {
     let gw = TestGateway::start(backend, |_, _| {}).await?;
-    let admin = gw.admin_client();
     let token = gw.create_token(json!({ "name": "logged" })).await?;
     for content in ["a", "bb", "ccc"] {
         let reply = gw.chat(&token, chat_body("mock-gpt", content)).await?;

@@ -5,13 +5,12 @@
 pub mod common;
 
 use anyhow::{Context, ensure};
-use common::cli::{fails_saying, json_out, stderr, stdout, succeeds};
+use common::cli::{fails_saying, json_out, stdout, succeeds};
 use common::db::TestDb;
 use common::process::{GatewayProcess, free_port, run_cli};
 use mock_upstream::MockUpstream;
 use serde_json::{Value, json};
 use std::path::Path;
-use std::process::Output;
 use std::time::Duration;
 use switchyard::auth::AdminSigningKey;
 use switchyard::config::Backend;

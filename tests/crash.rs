@@ -11,7 +11,7 @@ use common::pg::PrivatePostgres;
 use common::process::{GatewayProcess, free_port};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use mock_upstream::MockUpstream;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use switchyard::config::{Backend, DatabaseSettings};

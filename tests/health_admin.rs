@@ -11,8 +11,7 @@ use awc::http::{Method, StatusCode};
 use common::{MASTER_KEY, TestGateway, chat_body, mock_provider};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use switchyard::config::{Backend, Settings, mask};
-use switchyard::{StartOptions, start};
+use switchyard::config::{Backend, mask};
 use switchyard_actors::KeyStrategy;
 
 on_both_backends!(
@@ -61,6 +60,7 @@ async fn providers_are_listed_with_their_key_counts(backend: Backend) -> anyhow:
         ];
     })
     .await?;
+    let admin = gw.admin_client();
     let answer = admin.get("/admin/providers").await?;
     let base_url = gw.mock.base_url();
     assert_eq!(
@@ -624,7 +624,6 @@ async fn a_rejected_key_stays_disabled_across_a_restart_until_enabled(
 #[actix_rt::test]
 async fn root_answers_head_and_get_without_credentials() -> anyhow::Result<()> {
     let gw = TestGateway::start(Backend::Sqlite, |_, _| {}).await?;
-    let admin = gw.admin_client();
     let head = gw
         .client
         .head(format!("{}/", gw.url))

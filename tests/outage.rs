@@ -6,7 +6,6 @@
 
 pub mod common;
 
-use anyhow::Context;
 use common::MASTER_KEY;
 use common::admin::AdminClient;
 use common::load::compare;

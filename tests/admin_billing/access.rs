@@ -1,15 +1,12 @@
 //! The billing routes refuse anything but the master key, and a refusal
 //! changes nothing.
 
-use super::{NOV_22, chat, status_and_code};
+use super::chat;
 use crate::common::admin::{CreatedToken, id_of};
-use crate::common::{MASTER_KEY, TestGateway, chat_body};
+use crate::common::{MASTER_KEY, TestGateway};
 use crate::on_both_backends;
-use anyhow::Context;
-use awc::http::{Method, StatusCode};
+use awc::http::Method;
 use serde_json::{Value, json};
-use switchyard::StartOptions;
-use switchyard::clock::ManualClock;
 use switchyard::config::Backend;
 
 on_both_backends!(the_new_admin_routes_need_the_master_key,);

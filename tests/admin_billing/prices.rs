@@ -1,15 +1,13 @@
 //! Model prices: a change costs the next request, unpriced models are listed
 //! until priced, and the seeded list prices never overwrite an admin's.
 
-use super::{NOV_22, chat, status_and_code};
-use crate::common::admin::{CreatedToken, id_of};
-use crate::common::{MASTER_KEY, TestGateway, chat_body};
+use super::chat;
+use crate::common::admin::CreatedToken;
+use crate::common::{TestGateway, chat_body};
 use crate::on_both_backends;
 use anyhow::Context;
 use awc::http::{Method, StatusCode};
-use serde_json::{Value, json};
-use switchyard::StartOptions;
-use switchyard::clock::ManualClock;
+use serde_json::json;
 use switchyard::config::Backend;
 
 on_both_backends!(

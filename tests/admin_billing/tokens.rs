@@ -3,11 +3,11 @@
 //! grace period on a manual clock.
 
 use super::{NOV_22, chat, status_and_code};
+use crate::common::TestGateway;
 use crate::common::admin::{CreatedToken, id_of};
-use crate::common::{MASTER_KEY, TestGateway, chat_body};
 use crate::on_both_backends;
 use anyhow::Context;
-use awc::http::{Method, StatusCode};
+use awc::http::Method;
 use serde_json::{Value, json};
 use switchyard::StartOptions;
 use switchyard::clock::ManualClock;

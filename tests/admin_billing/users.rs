@@ -1,9 +1,9 @@
 //! Users with balances: created, listed, changed and deleted; invalid bodies
 //! refused; top-ups and request charges in the billing ledger.
 
-use super::{NOV_22, chat, status_and_code};
+use super::NOV_22;
 use crate::common::admin::{CreatedToken, id_of};
-use crate::common::{MASTER_KEY, TestGateway, chat_body};
+use crate::common::{TestGateway, chat_body};
 use crate::on_both_backends;
 use anyhow::Context;
 use awc::http::{Method, StatusCode};

@@ -84,7 +84,11 @@ impl AdminCli {
     /// Runs a command that must succeed; returns its stdout.
     pub fn ok(&self, args: &[&str]) -> anyhow::Result<String> {
         let output = self.run(args)?;
-        ensure!(output.status.success(), "{args:?} failed: {}", stderr(&output));
+        ensure!(
+            output.status.success(),
+            "{args:?} failed: {}",
+            stderr(&output)
+        );
         Ok(stdout(&output))
     }
 
