@@ -449,12 +449,8 @@ async fn settings_providers_come_back_at_start_and_api_ones_stay(
     assert_eq!(chat_status(&gw, &token, "mock-gpt").await?, 404);
 
     // Restart on the same database and settings.
-    if let Some(gateway) = gw.gateway.take() {
-        gateway.stop().await?;
-    }
-    let (gateway, url) = gw.start_another_instance().await?;
-    gw.gateway = Some(gateway);
-    gw.url = url;
+    gw.restart().await?;
+    let admin = gw.admin_client();
     // Declared in settings: upserted again. Added through the API: kept.
     assert_eq!(chat_status(&gw, &token, "mock-gpt").await?, 200);
     assert_eq!(chat_status(&gw, &token, "extra-model").await?, 200);
