@@ -8,6 +8,7 @@ pub mod common;
 use anyhow::{Context, ensure};
 use awc::http::{Method, StatusCode};
 use common::TestGateway;
+use common::admin::id_of;
 use serde_json::{Value, json};
 use switchyard::auth::{AdminSigningKey, login_message};
 use switchyard::config::Backend;
@@ -40,15 +41,14 @@ fn error_message(answer: &Value) -> String {
 
 /// Registers `key` through the master key; returns its id.
 async fn register(gw: &TestGateway, name: &str, key: &AdminSigningKey) -> anyhow::Result<i64> {
-    let (status, added) = gw
-        .admin(
-            Method::POST,
+    let added = gw
+        .admin_client()
+        .create(
             "/admin/admin-keys",
-            Some(json!({ "name": name, "public_key": key.public_key().to_text() })),
+            json!({ "name": name, "public_key": key.public_key().to_text() }),
         )
         .await?;
-    ensure!(status == StatusCode::CREATED, "{status} {added}");
-    added["id"].as_i64().context("no id")
+    id_of(&added)
 }
 
 async fn first_start_generates_a_key_file_and_registers_its_fingerprint(

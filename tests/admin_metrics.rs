@@ -7,7 +7,7 @@
 pub mod common;
 
 use anyhow::Context;
-use awc::http::{Method, StatusCode};
+use awc::http::Method;
 use common::{TestGateway, chat_body, mock_provider};
 use serde_json::{Value, json};
 use switchyard::StartOptions;
@@ -39,21 +39,6 @@ struct Seeded {
     alice: i64,
     /// Every log row, oldest first.
     logs: Vec<RequestLog>,
-}
-
-async fn ok(gw: &TestGateway, path: &str) -> anyhow::Result<Value> {
-    let (status, answer) = gw.admin(Method::GET, path, None).await?;
-    anyhow::ensure!(status == StatusCode::OK, "GET {path}: {status} {answer}");
-    Ok(answer)
-}
-
-async fn created(gw: &TestGateway, path: &str, body: Value) -> anyhow::Result<Value> {
-    let (status, answer) = gw.admin(Method::POST, path, Some(body)).await?;
-    anyhow::ensure!(
-        status == StatusCode::CREATED,
-        "POST {path}: {status} {answer}"
-    );
-    Ok(answer)
 }
 
 /// Seven requests at known times:
@@ -101,19 +86,14 @@ async fn seed(backend: Backend) -> anyhow::Result<Seeded> {
         },
     )
     .await?;
-    let alice = created(&gw, "/admin/users", json!({ "name": "alice" })).await?;
+    let admin = gw.admin_client();
+    let alice = admin.create_user(json!({ "name": "alice" })).await?;
     let alice = alice["id"].as_i64().context("no user id")?;
-    let token_a = created(
-        &gw,
-        "/admin/tokens",
-        json!({ "name": "a", "user_id": alice }),
-    )
-    .await?;
-    let token_b = created(&gw, "/admin/tokens", json!({ "name": "b" })).await?;
-    let (a, b) = (
-        token_a["token"].as_str().context("token")?,
-        token_b["token"].as_str().context("token")?,
-    );
+    let token_a = admin
+        .create_token(json!({ "name": "a", "user_id": alice }))
+        .await?;
+    let token_b = admin.create_token(json!({ "name": "b" })).await?;
+    let (a, b) = (token_a.token.as_str(), token_b.token.as_str());
     let status = |reply: common::Reply| reply.status.as_u16();
     assert_eq!(
         status(gw.chat(a, chat_body("mock-gpt", "aaaa")).await?),
@@ -159,8 +139,8 @@ async fn seed(backend: Backend) -> anyhow::Result<Seeded> {
         ]
     );
     Ok(Seeded {
-        alice_token: token_a["id"].as_i64().context("id")?,
-        default_token: token_b["id"].as_i64().context("id")?,
+        alice_token: token_a.id,
+        default_token: token_b.id,
         alice,
         logs,
         gw,
@@ -169,7 +149,11 @@ async fn seed(backend: Backend) -> anyhow::Result<Seeded> {
 
 /// The log ids (1 = oldest, as in [`seed`]) a query answers, in order.
 async fn ids(seeded: &Seeded, query: &str) -> anyhow::Result<(Vec<i64>, i64)> {
-    let page = ok(&seeded.gw, &format!("/admin/request-logs?{query}")).await?;
+    let page = seeded
+        .gw
+        .admin_client()
+        .get(&format!("/admin/request-logs?{query}"))
+        .await?;
     let first = seeded.logs.first().map_or(0, |row| row.id) - 1;
     let ids = page["data"]
         .as_array()
@@ -192,7 +176,11 @@ async fn request_logs_filter_by_every_field(backend: Backend) -> anyhow::Result<
         .get(2)
         .and_then(|row| row.user_id)
         .context("no user on row 3")?;
-    let page = ok(&seeded.gw, "/admin/request-logs?limit=2&offset=1").await?;
+    let page = seeded
+        .gw
+        .admin_client()
+        .get("/admin/request-logs?limit=2&offset=1")
+        .await?;
     assert_eq!(
         (
             page["total"].clone(),
@@ -319,7 +307,10 @@ async fn metrics_summary_distribution_and_series_are_exact(backend: Backend) -> 
     assert_eq!(ttft.len(), 1, "only the stream has a time to first token");
 
     let range = format!("from={}&to={}", unix(T0), unix(T0 + 2 * DAY));
-    let summary = ok(gw, &format!("/admin/metrics/summary?{range}")).await?;
+    let summary = gw
+        .admin_client()
+        .get(&format!("/admin/metrics/summary?{range}"))
+        .await?;
     assert_eq!(
         summary,
         json!({
@@ -345,14 +336,13 @@ async fn metrics_summary_distribution_and_series_are_exact(backend: Backend) -> 
         })
     );
     // Only failures: no latency figures, a zero success rate.
-    let failures = ok(
-        gw,
-        &format!(
+    let failures = gw
+        .admin_client()
+        .get(&format!(
             "/admin/metrics/summary?from={}&to=2026-01-01T02:00:00Z",
             unix(T0 + HOUR)
-        ),
-    )
-    .await?;
+        ))
+        .await?;
     assert_eq!(failures["requests"], 3);
     assert_eq!(failures["success_rate"], 0.0);
     assert_eq!(
@@ -365,19 +355,25 @@ async fn metrics_summary_distribution_and_series_are_exact(backend: Backend) -> 
     );
     assert_eq!(failures["ttft_ms"], json!({ "p50": null }));
     // Nothing at all: no rate.
-    let empty = ok(gw, "/admin/metrics/summary?from=2025-01-01&to=2025-01-02").await?;
+    let empty = gw
+        .admin_client()
+        .get("/admin/metrics/summary?from=2025-01-01&to=2025-01-02")
+        .await?;
     assert_eq!(
         (empty["requests"].clone(), empty["success_rate"].clone()),
         (json!(0), Value::Null)
     );
     // By default the last 24 hours up to now (the clock is at row 7).
-    let recent = ok(gw, "/admin/metrics/summary").await?;
+    let recent = gw.admin_client().get("/admin/metrics/summary").await?;
     assert_eq!(
         (recent["requests"].clone(), recent["cost_nanos"].clone()),
         (json!(1), json!(16_000))
     );
 
-    let models = ok(gw, &format!("/admin/metrics/models-distribution?{range}")).await?;
+    let models = gw
+        .admin_client()
+        .get(&format!("/admin/metrics/models-distribution?{range}"))
+        .await?;
     let row = |model: &str, requests: i64, successes: i64, prompt: i64, cost: i64| {
         json!({
             "model": model,
@@ -407,15 +403,14 @@ async fn metrics_summary_distribution_and_series_are_exact(backend: Backend) -> 
         })
     );
 
-    let hourly = ok(
-        gw,
-        &format!(
+    let hourly = gw
+        .admin_client()
+        .get(&format!(
             "/admin/metrics/timeseries?from={}&to={}&bucket=hour",
             unix(T0),
             unix(T0 + 3 * HOUR)
-        ),
-    )
-    .await?;
+        ))
+        .await?;
     let bucket = |start: i64, requests: i64, errors: i64, tokens: i64, cost: i64, p50: Value| {
         json!({
             "start": unix(start),
@@ -441,7 +436,10 @@ async fn metrics_summary_distribution_and_series_are_exact(backend: Backend) -> 
             ],
         })
     );
-    let daily = ok(gw, &format!("/admin/metrics/timeseries?{range}&bucket=day")).await?;
+    let daily = gw
+        .admin_client()
+        .get(&format!("/admin/metrics/timeseries?{range}&bucket=day"))
+        .await?;
     assert_eq!(
         daily["data"],
         json!([
@@ -451,21 +449,23 @@ async fn metrics_summary_distribution_and_series_are_exact(backend: Backend) -> 
     );
     // A range that starts inside a bucket: the bucket is listed from its
     // start, with the range's requests only.
-    let partial = ok(
-        gw,
-        &format!(
+    let partial = gw
+        .admin_client()
+        .get(&format!(
             "/admin/metrics/timeseries?from={}&to={}",
             unix(T0 + 30 * MINUTE),
             unix(T0 + HOUR)
-        ),
-    )
-    .await?;
+        ))
+        .await?;
     assert_eq!(
         partial["data"],
         json!([bucket(T0, 1, 0, 8, 0, nearest(50, &latency(&[3])))])
     );
     // By default, the last 30 days by day: every request is in.
-    let month = ok(gw, "/admin/metrics/timeseries?bucket=day").await?;
+    let month = gw
+        .admin_client()
+        .get("/admin/metrics/timeseries?bucket=day")
+        .await?;
     let buckets = month["data"].as_array().context("data")?;
     assert_eq!(buckets.len(), 31);
     let total: i64 = buckets.iter().filter_map(|b| b["requests"].as_i64()).sum();

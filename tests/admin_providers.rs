@@ -37,17 +37,6 @@ fn provider(name: &str, mock: &MockUpstream, models: &[&str]) -> Value {
     })
 }
 
-async fn ok(
-    gw: &TestGateway,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> anyhow::Result<Value> {
-    let (status, answer) = gw.admin(method.clone(), path, body).await?;
-    anyhow::ensure!(status.is_success(), "{method} {path}: {status} {answer}");
-    Ok(answer)
-}
-
 async fn chat_status(gw: &TestGateway, token: &str, model: &str) -> anyhow::Result<u16> {
     Ok(gw
         .chat(token, chat_body(model, "hi"))
@@ -58,6 +47,7 @@ async fn chat_status(gw: &TestGateway, token: &str, model: &str) -> anyhow::Resu
 
 async fn a_provider_added_through_the_api_serves_at_once(backend: Backend) -> anyhow::Result<()> {
     let gw = TestGateway::start(backend, |_, _| {}).await?;
+    let admin = gw.admin_client();
     let token = gw.create_token(json!({ "name": "t" })).await?;
     let reply = gw.chat(&token, chat_body("fresh-model", "hi")).await?;
     assert_eq!(reply.status, 404);
@@ -93,7 +83,7 @@ async fn a_provider_added_through_the_api_serves_at_once(backend: Backend) -> an
     // Pinned by its name too, and listed.
     assert_eq!(chat_status(&gw, &token, "fresh/other-model").await?, 200);
     assert_eq!(gw.mock.calls(KEY), 2);
-    let listed = ok(&gw, Method::GET, "/admin/providers", None).await?;
+    let listed = admin.get("/admin/providers").await?;
     let names: Vec<&str> = listed["data"]
         .as_array()
         .context("data")?
@@ -135,24 +125,15 @@ async fn a_provider_added_through_the_api_serves_at_once(backend: Backend) -> an
 
 async fn a_change_reaches_the_next_request(backend: Backend) -> anyhow::Result<()> {
     let gw = TestGateway::start(backend, |_, _| {}).await?;
+    let admin = gw.admin_client();
     let token = gw.create_token(json!({ "name": "t" })).await?;
-    ok(
-        &gw,
-        Method::POST,
-        "/admin/providers",
-        Some(provider("p", &gw.mock, &["m1"])),
-    )
-    .await?;
+    admin.add_provider(provider("p", &gw.mock, &["m1"])).await?;
     assert_eq!(chat_status(&gw, &token, "m1").await?, 200);
 
     // Models: m1 goes, m2 comes; the running actor (and key health) stays.
-    let patched = ok(
-        &gw,
-        Method::PATCH,
-        "/admin/providers/p",
-        Some(json!({ "models": ["m2"], "weight": 3 })),
-    )
-    .await?;
+    let patched = admin
+        .update_provider("p", json!({ "models": ["m2"], "weight": 3 }))
+        .await?;
     assert_eq!(patched["models"], json!(["m2"]));
     assert_eq!(patched["weight"], 3);
     assert_eq!(patched["keys"][0]["successes"], 1, "key health was kept");
@@ -162,13 +143,12 @@ async fn a_change_reaches_the_next_request(backend: Backend) -> anyhow::Result<(
     // Base URL: the next request goes to the other upstream.
     let other = MockUpstream::start()?;
     gw.mock.reset_counts();
-    let patched = ok(
-        &gw,
-        Method::PATCH,
-        "/admin/providers/p",
-        Some(json!({ "base_url": other.base_url(), "headers": { "X-Extra": "v" } })),
-    )
-    .await?;
+    let patched = admin
+        .update_provider(
+            "p",
+            json!({ "base_url": other.base_url(), "headers": { "X-Extra": "v" } }),
+        )
+        .await?;
     assert_eq!(patched["base_url"], other.base_url());
     // Headers merge: X-Team stays, X-Extra is added (both masked).
     assert_eq!(
@@ -182,42 +162,33 @@ async fn a_change_reaches_the_next_request(backend: Backend) -> anyhow::Result<(
     assert_eq!(upstream.header("x-team"), Some(HEADER_VALUE));
 
     // Strategy and retry change; `null` removes a header.
-    let patched = ok(
-        &gw,
-        Method::PATCH,
-        "/admin/providers/p",
-        Some(json!({
-            "strategy": "round-robin",
-            "retry": { "max_attempts": 5 },
-            "headers": { "X-Extra": null },
-        })),
-    )
-    .await?;
+    let patched = admin
+        .update_provider(
+            "p",
+            json!({
+                "strategy": "round-robin",
+                "retry": { "max_attempts": 5 },
+                "headers": { "X-Extra": null },
+            }),
+        )
+        .await?;
     assert_eq!(patched["strategy"], "round-robin");
     assert_eq!(patched["retry"]["max_attempts"], 5);
     assert_eq!(patched["headers"], json!({ "X-Team": "team…alue" }));
 
     // Disabled: out of routing at once, stored, and back when enabled.
-    let disabled = ok(
-        &gw,
-        Method::PATCH,
-        "/admin/providers/p",
-        Some(json!({ "enabled": false })),
-    )
-    .await?;
+    let disabled = admin
+        .update_provider("p", json!({ "enabled": false }))
+        .await?;
     assert_eq!(
         (disabled["enabled"].clone(), disabled["running"].clone()),
         (json!(false), json!(false))
     );
     assert_eq!(chat_status(&gw, &token, "m2").await?, 404);
     assert_eq!(chat_status(&gw, &token, "p/m2").await?, 404);
-    ok(
-        &gw,
-        Method::PATCH,
-        "/admin/providers/p",
-        Some(json!({ "enabled": true })),
-    )
-    .await?;
+    admin
+        .update_provider("p", json!({ "enabled": true }))
+        .await?;
     assert_eq!(chat_status(&gw, &token, "m2").await?, 200);
     assert_eq!(other.total_calls(), 2);
 
@@ -236,7 +207,7 @@ async fn a_change_reaches_the_next_request(backend: Backend) -> anyhow::Result<(
         assert_eq!(answer["error"]["param"], param, "{body}: {answer}");
     }
     // A refused change changed nothing.
-    let shown = ok(&gw, Method::GET, "/admin/providers/p", None).await?;
+    let shown = admin.provider("p").await?;
     assert_eq!(shown["base_url"], other.base_url());
     assert_eq!(shown["retry"]["max_attempts"], 5);
     let (status, _) = gw
@@ -254,14 +225,11 @@ async fn deleting_a_provider_takes_its_models_and_keys_away(
     backend: Backend,
 ) -> anyhow::Result<()> {
     let gw = TestGateway::start(backend, |_, _| {}).await?;
+    let admin = gw.admin_client();
     let token = gw.create_token(json!({ "name": "t" })).await?;
-    let created = ok(
-        &gw,
-        Method::POST,
-        "/admin/providers",
-        Some(provider("gone", &gw.mock, &["gone-model"])),
-    )
-    .await?;
+    let created = admin
+        .add_provider(provider("gone", &gw.mock, &["gone-model"]))
+        .await?;
     assert_eq!(created["keys"].as_array().map(Vec::len), Some(1));
     let row = gw
         .gateway()?
@@ -321,27 +289,20 @@ async fn secrets_are_masked_in_answers_and_encrypted_at_rest(
     backend: Backend,
 ) -> anyhow::Result<()> {
     let gw = TestGateway::start(backend, |_, _| {}).await?;
+    let admin = gw.admin_client();
     let mut answers = Vec::new();
     answers.push(
-        ok(
-            &gw,
-            Method::POST,
-            "/admin/providers",
-            Some(provider("s", &gw.mock, &["s-model"])),
-        )
-        .await?,
+        admin
+            .add_provider(provider("s", &gw.mock, &["s-model"]))
+            .await?,
     );
-    answers.push(ok(&gw, Method::GET, "/admin/providers/s", None).await?);
-    answers.push(ok(&gw, Method::GET, "/admin/providers", None).await?);
-    answers.push(ok(&gw, Method::GET, "/admin/providers/s/health", None).await?);
+    answers.push(admin.provider("s").await?);
+    answers.push(admin.get("/admin/providers").await?);
+    answers.push(admin.get("/admin/providers/s/health").await?);
     answers.push(
-        ok(
-            &gw,
-            Method::PATCH,
-            "/admin/providers/s",
-            Some(json!({ "models": ["s2"] })),
-        )
-        .await?,
+        admin
+            .update_provider("s", json!({ "models": ["s2"] }))
+            .await?,
     );
     for answer in &answers {
         let text = answer.to_string();
@@ -381,6 +342,7 @@ async fn secrets_are_masked_in_answers_and_encrypted_at_rest(
 
 async fn invalid_providers_are_refused_naming_the_field(backend: Backend) -> anyhow::Result<()> {
     let gw = TestGateway::start(backend, |_, _| {}).await?;
+    let admin = gw.admin_client();
     let good = provider("v", &gw.mock, &["v-model"]);
     let with = |change: Value| {
         let mut body = good.clone();
@@ -460,7 +422,7 @@ async fn invalid_providers_are_refused_naming_the_field(backend: Backend) -> any
         .await?;
     assert_eq!(status, 409, "{answer}");
     // Nothing was stored by the refused bodies.
-    let listed = ok(&gw, Method::GET, "/admin/providers", None).await?;
+    let listed = admin.get("/admin/providers").await?;
     assert_eq!(listed["data"].as_array().map(Vec::len), Some(1));
     let (status, _) = gw
         .admin(Method::POST, "/admin/providers", Some(good))
@@ -473,16 +435,13 @@ async fn settings_providers_come_back_at_start_and_api_ones_stay(
     backend: Backend,
 ) -> anyhow::Result<()> {
     let mut gw = TestGateway::start(backend, |_, _| {}).await?;
+    let admin = gw.admin_client();
     let token = gw.create_token(json!({ "name": "t" })).await?;
-    let shown = ok(&gw, Method::GET, "/admin/providers/mock", None).await?;
+    let shown = admin.provider("mock").await?;
     assert_eq!(shown["source"], "settings");
-    ok(
-        &gw,
-        Method::POST,
-        "/admin/providers",
-        Some(provider("extra", &gw.mock, &["extra-model"])),
-    )
-    .await?;
+    admin
+        .add_provider(provider("extra", &gw.mock, &["extra-model"]))
+        .await?;
     let (status, _) = gw
         .admin(Method::DELETE, "/admin/providers/mock", None)
         .await?;
@@ -490,16 +449,12 @@ async fn settings_providers_come_back_at_start_and_api_ones_stay(
     assert_eq!(chat_status(&gw, &token, "mock-gpt").await?, 404);
 
     // Restart on the same database and settings.
-    if let Some(gateway) = gw.gateway.take() {
-        gateway.stop().await?;
-    }
-    let (gateway, url) = gw.start_another_instance().await?;
-    gw.gateway = Some(gateway);
-    gw.url = url;
+    gw.restart().await?;
+    let admin = gw.admin_client();
     // Declared in settings: upserted again. Added through the API: kept.
     assert_eq!(chat_status(&gw, &token, "mock-gpt").await?, 200);
     assert_eq!(chat_status(&gw, &token, "extra-model").await?, 200);
-    let extra = ok(&gw, Method::GET, "/admin/providers/extra", None).await?;
+    let extra = admin.provider("extra").await?;
     assert_eq!(extra["source"], "api");
     assert_eq!(extra["keys"][0]["secret_hint"], "ok-f…6789");
     gw.stop().await
@@ -509,23 +464,23 @@ async fn a_request_in_flight_finishes_when_its_provider_goes(
     backend: Backend,
 ) -> anyhow::Result<()> {
     let gw = TestGateway::start(backend, |_, _| {}).await?;
+    let admin = gw.admin_client();
     let token = gw.create_token(json!({ "name": "t" })).await?;
     let mut body = provider("slow", &gw.mock, &["slow-model"]);
     body["keys"] = json!([{ "key": "slow300-key", "id": "slow" }]);
-    ok(&gw, Method::POST, "/admin/providers", Some(body)).await?;
+    admin.add_provider(body).await?;
     gw.mock.reset_counts();
     // The request holds a lease of the provider when it is replaced, then
     // deleted: it still finishes, on the actor that leased the key.
     let in_flight = gw.chat(&token, chat_body("slow-model", "hi"));
     let change = async {
         gw.wait_for_upstream_calls(1).await?;
-        ok(
-            &gw,
-            Method::PATCH,
-            "/admin/providers/slow",
-            Some(json!({ "base_url": format!("{}/", gw.mock.base_url()) })),
-        )
-        .await?;
+        admin
+            .update_provider(
+                "slow",
+                json!({ "base_url": format!("{}/", gw.mock.base_url()) }),
+            )
+            .await?;
         let (status, _) = gw
             .admin(Method::DELETE, "/admin/providers/slow", None)
             .await?;

@@ -52,18 +52,6 @@ async fn admin_as(
     Ok((response.status(), value))
 }
 
-async fn create(gw: &TestGateway, body: Value) -> anyhow::Result<Value> {
-    let (status, answer) = gw.admin(Method::POST, "/admin/tokens", Some(body)).await?;
-    anyhow::ensure!(status == StatusCode::CREATED, "{status} {answer}");
-    Ok(answer)
-}
-
-async fn list(gw: &TestGateway) -> anyhow::Result<Vec<Value>> {
-    let (status, answer) = gw.admin(Method::GET, "/admin/tokens", None).await?;
-    anyhow::ensure!(status == StatusCode::OK, "{status} {answer}");
-    answer["data"].as_array().cloned().context("no data array")
-}
-
 fn unix_now() -> anyhow::Result<i64> {
     Ok(i64::try_from(
         SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs(),
@@ -112,13 +100,15 @@ fn fields(value: &Value) -> Vec<String> {
 
 async fn create_returns_the_token_once_and_never_again(backend: Backend) -> anyhow::Result<()> {
     let gw = TestGateway::start(backend, |_, _| {}).await?;
+    let admin = gw.admin_client();
     let before = unix_now()?;
     let expires_at = before + 3600;
-    let created = create(
-        &gw,
-        json!({ "name": "  ci bot  ", "allowed_models": ["mock-*"], "expires_at": expires_at }),
-    )
-    .await?;
+    let created = admin
+        .create(
+            "/admin/tokens",
+            json!({ "name": "  ci bot  ", "allowed_models": ["mock-*"], "expires_at": expires_at }),
+        )
+        .await?;
     let token = created["token"].as_str().context("no token")?.to_owned();
     assert!(token.starts_with("sy-") && token.len() > 20, "{token}");
     let mut expected_fields: Vec<String> = PUBLIC_FIELDS.iter().map(|f| (*f).to_owned()).collect();
@@ -150,7 +140,9 @@ async fn create_returns_the_token_once_and_never_again(backend: Backend) -> anyh
     // The token works, and a second one is different.
     let reply = gw.chat(&token, chat_body("mock-gpt", "hi")).await?;
     assert_eq!(reply.status, 200, "{}", reply.text());
-    let other = create(&gw, json!({ "name": "other" })).await?;
+    let other = admin
+        .create("/admin/tokens", json!({ "name": "other" }))
+        .await?;
     assert_ne!(other["token"], created["token"]);
     assert_ne!(other["id"], created["id"]);
     assert_eq!(other["allowed_models"], Value::Null);
@@ -165,7 +157,7 @@ async fn create_returns_the_token_once_and_never_again(backend: Backend) -> anyh
     assert_eq!(status, 200);
     assert_eq!(fields(&single), PUBLIC_FIELDS);
     assert_eq!(single["name"], "ci bot");
-    let listed = list(&gw).await?;
+    let listed = admin.tokens().await?;
     assert_eq!(listed.len(), 2);
     for row in &listed {
         assert_eq!(fields(row), PUBLIC_FIELDS);
@@ -180,8 +172,13 @@ async fn create_returns_the_token_once_and_never_again(backend: Backend) -> anyh
 
 async fn get_disable_enable_and_delete(backend: Backend) -> anyhow::Result<()> {
     let gw = TestGateway::start(backend, |_, _| {}).await?;
-    let created = create(&gw, json!({ "name": "cycle" })).await?;
-    let keep = create(&gw, json!({ "name": "keep" })).await?;
+    let admin = gw.admin_client();
+    let created = admin
+        .create("/admin/tokens", json!({ "name": "cycle" }))
+        .await?;
+    let keep = admin
+        .create("/admin/tokens", json!({ "name": "keep" }))
+        .await?;
     let id = created["id"].as_i64().context("id")?;
     let path = format!("/admin/tokens/{id}");
 
@@ -208,7 +205,7 @@ async fn get_disable_enable_and_delete(backend: Backend) -> anyhow::Result<()> {
     assert_eq!(status, 404);
 
     // Only the deleted one is gone.
-    let listed = list(&gw).await?;
+    let listed = admin.tokens().await?;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["id"], keep["id"]);
     assert_eq!(listed[0]["enabled"], true);
@@ -217,7 +214,10 @@ async fn get_disable_enable_and_delete(backend: Backend) -> anyhow::Result<()> {
 
 async fn unknown_ids_are_404(backend: Backend) -> anyhow::Result<()> {
     let gw = TestGateway::start(backend, |_, _| {}).await?;
-    let existing = create(&gw, json!({ "name": "exists" })).await?;
+    let admin = gw.admin_client();
+    let existing = admin
+        .create("/admin/tokens", json!({ "name": "exists" }))
+        .await?;
     for id in ["999999", "0", "-1", "abc", "1.5", "99999999999999999999999"] {
         for (method, path) in [
             (Method::GET, format!("/admin/tokens/{id}")),
@@ -235,7 +235,7 @@ async fn unknown_ids_are_404(backend: Backend) -> anyhow::Result<()> {
         }
     }
     // Nothing happened to the real one.
-    let listed = list(&gw).await?;
+    let listed = admin.tokens().await?;
     assert_eq!(listed.len(), 1);
     assert_eq!(
         (&listed[0]["id"], &listed[0]["enabled"]),
@@ -248,7 +248,10 @@ async fn every_admin_route_refuses_anything_but_the_master_key(
     backend: Backend,
 ) -> anyhow::Result<()> {
     let gw = TestGateway::start(backend, |_, _| {}).await?;
-    let created = create(&gw, json!({ "name": "target" })).await?;
+    let admin = gw.admin_client();
+    let created = admin
+        .create("/admin/tokens", json!({ "name": "target" }))
+        .await?;
     let gateway_token = created["token"].as_str().context("token")?.to_owned();
     let id = created["id"].as_i64().context("id")?;
     let new_token = r#"{"name":"intruder"}"#;
@@ -286,7 +289,7 @@ async fn every_admin_route_refuses_anything_but_the_master_key(
         }
     }
     // Nothing changed behind the refusals.
-    let listed = list(&gw).await?;
+    let listed = admin.tokens().await?;
     assert_eq!(listed.len(), 1);
     assert_eq!(
         (&listed[0]["id"], &listed[0]["enabled"]),
@@ -317,6 +320,7 @@ async fn every_admin_route_refuses_anything_but_the_master_key(
 
 async fn invalid_create_bodies_are_400(backend: Backend) -> anyhow::Result<()> {
     let gw = TestGateway::start(backend, |_, _| {}).await?;
+    let admin = gw.admin_client();
     let long_name = format!(r#"{{"name":"{}"}}"#, "n".repeat(201));
     let bodies: Vec<&str> = vec![
         "",
@@ -365,11 +369,18 @@ async fn invalid_create_bodies_are_400(backend: Backend) -> anyhow::Result<()> {
             "{body}: {answer}"
         );
     }
-    assert_eq!(list(&gw).await?.len(), 0, "nothing was created");
+    assert_eq!(admin.tokens().await?.len(), 0, "nothing was created");
     // The longest allowed name is fine, and so is a user that exists.
-    create(&gw, json!({ "name": "n".repeat(200) })).await?;
+    admin
+        .create("/admin/tokens", json!({ "name": "n".repeat(200) }))
+        .await?;
     let user = gw.gateway()?.db.create_user("alice").await?;
-    let owned = create(&gw, json!({ "name": "alice's", "user_id": user.id })).await?;
+    let owned = admin
+        .create(
+            "/admin/tokens",
+            json!({ "name": "alice's", "user_id": user.id }),
+        )
+        .await?;
     assert_eq!(owned["user_id"], json!(user.id));
     gw.stop().await
 }

@@ -7,7 +7,7 @@
 pub mod common;
 
 use anyhow::Context;
-use awc::http::Method;
+use awc::http::{Method, StatusCode};
 use bytes::Bytes;
 use common::{Reply, TestGateway, chat_body};
 use serde_json::{Value, json};
@@ -27,31 +27,6 @@ on_both_backends!(
     request_ids_are_set_on_every_answer_and_sane_ones_echoed,
     bad_requests_lose_nothing_already_stored,
 );
-
-/// Any request, with optional headers and body; the whole answer.
-async fn send(
-    gw: &TestGateway,
-    method: Method,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<Vec<u8>>,
-) -> anyhow::Result<Reply> {
-    let mut request = gw.client.request(method, format!("{}{path}", gw.url));
-    for (name, value) in headers {
-        request = request.insert_header((*name, *value));
-    }
-    let result = match body {
-        Some(body) => request.send_body(body).await,
-        None => request.send().await,
-    };
-    let mut response = result.map_err(|e| anyhow::anyhow!("request failed: {e}"))?;
-    let body = response.body().await?;
-    Ok(Reply {
-        status: response.status(),
-        headers: response.headers().clone(),
-        body: body.to_vec(),
-    })
-}
 
 /// Asserts an OpenAI-shaped error: `{"error":{"message","type","param","code"}}`
 /// with exactly those fields, this status and code, and an `x-request-id`.
@@ -294,14 +269,14 @@ async fn missing_and_invalid_tokens_are_401_and_logged_without_a_token(
     for headers in &cases {
         let mut all: Vec<(&str, &str)> = vec![("content-type", "application/json")];
         all.extend(headers.iter().map(|(name, value)| (*name, value.as_str())));
-        let reply = send(
-            &gw,
-            Method::POST,
-            "/v1/chat/completions",
-            &all,
-            Some(body.clone()),
-        )
-        .await?;
+        let reply = gw
+            .send(
+                Method::POST,
+                "/v1/chat/completions",
+                &all,
+                Some(body.clone()),
+            )
+            .await?;
         let error =
             expect_error(&reply, 401, "invalid_api_key").with_context(|| format!("{headers:?}"))?;
         assert_eq!(error["type"], "authentication_error");
@@ -333,14 +308,14 @@ async fn the_other_token_headers_work_too(backend: Backend) -> anyhow::Result<()
         .await?;
     let body = serde_json::to_vec(&chat_body("mock-gpt", "hi"))?;
     for header in ["x-api-key", "x-gw-token"] {
-        let reply = send(
-            &gw,
-            Method::POST,
-            "/v1/chat/completions",
-            &[("content-type", "application/json"), (header, &token)],
-            Some(body.clone()),
-        )
-        .await?;
+        let reply = gw
+            .send(
+                Method::POST,
+                "/v1/chat/completions",
+                &[("content-type", "application/json"), (header, &token)],
+                Some(body.clone()),
+            )
+            .await?;
         assert_eq!(reply.status, 200, "{header}: {}", reply.text());
         // The client's token never travels upstream, whatever header it came in.
         let seen = gw.mock.last_request().context("mock saw nothing")?;
@@ -355,10 +330,15 @@ async fn the_other_token_headers_work_too(backend: Backend) -> anyhow::Result<()
 
 async fn set_enabled(gw: &TestGateway, id: i64, enabled: bool) -> anyhow::Result<()> {
     let action = if enabled { "enable" } else { "disable" };
-    let (status, answer) = gw
-        .admin(Method::POST, &format!("/admin/tokens/{id}/{action}"), None)
+    let answer = gw
+        .admin_client()
+        .expect(
+            Method::POST,
+            &format!("/admin/tokens/{id}/{action}"),
+            None,
+            StatusCode::OK,
+        )
         .await?;
-    anyhow::ensure!(status == 200, "{action}: {status} {answer}");
     anyhow::ensure!(answer["enabled"] == enabled, "{answer}");
     Ok(())
 }
@@ -532,7 +512,9 @@ async fn unknown_routes_are_404_json(backend: Backend) -> anyhow::Result<()> {
         (Method::GET, "/v1/chat/completions"),
         (Method::POST, "/v1/models"),
     ] {
-        let reply = send(&gw, method.clone(), path, &[("authorization", &auth)], None).await?;
+        let reply = gw
+            .send(method.clone(), path, &[("authorization", &auth)], None)
+            .await?;
         let error =
             expect_error(&reply, 404, "not_found").with_context(|| format!("{method} {path}"))?;
         assert_eq!(error["type"], "invalid_request_error");
@@ -572,7 +554,7 @@ async fn request_ids_are_set_on_every_answer_and_sane_ones_echoed(
         } else {
             Method::GET
         };
-        let reply = send(&gw, method, path, &headers, body).await?;
+        let reply = gw.send(method, path, &headers, body).await?;
         let id = reply
             .header("x-request-id")
             .with_context(|| format!("{path}: no x-request-id ({})", reply.status))?
@@ -584,40 +566,40 @@ async fn request_ids_are_set_on_every_answer_and_sane_ones_echoed(
 
     // A sane client id is echoed, and is the row's id; a dubious one is not.
     let sane = "trace-01_abc.DEF:42";
-    let reply = send(
-        &gw,
-        Method::POST,
-        "/v1/chat/completions",
-        &[json_type, ("authorization", &auth), ("x-request-id", sane)],
-        Some(good.clone()),
-    )
-    .await?;
+    let reply = gw
+        .send(
+            Method::POST,
+            "/v1/chat/completions",
+            &[json_type, ("authorization", &auth), ("x-request-id", sane)],
+            Some(good.clone()),
+        )
+        .await?;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header("x-request-id"), Some(sane));
-    let reply = send(
-        &gw,
-        Method::POST,
-        "/v1/chat/completions",
-        &[json_type, ("x-request-id", sane)],
-        Some(good.clone()),
-    )
-    .await?;
+    let reply = gw
+        .send(
+            Method::POST,
+            "/v1/chat/completions",
+            &[json_type, ("x-request-id", sane)],
+            Some(good.clone()),
+        )
+        .await?;
     expect_error(&reply, 401, "invalid_api_key")?;
     assert_eq!(reply.header("x-request-id"), Some(sane));
     let too_long = "a".repeat(129);
     for dubious in ["has space", "semi;colon", "quote\"d", too_long.as_str()] {
-        let reply = send(
-            &gw,
-            Method::POST,
-            "/v1/chat/completions",
-            &[
-                json_type,
-                ("authorization", &auth),
-                ("x-request-id", dubious),
-            ],
-            Some(good.clone()),
-        )
-        .await?;
+        let reply = gw
+            .send(
+                Method::POST,
+                "/v1/chat/completions",
+                &[
+                    json_type,
+                    ("authorization", &auth),
+                    ("x-request-id", dubious),
+                ],
+                Some(good.clone()),
+            )
+            .await?;
         assert_eq!(reply.status, 200);
         let id = reply.header("x-request-id").context("no x-request-id")?;
         assert!(id.starts_with("req_") && id != dubious, "{id}");

@@ -4,7 +4,7 @@
 pub mod common;
 
 use anyhow::Context;
-use common::{MASTER_KEY, Reply, TestGateway, chat_body, mock_provider};
+use common::{MASTER_KEY, Reply, TestGateway, chat_body, mock_provider, sse_data};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -21,19 +21,6 @@ on_both_backends!(
     cost_is_exact_and_token_spend_is_the_sum_of_rows,
 );
 
-/// The `data:` payloads of an SSE body, in order.
-fn sse_data(body: &[u8]) -> Vec<String> {
-    String::from_utf8_lossy(body)
-        .split("\n\n")
-        .filter_map(|event| {
-            event
-                .lines()
-                .find_map(|line| line.strip_prefix("data: "))
-                .map(str::to_owned)
-        })
-        .collect()
-}
-
 /// The concatenated `delta.content` of chat stream events.
 fn stream_content(events: &[String]) -> anyhow::Result<String> {
     let mut content = String::new();
@@ -47,24 +34,6 @@ fn stream_content(events: &[String]) -> anyhow::Result<String> {
         }
     }
     Ok(content)
-}
-
-/// GET with a gateway token (or none).
-async fn get(gw: &TestGateway, path: &str, token: Option<&str>) -> anyhow::Result<Reply> {
-    let mut request = gw.client.get(format!("{}{path}", gw.url));
-    if let Some(token) = token {
-        request = request.insert_header(("authorization", format!("Bearer {token}")));
-    }
-    let mut response = request
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("request failed: {e}"))?;
-    let body = response.body().await?;
-    Ok(Reply {
-        status: response.status(),
-        headers: response.headers().clone(),
-        body: body.to_vec(),
-    })
 }
 
 async fn non_stream_answer_is_relayed_and_metered(backend: Backend) -> anyhow::Result<()> {
@@ -416,7 +385,7 @@ async fn models_list_respects_allowed_models(backend: Backend) -> anyhow::Result
             .collect()
     };
 
-    let reply = get(&gw, "/v1/models", Some(&everything)).await?;
+    let reply = gw.get("/v1/models", Some(&everything)).await?;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert!(reply.header("x-request-id").is_some());
     assert_eq!(
@@ -428,7 +397,7 @@ async fn models_list_respects_allowed_models(backend: Backend) -> anyhow::Result
             ("other-a", "other"),
         ])
     );
-    let reply = get(&gw, "/v1/models", Some(&limited)).await?;
+    let reply = gw.get("/v1/models", Some(&limited)).await?;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(
         ids(&reply)?,
@@ -438,12 +407,12 @@ async fn models_list_respects_allowed_models(backend: Backend) -> anyhow::Result
             ("mock-mini", "mock")
         ])
     );
-    let reply = get(&gw, "/v1/models", Some(&nothing)).await?;
+    let reply = gw.get("/v1/models", Some(&nothing)).await?;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(ids(&reply)?, Vec::new());
 
     for token in [None, Some("sy-not-a-token"), Some(MASTER_KEY)] {
-        let reply = get(&gw, "/v1/models", token).await?;
+        let reply = gw.get("/v1/models", token).await?;
         assert_eq!(reply.status, 401, "{token:?}: {}", reply.text());
         assert_eq!(reply.error_code().as_deref(), Some("invalid_api_key"));
     }

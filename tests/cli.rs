@@ -5,12 +5,9 @@ pub mod common;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
+use common::cli::{AdminCli, stderr};
 use common::process::{GatewayProcess, free_port, run_cli};
 use serde_json::Value;
-
-fn stderr(output: &std::process::Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
 
 #[test]
 fn invalid_settings_stop_the_process_naming_the_key() -> anyhow::Result<()> {
@@ -247,17 +244,11 @@ models = ["mock-gpt"]
     )?;
     let process = GatewayProcess::start(dir.path(), &config, port).await?;
     let client = awc::Client::default();
-    let mut created = client
-        .post(format!("{}/admin/tokens", process.url))
-        .insert_header((
-            "authorization",
-            "Bearer log-test-master-key-9876543210abcdef",
-        ))
-        .send_json(&serde_json::json!({ "name": "logs" }))
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let created: Value = created.json().await?;
-    let token = created["token"].as_str().context("no token")?.to_owned();
+    let token = process
+        .admin_client("log-test-master-key-9876543210abcdef")
+        .create_token(serde_json::json!({ "name": "logs" }))
+        .await?
+        .token;
     for _ in 0..3 {
         let response = client
             .post(format!("{}/v1/chat/completions", process.url))
@@ -296,55 +287,6 @@ models = ["mock-gpt"]
     Ok(())
 }
 
-/// Runs `switchyard --config CONFIG ARGS` in `dir`.
-fn admin_cli(
-    dir: &std::path::Path,
-    config: &str,
-    args: &[&str],
-) -> anyhow::Result<std::process::Output> {
-    let mut all = vec!["--config", config, "admin"];
-    all.extend_from_slice(args);
-    run_cli(dir, &all, &[])
-}
-
-/// The same, expecting success and JSON (`--json` is added).
-fn admin_json(dir: &std::path::Path, config: &str, args: &[&str]) -> anyhow::Result<Value> {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    let output = admin_cli(dir, config, &all)?;
-    ensure!(output.status.success(), "{args:?}: {}", stderr(&output));
-    serde_json::from_slice(&output.stdout).with_context(|| {
-        format!(
-            "{args:?}: not JSON: {}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    })
-}
-
-/// The same, expecting success; returns stdout.
-fn admin_text(dir: &std::path::Path, config: &str, args: &[&str]) -> anyhow::Result<String> {
-    let output = admin_cli(dir, config, args)?;
-    ensure!(output.status.success(), "{args:?}: {}", stderr(&output));
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
-/// The same, expecting failure with one line on stderr containing `needle`.
-fn admin_fails(
-    dir: &std::path::Path,
-    config: &str,
-    args: &[&str],
-    needle: &str,
-) -> anyhow::Result<()> {
-    let output = admin_cli(dir, config, args)?;
-    ensure!(!output.status.success(), "{args:?} succeeded");
-    let message = stderr(&output);
-    ensure!(
-        message.contains(needle) && message.trim().lines().count() == 1,
-        "{args:?}: expected one line with {needle:?}, got: {message}"
-    );
-    Ok(())
-}
-
 #[actix_rt::test]
 async fn admin_users_tokens_prices_and_billing_commands() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -357,142 +299,101 @@ async fn admin_users_tokens_prices_and_billing_commands() -> anyhow::Result<()> 
         ),
     )?;
     let process = GatewayProcess::start(dir.path(), &config, port).await?;
-    let config = config.to_str().context("path")?;
-    let dir = dir.path();
+    let cli = AdminCli::new(dir.path(), &config)?;
 
     // Users.
-    let alice = admin_json(
-        dir,
-        config,
-        &[
-            "users",
-            "create",
-            "--name",
-            "alice",
-            "--prepaid",
-            "--balance-usd",
-            "5",
-            "--multiplier",
-            "1.5",
-        ],
-    )?;
+    let alice = cli.json(&[
+        "users",
+        "create",
+        "--name",
+        "alice",
+        "--prepaid",
+        "--balance-usd",
+        "5",
+        "--multiplier",
+        "1.5",
+    ])?;
     ensure!(
         alice["prepaid"] == true && alice["balance_nanos"] == 5_000_000_000_i64,
         "{alice}"
     );
     ensure!(alice["price_multiplier"] == 1.5, "{alice}");
     let alice_id = alice["id"].as_i64().context("id")?.to_string();
-    let table = admin_text(dir, config, &["users", "list"])?;
+    let table = cli.ok(&["users", "list"])?;
     ensure!(
         table.contains("BALANCE_USD") && table.contains("alice") && table.contains("5.000000"),
         "{table}"
     );
     ensure!(table.contains("2 of 2 users"), "{table}");
-    let topped = admin_text(
-        dir,
-        config,
-        &[
-            "users",
-            "topup",
-            "alice",
-            "--amount-usd",
-            "2.5",
-            "--note",
-            "invoice 7",
-        ],
-    )?;
+    let topped = cli.ok(&[
+        "users",
+        "topup",
+        "alice",
+        "--amount-usd",
+        "2.5",
+        "--note",
+        "invoice 7",
+    ])?;
     ensure!(topped.contains("balance now $7.500000"), "{topped}");
-    let shown = admin_json(dir, config, &["users", "show", &alice_id])?;
+    let shown = cli.json(&["users", "show", &alice_id])?;
     ensure!(
         shown["balance_usd"] == 7.5 && shown["token_ids"] == serde_json::json!([]),
         "{shown}"
     );
-    let details = admin_text(dir, config, &["users", "show", "alice"])?;
+    let details = cli.ok(&["users", "show", "alice"])?;
     ensure!(
         details.contains("balance usd:") && details.contains("7.500000"),
         "{details}"
     );
-    let suspended = admin_json(
-        dir,
-        config,
-        &[
-            "users",
-            "update",
-            "alice",
-            "--status",
-            "suspended",
-            "--multiplier",
-            "none",
-        ],
-    )?;
+    let suspended = cli.json(&[
+        "users",
+        "update",
+        "alice",
+        "--status",
+        "suspended",
+        "--multiplier",
+        "none",
+    ])?;
     ensure!(
         suspended["status"] == "suspended" && suspended["price_multiplier"].is_null(),
         "{suspended}"
     );
-    admin_json(
-        dir,
-        config,
-        &["users", "update", "alice", "--status", "active"],
-    )?;
-    admin_fails(
-        dir,
-        config,
-        &["users", "update", "alice", "--status", "gone"],
-        "400",
-    )?;
-    admin_fails(
-        dir,
-        config,
-        &["users", "update", "alice"],
-        "nothing to change",
-    )?;
-    admin_fails(
-        dir,
-        config,
-        &["users", "show", "nobody"],
-        "no user named `nobody`",
-    )?;
-    admin_fails(
-        dir,
-        config,
-        &["users", "topup", "alice", "--amount-usd", "-1"],
-        "400",
-    )?;
-    admin_fails(dir, config, &["users", "create", "--name", "alice"], "409")?;
+    cli.json(&["users", "update", "alice", "--status", "active"])?;
+    cli.fails(&["users", "update", "alice", "--status", "gone"], &["400"])?;
+    cli.fails(&["users", "update", "alice"], &["nothing to change"])?;
+    cli.fails(&["users", "show", "nobody"], &["no user named `nobody`"])?;
+    cli.fails(&["users", "topup", "alice", "--amount-usd", "-1"], &["400"])?;
+    cli.fails(&["users", "create", "--name", "alice"], &["409"])?;
 
     // Tokens with every limit.
-    let created = admin_json(
-        dir,
-        config,
-        &[
-            "tokens",
-            "create",
-            "--name",
-            "limited",
-            "--user",
-            "alice",
-            "--model",
-            "mock-*",
-            "--budget-usd",
-            "10",
-            "--budget-tokens",
-            "100000",
-            "--rpm",
-            "60",
-            "--tpm",
-            "5000",
-            "--max-parallel",
-            "2",
-            "--quota",
-            "day:requests:100",
-            "--quota",
-            "month:cost:25",
-            "--multiplier",
-            "1.2",
-            "--expires-in",
-            "30d",
-        ],
-    )?;
+    let created = cli.json(&[
+        "tokens",
+        "create",
+        "--name",
+        "limited",
+        "--user",
+        "alice",
+        "--model",
+        "mock-*",
+        "--budget-usd",
+        "10",
+        "--budget-tokens",
+        "100000",
+        "--rpm",
+        "60",
+        "--tpm",
+        "5000",
+        "--max-parallel",
+        "2",
+        "--quota",
+        "day:requests:100",
+        "--quota",
+        "month:cost:25",
+        "--multiplier",
+        "1.2",
+        "--expires-in",
+        "30d",
+    ])?;
     let token_id = created["id"].as_i64().context("id")?;
     let first_secret = created["token"].as_str().context("token")?.to_owned();
     ensure!(
@@ -527,23 +428,19 @@ async fn admin_users_tokens_prices_and_billing_commands() -> anyhow::Result<()> 
         "{expires_at} vs {in_30_days}"
     );
     let id = token_id.to_string();
-    let updated = admin_json(
-        dir,
-        config,
-        &[
-            "tokens",
-            "update",
-            &id,
-            "--rpm",
-            "none",
-            "--tpm",
-            "100",
-            "--no-quotas",
-            "--all-models",
-            "--budget-usd",
-            "none",
-        ],
-    )?;
+    let updated = cli.json(&[
+        "tokens",
+        "update",
+        &id,
+        "--rpm",
+        "none",
+        "--tpm",
+        "100",
+        "--no-quotas",
+        "--all-models",
+        "--budget-usd",
+        "none",
+    ])?;
     ensure!(
         updated["rpm"].is_null()
             && updated["tpm"] == 100
@@ -555,22 +452,20 @@ async fn admin_users_tokens_prices_and_billing_commands() -> anyhow::Result<()> 
         "{updated}"
     );
     ensure!(updated["max_parallel"] == 2, "untouched: {updated}");
-    let details = admin_text(dir, config, &["tokens", "show", &id])?;
+    let details = cli.ok(&["tokens", "show", &id])?;
     ensure!(
         details.contains("max parallel:") && details.contains("models:") && details.contains("all"),
         "{details}"
     );
     ensure!(!details.contains(&first_secret), "{details}");
-    let listed = admin_text(dir, config, &["tokens", "list"])?;
+    let listed = cli.ok(&["tokens", "list"])?;
     ensure!(
         listed.contains("LIMITS") && listed.contains("tpm=100 parallel=2"),
         "{listed}"
     );
-    admin_fails(dir, config, &["tokens", "update", &id], "nothing to change")?;
-    admin_fails(dir, config, &["tokens", "update", &id, "--rpm", "0"], "400")?;
-    admin_fails(
-        dir,
-        config,
+    cli.fails(&["tokens", "update", &id], &["nothing to change"])?;
+    cli.fails(&["tokens", "update", &id, "--rpm", "0"], &["400"])?;
+    cli.fails(
         &[
             "tokens",
             "create",
@@ -579,19 +474,10 @@ async fn admin_users_tokens_prices_and_billing_commands() -> anyhow::Result<()> 
             "--quota",
             "year:requests:5",
         ],
-        "year",
+        &["year"],
     )?;
-    admin_fails(
-        dir,
-        config,
-        &["tokens", "update", "999999", "--rpm", "5"],
-        "404",
-    )?;
-    let bad_flag = admin_cli(
-        dir,
-        config,
-        &["tokens", "create", "--name", "x", "--quota", "daily"],
-    )?;
+    cli.fails(&["tokens", "update", "999999", "--rpm", "5"], &["404"])?;
+    let bad_flag = cli.run(&["tokens", "create", "--name", "x", "--quota", "daily"])?;
     ensure!(
         !bad_flag.status.success() && stderr(&bad_flag).contains("PERIOD:KIND:LIMIT"),
         "{}",
@@ -599,7 +485,7 @@ async fn admin_users_tokens_prices_and_billing_commands() -> anyhow::Result<()> 
     );
 
     // Rotation: a new secret, the old one's grace end.
-    let rotated = admin_json(dir, config, &["tokens", "rotate", &id, "--grace", "2m"])?;
+    let rotated = cli.json(&["tokens", "rotate", &id, "--grace", "2m"])?;
     let second_secret = rotated["token"].as_str().context("token")?;
     ensure!(second_secret.starts_with("sy-") && second_secret != first_secret);
     let grace_end = rotated["previous_token_expires_at"]
@@ -610,37 +496,28 @@ async fn admin_users_tokens_prices_and_billing_commands() -> anyhow::Result<()> 
         (now + 60..=now + 180).contains(&grace_end),
         "{grace_end} vs {now}"
     );
-    let text = admin_text(dir, config, &["tokens", "rotate", &id, "--grace", "0"])?;
+    let text = cli.ok(&["tokens", "rotate", &id, "--grace", "0"])?;
     ensure!(
         text.contains("New token (shown once") && text.contains(" UTC"),
         "{text}"
     );
-    admin_fails(
-        dir,
-        config,
-        &["tokens", "rotate", &id, "--grace", "31d"],
-        "400",
-    )?;
+    cli.fails(&["tokens", "rotate", &id, "--grace", "31d"], &["400"])?;
 
     // Prices, names with a slash included.
-    let set = admin_text(
-        dir,
-        config,
-        &[
-            "prices",
-            "set",
-            "openai/gpt-x",
-            "--input",
-            "1.5",
-            "--output",
-            "3",
-        ],
-    )?;
+    let set = cli.ok(&[
+        "prices",
+        "set",
+        "openai/gpt-x",
+        "--input",
+        "1.5",
+        "--output",
+        "3",
+    ])?;
     ensure!(
         set.contains("openai/gpt-x") && set.contains("$1.50") && set.contains("$3.00"),
         "{set}"
     );
-    let prices = admin_json(dir, config, &["prices", "list"])?;
+    let prices = cli.json(&["prices", "list"])?;
     let rows = prices["data"].as_array().context("data")?;
     ensure!(
         rows.iter()
@@ -650,50 +527,50 @@ async fn admin_users_tokens_prices_and_billing_commands() -> anyhow::Result<()> 
         rows.iter().any(|row| row["model"] == "gpt-4o"),
         "the list prices are seeded"
     );
-    let table = admin_text(dir, config, &["prices", "list"])?;
+    let table = cli.ok(&["prices", "list"])?;
     ensure!(
         table.contains("INPUT_PER_MTOK") && table.contains("gpt-4o-mini"),
         "{table}"
     );
-    ensure!(admin_text(dir, config, &["prices", "delete", "openai/gpt-x"])?.contains("Deleted"));
-    admin_fails(dir, config, &["prices", "delete", "openai/gpt-x"], "404")?;
-    admin_fails(
-        dir,
-        config,
+    ensure!(
+        cli.ok(&["prices", "delete", "openai/gpt-x"])?
+            .contains("Deleted")
+    );
+    cli.fails(&["prices", "delete", "openai/gpt-x"], &["404"])?;
+    cli.fails(
         &["prices", "set", "m", "--input", "-1", "--output", "1"],
-        "400",
+        &["400"],
     )?;
-    let unpriced = admin_text(dir, config, &["prices", "unpriced"])?;
+    let unpriced = cli.ok(&["prices", "unpriced"])?;
     ensure!(
         unpriced.contains("MODEL") && unpriced.contains("LAST_SEEN"),
         "{unpriced}"
     );
 
     // The ledger: the opening balance and the top-up, newest first.
-    let ledger = admin_json(
-        dir,
-        config,
-        &["billing", "list", "--user", "alice", "--kind", "topup"],
-    )?;
+    let ledger = cli.json(&["billing", "list", "--user", "alice", "--kind", "topup"])?;
     ensure!(ledger["total"] == 2, "{ledger}");
     ensure!(
         ledger["data"][0]["note"] == "invoice 7" && ledger["data"][1]["note"] == "opening balance",
         "{ledger}"
     );
-    let table = admin_text(dir, config, &["billing", "list", "--user", &alice_id])?;
+    let table = cli.ok(&["billing", "list", "--user", &alice_id])?;
     ensure!(
         table.contains("AMOUNT_USD")
             && table.contains("invoice 7")
             && table.contains("2 of 2 records"),
         "{table}"
     );
-    admin_fails(dir, config, &["billing", "list", "--kind", "refund"], "400")?;
+    cli.fails(&["billing", "list", "--kind", "refund"], &["400"])?;
 
     // A user that owns a token cannot be deleted; without it, it can.
-    admin_fails(dir, config, &["users", "delete", "alice"], "409")?;
-    admin_text(dir, config, &["tokens", "delete", &id])?;
-    ensure!(admin_text(dir, config, &["users", "delete", "alice"])?.contains("Deleted user"));
-    admin_fails(dir, config, &["users", "show", &alice_id], "404")?;
+    cli.fails(&["users", "delete", "alice"], &["409"])?;
+    cli.ok(&["tokens", "delete", &id])?;
+    ensure!(
+        cli.ok(&["users", "delete", "alice"])?
+            .contains("Deleted user")
+    );
+    cli.fails(&["users", "show", &alice_id], &["404"])?;
     drop(process);
     Ok(())
 }

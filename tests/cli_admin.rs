@@ -5,12 +5,12 @@
 pub mod common;
 
 use anyhow::{Context, ensure};
+use common::cli::{fails_saying, json_out, stdout, succeeds};
 use common::db::TestDb;
 use common::process::{GatewayProcess, free_port, run_cli};
 use mock_upstream::MockUpstream;
 use serde_json::{Value, json};
 use std::path::Path;
-use std::process::Output;
 use std::time::Duration;
 use switchyard::auth::AdminSigningKey;
 use switchyard::config::Backend;
@@ -19,38 +19,6 @@ on_both_backends!(
     login_keeps_a_session_that_admin_commands_use,
     rotating_the_secret_keeps_every_key_serving,
 );
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// A failure with one line on stderr that contains every one of `says`.
-fn fails_saying(output: &Output, says: &[&str]) -> anyhow::Result<()> {
-    let message = stderr(output);
-    ensure!(!output.status.success(), "succeeded: {}", stdout(output));
-    ensure!(
-        message.trim_end().lines().count() == 1,
-        "not one line: {message}"
-    );
-    for part in says {
-        ensure!(message.contains(part), "{message:?} does not say {part:?}");
-    }
-    Ok(())
-}
-
-fn succeeds(output: Output) -> anyhow::Result<Output> {
-    ensure!(output.status.success(), "failed: {}", stderr(&output));
-    Ok(output)
-}
-
-fn json_out(output: Output) -> anyhow::Result<Value> {
-    let output = succeeds(output)?;
-    serde_json::from_slice(&output.stdout).with_context(|| stdout(&output))
-}
 
 #[cfg(unix)]
 fn mode(path: &Path) -> anyhow::Result<u32> {
@@ -270,14 +238,11 @@ async fn login_keeps_a_session_that_admin_commands_use(backend: Backend) -> anyh
     ensure!(stdout(&out).contains("revoked"), "{}", stdout(&out));
     ensure!(!session_file.exists());
     fails_saying(&cli(&["admin", "tokens", "list"])?, &["admin login"])?;
-    let client = awc::Client::default();
-    let response = client
-        .get(format!("{url}/admin/tokens"))
-        .insert_header(("authorization", format!("Bearer {session_token}")))
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    ensure!(response.status() == 401, "a logged-out session still works");
+    let (status, _) = process
+        .admin_client(&session_token)
+        .call(awc::http::Method::GET, "/admin/tokens", None)
+        .await?;
+    ensure!(status == 401, "a logged-out session still works");
     drop(process);
     Ok(())
 }
@@ -342,23 +307,14 @@ strategy = "round-robin"
     let secret_file = dir.path().join("data/secret.key");
     let old_secret = std::fs::read_to_string(&secret_file)?.trim().to_owned();
 
-    let client = awc::Client::default();
-    let admin = |method: awc::http::Method, path: &str| {
-        client
-            .request(method, format!("{url}{path}"))
-            .insert_header(("authorization", format!("Bearer {master}")))
-    };
-    let mut created = admin(awc::http::Method::POST, "/admin/tokens")
-        .send_json(&json!({ "name": "rotation" }))
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let created: Value = created.json().await?;
-    let token = created["token"].as_str().context("no token")?.to_owned();
-    let added = admin(awc::http::Method::POST, "/admin/providers/mock/keys")
-        .send_json(&json!({ "key": "ok-rot-d", "id": "d" }))
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    ensure!(added.status() == 201, "adding a key: {}", added.status());
+    let admin = process.admin_client(master);
+    let token = admin
+        .create_token(json!({ "name": "rotation" }))
+        .await?
+        .token;
+    admin
+        .add_key("mock", json!({ "key": "ok-rot-d", "id": "d" }))
+        .await?;
     every_key_serves(
         &url,
         &token,
@@ -438,11 +394,9 @@ strategy = "round-robin"
         &["ok-rot-a", "ok-rot-b", "ok-rot-c", "ok-rot-d"],
     )
     .await?;
-    let added = admin(awc::http::Method::POST, "/admin/providers/mock/keys")
-        .send_json(&json!({ "key": "ok-rot-e", "id": "e" }))
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    ensure!(added.status() == 201);
+    admin
+        .add_key("mock", json!({ "key": "ok-rot-e", "id": "e" }))
+        .await?;
     let all = ["ok-rot-a", "ok-rot-b", "ok-rot-c", "ok-rot-d", "ok-rot-e"];
     every_key_serves(&url, &token, &mock, &all).await?;
     process.signal("TERM")?;

@@ -5,74 +5,14 @@
 pub mod common;
 
 use anyhow::{Context, ensure};
-use common::process::{GatewayProcess, free_port, run_cli};
+use common::cli::AdminCli;
+use common::process::{GatewayProcess, free_port};
 use serde_json::Value;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 const KEY: &str = "ok-cli-secret-key-0123456789";
 const SECOND_KEY: &str = "ok-cli-second-key-9876543210";
 const HEADER_VALUE: &str = "cli-header-secret-value";
-
-/// `switchyard --config CONFIG admin ARGS` in `dir`: stdout, or the error.
-struct Cli<'a> {
-    dir: &'a Path,
-    config: String,
-}
-
-impl Cli<'_> {
-    fn run(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
-        let mut all = vec!["--config", self.config.as_str(), "admin"];
-        all.extend_from_slice(args);
-        let output = run_cli(self.dir, &all, &[])?;
-        for stream in [&output.stdout, &output.stderr] {
-            let text = String::from_utf8_lossy(stream);
-            ensure!(
-                !text.contains(KEY) && !text.contains(SECOND_KEY) && !text.contains(HEADER_VALUE),
-                "{args:?} printed a secret: {text}"
-            );
-        }
-        Ok(output)
-    }
-
-    /// Runs a command that must succeed; returns its stdout.
-    fn ok(&self, args: &[&str]) -> anyhow::Result<String> {
-        let output = self.run(args)?;
-        ensure!(
-            output.status.success(),
-            "{args:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    }
-
-    /// Runs `--json ARGS`; returns the parsed answer.
-    fn json(&self, args: &[&str]) -> anyhow::Result<Value> {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        let out = self.ok(&all)?;
-        serde_json::from_str(&out).with_context(|| format!("{args:?}: not JSON: {out}"))
-    }
-
-    /// Runs a command that must fail with one line on stderr containing
-    /// every one of `needles`.
-    fn fails(&self, args: &[&str], needles: &[&str]) -> anyhow::Result<()> {
-        let output = self.run(args)?;
-        let message = String::from_utf8_lossy(&output.stderr);
-        ensure!(!output.status.success(), "{args:?} succeeded");
-        ensure!(
-            message.trim_end().lines().count() == 1,
-            "{args:?}: not one line: {message}"
-        );
-        for needle in needles {
-            ensure!(
-                message.contains(needle),
-                "{args:?}: no {needle:?} in {message}"
-            );
-        }
-        Ok(())
-    }
-}
 
 #[actix_rt::test]
 async fn admin_provider_key_log_and_metrics_commands() -> anyhow::Result<()> {
@@ -88,10 +28,7 @@ async fn admin_provider_key_log_and_metrics_commands() -> anyhow::Result<()> {
         ),
     )?;
     let process = GatewayProcess::start(dir.path(), &config, port).await?;
-    let cli = Cli {
-        dir: dir.path(),
-        config: config.to_str().context("path")?.to_owned(),
-    };
+    let cli = AdminCli::new(dir.path(), &config)?.never_printing(&[KEY, SECOND_KEY, HEADER_VALUE]);
     let keys_file = dir.path().join("keys.txt");
     std::fs::write(&keys_file, format!("# the team's key\n{KEY}\n"))?;
     let header = format!("X-Team={HEADER_VALUE}");

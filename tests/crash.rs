@@ -11,7 +11,7 @@ use common::pg::PrivatePostgres;
 use common::process::{GatewayProcess, free_port};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use mock_upstream::MockUpstream;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use switchyard::config::{Backend, DatabaseSettings};
@@ -58,18 +58,6 @@ models = ["mock-gpt"]
         ),
     )?;
     Ok(config)
-}
-
-async fn create_token(url: &str) -> anyhow::Result<String> {
-    let client = awc::Client::default();
-    let mut created = client
-        .post(format!("{url}/admin/tokens"))
-        .insert_header(("authorization", format!("Bearer {MASTER}")))
-        .send_json(&json!({ "name": "load" }))
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let created: Value = created.json().await?;
-    Ok(created["token"].as_str().context("no token")?.to_owned())
 }
 
 /// Every stored row's request id.
@@ -136,7 +124,11 @@ async fn kill_9_under_load_loses_no_row_and_stores_none_twice(
     let port = free_port()?;
     let config = write_config(dir.path(), port, &db.settings.url, &mock, "")?;
     let mut gateway = GatewayProcess::start(dir.path(), &config, port).await?;
-    let token = create_token(&gateway.url).await?;
+    let token = gateway
+        .admin_client(MASTER)
+        .create_token(json!({ "name": "load" }))
+        .await?
+        .token;
 
     let load = Load::start(&gateway.url, &token, CLIENTS);
     load.wait_for(1_500, Duration::from_secs(120)).await?;
@@ -182,7 +174,11 @@ async fn kill_9_during_an_outage_and_during_replay_loses_nothing() -> anyhow::Re
         "[usage]\nflush_max_records = 100\nmax_buffered_records = 300\n",
     )?;
     let mut gateway = GatewayProcess::start(dir.path(), &config, port).await?;
-    let token = create_token(&gateway.url).await?;
+    let token = gateway
+        .admin_client(MASTER)
+        .create_token(json!({ "name": "load" }))
+        .await?
+        .token;
     let load = Load::start(&gateway.url, &token, CLIENTS);
     load.wait_for(300, Duration::from_secs(60)).await?;
 

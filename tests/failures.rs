@@ -5,7 +5,7 @@
 pub mod common;
 
 use anyhow::Context;
-use common::{Reply, TestGateway, chat_body, mock_provider};
+use common::{Reply, TestGateway, chat_body, mock_provider, sse_data};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -54,19 +54,6 @@ fn stream_body(content: &str) -> Value {
     let mut body = chat_body("mock-gpt", content);
     body["stream"] = json!(true);
     body
-}
-
-/// The `data:` payloads of an SSE body, in order.
-fn sse_data(body: &[u8]) -> Vec<String> {
-    String::from_utf8_lossy(body)
-        .split("\n\n")
-        .filter_map(|event| {
-            event
-                .lines()
-                .find_map(|line| line.strip_prefix("data: "))
-                .map(str::to_owned)
-        })
-        .collect()
 }
 
 fn stream_content(events: &[String]) -> String {

@@ -11,8 +11,7 @@ use awc::http::{Method, StatusCode};
 use common::{MASTER_KEY, TestGateway, chat_body, mock_provider};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use switchyard::config::{Backend, Settings, mask};
-use switchyard::{StartOptions, start};
+use switchyard::config::{Backend, mask};
 use switchyard_actors::KeyStrategy;
 
 on_both_backends!(
@@ -27,68 +26,13 @@ on_both_backends!(
 const REJECTED: &str = "upstream rejected the key (401/403)";
 
 /// A gateway whose `mock` provider tries `keys` in order (first-available).
-/// Returns the settings it started with, for restarts.
-async fn gateway(backend: Backend, keys: &[&str]) -> anyhow::Result<(TestGateway, Settings)> {
-    let mut saved = None;
-    let gw = TestGateway::start(backend, |settings, mock| {
+async fn gateway(backend: Backend, keys: &[&str]) -> anyhow::Result<TestGateway> {
+    TestGateway::start(backend, |settings, mock| {
         let mut provider = mock_provider(mock, "mock", &["mock-gpt"], keys);
         provider.strategy = KeyStrategy::FirstAvailable;
         settings.providers = vec![provider];
-        saved = Some(settings.clone());
     })
-    .await?;
-    Ok((gw, saved.context("configure did not run")?))
-}
-
-/// Stops the gateway and starts a new one on the same database and mock.
-async fn restart(gw: &mut TestGateway, settings: Settings) -> anyhow::Result<()> {
-    if let Some(old) = gw.gateway.take() {
-        old.stop().await?;
-    }
-    let log = slog::Logger::root(slog::Discard, slog::o!());
-    let gateway = start(
-        settings,
-        log,
-        StartOptions {
-            handle_signals: false,
-            ..StartOptions::default()
-        },
-    )
-    .await?;
-    gw.url = format!("http://{}", gateway.addr);
-    gw.gateway = Some(gateway);
-    Ok(())
-}
-
-async fn ok(
-    gw: &TestGateway,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> anyhow::Result<Value> {
-    let (status, answer) = gw.admin(method.clone(), path, body).await?;
-    anyhow::ensure!(status.is_success(), "{method} {path}: {status} {answer}");
-    Ok(answer)
-}
-
-/// The health entries of `provider`, by key id.
-async fn health(gw: &TestGateway, provider: &str) -> anyhow::Result<Vec<Value>> {
-    let answer = ok(
-        gw,
-        Method::GET,
-        &format!("/admin/providers/{provider}/health"),
-        None,
-    )
-    .await?;
-    answer["keys"].as_array().cloned().context("no keys array")
-}
-
-async fn key_health(gw: &TestGateway, provider: &str, id: &str) -> anyhow::Result<Value> {
-    health(gw, provider)
-        .await?
-        .into_iter()
-        .find(|key| key["id"] == id)
-        .with_context(|| format!("no key {id}"))
+    .await
 }
 
 /// Asserts the OpenAI error shape, status and code.
@@ -116,7 +60,8 @@ async fn providers_are_listed_with_their_key_counts(backend: Backend) -> anyhow:
         ];
     })
     .await?;
-    let answer = ok(&gw, Method::GET, "/admin/providers", None).await?;
+    let admin = gw.admin_client();
+    let answer = admin.get("/admin/providers").await?;
     let base_url = gw.mock.base_url();
     assert_eq!(
         answer,
@@ -130,7 +75,7 @@ async fn providers_are_listed_with_their_key_counts(backend: Backend) -> anyhow:
         ]})
     );
     // A provider that is not running still shows its stored keys.
-    let keys = health(&gw, "off").await?;
+    let keys = admin.key_healths("off").await?;
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0]["state"], "not_running");
     let (status, answer) = gw
@@ -142,7 +87,8 @@ async fn providers_are_listed_with_their_key_counts(backend: Backend) -> anyhow:
 
 async fn key_health_is_masked_and_counts_outcomes(backend: Backend) -> anyhow::Result<()> {
     let secrets = ["e500-health-secret-1", "ok-health-secret-2"];
-    let (gw, _) = gateway(backend, &secrets).await?;
+    let gw = gateway(backend, &secrets).await?;
+    let admin = gw.admin_client();
     let token = gw.create_token(json!({ "name": "health" })).await?;
     for _ in 0..2 {
         let reply = gw.chat(&token, chat_body("mock-gpt", "hello")).await?;
@@ -154,7 +100,7 @@ async fn key_health_is_masked_and_counts_outcomes(backend: Backend) -> anyhow::R
         (gw.mock.calls(secrets[0]), gw.mock.calls(secrets[1])),
         (2, 2)
     );
-    let answer = ok(&gw, Method::GET, "/admin/providers/mock/health", None).await?;
+    let answer = admin.get("/admin/providers/mock/health").await?;
     let text = answer.to_string();
     for secret in secrets {
         assert!(!text.contains(secret), "the secret leaked: {text}");
@@ -210,7 +156,8 @@ async fn key_health_is_masked_and_counts_outcomes(backend: Backend) -> anyhow::R
 async fn keys_are_added_disabled_enabled_and_deleted_while_running(
     backend: Backend,
 ) -> anyhow::Result<()> {
-    let (gw, _) = gateway(backend, &["ok-run-first"]).await?;
+    let gw = gateway(backend, &["ok-run-first"]).await?;
+    let admin = gw.admin_client();
     let token = gw.create_token(json!({ "name": "runtime" })).await?;
     let served_by = |reply: &common::Reply| -> anyhow::Result<String> {
         anyhow::ensure!(reply.status == 200, "{}", reply.text());
@@ -221,13 +168,12 @@ async fn keys_are_added_disabled_enabled_and_deleted_while_running(
     };
 
     // Added with a better priority: it serves the next request at once.
-    let added = ok(
-        &gw,
-        Method::POST,
-        "/admin/providers/mock/keys",
-        Some(json!({ "key": "ok-run-second", "id": "second", "priority": -1, "weight": 2 })),
-    )
-    .await?;
+    let added = admin
+        .add_key(
+            "mock",
+            json!({ "key": "ok-run-second", "id": "second", "priority": -1, "weight": 2 }),
+        )
+        .await?;
     assert_eq!(
         (
             &added["id"],
@@ -258,28 +204,23 @@ async fn keys_are_added_disabled_enabled_and_deleted_while_running(
     );
 
     // An id is generated when none is given; it never shows the secret.
-    let generated = ok(
-        &gw,
-        Method::POST,
-        "/admin/providers/mock/keys",
-        Some(json!({ "key": "ok-run-third", "priority": 5 })),
-    )
-    .await?;
+    let generated = admin
+        .add_key("mock", json!({ "key": "ok-run-third", "priority": 5 }))
+        .await?;
     let generated_id = generated["id"].as_str().context("id")?.to_owned();
     assert!(
         generated_id.starts_with("key-") && generated_id.len() == 12,
         "{generated_id}"
     );
-    assert_eq!(health(&gw, "mock").await?.len(), 3);
+    assert_eq!(admin.key_healths("mock").await?.len(), 3);
 
     // Disabled with a reason: traffic moves to the next key.
-    let disabled = ok(
-        &gw,
-        Method::POST,
-        "/admin/providers/mock/keys/second/disable",
-        Some(json!({ "reason": "rotating" })),
-    )
-    .await?;
+    let disabled = admin
+        .post(
+            "/admin/providers/mock/keys/second/disable",
+            json!({ "reason": "rotating" }),
+        )
+        .await?;
     assert_eq!(
         (
             &disabled["enabled"],
@@ -316,13 +257,7 @@ async fn keys_are_added_disabled_enabled_and_deleted_while_running(
     );
 
     // Enabled again (no body needed): it serves again.
-    let enabled = ok(
-        &gw,
-        Method::POST,
-        "/admin/providers/mock/keys/second/enable",
-        None,
-    )
-    .await?;
+    let enabled = admin.set_key_enabled("mock", "second", true).await?;
     assert_eq!(
         (
             &enabled["enabled"],
@@ -344,28 +279,19 @@ async fn keys_are_added_disabled_enabled_and_deleted_while_running(
     );
 
     // A disable without a body records a default reason.
-    let disabled = ok(
-        &gw,
-        Method::POST,
-        "/admin/providers/mock/keys/second/disable",
-        None,
-    )
-    .await?;
+    let disabled = admin.set_key_enabled("mock", "second", false).await?;
     assert_eq!(disabled["disabled_reason"], "disabled by an admin");
-    ok(
-        &gw,
-        Method::POST,
-        "/admin/providers/mock/keys/second/enable",
-        Some(json!({})),
-    )
-    .await?;
+    admin
+        .post("/admin/providers/mock/keys/second/enable", json!({}))
+        .await?;
 
     // Deleted: gone from the database and from the running pool.
     let (status, _) = gw
         .admin(Method::DELETE, "/admin/providers/mock/keys/second", None)
         .await?;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let mut ids: Vec<String> = health(&gw, "mock")
+    let mut ids: Vec<String> = admin
+        .key_healths("mock")
         .await?
         .iter()
         .filter_map(|key| key["id"].as_str().map(str::to_owned))
@@ -389,15 +315,16 @@ async fn keys_are_added_disabled_enabled_and_deleted_while_running(
         (2, 2, 0)
     );
     // The health of a key that stays is kept across the reload.
-    let first = key_health(&gw, "mock", "key-1").await?;
+    let first = admin.key_health("mock", "key-1").await?;
     assert_eq!(first["successes"], json!(2));
-    let list = ok(&gw, Method::GET, "/admin/providers", None).await?;
+    let list = admin.get("/admin/providers").await?;
     assert_eq!(list.pointer("/data/0/keys"), Some(&json!(2)));
     gw.stop().await
 }
 
 async fn bad_key_changes_are_refused(backend: Backend) -> anyhow::Result<()> {
-    let (gw, _) = gateway(backend, &["ok-bad-1"]).await?;
+    let gw = gateway(backend, &["ok-bad-1"]).await?;
+    let admin = gw.admin_client();
     let cases: Vec<(Method, &str, Option<Value>, u16, &str)> = vec![
         // The id of an existing key, or the same secret under a new id.
         (
@@ -509,7 +436,7 @@ async fn bad_key_changes_are_refused(backend: Backend) -> anyhow::Result<()> {
         );
     }
     // Nothing changed behind the refusals.
-    let keys = health(&gw, "mock").await?;
+    let keys = admin.key_healths("mock").await?;
     assert_eq!(keys.len(), 1);
     assert_eq!(
         (&keys[0]["id"], &keys[0]["enabled"]),
@@ -528,7 +455,8 @@ async fn bad_key_changes_are_refused(backend: Backend) -> anyhow::Result<()> {
 async fn provider_routes_refuse_anything_but_the_master_key(
     backend: Backend,
 ) -> anyhow::Result<()> {
-    let (gw, _) = gateway(backend, &["ok-auth-1"]).await?;
+    let gw = gateway(backend, &["ok-auth-1"]).await?;
+    let admin = gw.admin_client();
     let token = gw.create_token(json!({ "name": "not-admin" })).await?;
     let routes: Vec<(Method, &str, Option<Value>)> = vec![
         (Method::GET, "/admin/providers", None),
@@ -577,7 +505,7 @@ async fn provider_routes_refuse_anything_but_the_master_key(
             );
         }
     }
-    let keys = health(&gw, "mock").await?;
+    let keys = admin.key_healths("mock").await?;
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0]["enabled"], true);
     gw.stop().await
@@ -614,7 +542,8 @@ async fn wait_until_stored_disabled(
 async fn a_rejected_key_stays_disabled_across_a_restart_until_enabled(
     backend: Backend,
 ) -> anyhow::Result<()> {
-    let (mut gw, settings) = gateway(backend, &["e401-persist", "ok-persist"]).await?;
+    let mut gw = gateway(backend, &["e401-persist", "ok-persist"]).await?;
+    let admin = gw.admin_client();
     let token = gw.create_token(json!({ "name": "persist" })).await?;
     let reply = gw.chat(&token, chat_body("mock-gpt", "hello")).await?;
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -623,7 +552,7 @@ async fn a_rejected_key_stays_disabled_across_a_restart_until_enabled(
     let stored_reason =
         wait_until_stored_disabled(&gw, "mock", "key-1", Duration::from_secs(5)).await?;
     assert_eq!(stored_reason.as_deref(), Some(REJECTED));
-    let rejected = key_health(&gw, "mock", "key-1").await?;
+    let rejected = admin.key_health("mock", "key-1").await?;
     assert_eq!(
         (
             &rejected["state"],
@@ -641,8 +570,9 @@ async fn a_rejected_key_stays_disabled_across_a_restart_until_enabled(
 
     // A restart reads the verdict back from the database (seeding the same
     // key from settings again does not re-enable it).
-    restart(&mut gw, settings).await?;
-    let rejected = key_health(&gw, "mock", "key-1").await?;
+    gw.restart().await?;
+    let admin = gw.admin_client();
+    let rejected = admin.key_health("mock", "key-1").await?;
     assert_eq!(
         (
             &rejected["state"],
@@ -660,13 +590,7 @@ async fn a_rejected_key_stays_disabled_across_a_restart_until_enabled(
     );
 
     // An admin enables it: it is tried first again (and refused again).
-    let enabled = ok(
-        &gw,
-        Method::POST,
-        "/admin/providers/mock/keys/key-1/enable",
-        None,
-    )
-    .await?;
+    let enabled = admin.set_key_enabled("mock", "key-1", true).await?;
     assert_eq!(
         (
             &enabled["state"],

@@ -16,22 +16,6 @@ on_both_backends!(
     redirects_are_managed_live_and_stored,
 );
 
-async fn get(gw: &TestGateway, path: &str, token: &str) -> anyhow::Result<Reply> {
-    let mut response = gw
-        .client
-        .get(format!("{}{path}", gw.url))
-        .insert_header(("authorization", format!("Bearer {token}")))
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("request failed: {e}"))?;
-    let body = response.body().await?;
-    Ok(Reply {
-        status: response.status(),
-        headers: response.headers().clone(),
-        body: body.to_vec(),
-    })
-}
-
 fn model_ids(reply: &Reply) -> anyhow::Result<Vec<String>> {
     let body = reply.json()?;
     let mut ids: Vec<String> = body["data"]
@@ -53,7 +37,7 @@ async fn refresh_fills_the_cache_and_makes_listed_models_routable(
     let token = gw.create_token(json!({ "name": "models" })).await?;
     // Before: only the declared model.
     assert_eq!(
-        model_ids(&get(&gw, "/v1/models", &token).await?)?,
+        model_ids(&gw.get("/v1/models", Some(&token)).await?)?,
         vec!["mock-gpt"]
     );
     let reply = gw.chat(&token, chat_body("mock-gpt-mini", "hi")).await?;
@@ -71,7 +55,7 @@ async fn refresh_fills_the_cache_and_makes_listed_models_routable(
     assert_eq!(fetch.header("authorization"), Some("Bearer ok-1"));
 
     assert_eq!(
-        model_ids(&get(&gw, "/v1/models", &token).await?)?,
+        model_ids(&gw.get("/v1/models", Some(&token)).await?)?,
         vec!["mock-gpt", "mock-gpt-mini"]
     );
     let reply = gw.chat(&token, chat_body("mock-gpt-mini", "hi")).await?;
@@ -95,7 +79,7 @@ async fn refresh_fills_the_cache_and_makes_listed_models_routable(
         .create_token(json!({ "name": "narrow", "allowed_models": ["mock-gpt"] }))
         .await?;
     assert_eq!(
-        model_ids(&get(&gw, "/v1/models", &narrow).await?)?,
+        model_ids(&gw.get("/v1/models", Some(&narrow)).await?)?,
         vec!["mock-gpt"]
     );
     gw.stop().await
@@ -215,7 +199,9 @@ async fn redirects_are_managed_live_and_stored(backend: Backend) -> anyhow::Resu
         .and_then(|r| r.json())
         .context("json")?;
     assert_eq!(sent["model"], "mock-gpt");
-    assert!(model_ids(&get(&gw, "/v1/models", &token).await?)?.contains(&"my-alias".to_owned()));
+    assert!(
+        model_ids(&gw.get("/v1/models", Some(&token)).await?)?.contains(&"my-alias".to_owned())
+    );
 
     // Pinned targets and names with a slash work too.
     let (status, _) = gw

@@ -6,8 +6,8 @@
 
 pub mod common;
 
-use anyhow::Context;
 use common::MASTER_KEY;
+use common::admin::AdminClient;
 use common::load::compare;
 use common::pg::PrivatePostgres;
 use mock_upstream::MockUpstream;
@@ -80,26 +80,16 @@ async fn a_database_outage_is_served_through_and_the_backlog_lands_within_second
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(20))
         .finish();
-    let admin = |body: Value| {
-        let client = client.clone();
-        let url = url.clone();
-        async move {
-            let mut response = client
-                .post(format!("{url}/admin/tokens"))
-                .insert_header(("authorization", format!("Bearer {MASTER_KEY}")))
-                .send_json(&body)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let created: Value = response.json().await?;
-            created["token"]
-                .as_str()
-                .map(str::to_owned)
-                .with_context(|| format!("no token: {created}"))
-        }
-    };
-    let plain = admin(json!({ "name": "plain" })).await?;
-    let limited = admin(json!({ "name": "rate-limited", "rpm": 10_000 })).await?;
-    let budget = admin(json!({ "name": "budget", "budget_usd": 100.0 })).await?;
+    let admin = AdminClient::new(url.clone(), MASTER_KEY);
+    let plain = admin.create_token(json!({ "name": "plain" })).await?.token;
+    let limited = admin
+        .create_token(json!({ "name": "rate-limited", "rpm": 10_000 }))
+        .await?
+        .token;
+    let budget = admin
+        .create_token(json!({ "name": "budget", "budget_usd": 100.0 }))
+        .await?
+        .token;
     let mut answered = Vec::new();
     for token in [&plain, &limited, &budget] {
         let (status, id, _, body) = chat(&client, &url, token).await?;

@@ -5,13 +5,11 @@
 
 pub mod common;
 
-use anyhow::{Context, bail};
-use common::{TestGateway, mock_provider};
+use anyhow::bail;
+use common::{TestGateway, mock_provider, python};
 use mock_upstream::RecordedRequest;
 use serde_json::json;
-use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use switchyard::config::{Backend, ProviderKind, ProviderSettings};
 
 const OPENAI_MODEL: &str = "mock-gpt";
@@ -23,29 +21,13 @@ const GEMINI_MODEL: &str = "mock-gemini";
 const PYTEST_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Variables of the test's environment that would change what the SDKs send
-/// or where (credentials, base URLs, profiles, proxies): not passed on.
+/// or where (credentials, base URLs, profiles): not passed on (proxies and
+/// Python paths never are, see `common::python`).
 const SCRUBBED_PREFIXES: &[&str] = &["OPENAI_", "ANTHROPIC_"];
-const SCRUBBED: &[&str] = &[
-    "http_proxy",
-    "https_proxy",
-    "all_proxy",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "ALL_PROXY",
-    "PYTHONPATH",
-    "PYTHONHOME",
-];
 
 #[actix_rt::test]
 async fn official_python_sdks_pass_the_compat_suite() -> anyhow::Result<()> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let python = root.join(".venv/bin/python");
-    if !python.is_file() {
-        bail!(
-            "{} is missing: run `make test` (or `make compat-deps`), which installs the SDKs of tests/compat/requirements.txt",
-            python.display()
-        );
-    }
+    let python = python::venv_tool("python")?;
 
     let gw = TestGateway::start(Backend::Sqlite, |settings, mock| {
         let openai = mock_provider(mock, "openai-mock", &[OPENAI_MODEL], &["ok-openai"]);
@@ -63,7 +45,7 @@ async fn official_python_sdks_pass_the_compat_suite() -> anyhow::Result<()> {
     .await?;
     let token = gw.create_token(json!({ "name": "python-sdk" })).await?;
 
-    let mut command = Command::new(&python);
+    let mut command = python::command(&python, SCRUBBED_PREFIXES);
     command
         .args([
             "-m",
@@ -73,35 +55,13 @@ async fn official_python_sdks_pass_the_compat_suite() -> anyhow::Result<()> {
             "-p",
             "no:cacheprovider",
         ])
-        .current_dir(root)
+        .current_dir(python::root())
         .env("SWITCHYARD_URL", &gw.url)
         .env("SWITCHYARD_TOKEN", &token)
         .env("SWITCHYARD_OPENAI_MODEL", OPENAI_MODEL)
         .env("SWITCHYARD_CLAUDE_MODEL", CLAUDE_MODEL)
-        .env("SWITCHYARD_GEMINI_MODEL", GEMINI_MODEL)
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .env("no_proxy", "127.0.0.1,localhost")
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("PYTHONUNBUFFERED", "1");
-    for (name, _) in std::env::vars_os() {
-        let scrub = name.to_str().is_some_and(|name| {
-            SCRUBBED.contains(&name)
-                || SCRUBBED_PREFIXES
-                    .iter()
-                    .any(|prefix| name.starts_with(prefix))
-        });
-        if scrub {
-            command.env_remove(&name);
-        }
-    }
-
-    // The gateway serves on this runtime's thread: wait for pytest elsewhere.
-    let output = tempfile::NamedTempFile::new()?;
-    let output_path = output.path().to_owned();
-    let status = actix_rt::task::spawn_blocking(move || run(command, &output_path))
-        .await
-        .context("the pytest thread panicked")??;
-    let report = std::fs::read_to_string(output.path())?;
+        .env("SWITCHYARD_GEMINI_MODEL", GEMINI_MODEL);
+    let (status, report) = python::run_bounded(command, PYTEST_TIMEOUT).await?;
     let seen = gw.mock.requests();
     let stopped = gw.stop().await;
 
@@ -154,29 +114,4 @@ fn request_key(request: &RecordedRequest) -> Option<&str> {
             let (_, query) = request.path.split_once('?')?;
             query.split('&').find_map(|pair| pair.strip_prefix("key="))
         })
-}
-
-/// Runs `command` with stdout and stderr into the file at `output`; the exit
-/// status, or None when it had to be killed after [`PYTEST_TIMEOUT`].
-fn run(mut command: Command, output: &Path) -> anyhow::Result<Option<ExitStatus>> {
-    let file = std::fs::File::create(output)?;
-    command
-        .stdin(Stdio::null())
-        .stdout(file.try_clone()?)
-        .stderr(file);
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("could not start {command:?}"))?;
-    let deadline = Instant::now() + PYTEST_TIMEOUT;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
-        }
-        if Instant::now() >= deadline {
-            child.kill()?;
-            child.wait()?;
-            return Ok(None);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }

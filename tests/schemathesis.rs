@@ -16,11 +16,9 @@
 
 pub mod common;
 
-use anyhow::{Context, bail};
-use common::{MASTER_KEY, TestGateway, mock_provider};
+use anyhow::bail;
+use common::{MASTER_KEY, TestGateway, mock_provider, python};
 use serde_json::json;
-use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use switchyard::config::{Backend, ProviderKind, ProviderSettings};
 
@@ -33,29 +31,9 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(300);
 /// loaded machine.
 const MAX_EXAMPLES: &str = "50";
 
-/// Variables that would change where schemathesis sends requests or what
-/// Python loads: not passed on.
-const SCRUBBED: &[&str] = &[
-    "http_proxy",
-    "https_proxy",
-    "all_proxy",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "ALL_PROXY",
-    "PYTHONPATH",
-    "PYTHONHOME",
-];
-
 #[actix_rt::test]
 async fn every_operation_answers_without_5xx_and_as_documented() -> anyhow::Result<()> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let schemathesis = root.join(".venv/bin/schemathesis");
-    if !schemathesis.is_file() {
-        bail!(
-            "{} is missing: run `make test` (or `make compat-deps`), which installs tests/compat/requirements.txt",
-            schemathesis.display()
-        );
-    }
+    let schemathesis = python::venv_tool("schemathesis")?;
 
     let gw = TestGateway::start(Backend::Sqlite, |settings, mock| {
         let claude = ProviderSettings {
@@ -86,7 +64,7 @@ async fn every_operation_answers_without_5xx_and_as_documented() -> anyhow::Resu
     let workdir = tempfile::tempdir()?;
     let mut failures = Vec::new();
     for (name, header, filters) in runs {
-        let mut command = Command::new(&schemathesis);
+        let mut command = python::command(&schemathesis, &[]);
         command
             .arg("run")
             .arg(&schema)
@@ -110,23 +88,9 @@ async fn every_operation_answers_without_5xx_and_as_documented() -> anyhow::Resu
                 "--generation-database",
                 "none",
             ])
-            .current_dir(workdir.path())
-            .env("NO_PROXY", "127.0.0.1,localhost")
-            .env("no_proxy", "127.0.0.1,localhost")
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .env("PYTHONUNBUFFERED", "1");
-        for scrubbed in SCRUBBED {
-            command.env_remove(scrubbed);
-        }
-
-        // The gateway serves on this runtime's thread: wait elsewhere.
-        let output = tempfile::NamedTempFile::new()?;
-        let output_path = output.path().to_owned();
+            .current_dir(workdir.path());
         let started = Instant::now();
-        let status = actix_rt::task::spawn_blocking(move || run(command, &output_path))
-            .await
-            .context("the schemathesis thread panicked")??;
-        let report = std::fs::read_to_string(output.path())?;
+        let (status, report) = python::run_bounded(command, RUN_TIMEOUT).await?;
         let took = started.elapsed();
         match status {
             Some(status) if status.success() => {
@@ -150,29 +114,4 @@ async fn every_operation_answers_without_5xx_and_as_documented() -> anyhow::Resu
         );
     }
     Ok(())
-}
-
-/// Runs `command` with stdout and stderr into the file at `output`; the exit
-/// status, or None when it had to be killed after [`RUN_TIMEOUT`].
-fn run(mut command: Command, output: &Path) -> anyhow::Result<Option<ExitStatus>> {
-    let file = std::fs::File::create(output)?;
-    command
-        .stdin(Stdio::null())
-        .stdout(file.try_clone()?)
-        .stderr(file);
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("could not start {command:?}"))?;
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
-        }
-        if Instant::now() >= deadline {
-            child.kill()?;
-            child.wait()?;
-            return Ok(None);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }

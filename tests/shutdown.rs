@@ -19,6 +19,7 @@ on_both_backends!(
     streams_open_at_the_shutdown_timeout_end_with_an_error_event,
 );
 
+const MASTER: &str = "shutdown-master-key-0123456789abcdef";
 const REQUESTS: usize = 24;
 
 async fn sigterm_finishes_in_flight_requests_and_keeps_every_row(
@@ -42,7 +43,7 @@ shutdown_timeout = "20s"
 [database]
 url = "{db_url}"
 [admin]
-master_key = "shutdown-master-key-0123456789abcdef"
+master_key = "{MASTER}"
 [logging]
 level = "warning"
 [upstream]
@@ -67,17 +68,11 @@ models = ["mock-gpt"]
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(30))
         .finish();
-    let mut created = client
-        .post(format!("{}/admin/tokens", process.url))
-        .insert_header((
-            "authorization",
-            "Bearer shutdown-master-key-0123456789abcdef",
-        ))
-        .send_json(&json!({ "name": "shutdown" }))
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let created: Value = created.json().await?;
-    let token = created["token"].as_str().context("no token")?.to_owned();
+    let token = process
+        .admin_client(MASTER)
+        .create_token(json!({ "name": "shutdown" }))
+        .await?
+        .token;
 
     // Every request is held ~400 ms by the upstream: all are in flight when
     // the signal arrives.
@@ -122,16 +117,10 @@ models = ["mock-gpt"]
 
     // A fresh process over the same database sees every row.
     let process = GatewayProcess::start(dir.path(), &config, port).await?;
-    let mut logs = client
-        .get(format!("{}/admin/request-logs?limit=1000", process.url))
-        .insert_header((
-            "authorization",
-            "Bearer shutdown-master-key-0123456789abcdef",
-        ))
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let logs: Value = logs.json().limit(10 * 1024 * 1024).await?;
+    let logs = process
+        .admin_client(MASTER)
+        .request_logs("limit=1000")
+        .await?;
     ensure!(
         logs["total"] == json!(REQUESTS),
         "expected {REQUESTS} rows, got {}",
@@ -173,7 +162,7 @@ shutdown_timeout = "1s"
 [database]
 url = "{db_url}"
 [admin]
-master_key = "shutdown-master-key-0123456789abcdef"
+master_key = "{MASTER}"
 [logging]
 level = "warning"
 [upstream]
@@ -197,17 +186,11 @@ models = ["mock-gpt"]
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(30))
         .finish();
-    let mut created = client
-        .post(format!("{}/admin/tokens", process.url))
-        .insert_header((
-            "authorization",
-            "Bearer shutdown-master-key-0123456789abcdef",
-        ))
-        .send_json(&json!({ "name": "shutdown" }))
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let created: Value = created.json().await?;
-    let token = created["token"].as_str().context("no token")?.to_owned();
+    let token = process
+        .admin_client(MASTER)
+        .create_token(json!({ "name": "shutdown" }))
+        .await?
+        .token;
 
     // One stream per front door; the head comes with the first content, so
     // once both answered, both streams are open and stalled.
@@ -267,16 +250,10 @@ models = ["mock-gpt"]
     drop(process);
 
     let process = GatewayProcess::start(dir.path(), &config, port).await?;
-    let mut logs = client
-        .get(format!("{}/admin/request-logs?limit=1000", process.url))
-        .insert_header((
-            "authorization",
-            "Bearer shutdown-master-key-0123456789abcdef",
-        ))
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let logs: Value = logs.json().limit(10 * 1024 * 1024).await?;
+    let logs = process
+        .admin_client(MASTER)
+        .request_logs("limit=1000")
+        .await?;
     let rows = logs["data"].as_array().context("no data")?;
     ensure!(rows.len() == 2, "{rows:?}");
     ensure!(

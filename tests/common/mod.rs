@@ -1,12 +1,15 @@
 //! Shared fixtures: a real database per test, a mock upstream, and the real
 //! gateway started in-process on a free loopback port.
 
+pub mod admin;
+pub mod cli;
 pub mod db;
 pub mod load;
 pub mod pg;
 pub mod process;
+pub mod python;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use awc::http::StatusCode;
 use mock_upstream::MockUpstream;
 use serde_json::{Value, json};
@@ -287,43 +290,46 @@ impl TestGateway {
         self.gateway.as_ref().context("gateway already stopped")
     }
 
-    /// Creates a gateway token through the admin API; returns the token.
-    pub async fn create_token(&self, body: Value) -> anyhow::Result<String> {
-        let (status, answer) = self
-            .admin(awc::http::Method::POST, "/admin/tokens", Some(body))
-            .await?;
-        if status != StatusCode::CREATED {
-            bail!("token creation failed: {status} {answer}");
-        }
-        answer["token"]
-            .as_str()
-            .map(str::to_owned)
-            .context("no token in the answer")
+    /// The admin API of this gateway with the master key. Build it again
+    /// after [`TestGateway::restart`]: the address changes.
+    pub fn admin_client(&self) -> admin::AdminClient {
+        admin::AdminClient::new(self.url.clone(), MASTER_KEY)
     }
 
-    /// Calls an admin route with the master key.
+    /// Creates a gateway token through the admin API; returns the token.
+    pub async fn create_token(&self, body: Value) -> anyhow::Result<String> {
+        Ok(self.admin_client().create_token(body).await?.token)
+    }
+
+    /// Calls an admin route with the master key; returns whatever came back.
     pub async fn admin(
         &self,
         method: awc::http::Method,
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<(StatusCode, Value)> {
-        let request = self
-            .client
-            .request(method, format!("{}{path}", self.url))
-            .insert_header(("authorization", format!("Bearer {MASTER_KEY}")));
-        let mut response = match body {
-            Some(body) => request.send_json(&body).await,
-            None => request.send().await,
+        self.admin_client().call(method, path, body).await
+    }
+
+    /// Stops the gateway and starts a new one with the same settings and
+    /// start options on the same database and mock (state that must survive
+    /// a restart); the URL changes.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        if let Some(old) = self.gateway.take() {
+            old.stop().await?;
         }
-        .map_err(|e| anyhow::anyhow!("admin call failed: {e}"))?;
-        let bytes = response.body().await?;
-        let value = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)?
-        };
-        Ok((response.status(), value))
+        let gateway = switchyard::start(
+            self.settings.clone(),
+            slog::Logger::root(slog::Discard, slog::o!()),
+            StartOptions {
+                handle_signals: false,
+                ..self.options.clone()
+            },
+        )
+        .await?;
+        self.url = format!("http://{}", gateway.addr);
+        self.gateway = Some(gateway);
+        Ok(())
     }
 
     /// POSTs a chat completion with `token`; returns status, headers and body.
@@ -385,6 +391,17 @@ impl TestGateway {
             headers: response.headers().clone(),
             body: body.to_vec(),
         })
+    }
+
+    /// GETs `path` with a gateway token (or none).
+    pub async fn get(&self, path: &str, token: Option<&str>) -> anyhow::Result<Reply> {
+        let bearer = token.map(|token| format!("Bearer {token}"));
+        let headers: Vec<(&str, &str)> = bearer
+            .iter()
+            .map(|bearer| ("authorization", bearer.as_str()))
+            .collect();
+        self.send(awc::http::Method::GET, path, &headers, None)
+            .await
     }
 
     /// POSTs a JSON body with exactly these headers (plus `content-type`).
@@ -470,6 +487,19 @@ impl Reply {
 /// A minimal valid chat body.
 pub fn chat_body(model: &str, content: &str) -> Value {
     json!({ "model": model, "messages": [{ "role": "user", "content": content }] })
+}
+
+/// The `data:` payloads of an SSE body, in order.
+pub fn sse_data(body: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(body)
+        .split("\n\n")
+        .filter_map(|event| {
+            event
+                .lines()
+                .find_map(|line| line.strip_prefix("data: "))
+                .map(str::to_owned)
+        })
+        .collect()
 }
 
 /// (status, error class, attempts) of each row: what most failure tests compare.

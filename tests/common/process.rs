@@ -1,6 +1,7 @@
 //! The real `switchyard` binary as a child process, for what only a process
 //! can show: signals, exit codes, the CLI.
 
+use super::admin::AdminClient;
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -76,6 +77,12 @@ impl GatewayProcess {
             }
             actix_rt::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The admin API of this process with `bearer` (its master key or a
+    /// session token).
+    pub fn admin_client(&self, bearer: &str) -> AdminClient {
+        AdminClient::new(self.url.clone(), bearer)
     }
 
     pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
