@@ -1024,3 +1024,130 @@ impl SliceBook {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MONEY: Limited = Limited {
+        nanos: true,
+        tokens: false,
+        user_nanos: false,
+    };
+
+    fn money(nanos: i64) -> Amounts {
+        Amounts {
+            nanos,
+            tokens: 1,
+            user_nanos: 0,
+        }
+    }
+
+    fn leased(book: &mut SliceBook, token: i64, id: i64, nanos: i64, new_row: bool) {
+        let (generation, _, give_back) = book.begin_lease(token).unwrap_or_default();
+        book.finish_lease(
+            token,
+            generation,
+            give_back,
+            &Ok(SliceOutcome::Leased {
+                reservation_id: id,
+                amounts: money(nanos),
+                new_row,
+            }),
+            1_000,
+        );
+    }
+
+    #[test]
+    fn a_slice_covers_requests_until_it_runs_short_then_asks_for_a_lease() {
+        let mut book = SliceBook::default();
+        assert!(book.try_draw(1, None, MONEY, money(6), 0, 10).is_err());
+        leased(&mut book, 1, 7, 20, true);
+        let (first, id) = book
+            .try_draw(1, None, MONEY, money(6), 0, 10)
+            .map_err(|_| "first")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(id, Some(7));
+        assert_eq!(
+            first.held,
+            Amounts {
+                nanos: 6,
+                tokens: 0,
+                user_nanos: 0
+            }
+        );
+        let (second, _) = book
+            .try_draw(1, None, MONEY, money(6), 0, 10)
+            .map_err(|_| "second")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(book.try_draw(1, None, MONEY, money(6), 0, 10).is_ok());
+        // 18 of 20 drawn: the fourth must lease.
+        assert!(book.try_draw(1, None, MONEY, money(6), 0, 10).is_err());
+        // Spent 4 of its 6: 2 come back to the slice; spent 7 of 6: the
+        // slice loses 7 (what the usage batch takes from the row).
+        book.settle(&first, Some(money(4)), Some(1));
+        book.settle(&second, Some(money(7)), Some(1));
+        let slice = book
+            .slices
+            .get(&1)
+            .map(|s| (s.granted.nanos, s.outstanding.nanos));
+        assert_eq!(slice, Some((20 - 4 - 7, 6)));
+        // A lease gives back the unused part first: 9 - 6 = 3.
+        assert_eq!(book.begin_lease(1).map(|(_, _, back)| back.nanos), Some(3));
+    }
+
+    #[test]
+    fn a_stale_slice_is_not_drawn_from() {
+        let mut book = SliceBook::default();
+        let _ = book.try_draw(1, None, MONEY, money(1), 0, 10);
+        leased(&mut book, 1, 7, 100, true);
+        // Leased until 1,000; with a margin of 250 it serves until 750.
+        assert!(book.try_draw(1, None, MONEY, money(1), 750, 250).is_ok());
+        assert!(book.try_draw(1, None, MONEY, money(1), 751, 250).is_err());
+    }
+
+    #[test]
+    fn a_replaced_row_orphans_the_draws_of_the_old_one() {
+        let mut book = SliceBook::default();
+        let _ = book.try_draw(1, None, MONEY, money(1), 0, 0);
+        leased(&mut book, 1, 7, 10, true);
+        let (old, _) = book
+            .try_draw(1, None, MONEY, money(10), 0, 0)
+            .map_err(|_| "draw")
+            .unwrap_or_else(|e| panic!("{e}"));
+        leased(&mut book, 1, 8, 5, true);
+        book.settle(&old, Some(money(10)), Some(1));
+        let slice = book
+            .slices
+            .get(&1)
+            .map(|s| (s.reservation_id, s.granted.nanos, s.in_flight));
+        assert_eq!(slice, Some((Some(8), 5, 0)));
+    }
+
+    #[test]
+    fn retired_and_idle_slices_are_given_back_once_their_requests_end() {
+        let mut book = SliceBook::default();
+        let _ = book.try_draw(1, None, MONEY, money(1), 0, 0);
+        leased(&mut book, 1, 7, 10, true);
+        let (running, _) = book
+            .try_draw(1, None, MONEY, money(4), 0, 0)
+            .map_err(|_| "draw")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let now_unused = book.retire(1).map(|item| item.amounts.nanos);
+        assert_eq!(now_unused, Some(6));
+        assert!(book.sweep(100, 10).is_empty(), "a request still runs");
+        book.settle(&running, Some(money(1)), Some(5));
+        let items = book.sweep(100, 10);
+        assert_eq!(
+            items.iter().map(|i| i.amounts.nanos).collect::<Vec<_>>(),
+            [3]
+        );
+        assert!(book.retired.is_empty());
+
+        let _ = book.try_draw(2, None, MONEY, money(1), 0, 0);
+        leased(&mut book, 2, 9, 10, true);
+        assert!(book.sweep(5, 10).is_empty(), "not idle yet");
+        assert_eq!(book.sweep(10, 10).len(), 1);
+        assert!(book.slices.is_empty());
+    }
+}
