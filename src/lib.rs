@@ -55,6 +55,8 @@ pub struct Gateway {
     pub db: db::Db,
     /// The router (tests inspect providers through it).
     pub router: Addr<RouterActor>,
+    /// Limits and budget slices (tests read its lease count).
+    pub enforcer: Arc<enforce::Enforcer>,
 }
 
 /// Options that differ between the real process and in-process tests.
@@ -76,10 +78,15 @@ impl Gateway {
             usage,
             shutdown_timeout,
             log,
+            enforcer,
             ..
         } = self;
         let served = server.await;
         let report = flush_usage(&usage, shutdown_timeout, &log).await;
+        // After the flush, so the slices' rows no longer hold the spend of
+        // the requests just written: what is left unused goes back to the
+        // budgets, for the other instances (or this one's next start).
+        enforcer.give_back_slices().await;
         served
             .context("server task failed")?
             .context("server failed")?;
@@ -450,6 +457,7 @@ pub async fn start(
         log,
         db: database,
         router: probe_router,
+        enforcer,
     })
 }
 

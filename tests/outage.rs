@@ -62,6 +62,10 @@ async fn a_database_outage_is_served_through_and_the_backlog_lands_within_second
     };
     settings.admin.master_key = Secret::new(MASTER_KEY);
     settings.usage.max_retry_delay = Duration::from_millis(500);
+    // Exact reservations (no budget slice beyond each estimate): the budget
+    // token's next request needs a new lease, so the database. A request a
+    // held slice covers is served through an outage (docs/limits.md).
+    settings.limits.budget_slice_fraction = 0.0;
     settings.providers = vec![common::mock_provider(
         &mock,
         "mock",
@@ -110,7 +114,7 @@ async fn a_database_outage_is_served_through_and_the_backlog_lands_within_second
             answered.extend(id);
         }
     }
-    // A budget needs the database on every request: refused, 503, retry.
+    // A budget needs the database for a new slice: refused, 503, retry.
     let (status, _, retry_after, body) = chat(&client, &url, &budget).await?;
     anyhow::ensure!(
         status == 503,

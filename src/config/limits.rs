@@ -17,6 +17,14 @@ pub struct LimitsSettings {
     /// Serve models without a price to tokens with a money budget (or
     /// prepaid owners), counting them at $0; off: refuse them (402).
     pub allow_unpriced: bool,
+    /// Budgets and prepaid balances are reserved from the database in
+    /// slices, not per request (issue 11): a slice is this fraction of what
+    /// is left (at least the request's estimate). 0: exactly the estimate.
+    pub budget_slice_fraction: f64,
+    /// An instance gives back the unused part of a token's slice once no
+    /// request of the token has run for this long.
+    #[serde(with = "humantime_serde")]
+    pub budget_slice_idle: Duration,
     pub auth: AuthThrottleSettings,
 }
 

@@ -194,6 +194,12 @@ impl Settings {
         if self.usage.journal_dir.trim().is_empty() {
             return Err(invalid("usage.journal_dir", "must name a directory"));
         }
+        if !(0.0..=1.0).contains(&self.limits.budget_slice_fraction) {
+            return Err(invalid(
+                "limits.budget_slice_fraction",
+                "must be between 0 and 1",
+            ));
+        }
         if self.usage.max_completion_tokens < 1 {
             return Err(invalid("usage.max_completion_tokens", "must be at least 1"));
         }

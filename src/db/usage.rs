@@ -510,8 +510,8 @@ impl Db {
     /// multi-row INSERT that skips `record_id`s already stored), and for the
     /// records it inserted, the billing charges, one UPDATE of the spend
     /// counters per token and of the balance per user, one upsert per
-    /// `(day, token, model)` rollup; plus the release of each record's
-    /// reservation (idempotent). Records without a token are logged only.
+    /// `(day, token, model)` rollup; plus moving each new record's spend out
+    /// of the budget slice that held it. Records without a token are logged only.
     /// So request logs, token counters and billing records always agree,
     /// however often a record is written. Returns the inserted `record_id`s.
     ///
@@ -535,7 +535,6 @@ impl Db {
             }
         }
         let rows: Vec<NewRequestLog> = unique.iter().map(NewRequestLog::from).collect();
-        let reservation_ids: Vec<i64> = unique.iter().filter_map(|r| r.reservation_id).collect();
         // No `sqlite_write_turn` here: a dropped caller must never keep the
         // batch from being written (module docs), and waiting for a turn
         // before the query is spawned would allow exactly that.
@@ -552,35 +551,85 @@ impl Db {
                     new.iter().copied().filter_map(NewCharge::of).collect();
                 conn.insert_charges(charges).await?;
                 let (per_token, per_day, per_user) = aggregate(&new);
-                // Settled requests give their holds back (a reservation
-                // already expired, or released by an earlier write of the
-                // same record, is simply not found): one DELETE per chunk,
-                // then one UPDATE per token and per user, so a large batch
-                // holds the write lock briefly.
+                // Settled requests move their spend out of the slice that
+                // held it (docs/limits.md): per reservation, what its newly
+                // stored records spent is taken from the row and from the
+                // token's (and owner's) `reserved_*`, never more than the
+                // row holds, so `reserved_*` stays the sum of the rows and
+                // never goes below zero. A record written before (not in
+                // `new`) takes nothing twice; a row that expired is not
+                // found. A slice row left empty is deleted (its instance
+                // makes a new one at its next lease).
+                let mut spent_by_row: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+                for record in &new {
+                    if let Some(id) = record.reservation_id {
+                        let spent = spent_by_row.entry(id).or_default();
+                        spent.0 = spent.0.saturating_add(record.cost_nanos.max(0));
+                        spent.1 = spent.1.saturating_add(
+                            record
+                                .prompt_tokens
+                                .saturating_add(record.completion_tokens)
+                                .max(0),
+                        );
+                    }
+                }
+                let row_ids: Vec<i64> = spent_by_row.keys().copied().collect();
                 let mut token_back: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
                 let mut user_back: BTreeMap<i64, i64> = BTreeMap::new();
-                for chunk in reservation_ids.chunks(INSERT_CHUNK_ROWS) {
-                    let released: Vec<(i64, Option<i64>, i64, i64, i64)> = diesel::delete(
-                        reservations::table.filter(reservations::id.eq_any(chunk.to_vec())),
-                    )
-                    .returning((
-                        reservations::token_id,
-                        reservations::user_id,
-                        reservations::nanos,
-                        reservations::tokens,
-                        reservations::user_nanos,
-                    ))
-                    .get_results(conn)
-                    .await?;
-                    for (token_id, user_id, nanos, tokens, user_nanos) in released {
+                for chunk in row_ids.chunks(INSERT_CHUNK_ROWS) {
+                    use reservations::dsl as r;
+                    // A no-op UPDATE: takes the rows' locks (PostgreSQL)
+                    // before their holds are read, so a concurrent lease
+                    // on the same row cannot be lost.
+                    let held: Vec<(i64, i64, Option<i64>, i64, i64, i64)> =
+                        diesel::update(r::reservations.filter(r::id.eq_any(chunk.to_vec())))
+                            .set(r::expires_at.eq(r::expires_at))
+                            .returning((
+                                r::id,
+                                r::token_id,
+                                r::user_id,
+                                r::nanos,
+                                r::tokens,
+                                r::user_nanos,
+                            ))
+                            .get_results(conn)
+                            .await?;
+                    for (id, token_id, user_id, nanos, tokens, user_nanos) in held {
+                        let (spent_nanos, spent_tokens) =
+                            spent_by_row.get(&id).copied().unwrap_or_default();
+                        let take_nanos = spent_nanos.clamp(0, nanos.max(0));
+                        let take_tokens = spent_tokens.clamp(0, tokens.max(0));
+                        let take_user = spent_nanos.clamp(0, user_nanos.max(0));
+                        if take_nanos == 0 && take_tokens == 0 && take_user == 0 {
+                            continue;
+                        }
+                        diesel::update(r::reservations.find(id))
+                            .set((
+                                r::nanos.eq(r::nanos - take_nanos),
+                                r::tokens.eq(r::tokens - take_tokens),
+                                r::user_nanos.eq(r::user_nanos - take_user),
+                            ))
+                            .execute(conn)
+                            .await?;
                         let back = token_back.entry(token_id).or_default();
-                        back.0 = back.0.saturating_add(nanos.max(0));
-                        back.1 = back.1.saturating_add(tokens.max(0));
+                        back.0 = back.0.saturating_add(take_nanos);
+                        back.1 = back.1.saturating_add(take_tokens);
                         if let Some(user_id) = user_id {
                             let back = user_back.entry(user_id).or_default();
-                            *back = back.saturating_add(user_nanos.max(0));
+                            *back = back.saturating_add(take_user);
                         }
                     }
+                    diesel::delete(
+                        r::reservations.filter(
+                            r::id
+                                .eq_any(chunk.to_vec())
+                                .and(r::nanos.le(0))
+                                .and(r::tokens.le(0))
+                                .and(r::user_nanos.le(0)),
+                        ),
+                    )
+                    .execute(conn)
+                    .await?;
                 }
                 let users_touched: std::collections::BTreeSet<i64> =
                     per_user.keys().chain(user_back.keys()).copied().collect();
@@ -618,8 +667,9 @@ impl Db {
                         .execute(conn)
                         .await?;
                 }
-                // Reservations of tokens without a new record in this batch
-                // (records written before, replayed): given back all the same.
+                // Holds of tokens without a counter update above (a record
+                // whose token id disagrees with its reservation's): given
+                // back all the same, so no take is lost.
                 for (token_id, (back_nanos, back_tokens)) in &token_back {
                     use gateway_tokens::dsl as t;
                     diesel::update(t::gateway_tokens.find(*token_id))
