@@ -111,7 +111,7 @@ if [[ -z "$NGINX_BIN" ]]; then
     apt_install nginx-light nginx || die "could not install nginx (apt-get install -y nginx-light)"
     NGINX_BIN="$(command -v nginx || echo /usr/sbin/nginx)"
 fi
-for tool in curl python3 awk; do
+for tool in curl python3 awk ps; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool is required"
 done
 if [[ "$POSTGRES_URL" != none && "$DIRECT_ONLY" != 1 ]] && ! command -v createdb >/dev/null 2>&1; then
@@ -145,20 +145,14 @@ cpu_ticks() {
     awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
 }
 
-# The same, summed over a process and its children (nginx: the master and its workers). Field 4
-# of /proc/PID/stat is the parent's id.
+# The same, summed over a process and its children (nginx: the master and its workers).
 cpu_ticks_tree() {
-    local root="$1"
-    awk -v root="$root" '
-        FNR == 1 {
-            line = $0
-            sub(/^.*\) /, "", line)
-            split(line, f, " ")
-            pid = FILENAME; sub(/^\/proc\//, "", pid); sub(/\/stat$/, "", pid)
-            if (pid == root || f[2] == root) total += f[12] + f[13]
-        }
-        END { print total + 0 }
-    ' /proc/[0-9]*/stat 2>/dev/null
+    local total pid
+    total="$(cpu_ticks "$1")"
+    for pid in $(ps -o pid= --ppid "$1"); do
+        total=$((total + $(cpu_ticks "$pid" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
 }
 CLK_TCK="$(getconf CLK_TCK)"
 
@@ -546,7 +540,7 @@ if [[ -n "$SQLITE_PID" && -n "$OPEN_STREAMS" ]]; then
         }' <<<"$line")"
         OPEN_NOTE[$n]="$(awk '{
             for (i = 1; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
-            printf "%.1f MB at rest, opened in %s s", f["rss_idle_kb"] * 1024 / 1e6, f["seconds_to_open"]
+            printf "%.1f MB before, peak %.1f MB, opened in %s s", f["rss_idle_kb"] * 1024 / 1e6, f["hwm_kb"] * 1024 / 1e6, f["seconds_to_open"]
         }' <<<"$line")"
         if ((measured != n)); then
             OPEN_NOTE[$n]+="; measured at $measured (open files limit $FD_LIMIT), scaled to $n"
@@ -619,9 +613,9 @@ if [[ -n "$SQLITE_PID" ]]; then
         done
     }
     log " 4. JSON"
-    target_ratio "" gateway nginx
-    target_p50 "" gateway nginx
-    target_cpu "" gateway "$BASELINE_CPU_US"
+    target_ratio gateway gateway nginx
+    target_p50 gateway gateway nginx
+    target_cpu gateway gateway "$BASELINE_CPU_US"
     log "  peak RSS <= 40 MiB (VmHWM after the JSON and stream runs): $rss MiB, $(verdict "$rss <= 40")"
     log " 5. every limit on the token"
     target_limits "sqlite" limited gateway
