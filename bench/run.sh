@@ -523,7 +523,8 @@ declare -A OPEN_MB OPEN_NOTE
 if [[ -n "$SQLITE_PID" && -n "$OPEN_STREAMS" ]]; then
     for n in $OPEN_STREAMS; do
         measured="$n"
-        fits=$(((FD_LIMIT - 200) / 2))
+        fits="$n"
+        [[ "$FD_LIMIT" =~ ^[0-9]+$ ]] && fits=$(((FD_LIMIT - 200) / 2))
         ((measured > fits)) && measured="$fits"
         require_alive "$SQLITE_PID" sqlite
         if ! python3 "$ROOT/bench/open_streams.py" --url "$SQLITE_URL" --token "$SQLITE_TOKEN" \
