@@ -22,7 +22,8 @@ help:
 	@echo "                 (pip runs again only when requirements.txt changes)"
 	@echo "make lint      - cargo fmt --check and clippy -D warnings"
 	@echo "make fmt       - format the code"
-	@echo "make bench     - load benchmark: direct mock vs through the gateway"
+	@echo "make bench     - load benchmark: the mock directly, through nginx and through the"
+	@echo "                 gateway (SQLite, PostgreSQL), JSON and streams, open streams, lease cost"
 	@echo "make migrate   - apply database migrations (database.url from settings)"
 	@echo "make ci        - what .ci/run does: lint, then test"
 

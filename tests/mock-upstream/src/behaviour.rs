@@ -57,7 +57,15 @@ pub enum Behaviour {
     /// `drip-…`: the whole normal stream, one byte per HTTP chunk, with a short pause after
     /// every few bytes. A non-stream request is answered normally.
     Drip,
+    /// `chunks<N>-…` (N from 1 to [`MAX_CONTENT_CHUNKS`]): a normal answer, but a text stream
+    /// carries N content chunks instead of one per word: the first word's event is repeated
+    /// before the others (N below the word count leaves the stream as it is). Non-stream answers
+    /// are normal. For the benchmark's longer streams.
+    Chunks(usize),
 }
+
+/// The most content chunks a `chunks<N>-` key may ask for.
+pub const MAX_CONTENT_CHUNKS: usize = 10_000;
 
 /// How long the `hugeevent-` event grows.
 pub(crate) const HUGE_EVENT_BYTES: usize = 4 * 1024 * 1024;
@@ -83,10 +91,17 @@ impl Behaviour {
             "truncmid" => Behaviour::TruncateMidEvent,
             "hugeevent" => Behaviour::HugeEvent,
             "drip" => Behaviour::Drip,
-            other => match other.strip_prefix("slow").map(str::parse::<u64>) {
-                Some(Ok(ms)) => Behaviour::Slow(Duration::from_millis(ms)),
-                _ => Behaviour::Normal,
-            },
+            other => {
+                if let Some(Ok(ms)) = other.strip_prefix("slow").map(str::parse::<u64>) {
+                    Behaviour::Slow(Duration::from_millis(ms))
+                } else if let Some(Ok(n)) = other.strip_prefix("chunks").map(str::parse::<usize>)
+                    && (1..=MAX_CONTENT_CHUNKS).contains(&n)
+                {
+                    Behaviour::Chunks(n)
+                } else {
+                    Behaviour::Normal
+                }
+            }
         }
     }
 }
@@ -150,5 +165,9 @@ mod tests {
         );
         assert_eq!(Behaviour::from_key("hugeevent-a"), Behaviour::HugeEvent);
         assert_eq!(Behaviour::from_key("drip-a"), Behaviour::Drip);
+        assert_eq!(Behaviour::from_key("chunks20-a"), Behaviour::Chunks(20));
+        assert_eq!(Behaviour::from_key("chunks0-a"), Behaviour::Normal);
+        assert_eq!(Behaviour::from_key("chunks10001-a"), Behaviour::Normal);
+        assert_eq!(Behaviour::from_key("chunksx-a"), Behaviour::Normal);
     }
 }

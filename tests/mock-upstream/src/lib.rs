@@ -25,6 +25,7 @@
 //! | `truncmid-` | like `truncclean-`, plus the first half of the next event |
 //! | `hugeevent-` | a stream up to its first content event, then a 4 MiB event with no blank line |
 //! | `drip-` | the normal stream, one byte per chunk with short pauses |
+//! | `chunks<N>-` | a text stream with N content chunks (the first word repeated), for the benchmark |
 //!
 //! Errors come in the shape the path's clients expect: OpenAI's `{"error":{message,type,…}}`,
 //! Anthropic's `{"type":"error",…}` on `…/messages`, Google's

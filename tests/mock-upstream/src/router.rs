@@ -496,6 +496,29 @@ fn rewrite_usage(answer: Answer, figure: i64) -> Answer {
     }
 }
 
+/// A stream with `n` content events: copies of the first one (the first word, never the one that
+/// carries a finish marker) inserted before it. Usage figures stay those of the normal answer.
+fn with_content_chunks(answer: Answer, n: usize) -> Answer {
+    match answer {
+        Answer::Stream {
+            content_type,
+            mut events,
+            first_content,
+        } if n > WORDS.len() => {
+            if let Some(first) = events.get(first_content).cloned() {
+                let copies = std::iter::repeat_n(first, n - WORDS.len());
+                events.splice(first_content..first_content, copies);
+            }
+            Answer::Stream {
+                content_type,
+                events,
+                first_content,
+            }
+        }
+        other => other,
+    }
+}
+
 fn write(answer: Answer, extra_headers: &[(&str, &str)], keep_alive: bool) -> Action {
     match answer {
         Answer::Full {
@@ -576,6 +599,11 @@ pub(crate) fn plan(head: &Head, body: &[u8], key: &str, keep_alive: bool) -> Pla
         Behaviour::Normal | Behaviour::Drip => {
             write(answer(head, body, Usage::Report), &[], keep_alive)
         }
+        Behaviour::Chunks(n) => write(
+            with_content_chunks(answer(head, body, Usage::Report), n),
+            &[],
+            keep_alive,
+        ),
         Behaviour::TruncateClean => cut(StreamEnd::CloseAfter),
         Behaviour::TruncateMidEvent => cut(StreamEnd::CloseMidEvent),
         Behaviour::HugeEvent => cut(StreamEnd::HugeEventAfter),
@@ -880,6 +908,45 @@ mod tests {
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n"));
         assert!(text.contains("one two three four five"));
         assert!(!text.contains("usage"));
+    }
+
+    #[test]
+    fn chunks_keys_stretch_text_streams() {
+        // (path, a marker only content events carry)
+        let cases = [
+            ("/v1/chat/completions", r#""content":""#),
+            ("/v1/messages", r#""text_delta""#),
+        ];
+        for (path, marker) in cases {
+            let body = serde_json::to_vec(&json!({
+                "model": "m", "max_tokens": 10, "stream": true,
+                "messages": [{"role": "user", "content": "hello"}],
+            }))
+            .unwrap_or_default();
+            let count = |key: &str| {
+                let plan = plan(&head("POST", path), &body, key, true);
+                let Action::Stream { events, end, .. } = plan.action else {
+                    panic!("expected a stream for {key} on {path}");
+                };
+                assert!(matches!(end, StreamEnd::Finish), "{key} on {path}");
+                let text: Vec<String> = events
+                    .iter()
+                    .map(|e| String::from_utf8_lossy(e).into_owned())
+                    .collect();
+                let content = text.iter().filter(|e| e.contains(marker)).count();
+                (content, text)
+            };
+            let (normal, normal_text) = count("ok-1");
+            let (stretched, stretched_text) = count("chunks20-1");
+            let (short, _) = count("chunks3-1");
+            // The OpenAI role chunk also carries `"content":""`.
+            let extra = normal - WORDS.len();
+            assert_eq!(stretched, 20 + extra, "{path}");
+            assert_eq!(short, normal, "{path}");
+            assert_eq!(stretched_text.len(), normal_text.len() + 15, "{path}");
+            // The end of the stream (finish, usage, end marker) is untouched.
+            assert_eq!(stretched_text.last(), normal_text.last(), "{path}");
+        }
     }
 
     #[test]
