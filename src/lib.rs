@@ -39,7 +39,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_actors::{
-    FlushAll, FlushReport, Journal, ProviderRoute, RouterActor, UsageActor, UsageConfig, UsageQueue,
+    FlushAll, FlushReport, Journal, ProviderRoute, Router, RouterActor, UsageActor, UsageConfig,
+    UsageQueue,
 };
 
 /// A started gateway.
@@ -54,7 +55,7 @@ pub struct Gateway {
     /// Kept for tests and admin tooling that talk to the same database.
     pub db: db::Db,
     /// The router (tests inspect providers through it).
-    pub router: Addr<RouterActor>,
+    pub router: Router,
     /// Limits and budget slices (tests read its lease count).
     pub enforcer: Arc<enforce::Enforcer>,
 }
@@ -275,10 +276,9 @@ pub async fn start(
     })
     .await
     .context("starting the router")?;
-    let router = routing.actor().clone();
 
-    probe::start(router.clone(), settings.health.clone(), log.clone());
-    let probe_router = router.clone();
+    probe::start(routing.clone(), settings.health.clone(), log.clone());
+    let probe_router = routing.clone();
     let enforcer = Arc::new(enforce::Enforcer::new(
         database.clone(),
         prices.clone(),
@@ -343,12 +343,11 @@ pub async fn start(
     .start_supervised(&Arbiter::new().handle());
 
     let stream_cutoff = http::shutdown::StreamCutoff::default();
-    let router_for_admin = router.clone();
+    let router_for_admin = routing.clone();
     let state = web::Data::new(AppState {
         settings: settings.clone(),
         db: database.clone(),
-        router,
-        routing: routing.clone(),
+        router: routing.clone(),
         usage: usage_queue,
         tokens: token_cache.clone(),
         prices: prices.clone(),

@@ -17,9 +17,7 @@ use slog::{Logger, info, warn};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
-use switchyard_actors::{
-    Failure, ListProviders, Outcome, RouteError, Router, SetDiscoveredModels, Tried,
-};
+use switchyard_actors::{Failure, Outcome, RouteError, Router, SetDiscoveredModels, Tried};
 
 /// What the cache holds for one provider.
 #[derive(Debug, Clone, Serialize)]
@@ -201,10 +199,7 @@ pub fn start(
 }
 
 async fn refresh_all(router: &Router, client: &awc::Client, cache: &ModelCache, log: &Logger) {
-    let Ok(providers) = router.actor().send(ListProviders).await else {
-        return;
-    };
-    for (name, _) in providers {
+    for name in router.provider_names() {
         match refresh(router, client, cache, &name).await {
             Ok(models) => {
                 info!(log, "models.refreshed"; "provider" => &name, "models" => models.len())

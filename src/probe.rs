@@ -1,5 +1,5 @@
-//! Background probes: every `health.probe_interval`, each provider actor
-//! lends its idle half-open keys (`TakeProbes`), and each is tried with a
+//! Background probes: every `health.probe_interval`, each provider lends its
+//! idle half-open keys (`Router::take_probes`), and each is tried with a
 //! cheap request, the provider's model list. The outcome is reported through
 //! the lease like any attempt: success closes the circuit, failure re-opens
 //! it for longer. Runs on its own arbiter with its own HTTP client, so probes
@@ -10,9 +10,9 @@ use crate::providers;
 use actix::prelude::*;
 use slog::{Logger, debug, info};
 use std::time::Instant;
-use switchyard_actors::{Failure, Lease, ListProviders, Outcome, RouterActor, TakeProbes};
+use switchyard_actors::{Failure, Lease, Outcome, Router};
 
-pub fn start(router: Addr<RouterActor>, settings: HealthSettings, log: Logger) {
+pub fn start(router: Router, settings: HealthSettings, log: Logger) {
     if settings.probe_interval.is_zero() {
         return;
     }
@@ -23,7 +23,7 @@ pub fn start(router: Addr<RouterActor>, settings: HealthSettings, log: Logger) {
     });
 }
 
-async fn run(router: Addr<RouterActor>, settings: HealthSettings, log: Logger) {
+async fn run(router: Router, settings: HealthSettings, log: Logger) {
     let client = awc::Client::builder()
         .timeout(settings.probe_timeout)
         .disable_redirects()
@@ -31,17 +31,12 @@ async fn run(router: Addr<RouterActor>, settings: HealthSettings, log: Logger) {
     let mut tick = actix_rt::time::interval(settings.probe_interval);
     loop {
         tick.tick().await;
-        let Ok(providers) = router.send(ListProviders).await else {
+        if !router.actor().connected() {
             // The router is gone: the server is shutting down.
             return;
-        };
-        for (_, provider) in providers {
-            let Ok(leases) = provider.send(TakeProbes).await else {
-                continue;
-            };
-            for lease in leases {
-                actix_rt::spawn(probe(client.clone(), lease, log.clone()));
-            }
+        }
+        for lease in router.take_probes() {
+            actix_rt::spawn(probe(client.clone(), lease, log.clone()));
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use switchyard::config::{Backend, ModelSettings};
 use switchyard::crypto::{SecretCipher, fingerprint};
 use switchyard::db::NewProviderKey;
-use switchyard_actors::{GetHealth, GetProvider, GetRestarts, InjectPanic, KeyStrategy};
+use switchyard_actors::{GetRestarts, InjectProviderPanic, KeyStrategy, ProviderRunning};
 
 on_both_backends!(
     a_panicking_provider_restarts_with_its_keys_reloaded,
@@ -80,18 +80,23 @@ async fn a_panicking_provider_restarts_with_its_keys_reloaded(
         actix_rt::time::sleep(Duration::from_millis(5)).await;
     }
 
-    let mock_actor = gateway
-        .router
-        .send(GetProvider("mock".to_owned()))
-        .await?
-        .context("no provider")?;
     ensure!(
-        mock_actor.send(InjectPanic).await.is_err(),
-        "the actor survived its panic"
+        gateway
+            .router
+            .actor()
+            .send(InjectProviderPanic("mock".to_owned()))
+            .await?,
+        "no provider `mock` to panic"
     );
     // The mailbox closes on the actor's own thread as the panic unwinds.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while mock_actor.connected() {
+    while gateway
+        .router
+        .actor()
+        .send(ProviderRunning("mock".to_owned()))
+        .await?
+        == Some(true)
+    {
         ensure!(
             Instant::now() < deadline,
             "the dead actor's mailbox stayed open"
@@ -108,17 +113,22 @@ async fn a_panicking_provider_restarts_with_its_keys_reloaded(
         .chat(&token, chat_body("mock-gpt", "after the panic"))
         .await?;
     ensure!(reply.status == 200, "{} {}", reply.status, reply.text());
-    ensure!(gateway.router.send(GetRestarts).await? == 1);
-    let restarted = gateway
-        .router
-        .send(GetProvider("mock".to_owned()))
-        .await?
-        .context("no provider")?;
+    ensure!(gateway.router.actor().send(GetRestarts).await? == 1);
+    ensure!(
+        gateway
+            .router
+            .actor()
+            .send(ProviderRunning("mock".to_owned()))
+            .await?
+            == Some(true),
+        "the provider was not restarted"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let ids: Vec<String> = restarted
-            .send(GetHealth)
-            .await?
+        let ids: Vec<String> = gateway
+            .router
+            .health("mock")
+            .context("no provider")?
             .into_iter()
             .map(|h| h.id)
             .collect();
@@ -147,15 +157,10 @@ async fn probes_bring_an_open_circuit_back(backend: Backend) -> anyhow::Result<(
     let reply = gw.chat(&token, chat_body("mock-gpt", "hi")).await?;
     ensure!(reply.status == 200 && reply.header("x-switchyard-attempts") == Some("2"));
 
-    let provider = gw
-        .gateway()?
-        .router
-        .send(GetProvider("mock".to_owned()))
-        .await?
-        .context("no provider")?;
+    let router = gw.gateway()?.router.clone();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let health = provider.send(GetHealth).await?;
+        let health = router.health("mock").context("no provider")?;
         let key = health
             .iter()
             .find(|h| h.id == "key-1")

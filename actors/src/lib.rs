@@ -51,10 +51,12 @@ pub use provider::{
     ProviderStats, ReplaceKeys, SetKeyEnabled, TakeProbes, UsableKeys,
 };
 pub use retry::{KeyStrategy, RetryPolicy};
+#[cfg(feature = "fault-injection")]
+pub use router::InjectProviderPanic;
 pub use router::{
-    GetProvider, GetRestarts, ListModels, ListProviders, ModelEntry, ModelRoute, ProviderRoute,
+    GetRestarts, ListModels, ModelEntry, ModelRoute, ProviderRoute, ProviderRunning,
     RemoveProvider, Route, RouteError, RouteTable, Routed, Router, RouterActor,
-    SetDiscoveredModels, SetRedirects, Tried, UpdateProviderKeys, UpsertProvider, Upserted,
+    SetDiscoveredModels, SetRedirects, Tried, UpsertProvider, Upserted,
 };
 #[cfg(feature = "fault-injection")]
 pub use usage::InjectUsagePanic;

@@ -39,7 +39,7 @@
 //! a replaced or removed provider is not stopped: it lives until the last
 //! lease it handed out reports back (leases hold its address), then stops.
 
-use crate::key_pool::{KeySpec, NoUsableKey};
+use crate::key_pool::{KeyHealthView, KeySpec, NoUsableKey};
 use crate::provider::{KeySource, Lease, ProviderActor, ProviderShared, ProviderSpec};
 use crate::retry::KeyStrategy;
 use actix::prelude::*;
@@ -525,6 +525,7 @@ impl RouterActor {
         }
     }
 
+    #[cfg(test)]
     fn ensure_all_alive(&mut self, ctx: &mut Context<Self>) {
         let count = lock(&self.table).providers.len();
         for index in 0..count {
@@ -621,7 +622,10 @@ pub struct SetDiscoveredModels {
 #[rtype(result = "()")]
 pub struct SetRedirects(pub HashMap<String, String>);
 
-/// Looks a provider up by name (admin routes).
+/// Looks a provider's actor up by name. Only this crate's tests use it:
+/// outside the actors, providers are reached through [`Router`] by name, so
+/// nothing else holds a provider's address (issue 11).
+#[cfg(test)]
 #[derive(Message)]
 #[rtype(result = "Option<Addr<ProviderActor>>")]
 pub struct GetProvider(pub String);
@@ -664,6 +668,90 @@ impl Router {
             self.candidates(&table, vec![(index, String::new())])
         };
         acquire_first(candidates, tried).map(|routed| routed.lease)
+    }
+
+    /// The named live provider's shared state (restarted if its actor died).
+    fn provider(&self, name: &str) -> Option<Arc<ProviderShared>> {
+        let table = lock(&self.table);
+        let index = *table.by_name.get(name)?;
+        self.candidates(&table, vec![(index, String::new())])
+            .pop()
+            .map(|(shared, _)| shared)
+    }
+
+    /// Every live provider, in declaration order.
+    fn live_providers(&self) -> Vec<Arc<ProviderShared>> {
+        let table = lock(&self.table);
+        let found = live(&table.providers)
+            .map(|(index, _)| (index, String::new()))
+            .collect();
+        self.candidates(&table, found)
+            .into_iter()
+            .map(|(shared, _)| shared)
+            .collect()
+    }
+
+    /// Names of the routed providers, in declaration order.
+    pub fn provider_names(&self) -> Vec<String> {
+        self.live_providers()
+            .iter()
+            .map(|shared| shared.spec.name.clone())
+            .collect()
+    }
+
+    /// Whether `name` is a routed provider.
+    pub fn routes_provider(&self, name: &str) -> bool {
+        self.provider(name).is_some()
+    }
+
+    /// The named provider's key health; `None` when it is not routed.
+    pub fn health(&self, name: &str) -> Option<Vec<KeyHealthView>> {
+        self.provider(name).map(|shared| shared.health())
+    }
+
+    /// Every routed provider's key health, in declaration order.
+    pub fn health_all(&self) -> Vec<(String, Vec<KeyHealthView>)> {
+        self.live_providers()
+            .iter()
+            .map(|shared| (shared.spec.name.clone(), shared.health()))
+            .collect()
+    }
+
+    /// Enables or disables one key; `None` when the provider is not routed,
+    /// `Some(false)` when it has no such key.
+    pub fn set_key_enabled(
+        &self,
+        name: &str,
+        key_id: &str,
+        enabled: bool,
+        reason: Option<String>,
+    ) -> Option<bool> {
+        self.provider(name)
+            .map(|shared| shared.set_enabled(key_id, enabled, reason))
+    }
+
+    /// Replaces the named provider's keys (health of surviving ids kept);
+    /// false when it is not routed.
+    pub fn replace_keys(&self, name: &str, keys: Vec<KeySpec>) -> bool {
+        self.provider(name)
+            .map(|shared| shared.set_keys(keys))
+            .is_some()
+    }
+
+    /// Keys that could take a request now, over every routed provider.
+    pub fn usable_keys(&self) -> usize {
+        self.live_providers()
+            .iter()
+            .map(|shared| shared.usable_keys())
+            .sum()
+    }
+
+    /// Leases for background probes of idle half-open keys, every provider.
+    pub fn take_probes(&self) -> Vec<Lease> {
+        self.live_providers()
+            .iter()
+            .flat_map(|shared| shared.take_probes())
+            .collect()
     }
 
     /// The shared state of each found provider; asks the actor to restart
@@ -794,6 +882,7 @@ impl Handler<ListModels> for RouterActor {
     }
 }
 
+#[cfg(test)]
 impl Handler<GetProvider> for RouterActor {
     type Result = Option<Addr<ProviderActor>>;
 
@@ -806,12 +895,14 @@ impl Handler<GetProvider> for RouterActor {
     }
 }
 
-/// Provider names, in declaration order (admin routes, probes); removed
-/// providers are not listed.
+/// Provider names and actors, in declaration order; removed providers are
+/// not listed. This crate's tests only (see [`GetProvider`]).
+#[cfg(test)]
 #[derive(Message)]
 #[rtype(result = "Vec<(String, Addr<ProviderActor>)>")]
 pub struct ListProviders;
 
+#[cfg(test)]
 impl Handler<ListProviders> for RouterActor {
     type Result = MessageResult<ListProviders>;
 
@@ -822,32 +913,6 @@ impl Handler<ListProviders> for RouterActor {
                 .map(|(_, provider)| (provider.spec.name.clone(), provider.addr.clone()))
                 .collect(),
         )
-    }
-}
-
-/// Replaces one provider's keys (admin changes): the router's copy, used to
-/// restart the provider, and the provider actor's own.
-#[derive(Message)]
-#[rtype(result = "bool")]
-pub struct UpdateProviderKeys {
-    pub provider: String,
-    pub keys: Vec<KeySpec>,
-}
-
-impl Handler<UpdateProviderKeys> for RouterActor {
-    type Result = bool;
-
-    fn handle(&mut self, msg: UpdateProviderKeys, ctx: &mut Context<Self>) -> bool {
-        let Some(index) = lock(&self.table).by_name.get(&msg.provider).copied() else {
-            return false;
-        };
-        self.ensure_alive(index, ctx);
-        let table = lock(&self.table);
-        let Some(provider) = table.provider(index) else {
-            return false;
-        };
-        provider.shared.set_keys(msg.keys);
-        true
     }
 }
 
@@ -896,6 +961,44 @@ impl Handler<RemoveProvider> for RouterActor {
 
     fn handle(&mut self, msg: RemoveProvider, _: &mut Context<Self>) -> bool {
         lock(&self.table).remove(&msg.0)
+    }
+}
+
+/// Makes the named provider's actor panic (supervision tests); answers
+/// false when no such provider is routed.
+#[cfg(feature = "fault-injection")]
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct InjectProviderPanic(pub String);
+
+#[cfg(feature = "fault-injection")]
+impl Handler<InjectProviderPanic> for RouterActor {
+    type Result = bool;
+
+    fn handle(&mut self, msg: InjectProviderPanic, _: &mut Context<Self>) -> bool {
+        let table = lock(&self.table);
+        let Some(provider) = table.by_name.get(&msg.0).and_then(|&i| table.provider(i)) else {
+            return false;
+        };
+        provider.addr.do_send(crate::provider::InjectPanic);
+        true
+    }
+}
+
+/// Whether the named provider's actor is running (supervision tests).
+#[derive(Message)]
+#[rtype(result = "Option<bool>")]
+pub struct ProviderRunning(pub String);
+
+impl Handler<ProviderRunning> for RouterActor {
+    type Result = Option<bool>;
+
+    fn handle(&mut self, msg: ProviderRunning, _: &mut Context<Self>) -> Option<bool> {
+        let table = lock(&self.table);
+        let index = *table.by_name.get(&msg.0)?;
+        table
+            .provider(index)
+            .map(|provider| provider.addr.connected())
     }
 }
 

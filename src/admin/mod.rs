@@ -42,7 +42,7 @@ use crate::tokens::TokenCache;
 use actix::Addr;
 use slog::Logger;
 use std::sync::Arc;
-use switchyard_actors::RouterActor;
+use switchyard_actors::Router;
 
 /// Admin bodies are small; this bounds them independently of the client API.
 pub const ADMIN_BODY_LIMIT: usize = 1024 * 1024;
@@ -56,7 +56,7 @@ pub struct AdminState {
     /// Encrypts keys added through the admin API, decrypts them on reload.
     pub cipher: Arc<SecretCipher>,
     /// Provider changes are applied to it live.
-    pub router: Addr<RouterActor>,
+    pub router: Router,
     /// Admin login and session lookup (`crate::auth::session`).
     pub sessions: Addr<SessionActor>,
     /// `None` when master-key authentication is turned off.

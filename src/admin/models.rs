@@ -21,6 +21,7 @@ use switchyard_actors::{ListModels, SetRedirects};
 pub async fn list(_: AdminAuth, state: Data<AdminState>) -> Result<HttpResponse, ApiError> {
     let routable = state
         .router
+        .actor()
         .send(ListModels)
         .await
         .map_err(|_| ApiError::Internal)?;
@@ -43,7 +44,7 @@ pub async fn refresh(
     provider: Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let provider = provider.into_inner();
-    match model_cache::refresh(&state.routing, &client, &state.models, &provider).await {
+    match model_cache::refresh(&state.router, &client, &state.models, &provider).await {
         Ok(models) => {
             slog::info!(state.log, "models.refreshed"; "provider" => &provider, "models" => models.len());
             Ok(HttpResponse::Ok().json(json!({ "provider": provider, "models": models })))
@@ -164,6 +165,7 @@ async fn apply_redirects(state: &AdminState) -> Result<(), ApiError> {
         .map_err(|_| ApiError::Internal)?;
     state
         .router
+        .actor()
         .send(SetRedirects(redirects))
         .await
         .map_err(|_| ApiError::Internal)

@@ -20,7 +20,7 @@
 //!   changes leave the router with whatever the database holds last.
 
 use super::ADMIN_BODY_LIMIT;
-use super::providers::{key_json, provider_actor, provider_row, valid_key_id};
+use super::providers::{key_json, live_health, provider_row, valid_key_id};
 use crate::admin::AdminState;
 use crate::admin::auth::AdminAuth;
 use crate::config::{
@@ -38,7 +38,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
-use switchyard_actors::{GetHealth, KeyHealthView, KeyStrategy, RemoveProvider, UpsertProvider};
+use switchyard_actors::{KeyHealthView, KeyStrategy, RemoveProvider, UpsertProvider};
 
 /// The longest provider name taken (it prefixes model names).
 const MAX_NAME_CHARS: usize = 100;
@@ -379,17 +379,9 @@ fn stored(state: &AdminState, row: &Provider) -> Result<ProviderSettings, ApiErr
 async fn provider_json(state: &AdminState, row: &Provider) -> Result<Value, ApiError> {
     let settings = stored(state, row)?;
     let keys = state.db.list_provider_keys(row.id).await?;
-    let actor = provider_actor(state, &row.name).await;
-    let live: HashMap<String, KeyHealthView> = match &actor {
-        Some(actor) => actor
-            .send(GetHealth)
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .map(|view| (view.id.clone(), view))
-            .collect(),
-        None => HashMap::new(),
-    };
+    let health = live_health(state, &row.name);
+    let running = health.is_some();
+    let live: HashMap<String, KeyHealthView> = health.unwrap_or_default();
     let headers: Map<String, Value> = settings
         .headers
         .iter()
@@ -412,7 +404,7 @@ async fn provider_json(state: &AdminState, row: &Provider) -> Result<Value, ApiE
         "max_in_flight_per_key": settings.max_in_flight_per_key,
         "retry": retry_json(&settings.retry),
         "enabled": row.enabled,
-        "running": actor.is_some(),
+        "running": running,
         "source": if declared { "settings" } else { "api" },
         "keys": keys
             .iter()
@@ -447,6 +439,7 @@ async fn apply(state: &AdminState, name: &str) -> Result<(), ApiError> {
                     .ok_or_else(|| ApiError::NotFound(format!("No provider named `{name}`")))?;
             let outcome = state
                 .router
+                .actor()
                 .send(UpsertProvider {
                     spec: loaded.spec,
                     keys: loaded.keys,
@@ -461,6 +454,7 @@ async fn apply(state: &AdminState, name: &str) -> Result<(), ApiError> {
         _ => {
             let removed = state
                 .router
+                .actor()
                 .send(RemoveProvider(name.to_owned()))
                 .await
                 .map_err(|_| unavailable())?;

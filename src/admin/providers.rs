@@ -21,15 +21,12 @@ use crate::crypto::{SecretRow, fingerprint_digits};
 use crate::db::providers::{NewProviderKey, Provider, ProviderKey};
 use crate::error::ApiError;
 use crate::http::body::{read_body, read_json};
-use actix::Addr;
 use actix_web::web::{Data, Path, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use switchyard_actors::{
-    GetHealth, GetProvider, KeyHealthView, ProviderActor, ReplaceKeys, SetKeyEnabled,
-};
+use switchyard_actors::KeyHealthView;
 
 /// `POST /admin/providers/{name}/keys`.
 #[derive(Debug, Deserialize)]
@@ -77,15 +74,18 @@ pub(super) async fn provider_row(state: &AdminState, name: &str) -> Result<Provi
         .ok_or_else(|| ApiError::NotFound(format!("No provider named `{name}`")))
 }
 
-/// The running actor of a provider; `None` when it is not running (disabled
-/// in the database, or added after start).
-pub(super) async fn provider_actor(state: &AdminState, name: &str) -> Option<Addr<ProviderActor>> {
-    state
-        .router
-        .send(GetProvider(name.to_owned()))
-        .await
-        .ok()
-        .flatten()
+/// A routed provider's live key health by key id; `None` when it is not
+/// routed (disabled in the database, or added after start).
+pub(super) fn live_health(
+    state: &AdminState,
+    name: &str,
+) -> Option<HashMap<String, KeyHealthView>> {
+    state.router.health(name).map(|views| {
+        views
+            .into_iter()
+            .map(|view| (view.id.clone(), view))
+            .collect()
+    })
 }
 
 /// The public view of a key row: the masked hint, never the secret.
@@ -155,7 +155,7 @@ pub async fn list(_: AdminAuth, state: Data<AdminState>) -> Result<HttpResponse,
     let mut data = Vec::new();
     for row in state.db.list_providers().await? {
         let keys = state.db.list_provider_keys(row.id).await?;
-        let running = provider_actor(&state, &row.name).await.is_some();
+        let running = state.router.routes_provider(&row.name);
         data.push(json!({
             "name": row.name,
             "kind": row.kind,
@@ -178,20 +178,9 @@ pub async fn health(
 ) -> Result<HttpResponse, ApiError> {
     let row = provider_row(&state, &name).await?;
     let keys = state.db.list_provider_keys(row.id).await?;
-    let actor = provider_actor(&state, &row.name).await;
-    let live: HashMap<String, KeyHealthView> = match &actor {
-        Some(actor) => actor
-            .send(GetHealth)
-            .await
-            .map_err(|_| ApiError::Unavailable {
-                message: format!("Provider `{}` is restarting; try again", row.name),
-                retry_after: Some(std::time::Duration::from_secs(1)),
-            })?
-            .into_iter()
-            .map(|view| (view.id.clone(), view))
-            .collect(),
-        None => HashMap::new(),
-    };
+    let health = live_health(&state, &row.name);
+    let running = health.is_some();
+    let live = health.unwrap_or_default();
     let data: Vec<Value> = keys
         .iter()
         .map(|key| key_json(key, live.get(&key.key_id)))
@@ -199,16 +188,16 @@ pub async fn health(
     Ok(HttpResponse::Ok().json(json!({
         "provider": row.name,
         "enabled": row.enabled,
-        "running": actor.is_some(),
+        "running": running,
         "keys": data,
     })))
 }
 
 /// Reloads a provider's keys from the database into its running actor.
 async fn reload_keys(state: &AdminState, name: &str) -> Result<(), ApiError> {
-    let Some(actor) = provider_actor(state, name).await else {
+    if !state.router.routes_provider(name) {
         return Ok(());
-    };
+    }
     let loaded = config_store::load_provider_by_name(&state.db, name, &state.cipher, &state.log)
         .await
         .map_err(|error| {
@@ -217,15 +206,9 @@ async fn reload_keys(state: &AdminState, name: &str) -> Result<(), ApiError> {
         })?
         .ok_or_else(|| ApiError::NotFound(format!("No provider named `{name}`")))?;
     let count = loaded.keys.len();
-    actor
-        .send(ReplaceKeys(loaded.keys))
-        .await
-        .map_err(|_| ApiError::Unavailable {
-            message: format!(
-                "Provider `{name}` is restarting; the change is stored and applies when it is back"
-            ),
-            retry_after: Some(std::time::Duration::from_secs(1)),
-        })?;
+    // Through the router, so that the table it routes from and any actor it
+    // restarts see the same keys.
+    state.router.replace_keys(name, loaded.keys);
     slog::info!(state.log, "admin.provider_keys_reloaded"; "provider" => name, "keys" => count);
     Ok(())
 }
@@ -383,25 +366,16 @@ async fn set_key_enabled(
         )));
     }
     let mut health = None;
-    if let Some(actor) = provider_actor(&state, &row.name).await {
-        let known = actor
-            .send(SetKeyEnabled {
-                key_id: key_id.clone(),
-                enabled,
-                reason: reason.clone(),
-            })
-            .await
-            .unwrap_or(false);
+    if let Some(known) = state
+        .router
+        .set_key_enabled(&row.name, &key_id, enabled, reason.clone())
+    {
         if !known {
-            // Stored but unknown to the actor (a restart is reloading it):
-            // bring the actor in line with the database.
+            // Stored but unknown to the pool (a restart is reloading it):
+            // bring the pool in line with the database.
             reload_keys(&state, &row.name).await?;
         }
-        health = actor
-            .send(GetHealth)
-            .await
-            .ok()
-            .and_then(|views| views.into_iter().find(|view| view.id == key_id));
+        health = live_health(&state, &row.name).and_then(|mut live| live.remove(&key_id));
     }
     slog::info!(state.log, "admin.provider_key_updated"; "provider" => &row.name,
         "key_id" => &key_id, "enabled" => enabled, "by" => &admin.actor);

@@ -4,7 +4,6 @@ use super::AppState;
 use actix_web::HttpResponse;
 use actix_web::web::Data;
 use serde_json::json;
-use switchyard_actors::{ListProviders, UsableKeys};
 
 /// The process is up and serving HTTP.
 pub async fn healthz() -> HttpResponse {
@@ -32,12 +31,7 @@ pub async fn readyz(state: Data<AppState>) -> HttpResponse {
             false
         }
     };
-    let mut usable_keys = 0usize;
-    if let Ok(providers) = state.router.send(ListProviders).await {
-        for (_, provider) in providers {
-            usable_keys += provider.send(UsableKeys).await.unwrap_or(0);
-        }
-    }
+    let usable_keys = state.router.usable_keys();
     let body = json!({
         "status": if database && usable_keys > 0 { "ready" } else { "not_ready" },
         "database": if database { "ok" } else { "unreachable" },

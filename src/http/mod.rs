@@ -28,21 +28,19 @@ use crate::db::Db;
 use crate::error::ApiError;
 use crate::metering::PriceTable;
 use crate::tokens::TokenCache;
-use actix::Addr;
 use actix_web::{HttpResponse, web};
 use slog::Logger;
 use std::sync::Arc;
-use switchyard_actors::{Router, RouterActor, UsageQueue};
+use switchyard_actors::{Router, UsageQueue};
 
 /// Everything the data plane's handlers share, built once at start (not per
 /// worker). The admin plane has its own (`crate::admin::AdminState`).
 pub struct AppState {
     pub settings: Arc<Settings>,
     pub db: Db,
-    /// The router actor: changes, admin views, supervision.
-    pub router: Addr<RouterActor>,
-    /// Routes requests on the calling worker (no message per attempt).
-    pub routing: Router,
+    /// Routes requests on the calling worker (no message per attempt); its
+    /// actor takes changes.
+    pub router: Router,
     /// Where finished requests' usage records go (see `UsageQueue`).
     pub usage: UsageQueue,
     pub tokens: TokenCache,

@@ -14,6 +14,7 @@ pub async fn list_models(
 ) -> Result<HttpResponse, ApiError> {
     let models = state
         .router
+        .actor()
         .send(ListModels)
         .await
         .map_err(|_| ApiError::Internal)?;

@@ -26,9 +26,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use switchyard_actors::{
-    GetHealth, ListProviders, RecordOutcome, UsageFlags, UsageRecord, UsageSink, WriteReport,
-};
+use switchyard_actors::{RecordOutcome, UsageFlags, UsageRecord, UsageSink, WriteReport};
 
 /// Requests written, by (provider, status).
 #[derive(Debug, Default)]
@@ -114,13 +112,12 @@ pub async fn render(state: &AppState, counters: &RequestCounters) -> String {
         );
     }
     render_usage(&mut out, state);
-    let providers = state.router.send(ListProviders).await.unwrap_or_default();
-    let mut keys = Vec::new();
-    for (provider, actor) in providers {
-        if let Ok(health) = actor.send(GetHealth).await {
-            keys.extend(health.into_iter().map(|view| (provider.clone(), view)));
-        }
-    }
+    let keys: Vec<_> = state
+        .router
+        .health_all()
+        .into_iter()
+        .flat_map(|(provider, health)| health.into_iter().map(move |view| (provider.clone(), view)))
+        .collect();
     let series: [(&str, &str, &str); 5] = [
         (
             "switchyard_key_state",

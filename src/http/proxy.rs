@@ -209,7 +209,7 @@ async fn relay(
         (None, Some(payload))
     };
     let billing = admit(state, meter, &token, provider, tail, buffered.as_deref()).await?;
-    let lease = match state.routing.route_pinned(provider, &Tried::default()) {
+    let lease = match state.router.route_pinned(provider, &Tried::default()) {
         Ok(lease) => lease,
         Err(RouteError::UnknownProvider(_) | RouteError::UnknownModel(_)) => {
             return Err(ApiError::NotFound(format!(

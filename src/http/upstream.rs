@@ -131,7 +131,7 @@ pub async fn call_with_failover(
         if deadline.passed() {
             return Err(deadline.error(model));
         }
-        let routed = match state.routing.route(model, &tried) {
+        let routed = match state.router.route(model, &tried) {
             Ok(routed) => routed,
             Err(RouteError::UnknownModel(name) | RouteError::UnknownProvider(name)) => {
                 return Err(ApiError::ModelNotFound(name));
