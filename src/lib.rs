@@ -16,7 +16,9 @@ pub mod db;
 pub mod enforce;
 pub mod error;
 pub mod estimate;
+pub mod gateway;
 pub mod http;
+
 pub mod logging;
 pub mod metering;
 pub mod model_cache;
@@ -28,7 +30,7 @@ pub mod tokens;
 
 use crate::auth::session::{SessionActor, SessionConfig};
 use crate::config::{Secret, Settings};
-use crate::http::AppState;
+use crate::gateway::AppState;
 use actix::prelude::*;
 use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpServer, middleware, web};
@@ -352,7 +354,7 @@ pub async fn start(
         tokens: token_cache.clone(),
         prices: prices.clone(),
         log: log.clone(),
-        concurrency: http::limits::ConcurrencyLimit::new(settings.server.max_concurrent_requests),
+        concurrency: gateway::slots::ConcurrencyLimit::new(settings.server.max_concurrent_requests),
         clock: clock.clone(),
         throttle: http::throttle::AuthThrottle::new(settings.limits.auth.clone()),
         bodies: http::body::BodyBudget::new(settings.server.max_body_bytes_in_flight),

@@ -9,7 +9,7 @@ use super::AdminState;
 use crate::auth::SESSION_TOKEN_PREFIX;
 use crate::auth::session::{AdminIdentity, Authenticate};
 use crate::error::ApiError;
-use crate::http::auth::presented_token;
+use crate::gateway::auth::presented_token;
 use crate::http::context::RequestCtx;
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};

@@ -19,8 +19,8 @@
 //!   pages to the kernel (it keeps them otherwise: RSS stayed at 1.37 GB
 //!   after the attack in the issue).
 
-use super::AppState;
 use crate::error::ApiError;
+use crate::gateway::AppState;
 use actix_web::HttpRequest;
 use actix_web::http::header::CONTENT_LENGTH;
 use actix_web::web::{Bytes, BytesMut, Data, Payload};

@@ -1,6 +1,6 @@
 //! Liveness and readiness.
 
-use super::AppState;
+use crate::gateway::AppState;
 use actix_web::HttpResponse;
 use actix_web::web::Data;
 use serde_json::json;

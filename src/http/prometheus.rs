@@ -16,9 +16,9 @@
 //! providers and keys, and shows traffic): give Prometheus the master key
 //! as a bearer token (`authorization: { credentials_file: ... }`).
 
-use super::AppState;
 use crate::admin::auth::AdminAuth;
 use crate::error::ApiError;
+use crate::gateway::AppState;
 use actix_web::HttpResponse;
 use actix_web::web::Data;
 use futures_util::future::BoxFuture;

@@ -7,11 +7,12 @@
 //! tries each admin route without, or with the wrong, credential). A route cannot be served without being documented,
 //! nor documented without being served.
 
-use super::{chat, completions, health, models, openapi, prometheus, proxy, self_service};
+use super::{health, openapi, prometheus};
 use crate::admin::{
     admin_keys, billing, login, logs, metrics, models as admin_models, oplog, prices,
     provider_edit, providers, sessions, tokens, users,
 };
+use crate::gateway::doors::{chat, completions, models, proxy, self_service};
 use actix_web::{HttpResponse, web};
 use std::sync::OnceLock;
 

@@ -2,9 +2,9 @@
 //! spend, what is left and when quotas reset) and `GET /v1/token/usage`
 //! (by day and by model). Only ever the caller's own token.
 
-use super::AppState;
-use super::auth::GatewayAuth;
 use crate::error::ApiError;
+use crate::gateway::AppState;
+use crate::gateway::auth::GatewayAuth;
 use actix_web::HttpResponse;
 use actix_web::web::{Data, Query};
 use serde::Deserialize;

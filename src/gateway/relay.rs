@@ -16,12 +16,12 @@
 //!
 //! When a graceful stop runs out of time (`server.shutdown_timeout`), each
 //! open relay ends its stream with the error event `server_shutting_down`
-//! and records the request as cut by the server (see [`super::shutdown`]).
+//! and records the request as cut by the server (see [`crate::http::shutdown`]).
 
-use super::AppState;
-use super::limits::ConcurrencySlot;
-use super::meter::{self, Meter};
-use super::upstream::{StreamStart, UpstreamBody};
+use crate::gateway::AppState;
+use crate::gateway::failover::{StreamStart, UpstreamBody};
+use crate::gateway::meter::{self, Meter};
+use crate::gateway::slots::ConcurrencySlot;
 use crate::providers::exchange::ClientFormat;
 use crate::providers::openai::{ChatStreamState, Usage};
 use crate::providers::sse::{SseSplitter, event_data, event_name};

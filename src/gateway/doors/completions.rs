@@ -3,14 +3,14 @@
 //! APIs: the body passes through with `model` rewritten to providers whose
 //! adapter has the endpoint; a provider without it answers a clear 400.
 
-use super::AppState;
-use super::auth::GatewayAuth;
-use super::context::RequestCtx;
-use super::limits::ConcurrencySlot;
-use super::meter::Meter;
-use super::relay::StreamMode;
-use super::upstream::{MalformedAnswer, Served, UpstreamRequest, call_with_failover};
 use crate::error::ApiError;
+use crate::gateway::AppState;
+use crate::gateway::auth::GatewayAuth;
+use crate::gateway::failover::{MalformedAnswer, Served, UpstreamRequest, call_with_failover};
+use crate::gateway::meter::Meter;
+use crate::gateway::relay::StreamMode;
+use crate::gateway::slots::ConcurrencySlot;
+use crate::http::context::RequestCtx;
 use crate::providers::openai::{self, ChatStreamState, Usage};
 use crate::providers::{adapter_of, kind_of};
 use actix_web::web::{Bytes, Data, Payload};
@@ -271,11 +271,11 @@ async fn call(
     request: &HttpRequest,
     payload: Payload,
 ) -> Result<(Served, bool, ConcurrencySlot), ApiError> {
-    let (token, slot, raw) = super::chat::accept(state, meter, auth, request, payload).await?;
+    let (token, slot, raw) = crate::gateway::accept(state, meter, auth, request, payload).await?;
     let mut call = OpenAiOnly::parse(endpoint, &raw)?;
     meter.request(&call.model, call.stream);
     meter.estimate_prompt(&raw);
-    super::chat::require_model(&token, &call.model)?;
+    crate::gateway::require_model(&token, &call.model)?;
     // Embeddings generate no tokens; completions at most `max_tokens`.
     let max_tokens = match endpoint {
         Endpoint::Embeddings => Some(0),
@@ -297,5 +297,5 @@ fn respond(
     slot: ConcurrencySlot,
 ) -> HttpResponse {
     let mode = StreamMode::Native(ChatStreamState::new(hide_usage_chunk));
-    super::chat::respond(state, served, meter, Some(mode), slot)
+    crate::gateway::doors::chat::respond(state, served, meter, Some(mode), slot)
 }

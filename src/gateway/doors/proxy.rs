@@ -23,15 +23,17 @@
 //! A token restricted to a model list may use the proxy of a provider only
 //! when its list allows `{provider}/*`.
 
-use super::AppState;
-use super::auth::GatewayAuth;
-use super::body::read_body;
-use super::context::RequestCtx;
-use super::limits::ConcurrencySlot;
-use super::meter::{Meter, drop_with_usage};
-use super::proxy_usage::{UsageScan, bills_tokens, per_call_fallback, per_call_model, token_call};
 use crate::config::ProxySettings;
 use crate::error::ApiError;
+use crate::gateway::AppState;
+use crate::gateway::auth::GatewayAuth;
+use crate::gateway::doors::proxy_usage::{
+    UsageScan, bills_tokens, per_call_fallback, per_call_model, token_call,
+};
+use crate::gateway::meter::{Meter, drop_with_usage};
+use crate::gateway::slots::ConcurrencySlot;
+use crate::http::body::read_body;
+use crate::http::context::RequestCtx;
 use crate::providers::openai::Usage;
 use crate::providers::{self, STRIPPED_HEADERS, classify_status};
 use crate::tokens::TokenInfo;

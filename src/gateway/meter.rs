@@ -5,10 +5,10 @@
 //! dropped unfinished (the client disconnected and actix dropped the
 //! handler), `Drop` sends it with status 499 so the row still exists.
 
-use super::AppState;
-use super::context::RequestCtx;
 use crate::enforce::{Admission, Enforcer, scale};
 use crate::error::ApiError;
+use crate::gateway::AppState;
+use crate::http::context::RequestCtx;
 use crate::metering::PriceTable;
 use crate::providers::openai::Usage;
 use crate::tokens::TokenInfo;

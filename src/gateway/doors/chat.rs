@@ -2,25 +2,24 @@
 //! (OpenAI's format) and `POST /v1/messages` (Anthropic's), each served by
 //! any provider kind through `providers::exchange`.
 
-use super::AppState;
-use super::auth::GatewayAuth;
-use super::body::read_body;
-use super::context::RequestCtx;
-use super::limits::ConcurrencySlot;
-use super::meter::Meter;
-use super::relay::{ChatStreamRelay, RelayLimits, StreamMode};
-use super::upstream::{Answer, MalformedAnswer, Served, UpstreamRequest, call_with_failover};
 use crate::error::ApiError;
+use crate::gateway::auth::GatewayAuth;
+use crate::gateway::failover::{
+    Answer, MalformedAnswer, Served, UpstreamRequest, call_with_failover,
+};
+use crate::gateway::meter::Meter;
+use crate::gateway::relay::{ChatStreamRelay, RelayLimits, StreamMode};
+use crate::gateway::slots::ConcurrencySlot;
+use crate::gateway::{AppState, accept, require_model};
+use crate::http::context::RequestCtx;
 use crate::providers::anthropic::AnthropicRequestOptions;
 use crate::providers::exchange::{ChatExchange, ClientFormat};
 use crate::providers::openai::{ChatStreamState, Usage};
 use crate::providers::{Wire, adapter_of};
-use crate::tokens::TokenInfo;
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use actix_web::web::{Bytes, Data, Payload};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use std::cell::Cell;
-use std::sync::Arc;
 use switchyard_actors::ProviderSpec;
 
 pub const ATTEMPTS_HEADER: &str = "x-switchyard-attempts";
@@ -133,38 +132,6 @@ async fn serve_chat(
             meter.fail(&error);
             error_response(format, &error)
         }
-    }
-}
-
-/// What every metered client call starts with: the token (recorded on the
-/// meter), a concurrency slot, then the body. The slot is taken before the
-/// body is read, so a gateway at its limit sheds load at once; it lives
-/// until the answer (or the stream) is done.
-pub(super) async fn accept(
-    state: &AppState,
-    meter: &mut Meter,
-    auth: Result<GatewayAuth, ApiError>,
-    request: &HttpRequest,
-    payload: Payload,
-) -> Result<(Arc<TokenInfo>, ConcurrencySlot, Bytes), ApiError> {
-    let GatewayAuth(token) = auth?;
-    meter.token(&token);
-    let slot = state
-        .concurrency
-        .try_acquire()
-        .ok_or(ApiError::ConcurrencyLimit)?;
-    let raw = read_body(request, payload, state.settings.server.max_body_bytes).await?;
-    Ok((token, slot, raw))
-}
-
-/// 403 unless the token's model list allows `model`.
-pub(super) fn require_model(token: &TokenInfo, model: &str) -> Result<(), ApiError> {
-    if token.allows_model(model) {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(format!(
-            "This token may not use the model `{model}`"
-        )))
     }
 }
 

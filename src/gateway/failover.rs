@@ -27,9 +27,9 @@
 //! answered at once: 429 when the keys rest after rate limits, 503 when they
 //! rest after errors, both with `Retry-After`.
 
-use super::AppState;
-use super::meter::Meter;
 use crate::error::ApiError;
+use crate::gateway::AppState;
+use crate::gateway::meter::Meter;
 use crate::providers::sse::{SseSplitter, event_data};
 use crate::providers::{self, openai::Usage};
 use actix_web::web::Bytes;

@@ -1,8 +1,8 @@
 //! `GET /v1/models`: the models the caller's token may use.
 
-use super::AppState;
-use super::auth::GatewayAuth;
 use crate::error::ApiError;
+use crate::gateway::AppState;
+use crate::gateway::auth::GatewayAuth;
 use actix_web::HttpResponse;
 use actix_web::web::Data;
 use serde_json::json;

@@ -10,9 +10,9 @@
 //! fix, never whether a guessed token exists but is disabled versus unknown
 //! beyond what the holder of a real token needs to know.
 
-use super::AppState;
-use super::throttle::AuthThrottle;
 use crate::error::ApiError;
+use crate::gateway::AppState;
+use crate::http::throttle::AuthThrottle;
 use crate::tokens::{self, Cached, TokenInfo};
 use actix_web::dev::Payload;
 use actix_web::http::header::AUTHORIZATION;

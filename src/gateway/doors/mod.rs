@@ -1,0 +1,9 @@
+//! The front doors: one module per client API family, each a thin adapter
+//! from its wire format to the stages in `crate::gateway`.
+
+pub mod chat;
+pub mod completions;
+pub mod models;
+pub mod proxy;
+pub mod proxy_usage;
+pub mod self_service;
