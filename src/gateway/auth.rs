@@ -19,7 +19,7 @@ use actix_web::http::header::AUTHORIZATION;
 use actix_web::{FromRequest, HttpRequest, web};
 use futures_util::future::LocalBoxFuture;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 /// The credential a client presented, if any.
 pub fn presented_token(request: &HttpRequest) -> Option<&str> {
@@ -40,12 +40,6 @@ pub fn presented_token(request: &HttpRequest) -> Option<&str> {
         .find_map(|name| headers.get(*name).and_then(|v| v.to_str().ok()))
         .map(str::trim)
         .filter(|token| !token.is_empty())
-}
-
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as i64)
 }
 
 /// An authenticated gateway token.

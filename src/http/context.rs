@@ -41,7 +41,7 @@ fn client_request_id(request: &ServiceRequest) -> Option<String> {
 /// its end: random ids dirtied hundreds of index pages per usage batch.
 fn new_request_id() -> String {
     let random: u128 = rand::rng().random::<u128>() & ((1u128 << 80) - 1);
-    format!("req_{:012x}{random:020x}", crate::gateway::auth::now_ms())
+    format!("req_{:012x}{random:020x}", crate::clock::system_now_ms())
 }
 
 /// The middleware, installed with `middleware::from_fn`.

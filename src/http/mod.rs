@@ -12,7 +12,6 @@ pub mod routes;
 pub mod shutdown;
 pub mod throttle;
 
-pub use crate::gateway::AppState;
 
 use crate::error::ApiError;
 use actix_web::{HttpResponse, web};
