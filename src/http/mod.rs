@@ -12,7 +12,6 @@ pub mod routes;
 pub mod shutdown;
 pub mod throttle;
 
-
 use crate::error::ApiError;
 use actix_web::{HttpResponse, web};
 
