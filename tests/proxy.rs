@@ -473,6 +473,9 @@ async fn proxy_token_calls_are_billed_from_upstream_usage(backend: Backend) -> a
         );
     }
     let logged: i64 = logs.iter().map(|log| log.cost_nanos).sum();
+    // The instance holds the unused rest of its budget slice until the token
+    // is idle (docs/limits.md); give it back, as at shutdown.
+    gw.gateway()?.enforcer.give_back_slices().await;
     let db = &gw.gateway()?.db;
     let row = db.get_token(id).await?.context("token")?;
     let (charges, charged) = db.token_charges(id).await?;
@@ -571,6 +574,9 @@ async fn proxy_per_call_prices_bill_other_endpoints(backend: Backend) -> anyhow:
             (200, Some("proxy:mock:*"), 1_000_000, true),
         ]
     );
+    // The instance holds the unused rest of its budget slice until the token
+    // is idle (docs/limits.md); give it back, as at shutdown.
+    gw.gateway()?.enforcer.give_back_slices().await;
     let db = &gw.gateway()?.db;
     let row = db.get_token(id).await?.context("token")?;
     let (charges, charged) = db.token_charges(id).await?;
