@@ -11,7 +11,9 @@
 
 use crate::clock::Clock;
 use crate::providers;
+use crate::upstream::{UpstreamClient, send_failure, status_failure};
 use actix::prelude::*;
+use actix_web::http::Method;
 use serde::Serialize;
 use slog::{Logger, info, warn};
 use std::collections::BTreeMap;
@@ -109,13 +111,9 @@ pub async fn refresh(
         drop(lease);
         return Err(RefreshError::NotListable(provider.to_owned()));
     };
-    let mut request = client.get(providers::endpoint_url(&spec, &path));
-    for header in adapter.auth_headers(&spec, &lease.secret) {
-        request = request.insert_header(header);
-    }
-    for (name, value) in &spec.headers {
-        request = request.insert_header((name.as_str(), value.as_str()));
-    }
+    let request =
+        UpstreamClient::new(client)
+            .request(Method::GET, &lease, &path, "", None, |request| request);
     let upstream_error = |detail: String| RefreshError::Upstream {
         provider: provider.to_owned(),
         detail,
@@ -123,21 +121,17 @@ pub async fn refresh(
     let started = Instant::now();
     let mut response = match request.send().await {
         Ok(response) => response,
-        Err(awc::error::SendRequestError::Timeout) => {
-            lease.fail(Failure::Timeout);
-            return Err(upstream_error("a timeout".to_owned()));
-        }
-        Err(_) => {
-            lease.fail(Failure::Connection);
-            return Err(upstream_error("a connection failure".to_owned()));
+        Err(error) => {
+            let failure = send_failure(&error);
+            lease.fail(failure);
+            return Err(upstream_error(if failure == Failure::Timeout {
+                "a timeout".to_owned()
+            } else {
+                "a connection failure".to_owned()
+            }));
         }
     };
-    if let Some(failure) = providers::classify_status(response.status().as_u16(), |name| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-    }) {
+    if let Some(failure) = status_failure(&response) {
         lease.fail(failure);
         return Err(upstream_error(format!("status {}", response.status())));
     }

@@ -7,10 +7,12 @@
 
 use crate::config::HealthSettings;
 use crate::providers;
+use crate::upstream::{UpstreamClient, send_failure, status_failure};
 use actix::prelude::*;
+use actix_web::http::Method;
 use slog::{Logger, debug, info};
 use std::time::Instant;
-use switchyard_actors::{Failure, Lease, Outcome, Router};
+use switchyard_actors::{Lease, Outcome, Router};
 
 pub fn start(router: Router, settings: HealthSettings, log: Logger) {
     if settings.probe_interval.is_zero() {
@@ -44,28 +46,23 @@ async fn run(router: Router, settings: HealthSettings, log: Logger) {
 async fn probe(client: awc::Client, lease: Lease, log: Logger) {
     let spec = lease.provider.clone();
     let adapter = providers::adapter_of(&spec);
-    let mut request = client.get(providers::endpoint_url(&spec, &adapter.probe_path(&spec)));
-    for header in adapter.auth_headers(&spec, &lease.secret) {
-        request = request.insert_header(header);
-    }
-    for (name, value) in &spec.headers {
-        request = request.insert_header((name.as_str(), value.as_str()));
-    }
+    let request = UpstreamClient::new(&client).request(
+        Method::GET,
+        &lease,
+        &adapter.probe_path(&spec),
+        "",
+        None,
+        |request| request,
+    );
     let started = Instant::now();
     let outcome = match request.send().await {
-        Ok(response) => match providers::classify_status(response.status().as_u16(), |name| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|value| value.to_str().ok())
-        }) {
+        Ok(response) => match status_failure(&response) {
             None => Outcome::Success {
                 latency: started.elapsed(),
             },
             Some(failure) => Outcome::Failure(failure),
         },
-        Err(awc::error::SendRequestError::Timeout) => Outcome::Failure(Failure::Timeout),
-        Err(_) => Outcome::Failure(Failure::Connection),
+        Err(error) => Outcome::Failure(send_failure(&error)),
     };
     match outcome {
         Outcome::Success { .. } => {

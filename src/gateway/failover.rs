@@ -30,10 +30,11 @@
 use crate::error::ApiError;
 use crate::gateway::AppState;
 use crate::gateway::meter::Meter;
+use crate::providers::openai::Usage;
 use crate::providers::sse::{SseSplitter, event_data};
-use crate::providers::{self, openai::Usage};
+use crate::upstream::{UpstreamClient, send_error_summary, send_failure, status_failure};
+use actix_web::http::Method;
 use actix_web::web::Bytes;
-use awc::error::SendRequestError;
 use futures_util::StreamExt;
 use futures_util::stream::LocalBoxStream;
 use std::time::{Duration, Instant};
@@ -301,52 +302,45 @@ async fn attempt(
     let path = request
         .path(&spec, upstream_model)
         .map_err(AttemptError::Final)?;
-    let url = providers::endpoint_url(&spec, &path);
-    let mut upstream = client
-        .post(url)
-        .timeout(attempt_timeout)
-        .insert_header(("content-type", "application/json"));
-    for header in providers::adapter_of(&spec).auth_headers(&spec, &lease.secret) {
-        upstream = upstream.insert_header(header);
-    }
-    for header in request.forwarded_headers(&spec) {
-        upstream = upstream.insert_header(header);
-    }
-    for (name, value) in &spec.headers {
-        upstream = upstream.insert_header((name.as_str(), value.as_str()));
-    }
-    if request.stream() {
-        upstream = upstream.insert_header(("accept", "text/event-stream"));
-    }
+    let upstream = UpstreamClient::new(client).request(
+        Method::POST,
+        &lease,
+        &path,
+        "",
+        Some(attempt_timeout),
+        |mut upstream| {
+            upstream = upstream.insert_header(("content-type", "application/json"));
+            for header in request.forwarded_headers(&spec) {
+                upstream = upstream.insert_header(header);
+            }
+            if request.stream() {
+                upstream = upstream.insert_header(("accept", "text/event-stream"));
+            }
+            upstream
+        },
+    );
     let started = Instant::now();
     let mut response = match upstream.send_body(body).await {
         Ok(response) => response,
-        Err(
-            SendRequestError::Timeout
-            | SendRequestError::Connect(awc::error::ConnectError::Timeout),
-        ) => {
-            lease.fail(Failure::Timeout);
-            return Err(AttemptError::Retryable(ApiError::UpstreamTimeout(format!(
-                "Provider `{}` did not answer within {:?}",
-                spec.name, attempt_timeout
-            ))));
-        }
         Err(error) => {
-            lease.fail(Failure::Connection);
-            return Err(AttemptError::Retryable(ApiError::UpstreamFailed(format!(
-                "Could not reach provider `{}`: {}",
-                spec.name,
-                connection_error_summary(&error)
-            ))));
+            let failure = send_failure(&error);
+            lease.fail(failure);
+            return Err(AttemptError::Retryable(if failure == Failure::Timeout {
+                ApiError::UpstreamTimeout(format!(
+                    "Provider `{}` did not answer within {:?}",
+                    spec.name, attempt_timeout
+                ))
+            } else {
+                ApiError::UpstreamFailed(format!(
+                    "Could not reach provider `{}`: {}",
+                    spec.name,
+                    send_error_summary(&error)
+                ))
+            }));
         }
     };
     let status = response.status();
-    if let Some(failure) = providers::classify_status(status.as_u16(), |name| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-    }) {
+    if let Some(failure) = status_failure(&response) {
         let body = read_limited(
             &mut response,
             limits.max_response_bytes.min(64 * 1024),
@@ -526,21 +520,5 @@ async fn read_limited(
                 body.extend_from_slice(&chunk);
             }
         }
-    }
-}
-
-/// A short cause for logs and messages, without URLs that could carry secrets.
-fn connection_error_summary(error: &SendRequestError) -> &'static str {
-    match error {
-        SendRequestError::Connect(_) => "connection failed",
-        SendRequestError::Send(_) | SendRequestError::Response(_) => {
-            "connection reset or broken answer"
-        }
-        SendRequestError::Http(_) | SendRequestError::Url(_) => "invalid upstream request",
-        SendRequestError::H2(_) => "HTTP/2 error",
-        SendRequestError::TunnelNotSupported => "tunnel not supported",
-        SendRequestError::Body(_) => "request body error",
-        SendRequestError::Custom(..) => "client error",
-        _ => "client error",
     }
 }

@@ -195,7 +195,7 @@ pub(super) fn respond(
     match (served.answer, mode) {
         (Answer::Json { body, usage }, _) => {
             let mut meter = meter;
-            meter.estimate_completion(&body);
+            meter.estimate_completion(&body, usage.as_ref());
             meter.succeed(200, usage);
             drop(slot);
             response

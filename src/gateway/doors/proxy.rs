@@ -34,9 +34,10 @@ use crate::gateway::meter::{Meter, drop_with_usage};
 use crate::gateway::slots::ConcurrencySlot;
 use crate::http::body::read_body;
 use crate::http::context::RequestCtx;
+use crate::providers::STRIPPED_HEADERS;
 use crate::providers::openai::Usage;
-use crate::providers::{self, STRIPPED_HEADERS, classify_status};
 use crate::tokens::TokenInfo;
+use crate::upstream::{UpstreamClient, send_failure, status_failure};
 use actix_web::body::SizedStream;
 use actix_web::http::StatusCode;
 use actix_web::web::{Bytes, Data, Path, Payload};
@@ -210,7 +211,7 @@ async fn relay(
     } else {
         (None, Some(payload))
     };
-    let billing = admit(state, meter, &token, provider, tail, buffered.as_deref()).await?;
+    let billing = admit(state, meter, &token, provider, tail, buffered.as_ref()).await?;
     let lease = match state.router.route_pinned(provider, &Tried::default()) {
         Ok(lease) => lease,
         Err(RouteError::UnknownProvider(_) | RouteError::UnknownModel(_)) => {
@@ -238,36 +239,32 @@ async fn relay(
     };
     let spec = lease.provider.clone();
     meter.attempt(&spec.name, &lease.key_id, billing.model());
-    let mut url = providers::endpoint_url(&spec, tail);
-    if !request.query_string().is_empty() {
-        url.push(if url.contains('?') { '&' } else { '?' });
-        url.push_str(request.query_string());
-    }
     let timeout = spec
         .policy
         .attempt_timeout
         .unwrap_or(state.settings.upstream.first_byte_timeout);
-    let mut upstream = client
-        .request(request.method().clone(), url)
-        .timeout(timeout)
-        // Relay the bytes as the upstream encoded them.
-        .no_decompress();
     let dropped = dropped_headers(request, &state.settings.proxy);
-    for (name, value) in request.headers() {
-        if !dropped.iter().any(|drop| drop == name.as_str()) {
-            upstream = upstream.append_header((name.clone(), value.clone()));
-        }
-    }
-    for header in providers::adapter_of(&spec).auth_headers(&spec, &lease.secret) {
-        upstream = upstream.insert_header(header);
-    }
-    for (name, value) in &spec.headers {
-        upstream = upstream.insert_header((name.as_str(), value.as_str()));
-    }
-    if matches!(billing, Billing::Tokens(_)) {
-        // The usage is read from the answer: it must come uncompressed.
-        upstream = upstream.insert_header(("accept-encoding", "identity"));
-    }
+    let upstream = UpstreamClient::new(client).request(
+        request.method().clone(),
+        &lease,
+        tail,
+        request.query_string(),
+        Some(timeout),
+        |mut upstream| {
+            // Relay the bytes as the upstream encoded them.
+            upstream = upstream.no_decompress();
+            for (name, value) in request.headers() {
+                if !dropped.iter().any(|drop| drop == name.as_str()) {
+                    upstream = upstream.append_header((name.clone(), value.clone()));
+                }
+            }
+            if matches!(billing, Billing::Tokens(_)) {
+                // The usage is read from the answer: it must come uncompressed.
+                upstream = upstream.insert_header(("accept-encoding", "identity"));
+            }
+            upstream
+        },
+    );
     let started = Instant::now();
     let overflowed = Rc::new(Cell::new(false));
     // Framed as the client framed it: a declared length stays a length
@@ -320,29 +317,20 @@ async fn relay(
                 "The request cannot be relayed as it is (invalid path or header)",
             ));
         }
-        Err(
-            SendRequestError::Timeout
-            | SendRequestError::Connect(awc::error::ConnectError::Timeout),
-        ) => {
-            lease.fail(Failure::Timeout);
-            return Err(ApiError::UpstreamTimeout(format!(
-                "Provider `{provider}` did not answer within {timeout:?}"
-            )));
-        }
-        Err(_) => {
-            lease.fail(Failure::Connection);
-            return Err(ApiError::UpstreamFailed(format!(
-                "Could not reach provider `{provider}`"
-            )));
+        Err(error) => {
+            let failure = send_failure(&error);
+            lease.fail(failure);
+            return Err(if failure == Failure::Timeout {
+                ApiError::UpstreamTimeout(format!(
+                    "Provider `{provider}` did not answer within {timeout:?}"
+                ))
+            } else {
+                ApiError::UpstreamFailed(format!("Could not reach provider `{provider}`"))
+            });
         }
     };
     let status = response.status();
-    let failure = classify_status(status.as_u16(), |name| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-    });
+    let failure = status_failure(&response);
     let scan = match billing {
         Billing::Tokens(_) => Some(UsageScan::for_answer(
             response
@@ -395,7 +383,7 @@ async fn admit(
     token: &TokenInfo,
     provider: &str,
     tail: &str,
-    body: Option<&[u8]>,
+    body: Option<&Bytes>,
 ) -> Result<Billing, ApiError> {
     if let Some(raw) = body
         && let Some(call) = token_call(raw)
