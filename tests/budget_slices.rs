@@ -7,6 +7,7 @@
 pub mod common;
 
 use anyhow::Context;
+use awc::http::Method;
 use common::db::TestDb;
 use common::process::{GatewayProcess, free_port};
 use common::{Reply, TestGateway};
@@ -122,6 +123,25 @@ async fn a_burst_of_one_token_makes_few_lease_transactions(backend: Backend) -> 
     // at most ln(1 - 0.51) / ln(7/8) ~ 6 leases, whatever the interleaving.
     assert!(leases <= 8, "{leases} lease transactions for 100 requests");
     assert!(leases >= 1);
+    // Operators see the same count in /metrics.
+    let authorization = format!("Bearer {}", common::MASTER_KEY);
+    let metrics = gw
+        .send(
+            Method::GET,
+            "/metrics",
+            &[("authorization", authorization.as_str())],
+            None,
+        )
+        .await?;
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics
+            .text()
+            .lines()
+            .any(|line| line == format!("switchyard_budget_leases_total {leases}")),
+        "{}",
+        metrics.text()
+    );
     gw.request_logs().await?;
     let db = &gw.gateway()?.db;
     let row = db.get_token(id).await?.context("token")?;

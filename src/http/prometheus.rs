@@ -215,6 +215,12 @@ fn render_usage(out: &mut String, state: &AppState) {
             "Bytes in the usage journal (records not yet committed).",
             state.usage.journal().map_or(0, |journal| journal.bytes()),
         ),
+        (
+            "switchyard_budget_leases_total",
+            "counter",
+            "Budget slices this process leased from the database (docs/limits.md).",
+            state.enforcer.budget_leases_total(),
+        ),
     ] {
         family(out, name, kind, help);
         let _ = writeln!(out, "{name} {value}");
