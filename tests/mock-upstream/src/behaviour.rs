@@ -9,8 +9,10 @@ use crate::http::Head;
 pub enum Behaviour {
     /// `ok-…`, any unknown prefix, or no key: normal answers.
     Normal,
-    /// `r429-…`: 429 with `Retry-After: 2` and a rate-limit error body.
-    RateLimited,
+    /// `r429-…`: 429 with `Retry-After: 2` and a rate-limit error body;
+    /// `r429long-…`: the same with `Retry-After: 600` (a key that stays
+    /// resting for the whole of a test, however slow the machine).
+    RateLimited { retry_after_secs: u32 },
     /// `e500-…`: 500 with a server error body.
     ServerError,
     /// `e401-…`: 401 invalid key.
@@ -75,7 +77,12 @@ impl Behaviour {
     pub fn from_key(key: &str) -> Behaviour {
         let prefix = key.split('-').next().unwrap_or(key);
         match prefix {
-            "r429" => Behaviour::RateLimited,
+            "r429" => Behaviour::RateLimited {
+                retry_after_secs: 2,
+            },
+            "r429long" => Behaviour::RateLimited {
+                retry_after_secs: 600,
+            },
             "e500" => Behaviour::ServerError,
             "e401" => Behaviour::Unauthorized,
             "hang" => Behaviour::Hang,
@@ -138,7 +145,18 @@ mod tests {
         assert_eq!(Behaviour::from_key("ok-1"), Behaviour::Normal);
         assert_eq!(Behaviour::from_key("sk-whatever"), Behaviour::Normal);
         assert_eq!(Behaviour::from_key(""), Behaviour::Normal);
-        assert_eq!(Behaviour::from_key("r429-a"), Behaviour::RateLimited);
+        assert_eq!(
+            Behaviour::from_key("r429-a"),
+            Behaviour::RateLimited {
+                retry_after_secs: 2
+            }
+        );
+        assert_eq!(
+            Behaviour::from_key("r429long-a"),
+            Behaviour::RateLimited {
+                retry_after_secs: 600
+            }
+        );
         assert_eq!(Behaviour::from_key("e500-a"), Behaviour::ServerError);
         assert_eq!(Behaviour::from_key("e401-a"), Behaviour::Unauthorized);
         assert_eq!(Behaviour::from_key("hang-a"), Behaviour::Hang);

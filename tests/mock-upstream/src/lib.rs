@@ -12,7 +12,7 @@
 //! | prefix | answer |
 //! |---|---|
 //! | `ok-`, other, none | the normal answer |
-//! | `r429-` | 429 with `Retry-After: 2` |
+//! | `r429-` / `r429long-` | 429 with `Retry-After: 2` / `600` |
 //! | `e500-` / `e401-` | 500 / 401 |
 //! | `hang-` | never answers |
 //! | `reset-` | TCP reset, no bytes |

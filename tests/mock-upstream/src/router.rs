@@ -568,9 +568,9 @@ pub(crate) fn plan(head: &Head, body: &[u8], key: &str, keep_alive: bool) -> Pla
         full @ Answer::Full { .. } => write(full, &[], keep_alive),
     };
     let action = match behaviour {
-        Behaviour::RateLimited => write(
+        Behaviour::RateLimited { retry_after_secs } => write(
             error_answer(shape, Failure::RateLimited, head),
-            &[("retry-after", "2")],
+            &[("retry-after", &retry_after_secs.to_string())],
             keep_alive,
         ),
         Behaviour::ServerError => write(
