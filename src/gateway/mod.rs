@@ -14,15 +14,18 @@
 //! 6. **settle** ([`meter`]): the usage record, exactly one per call, and
 //!    the limits' hold replaced by the real spend.
 //!
-//! The front doors ([`doors`]: chat and messages, completions and
-//! embeddings, the proxy, models and self-service) are thin adapters that
-//! parse their format and call these stages. The admin plane
+//! The model front doors ([`doors`]: chat and messages, completions and
+//! embeddings) are thin adapters: each implements [`pipeline::FrontDoor`]
+//! (parse its format, pick its stream relay and error shape) and
+//! [`pipeline::serve`] runs the stages for it. The proxy, models and
+//! self-service doors use the stages they need directly. The admin plane
 //! (`crate::admin`) has its own state and never reaches into this one.
 
 pub mod auth;
 pub mod doors;
 pub mod failover;
 pub mod meter;
+pub mod pipeline;
 pub mod relay;
 pub mod slots;
 
@@ -57,8 +60,6 @@ pub struct AppState {
     pub concurrency: slots::ConcurrencyLimit,
     /// Wall-clock time for expiries, limits and quotas.
     pub clock: Arc<dyn crate::clock::Clock>,
-    /// Bytes held by request bodies being read (`server.max_body_bytes_in_flight`).
-    pub bodies: crate::http::body::BodyBudget,
     /// Failed gateway-token authentications per client address.
     pub throttle: crate::http::throttle::AuthThrottle,
     /// Token limits: admission before the call, settlement after.

@@ -5,25 +5,22 @@
 use crate::error::ApiError;
 use crate::gateway::auth::GatewayAuth;
 use crate::gateway::failover::{
-    Answer, MalformedAnswer, Served, UpstreamRequest, call_with_failover,
+    Answer, MalformedAnswer, Served, StreamStart, UpstreamRequest, call_with_failover,
 };
 use crate::gateway::meter::Meter;
-use crate::gateway::relay::{ChatStreamRelay, RelayLimits, StreamMode};
-use crate::gateway::slots::ConcurrencySlot;
+use crate::gateway::pipeline::{ClientCall, FrontDoor, serve};
+use crate::gateway::relay::StreamMode;
 use crate::gateway::{AppState, accept, require_model};
 use crate::http::context::RequestCtx;
 use crate::providers::anthropic::AnthropicRequestOptions;
 use crate::providers::exchange::{ChatExchange, ClientFormat};
 use crate::providers::openai::{ChatStreamState, Usage};
 use crate::providers::{Wire, adapter_of};
-use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use actix_web::http::header::CONTENT_TYPE;
 use actix_web::web::{Bytes, Data, Payload};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use std::cell::Cell;
 use switchyard_actors::ProviderSpec;
-
-pub const ATTEMPTS_HEADER: &str = "x-switchyard-attempts";
-pub const PROVIDER_HEADER: &str = "x-switchyard-provider";
 
 impl UpstreamRequest for ChatExchange {
     fn path(&self, spec: &ProviderSpec, upstream_model: &str) -> Result<String, ApiError> {
@@ -59,160 +56,73 @@ impl UpstreamRequest for ChatExchange {
     }
 }
 
+impl FrontDoor for ChatExchange {
+    type Route = ClientFormat;
+
+    fn endpoint(format: ClientFormat) -> &'static str {
+        match format {
+            ClientFormat::OpenAi => "/v1/chat/completions",
+            ClientFormat::Anthropic => "/v1/messages",
+        }
+    }
+
+    fn parse(
+        format: ClientFormat,
+        raw: &Bytes,
+        request: &HttpRequest,
+        state: &AppState,
+    ) -> Result<Self, ApiError> {
+        let options = AnthropicRequestOptions {
+            default_max_tokens: state.settings.upstream.default_max_tokens,
+        };
+        Ok(match format {
+            ClientFormat::OpenAi => ChatExchange::from_openai(raw, options)?,
+            ClientFormat::Anthropic => ChatExchange::from_anthropic(raw, options)?
+                .with_anthropic_beta(
+                    request
+                        .headers()
+                        .get("anthropic-beta")
+                        .and_then(|value| value.to_str().ok()),
+                ),
+        })
+    }
+
+    fn model(&self) -> &str {
+        ChatExchange::model(self)
+    }
+
+    fn max_tokens(&self) -> Option<i64> {
+        ChatExchange::max_tokens(self)
+    }
+
+    fn stream_mode(&self, format: ClientFormat, start: &StreamStart) -> StreamMode {
+        match self.stream_translator(&start.lease.provider) {
+            Some(translator) => StreamMode::Translated {
+                translator,
+                client: format,
+            },
+            None => StreamMode::Native(ChatStreamState::new(!self.openai.client_wants_usage)),
+        }
+    }
+
+    fn error_response(format: ClientFormat, error: &ApiError) -> HttpResponse {
+        match format {
+            ClientFormat::OpenAi => error.error_response(),
+            ClientFormat::Anthropic => error.anthropic_response(),
+        }
+    }
+}
+
 /// `POST /v1/chat/completions`.
-pub async fn chat_completions(
-    ctx: RequestCtx,
-    state: Data<AppState>,
-    client: Data<awc::Client>,
-    auth: Result<GatewayAuth, ApiError>,
-    request: HttpRequest,
-    payload: Payload,
-) -> HttpResponse {
-    serve_chat(
-        ClientFormat::OpenAi,
-        ctx,
-        state,
-        client,
-        auth,
-        request,
-        payload,
-    )
-    .await
+pub async fn chat_completions(call: ClientCall) -> HttpResponse {
+    serve::<ChatExchange>(ClientFormat::OpenAi, call).await
 }
 
 /// `POST /v1/messages`: the Anthropic-compatible front door (Claude Code
 /// with `ANTHROPIC_BASE_URL` pointing here). Any provider serves it; errors
 /// come back in Anthropic's shape.
-pub async fn messages(
-    ctx: RequestCtx,
-    state: Data<AppState>,
-    client: Data<awc::Client>,
-    auth: Result<GatewayAuth, ApiError>,
-    request: HttpRequest,
-    payload: Payload,
-) -> HttpResponse {
-    serve_chat(
-        ClientFormat::Anthropic,
-        ctx,
-        state,
-        client,
-        auth,
-        request,
-        payload,
-    )
-    .await
-}
-
-/// The answer to a failed chat request, in the client's error shape.
-pub fn error_response(client: ClientFormat, error: &ApiError) -> HttpResponse {
-    match client {
-        ClientFormat::OpenAi => error.error_response(),
-        ClientFormat::Anthropic => error.anthropic_response(),
-    }
-}
-
-async fn serve_chat(
-    format: ClientFormat,
-    ctx: RequestCtx,
-    state: Data<AppState>,
-    client: Data<awc::Client>,
-    auth: Result<GatewayAuth, ApiError>,
-    request: HttpRequest,
-    payload: Payload,
-) -> HttpResponse {
-    let endpoint = match format {
-        ClientFormat::OpenAi => "/v1/chat/completions",
-        ClientFormat::Anthropic => "/v1/messages",
-    };
-    let mut meter = Meter::start(&state, &ctx, endpoint);
-    match serve(format, &state, &client, &mut meter, auth, &request, payload).await {
-        Ok((served, mode, slot)) => respond(&state, served, meter, mode, slot),
-        Err(error) => {
-            slog::debug!(ctx.log, "chat.failed"; "code" => error.code(), "error" => %error);
-            meter.fail(&error);
-            error_response(format, &error)
-        }
-    }
-}
-
-async fn serve(
-    format: ClientFormat,
-    state: &AppState,
-    client: &awc::Client,
-    meter: &mut Meter,
-    auth: Result<GatewayAuth, ApiError>,
-    request: &HttpRequest,
-    payload: Payload,
-) -> Result<(Served, Option<StreamMode>, ConcurrencySlot), ApiError> {
-    let (token, slot, raw) = accept(state, meter, auth, request, payload).await?;
-    let options = AnthropicRequestOptions {
-        default_max_tokens: state.settings.upstream.default_max_tokens,
-    };
-    let mut exchange = match format {
-        ClientFormat::OpenAi => ChatExchange::from_openai(&raw, options)?,
-        ClientFormat::Anthropic => ChatExchange::from_anthropic(&raw, options)?
-            .with_anthropic_beta(
-                request
-                    .headers()
-                    .get("anthropic-beta")
-                    .and_then(|value| value.to_str().ok()),
-            ),
-    };
-    meter.request(exchange.model(), exchange.stream());
-    meter.estimate_prompt(&raw);
-    require_model(&token, exchange.model())?;
-    meter
-        .admit(&token, exchange.model(), exchange.max_tokens())
-        .await?;
-    let model = exchange.model().to_owned();
-    let served = call_with_failover(state, client, meter, &model, &mut exchange).await?;
-    let mode = match &served.answer {
-        Answer::Stream(start) => Some(match exchange.stream_translator(&start.lease.provider) {
-            Some(translator) => StreamMode::Translated {
-                translator,
-                client: format,
-            },
-            None => StreamMode::Native(ChatStreamState::new(!exchange.openai.client_wants_usage)),
-        }),
-        Answer::Json { .. } => None,
-    };
-    Ok((served, mode, slot))
-}
-
-/// Sends a served answer: a whole body at once (its text measured for a
-/// token estimate), or a stream through the relay in `mode`.
-pub(super) fn respond(
-    state: &AppState,
-    served: Served,
-    meter: Meter,
-    mode: Option<StreamMode>,
-    slot: ConcurrencySlot,
-) -> HttpResponse {
-    let mut response = HttpResponse::Ok();
-    response
-        .insert_header((ATTEMPTS_HEADER, served.attempts.to_string()))
-        .insert_header((PROVIDER_HEADER, served.provider));
-    match (served.answer, mode) {
-        (Answer::Json { body, usage }, _) => {
-            let mut meter = meter;
-            meter.estimate_completion(&body, usage.as_ref());
-            meter.succeed(200, usage);
-            drop(slot);
-            response
-                .insert_header((CONTENT_TYPE, "application/json"))
-                .body(body)
-        }
-        (Answer::Stream(start), mode) => {
-            let mode = mode.unwrap_or(StreamMode::Native(ChatStreamState::new(false)));
-            let relay = ChatStreamRelay::new(start, meter, mode, RelayLimits::of(state), slot);
-            response
-                .insert_header((CONTENT_TYPE, "text/event-stream"))
-                .insert_header((CACHE_CONTROL, "no-cache"))
-                // Ask reverse proxies (nginx) not to buffer the stream.
-                .insert_header(("x-accel-buffering", "no"))
-                .streaming(relay)
-        }
-    }
+pub async fn messages(call: ClientCall) -> HttpResponse {
+    serve::<ChatExchange>(ClientFormat::Anthropic, call).await
 }
 
 /// `POST /v1/messages/count_tokens`: Anthropic upstreams count exactly

@@ -5,16 +5,13 @@
 
 use crate::error::ApiError;
 use crate::gateway::AppState;
-use crate::gateway::auth::GatewayAuth;
-use crate::gateway::failover::{MalformedAnswer, Served, UpstreamRequest, call_with_failover};
-use crate::gateway::meter::Meter;
+use crate::gateway::failover::{MalformedAnswer, StreamStart, UpstreamRequest};
+use crate::gateway::pipeline::{ClientCall, FrontDoor, serve};
 use crate::gateway::relay::StreamMode;
-use crate::gateway::slots::ConcurrencySlot;
-use crate::http::context::RequestCtx;
 use crate::providers::openai::{self, ChatStreamState, Usage};
 use crate::providers::{adapter_of, kind_of};
-use actix_web::web::{Bytes, Data, Payload};
-use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use actix_web::web::Bytes;
+use actix_web::{HttpRequest, HttpResponse};
 use serde_json::{Map, Value, json};
 use switchyard_actors::ProviderSpec;
 
@@ -197,105 +194,49 @@ impl UpstreamRequest for OpenAiOnly {
     }
 }
 
-pub async fn completions(
-    ctx: RequestCtx,
-    state: Data<AppState>,
-    client: Data<awc::Client>,
-    auth: Result<GatewayAuth, ApiError>,
-    request: HttpRequest,
-    payload: Payload,
-) -> HttpResponse {
-    serve(
-        Endpoint::Completions,
-        ctx,
-        state,
-        client,
-        auth,
-        request,
-        payload,
-    )
-    .await
-}
+impl FrontDoor for OpenAiOnly {
+    type Route = Endpoint;
 
-pub async fn embeddings(
-    ctx: RequestCtx,
-    state: Data<AppState>,
-    client: Data<awc::Client>,
-    auth: Result<GatewayAuth, ApiError>,
-    request: HttpRequest,
-    payload: Payload,
-) -> HttpResponse {
-    serve(
-        Endpoint::Embeddings,
-        ctx,
-        state,
-        client,
-        auth,
-        request,
-        payload,
-    )
-    .await
-}
+    fn endpoint(endpoint: Endpoint) -> &'static str {
+        endpoint.route()
+    }
 
-async fn serve(
-    endpoint: Endpoint,
-    ctx: RequestCtx,
-    state: Data<AppState>,
-    client: Data<awc::Client>,
-    auth: Result<GatewayAuth, ApiError>,
-    request: HttpRequest,
-    payload: Payload,
-) -> HttpResponse {
-    let mut meter = Meter::start(&state, &ctx, endpoint.route());
-    match call(
-        endpoint, &state, &client, &mut meter, auth, &request, payload,
-    )
-    .await
-    {
-        Ok((served, hide_usage_chunk, slot)) => {
-            respond(&state, served, meter, hide_usage_chunk, slot)
+    fn parse(
+        endpoint: Endpoint,
+        raw: &Bytes,
+        _: &HttpRequest,
+        _: &AppState,
+    ) -> Result<Self, ApiError> {
+        OpenAiOnly::parse(endpoint, raw)
+    }
+
+    fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// Embeddings generate no tokens; completions at most `max_tokens`.
+    fn max_tokens(&self) -> Option<i64> {
+        match self.endpoint {
+            Endpoint::Embeddings => Some(0),
+            Endpoint::Completions => self.body.get("max_tokens").and_then(Value::as_i64),
         }
-        Err(error) => {
-            meter.fail(&error);
-            error.error_response()
-        }
+    }
+
+    /// OpenAI events pass through, the injected usage chunk hidden from
+    /// clients that did not ask for it.
+    fn stream_mode(&self, _: Endpoint, _: &StreamStart) -> StreamMode {
+        StreamMode::Native(ChatStreamState::new(
+            self.stream && !self.client_wants_usage,
+        ))
     }
 }
 
-async fn call(
-    endpoint: Endpoint,
-    state: &AppState,
-    client: &awc::Client,
-    meter: &mut Meter,
-    auth: Result<GatewayAuth, ApiError>,
-    request: &HttpRequest,
-    payload: Payload,
-) -> Result<(Served, bool, ConcurrencySlot), ApiError> {
-    let (token, slot, raw) = crate::gateway::accept(state, meter, auth, request, payload).await?;
-    let mut call = OpenAiOnly::parse(endpoint, &raw)?;
-    meter.request(&call.model, call.stream);
-    meter.estimate_prompt(&raw);
-    crate::gateway::require_model(&token, &call.model)?;
-    // Embeddings generate no tokens; completions at most `max_tokens`.
-    let max_tokens = match endpoint {
-        Endpoint::Embeddings => Some(0),
-        Endpoint::Completions => call.body.get("max_tokens").and_then(Value::as_i64),
-    };
-    meter.admit(&token, &call.model, max_tokens).await?;
-    let model = call.model.clone();
-    let hide_usage_chunk = call.stream && !call.client_wants_usage;
-    let served = call_with_failover(state, client, meter, &model, &mut call).await?;
-    Ok((served, hide_usage_chunk, slot))
+/// `POST /v1/completions`.
+pub async fn completions(call: ClientCall) -> HttpResponse {
+    serve::<OpenAiOnly>(Endpoint::Completions, call).await
 }
 
-/// The answer, relayed as chat answers are (OpenAI events pass through).
-fn respond(
-    state: &AppState,
-    served: Served,
-    meter: Meter,
-    hide_usage_chunk: bool,
-    slot: ConcurrencySlot,
-) -> HttpResponse {
-    let mode = StreamMode::Native(ChatStreamState::new(hide_usage_chunk));
-    crate::gateway::doors::chat::respond(state, served, meter, Some(mode), slot)
+/// `POST /v1/embeddings`.
+pub async fn embeddings(call: ClientCall) -> HttpResponse {
+    serve::<OpenAiOnly>(Endpoint::Embeddings, call).await
 }

@@ -1,0 +1,140 @@
+//! The metered call that every model front door shares: accept, parse,
+//! admit, route and attempt, then relay and settle (the stages of
+//! [`crate::gateway`]). A door says only what differs, through
+//! [`FrontDoor`]: how its body becomes an upstream request, how a stream
+//! reaches its client, and what its errors look like.
+
+use crate::error::ApiError;
+use crate::gateway::auth::GatewayAuth;
+use crate::gateway::failover::{Answer, Served, StreamStart, UpstreamRequest, call_with_failover};
+use crate::gateway::meter::Meter;
+use crate::gateway::relay::{ChatStreamRelay, RelayLimits, StreamMode};
+use crate::gateway::slots::ConcurrencySlot;
+use crate::gateway::{AppState, accept, require_model};
+use crate::http::context::RequestCtx;
+use crate::providers::openai::ChatStreamState;
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use actix_web::web::{Bytes, Data, Payload};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+
+/// How many upstream attempts a served answer took.
+pub const ATTEMPTS_HEADER: &str = "x-switchyard-attempts";
+/// Which provider served the answer.
+pub const PROVIDER_HEADER: &str = "x-switchyard-provider";
+
+/// What a metered client call is extracted from; one argument, so that a
+/// front door's handler is a single line.
+pub type ClientCall = (
+    RequestCtx,
+    Data<AppState>,
+    Data<awc::Client>,
+    Result<GatewayAuth, ApiError>,
+    HttpRequest,
+    Payload,
+);
+
+/// A front door's part of the call: its request, parsed and validated,
+/// which then goes upstream as an [`UpstreamRequest`].
+pub trait FrontDoor: UpstreamRequest + Sized {
+    /// Which of the door's routes the call came in by (a door may serve
+    /// several formats or endpoints).
+    type Route: Copy;
+
+    /// The route's path, as recorded on the usage row.
+    fn endpoint(route: Self::Route) -> &'static str;
+
+    /// The body, validated (400s in the route's error shape).
+    fn parse(
+        route: Self::Route,
+        raw: &Bytes,
+        request: &HttpRequest,
+        state: &AppState,
+    ) -> Result<Self, ApiError>;
+
+    fn model(&self) -> &str;
+
+    /// The most tokens the answer may carry, held against budgets before
+    /// the call (`None`: not stated, the limits' default applies).
+    fn max_tokens(&self) -> Option<i64>;
+
+    /// How a streamed answer from `start`'s provider reaches the client.
+    fn stream_mode(&self, route: Self::Route, start: &StreamStart) -> StreamMode;
+
+    /// A failed call's answer, in the route's error shape.
+    fn error_response(_route: Self::Route, error: &ApiError) -> HttpResponse {
+        error.error_response()
+    }
+}
+
+/// Serves one call through `D`: exactly one usage row whatever happens.
+pub async fn serve<D: FrontDoor>(route: D::Route, call: ClientCall) -> HttpResponse {
+    let (ctx, state, client, auth, request, payload) = call;
+    let mut meter = Meter::start(&state, &ctx, D::endpoint(route));
+    match attempt::<D>(route, &state, &client, &mut meter, auth, &request, payload).await {
+        Ok((served, mode, slot)) => respond(&state, served, meter, mode, slot),
+        Err(error) => {
+            slog::debug!(ctx.log, "call.failed"; "code" => error.code(), "error" => %error);
+            meter.fail(&error);
+            D::error_response(route, &error)
+        }
+    }
+}
+
+async fn attempt<D: FrontDoor>(
+    route: D::Route,
+    state: &AppState,
+    client: &awc::Client,
+    meter: &mut Meter,
+    auth: Result<GatewayAuth, ApiError>,
+    request: &HttpRequest,
+    payload: Payload,
+) -> Result<(Served, Option<StreamMode>, ConcurrencySlot), ApiError> {
+    let (token, slot, raw) = accept(state, meter, auth, request, payload).await?;
+    let mut door = D::parse(route, &raw, request, state)?;
+    meter.request(door.model(), door.stream());
+    meter.estimate_prompt(&raw);
+    require_model(&token, door.model())?;
+    meter.admit(&token, door.model(), door.max_tokens()).await?;
+    let model = door.model().to_owned();
+    let served = call_with_failover(state, client, meter, &model, &mut door).await?;
+    let mode = match &served.answer {
+        Answer::Stream(start) => Some(door.stream_mode(route, start)),
+        Answer::Json { .. } => None,
+    };
+    Ok((served, mode, slot))
+}
+
+/// Sends a served answer: a whole body at once (its text measured for a
+/// token estimate), or a stream through the relay in `mode`.
+fn respond(
+    state: &AppState,
+    served: Served,
+    mut meter: Meter,
+    mode: Option<StreamMode>,
+    slot: ConcurrencySlot,
+) -> HttpResponse {
+    let mut response = HttpResponse::Ok();
+    response
+        .insert_header((ATTEMPTS_HEADER, served.attempts.to_string()))
+        .insert_header((PROVIDER_HEADER, served.provider));
+    match served.answer {
+        Answer::Json { body, usage } => {
+            meter.estimate_completion(&body, usage.as_ref());
+            meter.succeed(200, usage);
+            drop(slot);
+            response
+                .insert_header((CONTENT_TYPE, "application/json"))
+                .body(body)
+        }
+        Answer::Stream(start) => {
+            let mode = mode.unwrap_or(StreamMode::Native(ChatStreamState::new(false)));
+            let relay = ChatStreamRelay::new(start, meter, mode, RelayLimits::of(state), slot);
+            response
+                .insert_header((CONTENT_TYPE, "text/event-stream"))
+                .insert_header((CACHE_CONTROL, "no-cache"))
+                // Ask reverse proxies (nginx) not to buffer the stream.
+                .insert_header(("x-accel-buffering", "no"))
+                .streaming(relay)
+        }
+    }
+}
