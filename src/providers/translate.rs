@@ -105,7 +105,6 @@ pub trait StreamTranslator {
     fn is_complete(&self) -> bool;
 }
 
-/// Seconds since the epoch, for `created`.
 /// An OpenAI `tool_choice`, read once for every target format.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ToolChoice {
@@ -142,6 +141,55 @@ pub fn parse_openai_tool_choice(
     }
 }
 
+/// An OpenAI function tool, read once for every target format.
+pub(crate) struct FunctionTool<'a> {
+    pub name: &'a str,
+    pub description: Option<&'a str>,
+    /// `function.parameters`, when it is a JSON object.
+    pub parameters: Option<&'a Value>,
+}
+
+/// Reads OpenAI `tools`. Only `function` tools translate; `target` ("an
+/// Anthropic model") names where the others cannot go.
+pub(crate) fn openai_function_tools<'a>(
+    tools: &'a [Value],
+    target: &str,
+) -> Result<Vec<FunctionTool<'a>>, TranslateError> {
+    tools
+        .iter()
+        .enumerate()
+        .map(|(index, tool)| {
+            let kind = tool
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("function");
+            if kind != "function" {
+                return Err(TranslateError::unsupported(
+                    format!("tools[{index}].type"),
+                    format!("tools of type `{kind}` cannot be sent to {target}"),
+                ));
+            }
+            let function = tool.get("function").ok_or_else(|| {
+                TranslateError::invalid(format!("tools[{index}].function"), "missing `function`")
+            })?;
+            let name = function
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    TranslateError::invalid(format!("tools[{index}].function.name"), "missing name")
+                })?;
+            Ok(FunctionTool {
+                name,
+                description: function.get("description").and_then(Value::as_str),
+                parameters: function
+                    .get("parameters")
+                    .filter(|schema| schema.is_object()),
+            })
+        })
+        .collect()
+}
+
+/// Seconds since the epoch, for `created`.
 pub fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -4,8 +4,9 @@
 //! any other kind).
 
 use crate::providers::translate::{
-    ToolChoice, TranslateError, copy_field, openai_content_text, openai_max_tokens, parse_data_url,
-    parse_openai_tool_choice, parse_tool_arguments, request_object, stop_list,
+    ToolChoice, TranslateError, copy_field, openai_content_text, openai_function_tools,
+    openai_max_tokens, parse_data_url, parse_openai_tool_choice, parse_tool_arguments,
+    request_object, stop_list,
 };
 use serde_json::{Map, Value, json};
 
@@ -345,43 +346,22 @@ fn openai_assistant_content(
 }
 
 fn openai_tools_to_anthropic(tools: &[Value]) -> Result<Vec<Value>, TranslateError> {
-    tools
-        .iter()
-        .enumerate()
-        .map(|(index, tool)| {
-            let kind = tool
-                .get("type")
-                .and_then(Value::as_str)
-                .unwrap_or("function");
-            if kind != "function" {
-                return Err(TranslateError::unsupported(
-                    format!("tools[{index}].type"),
-                    format!("tools of type `{kind}` cannot be sent to an Anthropic model"),
-                ));
-            }
-            let function = tool.get("function").ok_or_else(|| {
-                TranslateError::invalid(format!("tools[{index}].function"), "missing `function`")
-            })?;
-            let name = function
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| {
-                    TranslateError::invalid(format!("tools[{index}].function.name"), "missing name")
-                })?;
+    Ok(openai_function_tools(tools, "an Anthropic model")?
+        .into_iter()
+        .map(|tool| {
             let mut out = Map::new();
-            out.insert("name".to_owned(), json!(name));
-            if let Some(description) = function.get("description").and_then(Value::as_str) {
+            out.insert("name".to_owned(), json!(tool.name));
+            if let Some(description) = tool.description {
                 out.insert("description".to_owned(), json!(description));
             }
-            let schema = function
-                .get("parameters")
-                .filter(|schema| schema.is_object())
+            let schema = tool
+                .parameters
                 .cloned()
                 .unwrap_or_else(|| json!({ "type": "object", "properties": {} }));
             out.insert("input_schema".to_owned(), schema);
-            Ok(Value::Object(out))
+            Value::Object(out)
         })
-        .collect()
+        .collect())
 }
 
 fn openai_tool_choice_to_anthropic(

@@ -1,8 +1,8 @@
 //! An OpenAI chat body as a Gemini `GenerateContentRequest`.
 
 use crate::providers::translate::{
-    ToolChoice, TranslateError, openai_content_text, openai_max_tokens, parse_data_url,
-    parse_openai_tool_choice, parse_tool_arguments, request_object, stop_list,
+    ToolChoice, TranslateError, openai_content_text, openai_function_tools, openai_max_tokens,
+    parse_data_url, parse_openai_tool_choice, parse_tool_arguments, request_object, stop_list,
 };
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
@@ -295,36 +295,16 @@ fn generation_config(body: &Map<String, Value>) -> Map<String, Value> {
 }
 
 fn function_declarations(tools: &[Value]) -> Result<Vec<Value>, TranslateError> {
-    tools
-        .iter()
-        .enumerate()
-        .map(|(index, tool)| {
-            let kind = tool
-                .get("type")
-                .and_then(Value::as_str)
-                .unwrap_or("function");
-            if kind != "function" {
-                return Err(TranslateError::unsupported(
-                    format!("tools[{index}].type"),
-                    format!("tools of type `{kind}` cannot be sent to a Gemini model"),
-                ));
-            }
-            let name = tool
-                .pointer("/function/name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| {
-                    TranslateError::invalid(format!("tools[{index}].function.name"), "missing name")
-                })?;
+    Ok(openai_function_tools(tools, "a Gemini model")?
+        .into_iter()
+        .map(|tool| {
             let mut declaration = Map::new();
-            declaration.insert("name".to_owned(), json!(name));
-            if let Some(description) = tool
-                .pointer("/function/description")
-                .and_then(Value::as_str)
-            {
+            declaration.insert("name".to_owned(), json!(tool.name));
+            if let Some(description) = tool.description {
                 declaration.insert("description".to_owned(), json!(description));
             }
             // Gemini refuses an object schema without properties.
-            if let Some(parameters) = tool.pointer("/function/parameters").filter(|schema| {
+            if let Some(parameters) = tool.parameters.filter(|schema| {
                 schema
                     .get("properties")
                     .and_then(Value::as_object)
@@ -332,9 +312,9 @@ fn function_declarations(tools: &[Value]) -> Result<Vec<Value>, TranslateError> 
             }) {
                 declaration.insert("parameters".to_owned(), clean_schema(parameters));
             }
-            Ok(Value::Object(declaration))
+            Value::Object(declaration)
         })
-        .collect()
+        .collect())
 }
 
 /// A JSON schema without the keywords Gemini's schema subset rejects.
