@@ -358,7 +358,6 @@ pub async fn start(
         concurrency: gateway::slots::ConcurrencyLimit::new(settings.server.max_concurrent_requests),
         clock: clock.clone(),
         throttle: http::throttle::AuthThrottle::new(settings.limits.auth.clone()),
-        bodies: http::body::BodyBudget::new(settings.server.max_body_bytes_in_flight),
         enforcer: enforcer.clone(),
         stream_cutoff: stream_cutoff.clone(),
     });
@@ -383,6 +382,15 @@ pub async fn start(
         log: log.clone(),
     });
 
+    // Both planes read bodies under the same rules and log the same way.
+    let body_intake = web::Data::new(http::body::BodyIntake {
+        budget: http::body::BodyBudget::new(settings.server.max_body_bytes_in_flight),
+        timeout: settings.server.body_read_timeout,
+    });
+    let request_logging = web::Data::new(http::context::RequestLogging {
+        log: log.clone(),
+        access_log: settings.logging.access_log,
+    });
     let upstream = settings.upstream.clone();
     let mut server = HttpServer::new(move || {
         // One awc client per worker: awc clients are !Send.
@@ -400,6 +408,8 @@ pub async fn start(
             .app_data(admin_state.clone())
             .app_data(web::Data::new(client))
             .app_data(request_counters.clone())
+            .app_data(body_intake.clone())
+            .app_data(request_logging.clone())
             .app_data(web::QueryConfig::default().error_handler(|error, _| {
                 error::ApiError::bad_request(format!("Invalid query string: {error}")).into()
             }))

@@ -20,12 +20,12 @@
 //!   after the attack in the issue).
 
 use crate::error::ApiError;
-use crate::gateway::AppState;
 use actix_web::HttpRequest;
 use actix_web::http::header::CONTENT_LENGTH;
 use actix_web::web::{Bytes, BytesMut, Data, Payload};
 use futures_util::StreamExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 /// Bytes of each body not counted against the in-flight cap: ordinary
 /// requests (a chat turn is a few KB) never wait on large ones. Their total
@@ -35,6 +35,17 @@ pub const UNCOUNTED_BYTES: usize = 64 * 1024;
 /// A freed body this large, leaving no body held, returns free heap to the
 /// kernel (`malloc_trim`): large enough that ordinary traffic never pays.
 pub const TRIM_AFTER_BYTES: usize = 1024 * 1024;
+
+/// The server's rules for reading bodies, shared by every route of both
+/// planes (registered as app data; without it a body is read with only its
+/// size limit, as in unit tests).
+#[derive(Debug)]
+pub struct BodyIntake {
+    /// `server.max_body_bytes_in_flight`.
+    pub budget: BodyBudget,
+    /// `server.body_read_timeout`; zero: none.
+    pub timeout: Duration,
+}
 
 /// The bytes held by bodies being read, across the process.
 #[derive(Debug)]
@@ -129,11 +140,10 @@ pub async fn read_body(
     if declared.is_some_and(|length| length > limit) {
         return Err(ApiError::PayloadTooLarge(limit));
     }
-    let Some(state) = request.app_data::<Data<AppState>>() else {
+    let Some(intake) = request.app_data::<Data<BodyIntake>>() else {
         return collect(payload, limit, None).await;
     };
-    let budget = &state.bodies;
-    let timeout = state.settings.server.body_read_timeout;
+    let (budget, timeout) = (&intake.budget, intake.timeout);
     if timeout.is_zero() {
         return collect(payload, limit, Some(budget)).await;
     }

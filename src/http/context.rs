@@ -3,7 +3,6 @@
 //! The middleware sets `x-request-id` on every response and writes one
 //! access line per request.
 
-use crate::gateway::AppState;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -44,6 +43,14 @@ fn new_request_id() -> String {
     format!("req_{:012x}{random:020x}", crate::clock::system_now_ms())
 }
 
+/// What the middleware logs with (registered as app data).
+pub struct RequestLogging {
+    /// The root logger; each request gets a child carrying its id.
+    pub log: Logger,
+    /// `logging.access_log`: one line per finished request.
+    pub access_log: bool,
+}
+
 /// The middleware, installed with `middleware::from_fn`.
 pub async fn request_context(
     request: ServiceRequest,
@@ -51,12 +58,12 @@ pub async fn request_context(
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let record_id = new_request_id();
     let id = client_request_id(&request).unwrap_or_else(|| record_id.clone());
-    let Some(state) = request.app_data::<web::Data<AppState>>().cloned() else {
+    let Some(logging) = request.app_data::<web::Data<RequestLogging>>().cloned() else {
         return Err(actix_web::error::ErrorInternalServerError(
-            "application state missing",
+            "request logging settings missing",
         ));
     };
-    let log = state.log.new(o!("req_id" => id.clone()));
+    let log = logging.log.new(o!("req_id" => id.clone()));
     let started = Instant::now();
     request.extensions_mut().insert(RequestCtx {
         id: id.clone(),
@@ -70,7 +77,7 @@ pub async fn request_context(
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
-    if state.settings.logging.access_log {
+    if logging.access_log {
         // For streams this is the time to the response head; the usage row
         // has the full duration.
         info!(log, "request.finished";
