@@ -1,18 +1,20 @@
 //! What one lease costs with 10 and with 10,000 keys in a provider: the key
-//! pool alone, and the real actor round trip from another thread (as an HTTP
-//! worker does it). Run by `make bench`; prints a table. A tenth of the keys
+//! pool alone, and a whole route as an HTTP worker takes it (`Router::route`
+//! under the table's and the pool's locks, then `Lease::finish`). Run by `make bench`; prints a table. A tenth of the keys
 //! are cooling down, so choices skip some keys as they would in production.
 
 use actix::prelude::*;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchyard_actors::{
-    Acquire, Failure, KeyPool, KeySpec, KeyStrategy, Outcome, ProviderActor, ProviderSpec,
-    RetryPolicy,
+    Failure, KeyPool, KeySpec, KeyStrategy, Outcome, ProviderRoute, ProviderSpec, RetryPolicy,
+    RouterActor, Tried,
 };
 
 const POOL_ROUNDS: u32 = 200_000;
-const ACTOR_ROUNDS: u32 = 20_000;
+const ROUTE_ROUNDS: u32 = 100_000;
+const MODEL: &str = "bench-model";
 
 fn keys(count: usize) -> Vec<KeySpec> {
     (0..count)
@@ -74,35 +76,34 @@ fn spec() -> ProviderSpec {
     }
 }
 
-/// Acquire + finish through the actor running on another arbiter; returns
+/// `Router::route` + `Lease::finish` as a request handler does it: on a
+/// worker thread, with the router actor (and the provider's) living on
+/// another arbiter, as the control arbiter does in the server. Returns
 /// (mean, p50, p99) in microseconds.
-async fn actor_round_trip(count: usize) -> (f64, f64, f64) {
+async fn router_route(count: usize) -> (f64, f64, f64) {
     let arbiter = Arbiter::new();
     let keys = keys(count);
-    let addr = ProviderActor::start_in_arbiter(&arbiter.handle(), move |_| {
-        ProviderActor::new(spec(), keys)
-    });
-    // Warm up: thread start, mailbox, allocator.
-    for _ in 0..ACTOR_ROUNDS / 10 {
-        if let Ok(Ok(lease)) = addr
-            .send(Acquire {
-                exclude: Vec::new(),
-            })
-            .await
-        {
-            lease.finish(Outcome::Abandoned);
+    let Some(router) = RouterActor::start_on(&arbiter.handle(), move || {
+        let route = ProviderRoute::start(spec(), keys, vec![MODEL.to_owned()], 1);
+        RouterActor::new(vec![route], HashMap::new())
+    })
+    .await
+    else {
+        eprintln!("the router did not start");
+        return (0.0, 0.0, 0.0);
+    };
+    let tried = Tried::default();
+    // Warm up: caches, allocator.
+    for _ in 0..ROUTE_ROUNDS / 10 {
+        if let Ok(routed) = router.route(MODEL, &tried) {
+            routed.lease.finish(Outcome::Abandoned);
         }
     }
-    let mut samples = Vec::with_capacity(ACTOR_ROUNDS as usize);
-    for _ in 0..ACTOR_ROUNDS {
+    let mut samples = Vec::with_capacity(ROUTE_ROUNDS as usize);
+    for _ in 0..ROUTE_ROUNDS {
         let started = Instant::now();
-        if let Ok(Ok(lease)) = addr
-            .send(Acquire {
-                exclude: Vec::new(),
-            })
-            .await
-        {
-            lease.finish(Outcome::Success {
+        if let Ok(routed) = router.route(MODEL, &tried) {
+            routed.lease.finish(Outcome::Success {
                 latency: Duration::from_millis(1),
             });
         }
@@ -147,10 +148,12 @@ fn main() {
     let system = System::new();
     system.block_on(async {
         println!();
-        println!("lease cost: actor round trip from another thread (us; acquire, then finish)");
+        println!(
+            "lease cost: Router::route + Lease::finish on a worker, router on another arbiter (us)"
+        );
         println!("{:<10} {:>8} {:>8} {:>8}", "keys", "mean", "p50", "p99");
         for count in [10, 10_000] {
-            let (mean, p50, p99) = actor_round_trip(count).await;
+            let (mean, p50, p99) = router_route(count).await;
             println!("{count:<10} {mean:>8.2} {p50:>8.2} {p99:>8.2}");
         }
     });

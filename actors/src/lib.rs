@@ -47,16 +47,16 @@ pub use limits::{
 #[cfg(feature = "fault-injection")]
 pub use provider::InjectPanic;
 pub use provider::{
-    Acquire, GetHealth, KeySource, Lease, ProviderActor, ProviderShared, ProviderSpec,
-    ProviderStats, ReplaceKeys, SetKeyEnabled, TakeProbes, UsableKeys,
+    GetHealth, KeySource, Lease, ProviderActor, ProviderShared, ProviderSpec, ProviderStats,
+    ReplaceKeys, SetKeyEnabled, TakeProbes, UsableKeys,
 };
 pub use retry::{KeyStrategy, RetryPolicy};
 #[cfg(feature = "fault-injection")]
 pub use router::InjectProviderPanic;
 pub use router::{
     GetRestarts, ListModels, ModelEntry, ModelRoute, ProviderRoute, ProviderRunning,
-    RemoveProvider, Route, RouteError, RouteTable, Routed, Router, RouterActor,
-    SetDiscoveredModels, SetRedirects, Tried, UpsertProvider, Upserted,
+    RemoveProvider, RouteError, RouteTable, Routed, Router, RouterActor, SetDiscoveredModels,
+    SetRedirects, Tried, UpsertProvider, Upserted,
 };
 #[cfg(feature = "fault-injection")]
 pub use usage::InjectUsagePanic;

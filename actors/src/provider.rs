@@ -230,7 +230,10 @@ impl Actor for ProviderActor {
 
 impl Supervised for ProviderActor {}
 
-/// Asks for a key. `exclude` lists key ids this request already tried here.
+/// Asks the actor for a key. `exclude` lists key ids this request already
+/// tried here. Only this crate's tests lease through the mailbox: requests
+/// lease on their own worker through [`crate::Router`] (issue 11).
+#[cfg(test)]
 #[derive(Message)]
 #[rtype(result = "Result<Lease, NoUsableKey>")]
 pub struct Acquire {
@@ -257,6 +260,7 @@ pub struct SetKeyEnabled {
 #[rtype(result = "()")]
 pub struct ReplaceKeys(pub Vec<KeySpec>);
 
+#[cfg(test)]
 impl Handler<Acquire> for ProviderActor {
     type Result = MessageResult<Acquire>;
 

@@ -588,7 +588,10 @@ impl Tried {
     }
 }
 
-/// Routes one attempt of a request.
+/// Routes one attempt of a request through the actor's mailbox. Only this
+/// crate's tests do: requests route on their own worker with
+/// [`Router::route`], which takes the same decisions.
+#[cfg(test)]
 #[derive(Message)]
 #[rtype(result = "Result<Routed, RouteError>")]
 pub struct Route {
@@ -826,6 +829,7 @@ impl Handler<EnsureAlive> for RouterActor {
     }
 }
 
+#[cfg(test)]
 impl Handler<Route> for RouterActor {
     type Result = MessageResult<Route>;
 
