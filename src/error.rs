@@ -19,7 +19,7 @@
 use crate::db::DbError;
 use crate::providers::{RequestError, TranslateError, wire_error};
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use actix_web::http::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use actix_web::{HttpResponse, ResponseError};
 use bytes::Bytes;
 use std::time::Duration;
@@ -48,6 +48,10 @@ pub enum ApiError {
     /// 404: no such route or resource.
     #[error("{0}")]
     NotFound(String),
+    /// 405: the path is served, but not for this method; `allow` lists the
+    /// methods it takes (sent as `Allow`).
+    #[error("`{method}` is not served on this path; it takes {allow}")]
+    MethodNotAllowed { method: String, allow: String },
     /// 409: the change conflicts with the resource's state (a name taken,
     /// a user that still owns tokens).
     #[error("{0}")]
@@ -124,6 +128,7 @@ impl ApiError {
             | Self::PayloadTooLarge(_)
             | Self::ModelNotFound(_)
             | Self::NotFound(_)
+            | Self::MethodNotAllowed { .. }
             | Self::Conflict(_) => "invalid_request_error",
             Self::Unauthorized(_) => "authentication_error",
             Self::Forbidden(_) => "permission_error",
@@ -150,6 +155,7 @@ impl ApiError {
             Self::PaymentRequired { code, .. } => code,
             Self::ModelNotFound(_) => "model_not_found",
             Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::Conflict(_) => "conflict",
             Self::RequestTimeout(_) => "request_timeout",
             Self::PayloadTooLarge(_) => "request_too_large",
@@ -210,6 +216,7 @@ impl ResponseError for ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::PaymentRequired { .. } => StatusCode::PAYMENT_REQUIRED,
             Self::ModelNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -232,6 +239,9 @@ impl ResponseError for ApiError {
             // Whole seconds, rounded up, at least 1.
             let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             response.insert_header((RETRY_AFTER, seconds.max(1).to_string()));
+        }
+        if let Self::MethodNotAllowed { allow, .. } = self {
+            response.insert_header((ALLOW, allow.as_str()));
         }
         match self {
             Self::UpstreamRejected { body, .. }
@@ -422,6 +432,13 @@ mod tests {
                 },
                 422,
             ),
+            (
+                ApiError::MethodNotAllowed {
+                    method: "PUT".into(),
+                    allow: "GET".into(),
+                },
+                405,
+            ),
             (ApiError::Internal, 500),
         ];
         for (error, _) in &all {
@@ -432,6 +449,7 @@ mod tests {
                 | ApiError::PaymentRequired { .. }
                 | ApiError::ModelNotFound(_)
                 | ApiError::NotFound(_)
+                | ApiError::MethodNotAllowed { .. }
                 | ApiError::Conflict(_)
                 | ApiError::RequestTimeout(_)
                 | ApiError::PayloadTooLarge(_)

@@ -286,6 +286,18 @@ async fn missing_and_invalid_tokens_are_401_and_logged_without_a_token(
         assert_eq!(error["type"], "authentication_error");
         // The answer never echoes what was presented.
         assert!(!reply.text().contains("sy-not-a-real-token"));
+        assert!(!reply.text().contains(common::MASTER_KEY));
+        // An admin credential used as a gateway token is named as such, so
+        // a new user knows to create a token rather than doubt the key.
+        let message = error["message"].as_str().unwrap_or_default();
+        let presented_master = headers
+            .iter()
+            .any(|(_, value)| value.contains(common::MASTER_KEY));
+        assert_eq!(
+            message.contains("admin master key, not a gateway token"),
+            presented_master,
+            "{headers:?}: {message}"
+        );
     }
     assert_eq!(gw.mock.total_calls(), 0);
     let logs = gw.request_logs().await?;
@@ -513,8 +525,7 @@ async fn unknown_routes_are_404_json(backend: Backend) -> anyhow::Result<()> {
         (Method::POST, "/v1/chat/complete"),
         (Method::POST, "/v2/chat/completions"),
         (Method::GET, "/admin/nothing"),
-        (Method::GET, "/v1/chat/completions"),
-        (Method::POST, "/v1/models"),
+        (Method::DELETE, "/admin/tokens/1/nothing"),
     ] {
         let reply = gw
             .send(method.clone(), path, &[("authorization", &auth)], None)
@@ -522,6 +533,29 @@ async fn unknown_routes_are_404_json(backend: Backend) -> anyhow::Result<()> {
         let error =
             expect_error(&reply, 404, "not_found").with_context(|| format!("{method} {path}"))?;
         assert_eq!(error["type"], "invalid_request_error");
+    }
+    // A served path asked with a method it does not take is 405 with the
+    // methods it does take in `Allow` (RFC 9110), not a misleading 404.
+    for (method, path, allow) in [
+        (Method::GET, "/v1/chat/completions", "POST"),
+        (Method::POST, "/v1/models", "GET"),
+        (Method::PUT, "/admin/tokens/7", "GET, PATCH, DELETE"),
+        (Method::POST, "/healthz", "GET, HEAD"),
+        (
+            Method::GET,
+            "/admin/model-prices/openai/gpt-4o",
+            "PUT, DELETE",
+        ),
+    ] {
+        let reply = gw
+            .send(method.clone(), path, &[("authorization", &auth)], None)
+            .await?;
+        let error = expect_error(&reply, 405, "method_not_allowed")
+            .with_context(|| format!("{method} {path}"))?;
+        assert_eq!(error["type"], "invalid_request_error");
+        assert_eq!(reply.header("allow"), Some(allow), "{method} {path}");
+        let message = error["message"].as_str().unwrap_or_default();
+        assert!(message.contains(allow), "{method} {path}: {message}");
     }
     assert_eq!(gw.mock.total_calls(), 0);
     gw.stop().await

@@ -278,6 +278,14 @@ mod readiness {
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         ensure!(ready.status() == 200, "{:?}", ready.body().await);
+        // Orchestrators probe with HEAD too.
+        let head = gw
+            .client
+            .head(format!("{}/readyz", gw.url))
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        ensure!(head.status() == 200);
         // The only key is rejected upstream (401): disabled, nothing can serve.
         let token = gw.create_token(json!({ "name": "ready" })).await?;
         let reply = gw.chat(&token, chat_body("mock-gpt", "hi")).await?;
@@ -294,6 +302,19 @@ mod readiness {
             body["usable_keys"] == 0 && body["database"] == "ok",
             "{body}"
         );
+        // It says why, key by key state.
+        ensure!(
+            body["problems"]
+                == json!(["no usable upstream key: 1 provider(s), 1 key(s): 1 disabled"]),
+            "{body}"
+        );
+        let head = gw
+            .client
+            .head(format!("{}/readyz", gw.url))
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        ensure!(head.status() == 503);
         gw.stop().await
     }
 }

@@ -57,7 +57,8 @@ route_table! {
     head "/" => health::root, Public, "What answers here, headers only";
     get "/healthz" => health::healthz, Public, "Liveness";
     head "/healthz" => health::healthz, Public, "Liveness, headers only (load balancers probe with HEAD)";
-    get "/readyz" => health::readyz, Public, "Readiness: database reachable and a usable key";
+    get "/readyz" => health::readyz, Public, "Readiness: database reachable and a usable key; what is not ready, explained";
+    head "/readyz" => health::readyz, Public, "Readiness, headers only";
     get "/openapi.json" => openapi_document, Public, "This OpenAPI document";
     get "/metrics" => prometheus::metrics, Admin, "Prometheus metrics: requests per provider and status, key health";
 
