@@ -197,6 +197,7 @@ pub async fn start(
         &settings.security.secret_key,
         &settings.security.secret_key_file,
         "security.secret_key",
+        "sysecret-",
         &log,
     )?;
     // Stops here, before anything is read or written with it, when the
@@ -207,6 +208,7 @@ pub async fn start(
             &settings.admin.master_key,
             &settings.admin.master_key_file,
             "admin.master_key",
+            "symaster-",
             &log,
         )?)
     } else {
@@ -358,6 +360,7 @@ pub async fn start(
         concurrency: gateway::slots::ConcurrencyLimit::new(settings.server.max_concurrent_requests),
         clock: clock.clone(),
         throttle: http::throttle::AuthThrottle::new(settings.limits.auth.clone()),
+        master_key_hash: master_key.as_ref().map(|key| tokens::hash(key.expose())),
         enforcer: enforcer.clone(),
         stream_cutoff: stream_cutoff.clone(),
     });
@@ -511,10 +514,14 @@ fn adopt_legacy_spill(journal: &Journal, spill: &Path, log: &Logger) -> anyhow::
 
 /// A configured secret, else the one in `file`, else a new one written there
 /// with mode 0600. The secret itself is never logged.
+/// A configured secret, else the one in `file`, else a new one written there.
+/// Generated secrets start with `prefix`, which says what they are
+/// (`sy-` is what gateway tokens start with).
 fn resolve_secret(
     configured: &Secret,
     file: &str,
     key: &str,
+    prefix: &str,
     log: &Logger,
 ) -> anyhow::Result<Secret> {
     if !configured.is_empty() {
@@ -527,7 +534,7 @@ fn resolve_secret(
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
         Err(error) => return Err(error).with_context(|| format!("reading {file} (for {key})")),
     }
-    let generated = format!("sy-{}", hex::encode(rand::random::<[u8; 32]>()));
+    let generated = format!("{prefix}{}", hex::encode(rand::random::<[u8; 32]>()));
     write_private_file(path, &generated).with_context(|| format!("writing {file} (for {key})"))?;
     warn!(log, "secret.generated"; "setting" => key, "file" => file);
     Ok(Secret::new(generated))

@@ -42,6 +42,24 @@ pub fn presented_token(request: &HttpRequest) -> Option<&str> {
         .filter(|token| !token.is_empty())
 }
 
+/// Why an unknown token was refused. Admin credentials presented here are
+/// named (the master key and session tokens look like gateway tokens to a
+/// new user); anything else is simply invalid.
+fn unknown_token_message(state: &AppState, token: &str, hash: &str) -> String {
+    if state.master_key_hash.as_deref() == Some(hash) {
+        return "This is the admin master key, not a gateway token: create a gateway token \
+                (`switchyard admin tokens create --name NAME`, or POST /admin/tokens with the master \
+                key) and send that"
+            .to_owned();
+    }
+    if token.starts_with(crate::auth::SESSION_TOKEN_PREFIX) {
+        return "This is an admin session token, not a gateway token: create a gateway token \
+                (`switchyard admin tokens create --name NAME`) and send that"
+            .to_owned();
+    }
+    "Invalid gateway token".to_owned()
+}
+
 /// An authenticated gateway token.
 #[derive(Debug, Clone)]
 pub struct GatewayAuth(pub Arc<TokenInfo>);
@@ -99,7 +117,9 @@ impl GatewayAuth {
                 .map_err(|error| ApiError::database_unavailable(&error))?,
         };
         let Some(info) = info else {
-            return Err(ApiError::Unauthorized("Invalid gateway token".to_owned()));
+            return Err(ApiError::Unauthorized(unknown_token_message(
+                &state, &token, &hash,
+            )));
         };
         if !info.enabled {
             return Err(ApiError::Unauthorized(

@@ -60,6 +60,9 @@ pub struct AppState {
     pub concurrency: slots::ConcurrencyLimit,
     /// Wall-clock time for expiries, limits and quotas.
     pub clock: Arc<dyn crate::clock::Clock>,
+    /// The admin master key's token hash (`crate::tokens::hash`), so that
+    /// a client sending it as a gateway token is told what it sent.
+    pub master_key_hash: Option<String>,
     /// Failed gateway-token authentications per client address.
     pub throttle: crate::http::throttle::AuthThrottle,
     /// Token limits: admission before the call, settlement after.
