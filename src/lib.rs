@@ -149,6 +149,9 @@ async fn flush_usage(
 
 /// Runs the gateway until a signal stops it.
 pub async fn run(settings: Settings, log: Logger) -> anyhow::Result<()> {
+    for warning in &settings.load_warnings {
+        warn!(log, "settings.layers"; "warning" => warning);
+    }
     let gateway = start(
         settings,
         log.clone(),

@@ -82,6 +82,53 @@ fn invalid_settings_stop_the_process_naming_the_key() -> anyhow::Result<()> {
         "{}",
         stderr(&output)
     );
+    // ... also inside a provider's key list, where an untagged enum once
+    // hid it behind "data did not match any variant".
+    std::fs::write(
+        &config,
+        "[[providers]]\nname = \"p\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:1\"\n\
+         keys = [\"${SWITCHYARD_TEST_UNSET_KEY}\"]\n",
+    )?;
+    let output = run_cli(
+        dir.path(),
+        &["serve", "--config", config.to_str().context("path")?],
+        &[],
+    )?;
+    common::cli::fails_saying(
+        &output,
+        &[
+            "SWITCHYARD_TEST_UNSET_KEY is not set",
+            "providers[0]keys[0]",
+        ],
+    )?;
+    ensure!(
+        !stderr(&output).contains("did not match"),
+        "{}",
+        stderr(&output)
+    );
+    // An unknown provider kind lists the kinds, and the message is said
+    // once (the config crate's error was also printed as its own source).
+    std::fs::write(
+        &config,
+        "[[providers]]\nname = \"p\"\nkind = \"opnai\"\nbase_url = \"http://127.0.0.1:1\"\n",
+    )?;
+    let output = run_cli(
+        dir.path(),
+        &["serve", "--config", config.to_str().context("path")?],
+        &[],
+    )?;
+    common::cli::fails_saying(
+        &output,
+        &[
+            "unknown provider kind \"opnai\"",
+            "openai, openai-compatible, azure-openai, anthropic, gemini, zhipu",
+        ],
+    )?;
+    ensure!(
+        stderr(&output).matches("opnai").count() == 1,
+        "said more than once: {}",
+        stderr(&output)
+    );
     // Nothing was created by the refused starts.
     ensure!(
         !dir.path().join("data").exists(),

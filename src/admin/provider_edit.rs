@@ -182,11 +182,7 @@ fn check(body: ProviderBody, cipher: &SecretCipher) -> Result<Checked, ApiError>
     let kind = ProviderKind::parse(body.kind.trim()).ok_or_else(|| {
         invalid(
             "kind",
-            format!(
-                "{:?} is not one of openai, openai-compatible, azure-openai, anthropic, \
-                 gemini, zhipu",
-                body.kind
-            ),
+            format!("{:?} is not one of {}", body.kind, ProviderKind::names()),
         )
     })?;
     let base_url = body.base_url.trim().to_owned();

@@ -74,18 +74,61 @@ pub struct Settings {
     pub redirects: BTreeMap<String, String>,
     #[serde(default)]
     pub prices: Vec<PriceSettings>,
+    /// What loading noticed that the operator should hear about (logged as
+    /// warnings once the logger exists): a later layer replacing an earlier
+    /// layer's `[[providers]]`, for one.
+    #[serde(skip)]
+    pub load_warnings: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
+    /// Not `#[from]`: the config crate's message is the whole story, and as
+    /// a `source` too it was printed twice (`{error:#}` shows the chain).
     #[error("could not load settings: {0}")]
-    Load(#[from] config::ConfigError),
+    Load(config::ConfigError),
     #[error("invalid setting `{key}`: {message}")]
     Invalid { key: String, message: String },
 }
 
 /// The shortest `admin.master_key` accepted.
 pub const MIN_MASTER_KEY_CHARS: usize = 32;
+
+/// Arrays are not merged across layers: a later file's `[[providers]]`
+/// replaces the whole list of an earlier one. Says so for each layer whose
+/// list was dropped, since nothing else would.
+fn replaced_provider_lists(
+    layers: Vec<(String, File<config::FileSourceFile, FileFormat>)>,
+) -> Vec<String> {
+    let defining: Vec<String> = layers
+        .into_iter()
+        .filter(|(_, layer)| {
+            Config::builder()
+                .add_source(layer.clone())
+                .build()
+                .is_ok_and(|config| config.get_array("providers").is_ok())
+        })
+        .map(|(name, _)| name)
+        .collect();
+    let Some((last, earlier)) = defining.split_last() else {
+        return Vec::new();
+    };
+    earlier
+        .iter()
+        .map(|name| {
+            format!(
+                "the [[providers]] of {name} are ignored: {last} has its own, and a later \
+                 settings layer replaces the whole list (keep every provider in one file)"
+            )
+        })
+        .collect()
+}
+
+impl From<config::ConfigError> for SettingsError {
+    fn from(error: config::ConfigError) -> Self {
+        Self::Load(error)
+    }
+}
 
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> SettingsError {
     SettingsError::Invalid {
@@ -99,15 +142,23 @@ impl Settings {
     pub fn load(config_file: Option<&Path>) -> Result<Self, SettingsError> {
         let mut builder =
             Config::builder().add_source(File::from_str(DEFAULT_SETTINGS, FileFormat::Toml));
+        // The file layers, in order, for the check below.
+        let mut layers: Vec<(String, File<config::FileSourceFile, FileFormat>)> = Vec::new();
         if let Ok(mode) = std::env::var("SWITCHYARD_RUN_MODE") {
-            builder =
-                builder.add_source(File::with_name(&format!("settings/{mode}")).required(true));
+            let name = format!("settings/{mode}");
+            builder = builder.add_source(File::with_name(&name).required(true));
+            layers.push((name.clone(), File::with_name(&name).required(true)));
         }
         builder = builder.add_source(File::with_name("settings/local").required(false));
+        layers.push((
+            "settings/local".to_owned(),
+            File::with_name("settings/local").required(false),
+        ));
         if let Some(path) = config_file {
             builder = builder.add_source(File::from(path).required(true));
+            layers.push((path.display().to_string(), File::from(path).required(true)));
         }
-        let settings: Settings = builder
+        let mut settings: Settings = builder
             .add_source(
                 Environment::with_prefix("SWITCHYARD")
                     .prefix_separator("__")
@@ -117,6 +168,7 @@ impl Settings {
             .build()?
             .try_deserialize()?;
         settings.validate()?;
+        settings.load_warnings = replaced_provider_lists(layers);
         Ok(settings)
     }
 
@@ -286,6 +338,41 @@ impl Settings {
                 }
             }
         }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_later_layer_with_its_own_providers_is_named_with_the_one_it_replaces()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let provider = "[[providers]]\nname = \"p\"\nkind = \"openai\"\nbase_url = \"http://x\"\n";
+        let first = dir.path().join("first.toml");
+        let second = dir.path().join("second.toml");
+        let neither = dir.path().join("neither.toml");
+        std::fs::write(&first, provider)?;
+        std::fs::write(&second, provider.replace("\"p\"", "\"q\""))?;
+        std::fs::write(&neither, "[server]\nworkers = 2\n")?;
+        let layer = |path: &Path| {
+            (
+                path.display().to_string(),
+                File::from(path.to_owned()).required(true),
+            )
+        };
+        let warnings =
+            replaced_provider_lists(vec![layer(&first), layer(&neither), layer(&second)]);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains(&format!("[[providers]] of {} are ignored", first.display()))
+                && warnings[0].contains(&second.display().to_string()),
+            "{warnings:?}"
+        );
+        // One layer with providers (the usual case) says nothing.
+        assert!(replaced_provider_lists(vec![layer(&first), layer(&neither)]).is_empty());
         Ok(())
     }
 }

@@ -133,8 +133,7 @@ fn enabled_by_default() -> bool {
     true
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProviderKind {
     /// api.openai.com.
     Openai,
@@ -152,6 +151,21 @@ pub enum ProviderKind {
 }
 
 impl ProviderKind {
+    /// Every kind, in the order the docs list them.
+    pub const ALL: [ProviderKind; 6] = [
+        Self::Openai,
+        Self::OpenaiCompatible,
+        Self::AzureOpenai,
+        Self::Anthropic,
+        Self::Gemini,
+        Self::Zhipu,
+    ];
+
+    /// "openai, openai-compatible, ...": what an unknown kind is told.
+    pub fn names() -> String {
+        Self::ALL.map(Self::as_str).join(", ")
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Openai => "openai",
@@ -164,33 +178,80 @@ impl ProviderKind {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "openai" => Some(Self::Openai),
-            "openai-compatible" => Some(Self::OpenaiCompatible),
-            "azure-openai" => Some(Self::AzureOpenai),
-            "anthropic" => Some(Self::Anthropic),
-            "gemini" => Some(Self::Gemini),
-            "zhipu" => Some(Self::Zhipu),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|kind| kind.as_str() == s)
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+/// By name; an unknown one is refused with the list of kinds (serde's
+/// derived message, through the config crate, named none of them).
+impl<'de> Deserialize<'de> for ProviderKind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        Self::parse(&name).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown provider kind {name:?}; the kinds are {}",
+                Self::names()
+            ))
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
 pub enum KeySettings {
     Plain(Secret),
     Detailed {
         key: Secret,
         /// Stable label shown to admins and in logs; defaults to `key-N`.
+        id: Option<String>,
+        weight: u32,
+        /// Lower is preferred by `first-available`.
+        priority: i32,
+    },
+}
+
+/// A key as written: its `${VAR}` references are expanded only once its
+/// shape is known, so that an unset variable is named in the error rather
+/// than hidden behind "data did not match any variant" of an untagged enum.
+#[derive(Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a key: a string, or a table { key, id, weight, priority }"
+)]
+enum KeyAsWritten {
+    Plain(String),
+    Detailed {
+        key: String,
         #[serde(default)]
         id: Option<String>,
         #[serde(default = "default_weight")]
         weight: u32,
-        /// Lower is preferred by `first-available`.
         #[serde(default)]
         priority: i32,
     },
+}
+
+impl<'de> Deserialize<'de> for KeySettings {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let expand = |raw: &str| {
+            super::secret::expand_env(raw, |name| std::env::var(name).ok())
+                .map(Secret::new)
+                .map_err(serde::de::Error::custom)
+        };
+        Ok(match KeyAsWritten::deserialize(deserializer)? {
+            KeyAsWritten::Plain(key) => Self::Plain(expand(&key)?),
+            KeyAsWritten::Detailed {
+                key,
+                id,
+                weight,
+                priority,
+            } => Self::Detailed {
+                key: expand(&key)?,
+                id,
+                weight,
+                priority,
+            },
+        })
+    }
 }
 
 fn default_weight() -> u32 {
