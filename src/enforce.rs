@@ -40,8 +40,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use switchyard_actors::{
-    Actual, Committed, Estimate, Limit, Period, PeriodSpend, Refusal, Reservation, TokenLimits,
-    TokenUsage,
+    Actual, BudgetFigures, Committed, Estimate, Limit, Period, PeriodSpend, Refusal, Reservation,
+    TokenLimits, TokenUsage, budget_message,
 };
 
 /// Shared by every worker. The engine sits behind a plain mutex: each call
@@ -571,21 +571,29 @@ impl Enforcer {
                                 > budget
                         }) =>
                     {
-                        format!(
-                            "This token's budget of {} tokens is exhausted ({} spent, {} held by requests in flight, this request needs up to {}); it does not reset, an admin must raise it",
-                            row.budget_tokens.unwrap_or(0),
-                            row.spent_tokens,
-                            row.reserved_tokens,
-                            estimate.tokens
-                        )
+                        let budget = row.budget_tokens.unwrap_or(0);
+                        let used = row.spent_tokens + row.reserved_tokens;
+                        budget_message(BudgetFigures {
+                            used: used >= budget,
+                            spent: format!("{} tokens", row.spent_tokens),
+                            budget: format!("{budget} tokens"),
+                            left: format!("{} tokens", (budget - used).max(0)),
+                            reserved: format!("{} tokens", row.reserved_tokens),
+                            wanted: format!("{} tokens", estimate.tokens),
+                        })
                     }
-                    Some(row) => format!(
-                        "This token's budget of {} is exhausted ({} spent, {} held by requests in flight, this request needs up to {}); it does not reset, an admin must raise it",
-                        usd(row.budget_nanos.unwrap_or(0)),
-                        usd(row.spent_nanos),
-                        usd(row.reserved_nanos),
-                        usd(cost_nanos)
-                    ),
+                    Some(row) => {
+                        let budget = row.budget_nanos.unwrap_or(0);
+                        let used = row.spent_nanos + row.reserved_nanos;
+                        budget_message(BudgetFigures {
+                            used: used >= budget,
+                            spent: usd(row.spent_nanos),
+                            budget: usd(budget),
+                            left: usd((budget - used).max(0)),
+                            reserved: usd(row.reserved_nanos),
+                            wanted: usd(cost_nanos),
+                        })
+                    }
                     None => "This token's budget is exhausted".to_owned(),
                 };
                 ApiError::PaymentRequired {

@@ -41,8 +41,8 @@ pub mod usage_record;
 pub use journal::{Journal, SegmentId};
 pub use key_pool::{Failure, KeyHealthView, KeyPool, KeySpec, NoUsableKey, Outcome};
 pub use limits::{
-    Actual, BudgetKind, Committed, Estimate, Limit, Limits, Period, PeriodSpend, Quota, QuotaKind,
-    Refusal, Reservation, Settled, TokenLimits, TokenUsage,
+    Actual, BudgetFigures, BudgetKind, Committed, Estimate, Limit, Limits, Period, PeriodSpend,
+    Quota, QuotaKind, Refusal, Reservation, Settled, TokenLimits, TokenUsage, budget_message,
 };
 #[cfg(feature = "fault-injection")]
 pub use provider::InjectPanic;

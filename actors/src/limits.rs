@@ -464,6 +464,43 @@ struct Hold {
 }
 
 /// Whether `used` plus this request stays within `limit`.
+/// A budget refusal's figures, formatted in the budget's unit.
+pub struct BudgetFigures {
+    /// Nothing is left (spent and held reach the budget).
+    pub used: bool,
+    pub spent: String,
+    pub budget: String,
+    pub left: String,
+    pub reserved: String,
+    pub wanted: String,
+}
+
+/// Why a budget refused: spent, or merely smaller than what this request
+/// may cost (then a smaller `max_tokens` may pass; "exhausted" would have
+/// sent the client to an admin for nothing).
+pub fn budget_message(figures: BudgetFigures) -> String {
+    let BudgetFigures {
+        used,
+        spent,
+        budget,
+        left,
+        reserved,
+        wanted,
+    } = figures;
+    if used {
+        format!(
+            "token budget exhausted: {spent} spent of {budget} ({reserved} reserved by requests \
+             in flight); the budget does not reset, an admin must raise it"
+        )
+    } else {
+        format!(
+            "token budget too small for this request: {left} left of {budget} ({spent} spent, \
+             {reserved} reserved by requests in flight), and this request may need up to \
+             {wanted}; ask for fewer tokens (max_tokens) or have an admin raise the budget"
+        )
+    }
+}
+
 fn fits(used: u64, estimate: u64, limit: u64) -> bool {
     used.saturating_add(estimate.max(1)) <= limit
 }
@@ -705,14 +742,14 @@ fn check(
                 },
                 status: 402,
                 retry_after_ms: None,
-                message: format!(
-                    "token budget exhausted: {} spent of {} ({} reserved by requests in flight, \
-                     this request needs up to {}); the budget does not reset",
-                    usd(state.spent_nanos),
-                    usd(budget),
-                    usd(state.reserved_nanos),
-                    usd(estimate.cost_nanos),
-                ),
+                message: budget_message(BudgetFigures {
+                    used: used >= budget,
+                    spent: usd(state.spent_nanos),
+                    budget: usd(budget),
+                    left: usd(budget.saturating_sub(used)),
+                    reserved: usd(state.reserved_nanos),
+                    wanted: usd(estimate.cost_nanos),
+                }),
             });
         }
     }
@@ -725,11 +762,14 @@ fn check(
                 },
                 status: 402,
                 retry_after_ms: None,
-                message: format!(
-                    "token budget exhausted: {} tokens used of {} ({} reserved by requests in \
-                     flight, this request needs up to {}); the budget does not reset",
-                    state.spent_tokens, budget, state.reserved_tokens, estimate.tokens,
-                ),
+                message: budget_message(BudgetFigures {
+                    used: used >= budget,
+                    spent: format!("{} tokens", state.spent_tokens),
+                    budget: format!("{budget} tokens"),
+                    left: format!("{} tokens", budget.saturating_sub(used)),
+                    reserved: format!("{} tokens", state.reserved_tokens),
+                    wanted: format!("{} tokens", estimate.tokens),
+                }),
             });
         }
     }
@@ -1512,13 +1552,11 @@ mod tests {
         assert_eq!(refusal.status, 402);
         assert_eq!(refusal.retry_after_ms, None);
         assert_eq!(refusal.retry_after_secs(), None);
+        // Not spent, but too little left for this request's estimate.
         assert!(
-            refusal.message.contains("$19.50 spent of $20.00"),
-            "{}",
-            refusal.message
-        );
-        assert!(
-            refusal.message.contains("does not reset"),
+            refusal
+                .message
+                .contains("$0.50 left of $20.00 ($19.50 spent"),
             "{}",
             refusal.message
         );
@@ -1542,7 +1580,7 @@ mod tests {
         );
         assert_eq!(refusal.status, 402);
         assert!(
-            refusal.message.contains("600 reserved"),
+            refusal.message.contains("600 tokens reserved"),
             "{}",
             refusal.message
         );
@@ -1564,6 +1602,31 @@ mod tests {
             ..Limits::default()
         };
         refused(engine.admit(2, &zero, est(0, 0), T0));
+    }
+
+    #[test]
+    fn a_budget_smaller_than_the_estimate_is_not_called_exhausted() {
+        let mut engine = TokenLimits::new(TTL);
+        let limits = Limits {
+            budget_tokens: Some(100),
+            ..Limits::default()
+        };
+        let r = admitted(engine.admit(1, &limits, est(40, 0), T0));
+        engine.settle(r, act(40, 0), T0);
+        // 60 left, 80 asked: too small, not exhausted.
+        let message = refused(engine.admit(1, &limits, est(80, 0), T0)).message;
+        assert!(
+            message.contains("too small for this request")
+                && message.contains("60 tokens left of 100 tokens")
+                && message.contains("up to 80 tokens")
+                && !message.contains("exhausted"),
+            "{message}"
+        );
+        // Spent to the last token: exhausted.
+        let r = admitted(engine.admit(1, &limits, est(60, 0), T0));
+        engine.settle(r, act(60, 0), T0);
+        let message = refused(engine.admit(1, &limits, est(1, 0), T0)).message;
+        assert!(message.contains("exhausted"), "{message}");
     }
 
     #[test]

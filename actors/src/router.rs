@@ -1022,7 +1022,6 @@ impl Handler<GetRestarts> for RouterActor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    #[cfg(feature = "fault-injection")]
     use crate::provider::GetHealth;
     use crate::retry::RetryPolicy;
 
