@@ -4,6 +4,7 @@
 pub mod common;
 
 use anyhow::{Context, ensure};
+use awc::http::Method;
 use common::{TestGateway, chat_body, mock_provider};
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -264,7 +265,61 @@ async fn round_robin_spreads_a_model_over_its_providers(backend: Backend) -> any
 mod readiness {
     use super::*;
 
-    on_both_backends!(ready_only_with_a_usable_key);
+    on_both_backends!(
+        ready_only_with_a_usable_key,
+        a_provider_without_keys_says_none_is_configured
+    );
+
+    /// Keys written as `${VAR:-}` with VAR unset are skipped at start, which
+    /// leaves the provider without keys: a settings problem, said as such
+    /// (it once answered "No healthy upstream key", pointing at health).
+    async fn a_provider_without_keys_says_none_is_configured(
+        backend: Backend,
+    ) -> anyhow::Result<()> {
+        let gw = TestGateway::start(backend, |settings, mock| {
+            settings.providers = vec![mock_provider(mock, "mock", &["mock-gpt"], &[""])];
+        })
+        .await?;
+        let token = gw.create_token(json!({ "name": "keyless" })).await?;
+        let reply = gw.chat(&token, chat_body("mock-gpt", "hi")).await?;
+        ensure!(reply.status == 503, "{}", reply.text());
+        let message = reply.json()?["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        ensure!(
+            message.contains("No upstream key is configured for `mock-gpt`")
+                && message.contains("provider-keys add"),
+            "{message}"
+        );
+        let proxied = gw
+            .send(
+                Method::POST,
+                "/proxy/mock/v1/chat/completions",
+                &[("authorization", &format!("Bearer {token}"))],
+                Some(serde_json::to_vec(&chat_body("mock-gpt", "hi"))?),
+            )
+            .await?;
+        ensure!(
+            proxied.status == 503 && proxied.text().contains("has no key configured"),
+            "{}",
+            proxied.text()
+        );
+        let mut ready = gw
+            .client
+            .get(format!("{}/readyz", gw.url))
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let body: serde_json::Value = ready.json().await?;
+        ensure!(
+            body["problems"]
+                == json!(["no usable upstream key: 1 provider(s), none with a key configured"]),
+            "{body}"
+        );
+        ensure!(gw.mock.total_calls() == 0);
+        gw.stop().await
+    }
 
     async fn ready_only_with_a_usable_key(backend: Backend) -> anyhow::Result<()> {
         let gw = TestGateway::start(backend, |settings, mock| {

@@ -132,6 +132,11 @@ impl ProviderShared {
             .collect()
     }
 
+    /// How many keys the provider has, usable or not.
+    pub fn key_count(&self) -> usize {
+        self.pool().len()
+    }
+
     /// How many keys could take a request now (readiness).
     pub fn usable_keys(&self) -> usize {
         self.pool().usable_keys(Instant::now())

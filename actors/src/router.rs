@@ -555,6 +555,9 @@ pub enum RouteError {
         retry_after: Option<Duration>,
         rate_limited: bool,
         busy: bool,
+        /// Keys configured across the candidates, usable or not: none at
+        /// all is a settings problem, not a health one.
+        configured: usize,
     },
     /// A pinned route named no routed provider.
     UnknownProvider(String),
@@ -785,6 +788,7 @@ fn acquire_first(
     let mut retry_after: Option<Duration> = None;
     let mut failing_keys_rest = false;
     let mut busy = false;
+    let mut configured = 0;
     for (shared, upstream_model) in candidates {
         let exclude = tried.keys_of(&shared.spec.name);
         match shared.acquire(&exclude) {
@@ -801,6 +805,7 @@ fn acquire_first(
             }) => {
                 failing_keys_rest |= wait.is_some() && !rate_limited;
                 busy |= at_cap;
+                configured += shared.key_count();
                 retry_after = match (retry_after, wait) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
@@ -812,6 +817,7 @@ fn acquire_first(
         retry_after,
         rate_limited: retry_after.is_some() && !failing_keys_rest,
         busy,
+        configured,
     })
 }
 

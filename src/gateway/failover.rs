@@ -141,6 +141,7 @@ pub async fn call_with_failover(
                 retry_after,
                 rate_limited,
                 busy,
+                configured,
             }) => {
                 let attempts_left = policy
                     .as_ref()
@@ -197,8 +198,19 @@ pub async fn call_with_failover(
                         ),
                         retry_after: Some(wait),
                     },
+                    None if configured == 0 => ApiError::Unavailable {
+                        message: format!(
+                            "No upstream key is configured for `{model}`: its provider has none \
+                             (a key list of unset `${{VAR:-}}` references is empty); add one in \
+                             the settings or with `switchyard admin provider-keys add`"
+                        ),
+                        retry_after: None,
+                    },
                     None => ApiError::Unavailable {
-                        message: format!("No healthy upstream key is available for `{model}`"),
+                        message: format!(
+                            "No healthy upstream key is available for `{model}`: every key is \
+                             disabled or was tried"
+                        ),
                         retry_after: None,
                     },
                 });

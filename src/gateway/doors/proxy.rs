@@ -222,9 +222,18 @@ async fn relay(
         Err(RouteError::NoUsableKey {
             retry_after,
             rate_limited,
+            configured,
             ..
         }) => {
-            return Err(if rate_limited {
+            return Err(if configured == 0 {
+                ApiError::Unavailable {
+                    message: format!(
+                        "Provider `{provider}` has no key configured; add one in the settings \
+                         or with `switchyard admin provider-keys add`"
+                    ),
+                    retry_after: None,
+                }
+            } else if rate_limited {
                 ApiError::RateLimited {
                     message: format!("Every key of provider `{provider}` is cooling down"),
                     retry_after,
