@@ -1,5 +1,5 @@
 # Switchyard developer tasks. `make help` lists them.
-.PHONY: help run test test-sqlite test-postgres compat-deps lint fmt bench migrate ci
+.PHONY: help install run test test-sqlite test-postgres compat-deps lint fmt bench migrate ci
 
 # Where the PostgreSQL tests create their schemas.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
@@ -14,6 +14,7 @@ COMPAT_REQUIREMENTS := tests/compat/requirements.txt
 COMPAT_STAMP := $(VENV)/.requirements.stamp
 
 help:
+	@echo "make install   - cargo install --locked --path . (switchyard into ~/.cargo/bin)"
 	@echo "make run       - run the gateway on SQLite with settings/example.toml"
 	@echo "make test      - every test (unit, SQLite and PostgreSQL integration, and the"
 	@echo "                 openai/anthropic Python SDK compat suite and schemathesis;"
@@ -26,6 +27,9 @@ help:
 	@echo "                 gateway (SQLite, PostgreSQL), JSON and streams, open streams, lease cost"
 	@echo "make migrate   - apply database migrations (database.url from settings)"
 	@echo "make ci        - what .ci/run does: lint, then test"
+
+install:
+	cargo install --locked --path .
 
 run:
 	cargo run --release --bin switchyard -- serve --config settings/example.toml

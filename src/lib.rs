@@ -68,6 +68,9 @@ pub struct Gateway {
 pub struct StartOptions {
     /// Stop gracefully on SIGTERM/SIGINT (the real process does; tests don't).
     pub handle_signals: bool,
+    /// On a deployment's first start, print what to do next on stdout
+    /// (the real process does).
+    pub print_next_steps: bool,
     /// The wall clock limits, quotas, expiries and database times read
     /// (tests move a manual one); `None`: the system clock.
     pub clock: Option<Arc<dyn clock::Clock>>,
@@ -157,6 +160,7 @@ pub async fn run(settings: Settings, log: Logger) -> anyhow::Result<()> {
         log.clone(),
         StartOptions {
             handle_signals: true,
+            print_next_steps: true,
             ..StartOptions::default()
         },
     )
@@ -170,6 +174,26 @@ pub async fn run(settings: Settings, log: Logger) -> anyhow::Result<()> {
     }
     info!(log, "shutdown.complete");
     Ok(())
+}
+
+/// What a new operator does after the first start, printed once (the
+/// quick start's commands with this deployment's address and files).
+fn next_steps(addr: SocketAddr, admin_key_file: &str, master_key_file: Option<&str>) -> String {
+    let url = format!("http://{addr}");
+    let master = master_key_file
+        .map(|file| format!("\n  master key    {file} (admin API bearer; keep it secret)"))
+        .unwrap_or_default();
+    format!(
+        "Switchyard is listening on {url}. First start of this deployment; next steps:\n\
+         \x20 admin key     {admin_key_file} (Ed25519; it logs you in: keep it safe){master}\n\
+         \x20 log in        switchyard admin login --key {admin_key_file} --server {url}\n\
+         \x20 a token       switchyard admin tokens create --name my-app\n\
+         \x20 try it        curl {url}/v1/chat/completions -H \"Authorization: Bearer $TOKEN\" \
+         -H 'content-type: application/json' \
+         -d '{{\"model\":\"gpt-4o-mini\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'\n\
+         \x20 dashboard     {url}/ui (log in with the admin key file)\n\
+         (printed once; README.md has the rest)"
+    )
 }
 
 /// Starts everything and returns once the server is listening.
@@ -219,7 +243,8 @@ pub async fn start(
     };
 
     let server_id = auth::bootstrap::server_id(&database).await?;
-    auth::bootstrap::ensure_admin_key(&database, &settings.admin.key_file, &log).await?;
+    let first_start =
+        auth::bootstrap::ensure_admin_key(&database, &settings.admin.key_file, &log).await?;
     let sessions = SessionActor::new(
         database.clone(),
         &server_id,
@@ -455,6 +480,16 @@ pub async fn start(
         .first()
         .copied()
         .context("the server bound no address")?;
+    if first_start && options.print_next_steps {
+        // Before the server runs: whoever sees it answer can read this.
+        let master_key_file = (settings.admin.master_key_enabled
+            && settings.admin.master_key.is_empty())
+        .then_some(settings.admin.master_key_file.as_str());
+        println!(
+            "{}",
+            next_steps(addr, &settings.admin.key_file, master_key_file)
+        );
+    }
     let server = server.run();
     let handle = server.handle();
     let stopper = GracefulStop {

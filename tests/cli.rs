@@ -150,6 +150,45 @@ fn migrate_creates_the_sqlite_database_and_is_idempotent() -> anyhow::Result<()>
     Ok(())
 }
 
+/// A new operator is told what to do after the first start, once; the
+/// generated master key does not look like a gateway token.
+#[actix_rt::test]
+async fn the_first_start_prints_the_next_steps_once() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!("[server]\nlisten = \"127.0.0.1:{port}\"\n[logging]\nlevel = \"warning\"\n"),
+    )?;
+    let first = GatewayProcess::start(dir.path(), &config, port).await?;
+    let printed = std::fs::read_to_string(dir.path().join("gateway.out"))?;
+    let url = format!("http://127.0.0.1:{port}");
+    for line in [
+        format!("Switchyard is listening on {url}. First start"),
+        "admin key     data/admin_ed25519.key".to_owned(),
+        "master key    data/master.key".to_owned(),
+        format!("switchyard admin login --key data/admin_ed25519.key --server {url}"),
+        "switchyard admin tokens create --name my-app".to_owned(),
+        format!("curl {url}/v1/chat/completions"),
+    ] {
+        ensure!(printed.contains(&line), "{line:?} not in:\n{printed}");
+    }
+    let master = std::fs::read_to_string(dir.path().join("data/master.key"))?;
+    ensure!(master.starts_with("symaster-"), "{master}");
+    ensure!(std::fs::read_to_string(dir.path().join("data/secret.key"))?.starts_with("sysecret-"));
+    // The file names are printed, never the secrets.
+    ensure!(!printed.contains(master.trim()));
+    drop(first);
+    let _second = GatewayProcess::start(dir.path(), &config, port).await?;
+    let printed = std::fs::read_to_string(dir.path().join("gateway.out"))?;
+    ensure!(
+        printed.matches("First start").count() == 1,
+        "printed again:\n{printed}"
+    );
+    Ok(())
+}
+
 #[actix_rt::test]
 async fn admin_token_commands_against_a_running_server() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;

@@ -32,16 +32,17 @@ pub async fn server_id(db: &Db) -> anyhow::Result<String> {
 /// Ed25519 key, writes its private half to `key_file` (PKCS#8 PEM, mode
 /// 0600), registers the public half and logs only the fingerprint. A key
 /// file already there (a database reset, a key made with openssl) is
-/// registered instead of being overwritten.
-pub async fn ensure_admin_key(db: &Db, key_file: &str, log: &Logger) -> anyhow::Result<()> {
+/// registered instead of being overwritten. Answers whether this call
+/// registered it (the deployment's first start).
+pub async fn ensure_admin_key(db: &Db, key_file: &str, log: &Logger) -> anyhow::Result<bool> {
     if !db.list_admin_keys().await?.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     let stamp = db.now_ms().to_string();
     if !db.insert_system_value(ADMIN_BOOTSTRAP, &stamp).await? {
         warn!(log, "admin.no_admin_key";
             "hint" => "every admin key was removed; add one with the master key (switchyard admin keys add)");
-        return Ok(());
+        return Ok(false);
     }
     let path = Path::new(key_file);
     let (key, written) = match std::fs::read_to_string(path) {
@@ -73,5 +74,5 @@ pub async fn ensure_admin_key(db: &Db, key_file: &str, log: &Logger) -> anyhow::
     // new file and keep it safe.
     warn!(log, "admin.key_bootstrapped"; "fingerprint" => public.fingerprint(),
         "file" => key_file, "generated" => written);
-    Ok(())
+    Ok(true)
 }

@@ -50,7 +50,13 @@ impl GatewayProcess {
             .args(["serve", "--config"])
             .arg(config)
             .env_remove("SWITCHYARD_CONFIG")
-            .stdout(Stdio::null())
+            // Appended, so that a test can read what each start printed.
+            .stdout(Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join("gateway.out"))?,
+            ))
             .stderr(Stdio::from(std::fs::File::create(dir.join("gateway.log"))?))
             .spawn()?;
         let mut process = Self {
