@@ -43,7 +43,7 @@ export async function render(main) {
         ]),
         timeChart(chartBox, 'Success rate', times, [
           { label: 'success %', values: series.data.map(p => (p.requests ? (100 * (p.requests - p.errors)) / p.requests : null)) },
-        ], { unit: '%' }),
+        ], { unit: '%', range: [0, 100] }),
         timeChart(chartBox, 'Latency p50', times, [
           { label: 'p50 ms', values: series.data.map(p => p.p50_latency_ms) },
         ], { unit: ' ms' }),
@@ -88,7 +88,7 @@ export async function render(main) {
 }
 
 function cards(s) {
-  const card = (label, value, cls) => h('div', { class: 'card' }, h('div', { class: 'label' }, label), h('div', { class: `value ${cls || ''}` }, value));
+  const card = (label, value, cls) => h('div', { class: 'card', role: 'group', 'aria-label': label }, h('div', { class: 'label' }, label), h('div', { class: `value ${cls || ''}` }, value));
   const rateClass = s.success_rate === null ? '' : s.success_rate >= 0.99 ? 'ok' : s.success_rate >= 0.9 ? 'warn' : 'bad';
   return h('div', { class: 'grid', 'aria-label': 'Totals' },
     card('Requests', num(s.requests)),
