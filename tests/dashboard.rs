@@ -69,7 +69,12 @@ async fn an_operator_uses_the_dashboard_in_a_real_browser() -> anyhow::Result<()
         let reply = gw
             .chat(&token, chat_body(MODEL, &format!("hello {index}")))
             .await?;
-        ensure!(reply.status.is_success(), "{}: {}", reply.status, reply.text());
+        ensure!(
+            reply.status.is_success(),
+            "{}: {}",
+            reply.status,
+            reply.text()
+        );
     }
     let reply = gw.chat(&token, chat_body(UNPRICED, "hello")).await?;
     ensure!(reply.status.is_success(), "{}", reply.text());
@@ -90,14 +95,7 @@ async fn an_operator_uses_the_dashboard_in_a_real_browser() -> anyhow::Result<()
     let screenshots = python::root().join("target/ui-screenshots");
     let mut command = python::command(&python, &[]);
     command
-        .args([
-            "-m",
-            "pytest",
-            "tests/ui",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-        ])
+        .args(["-m", "pytest", "tests/ui", "-q", "-p", "no:cacheprovider"])
         .current_dir(python::root())
         .env("SWITCHYARD_URL", &gw.url)
         .env(

@@ -108,7 +108,9 @@ impl CookieSession {
                 .as_str()
                 .context("no csrf_token")?
                 .to_owned(),
-            session_id: answer.body["session_id"].as_i64().context("no session_id")?,
+            session_id: answer.body["session_id"]
+                .as_i64()
+                .context("no session_id")?,
             answer,
         })
     }
@@ -183,12 +185,19 @@ async fn a_cookie_login_sets_a_strict_http_only_cookie_and_keeps_the_token_out_o
         !attributes.iter().any(|a| a == "secure"),
         "plain HTTP: {set}"
     );
-    ensure!(session.answer.body.get("token").is_none(), "{}", session.answer.body);
+    ensure!(
+        session.answer.body.get("token").is_none(),
+        "{}",
+        session.answer.body
+    );
     let token = session
         .cookie
         .strip_prefix("switchyard_session=")
         .context("cookie name")?;
-    ensure!(token.starts_with("sya-"), "the cookie holds the session token");
+    ensure!(
+        token.starts_with("sya-"),
+        "the cookie holds the session token"
+    );
     ensure!(!session.answer.body.to_string().contains(token));
     // The same session the CLI would get: listed, current.
     let sessions = gw.admin_client().get("/admin/sessions").await?;
@@ -239,19 +248,26 @@ async fn the_cookie_is_secure_when_the_request_came_over_tls(
     ensure!(attributes(&set).iter().any(|a| a == "secure"), "{set}");
     let answer = master_login(&gw, MASTER_KEY).await?;
     ensure!(answer.status == StatusCode::OK);
-    let set = answer.set_cookies().into_iter().next().context("no Set-Cookie")?;
+    let set = answer
+        .set_cookies()
+        .into_iter()
+        .next()
+        .context("no Set-Cookie")?;
     ensure!(!attributes(&set).iter().any(|a| a == "secure"), "{set}");
     gw.stop().await
 }
 
-async fn changes_made_with_the_cookie_need_the_csrf_token(
-    backend: Backend,
-) -> anyhow::Result<()> {
+async fn changes_made_with_the_cookie_need_the_csrf_token(backend: Backend) -> anyhow::Result<()> {
     let gw = TestGateway::start(backend, |_, _| {}).await?;
     let session = cookie_login(&gw, &[]).await?;
     let cookie = [("cookie", session.cookie.as_str())];
     let read = send(&gw, Method::GET, "/admin/tokens", &cookie, None).await?;
-    ensure!(read.status == StatusCode::OK, "{} {}", read.status, read.body);
+    ensure!(
+        read.status == StatusCode::OK,
+        "{} {}",
+        read.status,
+        read.body
+    );
 
     let body = || Some(json!({ "name": "from-the-dashboard" }));
     let without = send(&gw, Method::POST, "/admin/tokens", &cookie, body()).await?;
@@ -343,14 +359,21 @@ async fn the_session_route_gives_a_reloaded_page_its_csrf_token(
     )
     .await?;
     ensure!(me.status == StatusCode::OK, "{}", me.body);
-    ensure!(me.body["csrf_token"] == session.csrf.as_str(), "{}", me.body);
+    ensure!(
+        me.body["csrf_token"] == session.csrf.as_str(),
+        "{}",
+        me.body
+    );
     ensure!(me.body["session_id"] == session.session_id);
     ensure!(me.body["via"] == "cookie");
     ensure!(me.body["actor"] == session.answer.body["fingerprint"]);
     // With a header credential there is no cookie, so no CSRF token.
     let (status, me) = gw.admin(Method::GET, "/auth/session", None).await?;
     ensure!(status == StatusCode::OK, "{me}");
-    ensure!(me["actor"] == "master-key" && me["csrf_token"].is_null(), "{me}");
+    ensure!(
+        me["actor"] == "master-key" && me["csrf_token"].is_null(),
+        "{me}"
+    );
     // Without a credential: 401, as the page expects to show its login.
     let anonymous = send(&gw, Method::GET, "/auth/session", &[], None).await?;
     ensure!(anonymous.status == StatusCode::UNAUTHORIZED);
@@ -374,8 +397,17 @@ async fn logout_revokes_the_session_and_the_cookie_stops_working(
         None,
     )
     .await?;
-    ensure!(out.status == StatusCode::NO_CONTENT, "{} {}", out.status, out.body);
-    let cleared = out.set_cookies().into_iter().next().context("no Set-Cookie")?;
+    ensure!(
+        out.status == StatusCode::NO_CONTENT,
+        "{} {}",
+        out.status,
+        out.body
+    );
+    let cleared = out
+        .set_cookies()
+        .into_iter()
+        .next()
+        .context("no Set-Cookie")?;
     ensure!(cleared.starts_with("switchyard_session=;"), "{cleared}");
     ensure!(
         attributes(&cleared).iter().any(|a| a == "max-age=0"),
@@ -475,7 +507,11 @@ async fn master_key_sessions_end_when_master_key_access_is_turned_off(
         None,
     )
     .await?;
-    ensure!(refused.status == StatusCode::UNAUTHORIZED, "{}", refused.body);
+    ensure!(
+        refused.status == StatusCode::UNAUTHORIZED,
+        "{}",
+        refused.body
+    );
     let login = master_login(&gw, MASTER_KEY).await?;
     ensure!(login.status == StatusCode::UNAUTHORIZED, "{}", login.body);
     // A key's cookie session is not affected.
@@ -520,7 +556,11 @@ async fn a_header_credential_wins_over_the_cookie(backend: Backend) -> anyhow::R
         None,
     )
     .await?;
-    ensure!(refused.status == StatusCode::UNAUTHORIZED, "{}", refused.body);
+    ensure!(
+        refused.status == StatusCode::UNAUTHORIZED,
+        "{}",
+        refused.body
+    );
     gw.stop().await
 }
 
@@ -532,8 +572,14 @@ fn assert_secured(answer: &Answer, what: &str) -> anyhow::Result<()> {
         "{what}: CSP {:?}",
         answer.header("content-security-policy")
     );
-    ensure!(answer.header("x-content-type-options") == Some("nosniff"), "{what}");
-    ensure!(answer.header("referrer-policy") == Some("no-referrer"), "{what}");
+    ensure!(
+        answer.header("x-content-type-options") == Some("nosniff"),
+        "{what}"
+    );
+    ensure!(
+        answer.header("referrer-policy") == Some("no-referrer"),
+        "{what}"
+    );
     Ok(())
 }
 
@@ -549,7 +595,10 @@ async fn ui_answers_carry_a_strict_csp_and_files_their_types() -> anyhow::Result
         ("/ui/app.js", "text/javascript; charset=utf-8"),
         ("/ui/pages/tokens.js", "text/javascript; charset=utf-8"),
         ("/ui/app.css", "text/css; charset=utf-8"),
-        ("/ui/vendor/uPlot.iife.min.js", "text/javascript; charset=utf-8"),
+        (
+            "/ui/vendor/uPlot.iife.min.js",
+            "text/javascript; charset=utf-8",
+        ),
         ("/ui/vendor/uPlot.min.css", "text/css; charset=utf-8"),
         ("/ui/icon.svg", "image/svg+xml"),
     ] {
@@ -564,13 +613,25 @@ async fn ui_answers_carry_a_strict_csp_and_files_their_types() -> anyhow::Result
         let etag = answer.header("etag").context("no ETag")?.to_owned();
         ensure!(answer.header("cache-control") == Some("no-cache"), "{path}");
         let again = send(&gw, Method::GET, path, &[("if-none-match", &etag)], None).await?;
-        ensure!(again.status == StatusCode::NOT_MODIFIED, "{path}: {}", again.status);
+        ensure!(
+            again.status == StatusCode::NOT_MODIFIED,
+            "{path}: {}",
+            again.status
+        );
         assert_secured(&again, path)?;
     }
     for path in ["/ui/nope.js", "/ui/vendor/uPlot.LICENSE", "/ui/pages/"] {
         let answer = send(&gw, Method::GET, path, &[], None).await?;
-        ensure!(answer.status == StatusCode::NOT_FOUND, "{path}: {}", answer.status);
-        ensure!(answer.code() == Some("not_found"), "{path}: {}", answer.body);
+        ensure!(
+            answer.status == StatusCode::NOT_FOUND,
+            "{path}: {}",
+            answer.status
+        );
+        ensure!(
+            answer.code() == Some("not_found"),
+            "{path}: {}",
+            answer.body
+        );
         assert_secured(&answer, path)?;
     }
     gw.stop().await
@@ -609,7 +670,13 @@ fn the_dashboard_has_no_inline_script_or_style() -> anyhow::Result<()> {
             ensure!(!text.contains(" onclick="), "{name}: inline handler");
         }
         if path.extension().is_some_and(|ext| ext == "js") {
-            for forbidden in ["innerHTML", "outerHTML", "insertAdjacentHTML", "eval(", "'style'"] {
+            for forbidden in [
+                "innerHTML",
+                "outerHTML",
+                "insertAdjacentHTML",
+                "eval(",
+                "'style'",
+            ] {
                 ensure!(!text.contains(forbidden), "{name}: {forbidden}");
             }
         }

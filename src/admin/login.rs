@@ -117,9 +117,13 @@ pub async fn verify(
     };
     slog::info!(ctx.log, "admin.login"; "fingerprint" => &granted.fingerprint,
         "session_id" => granted.session_id);
-    let cookie = body
-        .cookie
-        .then(|| session_cookie::session_cookie(&request, &granted.token, granted.expires_at - state.clock.now_ms()));
+    let cookie = body.cookie.then(|| {
+        session_cookie::session_cookie(
+            &request,
+            &granted.token,
+            granted.expires_at - state.clock.now_ms(),
+        )
+    });
     let view = json!({
         "id": granted.session_id,
         "admin_key_id": granted.admin_key_id,
@@ -219,7 +223,9 @@ pub async fn master(
             state.throttle.failure(ip, state.clock.now_ms());
         }
         slog::info!(ctx.log, "admin.login_refused"; "reason" => "wrong master key");
-        return Err(ApiError::Unauthorized("Invalid admin credential".to_owned()));
+        return Err(ApiError::Unauthorized(
+            "Invalid admin credential".to_owned(),
+        ));
     }
     let row = master_key_row(&state).await?;
     if !row.enabled {

@@ -110,23 +110,19 @@ impl Db {
         let key = key.to_owned();
         run_query!(self, |conn| {
             match id {
-                Some(id) => {
-                    request_logs::table
-                        .find(id)
-                        .select(RequestLog::as_select())
-                        .first(conn)
-                        .await
-                        .optional()
-                }
-                None => {
-                    request_logs::table
-                        .filter(request_logs::request_id.eq(key))
-                        .order(request_logs::id.desc())
-                        .select(RequestLog::as_select())
-                        .first(conn)
-                        .await
-                        .optional()
-                }
+                Some(id) => request_logs::table
+                    .find(id)
+                    .select(RequestLog::as_select())
+                    .first(conn)
+                    .await
+                    .optional(),
+                None => request_logs::table
+                    .filter(request_logs::request_id.eq(key))
+                    .order(request_logs::id.desc())
+                    .select(RequestLog::as_select())
+                    .first(conn)
+                    .await
+                    .optional(),
             }
         })
     }

@@ -131,9 +131,7 @@ fn serve(request: &HttpRequest, path: &str) -> HttpResponse {
             if fresh {
                 builder.finish()
             } else {
-                builder
-                    .content_type(asset.content_type)
-                    .body(asset.bytes)
+                builder.content_type(asset.content_type).body(asset.bytes)
             }
         }
     };
