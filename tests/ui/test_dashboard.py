@@ -177,6 +177,27 @@ def test_create_a_token_and_use_it(page):
     expect(rows).to_have_count(2)  # header + the token
     expect(rows.nth(1)).to_contain_text("made-in-the-browser")
     expect(rows.nth(1)).to_contain_text("of $5.00")
+    STATE["token"] = token
+
+
+def test_edit_a_tokens_limits_and_rotate_it(page):
+    go(page, "tokens", "Tokens")
+    page.get_by_role("button", name="Edit made-in-the-browser").click()
+    dialog = page.get_by_role("dialog", name="Edit made-in-the-browser")
+    dialog.get_by_label("Requests per minute").fill("50")
+    dialog.get_by_role("button", name="Save limits").click()
+    row = page.get_by_role("table", name="Tokens").get_by_role("row").filter(has_text="made-in-the-browser")
+    expect(row).to_contain_text("50 rpm")
+    # Only the changed field was sent: the budget is untouched.
+    expect(row).to_contain_text("of $5.00")
+
+    page.get_by_role("button", name="Rotate made-in-the-browser").click()
+    dialog = page.get_by_role("dialog", name="Rotate made-in-the-browser")
+    dialog.get_by_label("Grace period for the old secret (seconds)").fill("0")
+    dialog.get_by_role("button", name="Rotate").click()
+    secret = page.locator("[data-secret=token]")
+    expect(secret).to_contain_text("sy-")
+    assert secret.inner_text().strip() != STATE["token"]
 
 
 def test_disable_a_key_and_see_its_state_change(page):
@@ -196,7 +217,19 @@ def test_disable_a_key_and_see_its_state_change(page):
 
 def test_every_other_page_renders(page):
     go(page, "users", "Users")
-    expect(page.get_by_role("heading", name="Billing records")).to_be_visible()
+    page.get_by_role("button", name="Create user").click()
+    dialog = page.get_by_role("dialog", name="Create a user")
+    dialog.get_by_label("Name").fill("alice")
+    dialog.get_by_role("button", name="Save").click()
+    page.get_by_role("button", name="Top up alice").click()
+    dialog = page.get_by_role("dialog", name="Top up alice")
+    dialog.get_by_label("Amount (USD)").fill("12.5")
+    dialog.get_by_label("Note").fill("from the browser test")
+    dialog.get_by_role("button", name="Save").click()
+    users = page.get_by_role("table", name="Users")
+    expect(users.get_by_role("row").filter(has_text="alice")).to_contain_text("$12.50")
+    page.get_by_role("row").filter(has_text="alice").get_by_role("button", name="Billing").click()
+    expect(page.get_by_role("table", name="Billing records")).to_contain_text("from the browser test")
     shot(page, "05-users")
 
     go(page, "logs", "Request logs")

@@ -101,6 +101,27 @@ export function formValues(form) {
   return out;
 }
 
+/**
+ * For an edit form: drops from `body` what the operator did not change, so
+ * a save never rewrites (or, by rounding, shifts) untouched settings.
+ * `initial` is formValues(form) taken when the form was built; `sources`
+ * maps a body field to the form fields it comes from (default: its name).
+ */
+export function onlyChanged(body, values, initial, sources = {}) {
+  const changed = name => (values[name] ?? '') !== (initial[name] ?? '');
+  for (const name of Object.keys(body)) {
+    if (!(sources[name] || [name]).some(changed)) delete body[name];
+  }
+  return body;
+}
+
+/** formValues plus each checkbox as 'on' / '' (FormData leaves unchecked ones out). */
+export function formState(form) {
+  const values = formValues(form);
+  for (const box of form.querySelectorAll('input[type=checkbox]')) values[box.name] = box.checked ? 'on' : '';
+  return values;
+}
+
 export function badge(state) {
   return h('span', { class: `badge ${state}` }, String(state).replace('_', ' '));
 }
@@ -127,7 +148,11 @@ export function secretBox(label, secret) {
 
 // Formatting.
 export const num = v => (v === null || v === undefined ? '–' : Number(v).toLocaleString('en-US'));
-export const usd = v => (v === null || v === undefined ? '–' : `$${Number(v).toFixed(Math.abs(v) < 1 && v !== 0 ? 4 : 2)}`);
+export function usd(v) {
+  if (v === null || v === undefined) return '–';
+  const abs = Math.abs(Number(v));
+  return `${v < 0 ? '-' : ''}$${abs.toFixed(abs < 1 && abs !== 0 ? 4 : 2)}`;
+}
 export const pct = v => (v === null || v === undefined ? '–' : `${(v * 100).toFixed(1)}%`);
 export const ms = v => (v === null || v === undefined ? '–' : `${Math.round(v)} ms`);
 export function time(seconds) {

@@ -1,7 +1,7 @@
 // Providers and keys: each provider with its keys' live health (polled every
 // few seconds); add, enable, disable and remove keys; add and edit providers;
 // redirects; refresh a provider's model list.
-import { h, clear, table, badge, field, input, select, ms, num, attempt, modal, formValues, message, errorMessage } from '../dom.js';
+import { h, clear, table, badge, field, input, select, ms, num, attempt, modal, formValues, formState, onlyChanged, message, errorMessage } from '../dom.js';
 import { get, post, patch, put, del, enc } from '../api.js';
 
 const POLL_MS = 3000;
@@ -151,7 +151,7 @@ function providerDialog(current, reload) {
     on: {
       submit: async event => {
         event.preventDefault();
-        const v = formValues(form);
+        const v = formState(form);
         const body = {
           kind: v.kind,
           base_url: v.base_url || '',
@@ -162,7 +162,9 @@ function providerDialog(current, reload) {
         if (v.strategy) body.strategy = v.strategy;
         const ok = await attempt(error, async () => {
           if (editing) {
-            await patch(`/admin/providers/${enc(current.name)}`, body);
+            // Unchanged connection settings must not restart the provider.
+            onlyChanged(body, v, initial);
+            if (Object.keys(body).length) await patch(`/admin/providers/${enc(current.name)}`, body);
           } else {
             body.name = v.name || '';
             if (v.key) body.keys = [{ key: v.key }];
@@ -184,6 +186,7 @@ function providerDialog(current, reload) {
   editing ? null : field('First API key (optional)', input('key', { type: 'password', autocomplete: 'off' })),
   error,
   h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'primary' }, editing ? 'Save' : 'Add provider'), h('button', { type: 'button', on: { click: () => dialog.close() } }, 'Cancel')));
+  const initial = formState(form);
   const { dialog } = modal(editing ? `Edit ${current.name}` : 'Add a provider', form);
 }
 

@@ -1,7 +1,7 @@
 // Gateway tokens: list with search, spend against budget, create (every
 // limit; the secret shown once with a copy button), edit limits, disable,
 // rotate with a grace period, delete.
-import { h, clear, table, badge, field, input, select, usd, num, time, attempt, modal, formValues, secretBox } from '../dom.js';
+import { h, clear, table, badge, field, input, select, usd, num, time, attempt, modal, formValues, secretBox, onlyChanged } from '../dom.js';
 import { get, post, patch, del } from '../api.js';
 
 export async function render(main) {
@@ -114,6 +114,9 @@ function tokenDialog(token, reload, status) {
         };
         if (!editing) {
           for (const name of Object.keys(body)) if (body[name] === null || body[name] === undefined) delete body[name];
+        } else {
+          onlyChanged(body, v, initial, { quotas: ['quota_limit', 'quota_kind', 'quota_period'] });
+          if (!Object.keys(body).length) { dialog.close(); return; }
         }
         const created = await attempt(error, () => (editing ? patch(`/admin/tokens/${token.id}`, body) : post('/admin/tokens', body)));
         if (created) {
@@ -141,9 +144,13 @@ function tokenDialog(token, reload, status) {
     field('Quota kind', select('quota_kind', ['requests', 'tokens', 'cost'], quota ? quota.kind : 'requests')),
     field('Quota period', select('quota_period', ['minute', 'hour', 'day', 'month'], quota ? quota.period : 'day'))),
   field('Expires', input('expires_at', { type: 'datetime-local', value: token ? localInput(token.expires_at) : '' })),
-  h('p', { class: 'muted' }, editing ? 'An empty field lifts that limit.' : 'Empty fields mean no limit.'),
+  h('p', { class: 'muted' }, editing ? 'Only the fields you change are saved; emptying one lifts that limit.' : 'Empty fields mean no limit.'),
+  token && token.quotas && token.quotas.length > 1
+    ? h('p', { class: 'warn' }, `This token has ${token.quotas.length} quotas; the first is shown, and changing it replaces them all.`)
+    : null,
   error,
   h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'primary' }, editing ? 'Save limits' : 'Create'), h('button', { type: 'button', on: { click: () => dialog.close() } }, 'Cancel')));
+  const initial = formValues(form);
   const { dialog } = modal(editing ? `Edit ${token.name}` : 'Create a token', form);
 }
 
