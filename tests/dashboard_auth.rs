@@ -561,6 +561,21 @@ async fn a_header_credential_wins_over_the_cookie(backend: Backend) -> anyhow::R
         "{}",
         refused.body
     );
+    // A cookie carries session tokens only, never the master key.
+    let master_cookie = format!("switchyard_session={MASTER_KEY}");
+    let refused = send(
+        &gw,
+        Method::GET,
+        "/admin/tokens",
+        &[("cookie", master_cookie.as_str())],
+        None,
+    )
+    .await?;
+    ensure!(
+        refused.status == StatusCode::UNAUTHORIZED,
+        "{}",
+        refused.body
+    );
     gw.stop().await
 }
 

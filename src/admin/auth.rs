@@ -4,6 +4,10 @@
 //!
 //! Every refusal is the same kind of 401, and failures are counted per
 //! client address in the admin plane's own throttle (`AdminState::throttle`).
+//!
+//! Without a header credential, the dashboard's session cookie is taken
+//! instead, and a change made with it needs its CSRF token
+//! (`super::session_cookie`).
 
 use super::AdminState;
 use super::session_cookie;

@@ -20,6 +20,7 @@
 //!   token. `SameSite=Strict` already stops cross-site sends; the token is
 //!   the second lock the issue asks for (old browsers, same-site subdomains).
 
+use crate::auth::SESSION_TOKEN_PREFIX;
 use crate::error::ApiError;
 use actix_web::HttpRequest;
 use actix_web::cookie::{Cookie, SameSite, time};
@@ -85,10 +86,12 @@ pub struct CookieCredential {
     pub csrf: Result<(), ApiError>,
 }
 
-/// The session cookie's token. `None`: no (or an empty) cookie.
+/// The session cookie's token. `None`: no cookie, or one that does not hold
+/// a session token (the server only ever sets those; the master key, say,
+/// is never taken from a cookie).
 pub fn cookie_credential(request: &HttpRequest) -> Option<CookieCredential> {
     let token = request.cookie(COOKIE_NAME)?.value().to_owned();
-    if token.is_empty() {
+    if !token.starts_with(SESSION_TOKEN_PREFIX) {
         return None;
     }
     let csrf = if [Method::GET, Method::HEAD, Method::OPTIONS].contains(request.method()) {
