@@ -38,6 +38,10 @@ pub enum ApiError {
     /// 403: authenticated, but not allowed (model not on the token's list).
     #[error("{0}")]
     Forbidden(String),
+    /// 403: a dashboard (cookie) session's change without its CSRF token,
+    /// or with a wrong one (`admin::session_cookie`).
+    #[error("{0}")]
+    CsrfRejected(String),
     /// 402: a budget or the owner's prepaid balance is exhausted (or cannot
     /// be enforced, for an unpriced model).
     #[error("{message}")]
@@ -131,7 +135,7 @@ impl ApiError {
             | Self::MethodNotAllowed { .. }
             | Self::Conflict(_) => "invalid_request_error",
             Self::Unauthorized(_) => "authentication_error",
-            Self::Forbidden(_) => "permission_error",
+            Self::Forbidden(_) | Self::CsrfRejected(_) => "permission_error",
             Self::PaymentRequired { .. } => "insufficient_quota",
             Self::RateLimited { .. } => "rate_limit_error",
             Self::UpstreamFailed(_) | Self::UpstreamTimeout(_) | Self::UpstreamRejected { .. } => {
@@ -152,6 +156,7 @@ impl ApiError {
             Self::BadRequest { .. } => "invalid_request",
             Self::Unauthorized(_) => "invalid_api_key",
             Self::Forbidden(_) => "model_not_allowed",
+            Self::CsrfRejected(_) => "csrf_token_invalid",
             Self::PaymentRequired { code, .. } => code,
             Self::ModelNotFound(_) => "model_not_found",
             Self::NotFound(_) => "not_found",
@@ -213,7 +218,7 @@ impl ResponseError for ApiError {
         match self {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::CsrfRejected(_) => StatusCode::FORBIDDEN,
             Self::PaymentRequired { .. } => StatusCode::PAYMENT_REQUIRED,
             Self::ModelNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -393,6 +398,7 @@ mod tests {
             (ApiError::bad_request("x"), 400),
             (ApiError::Unauthorized("x".into()), 401),
             (ApiError::Forbidden("x".into()), 403),
+            (ApiError::CsrfRejected("x".into()), 403),
             (
                 ApiError::PaymentRequired {
                     message: "x".into(),
@@ -446,6 +452,7 @@ mod tests {
                 ApiError::BadRequest { .. }
                 | ApiError::Unauthorized(_)
                 | ApiError::Forbidden(_)
+                | ApiError::CsrfRejected(_)
                 | ApiError::PaymentRequired { .. }
                 | ApiError::ModelNotFound(_)
                 | ApiError::NotFound(_)

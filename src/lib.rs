@@ -27,6 +27,7 @@ pub mod providers;
 pub mod secrets;
 pub mod sync;
 pub mod tokens;
+pub mod ui;
 pub mod upstream;
 
 use crate::auth::session::{SessionActor, SessionConfig};

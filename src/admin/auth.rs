@@ -4,8 +4,13 @@
 //!
 //! Every refusal is the same kind of 401, and failures are counted per
 //! client address in the admin plane's own throttle (`AdminState::throttle`).
+//!
+//! Without a header credential, the dashboard's session cookie is taken
+//! instead, and a change made with it needs its CSRF token
+//! (`super::session_cookie`).
 
 use super::AdminState;
+use super::session_cookie;
 use crate::auth::SESSION_TOKEN_PREFIX;
 use crate::auth::session::{AdminIdentity, Authenticate};
 use crate::error::ApiError;
@@ -60,6 +65,14 @@ impl FromRequest for AdminAuth {
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
         let state = request.app_data::<web::Data<AdminState>>().cloned();
         let presented = presented_token(request).map(str::to_owned);
+        // Dashboard: the session cookie when no header credential came;
+        // its CSRF verdict is applied once the session checked out.
+        let (presented, csrf) = match presented {
+            Some(token) => (Some(token), Ok(())),
+            None => session_cookie::cookie_credential(request)
+                .map_or((None, Ok(())), |cookie| (Some(cookie.token), cookie.csrf)),
+        };
+        // End of the dashboard's part.
         let peer = request.peer_addr().map(|addr| addr.ip());
         let request_id = request
             .extensions()
@@ -77,7 +90,9 @@ impl FromRequest for AdminAuth {
                 // Not delayed, like every admin refusal.
                 state.throttle.failure(ip, state.clock.now_ms());
             }
-            outcome
+            let admin = outcome?;
+            csrf?;
+            Ok(admin)
         })
     }
 }
@@ -94,6 +109,7 @@ impl AdminAuth {
                 .send(Authenticate { token: presented })
                 .await
                 .map_err(|_| ApiError::Internal)??;
+            master_session_allowed(state, &identity)?;
             return Ok(AdminAuth {
                 actor: identity.fingerprint.clone(),
                 session: Some(identity),
@@ -116,4 +132,16 @@ impl AdminAuth {
             )),
         }
     }
+}
+
+/// A dashboard session opened with the master key (its reserved admin key
+/// row, `login::MASTER_KEY_ROW`) works only while master-key access is on.
+fn master_session_allowed(state: &AdminState, identity: &AdminIdentity) -> Result<(), ApiError> {
+    if identity.fingerprint == MASTER_KEY_ACTOR && state.master_key.is_none() {
+        return Err(ApiError::Unauthorized(
+            "This session was opened with the master key, and master-key access is turned off"
+                .to_owned(),
+        ));
+    }
+    Ok(())
 }

@@ -14,6 +14,11 @@
 //!
 //! Answers `{"data": [...], "total": N, "limit", "offset"}`, `total` being
 //! the number of rows matching the filters. A bad parameter is a 400 naming it.
+//!
+//! `GET /admin/request-logs/{id}`: one row, by its id or its request id (the
+//! dashboard's detail view). A row records the attempt count, the key that
+//! served (or last failed) and the latency and time to first token; the
+//! keys of earlier attempts are not stored.
 
 use super::fields;
 use super::range::parse_time;
@@ -22,7 +27,7 @@ use crate::admin::auth::AdminAuth;
 use crate::db::logs::{LogFilter, StatusFilter};
 use crate::error::ApiError;
 use actix_web::HttpResponse;
-use actix_web::web::{Data, Query};
+use actix_web::web::{Data, Path, Query};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -166,4 +171,19 @@ pub async fn list(
         "limit": limit,
         "offset": offset,
     })))
+}
+
+/// `GET /admin/request-logs/{id}`
+pub async fn show(
+    _: AdminAuth,
+    state: Data<AdminState>,
+    id: Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let key = id.trim();
+    let row = state
+        .db
+        .get_request_log(key)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("No request log with id `{key}`")))?;
+    Ok(HttpResponse::Ok().json(row))
 }

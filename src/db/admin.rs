@@ -266,6 +266,37 @@ impl Db {
         })
     }
 
+    /// Creates a session without a challenge: the dashboard's master-key
+    /// login (`admin::login::master`), whose credential was checked by the
+    /// caller. Purges old sessions like a challenge login does.
+    pub async fn create_admin_session(
+        &self,
+        session: &NewAdminSession,
+    ) -> Result<AdminSession, DbError> {
+        let session = session.clone();
+        let now = self.now_ms();
+        run_query!(self, |conn| {
+            conn.transaction::<_, diesel::result::Error, _>(async move |conn| {
+                diesel::delete(
+                    admin_sessions::table
+                        .filter(admin_sessions::expires_at.lt(now - PURGE_AFTER_MS)),
+                )
+                .execute(conn)
+                .await?;
+                diesel::update(admin_keys::table.find(session.admin_key_id))
+                    .set(admin_keys::last_login_at.eq(now))
+                    .execute(conn)
+                    .await?;
+                diesel::insert_into(admin_sessions::table)
+                    .values((session, admin_sessions::created_at.eq(now)))
+                    .returning(AdminSession::as_returning())
+                    .get_result(conn)
+                    .await
+            })
+            .await
+        })
+    }
+
     /// The session whose token hashes to `token_hash`, with its key.
     pub async fn find_admin_session(
         &self,

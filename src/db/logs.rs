@@ -102,4 +102,28 @@ impl Db {
             Ok((rows, total))
         })
     }
+
+    /// One request's row: by row id when `key` is a number, else the newest
+    /// row with that request id (clients may reuse their own `x-request-id`).
+    pub async fn get_request_log(&self, key: &str) -> Result<Option<RequestLog>, DbError> {
+        let id = key.parse::<i64>().ok();
+        let key = key.to_owned();
+        run_query!(self, |conn| {
+            match id {
+                Some(id) => request_logs::table
+                    .find(id)
+                    .select(RequestLog::as_select())
+                    .first(conn)
+                    .await
+                    .optional(),
+                None => request_logs::table
+                    .filter(request_logs::request_id.eq(key))
+                    .order(request_logs::id.desc())
+                    .select(RequestLog::as_select())
+                    .first(conn)
+                    .await
+                    .optional(),
+            }
+        })
+    }
 }

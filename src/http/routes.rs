@@ -13,6 +13,7 @@ use crate::admin::{
     provider_edit, providers, sessions, tokens, users,
 };
 use crate::gateway::doors::{chat, completions, models, proxy, self_service};
+use crate::ui;
 use actix_web::{HttpResponse, web};
 use std::sync::OnceLock;
 
@@ -76,6 +77,14 @@ route_table! {
     // Admin login.
     post "/auth/challenge" => login::challenge, Public, "Ed25519 login, step 1: a single-use nonce and the message to sign";
     post "/auth/verify" => login::verify, Public, "Ed25519 login, step 2: the signature for a session token";
+
+    // Dashboard.
+    get "/ui" => ui::index, Public, "The web dashboard (files embedded in the binary; it uses only this API)";
+    get "/ui/{path:.*}" => ui::asset, Public, "A file of the web dashboard";
+    post "/auth/master" => login::master, Public, "Dashboard login with the master key (where enabled): a session cookie and CSRF token";
+    get "/auth/session" => login::session, Admin, "Who is logged in; the dashboard's CSRF token for its session cookie";
+    post "/auth/logout" => login::logout, Admin, "Revoke the caller's session and clear the dashboard's cookie";
+    get "/admin/request-logs/{id}" => logs::show, Admin, "One request's log row (by id or request id)";
 
     // Admin API.
     post "/admin/tokens" => tokens::create, Admin, "Create a gateway token (shown once) with its limits";

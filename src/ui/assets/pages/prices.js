@@ -1,0 +1,59 @@
+// Model prices (USD per million tokens, per call) and the models served
+// without one.
+import { h, clear, table, field, input, usd, num, time, attempt, formValues } from '../dom.js';
+import { get, put, del, enc } from '../api.js';
+
+export async function render(main) {
+  const status = h('div', { 'aria-live': 'polite' });
+  const prices = h('div');
+  const unpriced = h('div');
+  const form = h('form', {
+    class: 'row',
+    on: {
+      submit: async event => {
+        event.preventDefault();
+        const v = formValues(form);
+        await attempt(status, async () => {
+          await put(`/admin/model-prices/${enc(v.model || '')}`, {
+            input_per_mtok: Number(v.input_per_mtok || 0),
+            output_per_mtok: Number(v.output_per_mtok || 0),
+            ...(v.per_call ? { per_call: Number(v.per_call) } : {}),
+          });
+          form.reset();
+          await reload();
+        });
+      },
+    },
+  },
+  field('Model', input('model', { required: true })),
+  field('Input USD / 1M tokens', input('input_per_mtok', { type: 'number', step: 'any', min: 0, required: true })),
+  field('Output USD / 1M tokens', input('output_per_mtok', { type: 'number', step: 'any', min: 0, required: true })),
+  field('Per call USD', input('per_call', { type: 'number', step: 'any', min: 0 })),
+  h('button', { type: 'submit', class: 'primary' }, 'Set price'));
+
+  clear(main, h('h1', {}, 'Prices'), h('div', { class: 'panel' }, form), status,
+    h('h2', {}, 'Unpriced models'), unpriced, h('h2', {}, 'Prices'), prices);
+
+  async function reload() {
+    await attempt(status, async () => {
+      const [p, u] = await Promise.all([get('/admin/model-prices'), get('/admin/unpriced-models')]);
+      clear(prices, table([
+        { label: 'Model', value: r => r.model },
+        { label: 'Input / 1M', value: r => usd(r.input_per_mtok) },
+        { label: 'Output / 1M', value: r => usd(r.output_per_mtok) },
+        { label: 'Per call', value: r => usd(r.per_call) },
+        { label: 'Updated', value: r => time(r.updated_at) },
+        { label: '', value: r => h('button', { type: 'button', class: 'small danger', 'aria-label': `Delete price of ${r.model}`, on: { click: () => confirm(`Delete the price of ${r.model}?`) && attempt(status, async () => { await del(`/admin/model-prices/${enc(r.model)}`); await reload(); }) } }, 'Delete') },
+      ], p.data, { empty: 'No prices yet.', label: 'Prices' }));
+      clear(unpriced, u.data.length
+        ? table([
+          { label: 'Model', value: r => r.model },
+          { label: 'Requests', value: r => num(r.requests) },
+          { label: 'Last seen', value: r => time(r.last_seen_at) },
+          { label: '', value: r => h('button', { type: 'button', class: 'small', on: { click: () => { form.elements.model.value = r.model; form.elements.input_per_mtok.focus(); } } }, 'Set price') },
+        ], u.data, { label: 'Unpriced models' })
+        : h('p', { class: 'ok' }, 'Every model served has a price.'));
+    });
+  }
+  await reload();
+}
