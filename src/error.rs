@@ -38,6 +38,10 @@ pub enum ApiError {
     /// 403: authenticated, but not allowed (model not on the token's list).
     #[error("{0}")]
     Forbidden(String),
+    /// 403: an admin credential whose role is below what the route needs
+    /// (`crate::auth::Role`); the message names the role needed.
+    #[error("{0}")]
+    RoleRequired(String),
     /// 402: a budget or the owner's prepaid balance is exhausted (or cannot
     /// be enforced, for an unpriced model).
     #[error("{message}")]
@@ -126,7 +130,7 @@ impl ApiError {
             | Self::NotFound(_)
             | Self::Conflict(_) => "invalid_request_error",
             Self::Unauthorized(_) => "authentication_error",
-            Self::Forbidden(_) => "permission_error",
+            Self::Forbidden(_) | Self::RoleRequired(_) => "permission_error",
             Self::PaymentRequired { .. } => "insufficient_quota",
             Self::RateLimited { .. } => "rate_limit_error",
             Self::UpstreamFailed(_) | Self::UpstreamTimeout(_) | Self::UpstreamRejected { .. } => {
@@ -147,6 +151,7 @@ impl ApiError {
             Self::BadRequest { .. } => "invalid_request",
             Self::Unauthorized(_) => "invalid_api_key",
             Self::Forbidden(_) => "model_not_allowed",
+            Self::RoleRequired(_) => "role_required",
             Self::PaymentRequired { code, .. } => code,
             Self::ModelNotFound(_) => "model_not_found",
             Self::NotFound(_) => "not_found",
@@ -207,7 +212,7 @@ impl ResponseError for ApiError {
         match self {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::RoleRequired(_) => StatusCode::FORBIDDEN,
             Self::PaymentRequired { .. } => StatusCode::PAYMENT_REQUIRED,
             Self::ModelNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -383,6 +388,7 @@ mod tests {
             (ApiError::bad_request("x"), 400),
             (ApiError::Unauthorized("x".into()), 401),
             (ApiError::Forbidden("x".into()), 403),
+            (ApiError::RoleRequired("x".into()), 403),
             (
                 ApiError::PaymentRequired {
                     message: "x".into(),
@@ -429,6 +435,7 @@ mod tests {
                 ApiError::BadRequest { .. }
                 | ApiError::Unauthorized(_)
                 | ApiError::Forbidden(_)
+                | ApiError::RoleRequired(_)
                 | ApiError::PaymentRequired { .. }
                 | ApiError::ModelNotFound(_)
                 | ApiError::NotFound(_)

@@ -4,13 +4,20 @@
 //!
 //! Every refusal is the same kind of 401, and failures are counted per
 //! client address in the admin plane's own throttle (`AdminState::throttle`).
+//!
+//! Roles: once the caller is known, its role (a session's key's, `admin` for
+//! the master key) is held against the least role the matched route
+//! declares in the route table ([`crate::http::routes::least_role`]); below
+//! it, 403 `role_required` naming the role needed. A route missing from the
+//! table needs `admin`, so a forgotten declaration fails closed.
 
 use super::AdminState;
-use crate::auth::SESSION_TOKEN_PREFIX;
 use crate::auth::session::{AdminIdentity, Authenticate};
+use crate::auth::{Role, SESSION_TOKEN_PREFIX};
 use crate::error::ApiError;
 use crate::gateway::auth::presented_token;
 use crate::http::context::RequestCtx;
+use crate::http::routes::least_role;
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use futures_util::future::LocalBoxFuture;
@@ -25,6 +32,9 @@ pub struct AdminAuth {
     pub session: Option<AdminIdentity>,
     /// The request's `x-request-id`.
     pub request_id: Option<String>,
+    /// What the caller may do: the session key's role, `admin` for the
+    /// master key.
+    pub role: Role,
 }
 
 /// The operation log's actor for master-key calls.
@@ -53,6 +63,30 @@ fn throttled(state: &AdminState, ip: std::net::IpAddr) -> Result<(), ApiError> {
         })
 }
 
+/// The least role the request's route needs: as the route table declares
+/// it for the matched pattern and method, `admin` when the route is not in
+/// the table (fail closed).
+fn needed_role(request: &HttpRequest) -> Role {
+    request
+        .match_pattern()
+        .and_then(|pattern| least_role(request.method().as_str(), &pattern))
+        .unwrap_or(Role::Admin)
+}
+
+impl AdminAuth {
+    /// `self`, if its role reaches `needed`; else 403 naming the role.
+    pub fn require(self, needed: Role) -> Result<Self, ApiError> {
+        if self.role.allows(needed) {
+            Ok(self)
+        } else {
+            Err(ApiError::RoleRequired(format!(
+                "This needs the `{needed}` admin role; your credential has `{}`",
+                self.role
+            )))
+        }
+    }
+}
+
 impl FromRequest for AdminAuth {
     type Error = ApiError;
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
@@ -65,6 +99,8 @@ impl FromRequest for AdminAuth {
             .extensions()
             .get::<RequestCtx>()
             .map(|ctx| ctx.id.clone());
+        // Roles (issue 12): the least role of the matched route.
+        let needed = needed_role(request);
         Box::pin(async move {
             let state = state.ok_or(ApiError::Internal)?;
             if let Some(ip) = peer {
@@ -77,7 +113,8 @@ impl FromRequest for AdminAuth {
                 // Not delayed, like every admin refusal.
                 state.throttle.failure(ip, state.clock.now_ms());
             }
-            outcome
+            // Roles (issue 12): a known caller below the route's role.
+            outcome.and_then(|admin| admin.require(needed))
         })
     }
 }
@@ -96,6 +133,7 @@ impl AdminAuth {
                 .map_err(|_| ApiError::Internal)??;
             return Ok(AdminAuth {
                 actor: identity.fingerprint.clone(),
+                role: identity.role,
                 session: Some(identity),
                 request_id,
             });
@@ -105,6 +143,7 @@ impl AdminAuth {
                 actor: MASTER_KEY_ACTOR.to_owned(),
                 session: None,
                 request_id,
+                role: Role::Admin,
             }),
             Some(_) => Err(ApiError::Unauthorized(
                 "Invalid admin credential".to_owned(),
