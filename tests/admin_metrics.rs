@@ -330,7 +330,8 @@ async fn metrics_summary_distribution_and_series_are_exact(backend: Backend) -> 
                 "p90": nearest(90, &successes),
                 "p99": nearest(99, &successes),
             },
-            "ttft_ms": { "p50": nearest(50, &ttft) },
+            "ttft_ms": { "p50": nearest(50, &ttft), "p99": nearest(99, &ttft) },
+            "percentiles": "exact",
             // Row 3 used tokens without a price; the failures used none.
             "unpriced_requests": 1,
         })
@@ -353,7 +354,7 @@ async fn metrics_summary_distribution_and_series_are_exact(backend: Backend) -> 
         failures["latency_ms"],
         json!({ "p50": null, "p90": null, "p99": null })
     );
-    assert_eq!(failures["ttft_ms"], json!({ "p50": null }));
+    assert_eq!(failures["ttft_ms"], json!({ "p50": null, "p99": null }));
     // Nothing at all: no rate.
     let empty = gw
         .admin_client()
@@ -411,18 +412,28 @@ async fn metrics_summary_distribution_and_series_are_exact(backend: Backend) -> 
             unix(T0 + 3 * HOUR)
         ))
         .await?;
-    let bucket = |start: i64, requests: i64, errors: i64, tokens: i64, cost: i64, p50: Value| {
-        json!({
-            "start": unix(start),
-            "requests": requests,
-            "errors": errors,
-            "tokens": tokens,
-            "cost_usd": cost as f64 / 1e9,
-            "cost_nanos": cost,
-            "p50_latency_ms": p50,
-        })
-    };
-    let first_three = latency(&[1, 2, 3]);
+    // `successes`: the rows (1 = oldest) whose latencies and times to first
+    // token the bucket's percentiles are of.
+    let bucket =
+        |start: i64, requests: i64, errors: i64, tokens: i64, cost: i64, successes: &[usize]| {
+            let ttft: Vec<i64> = successes
+                .iter()
+                .filter_map(|row| seeded.logs.get(row - 1))
+                .filter_map(|row| row.ttft_ms)
+                .collect();
+            json!({
+                "start": unix(start),
+                "requests": requests,
+                "errors": errors,
+                "tokens": tokens,
+                "cost_usd": cost as f64 / 1e9,
+                "cost_nanos": cost,
+                "p50_latency_ms": nearest(50, &latency(successes)),
+                "p99_latency_ms": nearest(99, &latency(successes)),
+                "p50_ttft_ms": nearest(50, &ttft),
+                "p99_ttft_ms": nearest(99, &ttft),
+            })
+        };
     assert_eq!(
         hourly,
         json!({
@@ -430,9 +441,9 @@ async fn metrics_summary_distribution_and_series_are_exact(backend: Backend) -> 
             "to": unix(T0 + 3 * HOUR),
             "bucket": "hour",
             "data": [
-                bucket(T0, 3, 0, 24, 26_000, nearest(50, &first_three)),
-                bucket(T0 + HOUR, 3, 3, 0, 0, Value::Null),
-                bucket(T0 + 2 * HOUR, 0, 0, 0, 0, Value::Null),
+                bucket(T0, 3, 0, 24, 26_000, &[1, 2, 3]),
+                bucket(T0 + HOUR, 3, 3, 0, 0, &[]),
+                bucket(T0 + 2 * HOUR, 0, 0, 0, 0, &[]),
             ],
         })
     );
@@ -443,8 +454,8 @@ async fn metrics_summary_distribution_and_series_are_exact(backend: Backend) -> 
     assert_eq!(
         daily["data"],
         json!([
-            bucket(T0, 6, 3, 24, 26_000, nearest(50, &first_three)),
-            bucket(T0 + DAY, 1, 0, 11, 16_000, nearest(50, &latency(&[7]))),
+            bucket(T0, 6, 3, 24, 26_000, &[1, 2, 3]),
+            bucket(T0 + DAY, 1, 0, 11, 16_000, &[7]),
         ])
     );
     // A range that starts inside a bucket: the bucket is listed from its
@@ -457,10 +468,7 @@ async fn metrics_summary_distribution_and_series_are_exact(backend: Backend) -> 
             unix(T0 + HOUR)
         ))
         .await?;
-    assert_eq!(
-        partial["data"],
-        json!([bucket(T0, 1, 0, 8, 0, nearest(50, &latency(&[3])))])
-    );
+    assert_eq!(partial["data"], json!([bucket(T0, 1, 0, 8, 0, &[3])]));
     // By default, the last 30 days by day: every request is in.
     let month = gw
         .admin_client()

@@ -117,6 +117,7 @@ route_table! {
     get "/admin/sessions" => sessions::list, Admin(Viewer), "List admin sessions";
     delete "/admin/sessions/{id}" => sessions::revoke, Admin(Viewer), "Revoke an admin session";
     get "/admin/metrics/summary" => metrics::summary, Admin(Viewer), "Requests, success rate, tokens, cost and latency percentiles for a time range";
+    get "/admin/metrics/top" => metrics::top, Admin(Viewer), "Top models, tokens or providers by cost over the last hour, day or week";
     get "/admin/metrics/models-distribution" => metrics::models_distribution, Admin(Viewer), "Per-model share of requests, tokens and cost";
     get "/admin/metrics/timeseries" => metrics::timeseries, Admin(Viewer), "Requests, errors, tokens, cost and p50 latency by hour or day";
     get "/admin/models" => admin_models::list, Admin(Viewer), "Routable models and each provider's cached model list";
