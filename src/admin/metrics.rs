@@ -375,8 +375,8 @@ pub async fn top(
                 ApiError::bad_param("limit", format!("`limit` must be 1 to {MAX_TOP}"))
             })?,
     };
-    let to = now_ms(&state);
-    let from = to - span;
+    // Ending now, included (as the other routes' default ranges).
+    let (from, to) = time_range(None, None, now_ms(&state), span)?;
     let mut rows: Vec<Figures> = state
         .db
         .metrics_figures(from, to, grouping)

@@ -26,8 +26,10 @@
 //! The migration `2026-12-03-000200_usage_hourly` fills the table from the
 //! request logs already stored, with the same buckets.
 
+use super::{Db, DbError};
 use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Text};
+use diesel_async::RunQueryDsl;
 use std::collections::BTreeMap;
 use switchyard_actors::UsageRecord;
 
@@ -400,6 +402,42 @@ impl Figures {
                 .collect();
             *mine = sum.join(",");
         }
+    }
+}
+
+/// One stored rollup row ([`Db::list_hourly_rollups`]).
+#[derive(QueryableByName, Debug, Clone, PartialEq, Eq)]
+pub struct HourlyRow {
+    #[diesel(sql_type = BigInt)]
+    pub hour: i64,
+    #[diesel(sql_type = BigInt)]
+    pub token_id: i64,
+    #[diesel(sql_type = Text)]
+    pub model: String,
+    #[diesel(sql_type = Text)]
+    pub provider: String,
+    #[diesel(embed)]
+    pub figures: Figures,
+}
+
+impl Db {
+    /// Every rollup row, by key (checks and tools; the metrics routes sum
+    /// them in the database instead).
+    pub async fn list_hourly_rollups(&self) -> Result<Vec<HourlyRow>, DbError> {
+        let query = format!(
+            "SELECT hour, token_id, model, provider, CAST(0 AS BIGINT) AS bucket, \
+             CAST('' AS TEXT) AS name, {} FROM usage_hourly \
+             GROUP BY hour, token_id, model, provider \
+             ORDER BY hour, token_id, model, provider",
+            rollup_select()
+        );
+        let mut rows = run_query!(self, |conn| {
+            diesel::sql_query(query).load::<HourlyRow>(conn).await
+        })?;
+        for row in &mut rows {
+            row.figures.token_id = row.token_id;
+        }
+        Ok(rows)
     }
 }
 
