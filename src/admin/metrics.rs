@@ -138,13 +138,24 @@ pub async fn summary(
         now_ms(&state),
         DAY_MS,
     )?;
-    let totals = state
+    // Counts first; the histograms only when the range is too large for
+    // exact percentiles.
+    let mut totals = state
         .db
-        .metrics_figures(from, to, Grouping::Total)
+        .metrics_figures(from, to, Grouping::Total, false)
         .await?
         .into_iter()
         .next()
         .unwrap_or_default();
+    if totals.successes > EXACT_PERCENTILES_UP_TO {
+        totals = state
+            .db
+            .metrics_figures(from, to, Grouping::Total, true)
+            .await?
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+    }
     let (latency, ttft) = range_percentiles(&state, &totals, from, to).await?;
     let other = totals.requests - totals.successes - totals.client_errors - totals.server_errors;
     Ok(HttpResponse::Ok().json(json!({
@@ -182,7 +193,10 @@ pub async fn models_distribution(
         now_ms(&state),
         DAY_MS,
     )?;
-    let mut rows = state.db.metrics_figures(from, to, Grouping::Model).await?;
+    let mut rows = state
+        .db
+        .metrics_figures(from, to, Grouping::Model, false)
+        .await?;
     // Most requested first, then by name, requests without a model last.
     rows.sort_by(|a, b| {
         b.requests
@@ -248,13 +262,19 @@ pub async fn timeseries(
             ),
         ));
     }
-    let rows = state
+    let mut rows = state
         .db
-        .metrics_figures(from, to, Grouping::Bucket(bucket_ms))
+        .metrics_figures(from, to, Grouping::Bucket(bucket_ms), false)
         .await?;
     // Percentiles per bucket: exact while the range holds few successes,
     // else from each bucket's histograms.
     let successes: i64 = rows.iter().map(|row| row.successes).sum();
+    if successes > EXACT_PERCENTILES_UP_TO {
+        rows = state
+            .db
+            .metrics_figures(from, to, Grouping::Bucket(bucket_ms), true)
+            .await?;
+    }
     let exact = if successes <= EXACT_PERCENTILES_UP_TO {
         let latency = state
             .db
@@ -379,7 +399,7 @@ pub async fn top(
     let (from, to) = time_range(None, None, now_ms(&state), span)?;
     let mut rows: Vec<Figures> = state
         .db
-        .metrics_figures(from, to, grouping)
+        .metrics_figures(from, to, grouping, false)
         .await?
         .into_iter()
         .filter(|row| match grouping {

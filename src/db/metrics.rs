@@ -25,7 +25,7 @@
 //! computed (times, bucket sizes), written into the text: the text is the
 //! same on both backends, with no placeholder dialect to choose.
 
-use super::rollups::{Figures, HOUR_MS, raw_select, rollup_select};
+use super::rollups::{self, Figures, HOUR_MS, raw_select, rollup_select};
 use super::{Db, DbError};
 use diesel::QueryableByName;
 use diesel::sql_types::BigInt;
@@ -44,6 +44,17 @@ struct Ranked {
     n: i64,
     #[diesel(sql_type = BigInt)]
     val: i64,
+}
+
+/// A successful request's latency and time to first token, at an edge.
+#[derive(QueryableByName, Debug)]
+struct EdgeValue {
+    #[diesel(sql_type = BigInt)]
+    bucket: i64,
+    #[diesel(sql_type = BigInt)]
+    latency: i64,
+    #[diesel(sql_type = diesel::sql_types::Nullable<BigInt>)]
+    ttft: Option<i64>,
 }
 
 /// One bucket's percentile.
@@ -168,12 +179,14 @@ impl Db {
     /// the whole hours inside the range from the hourly rollups, the
     /// partial hours at its edges (at most two) from `request_logs`, added
     /// per group. Groups without requests are absent (except for
-    /// [`Grouping::Total`], always one row).
+    /// [`Grouping::Total`], always one row). The histograms are summed only
+    /// with `histograms` (else left empty: they are most of the work).
     pub async fn metrics_figures(
         &self,
         from_ms: i64,
         to_ms: i64,
         grouping: Grouping,
+        histograms: bool,
     ) -> Result<Vec<Figures>, DbError> {
         let first_hour = from_ms.div_euclid(HOUR_MS) * HOUR_MS
             + if from_ms.rem_euclid(HOUR_MS) == 0 {
@@ -183,23 +196,38 @@ impl Db {
             };
         let end_hour = to_ms.div_euclid(HOUR_MS) * HOUR_MS;
         let mut queries = Vec::new();
+        let mut edges = Vec::new();
         if first_hour < end_hour {
-            queries.push(grouping.rollup_query(first_hour, end_hour));
+            queries.push(grouping.rollup_query(first_hour, end_hour, histograms));
             if from_ms < first_hour {
-                queries.push(grouping.raw_query(from_ms, first_hour));
+                edges.push((from_ms, first_hour));
             }
             if end_hour < to_ms {
-                queries.push(grouping.raw_query(end_hour, to_ms));
+                edges.push((end_hour, to_ms));
             }
         } else if from_ms < to_ms {
-            queries.push(grouping.raw_query(from_ms, to_ms));
+            edges.push((from_ms, to_ms));
         }
-        let parts = run_query!(self, |conn| {
+        // Edges: counts in SQL; their histograms from the values, bucketed
+        // here (80 CASE sums per scanned row cost more than reading two
+        // columns of the successes).
+        let mut values_queries = Vec::new();
+        for &(from, to) in &edges {
+            queries.push(grouping.raw_query(from, to, false));
+            if histograms {
+                values_queries.push(grouping.values_query(from, to));
+            }
+        }
+        let (parts, values) = run_query!(self, |conn| {
             let mut parts = Vec::new();
             for query in queries {
                 parts.push(diesel::sql_query(query).load::<Figures>(conn).await?);
             }
-            Ok(parts)
+            let mut values = Vec::new();
+            for query in values_queries {
+                values.extend(diesel::sql_query(query).load::<EdgeValue>(conn).await?);
+            }
+            Ok((parts, values))
         })?;
         let mut merged: BTreeMap<(i64, String, i64), Figures> = BTreeMap::new();
         for row in parts.into_iter().flatten() {
@@ -209,6 +237,37 @@ impl Db {
                 None => {
                     merged.insert(key, row);
                 }
+            }
+        }
+        if !values.is_empty() {
+            let mut counts: BTreeMap<(i64, String, i64), (Vec<i64>, Vec<i64>)> = BTreeMap::new();
+            for value in values {
+                let key = (value.bucket, String::new(), 0);
+                let (latency, ttft) = counts.entry(key).or_insert_with(|| {
+                    (vec![0; rollups::BUCKETS], vec![0; rollups::BUCKETS])
+                });
+                if let Some(slot) = latency.get_mut(rollups::bucket_of(value.latency)) {
+                    *slot += 1;
+                }
+                if let Some(slot) = value.ttft.and_then(|t| ttft.get_mut(rollups::bucket_of(t))) {
+                    *slot += 1;
+                }
+            }
+            for (key, (latency, ttft)) in counts {
+                let text = |counts: Vec<i64>| {
+                    counts
+                        .iter()
+                        .map(i64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                let edge = Figures {
+                    bucket: key.0,
+                    latency: text(latency),
+                    ttft: text(ttft),
+                    ..Figures::default()
+                };
+                merged.entry(key).or_default().merge(&edge);
             }
         }
         let mut rows: Vec<Figures> = merged.into_values().collect();
@@ -271,16 +330,32 @@ impl Grouping {
     }
 
     /// The rollups of the whole hours `[from_hour, to_hour)`.
-    fn rollup_query(self, from_hour: i64, to_hour: i64) -> String {
+    fn rollup_query(self, from_hour: i64, to_hour: i64, histograms: bool) -> String {
         self.query(
             self.keys("hour", "model", "provider", "token_id"),
-            &rollup_select(),
+            &rollup_select(histograms),
             &format!("usage_hourly WHERE hour >= {from_hour} AND hour < {to_hour}"),
         )
     }
 
+    /// The latency and time to first token of the successes of
+    /// `[from_ms, to_ms)`, with their time bucket (histograms are kept per
+    /// time bucket only: the groupings by name do not read them).
+    fn values_query(self, from_ms: i64, to_ms: i64) -> String {
+        let bucket = match self {
+            Grouping::Bucket(ms) => format!("CAST(created_at / {} AS BIGINT)", ms.max(1)),
+            _ => "CAST(0 AS BIGINT)".to_owned(),
+        };
+        format!(
+            "SELECT {bucket} AS bucket, CAST(latency_ms AS BIGINT) AS latency, \
+             CAST(ttft_ms AS BIGINT) AS ttft FROM request_logs \
+             WHERE {} AND {SUCCESS}",
+            range(from_ms, to_ms)
+        )
+    }
+
     /// The request logs of `[from_ms, to_ms)`, summed the same way.
-    fn raw_query(self, from_ms: i64, to_ms: i64) -> String {
+    fn raw_query(self, from_ms: i64, to_ms: i64, histograms: bool) -> String {
         self.query(
             self.keys(
                 "created_at",
@@ -288,7 +363,7 @@ impl Grouping {
                 "COALESCE(provider, '')",
                 "COALESCE(token_id, 0)",
             ),
-            &raw_select(),
+            &raw_select(histograms),
             &format!("request_logs WHERE {}", range(from_ms, to_ms)),
         )
     }

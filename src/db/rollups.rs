@@ -266,18 +266,31 @@ fn joined(parts: Vec<String>) -> String {
         .join(" || ',' || ")
 }
 
-/// The value columns summed over rollup rows, as [`Figures`] reads them.
-pub fn rollup_select() -> String {
-    let counters: Vec<String> = COUNTERS
-        .iter()
-        .map(|c| format!("{} AS {c}", sum(c)))
-        .collect();
+/// The value columns summed over rollup rows, as [`Figures`] reads them;
+/// without `histograms`, the histogram columns are empty (80 sums fewer).
+pub fn rollup_select(histograms: bool) -> String {
+    if !histograms {
+        return format!("{}, {NO_HISTOGRAMS}", counter_sums(COUNTERS.map(str::to_owned)));
+    }
     format!(
         "{}, {} AS latency, {} AS ttft",
-        counters.join(", "),
+        counter_sums(COUNTERS.map(str::to_owned)),
         joined(histogram_columns("lat").iter().map(|c| sum(c)).collect()),
         joined(histogram_columns("ttft").iter().map(|c| sum(c)).collect()),
     )
+}
+
+/// Empty histogram columns.
+const NO_HISTOGRAMS: &str = "CAST('' AS TEXT) AS latency, CAST('' AS TEXT) AS ttft";
+
+/// The counters: `expressions` (in the order of [`COUNTERS`]) summed.
+fn counter_sums(expressions: [String; 8]) -> String {
+    expressions
+        .iter()
+        .zip(COUNTERS)
+        .map(|(expression, name)| format!("{} AS {name}", sum(expression)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The condition "`column` falls in bucket `index`".
@@ -293,8 +306,9 @@ fn in_bucket(column: &str, index: usize) -> String {
 }
 
 /// The same figures computed from `request_logs` rows (the edges of a
-/// range that are not whole hours, and the migration's backfill).
-pub fn raw_select() -> String {
+/// range that are not whole hours; the migration's backfill is the same
+/// sums), histograms only when asked.
+pub fn raw_select(histograms: bool) -> String {
     const SUCCESS: &str = "status BETWEEN 200 AND 299";
     let counters = [
         "1".to_owned(),
@@ -307,11 +321,9 @@ pub fn raw_select() -> String {
         "completion_tokens".to_owned(),
         "cost_nanos".to_owned(),
     ];
-    let counters: Vec<String> = counters
-        .iter()
-        .zip(COUNTERS)
-        .map(|(expression, name)| format!("{} AS {name}", sum(expression)))
-        .collect();
+    if !histograms {
+        return format!("{}, {NO_HISTOGRAMS}", counter_sums(counters));
+    }
     let histogram = |column: &str| -> Vec<String> {
         (0..BUCKETS)
             .map(|i| {
@@ -324,7 +336,7 @@ pub fn raw_select() -> String {
     };
     format!(
         "{}, {} AS latency, {} AS ttft",
-        counters.join(", "),
+        counter_sums(counters),
         joined(histogram("latency_ms")),
         joined(histogram("ttft_ms")),
     )
@@ -429,7 +441,7 @@ impl Db {
              CAST('' AS TEXT) AS name, {} FROM usage_hourly \
              GROUP BY hour, token_id, model, provider \
              ORDER BY hour, token_id, model, provider",
-            rollup_select()
+            rollup_select(true)
         );
         let mut rows = run_query!(self, |conn| {
             diesel::sql_query(query).load::<HourlyRow>(conn).await
