@@ -46,6 +46,9 @@ struct Ranked {
     val: i64,
 }
 
+/// A group's key in [`Figures`]: (bucket, name, token id).
+type GroupKey = (i64, String, i64);
+
 /// A successful request's latency and time to first token, at an edge.
 #[derive(QueryableByName, Debug)]
 struct EdgeValue {
@@ -229,7 +232,7 @@ impl Db {
             }
             Ok((parts, values))
         })?;
-        let mut merged: BTreeMap<(i64, String, i64), Figures> = BTreeMap::new();
+        let mut merged: BTreeMap<GroupKey, Figures> = BTreeMap::new();
         for row in parts.into_iter().flatten() {
             let key = (row.bucket, row.name.clone(), row.token_id);
             match merged.get_mut(&key) {
@@ -240,12 +243,12 @@ impl Db {
             }
         }
         if !values.is_empty() {
-            let mut counts: BTreeMap<(i64, String, i64), (Vec<i64>, Vec<i64>)> = BTreeMap::new();
+            let mut counts: BTreeMap<GroupKey, (Vec<i64>, Vec<i64>)> = BTreeMap::new();
             for value in values {
                 let key = (value.bucket, String::new(), 0);
-                let (latency, ttft) = counts.entry(key).or_insert_with(|| {
-                    (vec![0; rollups::BUCKETS], vec![0; rollups::BUCKETS])
-                });
+                let (latency, ttft) = counts
+                    .entry(key)
+                    .or_insert_with(|| (vec![0; rollups::BUCKETS], vec![0; rollups::BUCKETS]));
                 if let Some(slot) = latency.get_mut(rollups::bucket_of(value.latency)) {
                     *slot += 1;
                 }

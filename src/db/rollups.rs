@@ -270,7 +270,10 @@ fn joined(parts: Vec<String>) -> String {
 /// without `histograms`, the histogram columns are empty (80 sums fewer).
 pub fn rollup_select(histograms: bool) -> String {
     if !histograms {
-        return format!("{}, {NO_HISTOGRAMS}", counter_sums(COUNTERS.map(str::to_owned)));
+        return format!(
+            "{}, {NO_HISTOGRAMS}",
+            counter_sums(COUNTERS.map(str::to_owned))
+        );
     }
     format!(
         "{}, {} AS latency, {} AS ttft",
