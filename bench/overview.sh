@@ -57,6 +57,9 @@ else
     BIN="$ROOT/target/release/switchyard"
 fi
 [[ -x "$BIN" ]] || die "no gateway binary at $BIN"
+BIN="$(realpath "$BIN")"
+# The gateway writes its generated secret and usage journal under the working directory.
+cd "$WORK"
 
 PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 DB="$WORK/overview.db"
