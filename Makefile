@@ -1,5 +1,5 @@
 # Switchyard developer tasks. `make help` lists them.
-.PHONY: help install run test test-sqlite test-postgres compat-deps lint fmt bench migrate ci
+.PHONY: help install run test test-sqlite test-postgres compat-deps lint fmt bench bench-overview migrate ci
 
 # Where the PostgreSQL tests create their schemas.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
@@ -60,6 +60,10 @@ fmt:
 bench:
 	bash bench/run.sh
 	cargo run --release --locked -p switchyard-actors --example lease_cost
+	bash bench/overview.sh
+
+bench-overview:
+	bash bench/overview.sh
 
 migrate:
 	cargo run --release --bin switchyard -- migrate run

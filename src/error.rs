@@ -42,6 +42,10 @@ pub enum ApiError {
     /// or with a wrong one (`admin::session_cookie`).
     #[error("{0}")]
     CsrfRejected(String),
+    /// 403: an admin credential whose role is below what the route needs
+    /// (`crate::auth::Role`); the message names the role needed.
+    #[error("{0}")]
+    RoleRequired(String),
     /// 402: a budget or the owner's prepaid balance is exhausted (or cannot
     /// be enforced, for an unpriced model).
     #[error("{message}")]
@@ -135,7 +139,9 @@ impl ApiError {
             | Self::MethodNotAllowed { .. }
             | Self::Conflict(_) => "invalid_request_error",
             Self::Unauthorized(_) => "authentication_error",
-            Self::Forbidden(_) | Self::CsrfRejected(_) => "permission_error",
+            Self::Forbidden(_) | Self::CsrfRejected(_) | Self::RoleRequired(_) => {
+                "permission_error"
+            }
             Self::PaymentRequired { .. } => "insufficient_quota",
             Self::RateLimited { .. } => "rate_limit_error",
             Self::UpstreamFailed(_) | Self::UpstreamTimeout(_) | Self::UpstreamRejected { .. } => {
@@ -157,6 +163,7 @@ impl ApiError {
             Self::Unauthorized(_) => "invalid_api_key",
             Self::Forbidden(_) => "model_not_allowed",
             Self::CsrfRejected(_) => "csrf_token_invalid",
+            Self::RoleRequired(_) => "role_required",
             Self::PaymentRequired { code, .. } => code,
             Self::ModelNotFound(_) => "model_not_found",
             Self::NotFound(_) => "not_found",
@@ -218,7 +225,9 @@ impl ResponseError for ApiError {
         match self {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) | Self::CsrfRejected(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::CsrfRejected(_) | Self::RoleRequired(_) => {
+                StatusCode::FORBIDDEN
+            }
             Self::PaymentRequired { .. } => StatusCode::PAYMENT_REQUIRED,
             Self::ModelNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -399,6 +408,7 @@ mod tests {
             (ApiError::Unauthorized("x".into()), 401),
             (ApiError::Forbidden("x".into()), 403),
             (ApiError::CsrfRejected("x".into()), 403),
+            (ApiError::RoleRequired("x".into()), 403),
             (
                 ApiError::PaymentRequired {
                     message: "x".into(),
@@ -453,6 +463,7 @@ mod tests {
                 | ApiError::Unauthorized(_)
                 | ApiError::Forbidden(_)
                 | ApiError::CsrfRejected(_)
+                | ApiError::RoleRequired(_)
                 | ApiError::PaymentRequired { .. }
                 | ApiError::ModelNotFound(_)
                 | ApiError::NotFound(_)

@@ -19,6 +19,8 @@ on_both_backends!(
     request_logs_filter_by_every_field,
     metrics_summary_distribution_and_series_are_exact,
     prometheus_metrics_count_requests_and_show_key_health,
+    hourly_rollups_equal_what_the_request_logs_say,
+    top_ranks_models_tokens_and_providers_by_cost,
 );
 
 /// 2026-01-01T00:00:00Z.
@@ -330,7 +332,8 @@ async fn metrics_summary_distribution_and_series_are_exact(backend: Backend) -> 
                 "p90": nearest(90, &successes),
                 "p99": nearest(99, &successes),
             },
-            "ttft_ms": { "p50": nearest(50, &ttft) },
+            "ttft_ms": { "p50": nearest(50, &ttft), "p99": nearest(99, &ttft) },
+            "percentiles": "exact",
             // Row 3 used tokens without a price; the failures used none.
             "unpriced_requests": 1,
         })
@@ -353,7 +356,7 @@ async fn metrics_summary_distribution_and_series_are_exact(backend: Backend) -> 
         failures["latency_ms"],
         json!({ "p50": null, "p90": null, "p99": null })
     );
-    assert_eq!(failures["ttft_ms"], json!({ "p50": null }));
+    assert_eq!(failures["ttft_ms"], json!({ "p50": null, "p99": null }));
     // Nothing at all: no rate.
     let empty = gw
         .admin_client()
@@ -411,18 +414,28 @@ async fn metrics_summary_distribution_and_series_are_exact(backend: Backend) -> 
             unix(T0 + 3 * HOUR)
         ))
         .await?;
-    let bucket = |start: i64, requests: i64, errors: i64, tokens: i64, cost: i64, p50: Value| {
-        json!({
-            "start": unix(start),
-            "requests": requests,
-            "errors": errors,
-            "tokens": tokens,
-            "cost_usd": cost as f64 / 1e9,
-            "cost_nanos": cost,
-            "p50_latency_ms": p50,
-        })
-    };
-    let first_three = latency(&[1, 2, 3]);
+    // `successes`: the rows (1 = oldest) whose latencies and times to first
+    // token the bucket's percentiles are of.
+    let bucket =
+        |start: i64, requests: i64, errors: i64, tokens: i64, cost: i64, successes: &[usize]| {
+            let ttft: Vec<i64> = successes
+                .iter()
+                .filter_map(|row| seeded.logs.get(row - 1))
+                .filter_map(|row| row.ttft_ms)
+                .collect();
+            json!({
+                "start": unix(start),
+                "requests": requests,
+                "errors": errors,
+                "tokens": tokens,
+                "cost_usd": cost as f64 / 1e9,
+                "cost_nanos": cost,
+                "p50_latency_ms": nearest(50, &latency(successes)),
+                "p99_latency_ms": nearest(99, &latency(successes)),
+                "p50_ttft_ms": nearest(50, &ttft),
+                "p99_ttft_ms": nearest(99, &ttft),
+            })
+        };
     assert_eq!(
         hourly,
         json!({
@@ -430,9 +443,9 @@ async fn metrics_summary_distribution_and_series_are_exact(backend: Backend) -> 
             "to": unix(T0 + 3 * HOUR),
             "bucket": "hour",
             "data": [
-                bucket(T0, 3, 0, 24, 26_000, nearest(50, &first_three)),
-                bucket(T0 + HOUR, 3, 3, 0, 0, Value::Null),
-                bucket(T0 + 2 * HOUR, 0, 0, 0, 0, Value::Null),
+                bucket(T0, 3, 0, 24, 26_000, &[1, 2, 3]),
+                bucket(T0 + HOUR, 3, 3, 0, 0, &[]),
+                bucket(T0 + 2 * HOUR, 0, 0, 0, 0, &[]),
             ],
         })
     );
@@ -443,8 +456,8 @@ async fn metrics_summary_distribution_and_series_are_exact(backend: Backend) -> 
     assert_eq!(
         daily["data"],
         json!([
-            bucket(T0, 6, 3, 24, 26_000, nearest(50, &first_three)),
-            bucket(T0 + DAY, 1, 0, 11, 16_000, nearest(50, &latency(&[7]))),
+            bucket(T0, 6, 3, 24, 26_000, &[1, 2, 3]),
+            bucket(T0 + DAY, 1, 0, 11, 16_000, &[7]),
         ])
     );
     // A range that starts inside a bucket: the bucket is listed from its
@@ -457,10 +470,7 @@ async fn metrics_summary_distribution_and_series_are_exact(backend: Backend) -> 
             unix(T0 + HOUR)
         ))
         .await?;
-    assert_eq!(
-        partial["data"],
-        json!([bucket(T0, 1, 0, 8, 0, nearest(50, &latency(&[3])))])
-    );
+    assert_eq!(partial["data"], json!([bucket(T0, 1, 0, 8, 0, &[3])]));
     // By default, the last 30 days by day: every request is in.
     let month = gw
         .admin_client()
@@ -542,6 +552,185 @@ async fn prometheus_metrics_count_requests_and_show_key_health(
         r#"switchyard_key_in_flight{provider="mock",key="key-1"} 0"#,
     ] {
         assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+    }
+    seeded.gw.stop().await
+}
+
+/// A rollup row as the test computes it from request logs: the key, then
+/// requests, successes, 4xx, 5xx, unpriced, prompt, completion, cost, and
+/// the two histograms.
+type Rollup = ((i64, i64, String, String), [i64; 8], Vec<i64>, Vec<i64>);
+
+/// What `usage_hourly` must hold for these request logs (computed here,
+/// row by row, not by the gateway's SQL).
+fn expected_rollups(logs: &[RequestLog]) -> Vec<Rollup> {
+    use switchyard::db::rollups::{BUCKETS, bucket_of};
+    let mut rows: std::collections::BTreeMap<(i64, i64, String, String), Rollup> =
+        std::collections::BTreeMap::new();
+    for log in logs {
+        let key = (
+            log.created_at / HOUR * HOUR,
+            log.token_id.unwrap_or(0),
+            log.requested_model.clone().unwrap_or_default(),
+            log.provider.clone().unwrap_or_default(),
+        );
+        let row = rows
+            .entry(key.clone())
+            .or_insert_with(|| (key, [0; 8], vec![0; BUCKETS], vec![0; BUCKETS]));
+        let success = (200..300).contains(&log.status);
+        let tokens = log.prompt_tokens + log.completion_tokens;
+        let add = [
+            1,
+            i64::from(success),
+            i64::from((400..500).contains(&log.status)),
+            i64::from((500..600).contains(&log.status)),
+            i64::from(!log.priced && tokens > 0),
+            log.prompt_tokens,
+            log.completion_tokens,
+            log.cost_nanos,
+        ];
+        for (slot, by) in row.1.iter_mut().zip(add) {
+            *slot += by;
+        }
+        if success {
+            row.2[bucket_of(log.latency_ms)] += 1;
+            if let Some(ttft) = log.ttft_ms {
+                row.3[bucket_of(ttft)] += 1;
+            }
+        }
+    }
+    rows.into_values().collect()
+}
+
+/// The stored rollups in the same form.
+async fn stored_rollups(db: &switchyard::db::Db) -> anyhow::Result<Vec<Rollup>> {
+    use switchyard::db::rollups::Figures;
+    Ok(db
+        .list_hourly_rollups()
+        .await?
+        .into_iter()
+        .map(|row| {
+            let f = &row.figures;
+            (
+                (
+                    row.hour,
+                    row.token_id,
+                    row.model.clone(),
+                    row.provider.clone(),
+                ),
+                [
+                    f.requests,
+                    f.successes,
+                    f.client_errors,
+                    f.server_errors,
+                    f.unpriced,
+                    f.prompt_tokens,
+                    f.completion_tokens,
+                    f.cost_nanos,
+                ],
+                Figures::histogram(&f.latency),
+                Figures::histogram(&f.ttft),
+            )
+        })
+        .collect())
+}
+
+/// The usage writer keeps `usage_hourly` equal to what the request logs
+/// say (requests in the same hour and key merged by the upsert, failures,
+/// a stream's time to first token, a request without a provider), and the
+/// migration's backfill computes the same rows from the logs alone.
+async fn hourly_rollups_equal_what_the_request_logs_say(backend: Backend) -> anyhow::Result<()> {
+    let seeded = seed(backend).await?;
+    let expected = expected_rollups(&seeded.logs);
+    // Rows 1 and 2 share a key: one row holds both.
+    assert_eq!(expected.len(), 6, "{expected:?}");
+    let written = stored_rollups(&seeded.gw.gateway()?.db).await?;
+    assert_eq!(written, expected);
+    // One stream succeeded with a time to first token.
+    let ttft_total: i64 = written.iter().flat_map(|row| row.3.iter()).sum();
+    assert_eq!(ttft_total, 1);
+
+    // The backfill: drop the table and build it again from the logs (the
+    // gateway idle; stopping it would drop the test database).
+    let settings = seeded.gw.database();
+    assert_eq!(
+        switchyard::db::migrate_revert(&settings).await?,
+        Some("20261203000200".to_owned())
+    );
+    assert_eq!(
+        switchyard::db::migrate_run(&settings).await?,
+        vec!["20261203000200".to_owned()]
+    );
+    let db = switchyard::db::connect(&settings).await?;
+    assert_eq!(stored_rollups(&db).await?, expected);
+    seeded.gw.stop().await
+}
+
+/// `/admin/metrics/top` ranks by cost over the last hour, day or week (the
+/// clock is at row 7, 2026-01-02 02:00): the exact contract the dashboard
+/// reads.
+async fn top_ranks_models_tokens_and_providers_by_cost(backend: Backend) -> anyhow::Result<()> {
+    let seeded = seed(backend).await?;
+    let admin = seeded.gw.admin_client();
+    let item = |name: &str, requests: i64, prompt: i64, completion: i64, cost: i64| {
+        json!({
+            "name": name,
+            "requests": requests,
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "cost": cost as f64 / 1e9,
+            "cost_usd": cost as f64 / 1e9,
+            "cost_nanos": cost,
+        })
+    };
+    let week = admin.get("/admin/metrics/top?by=model&range=week").await?;
+    assert_eq!(week["by"], "model");
+    assert_eq!(week["range"], "week");
+    assert_eq!(
+        week["items"],
+        json!([
+            item("mock-gpt", 3, 12, 15, 42_000),
+            item("bad-gpt", 1, 0, 0, 0),
+            item("cheap", 1, 3, 5, 0),
+            item("denied-gpt", 1, 0, 0, 0),
+            item("nope", 1, 0, 0, 0),
+        ])
+    );
+    let providers = admin
+        .get("/admin/metrics/top?by=provider&range=week&limit=2")
+        .await?;
+    // Row 6 reached no provider: not an item.
+    assert_eq!(
+        providers["items"],
+        json!([item("mock", 4, 15, 20, 42_000), item("bad", 1, 0, 0, 0)])
+    );
+    let tokens = admin.get("/admin/metrics/top?by=token&range=week").await?;
+    let mut alice = item("a", 4, 6, 10, 26_000);
+    alice["token_id"] = json!(seeded.alice_token);
+    let mut default = item("b", 3, 9, 10, 16_000);
+    default["token_id"] = json!(seeded.default_token);
+    assert_eq!(tokens["items"], json!([alice, default]));
+    // The last day holds row 7 only; the last hour too (it ends now,
+    // included); a default range is a day.
+    let day = admin.get("/admin/metrics/top?by=model").await?;
+    assert_eq!(day["range"], "day");
+    assert_eq!(day["items"], json!([item("mock-gpt", 1, 6, 5, 16_000)]));
+    let hour = admin.get("/admin/metrics/top?by=model&range=hour").await?;
+    assert_eq!(hour["items"], day["items"]);
+    for (query, param) in [
+        ("", "by"),
+        ("by=colour", "by"),
+        ("by=model&range=month", "range"),
+        ("by=model&limit=0", "limit"),
+        ("by=model&limit=101", "limit"),
+        ("by=model&limit=ten", "limit"),
+    ] {
+        let (status, answer) = seeded
+            .gw
+            .admin(Method::GET, &format!("/admin/metrics/top?{query}"), None)
+            .await?;
+        assert_eq!(status, 400, "{query}: {answer}");
+        assert_eq!(answer["error"]["param"], param, "{query}: {answer}");
     }
     seeded.gw.stop().await
 }

@@ -127,11 +127,14 @@ async fn login_keeps_a_session_that_admin_commands_use(backend: Backend) -> anyh
         "second",
         "--key-file",
         "second.key",
+        "--role",
+        "viewer",
     ])?)?;
     ensure!(
-        added["fingerprint"] == second_fingerprint.as_str(),
+        added["fingerprint"] == second_fingerprint.as_str() && added["role"] == "viewer",
         "{added}"
     );
+    let second_id = added["id"].as_i64().context("no id")?.to_string();
     let elsewhere = dir.path().join("elsewhere");
     let elsewhere_env = [("XDG_CONFIG_HOME", elsewhere.to_str().context("path")?)];
     let cli_elsewhere = |args: &[&str]| {
@@ -148,6 +151,16 @@ async fn login_keeps_a_session_that_admin_commands_use(backend: Backend) -> anyh
         &url,
     ])?)?;
     succeeds(cli_elsewhere(&["admin", "tokens", "list"])?)?;
+    // A viewer reads but does not write; given the operator role, it does.
+    let create = ["admin", "tokens", "create", "--name", "by-second"];
+    fails_saying(&cli_elsewhere(&create)?, &["`operator`", "403"])?;
+    succeeds(cli(&["admin", "keys", "set-role", &second_id, "operator"])?)?;
+    let table = stdout(&succeeds(cli(&["admin", "keys", "list"])?)?);
+    ensure!(
+        table.contains("ROLE") && table.contains("operator"),
+        "{table}"
+    );
+    succeeds(cli_elsewhere(&create)?)?;
 
     let sessions = json_out(cli(&["admin", "--json", "sessions", "list"])?)?;
     let rows = sessions["data"].as_array().context("no data")?;
@@ -168,7 +181,14 @@ async fn login_keeps_a_session_that_admin_commands_use(backend: Backend) -> anyh
         "--action",
         "token.create",
     ])?)?;
-    ensure!(logs["data"][0]["actor"] == fingerprint.as_str(), "{logs}");
+    // The oldest is the first key's (the second key's comes after it).
+    ensure!(
+        logs["data"]
+            .as_array()
+            .and_then(|rows| rows.last())
+            .is_some_and(|row| row["actor"] == fingerprint.as_str()),
+        "{logs}"
+    );
 
     // Revoked elsewhere: the second admin's next command is one clear line.
     succeeds(cli(&[

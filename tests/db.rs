@@ -71,6 +71,8 @@ const LIMITS_VERSION: &str = "20261122000100";
 const ADMIN_PLANE_VERSION: &str = "20261201000001";
 const USAGE_DURABILITY_VERSION: &str = "20261202000100";
 const PER_CALL_PRICES_VERSION: &str = "20261202000300";
+const ADMIN_ROLES_VERSION: &str = "20261203000100";
+const USAGE_HOURLY_VERSION: &str = "20261203000200";
 
 async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()> {
     let t = TestDb::new(backend).await?;
@@ -82,6 +84,8 @@ async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()
             ADMIN_PLANE_VERSION.to_owned(),
             USAGE_DURABILITY_VERSION.to_owned(),
             PER_CALL_PRICES_VERSION.to_owned(),
+            ADMIN_ROLES_VERSION.to_owned(),
+            USAGE_HOURLY_VERSION.to_owned(),
         ]
     );
     assert!(
@@ -94,6 +98,14 @@ async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()
         db.ping().await?;
     }
     assert!(migrate_run(&t.settings).await?.is_empty());
+    assert_eq!(
+        migrate_revert(&t.settings).await?,
+        Some(USAGE_HOURLY_VERSION.to_owned())
+    );
+    assert_eq!(
+        migrate_revert(&t.settings).await?,
+        Some(ADMIN_ROLES_VERSION.to_owned())
+    );
     assert_eq!(
         migrate_revert(&t.settings).await?,
         Some(PER_CALL_PRICES_VERSION.to_owned())
@@ -291,6 +303,7 @@ async fn schema_matches_migrations(backend: Backend) -> anyhow::Result<()> {
             public_key: "pk".to_owned(),
             fingerprint: "SHA256:fp".to_owned(),
             enabled: true,
+            role: "operator".to_owned(),
         })
         .await?;
     let now = switchyard::clock::system_now_ms();
@@ -360,6 +373,14 @@ async fn schema_matches_migrations(backend: Backend) -> anyhow::Result<()> {
     same_columns!(admin_sessions);
     same_columns!(operation_logs);
     same_columns!(usage_dead_letters);
+    // usage_hourly is written and read by src/db/rollups.rs, not schema.rs:
+    // its columns are the ones that module names, in order.
+    let mut rollup_columns: Vec<String> = ["hour", "token_id", "model", "provider"]
+        .iter()
+        .map(|c| (*c).to_owned())
+        .collect();
+    rollup_columns.extend(switchyard::db::rollups::value_columns());
+    assert_eq!(db_columns(&mut raw, "usage_hourly").await?, rollup_columns);
 
     // Loading `all_columns` into the models proves the column types on this backend.
     with_raw!(&mut raw, |conn| {

@@ -8,14 +8,21 @@
 //! Without a header credential, the dashboard's session cookie is taken
 //! instead, and a change made with it needs its CSRF token
 //! (`super::session_cookie`).
+//!
+//! Roles: once the caller is known, its role (a session's key's, `admin` for
+//! the master key) is held against the least role the matched route
+//! declares in the route table ([`crate::http::routes::least_role`]); below
+//! it, 403 `role_required` naming the role needed. A route missing from the
+//! table needs `admin`, so a forgotten declaration fails closed.
 
 use super::AdminState;
 use super::session_cookie;
-use crate::auth::SESSION_TOKEN_PREFIX;
 use crate::auth::session::{AdminIdentity, Authenticate};
+use crate::auth::{Role, SESSION_TOKEN_PREFIX};
 use crate::error::ApiError;
 use crate::gateway::auth::presented_token;
 use crate::http::context::RequestCtx;
+use crate::http::routes::least_role;
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use futures_util::future::LocalBoxFuture;
@@ -30,6 +37,9 @@ pub struct AdminAuth {
     pub session: Option<AdminIdentity>,
     /// The request's `x-request-id`.
     pub request_id: Option<String>,
+    /// What the caller may do: the session key's role, `admin` for the
+    /// master key.
+    pub role: Role,
 }
 
 /// The operation log's actor for master-key calls.
@@ -58,6 +68,30 @@ fn throttled(state: &AdminState, ip: std::net::IpAddr) -> Result<(), ApiError> {
         })
 }
 
+/// The least role the request's route needs: as the route table declares
+/// it for the matched pattern and method, `admin` when the route is not in
+/// the table (fail closed).
+fn needed_role(request: &HttpRequest) -> Role {
+    request
+        .match_pattern()
+        .and_then(|pattern| least_role(request.method().as_str(), &pattern))
+        .unwrap_or(Role::Admin)
+}
+
+impl AdminAuth {
+    /// `self`, if its role reaches `needed`; else 403 naming the role.
+    pub fn require(self, needed: Role) -> Result<Self, ApiError> {
+        if self.role.allows(needed) {
+            Ok(self)
+        } else {
+            Err(ApiError::RoleRequired(format!(
+                "This needs the `{needed}` admin role; your credential has `{}`",
+                self.role
+            )))
+        }
+    }
+}
+
 impl FromRequest for AdminAuth {
     type Error = ApiError;
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
@@ -78,6 +112,8 @@ impl FromRequest for AdminAuth {
             .extensions()
             .get::<RequestCtx>()
             .map(|ctx| ctx.id.clone());
+        // Roles (issue 12): the least role of the matched route.
+        let needed = needed_role(request);
         Box::pin(async move {
             let state = state.ok_or(ApiError::Internal)?;
             if let Some(ip) = peer {
@@ -92,7 +128,8 @@ impl FromRequest for AdminAuth {
             }
             let admin = outcome?;
             csrf?;
-            Ok(admin)
+            // Roles (issue 12): a known caller below the route's role.
+            admin.require(needed)
         })
     }
 }
@@ -112,6 +149,7 @@ impl AdminAuth {
             master_session_allowed(state, &identity)?;
             return Ok(AdminAuth {
                 actor: identity.fingerprint.clone(),
+                role: identity.role,
                 session: Some(identity),
                 request_id,
             });
@@ -121,6 +159,7 @@ impl AdminAuth {
                 actor: MASTER_KEY_ACTOR.to_owned(),
                 session: None,
                 request_id,
+                role: Role::Admin,
             }),
             Some(_) => Err(ApiError::Unauthorized(
                 "Invalid admin credential".to_owned(),

@@ -174,6 +174,8 @@ async fn master_key_row(state: &AdminState) -> Result<crate::db::AdminKey, ApiEr
             public_key: MASTER_KEY_ROW.to_owned(),
             fingerprint: MASTER_KEY_ROW.to_owned(),
             enabled: true,
+            // The master key acts as `admin`, so do its dashboard sessions.
+            role: crate::auth::Role::Admin.as_str().to_owned(),
         })
         .await;
     match created {
@@ -292,6 +294,7 @@ pub async fn session(admin: AdminAuth, request: HttpRequest) -> HttpResponse {
     let session = admin.session.as_ref();
     HttpResponse::Ok().json(json!({
         "actor": admin.actor,
+        "role": admin.role.as_str(),
         "fingerprint": session.map(|session| session.fingerprint.clone()),
         "session_id": session.map(|session| session.session_id),
         "expires_at": session.map(|session| session.expires_at / 1000),

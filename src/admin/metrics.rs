@@ -3,32 +3,40 @@
 //!
 //! - `GET /admin/metrics/summary`: requests, successes (2xx) and the success
 //!   rate, errors by status class, tokens, cost, latency p50/p90/p99 and
-//!   time-to-first-token p50 of the successful requests, unpriced requests.
+//!   time-to-first-token p50/p99 of the successful requests, unpriced requests.
 //!   Default range: the last 24 hours.
 //! - `GET /admin/metrics/models-distribution`: the same per requested
 //!   model, with each model's share of the requests. Default: 24 hours.
 //! - `GET /admin/metrics/timeseries?bucket=hour|day`: requests, errors,
-//!   tokens, cost and p50 latency per bucket, every bucket of the range
+//!   tokens, cost, p50/p99 latency and time to first token per bucket, every bucket of the range
 //!   listed (empty ones as zeros). Buckets are aligned on UTC hours and days;
 //!   at most [`MAX_BUCKETS`]. Default: the last 24 hours by hour, the last
 //!   30 days by day.
 //!
-//! Percentiles are nearest-rank, computed by the database
-//! ([`crate::db::metrics`]). Requests still in the usage buffer (up to
+//! - `GET /admin/metrics/top?by=model|token|provider&range=hour|day|week&limit=N`:
+//!   the items with the most cost over the last hour, day or week.
+//!
+//! Counts, tokens and cost are exact: whole hours from the hourly rollups,
+//! the partial hours at the range's edges from `request_logs`
+//! ([`crate::db::metrics`]). Percentiles (nearest rank) are exact while the
+//! range holds at most [`EXACT_PERCENTILES_UP_TO`] successful requests, and
+//! read from the rollups' histograms past that (within ±19%; the summary's
+//! `percentiles` says which). Requests still in the usage buffer (up to
 //! `usage.flush_interval`) are not counted yet.
 
 use super::fields::usd;
 use super::range::time_range;
 use crate::admin::AdminState;
 use crate::admin::auth::AdminAuth;
-use crate::db::metrics::{Column, PERCENTILES, Totals};
+use crate::db::metrics::{Column, Grouping, PERCENTILES};
+use crate::db::rollups::{self, Figures};
 use crate::error::ApiError;
 use actix_web::HttpResponse;
 use actix_web::web::{Data, Query};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-const HOUR_MS: i64 = 3_600_000;
+use crate::db::rollups::HOUR_MS;
 const DAY_MS: i64 = 24 * HOUR_MS;
 /// The most buckets one time series answers with.
 pub const MAX_BUCKETS: i64 = 1000;
@@ -78,6 +86,46 @@ fn ratio(part: i64, whole: i64) -> Value {
     }
 }
 
+/// Successful requests in a range up to which percentiles are computed
+/// exactly from `request_logs` (sorting that many values takes a few
+/// milliseconds); past it they come from the rollups' histograms (within
+/// ±19%, src/db/rollups.rs).
+pub const EXACT_PERCENTILES_UP_TO: i64 = 20_000;
+
+/// The latency and time-to-first-token percentiles of a range: exact or
+/// from `figures`' histograms, as [`EXACT_PERCENTILES_UP_TO`] says.
+async fn range_percentiles(
+    state: &AdminState,
+    figures: &Figures,
+    from: i64,
+    to: i64,
+) -> Result<(Vec<(i64, i64)>, Vec<(i64, i64)>), ApiError> {
+    if figures.successes <= EXACT_PERCENTILES_UP_TO {
+        let latency = state
+            .db
+            .metrics_percentiles(Column::Latency, from, to, &PERCENTILES)
+            .await?;
+        let ttft = state
+            .db
+            .metrics_percentiles(Column::TimeToFirstToken, from, to, &TTFT_PERCENTILES)
+            .await?;
+        return Ok((latency, ttft));
+    }
+    let estimate = |histogram: &str, ps: &[i64]| -> Vec<(i64, i64)> {
+        let counts = Figures::histogram(histogram);
+        ps.iter()
+            .filter_map(|&p| rollups::percentile(&counts, p).map(|value| (p, value)))
+            .collect()
+    };
+    Ok((
+        estimate(&figures.latency, &PERCENTILES),
+        estimate(&figures.ttft, &TTFT_PERCENTILES),
+    ))
+}
+
+/// The time-to-first-token percentiles reported.
+const TTFT_PERCENTILES: [i64; 2] = [50, 99];
+
 /// `GET /admin/metrics/summary`
 pub async fn summary(
     _: AdminAuth,
@@ -90,15 +138,25 @@ pub async fn summary(
         now_ms(&state),
         DAY_MS,
     )?;
-    let totals: Totals = state.db.metrics_totals(from, to).await?;
-    let latency = state
+    // Counts first; the histograms only when the range is too large for
+    // exact percentiles.
+    let mut totals = state
         .db
-        .metrics_percentiles(Column::Latency, from, to, &PERCENTILES)
-        .await?;
-    let ttft = state
-        .db
-        .metrics_percentiles(Column::TimeToFirstToken, from, to, &[50])
-        .await?;
+        .metrics_figures(from, to, Grouping::Total, false)
+        .await?
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    if totals.successes > EXACT_PERCENTILES_UP_TO {
+        totals = state
+            .db
+            .metrics_figures(from, to, Grouping::Total, true)
+            .await?
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+    }
+    let (latency, ttft) = range_percentiles(&state, &totals, from, to).await?;
     let other = totals.requests - totals.successes - totals.client_errors - totals.server_errors;
     Ok(HttpResponse::Ok().json(json!({
         "from": seconds(from),
@@ -117,7 +175,8 @@ pub async fn summary(
         "cost_usd": usd(totals.cost_nanos),
         "cost_nanos": totals.cost_nanos,
         "latency_ms": percentiles(&PERCENTILES, &latency),
-        "ttft_ms": percentiles(&[50], &ttft),
+        "ttft_ms": percentiles(&TTFT_PERCENTILES, &ttft),
+        "percentiles": if totals.successes <= EXACT_PERCENTILES_UP_TO { "exact" } else { "histogram" },
         "unpriced_requests": totals.unpriced,
     })))
 }
@@ -134,13 +193,23 @@ pub async fn models_distribution(
         now_ms(&state),
         DAY_MS,
     )?;
-    let rows = state.db.metrics_by_model(from, to).await?;
+    let mut rows = state
+        .db
+        .metrics_figures(from, to, Grouping::Model, false)
+        .await?;
+    // Most requested first, then by name, requests without a model last.
+    rows.sort_by(|a, b| {
+        b.requests
+            .cmp(&a.requests)
+            .then_with(|| a.name.is_empty().cmp(&b.name.is_empty()))
+            .then_with(|| a.name.cmp(&b.name))
+    });
     let total: i64 = rows.iter().map(|row| row.requests).sum();
     let data: Vec<Value> = rows
         .iter()
         .map(|row| {
             json!({
-                "model": row.model,
+                "model": (!row.name.is_empty()).then_some(&row.name),
                 "requests": row.requests,
                 "successes": row.successes,
                 "prompt_tokens": row.prompt_tokens,
@@ -193,19 +262,60 @@ pub async fn timeseries(
             ),
         ));
     }
-    let rows = state.db.metrics_series(from, to, bucket_ms).await?;
+    let mut rows = state
+        .db
+        .metrics_figures(from, to, Grouping::Bucket(bucket_ms), false)
+        .await?;
+    // Percentiles per bucket: exact while the range holds few successes,
+    // else from each bucket's histograms.
+    let successes: i64 = rows.iter().map(|row| row.successes).sum();
+    if successes > EXACT_PERCENTILES_UP_TO {
+        rows = state
+            .db
+            .metrics_figures(from, to, Grouping::Bucket(bucket_ms), true)
+            .await?;
+    }
+    let exact = if successes <= EXACT_PERCENTILES_UP_TO {
+        let latency = state
+            .db
+            .metrics_bucket_percentiles(Column::Latency, from, to, bucket_ms, &[50, 99])
+            .await?;
+        let ttft = state
+            .db
+            .metrics_bucket_percentiles(Column::TimeToFirstToken, from, to, bucket_ms, &[50, 99])
+            .await?;
+        Some((latency, ttft))
+    } else {
+        None
+    };
+    let figure = |row: &Figures, ttft: bool, p: i64| -> Value {
+        let value = match &exact {
+            Some((latency, ttft_exact)) => (if ttft { ttft_exact } else { latency })
+                .iter()
+                .find(|(bucket, q, _)| *bucket == row.bucket && *q == p)
+                .map(|(_, _, value)| *value),
+            None => rollups::percentile(
+                &Figures::histogram(if ttft { &row.ttft } else { &row.latency }),
+                p,
+            ),
+        };
+        value.map_or(Value::Null, |v| json!(v))
+    };
     let data: Vec<Value> = (0..buckets)
         .map(|index| {
             let start = first + index * bucket_ms;
-            match rows.iter().find(|row| row.start_ms == start) {
+            match rows.iter().find(|row| row.bucket * bucket_ms == start) {
                 Some(row) => json!({
                     "start": seconds(start),
                     "requests": row.requests,
-                    "errors": row.errors,
-                    "tokens": row.tokens,
+                    "errors": row.requests - row.successes,
+                    "tokens": row.prompt_tokens + row.completion_tokens,
                     "cost_usd": usd(row.cost_nanos),
                     "cost_nanos": row.cost_nanos,
-                    "p50_latency_ms": row.p50_latency_ms,
+                    "p50_latency_ms": figure(row, false, 50),
+                    "p99_latency_ms": figure(row, false, 99),
+                    "p50_ttft_ms": figure(row, true, 50),
+                    "p99_ttft_ms": figure(row, true, 99),
                 }),
                 None => json!({
                     "start": seconds(start),
@@ -215,6 +325,9 @@ pub async fn timeseries(
                     "cost_usd": 0.0,
                     "cost_nanos": 0,
                     "p50_latency_ms": null,
+                    "p99_latency_ms": null,
+                    "p50_ttft_ms": null,
+                    "p99_ttft_ms": null,
                 }),
             }
         })
@@ -224,5 +337,126 @@ pub async fn timeseries(
         "to": seconds(to),
         "bucket": name,
         "data": data,
+    })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopQuery {
+    /// `model`, `token` or `provider`.
+    pub by: Option<String>,
+    /// `hour`, `day` (default) or `week`, ending now.
+    pub range: Option<String>,
+    /// Items answered, 1 to [`MAX_TOP`] (default 10).
+    pub limit: Option<String>,
+}
+
+/// The most items `/admin/metrics/top` answers.
+pub const MAX_TOP: usize = 100;
+
+/// `GET /admin/metrics/top?by=model|token|provider&range=hour|day|week&limit=N`:
+/// the items with the most cost first (then the most requests, then by
+/// name). Requests that named no model, had no token or reached no
+/// provider are not an item (the summary counts them).
+pub async fn top(
+    _: AdminAuth,
+    state: Data<AdminState>,
+    query: Query<TopQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (by, grouping) = match query.by.as_deref().map(str::trim) {
+        Some("model") => ("model", Grouping::Model),
+        Some("token") => ("token", Grouping::Token),
+        Some("provider") => ("provider", Grouping::Provider),
+        _ => {
+            return Err(ApiError::bad_param(
+                "by",
+                "`by` must be model, token or provider",
+            ));
+        }
+    };
+    let (range, span) = match query.range.as_deref().map(str::trim) {
+        Some("hour") => ("hour", HOUR_MS),
+        None | Some("day") => ("day", DAY_MS),
+        Some("week") => ("week", 7 * DAY_MS),
+        Some(_) => {
+            return Err(ApiError::bad_param(
+                "range",
+                "`range` must be hour, day or week",
+            ));
+        }
+    };
+    let limit = match query.limit.as_deref().map(str::trim) {
+        None => 10,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_TOP).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_param("limit", format!("`limit` must be 1 to {MAX_TOP}"))
+            })?,
+    };
+    // Ending now, included (as the other routes' default ranges).
+    let (from, to) = time_range(None, None, now_ms(&state), span)?;
+    let mut rows: Vec<Figures> = state
+        .db
+        .metrics_figures(from, to, grouping, false)
+        .await?
+        .into_iter()
+        .filter(|row| match grouping {
+            Grouping::Token => row.token_id != 0,
+            _ => !row.name.is_empty(),
+        })
+        .collect();
+    let names: std::collections::HashMap<i64, String> = if grouping == Grouping::Token {
+        state
+            .db
+            .list_tokens()
+            .await?
+            .into_iter()
+            .map(|token| (token.id, token.name))
+            .collect()
+    } else {
+        std::collections::HashMap::new()
+    };
+    for row in &mut rows {
+        if grouping == Grouping::Token {
+            // A deleted token keeps its figures under its id.
+            row.name = names
+                .get(&row.token_id)
+                .cloned()
+                .unwrap_or_else(|| format!("token {}", row.token_id));
+        }
+    }
+    rows.sort_by(|a, b| {
+        b.cost_nanos
+            .cmp(&a.cost_nanos)
+            .then_with(|| b.requests.cmp(&a.requests))
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    let items: Vec<Value> = rows
+        .iter()
+        .take(limit)
+        .map(|row| {
+            let mut item = json!({
+                "name": row.name,
+                "requests": row.requests,
+                "prompt_tokens": row.prompt_tokens,
+                "completion_tokens": row.completion_tokens,
+                "cost": usd(row.cost_nanos),
+                "cost_usd": usd(row.cost_nanos),
+                "cost_nanos": row.cost_nanos,
+            });
+            if grouping == Grouping::Token {
+                item["token_id"] = json!(row.token_id);
+            }
+            item
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "by": by,
+        "range": range,
+        "from": seconds(from),
+        "to": seconds(to),
+        "items": items,
     })))
 }

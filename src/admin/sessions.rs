@@ -5,6 +5,7 @@
 use super::oplog::record;
 use crate::admin::AdminState;
 use crate::admin::auth::AdminAuth;
+use crate::auth::Role;
 use crate::auth::session::RevokeSession;
 use crate::db::{AdminKey, AdminSession};
 use crate::error::ApiError;
@@ -68,6 +69,15 @@ pub async fn revoke(
         .get_admin_session(id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("No admin session with id {id}")))?;
+    // The route needs `viewer` so every key can log out; another key's
+    // sessions are the `admin` role's (docs/admin.md, "Roles").
+    let own = admin.session.as_ref().map(|session| session.admin_key_id) == Some(key.id);
+    if !own && !admin.role.allows(Role::Admin) {
+        return Err(ApiError::RoleRequired(format!(
+            "Revoking another admin key's session needs the `admin` role; your credential has `{}`",
+            admin.role
+        )));
+    }
     let now_ms = state.clock.now_ms();
     let before = session_json(&session, &key, caller, now_ms);
     if !state

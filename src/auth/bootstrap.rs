@@ -67,6 +67,8 @@ pub async fn ensure_admin_key(db: &Db, key_file: &str, log: &Logger) -> anyhow::
         public_key: public.to_text(),
         fingerprint: public.fingerprint(),
         enabled: true,
+        // The first key must be able to register the others.
+        role: crate::auth::Role::Admin.as_str().to_owned(),
     })
     .await
     .context("registering the first admin key")?;

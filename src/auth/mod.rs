@@ -16,7 +16,10 @@
 //!   only their SHA-256 is stored.
 
 pub mod bootstrap;
+pub mod role;
 pub mod session;
+
+pub use role::Role;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};

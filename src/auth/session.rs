@@ -8,8 +8,9 @@
 //! - an entry is trusted for `admin.session_cache_ttl` (never past the
 //!   session's expiry), which bounds how long a revocation made through
 //!   another instance goes unseen here;
-//! - a revocation, or a key disabled or removed, through this instance
-//!   drops the affected entries at once, and a lookup that was already
+//! - a revocation, or a key disabled, removed or given another role,
+//!   through this instance drops the affected entries at once (a role is
+//!   then read again with the session), and a lookup that was already
 //!   reading the database when that happened does not re-insert what it read
 //!   (an epoch counter).
 //!
@@ -19,7 +20,7 @@
 //! request never cancels a query.
 
 use super::{
-    AdminPublicKey, AdminSignature, KeyError, generate_nonce, generate_session_token,
+    AdminPublicKey, AdminSignature, KeyError, Role, generate_nonce, generate_session_token,
     login_message, parse_nonce,
 };
 use crate::db::{AdminKey, AdminSession, Db, DbError, NewAdminSession};
@@ -87,6 +88,10 @@ pub struct AdminIdentity {
     pub fingerprint: String,
     /// Unix milliseconds.
     pub expires_at: i64,
+    /// The key's role when the session was checked; a role change through
+    /// this instance drops the cached entry ([`ForgetKeySessions`]), so the
+    /// next call reads it again.
+    pub role: Role,
 }
 
 /// `POST /auth/challenge`.
@@ -146,8 +151,9 @@ pub struct RevokeSession {
     pub session_id: i64,
 }
 
-/// Sent after a key was disabled or removed in the database: its cached
-/// sessions stop working here at once.
+/// Sent after a key was disabled, removed or given another role in the
+/// database: its cached sessions stop working (or are read again) here at
+/// once.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct ForgetKeySessions {
@@ -532,6 +538,7 @@ async fn load_session(db: &Db, token_hash: &str) -> Result<AdminIdentity, AuthEr
     Ok(AdminIdentity {
         session_id: session.id,
         admin_key_id: key.id,
+        role: key.role(),
         fingerprint: key.fingerprint,
         expires_at: session.expires_at,
     })
@@ -604,6 +611,7 @@ mod tests {
             admin_key_id,
             fingerprint: format!("SHA256:key{admin_key_id}"),
             expires_at,
+            role: Role::Admin,
         }
     }
 

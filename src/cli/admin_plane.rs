@@ -142,14 +142,15 @@ pub async fn logout(as_json: bool) -> anyhow::Result<()> {
 
 fn print_key_table(rows: &[Value]) {
     println!(
-        "{:<5} {:<20} {:<8} {:<51} {:<20}",
-        "ID", "NAME", "ENABLED", "FINGERPRINT", "LAST_LOGIN"
+        "{:<5} {:<20} {:<9} {:<8} {:<51} {:<20}",
+        "ID", "NAME", "ROLE", "ENABLED", "FINGERPRINT", "LAST_LOGIN"
     );
     for row in rows {
         println!(
-            "{:<5} {:<20} {:<8} {:<51} {:<20}",
+            "{:<5} {:<20} {:<9} {:<8} {:<51} {:<20}",
             row["id"].to_string(),
             text(row, "name"),
+            text(row, "role"),
             row["enabled"].to_string(),
             text(row, "fingerprint"),
             row["last_login_at"]
@@ -175,6 +176,7 @@ pub async fn keys(client: &AdminClient, action: KeyAction, as_json: bool) -> any
             name,
             public_key,
             key_file,
+            role,
         } => {
             let public_key = match (public_key, key_file) {
                 (Some(text), _) => AdminPublicKey::parse_text_or_pem(&text)?,
@@ -189,11 +191,20 @@ pub async fn keys(client: &AdminClient, action: KeyAction, as_json: bool) -> any
                 }
                 (None, None) => bail!("give --public-key or --key-file"),
             };
+            let mut body = json!({ "name": name, "public_key": public_key.to_text() });
+            if let Some(role) = role {
+                body["role"] = json!(role);
+            }
+            client
+                .call(Method::POST, "/admin/admin-keys", Some(body))
+                .await?
+        }
+        KeyAction::SetRole { id, role } => {
             client
                 .call(
-                    Method::POST,
-                    "/admin/admin-keys",
-                    Some(json!({ "name": name, "public_key": public_key.to_text() })),
+                    Method::PATCH,
+                    &format!("/admin/admin-keys/{id}"),
+                    Some(json!({ "role": role })),
                 )
                 .await?
         }

@@ -186,6 +186,18 @@ pub enum KeyAction {
         /// A PEM public key, or a private key file whose public half is sent.
         #[arg(long)]
         key_file: Option<PathBuf>,
+        /// What the key may do: admin (everything), operator (tokens,
+        /// users, providers, models, prices; not admin keys) or viewer
+        /// (read only). The server's default is admin.
+        #[arg(long, value_parser = ["admin", "operator", "viewer"])]
+        role: Option<String>,
+    },
+    /// Change a key's role (admin, operator or viewer); its sessions follow
+    /// at once.
+    SetRole {
+        id: i64,
+        #[arg(value_parser = ["admin", "operator", "viewer"])]
+        role: String,
     },
     /// Disable a key (its sessions stop working).
     Disable { id: i64 },

@@ -5,6 +5,7 @@
 
 use super::schema::{admin_challenges, admin_keys, admin_sessions};
 use super::{Db, DbError};
+use crate::auth::Role;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use serde::Serialize;
@@ -28,6 +29,16 @@ pub struct AdminKey {
     pub last_login_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// `admin`, `operator` or `viewer` (a CHECK constraint keeps it so).
+    pub role: String,
+}
+
+impl AdminKey {
+    /// The key's role; a value the constraint would not allow reads as the
+    /// least role, so a damaged row never grants more.
+    pub fn role(&self) -> Role {
+        Role::parse(&self.role).unwrap_or(Role::Viewer)
+    }
 }
 
 /// An admin key to register.
@@ -38,6 +49,8 @@ pub struct NewAdminKey {
     pub public_key: String,
     pub fingerprint: String,
     pub enabled: bool,
+    /// [`Role::as_str`].
+    pub role: String,
 }
 
 /// A login challenge.
@@ -137,6 +150,21 @@ impl Db {
             diesel::update(admin_keys::table.find(id))
                 .set((
                     admin_keys::enabled.eq(enabled),
+                    admin_keys::updated_at.eq(now),
+                ))
+                .execute(conn)
+                .await
+                .map(|n| n > 0)
+        })
+    }
+
+    /// Changes a key's role; returns whether it exists.
+    pub async fn set_admin_key_role(&self, id: i64, role: Role) -> Result<bool, DbError> {
+        let now = self.now_ms();
+        run_query!(self, |conn| {
+            diesel::update(admin_keys::table.find(id))
+                .set((
+                    admin_keys::role.eq(role.as_str()),
                     admin_keys::updated_at.eq(now),
                 ))
                 .execute(conn)

@@ -1,5 +1,14 @@
-//! Metrics over `request_logs` for a time range: totals, latency
-//! percentiles, per-model figures and time series.
+//! Metrics for a time range: totals, latency percentiles, per-model (token,
+//! provider) figures and time series.
+//!
+//! Counts, tokens and cost come from the hourly rollups for the whole hours
+//! of a range and from `request_logs` for the partial hours at its edges
+//! ([`Db::metrics_figures`]), so they are exact and a week costs what 168
+//! rollup hours cost, not a scan of its requests. Percentiles come from the
+//! rollups' histograms (src/db/rollups.rs states their resolution), or
+//! exactly from `request_logs` ([`Db::metrics_percentiles`],
+//! [`Db::metrics_bucket_percentiles`]) when the caller knows the range holds
+//! few requests.
 //!
 //! Everything is computed in the database and only the figures come back:
 //! - sums and counts are one aggregate query (casts make SQLite's INTEGER
@@ -16,76 +25,15 @@
 //! computed (times, bucket sizes), written into the text: the text is the
 //! same on both backends, with no placeholder dialect to choose.
 
+use super::rollups::{self, Figures, HOUR_MS, raw_select, rollup_select};
 use super::{Db, DbError};
 use diesel::QueryableByName;
-use diesel::sql_types::{BigInt, Nullable, Text};
+use diesel::sql_types::BigInt;
 use diesel_async::RunQueryDsl;
-use serde::Serialize;
+use std::collections::BTreeMap;
 
 /// The percentiles reported, in percent.
 pub const PERCENTILES: [i64; 3] = [50, 90, 99];
-
-/// Totals of a time range.
-#[derive(QueryableByName, Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Totals {
-    #[diesel(sql_type = BigInt)]
-    pub requests: i64,
-    /// Status 2xx.
-    #[diesel(sql_type = BigInt)]
-    pub successes: i64,
-    #[diesel(sql_type = BigInt)]
-    pub client_errors: i64,
-    #[diesel(sql_type = BigInt)]
-    pub server_errors: i64,
-    #[diesel(sql_type = BigInt)]
-    pub prompt_tokens: i64,
-    #[diesel(sql_type = BigInt)]
-    pub completion_tokens: i64,
-    #[diesel(sql_type = BigInt)]
-    pub cost_nanos: i64,
-    /// Requests that used tokens of a model without a price (failures
-    /// that used none are not counted).
-    #[diesel(sql_type = BigInt)]
-    pub unpriced: i64,
-}
-
-/// The figures of one requested model.
-#[derive(QueryableByName, Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ModelTotals {
-    /// `None` for requests that named no model (refused early).
-    #[diesel(sql_type = Nullable<Text>)]
-    pub model: Option<String>,
-    #[diesel(sql_type = BigInt)]
-    pub requests: i64,
-    #[diesel(sql_type = BigInt)]
-    pub successes: i64,
-    #[diesel(sql_type = BigInt)]
-    pub prompt_tokens: i64,
-    #[diesel(sql_type = BigInt)]
-    pub completion_tokens: i64,
-    #[diesel(sql_type = BigInt)]
-    pub cost_nanos: i64,
-}
-
-/// The figures of one time bucket.
-#[derive(QueryableByName, Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct BucketTotals {
-    /// Start of the bucket, unix milliseconds.
-    #[diesel(sql_type = BigInt)]
-    pub start_ms: i64,
-    #[diesel(sql_type = BigInt)]
-    pub requests: i64,
-    /// Requests that did not succeed (status other than 2xx).
-    #[diesel(sql_type = BigInt)]
-    pub errors: i64,
-    #[diesel(sql_type = BigInt)]
-    pub tokens: i64,
-    #[diesel(sql_type = BigInt)]
-    pub cost_nanos: i64,
-    /// Median latency of the bucket's successes (`None`: none succeeded).
-    #[diesel(sql_type = Nullable<BigInt>)]
-    pub p50_latency_ms: Option<i64>,
-}
 
 /// A ranked value: the `pos`-th smallest of `n`.
 #[derive(QueryableByName, Debug)]
@@ -98,11 +46,29 @@ struct Ranked {
     val: i64,
 }
 
-/// One bucket's median.
+/// A group's key in [`Figures`]: (bucket, name, token id).
+type GroupKey = (i64, String, i64);
+
+/// A successful request's latency and time to first token, at an edge.
 #[derive(QueryableByName, Debug)]
-struct BucketMedian {
+struct EdgeValue {
     #[diesel(sql_type = BigInt)]
     bucket: i64,
+    #[diesel(sql_type = BigInt)]
+    latency: i64,
+    #[diesel(sql_type = diesel::sql_types::Nullable<BigInt>)]
+    ttft: Option<i64>,
+}
+
+/// One bucket's percentile.
+#[derive(QueryableByName, Debug)]
+struct BucketRanked {
+    #[diesel(sql_type = BigInt)]
+    bucket: i64,
+    #[diesel(sql_type = BigInt)]
+    pos: i64,
+    #[diesel(sql_type = BigInt)]
+    n: i64,
     #[diesel(sql_type = BigInt)]
     val: i64,
 }
@@ -118,37 +84,7 @@ fn range(from_ms: i64, to_ms: i64) -> String {
     format!("created_at >= {from_ms} AND created_at < {to_ms}")
 }
 
-fn sum(expression: &str) -> String {
-    format!("CAST(COALESCE(SUM({expression}), 0) AS BIGINT)")
-}
-
-fn count_if(condition: &str) -> String {
-    sum(&format!("CASE WHEN {condition} THEN 1 ELSE 0 END"))
-}
-
 impl Db {
-    /// Totals of the requests logged in `[from_ms, to_ms)`.
-    pub async fn metrics_totals(&self, from_ms: i64, to_ms: i64) -> Result<Totals, DbError> {
-        let query = format!(
-            "SELECT CAST(COUNT(*) AS BIGINT) AS requests, {successes} AS successes, \
-             {client} AS client_errors, {server} AS server_errors, \
-             {prompt} AS prompt_tokens, {completion} AS completion_tokens, \
-             {cost} AS cost_nanos, {unpriced} AS unpriced \
-             FROM request_logs WHERE {range}",
-            successes = count_if(SUCCESS),
-            client = count_if("status BETWEEN 400 AND 499"),
-            server = count_if("status BETWEEN 500 AND 599"),
-            prompt = sum("prompt_tokens"),
-            completion = sum("completion_tokens"),
-            cost = sum("cost_nanos"),
-            unpriced = count_if("priced = FALSE AND prompt_tokens + completion_tokens > 0"),
-            range = range(from_ms, to_ms),
-        );
-        run_query!(self, |conn| {
-            diesel::sql_query(query).get_result::<Totals>(conn).await
-        })
-    }
-
     /// Nearest-rank percentiles `ps` of `column` (`latency_ms`, `ttft_ms`)
     /// over the successful requests of `[from_ms, to_ms)` that have a value:
     /// `(p, value)` pairs, empty when there is none.
@@ -193,82 +129,246 @@ impl Db {
             .collect())
     }
 
-    /// Figures per requested model over `[from_ms, to_ms)`, most requested
-    /// first (then by name, requests without a model last).
-    pub async fn metrics_by_model(
+    /// Exact nearest-rank percentiles `ps` of `column` over the successful
+    /// requests of `[from_ms, to_ms)`, per bucket of `bucket_ms` (aligned
+    /// on the unix epoch): `(bucket index, p, value)`. Sorts the range's
+    /// values: meant for ranges that hold few requests.
+    pub async fn metrics_bucket_percentiles(
         &self,
-        from_ms: i64,
-        to_ms: i64,
-    ) -> Result<Vec<ModelTotals>, DbError> {
-        let query = format!(
-            "SELECT requested_model AS model, CAST(COUNT(*) AS BIGINT) AS requests, \
-             {successes} AS successes, {prompt} AS prompt_tokens, \
-             {completion} AS completion_tokens, {cost} AS cost_nanos \
-             FROM request_logs WHERE {range} GROUP BY requested_model",
-            successes = count_if(SUCCESS),
-            prompt = sum("prompt_tokens"),
-            completion = sum("completion_tokens"),
-            cost = sum("cost_nanos"),
-            range = range(from_ms, to_ms),
-        );
-        let mut rows = run_query!(self, |conn| {
-            diesel::sql_query(query).load::<ModelTotals>(conn).await
-        })?;
-        // Sorted here: the backends order NULLs differently.
-        rows.sort_by(|a, b| {
-            b.requests
-                .cmp(&a.requests)
-                .then_with(|| a.model.is_none().cmp(&b.model.is_none()))
-                .then_with(|| a.model.cmp(&b.model))
-        });
-        Ok(rows)
-    }
-
-    /// Figures per bucket of `bucket_ms` (buckets aligned on the unix
-    /// epoch, so days are UTC days) over `[from_ms, to_ms)`; only buckets
-    /// with requests, oldest first.
-    pub async fn metrics_series(
-        &self,
+        column: Column,
         from_ms: i64,
         to_ms: i64,
         bucket_ms: i64,
-    ) -> Result<Vec<BucketTotals>, DbError> {
+        ps: &[i64],
+    ) -> Result<Vec<(i64, i64, i64)>, DbError> {
         let bucket_ms = bucket_ms.max(1);
+        let column = column.name();
         let bucket = format!("(created_at / {bucket_ms})");
-        let totals = format!(
-            "SELECT CAST({bucket} * {bucket_ms} AS BIGINT) AS start_ms, \
-             CAST(COUNT(*) AS BIGINT) AS requests, {errors} AS errors, \
-             {tokens} AS tokens, {cost} AS cost_nanos, \
-             CAST(NULL AS BIGINT) AS p50_latency_ms \
-             FROM request_logs WHERE {range} GROUP BY {bucket} ORDER BY start_ms",
-            errors = count_if(&format!("NOT ({SUCCESS})")),
-            tokens = sum("prompt_tokens + completion_tokens"),
-            cost = sum("cost_nanos"),
-            range = range(from_ms, to_ms),
-        );
-        let medians = format!(
-            "SELECT CAST(bucket AS BIGINT) AS bucket, CAST(val AS BIGINT) AS val FROM ( \
-               SELECT {bucket} AS bucket, latency_ms AS val, \
-                 ROW_NUMBER() OVER (PARTITION BY {bucket} ORDER BY latency_ms) AS pos, \
+        let ranks: Vec<String> = ps
+            .iter()
+            .map(|p| format!("pos = ({p} * n + 99) / 100"))
+            .collect();
+        let query = format!(
+            "SELECT CAST(bucket AS BIGINT) AS bucket, CAST(pos AS BIGINT) AS pos, \
+             CAST(n AS BIGINT) AS n, CAST(val AS BIGINT) AS val FROM ( \
+               SELECT {bucket} AS bucket, {column} AS val, \
+                 ROW_NUMBER() OVER (PARTITION BY {bucket} ORDER BY {column}) AS pos, \
                  COUNT(*) OVER (PARTITION BY {bucket}) AS n \
-               FROM request_logs WHERE {range} AND {SUCCESS} \
-             ) ranked WHERE pos = (50 * n + 99) / 100",
+               FROM request_logs \
+               WHERE {range} AND {SUCCESS} AND {column} IS NOT NULL \
+             ) ranked WHERE {ranks}",
             range = range(from_ms, to_ms),
+            ranks = if ranks.is_empty() {
+                "1 = 0".to_owned()
+            } else {
+                ranks.join(" OR ")
+            },
         );
-        let (mut rows, medians) = run_query!(self, |conn| {
-            let rows = diesel::sql_query(totals).load::<BucketTotals>(conn).await?;
-            let medians = diesel::sql_query(medians)
-                .load::<BucketMedian>(conn)
-                .await?;
-            Ok((rows, medians))
+        let rows = run_query!(self, |conn| {
+            diesel::sql_query(query).load::<BucketRanked>(conn).await
         })?;
-        for row in &mut rows {
-            row.p50_latency_ms = medians
-                .iter()
-                .find(|median| median.bucket.saturating_mul(bucket_ms) == row.start_ms)
-                .map(|median| median.val);
+        let mut out = Vec::new();
+        for row in rows {
+            for &p in ps {
+                if row.pos == nearest_rank(p, row.n) {
+                    out.push((row.bucket, p, row.val));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The figures of `[from_ms, to_ms)` grouped by `grouping`, exact:
+    /// the whole hours inside the range from the hourly rollups, the
+    /// partial hours at its edges (at most two) from `request_logs`, added
+    /// per group. Groups without requests are absent (except for
+    /// [`Grouping::Total`], always one row). The histograms are summed only
+    /// with `histograms` (else left empty: they are most of the work).
+    pub async fn metrics_figures(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        grouping: Grouping,
+        histograms: bool,
+    ) -> Result<Vec<Figures>, DbError> {
+        let first_hour = from_ms.div_euclid(HOUR_MS) * HOUR_MS
+            + if from_ms.rem_euclid(HOUR_MS) == 0 {
+                0
+            } else {
+                HOUR_MS
+            };
+        let end_hour = to_ms.div_euclid(HOUR_MS) * HOUR_MS;
+        let mut queries = Vec::new();
+        let mut edges = Vec::new();
+        if first_hour < end_hour {
+            queries.push(grouping.rollup_query(first_hour, end_hour, histograms));
+            if from_ms < first_hour {
+                edges.push((from_ms, first_hour));
+            }
+            if end_hour < to_ms {
+                edges.push((end_hour, to_ms));
+            }
+        } else if from_ms < to_ms {
+            edges.push((from_ms, to_ms));
+        }
+        // Edges: counts in SQL; their histograms from the values, bucketed
+        // here (80 CASE sums per scanned row cost more than reading two
+        // columns of the successes).
+        let mut values_queries = Vec::new();
+        for &(from, to) in &edges {
+            queries.push(grouping.raw_query(from, to, false));
+            if histograms {
+                values_queries.push(grouping.values_query(from, to));
+            }
+        }
+        let (parts, values) = run_query!(self, |conn| {
+            let mut parts = Vec::new();
+            for query in queries {
+                parts.push(diesel::sql_query(query).load::<Figures>(conn).await?);
+            }
+            let mut values = Vec::new();
+            for query in values_queries {
+                values.extend(diesel::sql_query(query).load::<EdgeValue>(conn).await?);
+            }
+            Ok((parts, values))
+        })?;
+        let mut merged: BTreeMap<GroupKey, Figures> = BTreeMap::new();
+        for row in parts.into_iter().flatten() {
+            let key = (row.bucket, row.name.clone(), row.token_id);
+            match merged.get_mut(&key) {
+                Some(figures) => figures.merge(&row),
+                None => {
+                    merged.insert(key, row);
+                }
+            }
+        }
+        if !values.is_empty() {
+            let mut counts: BTreeMap<GroupKey, (Vec<i64>, Vec<i64>)> = BTreeMap::new();
+            for value in values {
+                let key = (value.bucket, String::new(), 0);
+                let (latency, ttft) = counts
+                    .entry(key)
+                    .or_insert_with(|| (vec![0; rollups::BUCKETS], vec![0; rollups::BUCKETS]));
+                if let Some(slot) = latency.get_mut(rollups::bucket_of(value.latency)) {
+                    *slot += 1;
+                }
+                if let Some(slot) = value.ttft.and_then(|t| ttft.get_mut(rollups::bucket_of(t))) {
+                    *slot += 1;
+                }
+            }
+            for (key, (latency, ttft)) in counts {
+                let text = |counts: Vec<i64>| {
+                    counts
+                        .iter()
+                        .map(i64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                let edge = Figures {
+                    bucket: key.0,
+                    latency: text(latency),
+                    ttft: text(ttft),
+                    ..Figures::default()
+                };
+                merged.entry(key).or_default().merge(&edge);
+            }
+        }
+        let mut rows: Vec<Figures> = merged.into_values().collect();
+        if grouping != Grouping::Total {
+            rows.retain(|row| row.requests > 0);
+        } else if rows.is_empty() {
+            rows.push(Figures::default());
         }
         Ok(rows)
+    }
+}
+
+/// How [`Db::metrics_figures`] groups requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grouping {
+    /// One row for the whole range.
+    Total,
+    /// Per time bucket of this many milliseconds (a multiple of an hour),
+    /// aligned on the unix epoch.
+    Bucket(i64),
+    /// Per requested model.
+    Model,
+    /// Per token.
+    Token,
+    /// Per provider.
+    Provider,
+}
+
+impl Grouping {
+    /// (bucket, name, token id) expressions over `time` (a unix-ms column)
+    /// and the model, provider and token columns given.
+    fn keys(self, time: &str, model: &str, provider: &str, token: &str) -> [String; 3] {
+        let zero = "CAST(0 AS BIGINT)".to_owned();
+        let empty = "CAST('' AS TEXT)".to_owned();
+        match self {
+            Grouping::Total => [zero.clone(), empty, zero],
+            Grouping::Bucket(ms) => [
+                format!("CAST({time} / {} AS BIGINT)", ms.max(1)),
+                empty,
+                zero,
+            ],
+            Grouping::Model => [zero.clone(), model.to_owned(), zero],
+            Grouping::Provider => [zero.clone(), provider.to_owned(), zero],
+            Grouping::Token => [zero, empty, token.to_owned()],
+        }
+    }
+
+    fn query(self, keys: [String; 3], select: &str, from: &str) -> String {
+        let [bucket, name, token] = keys;
+        let group_by = match self {
+            Grouping::Total => String::new(),
+            Grouping::Bucket(_) => format!(" GROUP BY {bucket}"),
+            Grouping::Model | Grouping::Provider => format!(" GROUP BY {name}"),
+            Grouping::Token => format!(" GROUP BY {token}"),
+        };
+        format!(
+            "SELECT {bucket} AS bucket, {name} AS name, {token} AS token_id, {select} \
+             FROM {from}{group_by}"
+        )
+    }
+
+    /// The rollups of the whole hours `[from_hour, to_hour)`.
+    fn rollup_query(self, from_hour: i64, to_hour: i64, histograms: bool) -> String {
+        self.query(
+            self.keys("hour", "model", "provider", "token_id"),
+            &rollup_select(histograms),
+            &format!("usage_hourly WHERE hour >= {from_hour} AND hour < {to_hour}"),
+        )
+    }
+
+    /// The latency and time to first token of the successes of
+    /// `[from_ms, to_ms)`, with their time bucket (histograms are kept per
+    /// time bucket only: the groupings by name do not read them).
+    fn values_query(self, from_ms: i64, to_ms: i64) -> String {
+        let bucket = match self {
+            Grouping::Bucket(ms) => format!("CAST(created_at / {} AS BIGINT)", ms.max(1)),
+            _ => "CAST(0 AS BIGINT)".to_owned(),
+        };
+        format!(
+            "SELECT {bucket} AS bucket, CAST(latency_ms AS BIGINT) AS latency, \
+             CAST(ttft_ms AS BIGINT) AS ttft FROM request_logs \
+             WHERE {} AND {SUCCESS}",
+            range(from_ms, to_ms)
+        )
+    }
+
+    /// The request logs of `[from_ms, to_ms)`, summed the same way.
+    fn raw_query(self, from_ms: i64, to_ms: i64, histograms: bool) -> String {
+        self.query(
+            self.keys(
+                "created_at",
+                "COALESCE(requested_model, '')",
+                "COALESCE(provider, '')",
+                "COALESCE(token_id, 0)",
+            ),
+            &raw_select(histograms),
+            &format!("request_logs WHERE {}", range(from_ms, to_ms)),
+        )
     }
 }
 

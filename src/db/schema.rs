@@ -156,6 +156,7 @@ diesel::table! {
         last_login_at -> Nullable<BigInt>,
         created_at -> BigInt,
         updated_at -> BigInt,
+        role -> Text,
     }
 }
 

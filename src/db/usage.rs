@@ -5,7 +5,7 @@ use super::schema::{
     billing_records, gateway_tokens, request_logs, reservations, usage_daily, usage_dead_letters,
     users,
 };
-use super::{Db, DbError, SqliteConn};
+use super::{Db, DbError, SqliteConn, rollups};
 use diesel::dsl::case_when;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
@@ -297,9 +297,32 @@ trait InsertRequestLogs {
     ) -> BoxFuture<'_, QueryResult<Vec<String>>>;
 
     fn insert_charges(&mut self, charges: Vec<NewCharge>) -> BoxFuture<'_, QueryResult<()>>;
+
+    /// The batch's hourly rollups: one multi-row upsert per chunk
+    /// ([`rollups::upsert_statements`]).
+    fn upsert_hourly(
+        &mut self,
+        rows: BTreeMap<rollups::HourKey, rollups::HourlyDelta>,
+    ) -> BoxFuture<'_, QueryResult<()>>;
 }
 
 impl InsertRequestLogs for SqliteConn {
+    fn upsert_hourly(
+        &mut self,
+        rows: BTreeMap<rollups::HourKey, rollups::HourlyDelta>,
+    ) -> BoxFuture<'_, QueryResult<()>> {
+        self.spawn_blocking(move |conn| {
+            for (sql, binds) in rollups::upsert_statements(&rows, |_| "?".to_owned()) {
+                let mut query = diesel::sql_query(sql).into_boxed::<diesel::sqlite::Sqlite>();
+                for bind in binds {
+                    query = query.bind::<diesel::sql_types::Text, _>(bind);
+                }
+                diesel::RunQueryDsl::execute(query, conn)?;
+            }
+            Ok(())
+        })
+    }
+
     fn insert_request_logs(
         &mut self,
         rows: Vec<NewRequestLog>,
@@ -334,6 +357,23 @@ impl InsertRequestLogs for SqliteConn {
 }
 
 impl InsertRequestLogs for AsyncPgConnection {
+    fn upsert_hourly(
+        &mut self,
+        rows: BTreeMap<rollups::HourKey, rollups::HourlyDelta>,
+    ) -> BoxFuture<'_, QueryResult<()>> {
+        async move {
+            for (sql, binds) in rollups::upsert_statements(&rows, |n| format!("${n}")) {
+                let mut query = diesel::sql_query(sql).into_boxed::<diesel::pg::Pg>();
+                for bind in binds {
+                    query = query.bind::<diesel::sql_types::Text, _>(bind);
+                }
+                query.execute(self).await?;
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+
     fn insert_request_logs(
         &mut self,
         rows: Vec<NewRequestLog>,
@@ -510,7 +550,8 @@ impl Db {
     /// multi-row INSERT that skips `record_id`s already stored), and for the
     /// records it inserted, the billing charges, one UPDATE of the spend
     /// counters per token and of the balance per user, one upsert per
-    /// `(day, token, model)` rollup; plus moving each new record's spend out
+    /// `(day, token, model)` rollup, one multi-row upsert of the hourly
+    /// rollups (`usage_hourly`, [`rollups`]); plus moving each new record's spend out
     /// of the budget slice that held it. Records without a token are logged only.
     /// So request logs, token counters and billing records always agree,
     /// however often a record is written. Returns the inserted `record_id`s.
@@ -551,6 +592,9 @@ impl Db {
                     new.iter().copied().filter_map(NewCharge::of).collect();
                 conn.insert_charges(charges).await?;
                 let (per_token, per_day, per_user) = aggregate(&new);
+                // Every stored request, with a token or not, in its hour's
+                // rollup (src/db/rollups.rs): one upsert per chunk of keys.
+                conn.upsert_hourly(rollups::aggregate_hourly(&new)).await?;
                 // Settled requests move their spend out of the slice that
                 // held it (docs/limits.md): per reservation, what its newly
                 // stored records spent is taken from the row and from the

@@ -13,6 +13,7 @@
 //! does not carry their schemas). `tests/schemathesis.rs` checks the
 //! served answers against this document.
 
+use crate::auth::Role;
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
@@ -41,6 +42,8 @@ pub struct RouteDoc {
     /// The actix path pattern (`/admin/tokens/{id}`, `{tail:.*}`).
     pub path: &'static str,
     pub access: Access,
+    /// The least role an admin route needs (`None` for the others).
+    pub role: Option<Role>,
     pub summary: &'static str,
 }
 
@@ -240,8 +243,16 @@ pub fn build(routes: &[RouteDoc]) -> String {
                         "gateway_api_key",
                         Vec::<String>::new(),
                     )),
+                // OpenAPI 3.1 lets a non-OAuth requirement list the roles
+                // it needs: the least role, also said in the description.
                 Access::Admin => {
-                    operation.security(SecurityRequirement::new("admin", Vec::<String>::new()))
+                    let role = route.role.unwrap_or(Role::Admin);
+                    operation
+                        .description(Some(format!(
+                            "Needs an admin credential with the `{role}` role or higher \
+                             (viewer < operator < admin; the master key is admin)."
+                        )))
+                        .security(SecurityRequirement::new("admin", [role.as_str()]))
                 }
             };
             paths = paths.path(openapi_path(route.path), PathItem::new(method, operation));

@@ -4,7 +4,10 @@
 //! feeds the OpenAPI document (`GET /openapi.json`, built by
 //! [`super::openapi`] from [`ROUTES`]; that module does not know this one)
 //! and drives the tests that walk every route (the admin authorisation test
-//! tries each admin route without, or with the wrong, credential). A route cannot be served without being documented,
+//! tries each admin route without, or with the wrong, credential, and with
+//! each role). An admin route states the least role it needs
+//! (`Admin(Viewer)`, `Admin(Operator)`, `Admin(Admin)`; a bare `Admin` does
+//! not compile), which [`least_role`] gives `AdminAuth` to enforce. A route cannot be served without being documented,
 //! nor documented without being served.
 
 use super::{health, openapi, prometheus};
@@ -15,18 +18,21 @@ use crate::admin::{
 use crate::gateway::doors::{chat, completions, models, proxy, self_service};
 use crate::ui;
 use actix_web::{HttpResponse, web};
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 pub use super::openapi::{Access, RouteDoc};
+use crate::auth::Role;
 
 macro_rules! route_table {
-    ($( $method:ident $path:literal => $handler:path, $access:ident, $summary:literal; )*) => {
+    ($( $method:ident $path:literal => $handler:path, $access:ident $(($role:ident))?, $summary:literal; )*) => {
         /// Every route, in registration order.
         pub const ROUTES: &[RouteDoc] = &[
             $( RouteDoc {
                 method: route_table!(@name $method),
                 path: $path,
                 access: Access::$access,
+                role: route_table!(@role $access $($role)?),
                 summary: $summary,
             }, )*
         ];
@@ -50,6 +56,10 @@ macro_rules! route_table {
     (@name patch) => { "PATCH" };
     (@name delete) => { "DELETE" };
     (@name any) => { "ANY" };
+    // An admin route states the least role it needs: `Admin(Viewer)`.
+    (@role Admin) => { compile_error!("an Admin route states its least role: Admin(Viewer), Admin(Operator) or Admin(Admin)") };
+    (@role Admin $role:ident) => { Some(Role::$role) };
+    (@role $access:ident) => { None };
 }
 
 route_table! {
@@ -61,7 +71,7 @@ route_table! {
     get "/readyz" => health::readyz, Public, "Readiness: database reachable and a usable key; what is not ready, explained";
     head "/readyz" => health::readyz, Public, "Readiness, headers only";
     get "/openapi.json" => openapi_document, Public, "This OpenAPI document";
-    get "/metrics" => prometheus::metrics, Admin, "Prometheus metrics: requests per provider and status, key health";
+    get "/metrics" => prometheus::metrics, Admin(Viewer), "Prometheus metrics: requests per provider and status, key health";
 
     // Client API.
     post "/v1/chat/completions" => chat::chat_completions, Gateway, "OpenAI chat completion, streamed or not, served by any provider kind";
@@ -82,57 +92,76 @@ route_table! {
     get "/ui" => ui::index, Public, "The web dashboard (files embedded in the binary; it uses only this API)";
     get "/ui/{path:.*}" => ui::asset, Public, "A file of the web dashboard";
     post "/auth/master" => login::master, Public, "Dashboard login with the master key (where enabled): a session cookie and CSRF token";
-    get "/auth/session" => login::session, Admin, "Who is logged in; the dashboard's CSRF token for its session cookie";
-    post "/auth/logout" => login::logout, Admin, "Revoke the caller's session and clear the dashboard's cookie";
-    get "/admin/request-logs/{id}" => logs::show, Admin, "One request's log row (by id or request id)";
+    get "/auth/session" => login::session, Admin(Viewer), "Who is logged in; the dashboard's CSRF token for its session cookie";
+    post "/auth/logout" => login::logout, Admin(Viewer), "Revoke the caller's session and clear the dashboard's cookie";
+    get "/admin/request-logs/{id}" => logs::show, Admin(Viewer), "One request's log row (by id or request id)";
 
     // Admin API.
-    post "/admin/tokens" => tokens::create, Admin, "Create a gateway token (shown once) with its limits";
-    get "/admin/tokens" => tokens::list, Admin, "List gateway tokens";
-    get "/admin/tokens/{id}" => tokens::get, Admin, "Show a gateway token";
-    patch "/admin/tokens/{id}" => tokens::update, Admin, "Change a token's limits (null lifts one)";
-    delete "/admin/tokens/{id}" => tokens::delete, Admin, "Delete a gateway token";
-    post "/admin/tokens/{id}/disable" => tokens::disable, Admin, "Disable a gateway token";
-    post "/admin/tokens/{id}/enable" => tokens::enable, Admin, "Enable a gateway token";
-    post "/admin/tokens/{id}/rotate" => tokens::rotate, Admin, "Rotate a token's secret; the old one works for a grace period";
-    post "/admin/users" => users::create, Admin, "Create a user";
-    get "/admin/users" => users::list, Admin, "List users";
-    get "/admin/users/{id}" => users::get, Admin, "Show a user";
-    patch "/admin/users/{id}" => users::update, Admin, "Change a user (status, prepaid, multiplier, name)";
-    delete "/admin/users/{id}" => users::delete, Admin, "Delete a user without tokens";
-    post "/admin/users/{id}/topup" => users::topup, Admin, "Add to a user's balance";
-    get "/admin/billing" => billing::list, Admin, "Billing records: charges and top-ups";
-    get "/admin/model-prices" => prices::list, Admin, "List model prices";
-    put "/admin/model-prices/{model:.*}" => prices::put, Admin, "Set a model's price";
-    delete "/admin/model-prices/{model:.*}" => prices::delete, Admin, "Delete a model's price";
-    get "/admin/unpriced-models" => prices::unpriced, Admin, "Models served without a price";
-    get "/admin/request-logs" => logs::list, Admin, "Request logs, filtered and paged";
-    get "/admin/operation-logs" => oplog::list, Admin, "Operation log: who changed what";
-    get "/admin/admin-keys" => admin_keys::list, Admin, "List admin keys (fingerprints)";
-    post "/admin/admin-keys" => admin_keys::create, Admin, "Register an admin public key";
-    delete "/admin/admin-keys/{id}" => admin_keys::delete, Admin, "Remove an admin key and its sessions";
-    post "/admin/admin-keys/{id}/disable" => admin_keys::disable, Admin, "Disable an admin key";
-    post "/admin/admin-keys/{id}/enable" => admin_keys::enable, Admin, "Enable an admin key";
-    get "/admin/sessions" => sessions::list, Admin, "List admin sessions";
-    delete "/admin/sessions/{id}" => sessions::revoke, Admin, "Revoke an admin session";
-    get "/admin/metrics/summary" => metrics::summary, Admin, "Requests, success rate, tokens, cost and latency percentiles for a time range";
-    get "/admin/metrics/models-distribution" => metrics::models_distribution, Admin, "Per-model share of requests, tokens and cost";
-    get "/admin/metrics/timeseries" => metrics::timeseries, Admin, "Requests, errors, tokens, cost and p50 latency by hour or day";
-    get "/admin/models" => admin_models::list, Admin, "Routable models and each provider's cached model list";
-    post "/admin/models/{provider}/refresh" => admin_models::refresh, Admin, "Fetch a provider's model list now";
-    get "/admin/redirects" => admin_models::list_redirects, Admin, "List redirect rules";
-    put "/admin/redirects/{from:.*}" => admin_models::put_redirect, Admin, "Set a redirect rule";
-    delete "/admin/redirects/{from:.*}" => admin_models::delete_redirect, Admin, "Delete a redirect rule";
-    get "/admin/providers" => providers::list, Admin, "List providers";
-    post "/admin/providers" => provider_edit::create, Admin, "Add a provider (live)";
-    get "/admin/providers/{name}" => provider_edit::show, Admin, "Show a provider, keys masked";
-    patch "/admin/providers/{name}" => provider_edit::update, Admin, "Change a provider (live)";
-    delete "/admin/providers/{name}" => provider_edit::delete, Admin, "Remove a provider and its keys (live)";
-    get "/admin/providers/{name}/health" => providers::health, Admin, "Each key's health";
-    post "/admin/providers/{name}/keys" => providers::add_key, Admin, "Add a provider key (encrypted at rest)";
-    post "/admin/providers/{name}/keys/{id}/enable" => providers::enable_key, Admin, "Enable a provider key";
-    post "/admin/providers/{name}/keys/{id}/disable" => providers::disable_key, Admin, "Disable a provider key";
-    delete "/admin/providers/{name}/keys/{id}" => providers::delete_key, Admin, "Remove a provider key";
+    post "/admin/tokens" => tokens::create, Admin(Operator), "Create a gateway token (shown once) with its limits";
+    get "/admin/tokens" => tokens::list, Admin(Viewer), "List gateway tokens";
+    get "/admin/tokens/{id}" => tokens::get, Admin(Viewer), "Show a gateway token";
+    patch "/admin/tokens/{id}" => tokens::update, Admin(Operator), "Change a token's limits (null lifts one)";
+    delete "/admin/tokens/{id}" => tokens::delete, Admin(Operator), "Delete a gateway token";
+    post "/admin/tokens/{id}/disable" => tokens::disable, Admin(Operator), "Disable a gateway token";
+    post "/admin/tokens/{id}/enable" => tokens::enable, Admin(Operator), "Enable a gateway token";
+    post "/admin/tokens/{id}/rotate" => tokens::rotate, Admin(Operator), "Rotate a token's secret; the old one works for a grace period";
+    post "/admin/users" => users::create, Admin(Operator), "Create a user";
+    get "/admin/users" => users::list, Admin(Viewer), "List users";
+    get "/admin/users/{id}" => users::get, Admin(Viewer), "Show a user";
+    patch "/admin/users/{id}" => users::update, Admin(Operator), "Change a user (status, prepaid, multiplier, name)";
+    delete "/admin/users/{id}" => users::delete, Admin(Operator), "Delete a user without tokens";
+    post "/admin/users/{id}/topup" => users::topup, Admin(Operator), "Add to a user's balance";
+    get "/admin/billing" => billing::list, Admin(Viewer), "Billing records: charges and top-ups";
+    get "/admin/model-prices" => prices::list, Admin(Viewer), "List model prices";
+    put "/admin/model-prices/{model:.*}" => prices::put, Admin(Operator), "Set a model's price";
+    delete "/admin/model-prices/{model:.*}" => prices::delete, Admin(Operator), "Delete a model's price";
+    get "/admin/unpriced-models" => prices::unpriced, Admin(Viewer), "Models served without a price";
+    get "/admin/request-logs" => logs::list, Admin(Viewer), "Request logs, filtered and paged";
+    get "/admin/operation-logs" => oplog::list, Admin(Viewer), "Operation log: who changed what";
+    get "/admin/admin-keys" => admin_keys::list, Admin(Viewer), "List admin keys (fingerprints)";
+    post "/admin/admin-keys" => admin_keys::create, Admin(Admin), "Register an admin public key";
+    delete "/admin/admin-keys/{id}" => admin_keys::delete, Admin(Admin), "Remove an admin key and its sessions";
+    patch "/admin/admin-keys/{id}" => admin_keys::update, Admin(Admin), "Change an admin key's role (its sessions follow at once)";
+    post "/admin/admin-keys/{id}/disable" => admin_keys::disable, Admin(Admin), "Disable an admin key";
+    post "/admin/admin-keys/{id}/enable" => admin_keys::enable, Admin(Admin), "Enable an admin key";
+    get "/admin/sessions" => sessions::list, Admin(Viewer), "List admin sessions";
+    delete "/admin/sessions/{id}" => sessions::revoke, Admin(Viewer), "Revoke an admin session";
+    get "/admin/metrics/summary" => metrics::summary, Admin(Viewer), "Requests, success rate, tokens, cost and latency percentiles for a time range";
+    get "/admin/metrics/top" => metrics::top, Admin(Viewer), "Top models, tokens or providers by cost over the last hour, day or week";
+    get "/admin/metrics/models-distribution" => metrics::models_distribution, Admin(Viewer), "Per-model share of requests, tokens and cost";
+    get "/admin/metrics/timeseries" => metrics::timeseries, Admin(Viewer), "Requests, errors, tokens, cost and p50 latency by hour or day";
+    get "/admin/models" => admin_models::list, Admin(Viewer), "Routable models and each provider's cached model list";
+    post "/admin/models/{provider}/refresh" => admin_models::refresh, Admin(Operator), "Fetch a provider's model list now";
+    get "/admin/redirects" => admin_models::list_redirects, Admin(Viewer), "List redirect rules";
+    put "/admin/redirects/{from:.*}" => admin_models::put_redirect, Admin(Operator), "Set a redirect rule";
+    delete "/admin/redirects/{from:.*}" => admin_models::delete_redirect, Admin(Operator), "Delete a redirect rule";
+    get "/admin/providers" => providers::list, Admin(Viewer), "List providers";
+    post "/admin/providers" => provider_edit::create, Admin(Operator), "Add a provider (live)";
+    get "/admin/providers/{name}" => provider_edit::show, Admin(Viewer), "Show a provider, keys masked";
+    patch "/admin/providers/{name}" => provider_edit::update, Admin(Operator), "Change a provider (live)";
+    delete "/admin/providers/{name}" => provider_edit::delete, Admin(Operator), "Remove a provider and its keys (live)";
+    get "/admin/providers/{name}/health" => providers::health, Admin(Viewer), "Each key's health";
+    post "/admin/providers/{name}/keys" => providers::add_key, Admin(Operator), "Add a provider key (encrypted at rest)";
+    post "/admin/providers/{name}/keys/{id}/enable" => providers::enable_key, Admin(Operator), "Enable a provider key";
+    post "/admin/providers/{name}/keys/{id}/disable" => providers::disable_key, Admin(Operator), "Disable a provider key";
+    delete "/admin/providers/{name}/keys/{id}" => providers::delete_key, Admin(Operator), "Remove a provider key";
+}
+
+/// The least role the admin route `method` + `pattern` (as actix matched it,
+/// `HttpRequest::match_pattern`) needs; `None` for a route that is not an
+/// admin route of [`ROUTES`]. Built once from the table, so the policy is
+/// stated only there.
+pub fn least_role(method: &str, pattern: &str) -> Option<Role> {
+    static TABLE: OnceLock<HashMap<(&'static str, &'static str), Role>> = OnceLock::new();
+    TABLE
+        .get_or_init(|| {
+            ROUTES
+                .iter()
+                .filter_map(|route| Some(((route.method, route.path), route.role?)))
+                .collect()
+        })
+        .get(&(method, pattern))
+        .copied()
 }
 
 /// `GET /openapi.json`: the document of [`ROUTES`], built once.
