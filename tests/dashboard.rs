@@ -92,6 +92,22 @@ async fn an_operator_uses_the_dashboard_in_a_real_browser() -> anyhow::Result<()
         .context("no key id")?
         .to_owned();
 
+    // A viewer's key file: the browser logs in with it last, and its write
+    // must be refused (roles, issue 12).
+    let viewer = switchyard::auth::AdminSigningKey::generate();
+    admin
+        .post(
+            "/admin/admin-keys",
+            json!({
+                "name": "viewer in the browser",
+                "public_key": viewer.public_key().to_text(),
+                "role": "viewer",
+            }),
+        )
+        .await?;
+    let viewer_key_file = gw.data_dir().join("viewer_ed25519.key");
+    std::fs::write(&viewer_key_file, viewer.to_pem()?)?;
+
     let screenshots = python::root().join("target/ui-screenshots");
     let mut command = python::command(&python, &[]);
     command
@@ -106,7 +122,8 @@ async fn an_operator_uses_the_dashboard_in_a_real_browser() -> anyhow::Result<()
         .env("SWITCHYARD_SCREENSHOTS", &screenshots)
         .env("SWITCHYARD_MODEL", MODEL)
         .env("SWITCHYARD_REQUESTS", ANSWERED.to_string())
-        .env("SWITCHYARD_KEY_ID", &key_id);
+        .env("SWITCHYARD_KEY_ID", &key_id)
+        .env("SWITCHYARD_VIEWER_KEY_FILE", &viewer_key_file);
     let (status, report) = python::run_bounded(command, PYTEST_TIMEOUT).await?;
     match status {
         Some(status) if status.success() => println!("{report}"),
@@ -129,6 +146,14 @@ async fn an_operator_uses_the_dashboard_in_a_real_browser() -> anyhow::Result<()
         logs.iter()
             .any(|row| row.token_id == created["id"].as_i64() && row.status == 200),
         "no request with the browser's token"
+    );
+    ensure!(
+        !admin
+            .tokens()
+            .await?
+            .iter()
+            .any(|token| token["name"] == "made-by-a-viewer"),
+        "the viewer's token was created"
     );
     let health = admin.get("/admin/providers/mock/health").await?;
     let key = health["keys"]

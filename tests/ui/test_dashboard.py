@@ -11,6 +11,7 @@ mock upstream, sends real requests through it, and runs this file with:
     SWITCHYARD_MODEL       a priced model the mock serves
     SWITCHYARD_REQUESTS    how many requests were answered before the browser starts
     SWITCHYARD_KEY_ID      a provider key of the provider `mock`
+    SWITCHYARD_VIEWER_KEY_FILE  the key file of an admin key with the `viewer` role
 
 The tests run in file order and share one browser page, as one operator
 would: log in, read the overview, create a token and use it, disable a key,
@@ -34,6 +35,7 @@ SHOTS = pathlib.Path(os.environ["SWITCHYARD_SCREENSHOTS"])
 MODEL = os.environ["SWITCHYARD_MODEL"]
 REQUESTS = os.environ["SWITCHYARD_REQUESTS"]
 KEY_ID = os.environ["SWITCHYARD_KEY_ID"]
+VIEWER_KEY_FILE = os.environ["SWITCHYARD_VIEWER_KEY_FILE"]
 
 ARGS = [
     "--headless",
@@ -138,9 +140,11 @@ def test_the_overview_shows_the_requests_sent_through_the_gateway(page):
     expect(chart.locator("canvas")).to_have_count(1)
     # The unpriced model the test used is called out.
     expect(page.get_by_role("table", name="Unpriced models")).to_contain_text("mock-unpriced")
-    # Top tokens and providers come from /admin/metrics/top (the roles
-    # branch); until it is served the panels say so.
-    expect(page.get_by_text("Top by spend")).to_be_visible()
+    # Top tokens and providers by spend, from /admin/metrics/top (rollups):
+    # the test's token ("load") and provider ("mock") with its requests.
+    expect(page.get_by_role("table", name="Top tokens")).to_contain_text("load")
+    expect(page.get_by_role("table", name="Top providers")).to_contain_text("mock")
+    expect(page.get_by_role("img", name="Time to first token (streams)").locator("canvas")).to_have_count(1)
     shot(page, "02-overview")
 
 
@@ -281,6 +285,28 @@ def test_log_out_and_the_pages_need_a_login_again(page, context):
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=30)
     assert refused.value.code == 401
+
+
+def test_a_viewer_reads_but_its_write_is_refused(page, context):
+    page.goto(f"{URL}/ui")
+    page.get_by_label("Admin key file").set_input_files(VIEWER_KEY_FILE)
+    page.get_by_role("button", name="Log in with key file").click()
+    expect(page.get_by_role("heading", name="Overview", exact=True, level=1)).to_be_visible()
+    go(page, "tokens", "Tokens")
+    # Reading works: the operator's token is listed.
+    expect(page.get_by_role("table", name="Tokens")).to_contain_text("made-in-the-browser")
+    page.get_by_role("button", name="Create token").click()
+    dialog = page.get_by_role("dialog", name="Create a token")
+    dialog.get_by_label("Name").fill("made-by-a-viewer")
+    dialog.get_by_role("button", name="Create").click()
+    expect(page.get_by_text("Not allowed (403)").first).to_be_visible()
+    expect(page.get_by_text("operator").first).to_be_visible()
+    shot(page, "10-viewer-refused")
+    # The refused dialog stays open with its message; close it, log out.
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_role("heading", name="Switchyard — log in")).to_be_visible()
 
 
 def test_nothing_was_blocked_or_broken():

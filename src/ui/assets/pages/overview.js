@@ -44,13 +44,18 @@ export async function render(main) {
         timeChart(chartBox, 'Success rate', times, [
           { label: 'success %', values: series.data.map(p => (p.requests ? (100 * (p.requests - p.errors)) / p.requests : null)) },
         ], { unit: '%', range: [0, 100] }),
-        timeChart(chartBox, 'Latency p50', times, [
+        timeChart(chartBox, 'Latency', times, [
           { label: 'p50 ms', values: series.data.map(p => p.p50_latency_ms) },
+          { label: 'p99 ms', values: series.data.map(p => p.p99_latency_ms) },
+        ], { unit: ' ms' }),
+        timeChart(chartBox, 'Time to first token (streams)', times, [
+          { label: 'p50 ms', values: series.data.map(p => p.p50_ttft_ms) },
+          { label: 'p99 ms', values: series.data.map(p => p.p99_ttft_ms) },
         ], { unit: ' ms' }),
         timeChart(chartBox, 'Tokens', times, [{ label: 'tokens', values: series.data.map(p => p.tokens) }]),
         timeChart(chartBox, 'Cost (USD)', times, [{ label: 'cost', values: series.data.map(p => p.cost_usd) }]),
       );
-      body.append(h('p', { class: 'muted' }, `Buckets of one ${series.bucket} (UTC). p99 latency and time to first token are given for the whole range above.`));
+      body.append(h('p', { class: 'muted' }, `Buckets of one ${series.bucket} (UTC).`));
 
       const tops = h('div', { class: 'columns' });
       body.append(h('h2', {}, 'Top by spend'), tops);
@@ -62,7 +67,7 @@ export async function render(main) {
         { label: 'Cost', value: r => usd(r.cost_usd) },
       ], byCost, { empty: 'No requests in this range.', label: 'Top models' })));
       for (const [by, title] of [['token', 'Tokens'], ['provider', 'Providers']]) {
-        tops.append(await topPanel(by, title, from, to));
+        tops.append(await topPanel(by, title, rangeSelect.value));
       }
 
       body.append(h('h2', {}, 'Needs attention'));
@@ -97,15 +102,18 @@ function cards(s) {
     card('Latency p50', ms(s.latency_ms.p50)),
     card('Latency p99', ms(s.latency_ms.p99)),
     card('Time to first token p50', ms(s.ttft_ms.p50)),
+    card('Time to first token p99', ms(s.ttft_ms.p99)),
     card('Tokens (in / out)', `${num(s.prompt_tokens)} / ${num(s.completion_tokens)}`),
     card('Cost', usd(s.cost_usd)),
     card('Unpriced requests', num(s.unpriced_requests), s.unpriced_requests ? 'warn' : ''));
 }
 
-async function topPanel(by, title, from, to) {
+/** Top tokens or providers by spend over the last hour, day or week (the
+ * route's own ranges, served from the hourly rollups). */
+async function topPanel(by, title, range) {
   const panel = h('div', { class: 'panel' }, h('h3', {}, title));
   try {
-    const top = await get(`/admin/metrics/top${query({ by, from, to, limit: 10 })}`);
+    const top = await get(`/admin/metrics/top${query({ by, range, limit: 10 })}`);
     panel.append(table([
       { label: by === 'token' ? 'Token' : 'Provider', value: r => r.name || (r.token_id !== undefined ? `#${r.token_id}` : '–') },
       { label: 'Requests', value: r => num(r.requests) },
