@@ -52,83 +52,70 @@ fn invalid_settings_stop_the_process_naming_the_key() -> anyhow::Result<()> {
             ensure!(!message.contains(value), "the secret was echoed: {message}");
         }
     }
-    // An unknown key in a settings file is refused too.
+    // A settings file's refusals, each one line saying what is wrong.
     let config = dir.path().join("typo.toml");
-    std::fs::write(&config, "[server]\nlisten_addr = \"127.0.0.1:1\"\n")?;
-    let output = run_cli(
-        dir.path(),
-        &["serve", "--config", config.to_str().context("path")?],
-        &[],
-    )?;
-    ensure!(!output.status.success());
-    ensure!(
-        stderr(&output).contains("listen_addr"),
-        "{}",
-        stderr(&output)
-    );
-    // A ${VAR} reference to an unset variable names the variable.
-    std::fs::write(
-        &config,
-        "[admin]\nmaster_key = \"${SWITCHYARD_TEST_UNSET_VARIABLE}\"\n",
-    )?;
-    let output = run_cli(
-        dir.path(),
-        &["serve", "--config", config.to_str().context("path")?],
-        &[],
-    )?;
-    ensure!(!output.status.success());
-    ensure!(
-        stderr(&output).contains("SWITCHYARD_TEST_UNSET_VARIABLE"),
-        "{}",
-        stderr(&output)
-    );
-    // ... also inside a provider's key list, where an untagged enum once
-    // hid it behind "data did not match any variant".
-    std::fs::write(
-        &config,
-        "[[providers]]\nname = \"p\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:1\"\n\
-         keys = [\"${SWITCHYARD_TEST_UNSET_KEY}\"]\n",
-    )?;
-    let output = run_cli(
-        dir.path(),
-        &["serve", "--config", config.to_str().context("path")?],
-        &[],
-    )?;
-    common::cli::fails_saying(
-        &output,
-        &[
-            "SWITCHYARD_TEST_UNSET_KEY is not set",
-            "providers[0]keys[0]",
-        ],
-    )?;
-    ensure!(
-        !stderr(&output).contains("did not match"),
-        "{}",
-        stderr(&output)
-    );
-    // An unknown provider kind lists the kinds, and the message is said
-    // once (the config crate's error was also printed as its own source).
-    std::fs::write(
-        &config,
-        "[[providers]]\nname = \"p\"\nkind = \"opnai\"\nbase_url = \"http://127.0.0.1:1\"\n",
-    )?;
-    let output = run_cli(
-        dir.path(),
-        &["serve", "--config", config.to_str().context("path")?],
-        &[],
-    )?;
-    common::cli::fails_saying(
-        &output,
-        &[
-            "unknown provider kind \"opnai\"",
-            "openai, openai-compatible, azure-openai, anthropic, gemini, zhipu",
-        ],
-    )?;
-    ensure!(
-        stderr(&output).matches("opnai").count() == 1,
-        "said more than once: {}",
-        stderr(&output)
-    );
+    let serve_with = |settings: &str| -> anyhow::Result<String> {
+        std::fs::write(&config, settings)?;
+        let output = run_cli(
+            dir.path(),
+            &["serve", "--config", config.to_str().context("path")?],
+            &[],
+        )?;
+        ensure!(!output.status.success(), "{settings} was accepted");
+        ensure!(
+            stderr(&output).trim_end().lines().count() == 1,
+            "not one line: {}",
+            stderr(&output)
+        );
+        Ok(stderr(&output))
+    };
+    let provider = "[[providers]]\nname = \"p\"\nbase_url = \"http://127.0.0.1:1\"\n";
+    for (settings, says, never) in [
+        // An unknown key.
+        (
+            "[server]\nlisten_addr = \"127.0.0.1:1\"\n".to_owned(),
+            vec!["listen_addr"],
+            None,
+        ),
+        // A ${VAR} reference to an unset variable names the variable...
+        (
+            "[admin]\nmaster_key = \"${SWITCHYARD_TEST_UNSET_VARIABLE}\"\n".to_owned(),
+            vec!["SWITCHYARD_TEST_UNSET_VARIABLE"],
+            None,
+        ),
+        // ... also inside a provider's key list, where an untagged enum once
+        // hid it behind "data did not match any variant".
+        (
+            format!("{provider}kind = \"openai\"\nkeys = [\"${{SWITCHYARD_TEST_UNSET_KEY}}\"]\n"),
+            vec![
+                "SWITCHYARD_TEST_UNSET_KEY is not set",
+                "providers[0]keys[0]",
+            ],
+            Some("did not match"),
+        ),
+        // An unknown provider kind lists the kinds.
+        (
+            format!("{provider}kind = \"opnai\"\n"),
+            vec![
+                "unknown provider kind \"opnai\"",
+                "openai, openai-compatible, azure-openai, anthropic, gemini, zhipu",
+            ],
+            None,
+        ),
+    ] {
+        let message = serve_with(&settings)?;
+        for part in &says {
+            // Once: the config crate's error was also printed as its own
+            // source, so each part came twice.
+            ensure!(
+                message.matches(part).count() == 1,
+                "{message:?} does not say {part:?} once"
+            );
+        }
+        if let Some(never) = never {
+            ensure!(!message.contains(never), "{message}");
+        }
+    }
     // Nothing was created by the refused starts.
     ensure!(
         !dir.path().join("data").exists(),

@@ -305,13 +305,7 @@ mod readiness {
             "{}",
             proxied.text()
         );
-        let mut ready = gw
-            .client
-            .get(format!("{}/readyz", gw.url))
-            .send()
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let body: serde_json::Value = ready.json().await?;
+        let body = gw.send(Method::GET, "/readyz", &[], None).await?.json()?;
         ensure!(
             body["problems"]
                 == json!(["no usable upstream key: 1 provider(s), none with a key configured"]),
@@ -326,33 +320,17 @@ mod readiness {
             settings.providers = vec![mock_provider(mock, "mock", &["mock-gpt"], &["e401-ready"])];
         })
         .await?;
-        let mut ready = gw
-            .client
-            .get(format!("{}/readyz", gw.url))
-            .send()
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        ensure!(ready.status() == 200, "{:?}", ready.body().await);
+        let ready = gw.send(Method::GET, "/readyz", &[], None).await?;
+        ensure!(ready.status == 200, "{}", ready.text());
         // Orchestrators probe with HEAD too.
-        let head = gw
-            .client
-            .head(format!("{}/readyz", gw.url))
-            .send()
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        ensure!(head.status() == 200);
+        ensure!(gw.send(Method::HEAD, "/readyz", &[], None).await?.status == 200);
         // The only key is rejected upstream (401): disabled, nothing can serve.
         let token = gw.create_token(json!({ "name": "ready" })).await?;
         let reply = gw.chat(&token, chat_body("mock-gpt", "hi")).await?;
         ensure!(reply.status != 200);
-        let mut not_ready = gw
-            .client
-            .get(format!("{}/readyz", gw.url))
-            .send()
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let body: serde_json::Value = not_ready.json().await?;
-        ensure!(not_ready.status() == 503, "{body}");
+        let not_ready = gw.send(Method::GET, "/readyz", &[], None).await?;
+        let body = not_ready.json()?;
+        ensure!(not_ready.status == 503, "{body}");
         ensure!(
             body["usable_keys"] == 0 && body["database"] == "ok",
             "{body}"
@@ -363,13 +341,7 @@ mod readiness {
                 == json!(["no usable upstream key: 1 provider(s), 1 key(s): 1 disabled"]),
             "{body}"
         );
-        let head = gw
-            .client
-            .head(format!("{}/readyz", gw.url))
-            .send()
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        ensure!(head.status() == 503);
+        ensure!(gw.send(Method::HEAD, "/readyz", &[], None).await?.status == 503);
         gw.stop().await
     }
 }
