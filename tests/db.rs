@@ -160,6 +160,7 @@ fn usage(ms: i64, token_id: Option<i64>, model: Option<&str>, n: i64) -> UsageRe
         reservation_id: None,
         record_id: format!("rec-{n}"),
         flags: Default::default(),
+        attempt_log: Vec::new(),
     }
 }
 
