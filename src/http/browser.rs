@@ -108,6 +108,12 @@ pub async fn security_headers(
 }
 
 fn add_headers(headers: &mut HeaderMap, tls: bool) {
+    // actix-cors adds these to every answer; they belong only with an
+    // allowed origin (credentials only for listed origins).
+    if !headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN) {
+        headers.remove(header::ACCESS_CONTROL_ALLOW_CREDENTIALS);
+        headers.remove(header::ACCESS_CONTROL_EXPOSE_HEADERS);
+    }
     for (name, value) in [
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::REFERRER_POLICY, "no-referrer"),
