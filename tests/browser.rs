@@ -290,6 +290,15 @@ async fn a_plain_options_gets_405_and_cors_is_off_by_default() -> anyhow::Result
     gw.stop().await
 }
 
+/// What is asked (name, method, path, headers) and the status expected.
+type Case<'a> = (
+    &'a str,
+    Method,
+    &'a str,
+    Vec<(&'a str, &'a str)>,
+    StatusCode,
+);
+
 fn security_headers(what: &str, reply: &Reply) -> anyhow::Result<()> {
     ensure!(
         header(reply, "x-content-type-options") == Some("nosniff"),
@@ -332,7 +341,7 @@ async fn every_answer_carries_the_security_headers() -> anyhow::Result<()> {
         .await?;
     ensure!(stream.status == StatusCode::OK);
     security_headers("stream", &stream)?;
-    let cases: Vec<(&str, Method, &str, Vec<(&str, &str)>, StatusCode)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "models",
             Method::GET,
@@ -427,4 +436,36 @@ async fn every_answer_carries_the_security_headers() -> anyhow::Result<()> {
         );
     }
     gw.stop().await
+}
+
+#[test]
+fn an_allowed_origin_that_is_not_an_origin_is_refused_in_one_line() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    for bad in [
+        "*",
+        "app.example.com",
+        "https://app.example.com/",
+        "https://app.example.com/path",
+        "ftp://app.example.com",
+        "https://",
+    ] {
+        let mut settings = switchyard::config::Settings::for_tests(dir.path())?;
+        settings.server.cors.allowed_origins = vec![bad.to_owned()];
+        let error = match settings.validate() {
+            Ok(()) => anyhow::bail!("{bad:?} was accepted"),
+            Err(error) => error.to_string(),
+        };
+        ensure!(
+            error.contains("server.cors.allowed_origins") && !error.contains('\n'),
+            "{bad:?}: {error}"
+        );
+    }
+    let mut settings = switchyard::config::Settings::for_tests(dir.path())?;
+    settings.server.cors.allowed_origins = vec![
+        "https://app.example.com".to_owned(),
+        "http://localhost:3000".to_owned(),
+        "http://[::1]:8080".to_owned(),
+    ];
+    settings.validate()?;
+    Ok(())
 }
