@@ -191,6 +191,35 @@ async fn an_echo_only_gateway_answers_both_doors_and_writes_usage_rows(
         reply.text()
     );
 
+    // Added live through the admin API (no base_url), it answers at once.
+    let admin = gw.admin_client();
+    admin
+        .add_provider(json!({"name": "echo2", "kind": "echo",
+                             "keys": [{"key": "local"}], "models": ["echo-two"]}))
+        .await?;
+    let reply = gw
+        .chat(
+            &token,
+            json!({"model": "echo2/echo-two", "messages": [{"role": "user", "content": "live"}]}),
+        )
+        .await?;
+    ensure!(
+        reply.status == StatusCode::OK,
+        "{} {}",
+        reply.status,
+        reply.text()
+    );
+    ensure!(reply.json()?["choices"][0]["message"]["content"] == "live");
+    // Other kinds still need their URL.
+    let (status, _) = admin
+        .call(
+            awc::http::Method::POST,
+            "/admin/providers",
+            Some(json!({"name": "nourl", "kind": "openai", "keys": [{"key": "k"}]})),
+        )
+        .await?;
+    ensure!(status == StatusCode::BAD_REQUEST, "{status}");
+
     // Nothing reached any upstream.
     ensure!(
         gw.mock.total_calls() == 0,
@@ -205,10 +234,10 @@ async fn an_echo_only_gateway_answers_both_doors_and_writes_usage_rows(
         .into_iter()
         .filter(|row| row.status == 200)
         .collect();
-    ensure!(rows.len() == 4, "{} rows with 200", rows.len());
+    ensure!(rows.len() == 5, "{} rows with 200", rows.len());
     for row in &rows {
         ensure!(
-            row.provider.as_deref() == Some("demo"),
+            matches!(row.provider.as_deref(), Some("demo" | "echo2")),
             "{:?}",
             row.provider
         );
@@ -217,7 +246,11 @@ async fn an_echo_only_gateway_answers_both_doors_and_writes_usage_rows(
             row.prompt_tokens > 0 && row.completion_tokens > 0,
             "{row:?}"
         );
-        ensure!(row.priced && row.cost_nanos == 0, "{row:?}");
+        ensure!(row.cost_nanos == 0, "{row:?}");
+        ensure!(
+            row.priced || row.provider.as_deref() == Some("echo2"),
+            "{row:?}"
+        );
         ensure!(row.attempts == 1, "{row:?}");
     }
     ensure!(rows.iter().filter(|row| row.stream).count() == 2);
