@@ -423,6 +423,20 @@ pub async fn start(
         log: log.clone(),
         access_log: settings.logging.access_log,
     });
+    // `server.tls`: the pair is checked before anything listens, so a bad
+    // one is the start's one-line error.
+    let tls = match &settings.server.tls {
+        Some(tls) => {
+            let pair = http::tls::load_pair(tls).map_err(anyhow::Error::msg)?;
+            info!(log, "tls.loaded"; "sha256" => http::tls::fingerprint(&pair));
+            let resolver = http::tls::CertResolver::new(pair);
+            let config = http::tls::server_config(resolver.clone()).map_err(anyhow::Error::msg)?;
+            Some((tls.clone(), resolver, config))
+        }
+        None => None,
+    };
+    let served_over_tls = web::Data::new(http::browser::ServedOverTls(tls.is_some()));
+    let cors = settings.server.cors.clone();
     let upstream = settings.upstream.clone();
     let mut server = HttpServer::new(move || {
         // One awc client per worker: awc clients are !Send.
@@ -448,7 +462,13 @@ pub async fn start(
             .app_data(web::PathConfig::default().error_handler(|_, _| {
                 error::ApiError::NotFound("No such resource".to_owned()).into()
             }))
+            .app_data(served_over_tls.clone())
             .wrap(middleware::from_fn(http::context::request_context))
+            .wrap(match http::browser::cors(&cors) {
+                Some(cors) => middleware::Condition::new(true, cors),
+                None => middleware::Condition::new(false, actix_cors::Cors::default()),
+            })
+            .wrap(middleware::from_fn(http::browser::security_headers))
             .configure(http::routes)
             .default_service(web::to(http::not_found))
     })
@@ -473,9 +493,11 @@ pub async fn start(
     // connection; with this off, a FIN drops the handler at once, which
     // cancels the upstream call and settles the usage row as 499.
     server = server.h1_allow_half_closed(!settings.upstream.cancel_on_client_disconnect);
-    let server = server
-        .bind(&settings.server.listen)
-        .with_context(|| format!("binding {}", settings.server.listen))?;
+    let server = match &tls {
+        Some((_, _, config)) => server.bind_rustls_0_23(&settings.server.listen, config.clone()),
+        None => server.bind(&settings.server.listen),
+    }
+    .with_context(|| format!("binding {}", settings.server.listen))?;
     let addr = server
         .addrs()
         .first()
@@ -500,6 +522,14 @@ pub async fn start(
     };
     if options.handle_signals {
         actix_rt::spawn(stop_on_signal(stopper.clone(), log.clone()));
+    }
+    if let Some((tls, resolver, _)) = tls {
+        actix_rt::spawn(http::tls::reload(
+            tls,
+            resolver,
+            options.handle_signals,
+            log.clone(),
+        ));
     }
     info!(log, "server.listening"; "addr" => %addr);
     Ok(Gateway {

@@ -98,7 +98,7 @@ fn invalid_settings_stop_the_process_naming_the_key() -> anyhow::Result<()> {
             format!("{provider}kind = \"opnai\"\n"),
             vec![
                 "unknown provider kind \"opnai\"",
-                "openai, openai-compatible, azure-openai, anthropic, gemini, zhipu",
+                "openai, openai-compatible, azure-openai, anthropic, gemini, zhipu, echo",
             ],
             None,
         ),

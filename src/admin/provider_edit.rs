@@ -52,9 +52,11 @@ const STRATEGIES: &str =
 #[serde(deny_unknown_fields)]
 pub struct ProviderBody {
     pub name: String,
-    /// `openai`, `openai-compatible`, `azure-openai`, `anthropic`, `gemini`
-    /// or `zhipu`.
+    /// `openai`, `openai-compatible`, `azure-openai`, `anthropic`, `gemini`,
+    /// `zhipu` or `echo`.
     pub kind: String,
+    /// Required by every kind but `echo` (checked with the settings' rules).
+    #[serde(default)]
     pub base_url: String,
     #[serde(default)]
     pub api_version: Option<String>,

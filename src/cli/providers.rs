@@ -21,11 +21,12 @@ pub enum ProviderAction {
     /// Add a provider; it serves the next request.
     Add {
         name: String,
-        /// openai, openai-compatible, azure-openai, anthropic, gemini or zhipu.
+        /// openai, openai-compatible, azure-openai, anthropic, gemini, zhipu
+        /// or echo (the offline demo upstream).
         #[arg(long)]
         kind: String,
-        /// API root, e.g. https://api.openai.com/v1.
-        #[arg(long)]
+        /// API root, e.g. https://api.openai.com/v1 (not used by echo).
+        #[arg(long, default_value = "")]
         base_url: String,
         /// A model it serves by bare name (repeatable).
         #[arg(long = "model")]

@@ -36,7 +36,7 @@ pub use providers::{
 pub use proxy::ProxySettings;
 pub use secret::{Secret, mask};
 pub use security::SecuritySettings;
-pub use server::ServerSettings;
+pub use server::{CorsSettings, ServerSettings, TlsSettings};
 pub use upstream::UpstreamSettings;
 pub use usage::UsageSettings;
 
@@ -210,6 +210,19 @@ impl Settings {
                     self.server.listen
                 ),
             ));
+        }
+        if let Some(tls) = &self.server.tls {
+            if tls.cert_file.trim().is_empty() {
+                return Err(invalid("server.tls.cert_file", "must name a PEM file"));
+            }
+            if tls.key_file.trim().is_empty() {
+                return Err(invalid("server.tls.key_file", "must name a PEM file"));
+            }
+        }
+        for origin in &self.server.cors.allowed_origins {
+            if let Err(why) = server::check_origin(origin) {
+                return Err(invalid("server.cors.allowed_origins", why));
+            }
         }
         if self.server.max_body_bytes < 1024 {
             return Err(invalid("server.max_body_bytes", "must be at least 1024"));

@@ -19,6 +19,8 @@ pub struct ProviderSettings {
     /// `https://generativelanguage.googleapis.com/v1beta`,
     /// `https://open.bigmodel.cn/api/paas/v4`, or for Azure the resource root
     /// `https://NAME.openai.azure.com` (deployments are model names).
+    /// Not used (may be left out) by `echo`, which answers in-process.
+    #[serde(default)]
     pub base_url: String,
     /// `azure-openai`: the `api-version` query parameter (default
     /// `2024-10-21`); `anthropic`: the `anthropic-version` header (default
@@ -90,7 +92,10 @@ impl ProviderSettings {
                 ),
             ));
         }
-        if !(self.base_url.starts_with("http://") || self.base_url.starts_with("https://")) {
+        let needs_url = self.kind != ProviderKind::Echo || !self.base_url.is_empty();
+        if needs_url
+            && !(self.base_url.starts_with("http://") || self.base_url.starts_with("https://"))
+        {
             return Err(refuse(
                 "base_url",
                 format!("{:?} must start with http:// or https://", self.base_url),
@@ -148,17 +153,22 @@ pub enum ProviderKind {
     Gemini,
     /// Zhipu GLM, its v4 chat API (OpenAI-shaped at its own base URL).
     Zhipu,
+    /// The offline demo upstream: answers chat completions in-process by
+    /// echoing the last user message (`providers::echo`). Never present
+    /// unless configured.
+    Echo,
 }
 
 impl ProviderKind {
     /// Every kind, in the order the docs list them.
-    pub const ALL: [ProviderKind; 6] = [
+    pub const ALL: [ProviderKind; 7] = [
         Self::Openai,
         Self::OpenaiCompatible,
         Self::AzureOpenai,
         Self::Anthropic,
         Self::Gemini,
         Self::Zhipu,
+        Self::Echo,
     ];
 
     /// "openai, openai-compatible, ...": what an unknown kind is told.
@@ -174,6 +184,7 @@ impl ProviderKind {
             Self::Anthropic => "anthropic",
             Self::Gemini => "gemini",
             Self::Zhipu => "zhipu",
+            Self::Echo => "echo",
         }
     }
 

@@ -30,6 +30,7 @@
 use crate::error::ApiError;
 use crate::gateway::AppState;
 use crate::gateway::meter::Meter;
+use crate::providers;
 use crate::providers::openai::Usage;
 use crate::providers::sse::{SseSplitter, event_data};
 use crate::upstream::{UpstreamClient, send_error_summary, send_failure, status_failure};
@@ -315,6 +316,9 @@ async fn attempt(
     let path = request
         .path(&spec, upstream_model)
         .map_err(AttemptError::Final)?;
+    if providers::echo::is_echo(&spec) {
+        return echo(request, lease, &path, &body);
+    }
     let upstream = UpstreamClient::new(client).request(
         Method::POST,
         &lease,
@@ -466,6 +470,51 @@ async fn attempt(
         }
     };
     match request.parse_answer(&spec, body) {
+        Ok((body, usage)) => {
+            lease.finish(Outcome::Success {
+                latency: started.elapsed(),
+            });
+            Ok(Answer::Json { body, usage })
+        }
+        Err(MalformedAnswer) => {
+            lease.fail(Failure::ServerError);
+            Err(AttemptError::Retryable(ApiError::UpstreamFailed(format!(
+                "Provider `{}` sent a malformed answer",
+                spec.name
+            ))))
+        }
+    }
+}
+
+/// The `echo` provider's attempt: the answer is made in-process
+/// (`providers::echo`) where the upstream call would be, then read back
+/// exactly like an upstream's, so translation, metering and the usage row
+/// are those of any provider.
+fn echo(
+    request: &mut impl UpstreamRequest,
+    lease: Lease,
+    path: &str,
+    body: &[u8],
+) -> Result<Answer, AttemptError> {
+    let started = Instant::now();
+    if path != providers::echo::CHAT_PATH {
+        return Err(AttemptError::Final(ApiError::bad_request(format!(
+            "Provider `{}` (kind echo) answers only chat completions",
+            lease.provider.name
+        ))));
+    }
+    let answer = providers::echo::answer(body)
+        .map_err(|refused| AttemptError::Final(ApiError::bad_request(refused.0)))?;
+    if request.stream() {
+        return Ok(Answer::Stream(StreamStart {
+            lease,
+            first_chunk: answer,
+            rest: futures_util::stream::empty().boxed_local(),
+            attempt_started: started,
+        }));
+    }
+    let spec = lease.provider.clone();
+    match request.parse_answer(&spec, answer) {
         Ok((body, usage)) => {
             lease.finish(Outcome::Success {
                 latency: started.elapsed(),

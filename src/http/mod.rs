@@ -4,6 +4,7 @@
 //! `crate::gateway`; the admin plane is `crate::admin`.
 
 pub mod body;
+pub mod browser;
 pub mod context;
 pub mod health;
 pub mod openapi;
@@ -11,6 +12,7 @@ pub mod prometheus;
 pub mod routes;
 pub mod shutdown;
 pub mod throttle;
+pub mod tls;
 
 use crate::error::ApiError;
 use actix_web::dev::ResourceDef;

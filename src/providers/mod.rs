@@ -13,6 +13,7 @@
 pub mod anthropic;
 pub mod azure;
 pub mod checks;
+pub mod echo;
 pub mod error;
 pub mod exchange;
 pub mod gemini;
@@ -101,6 +102,7 @@ pub fn adapter(kind: ProviderKind) -> &'static dyn Adapter {
         ProviderKind::Anthropic => &anthropic::AnthropicAdapter,
         ProviderKind::Gemini => &gemini::GeminiAdapter,
         ProviderKind::Zhipu => &zhipu::ZhipuAdapter,
+        ProviderKind::Echo => &echo::EchoAdapter,
     }
 }
 

@@ -95,6 +95,8 @@ pub fn kind_provider(
         ProviderKind::AzureOpenai => mock_root(mock),
         ProviderKind::Gemini => format!("{}/v1beta", mock_root(mock)),
         ProviderKind::Zhipu => format!("{}/api/paas/v4", mock_root(mock)),
+        // Answers in-process; the URL is never used.
+        ProviderKind::Echo => String::new(),
     };
     ProviderSettings {
         kind,

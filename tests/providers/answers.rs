@@ -245,6 +245,7 @@ pub(crate) fn check_chat_upstream(
             "authorization",
             bearer.as_str(),
         ),
+        ProviderKind::Echo => anyhow::bail!("echo sends nothing upstream"),
         ProviderKind::Openai | ProviderKind::OpenaiCompatible => (
             "/v1/chat/completions".to_owned(),
             "authorization",

@@ -247,6 +247,13 @@ async fn relay(
         }
     };
     let spec = lease.provider.clone();
+    if crate::providers::echo::is_echo(&spec) {
+        // Not the key's doing: the lease goes back untouched.
+        drop(lease);
+        return Err(ApiError::bad_request(format!(
+            "Provider `{provider}` (kind echo) answers only chat completions; it has no HTTP API to proxy"
+        )));
+    }
     meter.attempt(&spec.name, &lease.key_id, billing.model());
     let timeout = spec
         .policy
