@@ -24,6 +24,7 @@ pub mod metering;
 pub mod model_cache;
 pub mod probe;
 pub mod providers;
+pub mod reload;
 pub mod secrets;
 pub mod sync;
 pub mod tokens;
@@ -75,6 +76,9 @@ pub struct StartOptions {
     /// The wall clock limits, quotas, expiries and database times read
     /// (tests move a manual one); `None`: the system clock.
     pub clock: Option<Arc<dyn clock::Clock>>,
+    /// The `--config` file the settings came from: a reload (SIGHUP,
+    /// `POST /admin/reload`) reads the same layers again.
+    pub config_file: Option<std::path::PathBuf>,
 }
 
 impl Gateway {
@@ -151,8 +155,13 @@ async fn flush_usage(
     Ok(report)
 }
 
-/// Runs the gateway until a signal stops it.
-pub async fn run(settings: Settings, log: Logger) -> anyhow::Result<()> {
+/// Runs the gateway until a signal stops it. `config_file` is the
+/// `--config` the settings were loaded with (reloads read it again).
+pub async fn run(
+    settings: Settings,
+    config_file: Option<std::path::PathBuf>,
+    log: Logger,
+) -> anyhow::Result<()> {
     for warning in &settings.load_warnings {
         warn!(log, "settings.layers"; "warning" => warning);
     }
@@ -162,6 +171,7 @@ pub async fn run(settings: Settings, log: Logger) -> anyhow::Result<()> {
         StartOptions {
             handle_signals: true,
             print_next_steps: true,
+            config_file,
             ..StartOptions::default()
         },
     )
@@ -376,6 +386,20 @@ pub async fn start(
     )
     .start_supervised(&Arbiter::new().handle());
 
+    // Settings reloads: SIGHUP (below) and `POST /admin/reload`.
+    let reloader = web::Data::new(reload::Reloader {
+        config_file: options.config_file.clone(),
+        started: settings.clone(),
+        db: database.clone(),
+        cipher: cipher.clone(),
+        router: routing.clone(),
+        prices: prices.clone(),
+        enforcer: enforcer.clone(),
+        log: log.clone(),
+        one_at_a_time: tokio::sync::Mutex::new(()),
+    });
+    let sighup_reloader = reloader.clone();
+
     let stream_cutoff = http::shutdown::StreamCutoff::default();
     let router_for_admin = routing.clone();
     let state = web::Data::new(AppState {
@@ -438,6 +462,7 @@ pub async fn start(
         App::new()
             .app_data(state.clone())
             .app_data(admin_state.clone())
+            .app_data(reloader.clone())
             .app_data(web::Data::new(client))
             .app_data(request_counters.clone())
             .app_data(body_intake.clone())
@@ -500,6 +525,10 @@ pub async fn start(
     };
     if options.handle_signals {
         actix_rt::spawn(stop_on_signal(stopper.clone(), log.clone()));
+        reload::spawn_sighup_listener(log.clone(), move || {
+            let reloader = sighup_reloader.clone();
+            Box::pin(async move { reloader.reload_and_log("SIGHUP").await })
+        });
     }
     info!(log, "server.listening"; "addr" => %addr);
     Ok(Gateway {

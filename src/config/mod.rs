@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod database;
+pub mod digest;
 pub mod health;
 pub mod limits;
 pub mod logging;
@@ -26,6 +27,7 @@ pub mod usage;
 
 pub use admin::AdminSettings;
 pub use database::{Backend, DatabaseSettings};
+pub use digest::SettingsDigest;
 pub use health::HealthSettings;
 pub use limits::{AuthThrottleSettings, LimitsSettings};
 pub use logging::{LogFormat, LoggingSettings};
@@ -79,6 +81,10 @@ pub struct Settings {
     /// layer's `[[providers]]`, for one.
     #[serde(skip)]
     pub load_warnings: Vec<String>,
+    /// Every key as the layers gave it, hashed: what a reload compares to
+    /// name the changed settings that need a restart (`src/reload.rs`).
+    #[serde(skip)]
+    pub digest: SettingsDigest,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,17 +164,19 @@ impl Settings {
             builder = builder.add_source(File::from(path).required(true));
             layers.push((path.display().to_string(), File::from(path).required(true)));
         }
-        let mut settings: Settings = builder
+        let layered = builder
             .add_source(
                 Environment::with_prefix("SWITCHYARD")
                     .prefix_separator("__")
                     .separator("__")
                     .try_parsing(true),
             )
-            .build()?
-            .try_deserialize()?;
+            .build()?;
+        let digest = SettingsDigest::of(&layered);
+        let mut settings: Settings = layered.try_deserialize()?;
         settings.validate()?;
         settings.load_warnings = replaced_provider_lists(layers);
+        settings.digest = digest;
         Ok(settings)
     }
 
