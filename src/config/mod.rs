@@ -16,6 +16,7 @@ pub mod digest;
 pub mod health;
 pub mod limits;
 pub mod logging;
+pub mod metrics;
 pub mod models;
 pub mod providers;
 pub mod proxy;
@@ -31,6 +32,7 @@ pub use digest::SettingsDigest;
 pub use health::HealthSettings;
 pub use limits::{AuthThrottleSettings, LimitsSettings};
 pub use logging::{LogFormat, LoggingSettings};
+pub use metrics::MetricsSettings;
 pub use models::ModelSettings;
 pub use providers::{
     KeySettings, PriceSettings, ProviderInvalid, ProviderKind, ProviderSettings, RetrySettings,
@@ -65,6 +67,8 @@ pub struct Settings {
     pub limits: LimitsSettings,
     #[serde(default)]
     pub proxy: ProxySettings,
+    #[serde(default)]
+    pub metrics: MetricsSettings,
     #[serde(default)]
     pub providers: Vec<ProviderSettings>,
     /// Per-model provider strategy and fallback chain, keyed by model name
@@ -278,6 +282,16 @@ impl Settings {
                 format!(
                     "is {master_key} characters long; use at least {MIN_MASTER_KEY_CHARS} (e.g. \
                      `openssl rand -hex 32`), or leave it empty to have one generated"
+                ),
+            ));
+        }
+        let metrics_token = self.metrics.token.expose().chars().count();
+        if metrics_token > 0 && metrics_token < MIN_MASTER_KEY_CHARS {
+            return Err(invalid(
+                "metrics.token",
+                format!(
+                    "is {metrics_token} characters long; use at least {MIN_MASTER_KEY_CHARS} \
+                     (e.g. `openssl rand -hex 32`), or leave it empty"
                 ),
             ));
         }

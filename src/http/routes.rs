@@ -71,7 +71,7 @@ route_table! {
     get "/readyz" => health::readyz, Public, "Readiness: database reachable and a usable key; what is not ready, explained";
     head "/readyz" => health::readyz, Public, "Readiness, headers only";
     get "/openapi.json" => openapi_document, Public, "This OpenAPI document";
-    get "/metrics" => prometheus::metrics, Admin(Viewer), "Prometheus metrics: requests per provider and status, key health";
+    get "/metrics" => prometheus::metrics, Admin(Viewer), "Prometheus metrics: latency, tokens, cost, attempts, key states, usage queue, database pool (also readable with metrics.token)";
 
     // Client API.
     post "/v1/chat/completions" => chat::chat_completions, Gateway, "OpenAI chat completion, streamed or not, served by any provider kind";
