@@ -115,7 +115,10 @@ async fn metrics_carry_latency_tokens_cost_attempts_and_key_states(
     // an attempt followed by a failover.
     let calls = gw.mock.total_calls() as f64;
     let failed = gw.mock.calls("e500-1") as f64;
-    ensure!(failed >= 1.0 && calls == failed + 3.0, "{failed} of {calls}");
+    ensure!(
+        failed >= 1.0 && calls == failed + 3.0,
+        "{failed} of {calls}"
+    );
     expect(
         &text,
         "switchyard_upstream_attempts_total{provider=\"mock\"}",
