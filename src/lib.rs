@@ -27,6 +27,7 @@ pub mod providers;
 pub mod reload;
 pub mod secrets;
 pub mod sync;
+pub mod telemetry;
 pub mod tokens;
 pub mod ui;
 pub mod upstream;
@@ -61,6 +62,8 @@ pub struct Gateway {
     pub db: db::Db,
     /// The router (tests inspect providers through it).
     pub router: Router,
+    /// Traces, flushed at the end (`None`: tracing off).
+    telemetry: Option<Arc<telemetry::Telemetry>>,
     /// Limits and budget slices (tests read its lease count).
     pub enforcer: Arc<enforce::Enforcer>,
 }
@@ -91,10 +94,15 @@ impl Gateway {
             shutdown_timeout,
             log,
             enforcer,
+            telemetry,
             ..
         } = self;
         let served = server.await;
         let report = flush_usage(&usage, shutdown_timeout, &log).await;
+        if let Some(telemetry) = telemetry {
+            // Blocks until the last spans are sent: off the actix thread.
+            let _ = actix_rt::task::spawn_blocking(move || telemetry.shutdown()).await;
+        }
         // After the flush, so the slices' rows no longer hold the spend of
         // the requests just written: what is left unused goes back to the
         // budgets, for the other instances (or this one's next start).
@@ -443,9 +451,14 @@ pub async fn start(
         budget: http::body::BodyBudget::new(settings.server.max_body_bytes_in_flight),
         timeout: settings.server.body_read_timeout,
     });
+    let telemetry = telemetry::Telemetry::start(&settings.tracing)?;
+    if telemetry.is_some() {
+        info!(log, "tracing.enabled"; "endpoint" => telemetry::traces_url(&settings.tracing.otlp_endpoint));
+    }
     let request_logging = web::Data::new(http::context::RequestLogging {
         log: log.clone(),
         access_log: settings.logging.access_log,
+        telemetry: telemetry.clone(),
     });
     let upstream = settings.upstream.clone();
     let mut server = HttpServer::new(move || {
@@ -541,6 +554,7 @@ pub async fn start(
         db: database,
         router: probe_router,
         enforcer,
+        telemetry,
     })
 }
 

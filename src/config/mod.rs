@@ -23,6 +23,7 @@ pub mod proxy;
 pub mod secret;
 pub mod security;
 pub mod server;
+pub mod tracing;
 pub mod upstream;
 pub mod usage;
 
@@ -41,6 +42,7 @@ pub use proxy::ProxySettings;
 pub use secret::{Secret, mask};
 pub use security::SecuritySettings;
 pub use server::ServerSettings;
+pub use tracing::TracingSettings;
 pub use upstream::UpstreamSettings;
 pub use usage::UsageSettings;
 
@@ -69,6 +71,8 @@ pub struct Settings {
     pub proxy: ProxySettings,
     #[serde(default)]
     pub metrics: MetricsSettings,
+    #[serde(default)]
+    pub tracing: TracingSettings,
     #[serde(default)]
     pub providers: Vec<ProviderSettings>,
     /// Per-model provider strategy and fallback chain, keyed by model name

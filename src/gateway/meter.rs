@@ -46,6 +46,8 @@ pub struct Meter {
     /// `usage.max_completion_tokens` and `usage.prompt_token_allowance`.
     completion_cap: i64,
     prompt_allowance: i64,
+    /// The request's span (tracing on): attempts are its children.
+    pub(crate) trace: Option<crate::telemetry::Trace>,
 }
 
 impl Meter {
@@ -91,6 +93,7 @@ impl Meter {
             max_completion: None,
             completion_cap: state.settings.usage.max_completion_tokens,
             prompt_allowance: state.settings.usage.prompt_token_allowance,
+            trace: ctx.trace.clone(),
         }
     }
 
