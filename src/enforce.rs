@@ -37,7 +37,7 @@ use crate::tokens::{PPM, TokenInfo};
 use slog::Logger;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use switchyard_actors::{
     Actual, BudgetFigures, Committed, Estimate, Limit, Period, PeriodSpend, Refusal, Reservation,
@@ -60,7 +60,12 @@ pub struct Enforcer {
     clock: Arc<dyn Clock>,
     db: Db,
     prices: PriceTable,
-    settings: LimitsSettings,
+    /// `[limits]` as last loaded: a settings reload (`src/reload.rs`)
+    /// swaps it. Read once per admitted request (an uncontended read lock
+    /// and a reference count).
+    settings: RwLock<Arc<LimitsSettings>>,
+    /// Fixed at start (the counters' engine and the expiry timer use it).
+    reservation_ttl: Duration,
     log: Logger,
 }
 
@@ -95,8 +100,27 @@ impl Enforcer {
             clock,
             db,
             prices,
-            settings,
+            reservation_ttl: settings.reservation_ttl,
+            settings: RwLock::new(Arc::new(settings)),
             log,
+        }
+    }
+
+    /// The `[limits]` settings in force.
+    pub fn limits(&self) -> Arc<LimitsSettings> {
+        self.settings.read().map_or_else(
+            |poisoned| poisoned.into_inner().clone(),
+            |limits| limits.clone(),
+        )
+    }
+
+    /// Puts reloaded `[limits]` in force for the next requests
+    /// (`reservation_ttl` keeps its start value).
+    pub fn set_limits(&self, limits: LimitsSettings) {
+        let limits = Arc::new(limits);
+        match self.settings.write() {
+            Ok(mut current) => *current = limits,
+            Err(poisoned) => *poisoned.into_inner() = limits,
         }
     }
 
@@ -121,12 +145,13 @@ impl Enforcer {
         if !token.has_local_limits() && !token.needs_reservation() {
             return Ok(Admission::default());
         }
+        let limits = self.limits();
         let completion = max_tokens
             .and_then(|max| u64::try_from(max).ok())
-            .unwrap_or(self.settings.default_completion_tokens);
+            .unwrap_or(limits.default_completion_tokens);
         let prompt = u64::try_from(crate::estimate::tokens_for_chars(prompt_chars)).unwrap_or(0);
         let price = self.prices.lookup(&[model]);
-        if price.is_none() && money_limited && !self.settings.allow_unpriced {
+        if price.is_none() && money_limited && !limits.allow_unpriced {
             return Err(ApiError::PaymentRequired {
                 message: format!(
                     "The model `{model}` has no price, so this token's money budget (or its owner's balance) cannot be enforced; an admin must set a price (`/admin/model-prices`) or allow unpriced models (`limits.allow_unpriced`)"
@@ -341,7 +366,7 @@ impl Enforcer {
                 lease: Some(LeaseNeed {
                     need,
                     limited,
-                    fraction: self.settings.budget_slice_fraction,
+                    fraction: self.limits().budget_slice_fraction,
                 }),
                 now_ms: now,
                 expires_at_ms: now.saturating_add(self.ttl_ms()),
@@ -416,7 +441,7 @@ impl Enforcer {
     }
 
     fn ttl_ms(&self) -> i64 {
-        i64::try_from(self.settings.reservation_ttl.as_millis()).unwrap_or(i64::MAX)
+        i64::try_from(self.reservation_ttl.as_millis()).unwrap_or(i64::MAX)
     }
 
     fn give_back_swap(&self, give_back: GiveBack) -> SliceSwap {
@@ -458,7 +483,7 @@ impl Enforcer {
     pub async fn maintain(&self) {
         let now = self.now_ms();
         let idle_ms =
-            i64::try_from(self.settings.budget_slice_idle.as_millis()).unwrap_or(i64::MAX);
+            i64::try_from(self.limits().budget_slice_idle.as_millis()).unwrap_or(i64::MAX);
         let items = self
             .slices
             .lock()
@@ -639,7 +664,7 @@ pub async fn start_expiry(enforcer: Arc<Enforcer>, every: Duration) {
         .store(enforcer.now_ms(), Ordering::Relaxed);
     enforcer.expire().await;
     let every = every
-        .min(enforcer.settings.budget_slice_idle / 2)
+        .min(enforcer.limits().budget_slice_idle / 2)
         .max(Duration::from_millis(100));
     actix_rt::spawn(async move {
         let mut tick = actix_rt::time::interval_at(actix_rt::time::Instant::now() + every, every);

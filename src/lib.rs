@@ -24,8 +24,10 @@ pub mod metering;
 pub mod model_cache;
 pub mod probe;
 pub mod providers;
+pub mod reload;
 pub mod secrets;
 pub mod sync;
+pub mod telemetry;
 pub mod tokens;
 pub mod ui;
 pub mod upstream;
@@ -60,6 +62,8 @@ pub struct Gateway {
     pub db: db::Db,
     /// The router (tests inspect providers through it).
     pub router: Router,
+    /// Traces, flushed at the end (`None`: tracing off).
+    telemetry: Option<Arc<telemetry::Telemetry>>,
     /// Limits and budget slices (tests read its lease count).
     pub enforcer: Arc<enforce::Enforcer>,
 }
@@ -75,6 +79,9 @@ pub struct StartOptions {
     /// The wall clock limits, quotas, expiries and database times read
     /// (tests move a manual one); `None`: the system clock.
     pub clock: Option<Arc<dyn clock::Clock>>,
+    /// The `--config` file the settings came from: a reload (SIGHUP,
+    /// `POST /admin/reload`) reads the same layers again.
+    pub config_file: Option<std::path::PathBuf>,
 }
 
 impl Gateway {
@@ -87,10 +94,15 @@ impl Gateway {
             shutdown_timeout,
             log,
             enforcer,
+            telemetry,
             ..
         } = self;
         let served = server.await;
         let report = flush_usage(&usage, shutdown_timeout, &log).await;
+        if let Some(telemetry) = telemetry {
+            // Blocks until the last spans are sent: off the actix thread.
+            let _ = actix_rt::task::spawn_blocking(move || telemetry.shutdown()).await;
+        }
         // After the flush, so the slices' rows no longer hold the spend of
         // the requests just written: what is left unused goes back to the
         // budgets, for the other instances (or this one's next start).
@@ -151,8 +163,13 @@ async fn flush_usage(
     Ok(report)
 }
 
-/// Runs the gateway until a signal stops it.
-pub async fn run(settings: Settings, log: Logger) -> anyhow::Result<()> {
+/// Runs the gateway until a signal stops it. `config_file` is the
+/// `--config` the settings were loaded with (reloads read it again).
+pub async fn run(
+    settings: Settings,
+    config_file: Option<std::path::PathBuf>,
+    log: Logger,
+) -> anyhow::Result<()> {
     for warning in &settings.load_warnings {
         warn!(log, "settings.layers"; "warning" => warning);
     }
@@ -162,6 +179,7 @@ pub async fn run(settings: Settings, log: Logger) -> anyhow::Result<()> {
         StartOptions {
             handle_signals: true,
             print_next_steps: true,
+            config_file,
             ..StartOptions::default()
         },
     )
@@ -376,6 +394,20 @@ pub async fn start(
     )
     .start_supervised(&Arbiter::new().handle());
 
+    // Settings reloads: SIGHUP (below) and `POST /admin/reload`.
+    let reloader = web::Data::new(reload::Reloader {
+        config_file: options.config_file.clone(),
+        started: settings.clone(),
+        db: database.clone(),
+        cipher: cipher.clone(),
+        router: routing.clone(),
+        prices: prices.clone(),
+        enforcer: enforcer.clone(),
+        log: log.clone(),
+        one_at_a_time: tokio::sync::Mutex::new(()),
+    });
+    let sighup_reloader = reloader.clone();
+
     let stream_cutoff = http::shutdown::StreamCutoff::default();
     let router_for_admin = routing.clone();
     let state = web::Data::new(AppState {
@@ -419,9 +451,14 @@ pub async fn start(
         budget: http::body::BodyBudget::new(settings.server.max_body_bytes_in_flight),
         timeout: settings.server.body_read_timeout,
     });
+    let telemetry = telemetry::Telemetry::start(&settings.tracing)?;
+    if telemetry.is_some() {
+        info!(log, "tracing.enabled"; "endpoint" => telemetry::traces_url(&settings.tracing.otlp_endpoint));
+    }
     let request_logging = web::Data::new(http::context::RequestLogging {
         log: log.clone(),
         access_log: settings.logging.access_log,
+        telemetry: telemetry.clone(),
     });
     // `server.tls`: the pair is checked before anything listens, so a bad
     // one is the start's one-line error.
@@ -452,6 +489,7 @@ pub async fn start(
         App::new()
             .app_data(state.clone())
             .app_data(admin_state.clone())
+            .app_data(reloader.clone())
             .app_data(web::Data::new(client))
             .app_data(request_counters.clone())
             .app_data(body_intake.clone())
@@ -522,6 +560,10 @@ pub async fn start(
     };
     if options.handle_signals {
         actix_rt::spawn(stop_on_signal(stopper.clone(), log.clone()));
+        reload::spawn_sighup_listener(log.clone(), move || {
+            let reloader = sighup_reloader.clone();
+            Box::pin(async move { reloader.reload_and_log("SIGHUP").await })
+        });
     }
     if let Some((tls, resolver, _)) = tls {
         actix_rt::spawn(http::tls::reload(
@@ -542,6 +584,7 @@ pub async fn start(
         db: database,
         router: probe_router,
         enforcer,
+        telemetry,
     })
 }
 

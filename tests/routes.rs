@@ -230,7 +230,8 @@ async fn session_with_role(gw: &TestGateway, role: Role) -> anyhow::Result<(i64,
 /// route's least role 403 `role_required` naming that role, at or above it
 /// never 401 nor 403 (the handler answers: 200, 404 for the made-up ids,
 /// 400 for the missing bodies). The table's policy is checked too: every
-/// GET is viewer's, admin keys are admin's, the other writes operator's.
+/// GET is viewer's, admin keys and settings reloads are admin's, the other
+/// writes operator's.
 async fn every_admin_route_answers_each_role_as_the_table_declares(
     backend: Backend,
 ) -> anyhow::Result<()> {
@@ -252,7 +253,7 @@ async fn every_admin_route_answers_each_role_as_the_table_declares(
         let needed = route.role.context("an admin route without a role")?;
         let policy = if route.method == "GET" {
             Role::Viewer
-        } else if route.path.starts_with("/admin/admin-keys") {
+        } else if route.path.starts_with("/admin/admin-keys") || route.path == "/admin/reload" {
             Role::Admin
         } else if route.path.starts_with("/admin/sessions") || route.path == "/auth/logout" {
             // Own sessions (log out); another key's are checked in the handler.

@@ -56,7 +56,7 @@ pub use router::InjectProviderPanic;
 pub use router::{
     GetRestarts, ListModels, ModelEntry, ModelRoute, ProviderRoute, ProviderRunning,
     RemoveProvider, RouteError, RouteTable, Routed, Router, RouterActor, SetDiscoveredModels,
-    SetRedirects, Tried, UpsertProvider, Upserted,
+    SetModelRoutes, SetRedirects, Tried, UpsertProvider, Upserted,
 };
 #[cfg(feature = "fault-injection")]
 pub use usage::InjectUsagePanic;

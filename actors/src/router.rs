@@ -628,6 +628,12 @@ pub struct SetDiscoveredModels {
 #[rtype(result = "()")]
 pub struct SetRedirects(pub HashMap<String, String>);
 
+/// Replaces the per-model strategies and fallback chains (a settings
+/// reload, `src/reload.rs`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetModelRoutes(pub HashMap<String, ModelRoute>);
+
 /// Looks a provider's actor up by name. Only this crate's tests use it:
 /// outside the actors, providers are reached through [`Router`] by name, so
 /// nothing else holds a provider's address (issue 11).
@@ -881,6 +887,14 @@ impl Handler<SetRedirects> for RouterActor {
 
     fn handle(&mut self, msg: SetRedirects, _: &mut Context<Self>) {
         lock(&self.table).redirects = msg.0;
+    }
+}
+
+impl Handler<SetModelRoutes> for RouterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetModelRoutes, _: &mut Context<Self>) {
+        lock(&self.table).models = msg.0;
     }
 }
 

@@ -25,6 +25,7 @@ pub mod prices;
 pub mod provider_edit;
 pub mod providers;
 pub mod range;
+pub mod reload;
 pub mod session_cookie;
 pub mod sessions;
 pub mod tokens;

@@ -165,6 +165,10 @@ pub enum AdminResource {
         #[command(subcommand)]
         action: logs::MetricsAction,
     },
+    /// Make the gateway re-read its settings files (like SIGHUP): providers,
+    /// keys, models, redirects, prices and limits change live; settings that
+    /// need a restart are named.
+    Reload,
 }
 
 #[derive(Debug, Subcommand)]
@@ -229,7 +233,8 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => {
             let (log, guard) = crate::logging::root_logger(&settings.logging);
-            let result = actix_rt::System::new().block_on(crate::run(settings, log));
+            let result =
+                actix_rt::System::new().block_on(crate::run(settings, cli.config.clone(), log));
             drop(guard);
             result
         }
@@ -350,6 +355,7 @@ async fn admin(settings: Settings, args: AdminArgs) -> anyhow::Result<()> {
         }
         AdminResource::Logs(logs) => logs::run_logs(&client, logs, as_json).await,
         AdminResource::Metrics { action } => logs::run_metrics(&client, action, as_json).await,
+        AdminResource::Reload => reload(&client, as_json).await,
         AdminResource::Keys { action } => admin_plane::keys(&client, action, as_json).await,
         AdminResource::Sessions { action } => admin_plane::sessions(&client, action, as_json).await,
         AdminResource::OperationLogs {
@@ -362,6 +368,54 @@ async fn admin(settings: Settings, args: AdminArgs) -> anyhow::Result<()> {
         | AdminResource::Logout
         | AdminResource::RotateSecret { .. } => Ok(()),
     }
+}
+
+/// `admin reload`: what the gateway applied, and what needs a restart.
+async fn reload(client: &AdminClient, as_json: bool) -> anyhow::Result<()> {
+    let answer = client
+        .call(awc::http::Method::POST, "/admin/reload", None)
+        .await
+        .context("reloading the settings")?;
+    if as_json {
+        println!("{answer:#}");
+        return Ok(());
+    }
+    let providers: Vec<String> = answer["providers"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|provider| {
+                    format!(
+                        "{} ({})",
+                        provider["name"].as_str().unwrap_or("?"),
+                        provider["outcome"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    println!(
+        "Settings reloaded: providers {}; {} model routes, {} redirects, {} prices.",
+        if providers.is_empty() {
+            "none declared".to_owned()
+        } else {
+            providers.join(", ")
+        },
+        answer["models"],
+        answer["redirects"],
+        answer["prices"]
+    );
+    if let Some(keys) = answer["restart_needed"]
+        .as_array()
+        .filter(|keys| !keys.is_empty())
+    {
+        let keys: Vec<&str> = keys.iter().filter_map(Value::as_str).collect();
+        println!(
+            "Changed, but applied only after a restart: {}",
+            keys.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// An HTTP client of one gateway's admin API.

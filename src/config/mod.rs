@@ -12,23 +12,28 @@
 
 pub mod admin;
 pub mod database;
+pub mod digest;
 pub mod health;
 pub mod limits;
 pub mod logging;
+pub mod metrics;
 pub mod models;
 pub mod providers;
 pub mod proxy;
 pub mod secret;
 pub mod security;
 pub mod server;
+pub mod tracing;
 pub mod upstream;
 pub mod usage;
 
 pub use admin::AdminSettings;
 pub use database::{Backend, DatabaseSettings};
+pub use digest::SettingsDigest;
 pub use health::HealthSettings;
 pub use limits::{AuthThrottleSettings, LimitsSettings};
 pub use logging::{LogFormat, LoggingSettings};
+pub use metrics::MetricsSettings;
 pub use models::ModelSettings;
 pub use providers::{
     KeySettings, PriceSettings, ProviderInvalid, ProviderKind, ProviderSettings, RetrySettings,
@@ -37,6 +42,7 @@ pub use proxy::ProxySettings;
 pub use secret::{Secret, mask};
 pub use security::SecuritySettings;
 pub use server::{CorsSettings, ServerSettings, TlsSettings};
+pub use tracing::TracingSettings;
 pub use upstream::UpstreamSettings;
 pub use usage::UsageSettings;
 
@@ -64,6 +70,10 @@ pub struct Settings {
     #[serde(default)]
     pub proxy: ProxySettings,
     #[serde(default)]
+    pub metrics: MetricsSettings,
+    #[serde(default)]
+    pub tracing: TracingSettings,
+    #[serde(default)]
     pub providers: Vec<ProviderSettings>,
     /// Per-model provider strategy and fallback chain, keyed by model name
     /// (after redirects).
@@ -79,6 +89,10 @@ pub struct Settings {
     /// layer's `[[providers]]`, for one.
     #[serde(skip)]
     pub load_warnings: Vec<String>,
+    /// Every key as the layers gave it, hashed: what a reload compares to
+    /// name the changed settings that need a restart (`src/reload.rs`).
+    #[serde(skip)]
+    pub digest: SettingsDigest,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,17 +172,19 @@ impl Settings {
             builder = builder.add_source(File::from(path).required(true));
             layers.push((path.display().to_string(), File::from(path).required(true)));
         }
-        let mut settings: Settings = builder
+        let layered = builder
             .add_source(
                 Environment::with_prefix("SWITCHYARD")
                     .prefix_separator("__")
                     .separator("__")
                     .try_parsing(true),
             )
-            .build()?
-            .try_deserialize()?;
+            .build()?;
+        let digest = SettingsDigest::of(&layered);
+        let mut settings: Settings = layered.try_deserialize()?;
         settings.validate()?;
         settings.load_warnings = replaced_provider_lists(layers);
+        settings.digest = digest;
         Ok(settings)
     }
 
@@ -283,6 +299,16 @@ impl Settings {
                 format!(
                     "is {master_key} characters long; use at least {MIN_MASTER_KEY_CHARS} (e.g. \
                      `openssl rand -hex 32`), or leave it empty to have one generated"
+                ),
+            ));
+        }
+        let metrics_token = self.metrics.token.expose().chars().count();
+        if metrics_token > 0 && metrics_token < MIN_MASTER_KEY_CHARS {
+            return Err(invalid(
+                "metrics.token",
+                format!(
+                    "is {metrics_token} characters long; use at least {MIN_MASTER_KEY_CHARS} \
+                     (e.g. `openssl rand -hex 32`), or leave it empty"
                 ),
             ));
         }

@@ -579,6 +579,16 @@ impl Db {
         self.inner.backend
     }
 
+    /// The connection pool now: `(connections open, connections idle, most
+    /// allowed)` (`/metrics`).
+    pub fn pool_status(&self) -> (usize, usize, usize) {
+        let status = match &self.inner.pools {
+            Pools::Sqlite(pool) => pool.status(),
+            Pools::Postgres(pool) => pool.status(),
+        };
+        (status.size, status.available, status.max_size)
+    }
+
     /// Runs `fut` on the database runtime; see the module docs for why.
     fn spawn<T, F>(&self, fut: F) -> impl Future<Output = Result<T, DbError>> + use<T, F>
     where

@@ -223,16 +223,30 @@ pub async fn call_with_failover(
         tried.add(&lease.provider.name, &lease.key_id);
         meter.attempt(&lease.provider.name, &lease.key_id, &routed.upstream_model);
         let provider = lease.provider.name.clone();
-        match attempt(
+        let span = meter
+            .trace
+            .as_ref()
+            .map(|trace| trace.attempt(&provider, &lease.key_id, &routed.upstream_model, attempts));
+        let traceparent = span.as_ref().and_then(|span| span.traceparent());
+        let outcome = attempt(
             state,
             client,
             request,
             lease,
             &routed.upstream_model,
             &deadline,
+            traceparent.as_deref(),
         )
-        .await
-        {
+        .await;
+        if let Some(span) = span {
+            span.finish_attempt(match &outcome {
+                Ok(_) => Ok(()),
+                Err(AttemptError::Final(error) | AttemptError::Retryable(error)) => {
+                    Err(error.to_string())
+                }
+            });
+        }
+        match outcome {
             Ok(answer) => {
                 return Ok(Served {
                     answer,
@@ -302,6 +316,7 @@ async fn attempt(
     lease: Lease,
     upstream_model: &str,
     deadline: &Deadline,
+    traceparent: Option<&str>,
 ) -> Result<Answer, AttemptError> {
     let spec = lease.provider.clone();
     let limits = &state.settings.upstream;
@@ -332,6 +347,9 @@ async fn attempt(
             }
             if request.stream() {
                 upstream = upstream.insert_header(("accept", "text/event-stream"));
+            }
+            if let Some(traceparent) = traceparent {
+                upstream = upstream.insert_header(("traceparent", traceparent));
             }
             upstream
         },

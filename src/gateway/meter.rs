@@ -48,6 +48,8 @@ pub struct Meter {
     prompt_allowance: i64,
     /// When the current upstream attempt began (for the attempt log).
     attempt_started: Option<Instant>,
+    /// The request's span (tracing on): attempts are its children.
+    pub(crate) trace: Option<crate::telemetry::Trace>,
 }
 
 impl Meter {
@@ -95,6 +97,7 @@ impl Meter {
             completion_cap: state.settings.usage.max_completion_tokens,
             prompt_allowance: state.settings.usage.prompt_token_allowance,
             attempt_started: None,
+            trace: ctx.trace.clone(),
         }
     }
 

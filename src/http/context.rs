@@ -23,6 +23,8 @@ pub struct RequestCtx {
     pub record_id: String,
     pub started: Instant,
     pub log: Logger,
+    /// The request's span when tracing is on (`crate::telemetry`).
+    pub trace: Option<crate::telemetry::Trace>,
 }
 
 fn client_request_id(request: &ServiceRequest) -> Option<String> {
@@ -49,6 +51,8 @@ pub struct RequestLogging {
     pub log: Logger,
     /// `logging.access_log`: one line per finished request.
     pub access_log: bool,
+    /// `None` when tracing is off: then a request pays one branch for it.
+    pub telemetry: Option<std::sync::Arc<crate::telemetry::Telemetry>>,
 }
 
 /// The middleware, installed with `middleware::from_fn`.
@@ -65,17 +69,31 @@ pub async fn request_context(
     };
     let log = logging.log.new(o!("req_id" => id.clone()));
     let started = Instant::now();
+    let trace = logging.telemetry.as_ref().map(|telemetry| {
+        telemetry.request(
+            request.headers(),
+            request.method().as_str(),
+            request.path(),
+            &id,
+        )
+    });
     request.extensions_mut().insert(RequestCtx {
         id: id.clone(),
         record_id,
         started,
         log: log.clone(),
+        trace: trace.clone(),
     });
     let method = request.method().clone();
     let path = request.path().to_owned();
     let mut response = next.call(request).await?;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);
+    }
+    // At the response head (a stream's span ends before its last event;
+    // its attempts' spans say how long the upstream took).
+    if let Some(trace) = &trace {
+        trace.finish_request(response.status().as_u16());
     }
     if logging.access_log {
         // For streams this is the time to the response head; the usage row

@@ -12,15 +12,36 @@
 //!   counters `switchyard_key_successes_total`/`..._failures_total` (they
 //!   restart from 0 when a provider actor does).
 //!
+//! - From the same usage records (so the request path pays nothing: the
+//!   usage actor's write sums each batch under one lock):
+//!   `switchyard_request_duration_seconds` and
+//!   `switchyard_time_to_first_token_seconds` histograms by provider and
+//!   model, `switchyard_tokens_total{provider,model,token,kind}`,
+//!   `switchyard_cost_usd_total{provider,model,token}` (token: the gateway
+//!   token's id), `switchyard_upstream_attempts_total{provider}`,
+//!   `switchyard_upstream_failovers_total{provider}` and
+//!   `switchyard_request_failures_total{provider,reason}`.
+//! - `switchyard_provider_keys{provider,state}`, `switchyard_build_info`,
+//!   `switchyard_db_pool_connections{state}` and the usage queue and
+//!   journal gauges below.
+//!
+//! The series are written by hand in the text format: the gateway has done
+//! so from the start, the format is a few lines of text, and a registry
+//! crate would add per-request label lookups this design avoids.
+//!
 //! The route needs the admin credential like `/admin/*` (it names
-//! providers and keys, and shows traffic): give Prometheus the master key
-//! as a bearer token (`authorization: { credentials_file: ... }`).
+//! providers and keys, and shows traffic), or `metrics.token` when set: a
+//! bearer that reads this route and nothing else
+//! (`authorization: { credentials_file: ... }` in Prometheus).
 
 use crate::admin::auth::AdminAuth;
 use crate::error::ApiError;
 use crate::gateway::AppState;
-use actix_web::HttpResponse;
+use crate::gateway::auth::presented_token;
+use crate::tokens;
+use actix_web::dev::Payload;
 use actix_web::web::Data;
+use actix_web::{FromRequest, HttpRequest, HttpResponse};
 use futures_util::future::BoxFuture;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -28,10 +49,64 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use switchyard_actors::{RecordOutcome, UsageFlags, UsageRecord, UsageSink, WriteReport};
 
-/// Requests written, by (provider, status).
+/// Upper bounds of the latency histograms' buckets, in seconds.
+const LATENCY_BUCKETS_S: [f64; 12] = [
+    0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+/// One histogram series: cumulative buckets are computed when rendered.
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    /// Observations per bucket (not cumulative); the last slot is `+Inf`.
+    buckets: [u64; LATENCY_BUCKETS_S.len() + 1],
+    count: u64,
+    sum_ms: i64,
+}
+
+impl Histogram {
+    fn observe(&mut self, ms: i64) {
+        let ms = ms.max(0);
+        let seconds = ms as f64 / 1000.0;
+        let slot = LATENCY_BUCKETS_S
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(LATENCY_BUCKETS_S.len());
+        if let Some(bucket) = self.buckets.get_mut(slot) {
+            *bucket += 1;
+        }
+        self.count += 1;
+        self.sum_ms = self.sum_ms.saturating_add(ms);
+    }
+}
+
+/// (provider, model): `""` for a request no provider served.
+type Served = (String, String);
+
+/// What the usage batches said, summed. Changed once per written batch
+/// (in the usage actor's write, off the request path), read per scrape.
+#[derive(Debug, Default, Clone)]
+struct Aggregates {
+    /// (provider, status) → requests.
+    requests: BTreeMap<(String, u16), u64>,
+    latency: BTreeMap<Served, Histogram>,
+    /// Streams only: arrival to the first content byte.
+    ttft: BTreeMap<Served, Histogram>,
+    /// (provider, model, token id, `prompt`|`completion`) → tokens.
+    tokens: BTreeMap<(String, String, String, &'static str), u64>,
+    /// (provider, model, token id) → nano-USD charged.
+    cost_nanos: BTreeMap<(String, String, String), i64>,
+    /// provider → upstream attempts.
+    attempts: BTreeMap<String, u64>,
+    /// provider → attempts beyond each request's first (failovers).
+    failovers: BTreeMap<String, u64>,
+    /// (provider, error class) → failed requests.
+    errors: BTreeMap<(String, String), u64>,
+}
+
+/// The figures `/metrics` computes from usage records.
 #[derive(Debug, Default)]
 pub struct RequestCounters {
-    counts: Mutex<BTreeMap<(String, u16), u64>>,
+    counts: Mutex<Aggregates>,
 }
 
 impl RequestCounters {
@@ -41,12 +116,61 @@ impl RequestCounters {
         };
         for record in records {
             let provider = record.provider.clone().unwrap_or_default();
-            *counts.entry((provider, record.status)).or_default() += 1;
+            let model = record
+                .upstream_model
+                .clone()
+                .or_else(|| record.requested_model.clone())
+                .unwrap_or_default();
+            let token = record.token_id.map(|id| id.to_string()).unwrap_or_default();
+            *counts
+                .requests
+                .entry((provider.clone(), record.status))
+                .or_default() += 1;
+            let served = (provider.clone(), model.clone());
+            counts
+                .latency
+                .entry(served.clone())
+                .or_default()
+                .observe(record.latency_ms);
+            if let Some(ttft) = record.ttft_ms {
+                counts.ttft.entry(served).or_default().observe(ttft);
+            }
+            for (kind, figure) in [
+                ("prompt", record.prompt_tokens),
+                ("completion", record.completion_tokens),
+            ] {
+                let figure = u64::try_from(figure).unwrap_or(0);
+                if figure > 0 {
+                    *counts
+                        .tokens
+                        .entry((provider.clone(), model.clone(), token.clone(), kind))
+                        .or_default() += figure;
+                }
+            }
+            if record.cost_nanos > 0 {
+                let cost = counts
+                    .cost_nanos
+                    .entry((provider.clone(), model, token))
+                    .or_default();
+                *cost = cost.saturating_add(record.cost_nanos);
+            }
+            let attempts = u64::try_from(record.attempts).unwrap_or(0);
+            if attempts > 0 {
+                *counts.attempts.entry(provider.clone()).or_default() += attempts;
+                *counts.failovers.entry(provider.clone()).or_default() += attempts - 1;
+            }
+            if let Some(class) = &record.error_class {
+                *counts.errors.entry((provider, class.clone())).or_default() += 1;
+            }
         }
     }
 
-    /// A copy of the counts.
+    /// Requests by (provider, status).
     pub fn snapshot(&self) -> BTreeMap<(String, u16), u64> {
+        self.aggregates().requests
+    }
+
+    fn aggregates(&self) -> Aggregates {
         self.counts
             .lock()
             .map(|counts| counts.clone())
@@ -98,19 +222,22 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 /// The exposition text.
 pub async fn render(state: &AppState, counters: &RequestCounters) -> String {
     let mut out = String::new();
+    let counts = counters.aggregates();
     family(
         &mut out,
         "switchyard_requests_total",
         "counter",
         "Client requests by serving provider and HTTP status (counted when logged).",
     );
-    for ((provider, status), count) in counters.snapshot() {
+    for ((provider, status), count) in &counts.requests {
         let _ = writeln!(
             out,
             "switchyard_requests_total{{provider=\"{}\",status=\"{status}\"}} {count}",
-            label(&provider)
+            label(provider)
         );
     }
+    render_traffic(&mut out, &counts);
+    render_build_and_pool(&mut out, state);
     render_usage(&mut out, state);
     let keys: Vec<_> = state
         .router
@@ -145,6 +272,23 @@ pub async fn render(state: &AppState, counters: &RequestCounters) -> String {
             "Failed upstream attempts since the provider actor started.",
         ),
     ];
+    family(
+        &mut out,
+        "switchyard_provider_keys",
+        "gauge",
+        "Keys of each routed provider by state (healthy, half_open, cooling_down, open, disabled).",
+    );
+    let mut states: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for (provider, view) in &keys {
+        *states.entry((provider.as_str(), view.state)).or_default() += 1;
+    }
+    for ((provider, state), count) in states {
+        let _ = writeln!(
+            out,
+            "switchyard_provider_keys{{provider=\"{}\",state=\"{state}\"}} {count}",
+            label(provider)
+        );
+    }
     for (name, kind, help) in series {
         family(&mut out, name, kind, help);
         for (provider, view) in &keys {
@@ -171,6 +315,152 @@ pub async fn render(state: &AppState, counters: &RequestCounters) -> String {
         }
     }
     out
+}
+
+fn histogram(out: &mut String, name: &str, labels: &str, histogram: &Histogram) {
+    let mut cumulative = 0;
+    for (bound, count) in LATENCY_BUCKETS_S.iter().zip(&histogram.buckets) {
+        cumulative += count;
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+    }
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{{labels},le=\"+Inf\"}} {}",
+        histogram.count
+    );
+    let _ = writeln!(
+        out,
+        "{name}_sum{{{labels}}} {}",
+        histogram.sum_ms as f64 / 1000.0
+    );
+    let _ = writeln!(out, "{name}_count{{{labels}}} {}", histogram.count);
+}
+
+/// Latency, tokens, cost, attempts and failures, from the usage records.
+fn render_traffic(out: &mut String, counts: &Aggregates) {
+    let served = |(provider, model): &Served| {
+        format!(
+            "provider=\"{}\",model=\"{}\"",
+            label(provider),
+            label(model)
+        )
+    };
+    for (name, help, series) in [
+        (
+            "switchyard_request_duration_seconds",
+            "Client requests from arrival to the last byte sent, by provider and model.",
+            &counts.latency,
+        ),
+        (
+            "switchyard_time_to_first_token_seconds",
+            "Streamed requests from arrival to the first content byte, by provider and model.",
+            &counts.ttft,
+        ),
+    ] {
+        family(out, name, "histogram", help);
+        for (key, values) in series {
+            histogram(out, name, &served(key), values);
+        }
+    }
+    family(
+        out,
+        "switchyard_tokens_total",
+        "counter",
+        "Tokens by provider, model, gateway token id and kind (prompt, completion).",
+    );
+    for ((provider, model, token, kind), count) in &counts.tokens {
+        let _ = writeln!(
+            out,
+            "switchyard_tokens_total{{provider=\"{}\",model=\"{}\",token=\"{token}\",kind=\"{kind}\"}} {count}",
+            label(provider),
+            label(model)
+        );
+    }
+    family(
+        out,
+        "switchyard_cost_usd_total",
+        "counter",
+        "Cost charged in USD by provider, model and gateway token id.",
+    );
+    for ((provider, model, token), nanos) in &counts.cost_nanos {
+        let _ = writeln!(
+            out,
+            "switchyard_cost_usd_total{{provider=\"{}\",model=\"{}\",token=\"{token}\"}} {}",
+            label(provider),
+            label(model),
+            *nanos as f64 / 1e9
+        );
+    }
+    for (name, help, series) in [
+        (
+            "switchyard_upstream_attempts_total",
+            "Upstream attempts by the provider that finally served or failed the request.",
+            &counts.attempts,
+        ),
+        (
+            "switchyard_upstream_failovers_total",
+            "Attempts beyond each request's first (another key or provider was tried).",
+            &counts.failovers,
+        ),
+    ] {
+        family(out, name, "counter", help);
+        for (provider, count) in series {
+            let _ = writeln!(out, "{name}{{provider=\"{}\"}} {count}", label(provider));
+        }
+    }
+    family(
+        out,
+        "switchyard_request_failures_total",
+        "counter",
+        "Failed client requests by provider and reason (the error class: upstream_timeout, rate_limited, ...).",
+    );
+    for ((provider, reason), count) in &counts.errors {
+        let _ = writeln!(
+            out,
+            "switchyard_request_failures_total{{provider=\"{}\",reason=\"{}\"}} {count}",
+            label(provider),
+            label(reason)
+        );
+    }
+}
+
+/// The build, and the database pool's use.
+fn render_build_and_pool(out: &mut String, state: &AppState) {
+    family(
+        out,
+        "switchyard_build_info",
+        "gauge",
+        "Always 1; the labels say what runs.",
+    );
+    let _ = writeln!(
+        out,
+        "switchyard_build_info{{version=\"{}\",backend=\"{:?}\"}} 1",
+        env!("CARGO_PKG_VERSION"),
+        state.db.backend()
+    );
+    let (open, idle, max) = state.db.pool_status();
+    family(
+        out,
+        "switchyard_db_pool_connections",
+        "gauge",
+        "Database connections by state (in_use, idle).",
+    );
+    let _ = writeln!(
+        out,
+        "switchyard_db_pool_connections{{state=\"in_use\"}} {}",
+        open.saturating_sub(idle)
+    );
+    let _ = writeln!(
+        out,
+        "switchyard_db_pool_connections{{state=\"idle\"}} {idle}"
+    );
+    family(
+        out,
+        "switchyard_db_pool_max_connections",
+        "gauge",
+        "The most connections the pool opens (database.max_connections).",
+    );
+    let _ = writeln!(out, "switchyard_db_pool_max_connections {max}");
 }
 
 /// The usage pipeline: what it stored, set aside and flagged, and what
@@ -240,12 +530,21 @@ fn render_usage(out: &mut String, state: &AppState) {
     }
 }
 
-/// `GET /metrics`
+/// `GET /metrics`: `metrics.token` when set, else an admin credential.
 pub async fn metrics(
-    _: AdminAuth,
+    request: HttpRequest,
     state: Data<AppState>,
     counters: Data<RequestCounters>,
 ) -> Result<HttpResponse, ApiError> {
+    let configured = &state.settings.metrics.token;
+    // Hashes compared, as for the master key: the comparison's time says
+    // nothing about the token.
+    let by_token = !configured.is_empty()
+        && presented_token(&request)
+            .is_some_and(|presented| tokens::hash(presented) == tokens::hash(configured.expose()));
+    if !by_token {
+        AdminAuth::from_request(&request, &mut Payload::None).await?;
+    }
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(render(&state, &counters).await))

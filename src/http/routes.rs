@@ -13,7 +13,7 @@
 use super::{health, openapi, prometheus};
 use crate::admin::{
     admin_keys, billing, login, logs, metrics, models as admin_models, oplog, prices,
-    provider_edit, providers, sessions, tokens, users,
+    provider_edit, providers, reload, sessions, tokens, users,
 };
 use crate::gateway::doors::{chat, completions, models, proxy, self_service};
 use crate::ui;
@@ -71,7 +71,7 @@ route_table! {
     get "/readyz" => health::readyz, Public, "Readiness: database reachable and a usable key; what is not ready, explained";
     head "/readyz" => health::readyz, Public, "Readiness, headers only";
     get "/openapi.json" => openapi_document, Public, "This OpenAPI document";
-    get "/metrics" => prometheus::metrics, Admin(Viewer), "Prometheus metrics: requests per provider and status, key health";
+    get "/metrics" => prometheus::metrics, Admin(Viewer), "Prometheus metrics: latency, tokens, cost, attempts, key states, usage queue, database pool (also readable with metrics.token)";
 
     // Client API.
     post "/v1/chat/completions" => chat::chat_completions, Gateway, "OpenAI chat completion, streamed or not, served by any provider kind";
@@ -145,6 +145,7 @@ route_table! {
     post "/admin/providers/{name}/keys/{id}/enable" => providers::enable_key, Admin(Operator), "Enable a provider key";
     post "/admin/providers/{name}/keys/{id}/disable" => providers::disable_key, Admin(Operator), "Disable a provider key";
     delete "/admin/providers/{name}/keys/{id}" => providers::delete_key, Admin(Operator), "Remove a provider key";
+    post "/admin/reload" => reload::reload, Admin(Admin), "Re-read the settings files and apply providers, keys, models, redirects, prices and limits (like SIGHUP)";
 }
 
 /// The least role the admin route `method` + `pattern` (as actix matched it,

@@ -423,7 +423,7 @@ async fn admit(
         .into_iter()
         .find(|model| state.prices.contains(model));
     let money_limited = token.budget_nanos.is_some() || token.user_prepaid;
-    if priced.is_none() && money_limited && !state.settings.limits.allow_unpriced {
+    if priced.is_none() && money_limited && !state.enforcer.limits().allow_unpriced {
         return Err(ApiError::PaymentRequired {
             message: format!(
                 "This proxied call has no price, so this token's money budget (or its owner's balance) cannot be enforced; an admin must set a per-call price on `{exact}` or `{fallback}` (`PUT /admin/model-prices/...` with `per_call`){}",
