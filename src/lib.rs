@@ -24,6 +24,7 @@ pub mod metering;
 pub mod model_cache;
 pub mod probe;
 pub mod providers;
+pub mod retention;
 pub mod secrets;
 pub mod sync;
 pub mod tokens;
@@ -333,6 +334,12 @@ pub async fn start(
             log: log.clone(),
         },
         settings.database.sync_interval,
+    );
+    retention::start(
+        database.clone(),
+        clock.clone(),
+        &settings.usage,
+        log.clone(),
     );
     let model_cache = model_cache::ModelCache::new(clock.clone());
     model_cache::start(

@@ -73,6 +73,7 @@ const USAGE_DURABILITY_VERSION: &str = "20261202000100";
 const PER_CALL_PRICES_VERSION: &str = "20261202000300";
 const ADMIN_ROLES_VERSION: &str = "20261203000100";
 const USAGE_HOURLY_VERSION: &str = "20261203000200";
+const USAGE_DAILY_ROLLUP_VERSION: &str = "20261203000610";
 
 async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()> {
     let t = TestDb::new(backend).await?;
@@ -86,6 +87,7 @@ async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()
             PER_CALL_PRICES_VERSION.to_owned(),
             ADMIN_ROLES_VERSION.to_owned(),
             USAGE_HOURLY_VERSION.to_owned(),
+            USAGE_DAILY_ROLLUP_VERSION.to_owned(),
         ]
     );
     assert!(
@@ -98,6 +100,10 @@ async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()
         db.ping().await?;
     }
     assert!(migrate_run(&t.settings).await?.is_empty());
+    assert_eq!(
+        migrate_revert(&t.settings).await?,
+        Some(USAGE_DAILY_ROLLUP_VERSION.to_owned())
+    );
     assert_eq!(
         migrate_revert(&t.settings).await?,
         Some(USAGE_HOURLY_VERSION.to_owned())

@@ -425,6 +425,43 @@ impl AdminClient {
         Ok(value)
     }
 
+    /// GETs `path` and copies its body into `out` as it arrives (an export
+    /// of any size in bounded memory); returns the bytes written. A non-2xx
+    /// answer is an error as with [`AdminClient::call`]; a body cut short
+    /// (the server failed half-way) is an error too.
+    pub async fn download(&self, path: &str, out: &mut dyn std::io::Write) -> anyhow::Result<u64> {
+        use futures_util::StreamExt as _;
+        let mut request = self.http.get(format!("{}{path}", self.base));
+        if let Some(key) = &self.key {
+            request = request.insert_header(("authorization", format!("Bearer {key}")));
+        }
+        let mut response = request
+            .send()
+            .await
+            .map_err(|error| anyhow::anyhow!("cannot reach {}: {error}", self.base))?;
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = response.body().await.context("reading the answer")?;
+            let value: Value = serde_json::from_slice(&bytes)
+                .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+            let message = value
+                .pointer("/error/message")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .unwrap_or_else(|| value.to_string());
+            bail!("{} ({})", message.replace('\n', " "), status.as_u16());
+        }
+        let mut written = 0u64;
+        while let Some(chunk) = response.next().await {
+            let chunk = chunk.map_err(|error| {
+                anyhow::anyhow!("the export stopped half-way ({error}); see the gateway log")
+            })?;
+            out.write_all(&chunk).context("writing the export")?;
+            written += chunk.len() as u64;
+        }
+        Ok(written)
+    }
+
     async fn get(&self, path: &str) -> anyhow::Result<Value> {
         self.call(awc::http::Method::GET, path, None).await
     }
