@@ -10,6 +10,7 @@
 
 pub mod admin_plane;
 mod billing;
+pub mod install;
 mod logs;
 mod prices;
 mod providers;
@@ -45,6 +46,18 @@ pub enum Command {
     },
     /// Manage a running gateway through its admin API.
     Admin(Box<AdminArgs>),
+    /// Install as a hardened systemd service: user, unit, settings file,
+    /// data directory (docs/install.md).
+    Install(install::InstallArgs),
+    /// Remove what `install` made; never the data directory.
+    Uninstall(install::UninstallArgs),
+    /// Exit 0 when the gateway's /healthz answers 2xx, else 1 (container
+    /// HEALTHCHECK: the runtime image has no curl).
+    Health {
+        /// What to ask; default: /healthz on `server.listen` from settings.
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -223,10 +236,38 @@ pub enum SessionAction {
     Revoke { id: i64 },
 }
 
+/// `switchyard health`: one GET with a short timeout.
+async fn health(url: &str) -> anyhow::Result<()> {
+    let client = awc::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .finish();
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|error| anyhow::anyhow!("{url}: {error}"))?;
+    if !response.status().is_success() {
+        bail!("{url} answered {}", response.status().as_u16());
+    }
+    println!("{url}: {}", response.status().as_u16());
+    Ok(())
+}
+
 /// Runs a parsed command line.
 pub fn execute(cli: Cli) -> anyhow::Result<()> {
+    // These read no settings (an install writes them).
+    match cli.command {
+        Command::Install(args) => return install::install(args),
+        Command::Uninstall(args) => return install::uninstall(args),
+        _ => {}
+    }
     let settings = Settings::load(cli.config.as_deref())?;
     match cli.command {
+        Command::Install(_) | Command::Uninstall(_) => Ok(()),
+        Command::Health { url } => {
+            let url = url.unwrap_or_else(|| format!("{}/healthz", default_server(&settings)));
+            actix_rt::System::new().block_on(health(&url))
+        }
         Command::Serve => {
             let (log, guard) = crate::logging::root_logger(&settings.logging);
             let result = actix_rt::System::new().block_on(crate::run(settings, log));
