@@ -101,7 +101,6 @@ pub fn unit(binary: &str, user: &str) -> String {
          # Settings: {CONFIG_FILE}; data: {DATA_DIR} (docs/install.md).\n\
          [Unit]\n\
          Description=Switchyard AI API gateway\n\
-         Documentation=https://github.com/switchyard/switchyard/blob/main/docs/install.md\n\
          After=network-online.target postgresql.service\n\
          Wants=network-online.target\n\
          \n\
