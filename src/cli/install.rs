@@ -205,7 +205,12 @@ fn is_superuser() -> bool {
 /// The uid and gid of `user` (via `id`, which reads NSS like everything else).
 fn ids_of(user: &str) -> Option<(u32, u32)> {
     let id = |flag: &str| -> Option<u32> {
-        let out = Command::new("id").arg(flag).arg(user).output().ok()?;
+        let out = Command::new("id")
+            .arg(flag)
+            .arg(user)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()?;
         if !out.status.success() {
             return None;
         }
