@@ -694,11 +694,12 @@ async fn hourly_rollups_equal_what_the_request_logs_say(backend: Backend) -> any
         daily
     );
 
-    // The backfills: drop both tables and build them again, the hourly
+    // The backfills: drop both tables (and the attempt log column between
+    // their migrations) and build them again, the hourly
     // from the logs, the daily from the hourly (the gateway idle;
     // stopping it would drop the test database).
     let settings = seeded.gw.database();
-    for version in ["20261203000610", "20261203000200"] {
+    for version in ["20261203000610", "20261203000500", "20261203000200"] {
         assert_eq!(
             switchyard::db::migrate_revert(&settings).await?,
             Some(version.to_owned())
@@ -706,7 +707,11 @@ async fn hourly_rollups_equal_what_the_request_logs_say(backend: Backend) -> any
     }
     assert_eq!(
         switchyard::db::migrate_run(&settings).await?,
-        vec!["20261203000200".to_owned(), "20261203000610".to_owned()]
+        vec![
+            "20261203000200".to_owned(),
+            "20261203000500".to_owned(),
+            "20261203000610".to_owned()
+        ]
     );
     let db = switchyard::db::connect(&settings).await?;
     assert_eq!(stored_rollups(&db).await?, expected);

@@ -20,11 +20,14 @@ use switchyard::config::Backend;
 
 const MODEL: &str = "mock-gpt";
 const UNPRICED: &str = "mock-unpriced";
+/// Served by the `flaky` provider, whose first key always answers 500: its
+/// request fails over, and its details list both attempts.
+const FAILOVER: &str = "mock-failover";
 /// Plain requests to [`MODEL`] before the browser starts.
 const REQUESTS: usize = 6;
 /// Every request answered before the browser starts: those, one to
-/// [`UNPRICED`] and one streamed.
-const ANSWERED: usize = REQUESTS + 2;
+/// [`UNPRICED`], one streamed and one that failed over.
+const ANSWERED: usize = REQUESTS + 3;
 /// Bounds a hung browser or gateway; the suite takes about half a minute.
 const PYTEST_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -49,12 +52,12 @@ async fn an_operator_uses_the_dashboard_in_a_real_browser() -> anyhow::Result<()
     let python = python::venv_tool("python")?;
 
     let gw = TestGateway::start(Backend::Sqlite, |settings, mock| {
-        settings.providers = vec![mock_provider(
-            mock,
-            "mock",
-            &[MODEL, UNPRICED],
-            &["ok-1", "ok-2"],
-        )];
+        let mut flaky = mock_provider(mock, "flaky", &[FAILOVER], &["e500-f1", "ok-f2"]);
+        flaky.strategy = switchyard_actors::KeyStrategy::FirstAvailable;
+        settings.providers = vec![
+            mock_provider(mock, "mock", &[MODEL, UNPRICED], &["ok-1", "ok-2"]),
+            flaky,
+        ];
     })
     .await?;
     let admin = gw.admin_client();
@@ -83,6 +86,19 @@ async fn an_operator_uses_the_dashboard_in_a_real_browser() -> anyhow::Result<()
     streamed["stream"] = json!(true);
     let reply = gw.chat(&token, streamed).await?;
     ensure!(reply.status.is_success(), "{}", reply.text());
+    admin
+        .put(
+            &format!("/admin/model-prices/{FAILOVER}"),
+            json!({ "input_per_mtok": 1.0, "output_per_mtok": 2.0 }),
+        )
+        .await?;
+    let reply = gw.chat(&token, chat_body(FAILOVER, "fail over")).await?;
+    ensure!(
+        reply.status.is_success() && reply.header("x-switchyard-attempts") == Some("2"),
+        "{:?}: {}",
+        reply.header("x-switchyard-attempts"),
+        reply.text()
+    );
     // Every answered request is in the logs before the browser looks.
     let logged = gw.request_logs().await?;
     ensure!(logged.len() == ANSWERED, "{} rows", logged.len());
@@ -121,6 +137,7 @@ async fn an_operator_uses_the_dashboard_in_a_real_browser() -> anyhow::Result<()
         .env("SWITCHYARD_CHROMIUM", &chromium)
         .env("SWITCHYARD_SCREENSHOTS", &screenshots)
         .env("SWITCHYARD_MODEL", MODEL)
+        .env("SWITCHYARD_FAILOVER_MODEL", FAILOVER)
         .env("SWITCHYARD_REQUESTS", ANSWERED.to_string())
         .env("SWITCHYARD_KEY_ID", &key_id)
         .env("SWITCHYARD_VIEWER_KEY_FILE", &viewer_key_file);

@@ -73,6 +73,7 @@ const USAGE_DURABILITY_VERSION: &str = "20261202000100";
 const PER_CALL_PRICES_VERSION: &str = "20261202000300";
 const ADMIN_ROLES_VERSION: &str = "20261203000100";
 const USAGE_HOURLY_VERSION: &str = "20261203000200";
+const ATTEMPT_LOG_VERSION: &str = "20261203000500";
 const USAGE_DAILY_ROLLUP_VERSION: &str = "20261203000610";
 
 async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()> {
@@ -87,6 +88,7 @@ async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()
             PER_CALL_PRICES_VERSION.to_owned(),
             ADMIN_ROLES_VERSION.to_owned(),
             USAGE_HOURLY_VERSION.to_owned(),
+            ATTEMPT_LOG_VERSION.to_owned(),
             USAGE_DAILY_ROLLUP_VERSION.to_owned(),
         ]
     );
@@ -103,6 +105,10 @@ async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()
     assert_eq!(
         migrate_revert(&t.settings).await?,
         Some(USAGE_DAILY_ROLLUP_VERSION.to_owned())
+    );
+    assert_eq!(
+        migrate_revert(&t.settings).await?,
+        Some(ATTEMPT_LOG_VERSION.to_owned())
     );
     assert_eq!(
         migrate_revert(&t.settings).await?,
@@ -166,6 +172,7 @@ fn usage(ms: i64, token_id: Option<i64>, model: Option<&str>, n: i64) -> UsageRe
         reservation_id: None,
         record_id: format!("rec-{n}"),
         flags: Default::default(),
+        attempt_log: Vec::new(),
     }
 }
 

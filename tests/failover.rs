@@ -19,6 +19,7 @@ on_both_backends!(
     every_key_failing_is_tried_exactly_once,
     the_request_deadline_bounds_hung_keys,
     every_key_at_its_cap_is_503_all_keys_busy,
+    each_attempt_is_on_the_request_log,
 );
 
 /// A gateway whose `mock` provider has exactly `keys` with default retry
@@ -184,5 +185,72 @@ async fn every_key_at_its_cap_is_503_all_keys_busy(backend: Backend) -> anyhow::
     let mut rows = common::outcomes(&logs);
     rows.sort();
     assert_eq!(rows, vec![(200, None, 1), (503, Some("all_keys_busy"), 0)]);
+    gw.stop().await
+}
+
+/// A request served after failover keeps each attempt on its log row: the
+/// key tried, how it failed, when it started and how long it took, then the
+/// attempt that answered. `GET /admin/request-logs/{id}` shows them; a
+/// request answered at the first attempt shows that one attempt.
+async fn each_attempt_is_on_the_request_log(backend: Backend) -> anyhow::Result<()> {
+    let gw = gateway(backend, &["e500-t1", "ok-t2"], |settings| {
+        settings.providers[0].strategy = KeyStrategy::FirstAvailable;
+    })
+    .await?;
+    let token = gw.create_token(json!({ "name": "attempts" })).await?;
+    let failed_over = gw.chat(&token, chat_body("mock-gpt", "first")).await?;
+    anyhow::ensure!(failed_over.status == 200, "{}", failed_over.text());
+    assert_eq!(failed_over.header("x-switchyard-attempts"), Some("2"));
+    let logs = gw.request_logs().await?;
+    let row = logs.last().context("no request log")?;
+    let admin = gw.admin_client();
+    let keys: Vec<String> = admin
+        .key_healths("mock")
+        .await?
+        .iter()
+        .filter_map(|key| key["id"].as_str().map(str::to_owned))
+        .collect();
+    let detail = admin
+        .get(&format!("/admin/request-logs/{}", row.id))
+        .await?;
+    let attempts = detail["attempt_log"]
+        .as_array()
+        .with_context(|| format!("no attempt_log in {detail}"))?;
+    assert_eq!(attempts.len(), 2, "{detail}");
+    let (failed, answered) = (&attempts[0], &attempts[1]);
+    assert_eq!(failed["provider"], "mock");
+    assert_eq!(answered["provider"], "mock");
+    assert_eq!(answered["key_id"].as_str(), row.key_id.as_deref());
+    assert_ne!(failed["key_id"], answered["key_id"]);
+    for attempt in attempts {
+        let key = attempt["key_id"].as_str().unwrap_or_default();
+        assert!(keys.iter().any(|id| id == key), "{key} not in {keys:?}");
+        assert_eq!(attempt["upstream_model"], "mock-gpt");
+        assert!(attempt["duration_ms"].as_i64().is_some_and(|ms| ms >= 0));
+    }
+    assert_eq!(failed["outcome"], "upstream_failed", "{detail}");
+    assert_eq!(answered["outcome"], "ok");
+    let failed_start = failed["started_ms"].as_i64().context("started_ms")?;
+    let answered_start = answered["started_ms"].as_i64().context("started_ms")?;
+    assert!(failed_start <= answered_start, "{detail}");
+
+    // With the failing key disabled the next request is answered at its
+    // first attempt.
+    let bad = attempts[0]["key_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    admin.set_key_enabled("mock", &bad, false).await?;
+    let direct = gw.chat(&token, chat_body("mock-gpt", "second")).await?;
+    assert_eq!(direct.header("x-switchyard-attempts"), Some("1"));
+    let logs = gw.request_logs().await?;
+    let row = logs.last().context("no request log")?;
+    let detail = admin
+        .get(&format!("/admin/request-logs/{}", row.id))
+        .await?;
+    let attempts = detail["attempt_log"].as_array().context("attempt_log")?;
+    assert_eq!(attempts.len(), 1, "{detail}");
+    assert_eq!(attempts[0]["key_id"].as_str(), row.key_id.as_deref());
+    assert_eq!(attempts[0]["outcome"], "ok");
     gw.stop().await
 }

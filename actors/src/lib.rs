@@ -64,4 +64,6 @@ pub use usage::{
     FlushAll, FlushReport, Nudge, RecordOutcome, UsageActor, UsageConfig, UsageQueue, UsageSink,
     UsageStats, WriteReport,
 };
-pub use usage_record::{MAX_RECORD_COST_NANOS, MAX_RECORD_TOKENS, UsageFlags, UsageRecord};
+pub use usage_record::{
+    AttemptNote, MAX_RECORD_COST_NANOS, MAX_RECORD_TOKENS, UsageFlags, UsageRecord,
+};

@@ -64,6 +64,27 @@ pub struct UsageRecord {
     /// (see [`UsageFlags`]); stored on the row and counted in `/metrics`.
     #[serde(default)]
     pub flags: UsageFlags,
+    /// Each upstream attempt, in order, kept only when there was more than
+    /// one (a failover): a single attempt is the row's own provider, key and
+    /// latency, and an empty list costs nothing on the common path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempt_log: Vec<AttemptNote>,
+}
+
+/// One upstream attempt of a request: which key, how it ended, and when.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptNote {
+    pub provider: String,
+    /// The provider key's stable id (never the secret).
+    pub key_id: String,
+    pub upstream_model: String,
+    /// `ok`, or the failure class the attempt ended with
+    /// (`upstream_error`, `upstream_timeout`, `rate_limited`, ...).
+    pub outcome: String,
+    /// Milliseconds from the request's arrival to the attempt's start.
+    pub started_ms: i64,
+    /// How long the attempt took, to its answer's head or its failure.
+    pub duration_ms: i64,
 }
 
 /// Anomalies found in what a request's record was made of: a client's
@@ -125,6 +146,9 @@ pub const MAX_RECORD_COST_NANOS: i64 = 10_000_000_000_000_000;
 const MAX_ID_BYTES: usize = 128;
 const MAX_NAME_BYTES: usize = 256;
 const MAX_PATH_BYTES: usize = 512;
+/// Attempts kept on one row: a provider with hundreds of keys may try them
+/// all, and the row stays bounded.
+const MAX_ATTEMPT_NOTES: usize = 16;
 
 /// Makes `value` storable in any backend's TEXT column: NUL (which
 /// PostgreSQL refuses) becomes U+FFFD, and it is cut to `max` bytes on a
@@ -177,6 +201,20 @@ impl UsageRecord {
             if let Some(value) = field {
                 sanitized |= make_text_storable(value, max);
             }
+        }
+        if self.attempt_log.len() > MAX_ATTEMPT_NOTES {
+            // Keep the first attempts and the last (the one that answered
+            // or ended the request); the row's `attempts` keeps the count.
+            self.attempt_log
+                .drain(MAX_ATTEMPT_NOTES - 1..self.attempt_log.len() - 1);
+        }
+        for note in &mut self.attempt_log {
+            sanitized |= make_text_storable(&mut note.provider, MAX_NAME_BYTES);
+            sanitized |= make_text_storable(&mut note.key_id, MAX_ID_BYTES);
+            sanitized |= make_text_storable(&mut note.upstream_model, MAX_NAME_BYTES);
+            sanitized |= make_text_storable(&mut note.outcome, MAX_ID_BYTES);
+            note.started_ms = note.started_ms.max(0);
+            note.duration_ms = note.duration_ms.max(0);
         }
         if sanitized {
             self.flags.insert(UsageFlags::STRING_SANITIZED);
@@ -262,5 +300,32 @@ mod tests {
         clean.make_storable();
         assert!(clean.flags.is_empty());
         assert_eq!(clean.flags.names(), None);
+    }
+
+    #[test]
+    fn a_long_attempt_log_keeps_its_first_attempts_and_the_last() {
+        let note = |n: usize| AttemptNote {
+            key_id: format!("k{n}"),
+            outcome: "upstream_failed".to_owned(),
+            started_ms: -1,
+            ..AttemptNote::default()
+        };
+        let mut record = UsageRecord {
+            attempts: 40,
+            attempt_log: (0..40).map(note).collect(),
+            ..UsageRecord::default()
+        };
+        record.make_storable();
+        let keys: Vec<&str> = record
+            .attempt_log
+            .iter()
+            .map(|n| n.key_id.as_str())
+            .collect();
+        assert_eq!(keys.len(), MAX_ATTEMPT_NOTES);
+        assert_eq!(keys.first(), Some(&"k0"));
+        assert_eq!(keys.get(MAX_ATTEMPT_NOTES - 2), Some(&"k14"));
+        assert_eq!(keys.last(), Some(&"k39"));
+        assert!(record.attempt_log.iter().all(|n| n.started_ms == 0));
+        assert_eq!(record.attempts, 40);
     }
 }

@@ -185,5 +185,7 @@ pub async fn show(
         .get_request_log(key)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("No request log with id `{key}`")))?;
-    Ok(HttpResponse::Ok().json(row))
+    let mut detail = serde_json::to_value(&row).map_err(|_| ApiError::Internal)?;
+    detail["attempt_log"] = json!(row.attempts_detail());
+    Ok(HttpResponse::Ok().json(detail))
 }

@@ -122,6 +122,7 @@ diesel::table! {
         attempts -> Integer,
         record_id -> Text,
         usage_flags -> Nullable<Text>,
+        attempt_log -> Nullable<Text>,
     }
 }
 

@@ -16,7 +16,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use switchyard_actors::{RecordOutcome, UsageRecord, WriteReport};
 
-/// Rows per multi-row INSERT: 500 rows of 21 columns stay well under SQLite's
+/// Rows per multi-row INSERT: 500 rows of 23 columns stay well under SQLite's
 /// bind limit (32,766) and PostgreSQL's (65,535).
 const INSERT_CHUNK_ROWS: usize = 500;
 
@@ -50,6 +50,39 @@ pub struct RequestLog {
     /// What had to be fixed in the record, comma-separated (see
     /// [`switchyard_actors::UsageFlags`]); `None`: nothing.
     pub usage_flags: Option<String>,
+    /// The attempts of a request that failed over, as stored (a JSON array
+    /// of [`switchyard_actors::AttemptNote`]); read through
+    /// [`RequestLog::attempts_detail`].
+    #[serde(skip)]
+    pub attempt_log: Option<String>,
+}
+
+impl RequestLog {
+    /// Each upstream attempt in order: the stored log of a request that
+    /// failed over, or the row's own single attempt (none when the request
+    /// never reached an upstream). A stored log that does not parse (a
+    /// hand-edited row) reads as the single attempt rather than failing.
+    pub fn attempts_detail(&self) -> Vec<switchyard_actors::AttemptNote> {
+        if let Some(log) = self.attempt_log.as_deref()
+            && let Ok(notes) = serde_json::from_str::<Vec<switchyard_actors::AttemptNote>>(log)
+            && !notes.is_empty()
+        {
+            return notes;
+        }
+        if self.attempts == 0 {
+            return Vec::new();
+        }
+        vec![switchyard_actors::AttemptNote {
+            provider: self.provider.clone().unwrap_or_default(),
+            key_id: self.key_id.clone().unwrap_or_default(),
+            upstream_model: self.upstream_model.clone().unwrap_or_default(),
+            outcome: self.error_class.clone().unwrap_or_else(|| "ok".to_owned()),
+            // Not recorded for a single attempt: it began right after
+            // admission and lasted the request's latency, near enough.
+            started_ms: 0,
+            duration_ms: self.latency_ms,
+        }]
+    }
 }
 
 /// A usage record the database refused, set aside whole.
@@ -106,6 +139,7 @@ struct NewRequestLog {
     attempts: i32,
     record_id: String,
     usage_flags: Option<String>,
+    attempt_log: Option<String>,
 }
 
 impl From<&UsageRecord> for NewRequestLog {
@@ -133,6 +167,9 @@ impl From<&UsageRecord> for NewRequestLog {
             attempts: r.attempts,
             record_id: r.record_id.clone(),
             usage_flags: r.flags.names(),
+            attempt_log: (!r.attempt_log.is_empty())
+                .then(|| serde_json::to_string(&r.attempt_log).ok())
+                .flatten(),
         }
     }
 }

@@ -241,6 +241,7 @@ pub async fn call_with_failover(
             }
             Err(AttemptError::Final(error)) => return Err(error),
             Err(AttemptError::Retryable(error)) => {
+                meter.attempt_failed(error.code());
                 slog::info!(state.log, "upstream.attempt_failed";
                     "provider" => &provider, "attempt" => attempts, "error" => %error);
                 if !policy.attempts_left(attempts) {

@@ -15,7 +15,7 @@ use crate::tokens::TokenInfo;
 use actix_web::ResponseError;
 use std::sync::Arc;
 use std::time::Instant;
-use switchyard_actors::{UsageFlags, UsageQueue, UsageRecord};
+use switchyard_actors::{AttemptNote, UsageFlags, UsageQueue, UsageRecord};
 
 /// nginx's "client closed request", for rows of requests the client abandoned.
 pub const CLIENT_CLOSED: u16 = 499;
@@ -46,6 +46,8 @@ pub struct Meter {
     /// `usage.max_completion_tokens` and `usage.prompt_token_allowance`.
     completion_cap: i64,
     prompt_allowance: i64,
+    /// When the current upstream attempt began (for the attempt log).
+    attempt_started: Option<Instant>,
 }
 
 impl Meter {
@@ -77,6 +79,7 @@ impl Meter {
                 reservation_id: None,
                 record_id: ctx.record_id.clone(),
                 flags: UsageFlags::default(),
+                attempt_log: Vec::new(),
             },
             started: ctx.started,
             sink: state.usage.clone(),
@@ -91,6 +94,7 @@ impl Meter {
             max_completion: None,
             completion_cap: state.settings.usage.max_completion_tokens,
             prompt_allowance: state.settings.usage.prompt_token_allowance,
+            attempt_started: None,
         }
     }
 
@@ -137,6 +141,7 @@ impl Meter {
 
     /// Called at each upstream attempt: the row names the last one.
     pub fn attempt(&mut self, provider: &str, key_id: &str, upstream_model: &str) {
+        self.attempt_started = Some(Instant::now());
         self.record.attempts += 1;
         self.record.provider = Some(provider.to_owned());
         self.record.key_id = Some(key_id.to_owned());
@@ -145,6 +150,27 @@ impl Meter {
 
     pub fn attempts(&self) -> i32 {
         self.record.attempts
+    }
+
+    /// The current attempt failed with `outcome` and the request goes on
+    /// (or ends): it joins the row's attempt log.
+    pub fn attempt_failed(&mut self, outcome: &str) {
+        let note = self.attempt_note(outcome);
+        self.record.attempt_log.push(note);
+    }
+
+    fn attempt_note(&self, outcome: &str) -> AttemptNote {
+        let now = Instant::now();
+        let started = self.attempt_started.unwrap_or(now);
+        let millis = |duration: std::time::Duration| duration.as_millis() as i64;
+        AttemptNote {
+            provider: self.record.provider.clone().unwrap_or_default(),
+            key_id: self.record.key_id.clone().unwrap_or_default(),
+            upstream_model: self.record.upstream_model.clone().unwrap_or_default(),
+            outcome: outcome.to_owned(),
+            started_ms: millis(started.saturating_duration_since(self.started)),
+            duration_ms: millis(now.saturating_duration_since(started)),
+        }
     }
 
     /// Measures the request's text (kept only in case usage is missing).
@@ -212,6 +238,14 @@ impl Meter {
             && self.record.attempts > 0
             && (status == 200 || self.completion_chars > 0);
         let prompt_chars = if estimated { self.prompt_chars() } else { 0 };
+        // After a failover the log holds the failed attempts; the last one,
+        // which answered or ended the request, joins them.
+        if !self.record.attempt_log.is_empty()
+            && self.record.attempt_log.len() < self.record.attempts as usize
+        {
+            let note = self.attempt_note(error_class.unwrap_or("ok"));
+            self.record.attempt_log.push(note);
+        }
         let record = &mut self.record;
         record.status = status;
         record.error_class = error_class.map(str::to_owned);

@@ -10,6 +10,7 @@ mock upstream, sends real requests through it, and runs this file with:
     SWITCHYARD_SCREENSHOTS where each page's screenshot goes
     SWITCHYARD_MODEL       a priced model the mock serves
     SWITCHYARD_REQUESTS    how many requests were answered before the browser starts
+    SWITCHYARD_FAILOVER_MODEL  a model whose one request failed over (two attempts)
     SWITCHYARD_KEY_ID      a provider key of the provider `mock`
     SWITCHYARD_VIEWER_KEY_FILE  the key file of an admin key with the `viewer` role
 
@@ -34,6 +35,7 @@ CHROMIUM = os.environ["SWITCHYARD_CHROMIUM"]
 SHOTS = pathlib.Path(os.environ["SWITCHYARD_SCREENSHOTS"])
 MODEL = os.environ["SWITCHYARD_MODEL"]
 REQUESTS = os.environ["SWITCHYARD_REQUESTS"]
+FAILOVER_MODEL = os.environ["SWITCHYARD_FAILOVER_MODEL"]
 KEY_ID = os.environ["SWITCHYARD_KEY_ID"]
 VIEWER_KEY_FILE = os.environ["SWITCHYARD_VIEWER_KEY_FILE"]
 
@@ -209,10 +211,11 @@ def test_disable_a_key_and_see_its_state_change(page):
     keys = page.get_by_role("table", name="Keys of mock")
     row = keys.get_by_role("row").filter(has_text=KEY_ID)
     expect(row).to_contain_text("healthy")
-    page.get_by_role("button", name=f"Disable key {KEY_ID}").click()
+    # Key ids are per provider (the failover provider has one of the same id).
+    row.get_by_role("button", name=f"Disable key {KEY_ID}").click()
     expect(row).to_contain_text("disabled from the browser test")
     expect(row.get_by_text("disabled", exact=True)).to_be_visible()
-    expect(page.get_by_role("button", name=f"Enable key {KEY_ID}")).to_be_visible()
+    expect(row.get_by_role("button", name=f"Enable key {KEY_ID}")).to_be_visible()
     shot(page, "04-providers")
     # The overview calls the key out.
     go(page, "overview", "Overview")
@@ -243,6 +246,17 @@ def test_every_other_page_renders(page):
     details = page.get_by_role("region", name="Request details")
     expect(details).to_contain_text("Attempts")
     expect(details).to_contain_text("Time to first token")
+    # The request that failed over lists both keys it tried, in order.
+    page.get_by_label("Model").fill(FAILOVER_MODEL)
+    page.get_by_role("button", name="Filter").click()
+    expect(logs.get_by_role("row")).to_have_count(2)
+    logs.get_by_role("row").nth(1).click()
+    attempts = page.get_by_role("table", name="Attempts")
+    expect(attempts.get_by_role("row")).to_have_count(3)
+    expect(attempts.get_by_role("row").nth(1)).to_contain_text("upstream_failed")
+    expect(attempts.get_by_role("row").nth(2)).to_contain_text("ok")
+    shot(page, "07-log-details")
+    page.get_by_label("Model").fill("")
     # Filters reach the API: a status nobody got matches nothing.
     page.get_by_label("Status").select_option("5xx")
     page.get_by_role("button", name="Filter").click()

@@ -79,6 +79,16 @@ async function showDetail(slot, id) {
         ['Cost', `${usd(r.cost_nanos / 1e9)}${r.priced ? '' : ' (unpriced)'}`],
         ['Token / user', `${r.token_id === null ? '–' : `#${r.token_id}`} / ${r.user_id === null ? '–' : `#${r.user_id}`}`],
       ], { label: 'Request details' }),
+      h('h3', {}, 'Attempts'),
+      table([
+        { label: '#', value: a => a.n },
+        { label: 'Provider', value: a => a.provider || '–' },
+        { label: 'Key', value: a => a.key_id || '–' },
+        { label: 'Upstream model', value: a => a.upstream_model || '–' },
+        { label: 'Outcome', value: a => h('span', { class: a.outcome === 'ok' ? 'ok' : 'bad' }, a.outcome) },
+        { label: 'Started after', value: a => ms(a.started_ms) },
+        { label: 'Took', value: a => ms(a.duration_ms) },
+      ], (r.attempt_log || []).map((a, i) => ({ ...a, n: i + 1 })), { empty: 'The request reached no upstream.', label: 'Attempts' }),
       h('button', { type: 'button', on: { click: () => clear(slot) } }, 'Close')));
   });
 }
