@@ -291,10 +291,22 @@ async fn export_writes_json_lines_and_csv_with_filters(backend: Backend) -> anyh
         export(&gw, &format!("since={}&until={until}", unix(T0))).await?;
     assert_eq!(status, 200, "{body}");
     assert_eq!(content_type, "application/x-ndjson");
-    let lines: Vec<Value> = body
+    let mut lines: Vec<Value> = body
         .lines()
         .map(serde_json::from_str)
         .collect::<Result<_, _>>()?;
+    // Plus each row's attempt log: the failed request's one attempt, null
+    // for the others.
+    for line in &mut lines {
+        let object = line.as_object_mut().context("an object")?;
+        let attempts = object.remove("attempt_log").context("no attempt_log")?;
+        if object["status"] == 502 {
+            assert_eq!(attempts[0]["provider"], "bad", "{attempts}");
+            assert_eq!(attempts[0]["outcome"], "upstream_failed", "{attempts}");
+        } else {
+            assert_eq!(attempts, Value::Null);
+        }
+    }
     assert_eq!(lines, listed);
     // The range: `until` is exclusive, `since` inclusive (RFC 3339 too).
     let (_, _, body) = export(
@@ -347,6 +359,13 @@ async fn export_writes_json_lines_and_csv_with_filters(backend: Backend) -> anyh
             assert_eq!(cell, want, "column {column}");
         }
     }
+    // The attempt log is a JSON cell.
+    let (_, _, body) = export(&gw, &format!("since={}&format=csv&model=bad-gpt", unix(T0))).await?;
+    let mut reader = csv::Reader::from_reader(body.as_bytes());
+    let record = reader.records().next().context("one row")??;
+    let cell = record.get(header.len() - 1).context("attempt_log")?;
+    let attempts: Value = serde_json::from_str(cell)?;
+    assert_eq!(attempts[0]["provider"], "bad", "{cell}");
     // An empty export still has its header.
     let (_, _, body) = export(&gw, &format!("since={}&format=csv&model=none", unix(T0))).await?;
     assert_eq!(

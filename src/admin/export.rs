@@ -5,7 +5,7 @@
 //! | parameter | meaning |
 //! |---|---|
 //! | `since` (required), `until` | `created_at` in `[since, until)`: unix seconds or RFC 3339; `until` defaults to now |
-//! | `format` | `jsonl` (default: one JSON object per line, the fields of `GET /admin/request-logs`) or `csv` (a header row, then one row per log; empty cell = null) |
+//! | `format` | `jsonl` (default: one JSON object per line, the fields of `GET /admin/request-logs` and `attempt_log`) or `csv` (a header row, then one row per log; empty cell = null) |
 //! | `token_id`, `user_id`, `model`, `provider`, `status`, `status_class`, `stream` | as `GET /admin/request-logs` |
 //!
 //! Rows come oldest first (by id), read [`PAGE_ROWS`] at a time by keyset
@@ -32,6 +32,7 @@ use actix_web::web::{Data, Query};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::Deserialize;
+use serde_json::Value;
 use slog::{Logger, warn};
 
 /// Rows per database read.
@@ -81,7 +82,8 @@ pub fn encode(rows: &[RequestLog], format: Format, header: bool) -> Result<Bytes
         Format::JsonLines => {
             let mut out = Vec::with_capacity(rows.len() * 400);
             for row in rows {
-                serde_json::to_writer(&mut out, row).map_err(|e| e.to_string())?;
+                serde_json::to_writer(&mut out, &with_attempt_log(row)?)
+                    .map_err(|e| e.to_string())?;
                 out.push(b'\n');
             }
             Ok(Bytes::from(out))
@@ -89,18 +91,23 @@ pub fn encode(rows: &[RequestLog], format: Format, header: bool) -> Result<Bytes
         Format::Csv => {
             // The csv crate (BurntSushi's, the de facto standard) quotes and
             // escapes cells (models, providers, error classes are client- or
-            // upstream-supplied text) and writes the header from the
-            // struct's field names, the same names as the JSON lines.
-            let mut writer = csv::WriterBuilder::new()
-                .has_headers(header)
-                .from_writer(Vec::with_capacity(rows.len() * 200));
-            if rows.is_empty() && header {
+            // upstream-supplied text).
+            let mut writer = csv::Writer::from_writer(Vec::with_capacity(rows.len() * 200));
+            if header {
                 writer
                     .write_record(CSV_COLUMNS)
                     .map_err(|e| e.to_string())?;
             }
             for row in rows {
-                writer.serialize(row).map_err(|e| e.to_string())?;
+                let value = with_attempt_log(row)?;
+                let cells = CSV_COLUMNS.iter().map(|column| match &value[*column] {
+                    Value::Null => String::new(),
+                    Value::String(text) => text.clone(),
+                    // The attempt log as its JSON text, numbers and
+                    // booleans as JSON writes them.
+                    other => other.to_string(),
+                });
+                writer.write_record(cells).map_err(|e| e.to_string())?;
             }
             writer
                 .into_inner()
@@ -110,9 +117,26 @@ pub fn encode(rows: &[RequestLog], format: Format, header: bool) -> Result<Bytes
     }
 }
 
-/// The CSV header (the fields of [`RequestLog`], in order), written alone
-/// when the export is empty.
-pub const CSV_COLUMNS: [&str; 23] = [
+/// A row as `GET /admin/request-logs` answers it, plus `attempt_log`:
+/// each upstream attempt of a request that failed over (the JSON array
+/// stored), `null` for one attempt or none. The export is what is left of
+/// a row once retention deletes it, so it carries the attempts too.
+fn with_attempt_log(row: &RequestLog) -> Result<Value, String> {
+    let mut value = serde_json::to_value(row).map_err(|e| e.to_string())?;
+    if let Value::Object(map) = &mut value {
+        let attempts = row
+            .attempt_log
+            .as_deref()
+            .and_then(|text| serde_json::from_str::<Value>(text).ok())
+            .unwrap_or(Value::Null);
+        map.insert("attempt_log".to_owned(), attempts);
+    }
+    Ok(value)
+}
+
+/// The CSV header: the fields of `GET /admin/request-logs`, in order, then
+/// `attempt_log` (a JSON array, empty for one attempt or none).
+pub const CSV_COLUMNS: [&str; 24] = [
     "id",
     "created_at",
     "request_id",
@@ -136,6 +160,7 @@ pub const CSV_COLUMNS: [&str; 23] = [
     "attempts",
     "record_id",
     "usage_flags",
+    "attempt_log",
 ];
 
 /// What the stream carries from one page to the next.
