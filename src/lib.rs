@@ -25,6 +25,7 @@ pub mod model_cache;
 pub mod probe;
 pub mod providers;
 pub mod reload;
+pub mod retention;
 pub mod secrets;
 pub mod sync;
 pub mod telemetry;
@@ -351,6 +352,12 @@ pub async fn start(
             log: log.clone(),
         },
         settings.database.sync_interval,
+    );
+    retention::start(
+        database.clone(),
+        clock.clone(),
+        &settings.usage,
+        log.clone(),
     );
     let model_cache = model_cache::ModelCache::new(clock.clone());
     model_cache::start(

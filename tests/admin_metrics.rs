@@ -602,11 +602,46 @@ fn expected_rollups(logs: &[RequestLog]) -> Vec<Rollup> {
     rows.into_values().collect()
 }
 
-/// The stored rollups in the same form.
+/// The daily rollups `hourly` ones add up to (issue 13).
+fn daily_of(hourly: &[Rollup]) -> Vec<Rollup> {
+    let mut rows: std::collections::BTreeMap<(i64, i64, String, String), Rollup> =
+        std::collections::BTreeMap::new();
+    for (key, counters, latency, ttft) in hourly {
+        let day = (
+            key.0.div_euclid(DAY) * DAY,
+            key.1,
+            key.2.clone(),
+            key.3.clone(),
+        );
+        let row = rows
+            .entry(day.clone())
+            .or_insert_with(|| (day, [0; 8], vec![0; latency.len()], vec![0; ttft.len()]));
+        for (slot, by) in row.1.iter_mut().zip(counters) {
+            *slot += by;
+        }
+        for (slot, by) in row.2.iter_mut().zip(latency) {
+            *slot += by;
+        }
+        for (slot, by) in row.3.iter_mut().zip(ttft) {
+            *slot += by;
+        }
+    }
+    rows.into_values().collect()
+}
+
+/// The stored hourly rollups in the same form.
 async fn stored_rollups(db: &switchyard::db::Db) -> anyhow::Result<Vec<Rollup>> {
+    stored(db, switchyard::db::rollups::Rollup::Hourly).await
+}
+
+/// The stored rollups of a table in the same form.
+async fn stored(
+    db: &switchyard::db::Db,
+    table: switchyard::db::rollups::Rollup,
+) -> anyhow::Result<Vec<Rollup>> {
     use switchyard::db::rollups::Figures;
     Ok(db
-        .list_hourly_rollups()
+        .list_rollups(table)
         .await?
         .into_iter()
         .map(|row| {
@@ -650,19 +685,40 @@ async fn hourly_rollups_equal_what_the_request_logs_say(backend: Backend) -> any
     let ttft_total: i64 = written.iter().flat_map(|row| row.3.iter()).sum();
     assert_eq!(ttft_total, 1);
 
-    // The backfill: drop the table and build it again from the logs (the
-    // gateway idle; stopping it would drop the test database).
-    let settings = seeded.gw.database();
+    // The daily rollups (issue 13) are the same figures per day.
+    let daily = daily_of(&expected);
+    assert_eq!(daily.len(), 6, "every key is on one day: {daily:?}");
+    let db = &seeded.gw.gateway()?.db;
     assert_eq!(
-        switchyard::db::migrate_revert(&settings).await?,
-        Some("20261203000200".to_owned())
+        stored(db, switchyard::db::rollups::Rollup::Daily).await?,
+        daily
     );
+
+    // The backfills: drop both tables (and the attempt log column between
+    // their migrations) and build them again, the hourly
+    // from the logs, the daily from the hourly (the gateway idle;
+    // stopping it would drop the test database).
+    let settings = seeded.gw.database();
+    for version in ["20261203000610", "20261203000500", "20261203000200"] {
+        assert_eq!(
+            switchyard::db::migrate_revert(&settings).await?,
+            Some(version.to_owned())
+        );
+    }
     assert_eq!(
         switchyard::db::migrate_run(&settings).await?,
-        vec!["20261203000200".to_owned()]
+        vec![
+            "20261203000200".to_owned(),
+            "20261203000500".to_owned(),
+            "20261203000610".to_owned()
+        ]
     );
     let db = switchyard::db::connect(&settings).await?;
     assert_eq!(stored_rollups(&db).await?, expected);
+    assert_eq!(
+        stored(&db, switchyard::db::rollups::Rollup::Daily).await?,
+        daily
+    );
     seeded.gw.stop().await
 }
 

@@ -12,7 +12,7 @@ use serde_json::Value;
 #[test]
 fn invalid_settings_stop_the_process_naming_the_key() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let cases: [(&str, &str, &str); 5] = [
+    let cases: [(&str, &str, &str); 8] = [
         (
             "SWITCHYARD__SERVER__LISTEN",
             "not-an-address",
@@ -28,6 +28,14 @@ fn invalid_settings_stop_the_process_naming_the_key() -> anyhow::Result<()> {
             "SWITCHYARD__SERVER__MAX_BODY_BYTES",
             "12",
             "server.max_body_bytes",
+        ),
+        // Retention (issue 13): at least an hour, or 0s for forever.
+        ("SWITCHYARD__USAGE__RETENTION", "10m", "usage.retention"),
+        ("SWITCHYARD__USAGE__RETENTION", "a month", "retention"),
+        (
+            "SWITCHYARD__USAGE__RETENTION_BATCH_ROWS",
+            "0",
+            "usage.retention_batch_rows",
         ),
         // Guessable online (issue 10): at least 32 characters.
         (

@@ -74,6 +74,7 @@ const PER_CALL_PRICES_VERSION: &str = "20261202000300";
 const ADMIN_ROLES_VERSION: &str = "20261203000100";
 const USAGE_HOURLY_VERSION: &str = "20261203000200";
 const ATTEMPT_LOG_VERSION: &str = "20261203000500";
+const USAGE_DAILY_ROLLUP_VERSION: &str = "20261203000610";
 
 async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()> {
     let t = TestDb::new(backend).await?;
@@ -88,6 +89,7 @@ async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()
             ADMIN_ROLES_VERSION.to_owned(),
             USAGE_HOURLY_VERSION.to_owned(),
             ATTEMPT_LOG_VERSION.to_owned(),
+            USAGE_DAILY_ROLLUP_VERSION.to_owned(),
         ]
     );
     assert!(
@@ -100,6 +102,10 @@ async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()
         db.ping().await?;
     }
     assert!(migrate_run(&t.settings).await?.is_empty());
+    assert_eq!(
+        migrate_revert(&t.settings).await?,
+        Some(USAGE_DAILY_ROLLUP_VERSION.to_owned())
+    );
     assert_eq!(
         migrate_revert(&t.settings).await?,
         Some(ATTEMPT_LOG_VERSION.to_owned())

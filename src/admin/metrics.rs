@@ -16,12 +16,16 @@
 //! - `GET /admin/metrics/top?by=model|token|provider&range=hour|day|week&limit=N`:
 //!   the items with the most cost over the last hour, day or week.
 //!
-//! Counts, tokens and cost are exact: whole hours from the hourly rollups,
-//! the partial hours at the range's edges from `request_logs`
-//! ([`crate::db::metrics`]). Percentiles (nearest rank) are exact while the
-//! range holds at most [`EXACT_PERCENTILES_UP_TO`] successful requests, and
-//! read from the rollups' histograms past that (within ±19%; the summary's
-//! `percentiles` says which). Requests still in the usage buffer (up to
+//! Counts, tokens and cost are exact: whole days from the daily rollups,
+//! other whole hours from the hourly ones, the partial hours at the range's
+//! edges from `request_logs` ([`crate::db::metrics`]). Percentiles (nearest
+//! rank) are exact while the range holds at most [`EXACT_PERCENTILES_UP_TO`]
+//! successful requests, and read from the rollups' histograms past that
+//! (within ±19%; the summary's `percentiles` says which). A range that
+//! starts before the retention cutoff (`usage.retention`, whose old request
+//! logs are deleted: [`crate::retention`]) starts at its whole hour and is
+//! read from the rollups only, percentiles included, so its figures are the
+//! same before and after the deletion. Requests still in the usage buffer (up to
 //! `usage.flush_interval`) are not counted yet.
 
 use super::fields::usd;
@@ -65,6 +69,17 @@ fn seconds(ms: i64) -> i64 {
     ms.div_euclid(1000)
 }
 
+/// A range reaching before the retention cutoff (`usage.retention`: request
+/// logs before it may be deleted) starts at a whole hour, so that it is read
+/// from the rollups only, and takes its percentiles from their histograms:
+/// `(from, whether exact percentiles may be read)`.
+fn retained(state: &AdminState, from: i64) -> (i64, bool) {
+    match crate::retention::cutoff_ms(now_ms(state), state.settings.usage.retention) {
+        Some(cutoff) if from < cutoff => (from.div_euclid(HOUR_MS) * HOUR_MS, false),
+        _ => (from, true),
+    }
+}
+
 /// `p50`... of `pairs`, `null` where there were no samples.
 fn percentiles(names: &[i64], pairs: &[(i64, i64)]) -> Value {
     let mut object = Map::new();
@@ -99,8 +114,9 @@ async fn range_percentiles(
     figures: &Figures,
     from: i64,
     to: i64,
+    exact: bool,
 ) -> Result<(Vec<(i64, i64)>, Vec<(i64, i64)>), ApiError> {
-    if figures.successes <= EXACT_PERCENTILES_UP_TO {
+    if exact {
         let latency = state
             .db
             .metrics_percentiles(Column::Latency, from, to, &PERCENTILES)
@@ -138,6 +154,7 @@ pub async fn summary(
         now_ms(&state),
         DAY_MS,
     )?;
+    let (from, exact_allowed) = retained(&state, from);
     // Counts first; the histograms only when the range is too large for
     // exact percentiles.
     let mut totals = state
@@ -147,7 +164,8 @@ pub async fn summary(
         .into_iter()
         .next()
         .unwrap_or_default();
-    if totals.successes > EXACT_PERCENTILES_UP_TO {
+    let exact = exact_allowed && totals.successes <= EXACT_PERCENTILES_UP_TO;
+    if !exact {
         totals = state
             .db
             .metrics_figures(from, to, Grouping::Total, true)
@@ -156,7 +174,7 @@ pub async fn summary(
             .next()
             .unwrap_or_default();
     }
-    let (latency, ttft) = range_percentiles(&state, &totals, from, to).await?;
+    let (latency, ttft) = range_percentiles(&state, &totals, from, to, exact).await?;
     let other = totals.requests - totals.successes - totals.client_errors - totals.server_errors;
     Ok(HttpResponse::Ok().json(json!({
         "from": seconds(from),
@@ -176,7 +194,7 @@ pub async fn summary(
         "cost_nanos": totals.cost_nanos,
         "latency_ms": percentiles(&PERCENTILES, &latency),
         "ttft_ms": percentiles(&TTFT_PERCENTILES, &ttft),
-        "percentiles": if totals.successes <= EXACT_PERCENTILES_UP_TO { "exact" } else { "histogram" },
+        "percentiles": if exact { "exact" } else { "histogram" },
         "unpriced_requests": totals.unpriced,
     })))
 }
@@ -193,6 +211,7 @@ pub async fn models_distribution(
         now_ms(&state),
         DAY_MS,
     )?;
+    let (from, _) = retained(&state, from);
     let mut rows = state
         .db
         .metrics_figures(from, to, Grouping::Model, false)
@@ -251,6 +270,7 @@ pub async fn timeseries(
         now_ms(&state),
         default_span,
     )?;
+    let (from, exact_allowed) = retained(&state, from);
     let first = from.div_euclid(bucket_ms) * bucket_ms;
     let buckets = (to - first + bucket_ms - 1) / bucket_ms;
     if buckets > MAX_BUCKETS {
@@ -269,13 +289,14 @@ pub async fn timeseries(
     // Percentiles per bucket: exact while the range holds few successes,
     // else from each bucket's histograms.
     let successes: i64 = rows.iter().map(|row| row.successes).sum();
-    if successes > EXACT_PERCENTILES_UP_TO {
+    let exact_allowed = exact_allowed && successes <= EXACT_PERCENTILES_UP_TO;
+    if !exact_allowed {
         rows = state
             .db
             .metrics_figures(from, to, Grouping::Bucket(bucket_ms), true)
             .await?;
     }
-    let exact = if successes <= EXACT_PERCENTILES_UP_TO {
+    let exact = if exact_allowed {
         let latency = state
             .db
             .metrics_bucket_percentiles(Column::Latency, from, to, bucket_ms, &[50, 99])
@@ -397,6 +418,7 @@ pub async fn top(
     };
     // Ending now, included (as the other routes' default ranges).
     let (from, to) = time_range(None, None, now_ms(&state), span)?;
+    let (from, _) = retained(&state, from);
     let mut rows: Vec<Figures> = state
         .db
         .metrics_figures(from, to, grouping, false)

@@ -15,6 +15,7 @@
 pub mod admin_keys;
 pub mod auth;
 pub mod billing;
+pub mod export;
 pub mod fields;
 pub mod login;
 pub mod logs;

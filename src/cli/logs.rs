@@ -3,12 +3,18 @@
 
 use super::table::{self, text, time, usd};
 use super::{AdminClient, encode, print_json};
+use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use serde_json::Value;
+use std::io::Write as _;
 
-/// `switchyard admin logs [filters]`: request logs, newest first.
+/// `switchyard admin logs [filters]`: request logs, newest first;
+/// `switchyard admin logs export ...`: a time range of them to a file.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct LogsArgs {
+    #[command(subcommand)]
+    action: Option<LogsAction>,
     /// From this time: unix seconds or RFC 3339 (`2026-01-01T00:00:00Z`).
     #[arg(long)]
     from: Option<String>,
@@ -39,6 +45,96 @@ pub struct LogsArgs {
     offset: i64,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum LogsAction {
+    /// Export the request logs of a time range as JSON lines or CSV
+    /// (oldest first; streamed, so any range fits), e.g. before
+    /// `usage.retention` deletes them.
+    Export(ExportArgs),
+}
+
+/// `switchyard admin logs export --since ... [--until ...]`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// From this time (inclusive): unix seconds or RFC 3339 (`2026-01-01`).
+    #[arg(long)]
+    since: String,
+    /// Before this time (exclusive); default: now.
+    #[arg(long)]
+    until: Option<String>,
+    /// `jsonl` (one JSON object per line) or `csv` (a header row first).
+    #[arg(long, default_value = "jsonl", value_parser = ["jsonl", "csv"])]
+    format: String,
+    /// Write here instead of standard output (removed again if the export
+    /// fails half-way).
+    #[arg(long, short)]
+    output: Option<std::path::PathBuf>,
+    #[arg(long)]
+    token_id: Option<i64>,
+    #[arg(long)]
+    user_id: Option<i64>,
+    /// The requested or the upstream model.
+    #[arg(long)]
+    model: Option<String>,
+    #[arg(long)]
+    provider: Option<String>,
+    /// Exactly this HTTP status.
+    #[arg(long)]
+    status: Option<u16>,
+    /// 2xx, 3xx, 4xx or 5xx.
+    #[arg(long, conflicts_with = "status")]
+    status_class: Option<String>,
+    /// Only streamed (`true`) or only non-streamed (`false`) requests.
+    #[arg(long)]
+    stream: Option<bool>,
+}
+
+async fn run_export(client: &AdminClient, args: ExportArgs) -> anyhow::Result<()> {
+    let query = query(&[
+        ("since", Some(args.since)),
+        ("until", args.until),
+        ("format", Some(args.format)),
+        ("token_id", args.token_id.map(|id| id.to_string())),
+        ("user_id", args.user_id.map(|id| id.to_string())),
+        ("model", args.model),
+        ("provider", args.provider),
+        ("status", args.status.map(|status| status.to_string())),
+        ("status_class", args.status_class),
+        ("stream", args.stream.map(|stream| stream.to_string())),
+    ]);
+    let path = format!("/admin/request-logs/export?{query}");
+    match args.output {
+        None => {
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            client.download(&path, &mut out).await?;
+            Ok(())
+        }
+        Some(file) => {
+            let mut out = std::io::BufWriter::new(
+                std::fs::File::create(&file)
+                    .with_context(|| format!("cannot create {}", file.display()))?,
+            );
+            let written = client.download(&path, &mut out).await.and_then(|bytes| {
+                out.flush()
+                    .with_context(|| format!("writing {}", file.display()))?;
+                Ok(bytes)
+            });
+            match written {
+                Ok(bytes) => {
+                    eprintln!("wrote {} ({bytes} bytes)", file.display());
+                    Ok(())
+                }
+                Err(error) => {
+                    drop(out);
+                    let _ = std::fs::remove_file(&file);
+                    Err(error)
+                }
+            }
+        }
+    }
+}
+
 /// `name=value&...` of the given parameters, values percent-encoded.
 fn query(pairs: &[(&str, Option<String>)]) -> String {
     pairs
@@ -57,6 +153,9 @@ pub(super) async fn run_logs(
     args: LogsArgs,
     as_json: bool,
 ) -> anyhow::Result<()> {
+    if let Some(LogsAction::Export(export)) = args.action {
+        return run_export(client, export).await;
+    }
     let query = query(&[
         ("from", args.from),
         ("to", args.to),

@@ -10,6 +10,7 @@
 
 pub mod admin_plane;
 mod billing;
+pub mod install;
 mod logs;
 mod prices;
 mod providers;
@@ -45,6 +46,18 @@ pub enum Command {
     },
     /// Manage a running gateway through its admin API.
     Admin(Box<AdminArgs>),
+    /// Install as a hardened systemd service: user, unit, settings file,
+    /// data directory (docs/install.md).
+    Install(install::InstallArgs),
+    /// Remove what `install` made; never the data directory.
+    Uninstall(install::UninstallArgs),
+    /// Exit 0 when the gateway's /healthz answers 2xx, else 1 (container
+    /// HEALTHCHECK: the runtime image has no curl).
+    Health {
+        /// What to ask; default: /healthz on `server.listen` from settings.
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -227,10 +240,38 @@ pub enum SessionAction {
     Revoke { id: i64 },
 }
 
+/// `switchyard health`: one GET with a short timeout.
+async fn health(url: &str) -> anyhow::Result<()> {
+    let client = awc::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .finish();
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|error| anyhow::anyhow!("{url}: {error}"))?;
+    if !response.status().is_success() {
+        bail!("{url} answered {}", response.status().as_u16());
+    }
+    println!("{url}: {}", response.status().as_u16());
+    Ok(())
+}
+
 /// Runs a parsed command line.
 pub fn execute(cli: Cli) -> anyhow::Result<()> {
+    // These read no settings (an install writes them).
+    match cli.command {
+        Command::Install(args) => return install::install(args),
+        Command::Uninstall(args) => return install::uninstall(args),
+        _ => {}
+    }
     let settings = Settings::load(cli.config.as_deref())?;
     match cli.command {
+        Command::Install(_) | Command::Uninstall(_) => Ok(()),
+        Command::Health { url } => {
+            let url = url.unwrap_or_else(|| format!("{}/healthz", default_server(&settings)));
+            actix_rt::System::new().block_on(health(&url))
+        }
         Command::Serve => {
             let (log, guard) = crate::logging::root_logger(&settings.logging);
             let result =
@@ -477,6 +518,43 @@ impl AdminClient {
             bail!("{} ({})", message.replace('\n', " "), status.as_u16());
         }
         Ok(value)
+    }
+
+    /// GETs `path` and copies its body into `out` as it arrives (an export
+    /// of any size in bounded memory); returns the bytes written. A non-2xx
+    /// answer is an error as with [`AdminClient::call`]; a body cut short
+    /// (the server failed half-way) is an error too.
+    pub async fn download(&self, path: &str, out: &mut dyn std::io::Write) -> anyhow::Result<u64> {
+        use futures_util::StreamExt as _;
+        let mut request = self.http.get(format!("{}{path}", self.base));
+        if let Some(key) = &self.key {
+            request = request.insert_header(("authorization", format!("Bearer {key}")));
+        }
+        let mut response = request
+            .send()
+            .await
+            .map_err(|error| anyhow::anyhow!("cannot reach {}: {error}", self.base))?;
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = response.body().await.context("reading the answer")?;
+            let value: Value = serde_json::from_slice(&bytes)
+                .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+            let message = value
+                .pointer("/error/message")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .unwrap_or_else(|| value.to_string());
+            bail!("{} ({})", message.replace('\n', " "), status.as_u16());
+        }
+        let mut written = 0u64;
+        while let Some(chunk) = response.next().await {
+            let chunk = chunk.map_err(|error| {
+                anyhow::anyhow!("the export stopped half-way ({error}); see the gateway log")
+            })?;
+            out.write_all(&chunk).context("writing the export")?;
+            written += chunk.len() as u64;
+        }
+        Ok(written)
     }
 
     async fn get(&self, path: &str) -> anyhow::Result<Value> {

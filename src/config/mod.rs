@@ -212,6 +212,9 @@ impl Settings {
         // has tests of its own with low thresholds.
         settings.limits.auth.slow_after = 10_000;
         settings.limits.auth.block_after = 20_000;
+        // Tests move manual clocks by months; request logs stay unless a
+        // test of retention turns it on (tests/retention.rs).
+        settings.usage.retention = std::time::Duration::ZERO;
         settings.validate()?;
         Ok(settings)
     }
@@ -319,6 +322,23 @@ impl Settings {
             return Err(invalid(
                 "usage.max_buffered_records",
                 "must be at least usage.flush_max_records",
+            ));
+        }
+        if self.usage.retention_batch_rows < 1 {
+            return Err(invalid("usage.retention_batch_rows", "must be at least 1"));
+        }
+        if !self.usage.retention.is_zero()
+            && self.usage.retention < std::time::Duration::from_secs(3600)
+        {
+            return Err(invalid(
+                "usage.retention",
+                "must be at least 1h (or 0s to keep request logs forever)",
+            ));
+        }
+        if self.usage.retention_interval < std::time::Duration::from_millis(100) {
+            return Err(invalid(
+                "usage.retention_interval",
+                "must be at least 100ms",
             ));
         }
         if self.upstream.max_response_bytes == 0 {

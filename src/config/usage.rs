@@ -1,4 +1,5 @@
-//! `[usage]`: how request logs are batched into the database.
+//! `[usage]`: how request logs are batched into the database, and how long
+//! they are kept.
 
 use serde::Deserialize;
 use std::time::Duration;
@@ -32,4 +33,19 @@ pub struct UsageSettings {
     /// Seed the list prices of common models (`settings/prices.toml`,
     /// compiled in) into `model_prices` at start, for models without a price.
     pub seed_list_prices: bool,
+    /// Request logs older than this are deleted in the background
+    /// (`crate::retention`); `0s` keeps them forever. The hourly and daily
+    /// rollups are kept, so the metrics' figures outlive the rows.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// How often the retention task looks for old rows.
+    #[serde(with = "humantime_serde")]
+    pub retention_interval: Duration,
+    /// Rows deleted per statement: a short transaction that never holds
+    /// the table (or SQLite's one writer) for long.
+    pub retention_batch_rows: i64,
+    /// The pause between two batches, leaving the database to the usage
+    /// writer.
+    #[serde(with = "humantime_serde")]
+    pub retention_batch_pause: Duration,
 }

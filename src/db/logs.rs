@@ -1,5 +1,6 @@
 //! Reading request logs: filtered pages for admins (the usage batch writes
-//! them, see [`crate::db::usage`]).
+//! them, see [`crate::db::usage`]), pages for the export in id order, and
+//! the batched deletion of old rows (`usage.retention`, [`crate::retention`]).
 //!
 //! One boxed query serves both backends. Every filter is on a column of
 //! `request_logs`; the time range uses the `created_at` index (and
@@ -101,6 +102,47 @@ impl Db {
             let total: i64 = filtered!(&filter).count().get_result(conn).await?;
             Ok((rows, total))
         })
+    }
+
+    /// Up to `limit` rows matching `filter` with an id above `after_id`, in
+    /// id order: one page of an export (keyset paging, so a page costs the
+    /// same however deep the export is, and rows written meanwhile never
+    /// shift a page).
+    pub async fn export_request_logs_page(
+        &self,
+        filter: &LogFilter,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<RequestLog>, DbError> {
+        let filter = filter.clone();
+        run_query!(self, |conn| {
+            filtered!(&filter)
+                .filter(request_logs::id.gt(after_id))
+                .order(request_logs::id.asc())
+                .limit(limit)
+                .select(RequestLog::as_select())
+                .load(conn)
+                .await
+        })
+    }
+
+    /// Deletes at most `batch` request logs created before `cutoff_ms`, the
+    /// oldest first; returns how many went. One short statement: the
+    /// caller loops with a pause between batches.
+    pub async fn delete_request_logs_before(
+        &self,
+        cutoff_ms: i64,
+        batch: i64,
+    ) -> Result<usize, DbError> {
+        // The same text on both backends (integers the gateway computed);
+        // `IN (SELECT ... LIMIT)` because neither takes DELETE ... LIMIT
+        // (SQLite only when compiled with an option).
+        let query = format!(
+            "DELETE FROM request_logs WHERE id IN (SELECT id FROM request_logs \
+             WHERE created_at < {cutoff_ms} ORDER BY created_at, id LIMIT {})",
+            batch.max(1)
+        );
+        run_query!(self, |conn| diesel::sql_query(query).execute(conn).await)
     }
 
     /// One request's row: by row id when `key` is a number, else the newest

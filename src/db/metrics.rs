@@ -1,10 +1,12 @@
 //! Metrics for a time range: totals, latency percentiles, per-model (token,
 //! provider) figures and time series.
 //!
-//! Counts, tokens and cost come from the hourly rollups for the whole hours
-//! of a range and from `request_logs` for the partial hours at its edges
-//! ([`Db::metrics_figures`]), so they are exact and a week costs what 168
-//! rollup hours cost, not a scan of its requests. Percentiles come from the
+//! Counts, tokens and cost come from the daily rollups for the whole days
+//! of a range, the hourly rollups for the other whole hours and from
+//! `request_logs` for the partial hours at its edges
+//! ([`Db::metrics_figures`]), so they are exact, a week costs what 7 rollup
+//! days and at most 46 rollup hours cost, not a scan of its requests, and
+//! the figures outlive the request logs `usage.retention` deletes. Percentiles come from the
 //! rollups' histograms (src/db/rollups.rs states their resolution), or
 //! exactly from `request_logs` ([`Db::metrics_percentiles`],
 //! [`Db::metrics_bucket_percentiles`]) when the caller knows the range holds
@@ -25,7 +27,7 @@
 //! computed (times, bucket sizes), written into the text: the text is the
 //! same on both backends, with no placeholder dialect to choose.
 
-use super::rollups::{self, Figures, HOUR_MS, raw_select, rollup_select};
+use super::rollups::{self, DAY_MS, Figures, HOUR_MS, Rollup, raw_select, rollup_select};
 use super::{Db, DbError};
 use diesel::QueryableByName;
 use diesel::sql_types::BigInt;
@@ -201,7 +203,35 @@ impl Db {
         let mut queries = Vec::new();
         let mut edges = Vec::new();
         if first_hour < end_hour {
-            queries.push(grouping.rollup_query(first_hour, end_hour, histograms));
+            // Whole days from the daily rollups (a week is 7 rows per key,
+            // not 168), the hours around them from the hourly ones. Time
+            // buckets shorter than a day read hours only.
+            let first_day = first_hour.div_euclid(DAY_MS) * DAY_MS
+                + if first_hour.rem_euclid(DAY_MS) == 0 {
+                    0
+                } else {
+                    DAY_MS
+                };
+            let end_day = end_hour.div_euclid(DAY_MS) * DAY_MS;
+            let days_fit = match grouping {
+                Grouping::Bucket(ms) => ms % DAY_MS == 0,
+                _ => true,
+            };
+            if days_fit && first_day < end_day {
+                queries.push(grouping.rollup_query(Rollup::Daily, first_day, end_day, histograms));
+                for (from, to) in [(first_hour, first_day), (end_day, end_hour)] {
+                    if from < to {
+                        queries.push(grouping.rollup_query(Rollup::Hourly, from, to, histograms));
+                    }
+                }
+            } else {
+                queries.push(grouping.rollup_query(
+                    Rollup::Hourly,
+                    first_hour,
+                    end_hour,
+                    histograms,
+                ));
+            }
             if from_ms < first_hour {
                 edges.push((from_ms, first_hour));
             }
@@ -332,12 +362,16 @@ impl Grouping {
         )
     }
 
-    /// The rollups of the whole hours `[from_hour, to_hour)`.
-    fn rollup_query(self, from_hour: i64, to_hour: i64, histograms: bool) -> String {
+    /// The rollups of `rollup` from `from` to `to` (whole hours or days).
+    fn rollup_query(self, rollup: Rollup, from: i64, to: i64, histograms: bool) -> String {
+        let time = rollup.time_column();
         self.query(
-            self.keys("hour", "model", "provider", "token_id"),
+            self.keys(time, "model", "provider", "token_id"),
             &rollup_select(histograms),
-            &format!("usage_hourly WHERE hour >= {from_hour} AND hour < {to_hour}"),
+            &format!(
+                "{} WHERE {time} >= {from} AND {time} < {to}",
+                rollup.table()
+            ),
         )
     }
 

@@ -195,35 +195,92 @@ pub fn aggregate_hourly(records: &[&UsageRecord]) -> BTreeMap<HourKey, HourlyDel
     rows
 }
 
-/// The upsert statements of `rows`, one per chunk: the text and its string
+/// A rollup table: the hourly one, or the daily one (issue 13) that the
+/// metrics read for whole days and that outlives `usage.retention`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rollup {
+    /// `usage_hourly`, keyed by `hour`.
+    Hourly,
+    /// `usage_daily_rollup`, keyed by `day` (UTC midnight in unix ms).
+    Daily,
+}
+
+impl Rollup {
+    /// The table's name.
+    pub fn table(self) -> &'static str {
+        match self {
+            Rollup::Hourly => "usage_hourly",
+            Rollup::Daily => "usage_daily_rollup",
+        }
+    }
+
+    /// The time column of its key.
+    pub fn time_column(self) -> &'static str {
+        match self {
+            Rollup::Hourly => "hour",
+            Rollup::Daily => "day",
+        }
+    }
+}
+
+/// One day, in milliseconds.
+pub const DAY_MS: i64 = 24 * HOUR_MS;
+
+/// The daily rows of hourly ones: the same deltas summed per UTC day.
+pub fn aggregate_daily(hourly: &BTreeMap<HourKey, HourlyDelta>) -> BTreeMap<HourKey, HourlyDelta> {
+    let mut rows: BTreeMap<HourKey, HourlyDelta> = BTreeMap::new();
+    for ((hour, token_id, model, provider), delta) in hourly {
+        let key = (
+            hour.div_euclid(DAY_MS) * DAY_MS,
+            *token_id,
+            model.clone(),
+            provider.clone(),
+        );
+        let day = rows.entry(key).or_default();
+        for (mine, theirs) in day
+            .counters
+            .iter_mut()
+            .chain(day.latency.iter_mut())
+            .chain(day.ttft.iter_mut())
+            .zip(delta.values())
+        {
+            *mine = mine.saturating_add(theirs);
+        }
+    }
+    rows
+}
+
+/// The upsert statements of `rows` into `rollup`, one per chunk: the text and its string
 /// binds (model, provider of each row, in order). `placeholder(n)` writes
 /// the `n`-th (1-based) bind: `?` on SQLite, `$n` on PostgreSQL. Numbers
 /// are written into the text (they are integers the gateway computed).
 pub fn upsert_statements(
     rows: &BTreeMap<HourKey, HourlyDelta>,
+    rollup: Rollup,
     placeholder: fn(usize) -> String,
 ) -> Vec<(String, Vec<String>)> {
+    let (table, time) = (rollup.table(), rollup.time_column());
     let columns = value_columns();
     let updates: Vec<String> = columns
         .iter()
         .map(|c| {
             if SATURATING.contains(&c.as_str()) {
                 format!(
-                    "{c} = CASE WHEN usage_hourly.{c} > {max} - excluded.{c} THEN {max} \
-                     ELSE usage_hourly.{c} + excluded.{c} END",
+                    "{c} = CASE WHEN {table}.{c} > {max} - excluded.{c} THEN {max} \
+                     ELSE {table}.{c} + excluded.{c} END",
                     max = i64::MAX
                 )
             } else {
-                format!("{c} = usage_hourly.{c} + excluded.{c}")
+                format!("{c} = {table}.{c} + excluded.{c}")
             }
         })
         .collect();
     let head = format!(
-        "INSERT INTO usage_hourly (hour, token_id, model, provider, {}) VALUES ",
+        "INSERT INTO {table} ({time}, token_id, model, provider, {}) VALUES ",
         columns.join(", ")
     );
     let tail = format!(
-        " ON CONFLICT (hour, token_id, model, provider) DO UPDATE SET {}",
+        " ON CONFLICT ({time}, token_id, model, provider) DO UPDATE SET {}",
         updates.join(", ")
     );
     let all: Vec<(&HourKey, &HourlyDelta)> = rows.iter().collect();
@@ -439,11 +496,18 @@ impl Db {
     /// Every rollup row, by key (checks and tools; the metrics routes sum
     /// them in the database instead).
     pub async fn list_hourly_rollups(&self) -> Result<Vec<HourlyRow>, DbError> {
+        self.list_rollups(Rollup::Hourly).await
+    }
+
+    /// Every row of `rollup`, by key (`hour` holds the day's start for
+    /// the daily one).
+    pub async fn list_rollups(&self, rollup: Rollup) -> Result<Vec<HourlyRow>, DbError> {
+        let (table, time) = (rollup.table(), rollup.time_column());
         let query = format!(
-            "SELECT hour, token_id, model, provider, CAST(0 AS BIGINT) AS bucket, \
-             CAST('' AS TEXT) AS name, {} FROM usage_hourly \
-             GROUP BY hour, token_id, model, provider \
-             ORDER BY hour, token_id, model, provider",
+            "SELECT {time} AS hour, token_id, model, provider, CAST(0 AS BIGINT) AS bucket, \
+             CAST('' AS TEXT) AS name, {} FROM {table} \
+             GROUP BY {time}, token_id, model, provider \
+             ORDER BY {time}, token_id, model, provider",
             rollup_select(true)
         );
         let mut rows = run_query!(self, |conn| {

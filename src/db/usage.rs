@@ -1,6 +1,7 @@
 //! Usage: request logs, token spend counters and daily rollups, written in
 //! batches by the usage actor.
 
+use super::rollups::Rollup;
 use super::schema::{
     billing_records, gateway_tokens, request_logs, reservations, usage_daily, usage_dead_letters,
     users,
@@ -334,8 +335,8 @@ trait InsertRequestLogs {
 
     fn insert_charges(&mut self, charges: Vec<NewCharge>) -> BoxFuture<'_, QueryResult<()>>;
 
-    /// The batch's hourly rollups: one multi-row upsert per chunk
-    /// ([`rollups::upsert_statements`]).
+    /// The batch's hourly and daily rollups: one multi-row upsert per chunk
+    /// and table ([`rollups::upsert_statements`]).
     fn upsert_hourly(
         &mut self,
         rows: BTreeMap<rollups::HourKey, rollups::HourlyDelta>,
@@ -348,7 +349,13 @@ impl InsertRequestLogs for SqliteConn {
         rows: BTreeMap<rollups::HourKey, rollups::HourlyDelta>,
     ) -> BoxFuture<'_, QueryResult<()>> {
         self.spawn_blocking(move |conn| {
-            for (sql, binds) in rollups::upsert_statements(&rows, |_| "?".to_owned()) {
+            let daily = rollups::aggregate_daily(&rows);
+            let statements = rollups::upsert_statements(&rows, Rollup::Hourly, |_| "?".to_owned())
+                .into_iter()
+                .chain(rollups::upsert_statements(&daily, Rollup::Daily, |_| {
+                    "?".to_owned()
+                }));
+            for (sql, binds) in statements {
                 let mut query = diesel::sql_query(sql).into_boxed::<diesel::sqlite::Sqlite>();
                 for bind in binds {
                     query = query.bind::<diesel::sql_types::Text, _>(bind);
@@ -406,7 +413,13 @@ impl InsertRequestLogs for AsyncPgConnection {
         rows: BTreeMap<rollups::HourKey, rollups::HourlyDelta>,
     ) -> BoxFuture<'_, QueryResult<()>> {
         async move {
-            for (sql, binds) in rollups::upsert_statements(&rows, |n| format!("${n}")) {
+            let daily = rollups::aggregate_daily(&rows);
+            let statements = rollups::upsert_statements(&rows, Rollup::Hourly, |n| format!("${n}"))
+                .into_iter()
+                .chain(rollups::upsert_statements(&daily, Rollup::Daily, |n| {
+                    format!("${n}")
+                }));
+            for (sql, binds) in statements {
                 let mut query = diesel::sql_query(sql).into_boxed::<diesel::pg::Pg>();
                 for bind in binds {
                     query = query.bind::<diesel::sql_types::Text, _>(bind);

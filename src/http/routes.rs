@@ -12,7 +12,7 @@
 
 use super::{health, openapi, prometheus};
 use crate::admin::{
-    admin_keys, billing, login, logs, metrics, models as admin_models, oplog, prices,
+    admin_keys, billing, export, login, logs, metrics, models as admin_models, oplog, prices,
     provider_edit, providers, reload, sessions, tokens, users,
 };
 use crate::gateway::doors::{chat, completions, models, proxy, self_service};
@@ -94,6 +94,7 @@ route_table! {
     post "/auth/master" => login::master, Public, "Dashboard login with the master key (where enabled): a session cookie and CSRF token";
     get "/auth/session" => login::session, Admin(Viewer), "Who is logged in; the dashboard's CSRF token for its session cookie";
     post "/auth/logout" => login::logout, Admin(Viewer), "Revoke the caller's session and clear the dashboard's cookie";
+    get "/admin/request-logs/export" => export::export, Admin(Viewer), "Request logs of a time range as JSON lines or CSV, streamed (export before retention deletes them)";
     get "/admin/request-logs/{id}" => logs::show, Admin(Viewer), "One request's log row (by id or request id)";
 
     // Admin API.
