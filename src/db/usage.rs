@@ -320,13 +320,14 @@ macro_rules! saturating_sub {
     }};
 }
 
-/// INSERT into `request_logs`, skipping rows whose `record_id` is already
-/// stored; returns the `record_id`s it inserted.
+/// Multi-row INSERT into `request_logs`, in chunks of [`INSERT_CHUNK_ROWS`],
+/// skipping rows whose `record_id` is already stored; returns the
+/// `record_id`s it inserted.
 ///
-/// The one dialect difference of this module: PostgreSQL gets multi-row
-/// INSERTs in chunks of [`INSERT_CHUNK_ROWS`] (one round trip each), SQLite
-/// one cached single-row statement per row, run on the wrapped sync
-/// connection (same connection, same transaction) in one blocking call.
+/// The one dialect difference of this module: diesel builds SQLite's
+/// multi-row INSERT only through its sync `Connection` API, which
+/// `SyncConnectionWrapper`'s async query path does not reach, so the SQLite arm
+/// runs it on the wrapped sync connection (same connection, same transaction).
 trait InsertRequestLogs {
     fn insert_request_logs(
         &mut self,
@@ -370,35 +371,27 @@ impl InsertRequestLogs for SqliteConn {
         &mut self,
         rows: Vec<NewRequestLog>,
     ) -> BoxFuture<'_, QueryResult<Vec<String>>> {
-        // One single-row INSERT per row, not a multi-row one: its SQL is
-        // fixed, so diesel prepares it once per connection and each row only
-        // binds and steps. A 500-row VALUES list was parsed afresh for every
-        // batch, and SQLite gains nothing from multi-row statements inside a
-        // transaction (bench/README.md, issue 11).
         self.spawn_blocking(move |conn| {
             let mut inserted = Vec::with_capacity(rows.len());
-            for row in &rows {
-                let stored = diesel::RunQueryDsl::get_result::<String>(
+            for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
+                inserted.extend(diesel::RunQueryDsl::get_results::<String>(
                     diesel::insert_into(request_logs::table)
-                        .values(row)
+                        .values(chunk)
                         .on_conflict(request_logs::record_id)
                         .do_nothing()
                         .returning(request_logs::record_id),
                     conn,
-                )
-                .optional()?;
-                inserted.extend(stored);
+                )?);
             }
             Ok(inserted)
         })
     }
 
     fn insert_charges(&mut self, charges: Vec<NewCharge>) -> BoxFuture<'_, QueryResult<()>> {
-        // Row by row for the same reason as `insert_request_logs`.
         self.spawn_blocking(move |conn| {
-            for charge in &charges {
+            for chunk in charges.chunks(INSERT_CHUNK_ROWS) {
                 diesel::RunQueryDsl::execute(
-                    diesel::insert_into(billing_records::table).values(charge),
+                    diesel::insert_into(billing_records::table).values(chunk),
                     conn,
                 )?;
             }
