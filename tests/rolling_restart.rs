@@ -249,7 +249,8 @@ async fn three_instances_started_at_once_on_one_postgres_schema_migrate_once() -
 }
 
 /// A load balancer in the test: round robin over the backends whose
-/// `/readyz` answered 200 at the last check (every 200 ms), and no retries,
+/// `/readyz` answered 200 at the last check (every 200 ms), a new connection
+/// per request and no retries,
 /// so a request sent to an instance that no longer accepts is a failure the
 /// client sees.
 struct Balancer {
@@ -277,10 +278,14 @@ async fn balance(
     let Some(i) = balancer.pick() else {
         return HttpResponse::ServiceUnavailable().body("no backend ready");
     };
-    let mut forward = client.request(
-        request.method().clone(),
-        format!("{}{}", balancer.backends[i], request.uri()),
-    );
+    // A new connection per request: what a closed listener refuses (a
+    // pooled keep-alive connection would hide the moment it closes).
+    let mut forward = client
+        .request(
+            request.method().clone(),
+            format!("{}{}", balancer.backends[i], request.uri()),
+        )
+        .force_close();
     for (name, value) in request.headers() {
         if name != "host" && name != "connection" {
             forward = forward.insert_header((name.clone(), value.clone()));
@@ -305,7 +310,11 @@ async fn health_checks(balancer: Arc<Balancer>, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
         for (i, backend) in balancer.backends.iter().enumerate() {
             let ready = matches!(
-                client.get(format!("{backend}/readyz")).send().await,
+                client
+                    .get(format!("{backend}/readyz"))
+                    .force_close()
+                    .send()
+                    .await,
                 Ok(response) if response.status() == 200
             );
             balancer.ready[i].store(ready, Ordering::Relaxed);
