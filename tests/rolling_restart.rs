@@ -217,10 +217,11 @@ async fn three_instances_started_at_once_on_one_postgres_schema_migrate_once() -
         running.push(process.with_context(|| format!("instance {i}"))?);
     }
 
-    let migrations = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres"))?
-        .filter_map(Result::ok)
-        .filter(|entry| entry.path().is_dir())
-        .count();
+    let migrations =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres"))?
+            .filter_map(Result::ok)
+            .filter(|entry| entry.path().is_dir())
+            .count();
     ensure!(migrations > 0);
     let rows = count(&db, "SELECT version FROM __diesel_schema_migrations").await?;
     ensure!(
@@ -380,32 +381,23 @@ async fn rolling_restart_of_one_of_two_instances_under_load_fails_no_request() -
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     }
 
-    // Load: 6 clients in a loop until told to stop.
-    let ok = Arc::new(AtomicU64::new(0));
-    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    // Load: 6 clients in a loop until told to stop; each returns how many
+    // requests succeeded and what the failed ones got.
     let clients: Vec<_> = (0..6)
         .map(|_| {
-            let (lb, token, ok, failures, stop) = (
-                lb.clone(),
-                token.clone(),
-                ok.clone(),
-                failures.clone(),
-                stop.clone(),
-            );
+            let (lb, token, stop) = (lb.clone(), token.clone(), stop.clone());
             actix_rt::spawn(async move {
                 let client = client();
+                let mut ok = 0_u64;
+                let mut failures = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
                     match chat(&client, &lb, &token, "mock-slow").await {
-                        Ok((200, _)) => {
-                            ok.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok((status, body)) => failures
-                            .lock()
-                            .unwrap()
-                            .push(format!("{status}: {body}")),
-                        Err(error) => failures.lock().unwrap().push(error.to_string()),
+                        Ok((200, _)) => ok += 1,
+                        Ok((status, body)) => failures.push(format!("{status}: {body}")),
+                        Err(error) => failures.push(error.to_string()),
                     }
                 }
+                (ok, failures)
             })
         })
         .collect();
@@ -443,12 +435,17 @@ async fn rolling_restart_of_one_of_two_instances_under_load_fails_no_request() -
     }
     .await;
     stop.store(true, Ordering::Relaxed);
-    join_all(clients).await;
+    let finished = join_all(clients).await;
     server_handle.stop(false).await;
     outcome?;
 
-    let failures = failures.lock().unwrap().clone();
-    let ok = ok.load(Ordering::Relaxed);
+    let mut ok = 0;
+    let mut failures = Vec::new();
+    for client in finished {
+        let (client_ok, client_failures) = client?;
+        ok += client_ok;
+        failures.extend(client_failures);
+    }
     ensure!(
         failures.is_empty(),
         "{} of {} requests failed: {failures:?}",
@@ -472,7 +469,10 @@ fn nginx_accepts_the_example_config() -> anyhow::Result<()> {
         .arg("-e")
         .arg(prefix.path().join("error.log"))
         .arg("-g")
-        .arg(format!("pid {};", prefix.path().join("nginx.pid").display()))
+        .arg(format!(
+            "pid {};",
+            prefix.path().join("nginx.pid").display()
+        ))
         .output()
         .context("running nginx (Debian package nginx-light)")?;
     let text = String::from_utf8_lossy(&output.stderr);

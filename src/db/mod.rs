@@ -436,7 +436,7 @@ fn advisory_lock(
         conn,
     )
     .map(drop)
-        .map_err(|err| DbError::Migration(format!("{function}: {err}")))
+    .map_err(|err| DbError::Migration(format!("{function}: {err}")))
 }
 
 /// Runs a migration operation on `runtime`: the connection is made there (with
