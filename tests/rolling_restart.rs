@@ -21,7 +21,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use switchyard::config::Backend;
 
-on_both_backends!(sigterm_drains_then_stops_accepting_and_finishes_in_flight_requests);
+on_both_backends!(
+    sigterm_drains_then_stops_accepting_and_finishes_in_flight_requests,
+    a_second_signal_during_the_drain_stops_at_once,
+);
 
 const MASTER: &str = "rolling-master-key-0123456789abcdef";
 const SECRET: &str = "rolling-test-secret-key-0123456789";
@@ -181,6 +184,34 @@ async fn sigterm_drains_then_stops_accepting_and_finishes_in_flight_requests(
             && log.matches("shutdown.drain_ended").count() == 1,
         "one line at the start and one at the end of the drain:\n{log}"
     );
+    Ok(())
+}
+
+async fn a_second_signal_during_the_drain_stops_at_once(backend: Backend) -> anyhow::Result<()> {
+    let mock = MockUpstream::start()?;
+    let dir = tempfile::tempdir()?;
+    let db = TestDb::new(backend).await?;
+    let port = free_port()?;
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, config(port, &db.settings.url, &mock, "120s", 100))?;
+    let mut process = GatewayProcess::start(dir.path(), &path, port).await?;
+    let client = client();
+    process.signal("TERM")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = get(&client, &format!("{}/readyz", process.url)).await?;
+        if status == 503 && body["problems"][0] == json!("draining") {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "/readyz still {status}: {body}");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    process.signal("INT")?;
+    // Far less than the 120 s drain.
+    let status = process.wait_exit(Duration::from_secs(30)).await?;
+    ensure!(status.success(), "exit status {status}");
+    let log = std::fs::read_to_string(dir.path().join("gateway.log"))?;
+    ensure!(log.contains("shutdown.drain_ended"), "{log}");
     Ok(())
 }
 
