@@ -416,6 +416,7 @@ pub async fn start(
     let sighup_reloader = reloader.clone();
 
     let stream_cutoff = http::shutdown::StreamCutoff::default();
+    let draining = http::shutdown::Draining::default();
     let router_for_admin = routing.clone();
     let state = web::Data::new(AppState {
         settings: settings.clone(),
@@ -431,6 +432,7 @@ pub async fn start(
         master_key_hash: master_key.as_ref().map(|key| tokens::hash(key.expose())),
         enforcer: enforcer.clone(),
         stream_cutoff: stream_cutoff.clone(),
+        draining: draining.clone(),
     });
 
     // The admin plane's own state (`crate::admin`): what admin changes must
@@ -566,7 +568,14 @@ pub async fn start(
         timeout: settings.server.shutdown_timeout,
     };
     if options.handle_signals {
-        actix_rt::spawn(stop_on_signal(stopper.clone(), log.clone()));
+        actix_rt::spawn(stop_on_signal(
+            stopper.clone(),
+            Drain {
+                flag: draining,
+                period: settings.server.drain_period,
+            },
+            log.clone(),
+        ));
         reload::spawn_sighup_listener(log.clone(), move || {
             let reloader = sighup_reloader.clone();
             Box::pin(async move { reloader.reload_and_log("SIGHUP").await })
@@ -595,9 +604,17 @@ pub async fn start(
     })
 }
 
-/// First SIGTERM or SIGINT: graceful stop (stop accepting, finish in-flight
-/// requests up to `server.shutdown_timeout`). A second one: stop at once.
-async fn stop_on_signal(stopper: GracefulStop, log: Logger) {
+/// The drain before a graceful stop (`server.drain_period`).
+struct Drain {
+    flag: http::shutdown::Draining,
+    period: Duration,
+}
+
+/// First SIGTERM or SIGINT: drain (`/readyz` answers 503 for
+/// `server.drain_period` while everything is still served), then graceful
+/// stop (stop accepting, finish in-flight requests up to
+/// `server.shutdown_timeout`). A second one, during either: stop at once.
+async fn stop_on_signal(stopper: GracefulStop, drain: Drain, log: Logger) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -609,6 +626,30 @@ async fn stop_on_signal(stopper: GracefulStop, log: Logger) {
     tokio::select! {
         _ = term.recv() => info!(log, "shutdown.signal"; "signal" => "SIGTERM"),
         _ = int.recv() => info!(log, "shutdown.signal"; "signal" => "SIGINT"),
+    }
+    if !drain.period.is_zero() {
+        drain.flag.start();
+        info!(log, "shutdown.drain_started";
+            "drain_period_ms" => drain.period.as_millis() as u64);
+        let started = std::time::Instant::now();
+        tokio::select! {
+            () = actix_rt::time::sleep(drain.period) => {
+                info!(log, "shutdown.drain_ended";
+                    "drained_ms" => started.elapsed().as_millis() as u64);
+            }
+            _ = term.recv() => {
+                info!(log, "shutdown.drain_ended"; "drained_ms" => started.elapsed().as_millis() as u64,
+                    "cut_by" => "SIGTERM");
+                stopper.stop_now().await;
+                return;
+            }
+            _ = int.recv() => {
+                info!(log, "shutdown.drain_ended"; "drained_ms" => started.elapsed().as_millis() as u64,
+                    "cut_by" => "SIGINT");
+                stopper.stop_now().await;
+                return;
+            }
+        }
     }
     let graceful = stopper.stop();
     tokio::select! {

@@ -23,6 +23,12 @@ pub struct ServerSettings {
     /// How long in-flight requests may run after SIGTERM before they are cut.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// After SIGTERM/Ctrl-C, how long `/readyz` answers 503 `draining` while
+    /// every request is still served, before the listener closes, so that a
+    /// load balancer's health check takes the instance out of rotation
+    /// first. Zero (the default): stop accepting at once.
+    #[serde(with = "humantime_serde")]
+    pub drain_period: Duration,
     /// Client API requests served at once; the next one gets 503
     /// `concurrency_limit` with `Retry-After: 1` at once. 0: no limit.
     pub max_concurrent_requests: usize,

@@ -421,6 +421,24 @@ enum MigrationOutcome {
     Reverted(Option<String>),
 }
 
+/// The PostgreSQL advisory lock key held while migrations run (one for the
+/// whole database: "SwYdMigr" as bytes). Migrations are rare and short, so
+/// serialising them across schemas of one database costs nothing.
+pub const MIGRATION_LOCK_KEY: i64 = 0x5377_5964_4d69_6772;
+
+/// `SELECT <function>(MIGRATION_LOCK_KEY)` on the migration connection.
+fn advisory_lock(
+    conn: &mut AsyncConnectionWrapper<AsyncPgConnection>,
+    function: &str,
+) -> Result<(), DbError> {
+    diesel::RunQueryDsl::execute(
+        diesel::sql_query(format!("SELECT {function}({MIGRATION_LOCK_KEY})")),
+        conn,
+    )
+    .map(drop)
+    .map_err(|err| DbError::Migration(format!("{function}: {err}")))
+}
+
 /// Runs a migration operation on `runtime`: the connection is made there (with
 /// the connect timeout) and the synchronous migration harness runs on one of
 /// its blocking threads.
@@ -465,7 +483,16 @@ async fn migrate(
                     // Blocks on the database runtime's handle: allowed on its blocking threads.
                     let mut conn: AsyncConnectionWrapper<AsyncPgConnection> =
                         AsyncConnectionWrapper::from(conn);
-                    match op {
+                    // Several instances starting at once on one database
+                    // would each see the same migrations pending and run
+                    // them concurrently (duplicate-object errors, or a
+                    // half-applied schema). A session advisory lock on this
+                    // connection serialises them: the first runs the
+                    // migrations, the others wait, then find none pending.
+                    // It is released below, and by PostgreSQL if the
+                    // process dies with the connection.
+                    advisory_lock(&mut conn, "pg_advisory_lock")?;
+                    let outcome = match op {
                         MigrationOp::Run => applied_versions(
                             conn.run_pending_migrations(POSTGRES_MIGRATIONS)
                                 .map(|v| v.into_iter().map(|v| v.as_owned()).collect()),
@@ -473,7 +500,11 @@ async fn migrate(
                         .map(MigrationOutcome::Applied),
                         MigrationOp::Revert => revert_last(&mut conn, POSTGRES_MIGRATIONS)
                             .map(MigrationOutcome::Reverted),
-                    }
+                    };
+                    // A failed unlock is harmless: dropping the connection
+                    // ends the session, which releases the lock.
+                    let _ = advisory_lock(&mut conn, "pg_advisory_unlock");
+                    outcome
                 })
                 .await
         }

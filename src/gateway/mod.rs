@@ -70,6 +70,8 @@ pub struct AppState {
     /// Fired when a graceful stop's `server.shutdown_timeout` runs out: open
     /// streams end with an error event (`shutdown::StreamCutoff`).
     pub stream_cutoff: crate::http::shutdown::StreamCutoff,
+    /// Set during the drain period after SIGTERM: `/readyz` answers 503.
+    pub draining: crate::http::shutdown::Draining,
 }
 
 /// What every metered client call starts with: the token (recorded on the

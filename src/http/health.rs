@@ -23,9 +23,14 @@ pub async fn root() -> HttpResponse {
 
 /// Ready to serve traffic: the database answers and at least one key of some
 /// provider could take a request now (healthy, or half-open and idle). A load balancer
-/// should send no traffic to an instance that answers 503 here.
+/// should send no traffic to an instance that answers 503 here. During the
+/// drain period after SIGTERM (`server.drain_period`) the first problem is
+/// `"draining"`: the instance still serves, but is about to stop.
 pub async fn readyz(state: Data<AppState>) -> HttpResponse {
     let mut problems: Vec<String> = Vec::new();
+    if state.draining.is_draining() {
+        problems.push("draining".to_owned());
+    }
     let database = match state.db.ping().await {
         Ok(()) => true,
         Err(error) => {

@@ -10,8 +10,27 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
+
+/// Set for the drain period after SIGTERM (`server.drain_period`): while it
+/// is set `/readyz` answers 503 `draining` and everything else is served
+/// as usual, so that a load balancer takes the instance out of rotation
+/// before its listener closes.
+#[derive(Clone, Debug, Default)]
+pub struct Draining(Arc<AtomicBool>);
+
+impl Draining {
+    pub fn start(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
 
 /// How much longer than `server.shutdown_timeout` actix waits before it
 /// drops the connections that are still open.
