@@ -22,6 +22,7 @@ on_both_backends!(
     the_master_key_login_opens_a_revocable_server_side_session,
     master_key_sessions_end_when_master_key_access_is_turned_off,
     a_header_credential_wins_over_the_cookie,
+    the_master_key_row_never_counts_as_the_last_admin_key,
 );
 
 /// One answer: status, headers, JSON body (`Null` when empty).
@@ -697,4 +698,49 @@ fn the_dashboard_has_no_inline_script_or_style() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The reserved row master-key sessions hang on is not a key anyone signs
+/// in with: with it present, the one real admin key is still the last one,
+/// and disabling it is refused (else turning master-key access off would
+/// lock every admin out). The reserved row itself may be disabled.
+async fn the_master_key_row_never_counts_as_the_last_admin_key(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let gw = TestGateway::start(backend, |_, _| {}).await?;
+    let session = CookieSession::from_answer(master_login(&gw, MASTER_KEY).await?)?;
+    let master_row = session.answer.body["admin_key_id"]
+        .as_i64()
+        .context("no admin_key_id")?;
+    let admin = gw.admin_client();
+    let listed = admin.get("/admin/admin-keys").await?;
+    let keys = listed["data"].as_array().context("no data")?;
+    ensure!(keys.len() == 2, "{listed}");
+    let real = keys
+        .iter()
+        .filter_map(|key| key["id"].as_i64())
+        .find(|id| *id != master_row)
+        .context("no real key")?;
+    for (method, path) in [
+        (Method::POST, format!("/admin/admin-keys/{real}/disable")),
+        (Method::DELETE, format!("/admin/admin-keys/{real}")),
+    ] {
+        let (status, answer) = gw.admin(method, &path, None).await?;
+        ensure!(
+            status == StatusCode::BAD_REQUEST
+                && answer["error"]["message"]
+                    .as_str()
+                    .is_some_and(|message| message.contains("last enabled admin key")),
+            "{path}: {status} {answer}"
+        );
+    }
+    let (status, answer) = gw
+        .admin(
+            Method::POST,
+            &format!("/admin/admin-keys/{master_row}/disable"),
+            None,
+        )
+        .await?;
+    ensure!(status == StatusCode::OK, "{status} {answer}");
+    gw.stop().await
 }

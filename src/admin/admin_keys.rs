@@ -78,11 +78,17 @@ async fn admin_key_row(state: &AdminState, id: i64) -> Result<AdminKey, ApiError
 /// Refuses a change that would leave no enabled admin key, or no enabled
 /// key with the `admin` role (none could manage admin keys any more).
 async fn keep_one_enabled(state: &AdminState, row: &AdminKey, verb: &str) -> Result<(), ApiError> {
-    if !row.enabled {
+    // The reserved row master-key dashboard sessions hang on is no key
+    // anyone signs in with: it never keeps an admin in, and disabling it
+    // only ends those sessions.
+    let reserved = |key: &AdminKey| key.public_key == super::login::MASTER_KEY_ROW;
+    if !row.enabled || reserved(row) {
         return Ok(());
     }
     let keys = state.db.list_admin_keys().await?;
-    let others = keys.iter().filter(|key| key.enabled && key.id != row.id);
+    let others = keys
+        .iter()
+        .filter(|key| key.enabled && key.id != row.id && !reserved(key));
     if others.clone().count() == 0 {
         return Err(ApiError::bad_request(format!(
             "Cannot {verb} the last enabled admin key; add or enable another one first"
