@@ -487,7 +487,19 @@ async fn attempt(
             }));
         }
     };
-    match request.parse_answer(&spec, body) {
+    whole_answer(request, &spec, lease, body, started)
+}
+
+/// A whole answer read back for the client: the lease succeeds, or fails as
+/// a server error when the answer is not what the API promises.
+fn whole_answer(
+    request: &impl UpstreamRequest,
+    spec: &ProviderSpec,
+    lease: Lease,
+    body: Bytes,
+    started: Instant,
+) -> Result<Answer, AttemptError> {
+    match request.parse_answer(spec, body) {
         Ok((body, usage)) => {
             lease.finish(Outcome::Success {
                 latency: started.elapsed(),
@@ -532,21 +544,7 @@ fn echo(
         }));
     }
     let spec = lease.provider.clone();
-    match request.parse_answer(&spec, answer) {
-        Ok((body, usage)) => {
-            lease.finish(Outcome::Success {
-                latency: started.elapsed(),
-            });
-            Ok(Answer::Json { body, usage })
-        }
-        Err(MalformedAnswer) => {
-            lease.fail(Failure::ServerError);
-            Err(AttemptError::Retryable(ApiError::UpstreamFailed(format!(
-                "Provider `{}` sent a malformed answer",
-                spec.name
-            ))))
-        }
-    }
+    whole_answer(request, &spec, lease, answer, started)
 }
 
 /// Records in the database that the upstream refused a key (401/403), so it
