@@ -198,7 +198,12 @@ pub async fn run(
 
 /// What a new operator does after the first start, printed once (the
 /// quick start's commands with this deployment's address and files).
-fn next_steps(addr: SocketAddr, admin_key_file: &str, master_key_file: Option<&str>) -> String {
+fn next_steps(
+    addr: SocketAddr,
+    admin_key_file: &str,
+    master_key_file: Option<&str>,
+    model: &str,
+) -> String {
     let url = format!("http://{addr}");
     let master = master_key_file
         .map(|file| format!("\n  master key    {file} (admin API bearer; keep it secret)"))
@@ -210,7 +215,7 @@ fn next_steps(addr: SocketAddr, admin_key_file: &str, master_key_file: Option<&s
          \x20 a token       switchyard admin tokens create --name my-app\n\
          \x20 try it        curl {url}/v1/chat/completions -H \"Authorization: Bearer $TOKEN\" \
          -H 'content-type: application/json' \
-         -d '{{\"model\":\"gpt-4o-mini\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'\n\
+         -d '{{\"model\":\"{model}\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'\n\
          \x20 dashboard     {url}/ui (log in with the admin key file)\n\
          (printed once; README.md has the rest)"
     )
@@ -555,9 +560,15 @@ pub async fn start(
         let master_key_file = (settings.admin.master_key_enabled
             && settings.admin.master_key.is_empty())
         .then_some(settings.admin.master_key_file.as_str());
+        // The first model the settings serve (the demo's `demo-echo`, say).
+        let model = settings
+            .providers
+            .iter()
+            .find_map(|provider| provider.models.first())
+            .map_or("gpt-4o-mini", String::as_str);
         println!(
             "{}",
-            next_steps(addr, &settings.admin.key_file, master_key_file)
+            next_steps(addr, &settings.admin.key_file, master_key_file, model)
         );
     }
     let server = server.run();

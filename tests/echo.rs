@@ -268,7 +268,9 @@ async fn the_demo_settings_file_starts_and_answers() -> anyhow::Result<()> {
         .args(["serve", "--config", demo])
         .env_remove("SWITCHYARD_CONFIG")
         .env("SWITCHYARD__SERVER__LISTEN", &listen)
-        .stdout(Stdio::null())
+        .stdout(Stdio::from(std::fs::File::create(
+            dir.path().join("gateway.out"),
+        )?))
         .stderr(Stdio::from(std::fs::File::create(
             dir.path().join("gateway.log"),
         )?))
@@ -293,6 +295,12 @@ async fn the_demo_settings_file_starts_and_answers() -> anyhow::Result<()> {
             actix_rt::time::sleep(Duration::from_millis(100)).await;
         }
         ensure!(dir.path().join("data/demo.db").exists(), "no data/demo.db");
+        // The first start's next steps try the model this deployment serves.
+        let printed = std::fs::read_to_string(dir.path().join("gateway.out"))?;
+        ensure!(
+            printed.contains(r#"-d '{"model":"demo-echo","#),
+            "the next steps do not try demo-echo:\n{printed}"
+        );
         // The quick start's steps: a token with the generated master key,
         // then a completion.
         let master = std::fs::read_to_string(dir.path().join("data/master.key"))?;
