@@ -216,6 +216,17 @@ def test_disable_a_key_and_see_its_state_change(page):
     expect(row).to_contain_text("disabled from the browser test")
     expect(row.get_by_text("disabled", exact=True)).to_be_visible()
     expect(row.get_by_role("button", name=f"Enable key {KEY_ID}")).to_be_visible()
+    # The offline demo kind can be added from the page: no base URL.
+    page.get_by_role("button", name="Add provider").click()
+    dialog = page.get_by_role("dialog", name="Add a provider")
+    dialog.get_by_label("Name").fill("demo")
+    dialog.get_by_label("Kind").select_option("echo")
+    dialog.get_by_label("Models (comma separated)").fill("demo-echo")
+    dialog.get_by_label("First API key (optional)").fill("unused")
+    dialog.get_by_role("button", name="Add provider").click()
+    demo = page.get_by_role("region", name="Provider demo")
+    expect(demo).to_contain_text("echo · in-process")
+    expect(page.get_by_role("table", name="Keys of demo")).to_contain_text("healthy")
     shot(page, "04-providers")
     # The overview calls the key out.
     go(page, "overview", "Overview")

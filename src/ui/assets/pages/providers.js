@@ -5,7 +5,9 @@ import { h, clear, table, badge, field, input, select, ms, num, attempt, modal, 
 import { get, post, patch, put, del, enc } from '../api.js';
 
 const POLL_MS = 3000;
-const KINDS = ['openai', 'openai-compatible', 'azure-openai', 'anthropic', 'gemini', 'zhipu'];
+// `echo` is the offline demo kind: answered in-process, it has no base URL
+// (the server refuses a missing one for every other kind).
+const KINDS = ['openai', 'openai-compatible', 'azure-openai', 'anthropic', 'gemini', 'zhipu', 'echo'];
 
 export async function render(main) {
   const status = h('div', { 'aria-live': 'polite' });
@@ -58,7 +60,7 @@ function providerPanel(provider, healthSlot, reload, status) {
     h('div', { class: 'row' },
       h('h2', {}, provider.name),
       badge(provider.enabled ? (provider.running ? 'enabled' : 'not_running') : 'disabled'),
-      h('span', { class: 'muted' }, `${provider.kind} · ${provider.base_url}`)),
+      h('span', { class: 'muted' }, `${provider.kind} · ${provider.base_url || 'in-process'}`)),
     h('p', {}, h('span', { class: 'muted' }, 'Models: '), (provider.models || []).join(', ') || '–'),
     h('div', { class: 'actions' },
       h('button', { type: 'button', class: 'small', on: { click: () => addKeyDialog(provider.name, reload) } }, 'Add key'),
@@ -178,7 +180,7 @@ function providerDialog(current, reload) {
   },
   editing ? null : field('Name', input('name', { required: true })),
   field('Kind', select('kind', KINDS, current ? current.kind : 'openai-compatible')),
-  field('Base URL', input('base_url', { value: current ? current.base_url : '', required: true, placeholder: 'https://api.openai.com/v1' })),
+  field('Base URL', input('base_url', { value: current ? current.base_url : '', placeholder: 'https://api.openai.com/v1 (none for echo)' })),
   field('Models (comma separated)', input('models', { value: current ? (current.models || []).join(', ') : '' })),
   field('Key strategy', select('strategy', ['', 'round-robin', 'first-available', 'random', 'weighted', 'least-in-flight', 'latency'], current ? current.strategy || '' : '')),
   field('Weight', input('weight', { type: 'number', min: 1, value: current ? current.weight : 1 })),
