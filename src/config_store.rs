@@ -16,8 +16,8 @@
 
 use crate::config::{PriceSettings, ProviderKind, ProviderSettings, Settings, mask};
 use crate::crypto::{SecretCipher, SecretRow};
-use crate::db::Db;
 use crate::db::providers::{NewProvider, NewProviderKey, Provider};
+use crate::db::{Db, DbError};
 use crate::metering::Price;
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
@@ -305,7 +305,7 @@ async fn apply_provider(
             warn!(log, "seed.empty_key_skipped"; "provider" => &provider.name, "key_id" => &key_id);
             continue;
         }
-        db.upsert_provider_key(&NewProviderKey {
+        let new = NewProviderKey {
             provider_id: row.id,
             key_id: key_id.clone(),
             secret_ciphertext: cipher.encrypt_for(
@@ -320,12 +320,32 @@ async fn apply_provider(
             weight: i32::try_from(key.weight()).unwrap_or(i32::MAX),
             priority: key.priority(),
             enabled: true,
-        })
-        .await
-        .with_context(|| format!("storing key {key_id} of provider {}", provider.name))?;
+        };
+        store_seeded_key(db, &new)
+            .await
+            .with_context(|| format!("storing key {key_id} of provider {}", provider.name))?;
     }
     info!(log, "seed.provider"; "provider" => &provider.name, "keys" => provider.keys.len());
     Ok(())
+}
+
+/// Upserts a key from the settings. Instances starting together on one
+/// PostgreSQL seed the same keys at the same moment, and PostgreSQL checks
+/// a concurrent insert against the `(provider, fingerprint)` index before the
+/// `(provider, key id)` upsert can see the other instance's row: one of them
+/// gets a unique violation. Once that row is committed the same upsert is an
+/// update, so a conflict is tried again (a real one, the same secret under
+/// two ids, fails every time and is reported).
+async fn store_seeded_key(db: &Db, new: &NewProviderKey) -> Result<(), DbError> {
+    const TRIES: usize = 3;
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match db.upsert_provider_key(new).await {
+            Err(DbError::Conflict(_)) if tries < TRIES => continue,
+            result => return result.map(drop),
+        }
+    }
 }
 
 /// A provider ready to become an actor.
