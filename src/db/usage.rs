@@ -320,7 +320,77 @@ macro_rules! saturating_sub {
     }};
 }
 
-/// Multi-row INSERT into `request_logs`, in chunks of [`INSERT_CHUNK_ROWS`],
+/// The row counts of SQLite's multi-row INSERTs, largest first. diesel
+/// caches a prepared statement only when its text is fixed by its type, which
+/// a `Vec` of rows is not (the text grows with the row count), so every batch
+/// had SQLite parse and plan a 500-row INSERT again: a fifth of the usage
+/// writer's CPU (bench/README.md). Cut into chunks of these sizes, each chunk is
+/// a `&[row; N]`, whose statement is prepared once per connection and size.
+const FIXED_INSERT_ROWS: [usize; 4] = [128, 32, 8, 1];
+
+/// `rows` cut into chunks whose lengths are all in [`FIXED_INSERT_ROWS`]:
+/// as many of the largest size as fit, then the next size, and so on.
+fn fixed_size_chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = rows;
+    std::iter::from_fn(move || {
+        let size = FIXED_INSERT_ROWS
+            .into_iter()
+            .find(|size| *size <= rest.len())?;
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
+/// Calls `$insert::<N>($conn, $chunk)` with the `N` of the chunk's length
+/// (one of [`FIXED_INSERT_ROWS`]).
+macro_rules! fixed_size {
+    ($insert:ident, $conn:expr, $chunk:expr) => {
+        match $chunk.len() {
+            128 => $insert::<128>($conn, $chunk),
+            32 => $insert::<32>($conn, $chunk),
+            8 => $insert::<8>($conn, $chunk),
+            _ => $insert::<1>($conn, $chunk),
+        }
+    };
+}
+
+/// The chunk as an array reference, or an error if its length is not `N`
+/// (never, for chunks of [`fixed_size_chunks`]).
+fn as_array<T, const N: usize>(chunk: &[T]) -> QueryResult<&[T; N]> {
+    chunk.try_into().map_err(|_| {
+        diesel::result::Error::QueryBuilderError(
+            format!("a chunk of {} rows is not one of {N}", chunk.len()).into(),
+        )
+    })
+}
+
+fn insert_logs_chunk<const N: usize>(
+    conn: &mut SqliteConnection,
+    chunk: &[NewRequestLog],
+) -> QueryResult<Vec<String>> {
+    diesel::RunQueryDsl::get_results(
+        diesel::insert_into(request_logs::table)
+            .values(as_array::<_, N>(chunk)?)
+            .on_conflict(request_logs::record_id)
+            .do_nothing()
+            .returning(request_logs::record_id),
+        conn,
+    )
+}
+
+fn insert_charges_chunk<const N: usize>(
+    conn: &mut SqliteConnection,
+    chunk: &[NewCharge],
+) -> QueryResult<usize> {
+    diesel::RunQueryDsl::execute(
+        diesel::insert_into(billing_records::table).values(as_array::<_, N>(chunk)?),
+        conn,
+    )
+}
+
+/// Multi-row INSERT into `request_logs`, in chunks of [`INSERT_CHUNK_ROWS`]
+/// (PostgreSQL) or of the cached [`FIXED_INSERT_ROWS`] sizes (SQLite),
 /// skipping rows whose `record_id` is already stored; returns the
 /// `record_id`s it inserted.
 ///
@@ -373,15 +443,8 @@ impl InsertRequestLogs for SqliteConn {
     ) -> BoxFuture<'_, QueryResult<Vec<String>>> {
         self.spawn_blocking(move |conn| {
             let mut inserted = Vec::with_capacity(rows.len());
-            for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
-                inserted.extend(diesel::RunQueryDsl::get_results::<String>(
-                    diesel::insert_into(request_logs::table)
-                        .values(chunk)
-                        .on_conflict(request_logs::record_id)
-                        .do_nothing()
-                        .returning(request_logs::record_id),
-                    conn,
-                )?);
+            for chunk in fixed_size_chunks(&rows) {
+                inserted.extend(fixed_size!(insert_logs_chunk, conn, chunk)?);
             }
             Ok(inserted)
         })
@@ -389,11 +452,8 @@ impl InsertRequestLogs for SqliteConn {
 
     fn insert_charges(&mut self, charges: Vec<NewCharge>) -> BoxFuture<'_, QueryResult<()>> {
         self.spawn_blocking(move |conn| {
-            for chunk in charges.chunks(INSERT_CHUNK_ROWS) {
-                diesel::RunQueryDsl::execute(
-                    diesel::insert_into(billing_records::table).values(chunk),
-                    conn,
-                )?;
+            for chunk in fixed_size_chunks(&charges) {
+                fixed_size!(insert_charges_chunk, conn, chunk)?;
             }
             Ok(())
         })
@@ -891,7 +951,24 @@ impl Db {
 
 #[cfg(test)]
 mod tests {
-    use super::utc_day;
+    use super::{FIXED_INSERT_ROWS, fixed_size_chunks, utc_day};
+
+    #[test]
+    fn batches_are_cut_into_fixed_size_chunks_that_cover_every_row_once() {
+        for len in [0usize, 1, 7, 8, 9, 41, 128, 129, 500, 1000] {
+            let rows: Vec<usize> = (0..len).collect();
+            let chunks: Vec<&[usize]> = fixed_size_chunks(&rows).collect();
+            assert!(
+                chunks.iter().all(|c| FIXED_INSERT_ROWS.contains(&c.len())),
+                "{len}: {:?}",
+                chunks.iter().map(|c| c.len()).collect::<Vec<_>>()
+            );
+            assert_eq!(chunks.concat(), rows, "{len}");
+        }
+        // Largest first: 500 = 3 x 128 + 3 x 32 + 2 x 8 + 4 x 1.
+        let sizes: Vec<usize> = fixed_size_chunks(&[0u8; 500]).map(<[u8]>::len).collect();
+        assert_eq!(sizes, [128, 128, 128, 32, 32, 32, 8, 8, 1, 1, 1, 1]);
+    }
 
     #[test]
     fn utc_days() {
