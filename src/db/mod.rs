@@ -7,6 +7,9 @@
 //!   connections get their PRAGMAs (WAL, `busy_timeout`, `foreign_keys`,
 //!   `synchronous=NORMAL`) when created, and the pool recycles them with
 //!   [`RecyclingMethod::Fast`] (no check query on every checkout).
+//!   SQLite itself runs in multi-thread mode (no per-connection mutex, which
+//!   the pool makes needless) without memory statistics
+//!   ([`configure_sqlite_library`]).
 //! - Every query runs as a task on a runtime the [`Db`] owns (multi-threaded,
 //!   two workers, threads named `switchyard-db`), and the caller awaits its
 //!   `JoinHandle`. Dropping the caller's future (a timeout, a `select!`, a
