@@ -123,12 +123,8 @@ pub async fn apply_settings(
         apply_provider(db, provider, cipher, log).await?;
     }
     for price in &settings.prices {
-        db.upsert_price(
-            &price.model,
-            crate::config::PriceSettings::micros(price.input_per_mtok),
-            crate::config::PriceSettings::micros(price.output_per_mtok),
-        )
-        .await
+        db.upsert_token_prices(&price.model, &price.price())
+            .await
         .with_context(|| format!("storing the price of {}", price.model))?;
     }
     for (from, to) in &settings.redirects {
@@ -170,16 +166,10 @@ pub fn list_prices() -> anyhow::Result<ListPrices> {
 /// price yet (so an admin's price always wins).
 async fn fill_list_prices(db: &Db, log: &Logger) -> anyhow::Result<()> {
     let list = list_prices()?;
-    let rows: Vec<(String, i64, i64)> = list
+    let rows: Vec<(String, Price)> = list
         .prices
         .iter()
-        .map(|price| {
-            (
-                price.model.clone(),
-                PriceSettings::micros(price.input_per_mtok),
-                PriceSettings::micros(price.output_per_mtok),
-            )
-        })
+        .map(|price| (price.model.clone(), price.price()))
         .collect();
     let added = db
         .insert_prices_if_absent(&rows)
@@ -494,16 +484,7 @@ pub async fn load_prices(db: &Db) -> anyhow::Result<HashMap<String, Price>> {
         .list_prices()
         .await?
         .into_iter()
-        .map(|row| {
-            (
-                row.model,
-                Price {
-                    input_per_mtok_micros: row.input_per_mtok_micros,
-                    output_per_mtok_micros: row.output_per_mtok_micros,
-                    per_call_micros: row.per_call_micros,
-                },
-            )
-        })
+        .map(|row| (row.model.clone(), row.price()))
         .collect())
 }
 

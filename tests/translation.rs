@@ -216,10 +216,7 @@ fn openai_stream_to_anthropic() -> Result<()> {
     ensure!(translator.is_complete());
     ensure!(
         translator.usage()
-            == Some(Usage {
-                prompt_tokens: 50,
-                completion_tokens: 20
-            })
+            == Some(Usage::tokens(50, 20))
     );
     Ok(())
 }
@@ -302,8 +299,9 @@ fn anthropic_response_to_openai() -> Result<()> {
     ensure!(
         anthropic::usage_of(&input)
             == Some(Usage {
-                prompt_tokens: 420,
-                completion_tokens: 42
+                cache_read_tokens: 300,
+                cache_write_tokens: 20,
+                ..Usage::tokens(420, 42)
             })
     );
     Ok(())
@@ -351,10 +349,7 @@ fn anthropic_stream_to_openai() -> Result<()> {
     ensure!(translator.is_complete());
     ensure!(
         translator.usage()
-            == Some(Usage {
-                prompt_tokens: 472,
-                completion_tokens: 89
-            })
+            == Some(Usage::tokens(472, 89))
     );
     Ok(())
 }
@@ -386,10 +381,7 @@ fn anthropic_stream_error_becomes_an_openai_error_chunk() -> Result<()> {
     ensure!(translator.failed());
     ensure!(
         translator.usage()
-            == Some(Usage {
-                prompt_tokens: 12,
-                completion_tokens: 1
-            })
+            == Some(Usage::tokens(12, 1))
     );
     Ok(())
 }
@@ -570,8 +562,8 @@ fn gemini_response_to_openai() -> Result<()> {
     ensure!(
         gemini::usage_of(&input)
             == Some(Usage {
-                prompt_tokens: 80,
-                completion_tokens: 45
+                reasoning_tokens: 30,
+                ..Usage::tokens(80, 45)
             })
     );
     Ok(())
@@ -607,10 +599,7 @@ fn gemini_stream_to_openai() -> Result<()> {
     ensure!(translator.is_complete());
     ensure!(
         translator.usage()
-            == Some(Usage {
-                prompt_tokens: 10,
-                completion_tokens: 12
-            })
+            == Some(Usage::tokens(10, 12))
     );
     Ok(())
 }
