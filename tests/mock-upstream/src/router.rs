@@ -985,6 +985,38 @@ mod tests {
     }
 
     #[test]
+    fn cached_keys_report_cache_and_reasoning_usage_in_each_wire_convention() {
+        let body = |stream: bool| {
+            serde_json::to_vec(&json!({
+                "model": "m", "max_tokens": 10, "stream": stream,
+                "stream_options": {"include_usage": true},
+                "messages": [{"role": "user", "content": "forty bytes of prompt text, give or take"}],
+            }))
+            .unwrap_or_default()
+        };
+        let text = |path: &str, stream: bool| -> String {
+            match plan(&head("POST", path), &body(stream), "cached-1", true).action {
+                Action::Write(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                Action::Stream { events, .. } => events
+                    .iter()
+                    .map(|e| String::from_utf8_lossy(e).into_owned())
+                    .collect(),
+                _ => String::new(),
+            }
+        };
+        for stream in [false, true] {
+            let openai = text("/v1/chat/completions", stream);
+            assert!(openai.contains(r#""cached_tokens":20"#), "{openai}");
+            assert!(openai.contains(r#""reasoning_tokens":3"#), "{openai}");
+            assert!(openai.contains(r#""completion_tokens":8"#), "{openai}");
+            let anthropic = text("/v1/messages", stream);
+            assert!(anthropic.contains(r#""input_tokens":10"#), "{anthropic}");
+            assert!(anthropic.contains(r#""cache_read_input_tokens":20"#), "{anthropic}");
+            assert!(anthropic.contains(r#""cache_creation_input_tokens":10"#), "{anthropic}");
+        }
+    }
+
+    #[test]
     fn chunks_keys_stretch_text_streams() {
         // (path, a marker only content events carry)
         let cases = [
