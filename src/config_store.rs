@@ -125,7 +125,7 @@ pub async fn apply_settings(
     for price in &settings.prices {
         db.upsert_token_prices(&price.model, &price.price())
             .await
-        .with_context(|| format!("storing the price of {}", price.model))?;
+            .with_context(|| format!("storing the price of {}", price.model))?;
     }
     for (from, to) in &settings.redirects {
         db.upsert_redirect(from, to)

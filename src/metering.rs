@@ -59,7 +59,10 @@ impl Price {
         let parts = [
             (plain_prompt, input),
             (cache_read, self.cache_read_per_mtok_micros.unwrap_or(input)),
-            (cache_write, self.cache_write_per_mtok_micros.unwrap_or(input)),
+            (
+                cache_write,
+                self.cache_write_per_mtok_micros.unwrap_or(input),
+            ),
             (plain_completion, output),
             (reasoning, self.reasoning_per_mtok_micros.unwrap_or(output)),
         ];
@@ -244,10 +247,7 @@ mod tests {
             reasoning_per_mtok_micros: None,
             ..price
         };
-        assert_eq!(
-            plain.usage_cost_nanos(&usage),
-            plain.cost_nanos(1_000, 500)
-        );
+        assert_eq!(plain.usage_cost_nanos(&usage), plain.cost_nanos(1_000, 500));
         // Parts an upstream over-reports cannot make the plain rest negative.
         let odd = Usage {
             cache_read_tokens: 5_000,

@@ -373,9 +373,27 @@ async fn cache_and_reasoning_tokens_are_recorded_and_priced_at_their_own_rates(
             .map(cache_price)
             .to_vec();
         s.providers = vec![
-            kind_provider(mock, "oa", ProviderKind::Openai, &["cache-gpt"], &["cached-1"]),
-            kind_provider(mock, "an", ProviderKind::Anthropic, &["cache-claude"], &["cached-1"]),
-            kind_provider(mock, "ge", ProviderKind::Gemini, &["cache-gemini"], &["cached-1"]),
+            kind_provider(
+                mock,
+                "oa",
+                ProviderKind::Openai,
+                &["cache-gpt"],
+                &["cached-1"],
+            ),
+            kind_provider(
+                mock,
+                "an",
+                ProviderKind::Anthropic,
+                &["cache-claude"],
+                &["cached-1"],
+            ),
+            kind_provider(
+                mock,
+                "ge",
+                ProviderKind::Gemini,
+                &["cache-gemini"],
+                &["cached-1"],
+            ),
         ];
     })
     .await?;
@@ -494,8 +512,16 @@ async fn cache_and_reasoning_tokens_are_recorded_and_priced_at_their_own_rates(
     // The admin API shows the parts of a row and the sums.
     let admin = gw.admin_client();
     let summary = admin.get("/admin/metrics/summary").await?;
-    assert_eq!(summary["cache_read_tokens"], json!(parts(&logs)[0]), "{summary}");
-    assert_eq!(summary["reasoning_tokens"], json!(parts(&logs)[2]), "{summary}");
+    assert_eq!(
+        summary["cache_read_tokens"],
+        json!(parts(&logs)[0]),
+        "{summary}"
+    );
+    assert_eq!(
+        summary["reasoning_tokens"],
+        json!(parts(&logs)[2]),
+        "{summary}"
+    );
 
     // A rate set to null: reasoning is charged at the output rate again.
     let price = admin

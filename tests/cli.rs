@@ -606,12 +606,10 @@ async fn admin_users_tokens_prices_and_billing_commands() -> anyhow::Result<()> 
     );
     let prices = cli.json(&["prices", "list"])?;
     let rows = prices["data"].as_array().context("data")?;
-    ensure!(
-        rows.iter().any(|row| row["model"] == "openai/gpt-x"
-            && row["input_per_mtok_micros"] == 1_500_000
-            && row["cache_read_per_mtok_micros"] == 150_000
-            && row["reasoning_per_mtok_micros"].is_null())
-    );
+    ensure!(rows.iter().any(|row| row["model"] == "openai/gpt-x"
+        && row["input_per_mtok_micros"] == 1_500_000
+        && row["cache_read_per_mtok_micros"] == 150_000
+        && row["reasoning_per_mtok_micros"].is_null()));
     ensure!(
         rows.iter().any(|row| row["model"] == "gpt-4o"),
         "the list prices are seeded"

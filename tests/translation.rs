@@ -214,10 +214,7 @@ fn openai_stream_to_anthropic() -> Result<()> {
         "openai_to_anthropic/stream.anthropic.json",
     )?;
     ensure!(translator.is_complete());
-    ensure!(
-        translator.usage()
-            == Some(Usage::tokens(50, 20))
-    );
+    ensure!(translator.usage() == Some(Usage::tokens(50, 20)));
     Ok(())
 }
 
@@ -347,10 +344,7 @@ fn anthropic_stream_to_openai() -> Result<()> {
         "anthropic_to_openai/stream.openai.json",
     )?;
     ensure!(translator.is_complete());
-    ensure!(
-        translator.usage()
-            == Some(Usage::tokens(472, 89))
-    );
+    ensure!(translator.usage() == Some(Usage::tokens(472, 89)));
     Ok(())
 }
 
@@ -379,10 +373,7 @@ fn anthropic_stream_error_becomes_an_openai_error_chunk() -> Result<()> {
     )?;
     ensure!(!translator.is_complete());
     ensure!(translator.failed());
-    ensure!(
-        translator.usage()
-            == Some(Usage::tokens(12, 1))
-    );
+    ensure!(translator.usage() == Some(Usage::tokens(12, 1)));
     Ok(())
 }
 
@@ -597,10 +588,7 @@ fn gemini_stream_to_openai() -> Result<()> {
         "gemini_to_openai/stream.openai.json",
     )?;
     ensure!(translator.is_complete());
-    ensure!(
-        translator.usage()
-            == Some(Usage::tokens(10, 12))
-    );
+    ensure!(translator.usage() == Some(Usage::tokens(10, 12)));
     Ok(())
 }
 

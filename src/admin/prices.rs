@@ -163,10 +163,7 @@ pub async fn put(
         .iter()
         .find(|price| price.model == model)
         .map(price_json);
-    let row = state
-        .db
-        .upsert_price_with_call(&model, &price)
-        .await?;
+    let row = state.db.upsert_price_with_call(&model, &price).await?;
     reload(&state).await?;
     slog::info!(state.log, "admin.price_set"; "model" => &model, "input_per_mtok_micros" => input,
         "output_per_mtok_micros" => output, "per_call_micros" => per_call, "by" => &admin.actor);

@@ -60,7 +60,11 @@ pub const COUNTERS: [&str; 8] = [
 /// The token parts priced apart (issue 15), each inside its total
 /// (`prompt_tokens`, `completion_tokens`): columns added after the
 /// histograms, in the order of [`HourlyDelta::parts`].
-pub const PARTS: [&str; 3] = ["cache_read_tokens", "cache_write_tokens", "reasoning_tokens"];
+pub const PARTS: [&str; 3] = [
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+];
 /// Counters whose sum could pass `i64::MAX` (the others count requests).
 const SATURATING: [&str; 6] = [
     "prompt_tokens",
@@ -178,7 +182,11 @@ impl HourlyDelta {
         for (slot, by) in c.iter_mut().zip(flags) {
             *slot = slot.saturating_add(by);
         }
-        let parts = [r.cache_read_tokens, r.cache_write_tokens, r.reasoning_tokens];
+        let parts = [
+            r.cache_read_tokens,
+            r.cache_write_tokens,
+            r.reasoning_tokens,
+        ];
         for (slot, by) in self.parts.iter_mut().zip(parts) {
             *slot = slot.saturating_add(by);
         }

@@ -298,9 +298,11 @@ impl Meter {
                     cache_write_tokens: record.cache_write_tokens,
                     reasoning_tokens: record.reasoning_tokens,
                 };
-                record.base_cost_nanos = price
-                    .usage_cost_nanos(&usage)
-                    .saturating_add(if served { price.per_call_nanos() } else { 0 });
+                record.base_cost_nanos = price.usage_cost_nanos(&usage).saturating_add(if served {
+                    price.per_call_nanos()
+                } else {
+                    0
+                });
                 record.cost_nanos = scale(record.base_cost_nanos, record.multiplier_ppm);
                 if record.base_cost_nanos == i64::MAX || record.cost_nanos == i64::MAX {
                     record.flags.insert(UsageFlags::COST_CLAMPED);

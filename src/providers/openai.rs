@@ -435,10 +435,7 @@ mod tests {
             !state.on_data(br#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":5}}"#)
         );
         assert!(state.on_data(b"[DONE]"));
-        assert_eq!(
-            state.usage,
-            Some(Usage::tokens(3, 5))
-        );
+        assert_eq!(state.usage, Some(Usage::tokens(3, 5)));
         assert!(state.done);
 
         let mut client_asked = ChatStreamState::new(false);

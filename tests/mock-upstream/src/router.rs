@@ -486,16 +486,16 @@ fn add_cache_usage(value: &mut Value) {
                 }
             } else if let Some(prompt) = read(object, "input_tokens") {
                 let (cache_read, cache_write) = (prompt / 2, prompt / 4);
-                object.insert("input_tokens".into(), json!(prompt - cache_read - cache_write));
+                object.insert(
+                    "input_tokens".into(),
+                    json!(prompt - cache_read - cache_write),
+                );
                 object.insert("cache_read_input_tokens".into(), json!(cache_read));
                 object.insert("cache_creation_input_tokens".into(), json!(cache_write));
             } else if let Some(prompt) = read(object, "promptTokenCount") {
                 let total = read(object, "totalTokenCount").unwrap_or(prompt);
                 object.insert("cachedContentTokenCount".into(), json!(prompt / 2));
-                object.insert(
-                    "thoughtsTokenCount".into(),
-                    json!(CACHED_REASONING_TOKENS),
-                );
+                object.insert("thoughtsTokenCount".into(), json!(CACHED_REASONING_TOKENS));
                 object.insert(
                     "totalTokenCount".into(),
                     json!(total + CACHED_REASONING_TOKENS),
@@ -1011,8 +1011,14 @@ mod tests {
             assert!(openai.contains(r#""completion_tokens":8"#), "{openai}");
             let anthropic = text("/v1/messages", stream);
             assert!(anthropic.contains(r#""input_tokens":10"#), "{anthropic}");
-            assert!(anthropic.contains(r#""cache_read_input_tokens":20"#), "{anthropic}");
-            assert!(anthropic.contains(r#""cache_creation_input_tokens":10"#), "{anthropic}");
+            assert!(
+                anthropic.contains(r#""cache_read_input_tokens":20"#),
+                "{anthropic}"
+            );
+            assert!(
+                anthropic.contains(r#""cache_creation_input_tokens":10"#),
+                "{anthropic}"
+            );
         }
     }
 
