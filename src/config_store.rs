@@ -496,3 +496,36 @@ pub async fn load_redirects(db: &Db) -> anyhow::Result<HashMap<String, String>> 
         .map(|row| (row.from_model, row.to_model))
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    /// The shipped list prices parse, and their cache rates are what the
+    /// vendors' invoices say of them: reads cheaper than the input price,
+    /// writes (Anthropic's) dearer.
+    #[test]
+    fn list_prices_parse_with_their_cache_rates() -> anyhow::Result<()> {
+        let list = list_prices()?;
+        let price = |model: &str| {
+            list.prices
+                .iter()
+                .find(|price| price.model == model)
+                .map(PriceSettings::price)
+        };
+        let sonnet = price("claude-sonnet-4-5").context("sonnet")?;
+        assert_eq!(sonnet.cache_read_per_mtok_micros, Some(300_000));
+        assert_eq!(sonnet.cache_write_per_mtok_micros, Some(3_750_000));
+        assert_eq!(sonnet.reasoning_per_mtok_micros, None);
+        for price in list.prices.iter().map(PriceSettings::price) {
+            if let Some(read) = price.cache_read_per_mtok_micros {
+                assert!(read < price.input_per_mtok_micros, "{price:?}");
+            }
+            if let Some(write) = price.cache_write_per_mtok_micros {
+                assert!(write > price.input_per_mtok_micros, "{price:?}");
+            }
+        }
+        Ok(())
+    }
+}
