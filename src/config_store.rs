@@ -123,13 +123,9 @@ pub async fn apply_settings(
         apply_provider(db, provider, cipher, log).await?;
     }
     for price in &settings.prices {
-        db.upsert_price(
-            &price.model,
-            crate::config::PriceSettings::micros(price.input_per_mtok),
-            crate::config::PriceSettings::micros(price.output_per_mtok),
-        )
-        .await
-        .with_context(|| format!("storing the price of {}", price.model))?;
+        db.upsert_token_prices(&price.model, &price.price())
+            .await
+            .with_context(|| format!("storing the price of {}", price.model))?;
     }
     for (from, to) in &settings.redirects {
         db.upsert_redirect(from, to)
@@ -170,16 +166,10 @@ pub fn list_prices() -> anyhow::Result<ListPrices> {
 /// price yet (so an admin's price always wins).
 async fn fill_list_prices(db: &Db, log: &Logger) -> anyhow::Result<()> {
     let list = list_prices()?;
-    let rows: Vec<(String, i64, i64)> = list
+    let rows: Vec<(String, Price)> = list
         .prices
         .iter()
-        .map(|price| {
-            (
-                price.model.clone(),
-                PriceSettings::micros(price.input_per_mtok),
-                PriceSettings::micros(price.output_per_mtok),
-            )
-        })
+        .map(|price| (price.model.clone(), price.price()))
         .collect();
     let added = db
         .insert_prices_if_absent(&rows)
@@ -494,16 +484,7 @@ pub async fn load_prices(db: &Db) -> anyhow::Result<HashMap<String, Price>> {
         .list_prices()
         .await?
         .into_iter()
-        .map(|row| {
-            (
-                row.model,
-                Price {
-                    input_per_mtok_micros: row.input_per_mtok_micros,
-                    output_per_mtok_micros: row.output_per_mtok_micros,
-                    per_call_micros: row.per_call_micros,
-                },
-            )
-        })
+        .map(|row| (row.model.clone(), row.price()))
         .collect())
 }
 
@@ -514,4 +495,37 @@ pub async fn load_redirects(db: &Db) -> anyhow::Result<HashMap<String, String>> 
         .into_iter()
         .map(|row| (row.from_model, row.to_model))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    /// The shipped list prices parse, and their cache rates are what the
+    /// vendors' invoices say of them: reads cheaper than the input price,
+    /// writes (Anthropic's) dearer.
+    #[test]
+    fn list_prices_parse_with_their_cache_rates() -> anyhow::Result<()> {
+        let list = list_prices()?;
+        let price = |model: &str| {
+            list.prices
+                .iter()
+                .find(|price| price.model == model)
+                .map(PriceSettings::price)
+        };
+        let sonnet = price("claude-sonnet-4-5").context("sonnet")?;
+        assert_eq!(sonnet.cache_read_per_mtok_micros, Some(300_000));
+        assert_eq!(sonnet.cache_write_per_mtok_micros, Some(3_750_000));
+        assert_eq!(sonnet.reasoning_per_mtok_micros, None);
+        for price in list.prices.iter().map(PriceSettings::price) {
+            if let Some(read) = price.cache_read_per_mtok_micros {
+                assert!(read < price.input_per_mtok_micros, "{price:?}");
+            }
+            if let Some(write) = price.cache_write_per_mtok_micros {
+                assert!(write > price.input_per_mtok_micros, "{price:?}");
+            }
+        }
+        Ok(())
+    }
 }

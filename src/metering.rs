@@ -5,6 +5,7 @@
 //! (rounded down per request) and sums never drift.
 
 use crate::db::Db;
+use crate::providers::openai::Usage;
 use futures_util::future::BoxFuture;
 use slog::{Logger, warn};
 use std::collections::{HashMap, HashSet};
@@ -12,12 +13,19 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use switchyard_actors::{RecordOutcome, UsageRecord, UsageSink, WriteReport};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Price {
     pub input_per_mtok_micros: i64,
     pub output_per_mtok_micros: i64,
     /// Micro-USD per successful call (answered 2xx), on top of the tokens.
     pub per_call_micros: i64,
+    /// Prompt tokens read from the provider's cache; `None`: the input rate
+    /// (what a provider without a separate rate bills).
+    pub cache_read_per_mtok_micros: Option<i64>,
+    /// Prompt tokens written to the cache; `None`: the input rate.
+    pub cache_write_per_mtok_micros: Option<i64>,
+    /// Completion tokens spent reasoning; `None`: the output rate.
+    pub reasoning_per_mtok_micros: Option<i64>,
 }
 
 impl Price {
@@ -26,9 +34,42 @@ impl Price {
         self.per_call_micros.saturating_mul(1000)
     }
 
+    /// Plain prompt and completion tokens at the input and output rates
+    /// (an estimate, before the answer says what was cached).
     pub fn cost_nanos(self, prompt_tokens: i64, completion_tokens: i64) -> i64 {
-        let total = i128::from(prompt_tokens) * i128::from(self.input_per_mtok_micros)
-            + i128::from(completion_tokens) * i128::from(self.output_per_mtok_micros);
+        self.usage_cost_nanos(&Usage::tokens(prompt_tokens, completion_tokens))
+    }
+
+    /// What `usage` costs: each part at its own rate. The parts are inside
+    /// the totals (`Usage`'s convention), so the plain prompt is what is
+    /// left of `prompt_tokens` after the cache reads and writes, and the
+    /// plain completion what is left after the reasoning.
+    pub fn usage_cost_nanos(self, usage: &Usage) -> i64 {
+        let cache_read = usage.cache_read_tokens.max(0);
+        let cache_write = usage.cache_write_tokens.max(0);
+        let reasoning = usage.reasoning_tokens.max(0);
+        let plain_prompt = usage
+            .prompt_tokens
+            .saturating_sub(cache_read)
+            .saturating_sub(cache_write)
+            .max(0);
+        let plain_completion = usage.completion_tokens.saturating_sub(reasoning).max(0);
+        let input = self.input_per_mtok_micros;
+        let output = self.output_per_mtok_micros;
+        let parts = [
+            (plain_prompt, input),
+            (cache_read, self.cache_read_per_mtok_micros.unwrap_or(input)),
+            (
+                cache_write,
+                self.cache_write_per_mtok_micros.unwrap_or(input),
+            ),
+            (plain_completion, output),
+            (reasoning, self.reasoning_per_mtok_micros.unwrap_or(output)),
+        ];
+        let total: i128 = parts
+            .iter()
+            .map(|(tokens, rate)| i128::from(*tokens) * i128::from(*rate))
+            .sum();
         i64::try_from(total / 1000).unwrap_or(i64::MAX)
     }
 }
@@ -168,7 +209,7 @@ mod tests {
         let price = Price {
             input_per_mtok_micros: 2_500_000,
             output_per_mtok_micros: 10_000_000,
-            per_call_micros: 0,
+            ..Price::default()
         };
         // 1,000 in + 500 out = $0.0025 + $0.005 = 7,500,000 nano-USD.
         assert_eq!(price.cost_nanos(1_000, 500), 7_500_000);
@@ -177,12 +218,55 @@ mod tests {
     }
 
     #[test]
+    fn cached_and_reasoning_tokens_are_priced_at_their_own_rates() {
+        // Anthropic-like: $3 in, $15 out, cache reads $0.30, writes $3.75.
+        let price = Price {
+            input_per_mtok_micros: 3_000_000,
+            output_per_mtok_micros: 15_000_000,
+            cache_read_per_mtok_micros: Some(300_000),
+            cache_write_per_mtok_micros: Some(3_750_000),
+            reasoning_per_mtok_micros: Some(20_000_000),
+            ..Price::default()
+        };
+        // 1,000 prompt tokens of which 600 read and 100 written; 500
+        // completion tokens of which 200 reasoning.
+        let usage = Usage {
+            cache_read_tokens: 600,
+            cache_write_tokens: 100,
+            reasoning_tokens: 200,
+            ..Usage::tokens(1_000, 500)
+        };
+        // 300 x 3 + 600 x 0.3 + 100 x 3.75 + 300 x 15 + 200 x 20 micro-USD
+        // per thousand = 900 + 180 + 375 + 4,500 + 4,000 = 9,955 micro-USD.
+        assert_eq!(price.usage_cost_nanos(&usage), 9_955_000);
+        // Without separate rates every part costs its total's rate: the
+        // same as the plain figures, never a part counted twice.
+        let plain = Price {
+            cache_read_per_mtok_micros: None,
+            cache_write_per_mtok_micros: None,
+            reasoning_per_mtok_micros: None,
+            ..price
+        };
+        assert_eq!(plain.usage_cost_nanos(&usage), plain.cost_nanos(1_000, 500));
+        // Parts an upstream over-reports cannot make the plain rest negative.
+        let odd = Usage {
+            cache_read_tokens: 5_000,
+            reasoning_tokens: 9_000,
+            ..Usage::tokens(1_000, 500)
+        };
+        assert_eq!(
+            price.usage_cost_nanos(&odd),
+            (5_000 * 300_000 + 9_000 * 20_000_000) / 1000
+        );
+    }
+
+    #[test]
     fn lookup_prefers_the_first_known_model() {
         let table = PriceTable::default();
         let price = Price {
             input_per_mtok_micros: 1,
             output_per_mtok_micros: 2,
-            per_call_micros: 0,
+            ..Price::default()
         };
         table.replace(HashMap::from([("b".to_owned(), price)]));
         assert_eq!(table.lookup(&["a", "b"]), Some(price));

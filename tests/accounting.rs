@@ -5,16 +5,17 @@
 pub mod common;
 
 use anyhow::Context;
-use common::{TestGateway, chat_body, mock_provider};
+use common::{TestGateway, chat_body, kind_provider, mock_provider};
 use serde_json::json;
 use std::time::Duration;
-use switchyard::config::{Backend, PriceSettings, Settings};
+use switchyard::config::{Backend, PriceSettings, ProviderKind, Settings};
 
 on_both_backends!(
     a_nul_byte_in_client_strings_does_not_stop_accounting,
     a_record_the_database_refuses_is_set_aside_and_the_rest_stored,
     negative_upstream_usage_is_zero_and_flagged,
     huge_upstream_usage_is_clamped_and_never_wraps,
+    cache_and_reasoning_tokens_are_recorded_and_priced_at_their_own_rates,
 );
 
 /// One token = 1,000,000 nano-USD ($1,000 per million tokens, both ways).
@@ -23,6 +24,7 @@ fn priced(settings: &mut Settings) {
         model: "mock-gpt".to_owned(),
         input_per_mtok: 1000.0,
         output_per_mtok: 1000.0,
+        ..Default::default()
     }];
 }
 
@@ -309,5 +311,248 @@ async fn huge_upstream_usage_is_clamped_and_never_wraps(backend: Backend) -> any
     assert_eq!(token_row.spent_tokens, logged_tokens);
     assert_eq!(token_row.spent_nanos, logged_cost);
     assert!(token_row.spent_nanos > 0);
+    gw.stop().await
+}
+
+/// Nano-USD per token of each kind for the `cache-*` models: $1,000 per
+/// million input and output tokens, $100 per million cache reads, $1,250
+/// per million cache writes, $2,000 per million reasoning tokens.
+const INPUT: i64 = 1_000_000;
+const OUTPUT: i64 = 1_000_000;
+const CACHE_READ: i64 = 100_000;
+const CACHE_WRITE: i64 = 1_250_000;
+const REASONING: i64 = 2_000_000;
+
+fn cache_price(model: &str) -> PriceSettings {
+    PriceSettings {
+        model: model.to_owned(),
+        input_per_mtok: 1000.0,
+        output_per_mtok: 1000.0,
+        cache_read_per_mtok: Some(100.0),
+        cache_write_per_mtok: Some(1250.0),
+        reasoning_per_mtok: Some(2000.0),
+    }
+}
+
+/// What one row must say: (prompt, cache reads, cache writes, completion,
+/// reasoning) and its cost at the `cache-*` rates.
+fn expected(prompt: i64, read: i64, write: i64, completion: i64, reasoning: i64) -> [i64; 6] {
+    let cost = (prompt - read - write) * INPUT
+        + read * CACHE_READ
+        + write * CACHE_WRITE
+        + (completion - reasoning) * OUTPUT
+        + reasoning * REASONING;
+    [prompt, read, write, completion, reasoning, cost]
+}
+
+fn figures(row: &switchyard::db::RequestLog) -> [i64; 6] {
+    [
+        row.prompt_tokens,
+        row.cache_read_tokens,
+        row.cache_write_tokens,
+        row.completion_tokens,
+        row.reasoning_tokens,
+        row.cost_nanos,
+    ]
+}
+
+/// Prompt-cache reads and writes and reasoning tokens, as each wire reports
+/// them (the mock's `cached-` keys: OpenAI counts cached tokens inside
+/// `prompt_tokens` and reasoning inside `completion_tokens`, Anthropic
+/// reports cache reads and writes apart from `input_tokens`, Gemini
+/// `cachedContentTokenCount` and `thoughtsTokenCount`), whole and streamed,
+/// translated and passed through: every row holds the same "parts inside
+/// the totals" figures, each part is charged at its own rate, and the
+/// request logs, the token's counters, the billing records and the rollups
+/// agree. A rate set to null falls back to the total's rate.
+async fn cache_and_reasoning_tokens_are_recorded_and_priced_at_their_own_rates(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let gw = TestGateway::start(backend, |s, mock| {
+        s.prices = ["cache-gpt", "cache-claude", "cache-gemini"]
+            .map(cache_price)
+            .to_vec();
+        s.providers = vec![
+            kind_provider(
+                mock,
+                "oa",
+                ProviderKind::Openai,
+                &["cache-gpt"],
+                &["cached-1"],
+            ),
+            kind_provider(
+                mock,
+                "an",
+                ProviderKind::Anthropic,
+                &["cache-claude"],
+                &["cached-1"],
+            ),
+            kind_provider(
+                mock,
+                "ge",
+                ProviderKind::Gemini,
+                &["cache-gemini"],
+                &["cached-1"],
+            ),
+        ];
+    })
+    .await?;
+    let token = gw.create_token(json!({ "name": "app" })).await?;
+    let id = token_id(&gw, &token).await?;
+    // 40 bytes of prompt: the mock counts one token per byte.
+    let prompt = "forty bytes of prompt text, give or take";
+    assert_eq!(prompt.len(), 40);
+
+    for model in ["cache-gpt", "cache-claude", "cache-gemini"] {
+        for stream in [false, true] {
+            let mut body = chat_body(model, prompt);
+            body["stream"] = json!(stream);
+            let reply = gw.chat(&token, body).await?;
+            assert_eq!(reply.status, 200, "{model} {stream}: {}", reply.text());
+        }
+    }
+    // An Anthropic client to an Anthropic upstream: passed through.
+    for stream in [false, true] {
+        let body = json!({
+            "model": "cache-claude",
+            "max_tokens": 100,
+            "stream": stream,
+            "system": [{"type": "text", "text": "sys", "cache_control": {"type": "ephemeral"}}],
+            "messages": [{"role": "user", "content": prompt}],
+        });
+        let reply = gw
+            .post_raw("/v1/messages", Some(&token), serde_json::to_vec(&body)?)
+            .await?;
+        assert_eq!(reply.status, 200, "messages {stream}: {}", reply.text());
+        // Passed through: the upstream saw the client's cache_control.
+        let seen = gw.mock.last_request().context("a request")?;
+        let seen: serde_json::Value = serde_json::from_slice(&seen.body)?;
+        assert_eq!(seen["system"][0]["cache_control"]["type"], "ephemeral");
+    }
+
+    let logs = gw.request_logs().await?;
+    assert_eq!(logs.len(), 8, "{:?}", common::outcomes(&logs));
+    // OpenAI: half of 40 cached, 5 words + 3 reasoning tokens out.
+    let openai = expected(40, 20, 0, 8, 3);
+    // Anthropic: 10 uncached + 20 read + 10 written = 40 in; 5 out.
+    let anthropic = expected(40, 20, 10, 5, 0);
+    // Gemini: 20 of 40 cached; 5 candidates + 3 thoughts out.
+    let gemini = expected(40, 20, 0, 8, 3);
+    // The passed-through Anthropic requests count `system` too.
+    let anthropic_native = expected(43, 21, 10, 5, 0);
+    let want = [
+        openai,
+        openai,
+        anthropic,
+        anthropic,
+        gemini,
+        gemini,
+        anthropic_native,
+        anthropic_native,
+    ];
+    for (row, want) in logs.iter().zip(want) {
+        assert_eq!(
+            figures(row),
+            want,
+            "{:?} stream {}: {row:?}",
+            row.requested_model,
+            row.stream
+        );
+        assert!(row.priced && row.usage_flags.is_none(), "{row:?}");
+    }
+
+    // Request logs = token counters = billing records = rollups.
+    let db = &gw.gateway()?.db;
+    let logged_tokens: i64 = logs
+        .iter()
+        .map(|r| r.prompt_tokens + r.completion_tokens)
+        .sum();
+    let logged_cost: i64 = logs.iter().map(|r| r.cost_nanos).sum();
+    let token_row = db.get_token(id).await?.context("token")?;
+    assert_eq!(
+        (token_row.spent_tokens, token_row.spent_nanos),
+        (logged_tokens, logged_cost)
+    );
+    let filter = switchyard::db::BillingFilter {
+        token_id: Some(id),
+        ..Default::default()
+    };
+    let (charges, _) = db.list_billing(&filter, 1000, 0).await?;
+    assert_eq!(charges.len(), logs.len());
+    assert_eq!(
+        charges.iter().map(|c| c.amount_nanos).sum::<i64>(),
+        logged_cost
+    );
+    let parts = |rows: &[switchyard::db::RequestLog]| {
+        rows.iter().fold([0i64; 3], |sum, r| {
+            [
+                sum[0] + r.cache_read_tokens,
+                sum[1] + r.cache_write_tokens,
+                sum[2] + r.reasoning_tokens,
+            ]
+        })
+    };
+    for rollup in [
+        switchyard::db::rollups::Rollup::Hourly,
+        switchyard::db::rollups::Rollup::Daily,
+    ] {
+        let rows = db.list_rollups(rollup).await?;
+        let sums = rows.iter().fold([0i64; 4], |sum, row| {
+            let f = &row.figures;
+            [
+                sum[0] + f.cache_read_tokens,
+                sum[1] + f.cache_write_tokens,
+                sum[2] + f.reasoning_tokens,
+                sum[3] + f.cost_nanos,
+            ]
+        });
+        let [read, write, reasoning] = parts(&logs);
+        assert_eq!(sums, [read, write, reasoning, logged_cost], "{rollup:?}");
+    }
+    // The admin API shows the parts of a row and the sums.
+    let admin = gw.admin_client();
+    let summary = admin.get("/admin/metrics/summary").await?;
+    assert_eq!(
+        summary["cache_read_tokens"],
+        json!(parts(&logs)[0]),
+        "{summary}"
+    );
+    assert_eq!(
+        summary["reasoning_tokens"],
+        json!(parts(&logs)[2]),
+        "{summary}"
+    );
+
+    // A rate set to null: reasoning is charged at the output rate again.
+    let price = admin
+        .put(
+            "/admin/model-prices/cache-gpt",
+            json!({
+                "input_per_mtok": 1000, "output_per_mtok": 1000,
+                "cache_read_per_mtok": 100, "reasoning_per_mtok": null,
+            }),
+        )
+        .await?;
+    assert_eq!(price["cache_read_per_mtok_micros"], 100_000_000, "{price}");
+    assert!(price["reasoning_per_mtok"].is_null(), "{price}");
+    assert!(price["cache_write_per_mtok"].is_null(), "{price}");
+    let reply = gw.chat(&token, chat_body("cache-gpt", prompt)).await?;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let logs = gw.request_logs().await?;
+    let last = logs.last().context("the last row")?;
+    assert_eq!(
+        figures(last),
+        [40, 20, 0, 8, 3, 20 * INPUT + 20 * CACHE_READ + 8 * OUTPUT]
+    );
+    // A negative rate is refused, naming the field.
+    let refused = admin
+        .call(
+            awc::http::Method::PUT,
+            "/admin/model-prices/cache-gpt",
+            Some(json!({"input_per_mtok": 1, "output_per_mtok": 1, "cache_write_per_mtok": -1})),
+        )
+        .await?;
+    assert_eq!(refused.0, 400, "{:?}", refused.1);
+    assert_eq!(refused.1["error"]["param"], "cache_write_per_mtok");
     gw.stop().await
 }

@@ -84,6 +84,7 @@ async fn seed(backend: Backend) -> anyhow::Result<Seeded> {
                 model: "mock-gpt".to_owned(),
                 input_per_mtok: 1.0,
                 output_per_mtok: 2.0,
+                ..Default::default()
             }];
         },
     )
@@ -325,6 +326,9 @@ async fn metrics_summary_distribution_and_series_are_exact(backend: Backend) -> 
             "prompt_tokens": 15,
             "completion_tokens": 20,
             "total_tokens": 35,
+            "cache_read_tokens": 0,
+            "cache_write_tokens": 0,
+            "reasoning_tokens": 0,
             "cost_usd": 0.000_042,
             "cost_nanos": 42_000,
             "latency_ms": {
@@ -385,6 +389,9 @@ async fn metrics_summary_distribution_and_series_are_exact(backend: Backend) -> 
             "prompt_tokens": prompt,
             "completion_tokens": 5 * successes,
             "total_tokens": prompt + 5 * successes,
+            "cache_read_tokens": 0,
+            "cache_write_tokens": 0,
+            "reasoning_tokens": 0,
             "cost_usd": cost as f64 / 1e9,
             "cost_nanos": cost,
             "share": requests as f64 / 7.0,
@@ -557,9 +564,9 @@ async fn prometheus_metrics_count_requests_and_show_key_health(
 }
 
 /// A rollup row as the test computes it from request logs: the key, then
-/// requests, successes, 4xx, 5xx, unpriced, prompt, completion, cost, and
-/// the two histograms.
-type Rollup = ((i64, i64, String, String), [i64; 8], Vec<i64>, Vec<i64>);
+/// requests, successes, 4xx, 5xx, unpriced, prompt, completion, cost, cache
+/// reads, cache writes, reasoning, and the two histograms.
+type Rollup = ((i64, i64, String, String), [i64; 11], Vec<i64>, Vec<i64>);
 
 /// What `usage_hourly` must hold for these request logs (computed here,
 /// row by row, not by the gateway's SQL).
@@ -576,7 +583,7 @@ fn expected_rollups(logs: &[RequestLog]) -> Vec<Rollup> {
         );
         let row = rows
             .entry(key.clone())
-            .or_insert_with(|| (key, [0; 8], vec![0; BUCKETS], vec![0; BUCKETS]));
+            .or_insert_with(|| (key, [0; 11], vec![0; BUCKETS], vec![0; BUCKETS]));
         let success = (200..300).contains(&log.status);
         let tokens = log.prompt_tokens + log.completion_tokens;
         let add = [
@@ -588,6 +595,9 @@ fn expected_rollups(logs: &[RequestLog]) -> Vec<Rollup> {
             log.prompt_tokens,
             log.completion_tokens,
             log.cost_nanos,
+            log.cache_read_tokens,
+            log.cache_write_tokens,
+            log.reasoning_tokens,
         ];
         for (slot, by) in row.1.iter_mut().zip(add) {
             *slot += by;
@@ -615,7 +625,7 @@ fn daily_of(hourly: &[Rollup]) -> Vec<Rollup> {
         );
         let row = rows
             .entry(day.clone())
-            .or_insert_with(|| (day, [0; 8], vec![0; latency.len()], vec![0; ttft.len()]));
+            .or_insert_with(|| (day, [0; 11], vec![0; latency.len()], vec![0; ttft.len()]));
         for (slot, by) in row.1.iter_mut().zip(counters) {
             *slot += by;
         }
@@ -662,6 +672,9 @@ async fn stored(
                     f.prompt_tokens,
                     f.completion_tokens,
                     f.cost_nanos,
+                    f.cache_read_tokens,
+                    f.cache_write_tokens,
+                    f.reasoning_tokens,
                 ],
                 Figures::histogram(&f.latency),
                 Figures::histogram(&f.ttft),
@@ -699,7 +712,12 @@ async fn hourly_rollups_equal_what_the_request_logs_say(backend: Backend) -> any
     // from the logs, the daily from the hourly (the gateway idle;
     // stopping it would drop the test database).
     let settings = seeded.gw.database();
-    for version in ["20261203000610", "20261203000500", "20261203000200"] {
+    for version in [
+        "20261204000500",
+        "20261203000610",
+        "20261203000500",
+        "20261203000200",
+    ] {
         assert_eq!(
             switchyard::db::migrate_revert(&settings).await?,
             Some(version.to_owned())
@@ -710,7 +728,8 @@ async fn hourly_rollups_equal_what_the_request_logs_say(backend: Backend) -> any
         vec![
             "20261203000200".to_owned(),
             "20261203000500".to_owned(),
-            "20261203000610".to_owned()
+            "20261203000610".to_owned(),
+            "20261204000500".to_owned(),
         ]
     );
     let db = switchyard::db::connect(&settings).await?;

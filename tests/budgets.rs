@@ -46,6 +46,7 @@ fn priced(settings: &mut switchyard::config::Settings) {
         model: "mock-gpt".to_owned(),
         input_per_mtok: 1000.0,
         output_per_mtok: 1000.0,
+        ..Default::default()
     }];
 }
 

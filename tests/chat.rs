@@ -428,6 +428,7 @@ async fn cost_is_exact_and_token_spend_is_the_sum_of_rows(backend: Backend) -> a
             model: "mock-gpt".into(),
             input_per_mtok: 2.5,
             output_per_mtok: 10.0,
+            ..Default::default()
         }];
     })
     .await?;

@@ -593,17 +593,23 @@ async fn admin_users_tokens_prices_and_billing_commands() -> anyhow::Result<()> 
         "1.5",
         "--output",
         "3",
+        "--cache-read",
+        "0.15",
     ])?;
     ensure!(
-        set.contains("openai/gpt-x") && set.contains("$1.50") && set.contains("$3.00"),
+        set.contains("openai/gpt-x")
+            && set.contains("$1.50")
+            && set.contains("$3.00")
+            && set.contains("$0.15")
+            && set.contains("CACHE_READ"),
         "{set}"
     );
     let prices = cli.json(&["prices", "list"])?;
     let rows = prices["data"].as_array().context("data")?;
-    ensure!(
-        rows.iter()
-            .any(|row| row["model"] == "openai/gpt-x" && row["input_per_mtok_micros"] == 1_500_000)
-    );
+    ensure!(rows.iter().any(|row| row["model"] == "openai/gpt-x"
+        && row["input_per_mtok_micros"] == 1_500_000
+        && row["cache_read_per_mtok_micros"] == 150_000
+        && row["reasoning_per_mtok_micros"].is_null()));
     ensure!(
         rows.iter().any(|row| row["model"] == "gpt-4o"),
         "the list prices are seeded"

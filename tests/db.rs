@@ -75,6 +75,7 @@ const ADMIN_ROLES_VERSION: &str = "20261203000100";
 const USAGE_HOURLY_VERSION: &str = "20261203000200";
 const ATTEMPT_LOG_VERSION: &str = "20261203000500";
 const USAGE_DAILY_ROLLUP_VERSION: &str = "20261203000610";
+const PRICED_UNITS_VERSION: &str = "20261204000500";
 
 async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()> {
     let t = TestDb::new(backend).await?;
@@ -90,6 +91,7 @@ async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()
             USAGE_HOURLY_VERSION.to_owned(),
             ATTEMPT_LOG_VERSION.to_owned(),
             USAGE_DAILY_ROLLUP_VERSION.to_owned(),
+            PRICED_UNITS_VERSION.to_owned(),
         ]
     );
     assert!(
@@ -102,6 +104,10 @@ async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()
         db.ping().await?;
     }
     assert!(migrate_run(&t.settings).await?.is_empty());
+    assert_eq!(
+        migrate_revert(&t.settings).await?,
+        Some(PRICED_UNITS_VERSION.to_owned())
+    );
     assert_eq!(
         migrate_revert(&t.settings).await?,
         Some(USAGE_DAILY_ROLLUP_VERSION.to_owned())
@@ -173,6 +179,9 @@ fn usage(ms: i64, token_id: Option<i64>, model: Option<&str>, n: i64) -> UsageRe
         record_id: format!("rec-{n}"),
         flags: Default::default(),
         attempt_log: Vec::new(),
+        cache_read_tokens: n % 5,
+        cache_write_tokens: n % 3,
+        reasoning_tokens: n % 4,
     }
 }
 

@@ -66,6 +66,7 @@ async fn an_echo_only_gateway_answers_both_doors_and_writes_usage_rows(
             model: "demo-echo".to_owned(),
             input_per_mtok: 0.0,
             output_per_mtok: 0.0,
+            ..Default::default()
         }];
     })
     .await?;

@@ -56,6 +56,7 @@ async fn gateway(backend: Backend) -> anyhow::Result<TestGateway> {
             model: "mock-gpt".to_owned(),
             input_per_mtok: 1000.0,
             output_per_mtok: 1000.0,
+            ..Default::default()
         }];
         settings.metrics.token = Secret::new(METRICS_TOKEN);
     })

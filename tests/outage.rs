@@ -76,6 +76,7 @@ async fn a_database_outage_is_served_through_and_the_backlog_lands_within_second
         model: "mock-gpt".to_owned(),
         input_per_mtok: 1.0,
         output_per_mtok: 1.0,
+        ..Default::default()
     }];
     settings.validate()?;
     let log = slog::Logger::root(slog::Discard, slog::o!());

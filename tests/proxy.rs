@@ -313,6 +313,7 @@ fn priced(settings: &mut Settings) {
         model: "mock-gpt".to_owned(),
         input_per_mtok: 1000.0,
         output_per_mtok: 1000.0,
+        ..Default::default()
     }];
 }
 

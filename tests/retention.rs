@@ -60,6 +60,7 @@ async fn gateway(
                 model: "mock-gpt".to_owned(),
                 input_per_mtok: 1.0,
                 output_per_mtok: 2.0,
+                ..Default::default()
             }];
             if let Some(retention) = retention {
                 settings.usage.retention = retention;

@@ -214,13 +214,7 @@ fn openai_stream_to_anthropic() -> Result<()> {
         "openai_to_anthropic/stream.anthropic.json",
     )?;
     ensure!(translator.is_complete());
-    ensure!(
-        translator.usage()
-            == Some(Usage {
-                prompt_tokens: 50,
-                completion_tokens: 20
-            })
-    );
+    ensure!(translator.usage() == Some(Usage::tokens(50, 20)));
     Ok(())
 }
 
@@ -302,8 +296,9 @@ fn anthropic_response_to_openai() -> Result<()> {
     ensure!(
         anthropic::usage_of(&input)
             == Some(Usage {
-                prompt_tokens: 420,
-                completion_tokens: 42
+                cache_read_tokens: 300,
+                cache_write_tokens: 20,
+                ..Usage::tokens(420, 42)
             })
     );
     Ok(())
@@ -349,13 +344,7 @@ fn anthropic_stream_to_openai() -> Result<()> {
         "anthropic_to_openai/stream.openai.json",
     )?;
     ensure!(translator.is_complete());
-    ensure!(
-        translator.usage()
-            == Some(Usage {
-                prompt_tokens: 472,
-                completion_tokens: 89
-            })
-    );
+    ensure!(translator.usage() == Some(Usage::tokens(472, 89)));
     Ok(())
 }
 
@@ -384,13 +373,7 @@ fn anthropic_stream_error_becomes_an_openai_error_chunk() -> Result<()> {
     )?;
     ensure!(!translator.is_complete());
     ensure!(translator.failed());
-    ensure!(
-        translator.usage()
-            == Some(Usage {
-                prompt_tokens: 12,
-                completion_tokens: 1
-            })
-    );
+    ensure!(translator.usage() == Some(Usage::tokens(12, 1)));
     Ok(())
 }
 
@@ -570,8 +553,8 @@ fn gemini_response_to_openai() -> Result<()> {
     ensure!(
         gemini::usage_of(&input)
             == Some(Usage {
-                prompt_tokens: 80,
-                completion_tokens: 45
+                reasoning_tokens: 30,
+                ..Usage::tokens(80, 45)
             })
     );
     Ok(())
@@ -605,13 +588,7 @@ fn gemini_stream_to_openai() -> Result<()> {
         "gemini_to_openai/stream.openai.json",
     )?;
     ensure!(translator.is_complete());
-    ensure!(
-        translator.usage()
-            == Some(Usage {
-                prompt_tokens: 10,
-                completion_tokens: 12
-            })
-    );
+    ensure!(translator.usage() == Some(Usage::tokens(10, 12)));
     Ok(())
 }
 

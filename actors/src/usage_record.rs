@@ -69,6 +69,18 @@ pub struct UsageRecord {
     /// latency, and an empty list costs nothing on the common path.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempt_log: Vec<AttemptNote>,
+    /// Of `prompt_tokens` (which counts every input token): read from the
+    /// provider's prompt cache, priced at the cache-read rate.
+    #[serde(default)]
+    pub cache_read_tokens: i64,
+    /// Of `prompt_tokens`: written to the prompt cache (Anthropic), priced
+    /// at the cache-write rate.
+    #[serde(default)]
+    pub cache_write_tokens: i64,
+    /// Of `completion_tokens` (every output token): spent reasoning,
+    /// priced at the reasoning rate.
+    #[serde(default)]
+    pub reasoning_tokens: i64,
 }
 
 /// One upstream attempt of a request: which key, how it ended, and when.
@@ -232,6 +244,27 @@ impl UsageRecord {
             flags,
             UsageFlags::USAGE_CLAMPED,
         );
+        // The parts priced apart never exceed their totals: cache reads
+        // and writes together within the prompt, reasoning within the
+        // completion.
+        clamp_count(
+            &mut self.cache_read_tokens,
+            self.prompt_tokens,
+            flags,
+            UsageFlags::USAGE_CLAMPED,
+        );
+        clamp_count(
+            &mut self.cache_write_tokens,
+            self.prompt_tokens - self.cache_read_tokens,
+            flags,
+            UsageFlags::USAGE_CLAMPED,
+        );
+        clamp_count(
+            &mut self.reasoning_tokens,
+            self.completion_tokens,
+            flags,
+            UsageFlags::USAGE_CLAMPED,
+        );
         clamp_count(
             &mut self.cost_nanos,
             MAX_RECORD_COST_NANOS,
@@ -300,6 +333,38 @@ mod tests {
         clean.make_storable();
         assert!(clean.flags.is_empty());
         assert_eq!(clean.flags.names(), None);
+    }
+
+    #[test]
+    fn priced_parts_never_exceed_their_totals() {
+        let mut record = UsageRecord {
+            prompt_tokens: 10,
+            completion_tokens: 4,
+            cache_read_tokens: 7,
+            cache_write_tokens: 9,
+            reasoning_tokens: 5,
+            ..UsageRecord::default()
+        };
+        record.make_storable();
+        assert_eq!(
+            (
+                record.cache_read_tokens,
+                record.cache_write_tokens,
+                record.reasoning_tokens
+            ),
+            (7, 3, 4)
+        );
+        assert!(record.flags.contains(UsageFlags::USAGE_CLAMPED));
+        let mut fits = UsageRecord {
+            prompt_tokens: 10,
+            completion_tokens: 4,
+            cache_read_tokens: 6,
+            cache_write_tokens: 4,
+            reasoning_tokens: 4,
+            ..UsageRecord::default()
+        };
+        fits.make_storable();
+        assert!(fits.flags.is_empty());
     }
 
     #[test]

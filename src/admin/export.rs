@@ -136,7 +136,7 @@ fn with_attempt_log(row: &RequestLog) -> Result<Value, String> {
 
 /// The CSV header: the fields of `GET /admin/request-logs`, in order, then
 /// `attempt_log` (a JSON array, empty for one attempt or none).
-pub const CSV_COLUMNS: [&str; 24] = [
+pub const CSV_COLUMNS: [&str; 27] = [
     "id",
     "created_at",
     "request_id",
@@ -160,6 +160,9 @@ pub const CSV_COLUMNS: [&str; 24] = [
     "attempts",
     "record_id",
     "usage_flags",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
     "attempt_log",
 ];
 

@@ -1,5 +1,6 @@
-//! Model prices (USD per million input and output tokens) and the models
-//! served without one. Every change reloads the price table the meter reads,
+//! Model prices (USD per million input and output tokens, optionally
+//! prompt-cache reads, writes and reasoning tokens at their own rates) and
+//! the models served without one. Every change reloads the price table the meter reads,
 //! so the next request is costed at the new price.
 
 use super::ADMIN_BODY_LIMIT;
@@ -9,6 +10,7 @@ use crate::admin::auth::AdminAuth;
 use crate::db::prices::ModelPrice;
 use crate::error::ApiError;
 use crate::http::body::read_json;
+use crate::metering::Price;
 use actix_web::web::{Data, Path, Payload, Query};
 use actix_web::{HttpRequest, HttpResponse};
 use serde::Deserialize;
@@ -31,6 +33,18 @@ pub struct PutPrice {
     /// `proxy:{provider}:{path}` (or `proxy:{provider}:*`).
     #[serde(default)]
     pub per_call: f64,
+    /// USD per million prompt tokens read from the provider's prompt cache;
+    /// absent or null: `input_per_mtok`.
+    #[serde(default)]
+    pub cache_read_per_mtok: Option<f64>,
+    /// USD per million prompt tokens written to the cache; absent or null:
+    /// `input_per_mtok`.
+    #[serde(default)]
+    pub cache_write_per_mtok: Option<f64>,
+    /// USD per million completion tokens spent reasoning; absent or null:
+    /// `output_per_mtok`.
+    #[serde(default)]
+    pub reasoning_per_mtok: Option<f64>,
 }
 
 /// The highest per-call price taken: $1,000.
@@ -65,7 +79,13 @@ fn per_call_micros(usd: f64) -> Result<i64, ApiError> {
     Ok(crate::config::PriceSettings::micros(usd))
 }
 
+/// An optional part rate: null when it is charged at its total's rate.
+fn optional_micros(param: &'static str, usd: Option<f64>) -> Result<Option<i64>, ApiError> {
+    usd.map(|usd| micros(param, usd)).transpose()
+}
+
 fn price_json(row: &ModelPrice) -> Value {
+    let usd = |micros: Option<i64>| micros.map(|micros| micros as f64 / 1e6);
     json!({
         "model": row.model,
         "input_per_mtok": row.input_per_mtok_micros as f64 / 1e6,
@@ -74,6 +94,12 @@ fn price_json(row: &ModelPrice) -> Value {
         "output_per_mtok_micros": row.output_per_mtok_micros,
         "per_call": row.per_call_micros as f64 / 1e6,
         "per_call_micros": row.per_call_micros,
+        "cache_read_per_mtok": usd(row.cache_read_per_mtok_micros),
+        "cache_read_per_mtok_micros": row.cache_read_per_mtok_micros,
+        "cache_write_per_mtok": usd(row.cache_write_per_mtok_micros),
+        "cache_write_per_mtok_micros": row.cache_write_per_mtok_micros,
+        "reasoning_per_mtok": usd(row.reasoning_per_mtok_micros),
+        "reasoning_per_mtok_micros": row.reasoning_per_mtok_micros,
         "updated_at": row.updated_at / 1000,
     })
 }
@@ -116,6 +142,20 @@ pub async fn put(
     let input = micros("input_per_mtok", body.input_per_mtok)?;
     let output = micros("output_per_mtok", body.output_per_mtok)?;
     let per_call = per_call_micros(body.per_call)?;
+    let price = Price {
+        input_per_mtok_micros: input,
+        output_per_mtok_micros: output,
+        per_call_micros: per_call,
+        cache_read_per_mtok_micros: optional_micros(
+            "cache_read_per_mtok",
+            body.cache_read_per_mtok,
+        )?,
+        cache_write_per_mtok_micros: optional_micros(
+            "cache_write_per_mtok",
+            body.cache_write_per_mtok,
+        )?,
+        reasoning_per_mtok_micros: optional_micros("reasoning_per_mtok", body.reasoning_per_mtok)?,
+    };
     let before = state
         .db
         .list_prices()
@@ -123,10 +163,7 @@ pub async fn put(
         .iter()
         .find(|price| price.model == model)
         .map(price_json);
-    let row = state
-        .db
-        .upsert_price_with_call(&model, input, output, per_call)
-        .await?;
+    let row = state.db.upsert_price_with_call(&model, &price).await?;
     reload(&state).await?;
     slog::info!(state.log, "admin.price_set"; "model" => &model, "input_per_mtok_micros" => input,
         "output_per_mtok_micros" => output, "per_call_micros" => per_call, "by" => &admin.actor);

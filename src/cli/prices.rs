@@ -23,6 +23,18 @@ pub enum PriceAction {
         /// endpoint's price: model `proxy:{provider}:{path}`).
         #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
         per_call: f64,
+        /// USD per million prompt tokens read from the provider's prompt
+        /// cache (default: the input price).
+        #[arg(long, allow_negative_numbers = true)]
+        cache_read: Option<f64>,
+        /// USD per million prompt tokens written to the prompt cache
+        /// (default: the input price).
+        #[arg(long, allow_negative_numbers = true)]
+        cache_write: Option<f64>,
+        /// USD per million completion tokens spent reasoning (default: the
+        /// output price).
+        #[arg(long, allow_negative_numbers = true)]
+        reasoning: Option<f64>,
     },
     /// Remove a model's price (its requests are logged unpriced).
     Delete { model: String },
@@ -46,14 +58,22 @@ pub(super) async fn run(
             input,
             output,
             per_call,
+            cache_read,
+            cache_write,
+            reasoning,
         } => {
             let set = client
                 .call(
                     Method::PUT,
                     &format!("/admin/model-prices/{}", encode(&model)),
-                    Some(
-                        json!({ "input_per_mtok": input, "output_per_mtok": output, "per_call": per_call }),
-                    ),
+                    Some(json!({
+                        "input_per_mtok": input,
+                        "output_per_mtok": output,
+                        "per_call": per_call,
+                        "cache_read_per_mtok": cache_read,
+                        "cache_write_per_mtok": cache_write,
+                        "reasoning_per_mtok": reasoning,
+                    })),
                 )
                 .await?;
             json!({ "data": [set] })
@@ -103,10 +123,25 @@ pub(super) async fn run(
                 text(&row["model"]),
                 per_mtok(&row["input_per_mtok_micros"]),
                 per_mtok(&row["output_per_mtok_micros"]),
+                per_mtok(&row["cache_read_per_mtok_micros"]),
+                per_mtok(&row["cache_write_per_mtok_micros"]),
+                per_mtok(&row["reasoning_per_mtok_micros"]),
             ]
         })
         .collect();
-    table::print(&["MODEL", " INPUT_PER_MTOK", " OUTPUT_PER_MTOK"], &rows);
+    // A part without its own rate shows `-`: charged at the input (cache)
+    // or output (reasoning) price.
+    table::print(
+        &[
+            "MODEL",
+            " INPUT_PER_MTOK",
+            " OUTPUT_PER_MTOK",
+            " CACHE_READ",
+            " CACHE_WRITE",
+            " REASONING",
+        ],
+        &rows,
+    );
     Ok(())
 }
 

@@ -386,9 +386,13 @@ impl Settings {
         }
         for (index, price) in self.prices.iter().enumerate() {
             for (field, value) in [
-                ("input_per_mtok", price.input_per_mtok),
-                ("output_per_mtok", price.output_per_mtok),
+                ("input_per_mtok", Some(price.input_per_mtok)),
+                ("output_per_mtok", Some(price.output_per_mtok)),
+                ("cache_read_per_mtok", price.cache_read_per_mtok),
+                ("cache_write_per_mtok", price.cache_write_per_mtok),
+                ("reasoning_per_mtok", price.reasoning_per_mtok),
             ] {
+                let Some(value) = value else { continue };
                 if !value.is_finite() || value < 0.0 {
                     return Err(invalid(
                         format!("prices[{index}].{field}"),

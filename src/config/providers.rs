@@ -355,18 +355,39 @@ impl RetrySettings {
 }
 
 /// `[[prices]]`: list prices in USD per million tokens.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PriceSettings {
     pub model: String,
     pub input_per_mtok: f64,
     pub output_per_mtok: f64,
+    /// Prompt tokens read from the provider's cache; absent: `input_per_mtok`.
+    #[serde(default)]
+    pub cache_read_per_mtok: Option<f64>,
+    /// Prompt tokens written to the cache; absent: `input_per_mtok`.
+    #[serde(default)]
+    pub cache_write_per_mtok: Option<f64>,
+    /// Completion tokens spent reasoning; absent: `output_per_mtok`.
+    #[serde(default)]
+    pub reasoning_per_mtok: Option<f64>,
 }
 
 impl PriceSettings {
     /// Micro-USD per million tokens, the unit stored in `model_prices`.
     pub fn micros(usd: f64) -> i64 {
         (usd * 1_000_000.0).round() as i64
+    }
+
+    /// The token rates in micro-USD (no per-call price: settings have none).
+    pub fn price(&self) -> crate::metering::Price {
+        crate::metering::Price {
+            input_per_mtok_micros: Self::micros(self.input_per_mtok),
+            output_per_mtok_micros: Self::micros(self.output_per_mtok),
+            per_call_micros: 0,
+            cache_read_per_mtok_micros: self.cache_read_per_mtok.map(Self::micros),
+            cache_write_per_mtok_micros: self.cache_write_per_mtok.map(Self::micros),
+            reasoning_per_mtok_micros: self.reasoning_per_mtok.map(Self::micros),
+        }
     }
 }
 

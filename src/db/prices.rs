@@ -1,8 +1,11 @@
-//! Model prices, per million input and output tokens, plus a fixed price
-//! per successful call (the proxy's endpoints without token usage).
+//! Model prices, per million input and output tokens (and, when set,
+//! prompt-cache reads and writes and reasoning tokens at their own rates),
+//! plus a fixed price per successful call (the proxy's endpoints without
+//! token usage).
 
 use super::schema::model_prices;
 use super::{Db, DbError};
+use crate::metering::Price;
 use diesel::prelude::*;
 use diesel::upsert::excluded;
 use diesel_async::RunQueryDsl;
@@ -20,25 +23,66 @@ pub struct ModelPrice {
     pub updated_at: i64,
     /// Micro-USD per successful call, on top of the token prices.
     pub per_call_micros: i64,
+    /// Prompt-cache reads; `None`: the input rate.
+    pub cache_read_per_mtok_micros: Option<i64>,
+    /// Prompt-cache writes; `None`: the input rate.
+    pub cache_write_per_mtok_micros: Option<i64>,
+    /// Reasoning tokens; `None`: the output rate.
+    pub reasoning_per_mtok_micros: Option<i64>,
+}
+
+impl ModelPrice {
+    /// The rates the meter charges.
+    pub fn price(&self) -> Price {
+        Price {
+            input_per_mtok_micros: self.input_per_mtok_micros,
+            output_per_mtok_micros: self.output_per_mtok_micros,
+            per_call_micros: self.per_call_micros,
+            cache_read_per_mtok_micros: self.cache_read_per_mtok_micros,
+            cache_write_per_mtok_micros: self.cache_write_per_mtok_micros,
+            reasoning_per_mtok_micros: self.reasoning_per_mtok_micros,
+        }
+    }
 }
 
 impl Db {
-    /// Sets the token prices of `model`, keeping its per-call price.
+    /// Sets the plain token prices of `model` (no separate cache or
+    /// reasoning rate), keeping its per-call price.
     pub async fn upsert_price(
         &self,
         model: &str,
         input_per_mtok_micros: i64,
         output_per_mtok_micros: i64,
     ) -> Result<ModelPrice, DbError> {
+        let price = Price {
+            input_per_mtok_micros,
+            output_per_mtok_micros,
+            ..Price::default()
+        };
+        self.upsert_token_prices(model, &price).await
+    }
+
+    /// Sets every token rate of `model` from `price` (its `per_call_micros`
+    /// is ignored: a new model gets 0, an existing one keeps its own).
+    /// What `[[prices]]` in the settings declare.
+    pub async fn upsert_token_prices(
+        &self,
+        model: &str,
+        price: &Price,
+    ) -> Result<ModelPrice, DbError> {
         let model_name = model.to_owned();
+        let price = *price;
         let now = self.now_ms();
         run_query!(self, |conn| {
             use model_prices::dsl as p;
             diesel::insert_into(p::model_prices)
                 .values((
                     p::model.eq(model_name),
-                    p::input_per_mtok_micros.eq(input_per_mtok_micros),
-                    p::output_per_mtok_micros.eq(output_per_mtok_micros),
+                    p::input_per_mtok_micros.eq(price.input_per_mtok_micros),
+                    p::output_per_mtok_micros.eq(price.output_per_mtok_micros),
+                    p::cache_read_per_mtok_micros.eq(price.cache_read_per_mtok_micros),
+                    p::cache_write_per_mtok_micros.eq(price.cache_write_per_mtok_micros),
+                    p::reasoning_per_mtok_micros.eq(price.reasoning_per_mtok_micros),
                     p::created_at.eq(now),
                     p::updated_at.eq(now),
                 ))
@@ -47,6 +91,9 @@ impl Db {
                 .set((
                     p::input_per_mtok_micros.eq(excluded(p::input_per_mtok_micros)),
                     p::output_per_mtok_micros.eq(excluded(p::output_per_mtok_micros)),
+                    p::cache_read_per_mtok_micros.eq(excluded(p::cache_read_per_mtok_micros)),
+                    p::cache_write_per_mtok_micros.eq(excluded(p::cache_write_per_mtok_micros)),
+                    p::reasoning_per_mtok_micros.eq(excluded(p::reasoning_per_mtok_micros)),
                     p::updated_at.eq(now),
                 ))
                 .returning(ModelPrice::as_returning())
@@ -55,24 +102,27 @@ impl Db {
         })
     }
 
-    /// Sets every price of `model`: per million tokens and per call.
+    /// Sets every price of `model`: per million tokens of each kind and
+    /// per call.
     pub async fn upsert_price_with_call(
         &self,
         model: &str,
-        input_per_mtok_micros: i64,
-        output_per_mtok_micros: i64,
-        per_call_micros: i64,
+        price: &Price,
     ) -> Result<ModelPrice, DbError> {
         let model_name = model.to_owned();
+        let price = *price;
         let now = self.now_ms();
         run_query!(self, |conn| {
             use model_prices::dsl as p;
             diesel::insert_into(p::model_prices)
                 .values((
                     p::model.eq(model_name),
-                    p::input_per_mtok_micros.eq(input_per_mtok_micros),
-                    p::output_per_mtok_micros.eq(output_per_mtok_micros),
-                    p::per_call_micros.eq(per_call_micros),
+                    p::input_per_mtok_micros.eq(price.input_per_mtok_micros),
+                    p::output_per_mtok_micros.eq(price.output_per_mtok_micros),
+                    p::per_call_micros.eq(price.per_call_micros),
+                    p::cache_read_per_mtok_micros.eq(price.cache_read_per_mtok_micros),
+                    p::cache_write_per_mtok_micros.eq(price.cache_write_per_mtok_micros),
+                    p::reasoning_per_mtok_micros.eq(price.reasoning_per_mtok_micros),
                     p::created_at.eq(now),
                     p::updated_at.eq(now),
                 ))
@@ -82,6 +132,9 @@ impl Db {
                     p::input_per_mtok_micros.eq(excluded(p::input_per_mtok_micros)),
                     p::output_per_mtok_micros.eq(excluded(p::output_per_mtok_micros)),
                     p::per_call_micros.eq(excluded(p::per_call_micros)),
+                    p::cache_read_per_mtok_micros.eq(excluded(p::cache_read_per_mtok_micros)),
+                    p::cache_write_per_mtok_micros.eq(excluded(p::cache_write_per_mtok_micros)),
+                    p::reasoning_per_mtok_micros.eq(excluded(p::reasoning_per_mtok_micros)),
                     p::updated_at.eq(now),
                 ))
                 .returning(ModelPrice::as_returning())
@@ -131,24 +184,26 @@ pub struct UnpricedModel {
 const UNPRICED_MAX_ROWS: i64 = 1000;
 
 impl Db {
-    /// Stores each `(model, input, output)` price (micro-USD per million
-    /// tokens) whose model has no price yet; never changes an existing one.
-    /// Returns the models added.
+    /// Stores each `(model, token rates)` price whose model has no price
+    /// yet; never changes an existing one. Returns the models added.
     pub async fn insert_prices_if_absent(
         &self,
-        prices: &[(String, i64, i64)],
+        prices: &[(String, Price)],
     ) -> Result<Vec<String>, DbError> {
         let prices = prices.to_vec();
         let now = self.now_ms();
         run_query!(self, |conn| {
             use model_prices::dsl as p;
             let mut added = Vec::new();
-            for (model, input, output) in prices {
+            for (model, price) in prices {
                 let inserted = diesel::insert_into(p::model_prices)
                     .values((
                         p::model.eq(&model),
-                        p::input_per_mtok_micros.eq(input),
-                        p::output_per_mtok_micros.eq(output),
+                        p::input_per_mtok_micros.eq(price.input_per_mtok_micros),
+                        p::output_per_mtok_micros.eq(price.output_per_mtok_micros),
+                        p::cache_read_per_mtok_micros.eq(price.cache_read_per_mtok_micros),
+                        p::cache_write_per_mtok_micros.eq(price.cache_write_per_mtok_micros),
+                        p::reasoning_per_mtok_micros.eq(price.reasoning_per_mtok_micros),
                         p::created_at.eq(now),
                         p::updated_at.eq(now),
                     ))

@@ -3,7 +3,8 @@
 //!
 //! One row per (UTC hour, token, requested model, provider): requests,
 //! successes (2xx), 4xx and 5xx, unpriced requests (tokens of a model
-//! without a price), prompt and completion tokens, cost, and two
+//! without a price), prompt and completion tokens (and of them the cache
+//! reads, cache writes and reasoning tokens), cost, and two
 //! histograms, of the latency and of the time to first token of the
 //! successful requests. "No token", "no model" and "no provider" are
 //! stored as `0`, `''` and `''`, so the key has no NULL (a NULL would make
@@ -56,8 +57,23 @@ pub const COUNTERS: [&str; 8] = [
     "completion_tokens",
     "cost_nanos",
 ];
+/// The token parts priced apart (issue 15), each inside its total
+/// (`prompt_tokens`, `completion_tokens`): columns added after the
+/// histograms, in the order of [`HourlyDelta::parts`].
+pub const PARTS: [&str; 3] = [
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+];
 /// Counters whose sum could pass `i64::MAX` (the others count requests).
-const SATURATING: [&str; 3] = ["prompt_tokens", "completion_tokens", "cost_nanos"];
+const SATURATING: [&str; 6] = [
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_nanos",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+];
 /// Rows per multi-row upsert: 500 rows bind 1,000 strings, far under both
 /// backends' limits.
 const UPSERT_CHUNK_ROWS: usize = 500;
@@ -111,6 +127,7 @@ pub fn value_columns() -> Vec<String> {
         .map(|c| (*c).to_owned())
         .chain(histogram_columns("lat"))
         .chain(histogram_columns("ttft"))
+        .chain(PARTS.iter().map(|c| (*c).to_owned()))
         .collect()
 }
 
@@ -125,6 +142,8 @@ pub struct HourlyDelta {
     pub counters: [i64; 8],
     pub latency: [i64; BUCKETS],
     pub ttft: [i64; BUCKETS],
+    /// In the order of [`PARTS`].
+    pub parts: [i64; 3],
 }
 
 impl Default for HourlyDelta {
@@ -133,6 +152,7 @@ impl Default for HourlyDelta {
             counters: [0; 8],
             latency: [0; BUCKETS],
             ttft: [0; BUCKETS],
+            parts: [0; 3],
         }
     }
 }
@@ -162,6 +182,14 @@ impl HourlyDelta {
         for (slot, by) in c.iter_mut().zip(flags) {
             *slot = slot.saturating_add(by);
         }
+        let parts = [
+            r.cache_read_tokens,
+            r.cache_write_tokens,
+            r.reasoning_tokens,
+        ];
+        for (slot, by) in self.parts.iter_mut().zip(parts) {
+            *slot = slot.saturating_add(by);
+        }
         if success {
             bump(self.latency.get_mut(bucket_of(r.latency_ms)), 1);
             if let Some(ttft) = r.ttft_ms {
@@ -176,6 +204,7 @@ impl HourlyDelta {
             .iter()
             .chain(self.latency.iter())
             .chain(self.ttft.iter())
+            .chain(self.parts.iter())
             .copied()
     }
 }
@@ -242,6 +271,7 @@ pub fn aggregate_daily(hourly: &BTreeMap<HourKey, HourlyDelta>) -> BTreeMap<Hour
             .iter_mut()
             .chain(day.latency.iter_mut())
             .chain(day.ttft.iter_mut())
+            .chain(day.parts.iter_mut())
             .zip(delta.values())
         {
             *mine = mine.saturating_add(theirs);
@@ -326,15 +356,16 @@ fn joined(parts: Vec<String>) -> String {
 /// The value columns summed over rollup rows, as [`Figures`] reads them;
 /// without `histograms`, the histogram columns are empty (80 sums fewer).
 pub fn rollup_select(histograms: bool) -> String {
+    let counters = format!(
+        "{}, {}",
+        counter_sums(COUNTERS.map(str::to_owned)),
+        part_sums()
+    );
     if !histograms {
-        return format!(
-            "{}, {NO_HISTOGRAMS}",
-            counter_sums(COUNTERS.map(str::to_owned))
-        );
+        return format!("{counters}, {NO_HISTOGRAMS}");
     }
     format!(
-        "{}, {} AS latency, {} AS ttft",
-        counter_sums(COUNTERS.map(str::to_owned)),
+        "{counters}, {} AS latency, {} AS ttft",
         joined(histogram_columns("lat").iter().map(|c| sum(c)).collect()),
         joined(histogram_columns("ttft").iter().map(|c| sum(c)).collect()),
     )
@@ -349,6 +380,16 @@ fn counter_sums(expressions: [String; 8]) -> String {
         .iter()
         .zip(COUNTERS)
         .map(|(expression, name)| format!("{} AS {name}", sum(expression)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The token parts summed: the columns have the same names in
+/// `request_logs` and in the rollups.
+fn part_sums() -> String {
+    PARTS
+        .iter()
+        .map(|name| format!("{} AS {name}", sum(name)))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -381,8 +422,9 @@ pub fn raw_select(histograms: bool) -> String {
         "completion_tokens".to_owned(),
         "cost_nanos".to_owned(),
     ];
+    let counters = format!("{}, {}", counter_sums(counters), part_sums());
     if !histograms {
-        return format!("{}, {NO_HISTOGRAMS}", counter_sums(counters));
+        return format!("{counters}, {NO_HISTOGRAMS}");
     }
     let histogram = |column: &str| -> Vec<String> {
         (0..BUCKETS)
@@ -395,8 +437,7 @@ pub fn raw_select(histograms: bool) -> String {
             .collect()
     };
     format!(
-        "{}, {} AS latency, {} AS ttft",
-        counter_sums(counters),
+        "{counters}, {} AS latency, {} AS ttft",
         joined(histogram("latency_ms")),
         joined(histogram("ttft_ms")),
     )
@@ -431,6 +472,15 @@ pub struct Figures {
     pub completion_tokens: i64,
     #[diesel(sql_type = BigInt)]
     pub cost_nanos: i64,
+    /// Of `prompt_tokens`: read from the prompt cache.
+    #[diesel(sql_type = BigInt)]
+    pub cache_read_tokens: i64,
+    /// Of `prompt_tokens`: written to the prompt cache.
+    #[diesel(sql_type = BigInt)]
+    pub cache_write_tokens: i64,
+    /// Of `completion_tokens`: spent reasoning.
+    #[diesel(sql_type = BigInt)]
+    pub reasoning_tokens: i64,
     /// The latency histogram, `n0,n1,...` ([`Figures::histogram`]).
     #[diesel(sql_type = Text)]
     pub latency: String,
@@ -460,6 +510,9 @@ impl Figures {
             (&mut self.prompt_tokens, other.prompt_tokens),
             (&mut self.completion_tokens, other.completion_tokens),
             (&mut self.cost_nanos, other.cost_nanos),
+            (&mut self.cache_read_tokens, other.cache_read_tokens),
+            (&mut self.cache_write_tokens, other.cache_write_tokens),
+            (&mut self.reasoning_tokens, other.reasoning_tokens),
         ] {
             *mine = mine.saturating_add(theirs);
         }

@@ -85,6 +85,9 @@ diesel::table! {
         created_at -> BigInt,
         updated_at -> BigInt,
         per_call_micros -> BigInt,
+        cache_read_per_mtok_micros -> Nullable<BigInt>,
+        cache_write_per_mtok_micros -> Nullable<BigInt>,
+        reasoning_per_mtok_micros -> Nullable<BigInt>,
     }
 }
 
@@ -123,6 +126,9 @@ diesel::table! {
         record_id -> Text,
         usage_flags -> Nullable<Text>,
         attempt_log -> Nullable<Text>,
+        cache_read_tokens -> BigInt,
+        cache_write_tokens -> BigInt,
+        reasoning_tokens -> BigInt,
     }
 }
 

@@ -16,7 +16,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use switchyard_actors::{RecordOutcome, UsageRecord, WriteReport};
 
-/// Rows per multi-row INSERT: 500 rows of 23 columns stay well under SQLite's
+/// Rows per multi-row INSERT: 500 rows of 26 columns stay well under SQLite's
 /// bind limit (32,766) and PostgreSQL's (65,535).
 const INSERT_CHUNK_ROWS: usize = 500;
 
@@ -55,6 +55,12 @@ pub struct RequestLog {
     /// [`RequestLog::attempts_detail`].
     #[serde(skip)]
     pub attempt_log: Option<String>,
+    /// Of `prompt_tokens`: read from the provider's prompt cache.
+    pub cache_read_tokens: i64,
+    /// Of `prompt_tokens`: written to the prompt cache.
+    pub cache_write_tokens: i64,
+    /// Of `completion_tokens`: spent reasoning.
+    pub reasoning_tokens: i64,
 }
 
 impl RequestLog {
@@ -140,6 +146,9 @@ struct NewRequestLog {
     record_id: String,
     usage_flags: Option<String>,
     attempt_log: Option<String>,
+    cache_read_tokens: i64,
+    cache_write_tokens: i64,
+    reasoning_tokens: i64,
 }
 
 impl From<&UsageRecord> for NewRequestLog {
@@ -170,6 +179,9 @@ impl From<&UsageRecord> for NewRequestLog {
             attempt_log: (!r.attempt_log.is_empty())
                 .then(|| serde_json::to_string(&r.attempt_log).ok())
                 .flatten(),
+            cache_read_tokens: r.cache_read_tokens,
+            cache_write_tokens: r.cache_write_tokens,
+            reasoning_tokens: r.reasoning_tokens,
         }
     }
 }

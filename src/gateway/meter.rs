@@ -82,6 +82,9 @@ impl Meter {
                 record_id: ctx.record_id.clone(),
                 flags: UsageFlags::default(),
                 attempt_log: Vec::new(),
+                cache_read_tokens: 0,
+                cache_write_tokens: 0,
+                reasoning_tokens: 0,
             },
             started: ctx.started,
             sink: state.usage.clone(),
@@ -261,9 +264,12 @@ impl Meter {
                         .saturating_add(self.prompt_allowance),
                     completion: self.max_completion.unwrap_or(self.completion_cap),
                 };
-                let (prompt, completion, flags) = bounds.apply(usage);
-                record.prompt_tokens = prompt;
-                record.completion_tokens = completion;
+                let (usage, flags) = bounds.apply(usage);
+                record.prompt_tokens = usage.prompt_tokens;
+                record.completion_tokens = usage.completion_tokens;
+                record.cache_read_tokens = usage.cache_read_tokens;
+                record.cache_write_tokens = usage.cache_write_tokens;
+                record.reasoning_tokens = usage.reasoning_tokens;
                 record.flags.insert(flags);
             }
             None if estimated => {
@@ -285,9 +291,18 @@ impl Meter {
                 record.priced = true;
                 // A per-call price is owed only for a call that was served.
                 let served = (200..300).contains(&status) && error_class.is_none();
-                record.base_cost_nanos = price
-                    .cost_nanos(record.prompt_tokens, record.completion_tokens)
-                    .saturating_add(if served { price.per_call_nanos() } else { 0 });
+                let usage = Usage {
+                    prompt_tokens: record.prompt_tokens,
+                    completion_tokens: record.completion_tokens,
+                    cache_read_tokens: record.cache_read_tokens,
+                    cache_write_tokens: record.cache_write_tokens,
+                    reasoning_tokens: record.reasoning_tokens,
+                };
+                record.base_cost_nanos = price.usage_cost_nanos(&usage).saturating_add(if served {
+                    price.per_call_nanos()
+                } else {
+                    0
+                });
                 record.cost_nanos = scale(record.base_cost_nanos, record.multiplier_ppm);
                 if record.base_cost_nanos == i64::MAX || record.cost_nanos == i64::MAX {
                     record.flags.insert(UsageFlags::COST_CLAMPED);
@@ -339,9 +354,9 @@ struct UsageBounds {
 }
 
 impl UsageBounds {
-    /// The usage, negative figures made 0 and excess clamped, with the flags
-    /// saying which happened.
-    fn apply(self, usage: Usage) -> (i64, i64, UsageFlags) {
+    /// The usage, negative figures made 0 and excess clamped (the parts
+    /// priced apart to their totals), with the flags saying which happened.
+    fn apply(self, usage: Usage) -> (Usage, UsageFlags) {
         let mut flags = UsageFlags::default();
         let mut bound = |value: i64, max: i64| {
             if value < 0 {
@@ -356,7 +371,17 @@ impl UsageBounds {
         };
         let prompt = bound(usage.prompt_tokens, self.prompt);
         let completion = bound(usage.completion_tokens, self.completion);
-        (prompt, completion, flags)
+        let cache_read = bound(usage.cache_read_tokens, prompt);
+        let cache_write = bound(usage.cache_write_tokens, prompt - cache_read);
+        let reasoning = bound(usage.reasoning_tokens, completion);
+        let bounded = Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            cache_read_tokens: cache_read,
+            cache_write_tokens: cache_write,
+            reasoning_tokens: reasoning,
+        };
+        (bounded, flags)
     }
 }
 
@@ -370,10 +395,7 @@ mod tests {
     use super::*;
 
     fn usage(prompt: i64, completion: i64) -> Usage {
-        Usage {
-            prompt_tokens: prompt,
-            completion_tokens: completion,
-        }
+        Usage::tokens(prompt, completion)
     }
 
     #[test]
@@ -382,10 +404,43 @@ mod tests {
             prompt: 100,
             completion: 5,
         };
-        assert_eq!(bounds.apply(usage(7, 5)), (7, 5, UsageFlags::default()));
-        let (prompt, completion, flags) = bounds.apply(usage(-3, 9_200_000_000_000_000_000));
-        assert_eq!((prompt, completion), (0, 5));
+        assert_eq!(
+            bounds.apply(usage(7, 5)),
+            (usage(7, 5), UsageFlags::default())
+        );
+        let (bounded, flags) = bounds.apply(usage(-3, 9_200_000_000_000_000_000));
+        assert_eq!(bounded, usage(0, 5));
         assert!(flags.contains(UsageFlags::USAGE_NEGATIVE));
+        assert!(flags.contains(UsageFlags::USAGE_CLAMPED));
+    }
+
+    #[test]
+    fn cached_and_reasoning_parts_are_bounded_by_their_totals() {
+        let bounds = UsageBounds {
+            prompt: 100,
+            completion: 50,
+        };
+        let within = Usage {
+            cache_read_tokens: 30,
+            cache_write_tokens: 10,
+            reasoning_tokens: 8,
+            ..usage(40, 20)
+        };
+        assert_eq!(bounds.apply(within), (within, UsageFlags::default()));
+        let (bounded, flags) = bounds.apply(Usage {
+            cache_read_tokens: 30,
+            cache_write_tokens: 30,
+            reasoning_tokens: 99,
+            ..usage(40, 20)
+        });
+        assert_eq!(
+            (
+                bounded.cache_read_tokens,
+                bounded.cache_write_tokens,
+                bounded.reasoning_tokens
+            ),
+            (30, 10, 20)
+        );
         assert!(flags.contains(UsageFlags::USAGE_CLAMPED));
     }
 }

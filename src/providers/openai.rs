@@ -168,19 +168,62 @@ pub fn upstream_chat_body(
         .map_err(|_| RequestError::Encode)
 }
 
-/// Token counts of a response or stream chunk, if it reports them.
+/// Token counts of a response or stream chunk, if it reports them, in
+/// OpenAI's convention whatever the wire: the totals include the parts
+/// priced apart, so adding the parts to the totals would count them twice
+/// (docs/billing.md, "Prompt caching and reasoning").
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
+    /// Every input token: uncached, read from the prompt cache and written
+    /// to it (Anthropic's `input_tokens` excludes the last two; they are
+    /// added back).
     pub prompt_tokens: i64,
+    /// Every output token, reasoning included.
     pub completion_tokens: i64,
+    /// Of `prompt_tokens`, read from the provider's prompt cache (OpenAI
+    /// `cached_tokens`, Anthropic `cache_read_input_tokens`, Gemini
+    /// `cachedContentTokenCount`).
+    pub cache_read_tokens: i64,
+    /// Of `prompt_tokens`, written to the prompt cache (Anthropic
+    /// `cache_creation_input_tokens`; the others do not report it).
+    pub cache_write_tokens: i64,
+    /// Of `completion_tokens`, spent reasoning (OpenAI `reasoning_tokens`,
+    /// Gemini `thoughtsTokenCount`; Anthropic does not report it apart).
+    pub reasoning_tokens: i64,
+}
+
+impl Usage {
+    /// Totals without any part priced apart.
+    pub fn tokens(prompt_tokens: i64, completion_tokens: i64) -> Self {
+        Self {
+            prompt_tokens,
+            completion_tokens,
+            ..Self::default()
+        }
+    }
 }
 
 pub fn usage_of(value: &Value) -> Option<Usage> {
-    let usage = value.get("usage")?.as_object()?;
+    usage_fields(value.get("usage")?)
+}
+
+/// The counts of an OpenAI `usage` object itself (`None` if not an object).
+pub fn usage_fields(usage: &Value) -> Option<Usage> {
+    let usage = usage.as_object()?;
     let count = |field: &str| usage.get(field).and_then(Value::as_i64).unwrap_or(0);
+    let detail = |details: &str, field: &str| {
+        usage
+            .get(details)
+            .and_then(|details| details.get(field))
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+    };
     Some(Usage {
         prompt_tokens: count("prompt_tokens"),
         completion_tokens: count("completion_tokens"),
+        cache_read_tokens: detail("prompt_tokens_details", "cached_tokens"),
+        cache_write_tokens: 0,
+        reasoning_tokens: detail("completion_tokens_details", "reasoning_tokens"),
     })
 }
 
@@ -392,13 +435,7 @@ mod tests {
             !state.on_data(br#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":5}}"#)
         );
         assert!(state.on_data(b"[DONE]"));
-        assert_eq!(
-            state.usage,
-            Some(Usage {
-                prompt_tokens: 3,
-                completion_tokens: 5
-            })
-        );
+        assert_eq!(state.usage, Some(Usage::tokens(3, 5)));
         assert!(state.done);
 
         let mut client_asked = ChatStreamState::new(false);

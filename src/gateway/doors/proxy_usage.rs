@@ -93,15 +93,43 @@ fn merge_usage(value: &Value, usage: &mut Option<Usage>) {
         return;
     };
     let read = |field: &str| found.get(field).and_then(Value::as_i64);
+    // OpenAI's details: `prompt_tokens_details` (chat) or
+    // `input_tokens_details` (responses), and their output twins.
+    let detail = |objects: [&str; 2], field: &str| {
+        objects
+            .iter()
+            .find_map(|object| found.get(*object)?.get(field)?.as_i64())
+    };
     let counts = usage.get_or_insert_with(Usage::default);
     if let Some(prompt) = read("prompt_tokens").or_else(|| read("input_tokens")) {
-        // Anthropic counts cache reads and writes apart from `input_tokens`.
-        let cached = read("cache_read_input_tokens").unwrap_or(0)
-            + read("cache_creation_input_tokens").unwrap_or(0);
-        counts.prompt_tokens = prompt.saturating_add(cached);
+        let cache_read = read("cache_read_input_tokens");
+        let cache_write = read("cache_creation_input_tokens");
+        if cache_read.is_some() || cache_write.is_some() {
+            // Anthropic counts cache reads and writes apart from `input_tokens`.
+            counts.cache_read_tokens = cache_read.unwrap_or(0);
+            counts.cache_write_tokens = cache_write.unwrap_or(0);
+            counts.prompt_tokens = prompt
+                .saturating_add(counts.cache_read_tokens)
+                .saturating_add(counts.cache_write_tokens);
+        } else {
+            // OpenAI's prompt count includes its cached tokens.
+            counts.prompt_tokens = prompt;
+            counts.cache_read_tokens = detail(
+                ["prompt_tokens_details", "input_tokens_details"],
+                "cached_tokens",
+            )
+            .unwrap_or(0);
+            counts.cache_write_tokens = 0;
+        }
     }
     if let Some(completion) = read("completion_tokens").or_else(|| read("output_tokens")) {
         counts.completion_tokens = completion;
+        if let Some(reasoning) = detail(
+            ["completion_tokens_details", "output_tokens_details"],
+            "reasoning_tokens",
+        ) {
+            counts.reasoning_tokens = reasoning;
+        }
     }
 }
 
@@ -241,10 +269,7 @@ mod tests {
     }
 
     fn usage(prompt_tokens: i64, completion_tokens: i64) -> Option<Usage> {
-        Some(Usage {
-            prompt_tokens,
-            completion_tokens,
-        })
+        Some(Usage::tokens(prompt_tokens, completion_tokens))
     }
 
     #[test]
@@ -271,9 +296,24 @@ mod tests {
             scan("application/json; charset=utf-8", &[embeddings]).0,
             usage(4, 0)
         );
-        let anthropic =
-            br#"{"usage":{"input_tokens":3,"cache_read_input_tokens":2,"output_tokens":9}}"#;
-        assert_eq!(scan("application/json", &[anthropic]).0, usage(5, 9));
+        let anthropic = br#"{"usage":{"input_tokens":3,"cache_read_input_tokens":2,"cache_creation_input_tokens":4,"output_tokens":9}}"#;
+        assert_eq!(
+            scan("application/json", &[anthropic]).0,
+            Some(Usage {
+                cache_read_tokens: 2,
+                cache_write_tokens: 4,
+                ..Usage::tokens(9, 9)
+            })
+        );
+        let responses = br#"{"usage":{"input_tokens":10,"input_tokens_details":{"cached_tokens":6},"output_tokens":8,"output_tokens_details":{"reasoning_tokens":5}}}"#;
+        assert_eq!(
+            scan("application/json", &[responses]).0,
+            Some(Usage {
+                cache_read_tokens: 6,
+                reasoning_tokens: 5,
+                ..Usage::tokens(10, 8)
+            })
+        );
         assert_eq!(scan("application/json", &[b"not json"]).0, None);
     }
 

@@ -40,6 +40,9 @@ pub(super) struct AnthropicUsage {
     output: i64,
     cache_read: i64,
     cache_write: i64,
+    /// Of `output`: reported by OpenAI upstreams translated for an
+    /// Anthropic client (Anthropic's own usage has no such field).
+    reasoning: i64,
 }
 
 impl AnthropicUsage {
@@ -61,13 +64,19 @@ impl AnthropicUsage {
     }
 
     pub(super) fn prompt_tokens(&self) -> i64 {
-        self.input + self.cache_read + self.cache_write
+        self.input
+            .saturating_add(self.cache_read)
+            .saturating_add(self.cache_write)
     }
 
     pub(super) fn gateway(&self) -> Usage {
         Usage {
             prompt_tokens: self.prompt_tokens(),
             completion_tokens: self.output,
+            cache_read_tokens: self.cache_read,
+            cache_write_tokens: self.cache_write,
+            // Anthropic's thinking is inside `output_tokens`, not counted apart.
+            reasoning_tokens: self.reasoning,
         }
     }
 
@@ -75,7 +84,7 @@ impl AnthropicUsage {
         let mut usage = json!({
             "prompt_tokens": self.prompt_tokens(),
             "completion_tokens": self.output,
-            "total_tokens": self.prompt_tokens() + self.output,
+            "total_tokens": self.prompt_tokens().saturating_add(self.output),
         });
         if self.cache_read > 0
             && let Some(usage) = usage.as_object_mut()
@@ -97,6 +106,7 @@ impl AnthropicUsage {
             output: read("/completion_tokens"),
             cache_read: cached,
             cache_write: 0,
+            reasoning: read("/completion_tokens_details/reasoning_tokens"),
         }
     }
 

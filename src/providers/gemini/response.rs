@@ -27,11 +27,14 @@ pub(super) fn openai_usage(metadata: &Value) -> Value {
     let read = |field: &str| metadata.get(field).and_then(Value::as_i64).unwrap_or(0);
     let prompt = read("promptTokenCount");
     let thoughts = read("thoughtsTokenCount");
-    let completion = read("candidatesTokenCount") + thoughts;
+    let completion = read("candidatesTokenCount").saturating_add(thoughts);
     let mut usage = Map::new();
     usage.insert("prompt_tokens".to_owned(), json!(prompt));
     usage.insert("completion_tokens".to_owned(), json!(completion));
-    usage.insert("total_tokens".to_owned(), json!(prompt + completion));
+    usage.insert(
+        "total_tokens".to_owned(),
+        json!(prompt.saturating_add(completion)),
+    );
     let cached = read("cachedContentTokenCount");
     if cached > 0 {
         usage.insert(
@@ -51,12 +54,7 @@ pub(super) fn openai_usage(metadata: &Value) -> Value {
 /// The token counts of a Gemini response or stream chunk.
 pub fn usage_of(body: &Value) -> Option<Usage> {
     let metadata = body.get("usageMetadata")?;
-    let usage = openai_usage(metadata);
-    let read = |field: &str| usage.get(field).and_then(Value::as_i64).unwrap_or(0);
-    Some(Usage {
-        prompt_tokens: read("prompt_tokens"),
-        completion_tokens: read("completion_tokens"),
-    })
+    crate::providers::openai::usage_fields(&openai_usage(metadata))
 }
 
 /// What one candidate (or chunk of one) says.

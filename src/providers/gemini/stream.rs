@@ -155,12 +155,7 @@ impl StreamTranslator for GeminiToOpenAiStream {
     }
 
     fn usage(&self) -> Option<Usage> {
-        let usage = self.usage.as_ref()?;
-        let read = |field: &str| usage.get(field).and_then(Value::as_i64).unwrap_or(0);
-        Some(Usage {
-            prompt_tokens: read("prompt_tokens"),
-            completion_tokens: read("completion_tokens"),
-        })
+        crate::providers::openai::usage_fields(self.usage.as_ref()?)
     }
 
     fn is_complete(&self) -> bool {

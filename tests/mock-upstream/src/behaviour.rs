@@ -46,6 +46,10 @@ pub enum Behaviour {
     /// `hugeusage-`: a normal answer whose every usage figure is 9.2e18 tokens (close to
     /// `i64::MAX`), so any unchecked sum wraps.
     HugeUsage,
+    /// `cached-`: a normal answer whose usage also reports prompt-cache reads (and, on
+    /// Anthropic's wire, writes) and reasoning tokens, each wire in its own convention (see
+    /// `add_cache_usage` in the router).
+    CachedUsage,
     /// `truncclean-…`: a stream sends its events up to the first content delta, then ends
     /// cleanly (last chunk) without its end marker (`[DONE]`, `finish_reason`, `message_stop`,
     /// Gemini's `finishReason`). A non-stream request is answered normally.
@@ -94,6 +98,7 @@ impl Behaviour {
             "nousage" => Behaviour::NoUsage,
             "negusage" => Behaviour::NegativeUsage,
             "hugeusage" => Behaviour::HugeUsage,
+            "cached" => Behaviour::CachedUsage,
             "truncclean" => Behaviour::TruncateClean,
             "truncmid" => Behaviour::TruncateMidEvent,
             "hugeevent" => Behaviour::HugeEvent,
@@ -173,6 +178,7 @@ mod tests {
         assert_eq!(Behaviour::from_key("nousage-a"), Behaviour::NoUsage);
         assert_eq!(Behaviour::from_key("negusage-a"), Behaviour::NegativeUsage);
         assert_eq!(Behaviour::from_key("hugeusage-a"), Behaviour::HugeUsage);
+        assert_eq!(Behaviour::from_key("cached-a"), Behaviour::CachedUsage);
         assert_eq!(
             Behaviour::from_key("truncclean-a"),
             Behaviour::TruncateClean

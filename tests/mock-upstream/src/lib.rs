@@ -21,6 +21,7 @@
 //! | `streamdie-` / `streamhang-` | a stream up to its first content event, then reset / stall |
 //! | `roledie-` | a stream's events before the first content, then reset |
 //! | `nousage-` | the normal answer without any usage (`usage`, `usageMetadata`) |
+//! | `cached-` | the normal answer, its usage with prompt-cache reads/writes and reasoning tokens |
 //! | `truncclean-` | a stream up to its first content event, then a clean end without end marker |
 //! | `truncmid-` | like `truncclean-`, plus the first half of the next event |
 //! | `hugeevent-` | a stream up to its first content event, then a 4 MiB event with no blank line |

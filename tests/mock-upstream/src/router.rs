@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::behaviour::Behaviour;
 use crate::http::{self, Head};
@@ -446,12 +446,81 @@ fn set_usage_fields(value: &mut Value, figure: i64) {
     }
 }
 
+/// Reasoning tokens a `cached-` answer adds to its completion.
+pub(crate) const CACHED_REASONING_TOKENS: i64 = 3;
+
+/// Gives every usage object in `value` (at any depth) the prompt-cache and reasoning figures of a
+/// `cached-` answer, keeping each wire's convention for what the totals include:
+/// - OpenAI (`prompt_tokens`): half the prompt (rounded down) was cached
+///   (`prompt_tokens_details.cached_tokens`, inside `prompt_tokens`); the completion gains
+///   [`CACHED_REASONING_TOKENS`] (`completion_tokens_details.reasoning_tokens`, inside it).
+/// - Anthropic (`input_tokens`): of the prompt P, P/2 are cache reads and P/4 cache writes,
+///   reported apart (`cache_read_input_tokens`, `cache_creation_input_tokens`) and no longer in
+///   `input_tokens`.
+/// - Gemini (`promptTokenCount`): `cachedContentTokenCount` P/2 (inside the prompt count) and
+///   `thoughtsTokenCount` [`CACHED_REASONING_TOKENS`] (apart from `candidatesTokenCount`).
+fn add_cache_usage(value: &mut Value) {
+    let read = |object: &serde_json::Map<String, Value>, key: &str| {
+        object.get(key).and_then(Value::as_i64)
+    };
+    match value {
+        Value::Object(object) => {
+            if let Some(prompt) = read(object, "prompt_tokens") {
+                object.insert(
+                    "prompt_tokens_details".into(),
+                    json!({"cached_tokens": prompt / 2}),
+                );
+                if let Some(completion) = read(object, "completion_tokens") {
+                    object.insert(
+                        "completion_tokens".into(),
+                        json!(completion + CACHED_REASONING_TOKENS),
+                    );
+                    object.insert(
+                        "completion_tokens_details".into(),
+                        json!({"reasoning_tokens": CACHED_REASONING_TOKENS}),
+                    );
+                    object.insert(
+                        "total_tokens".into(),
+                        json!(prompt + completion + CACHED_REASONING_TOKENS),
+                    );
+                }
+            } else if let Some(prompt) = read(object, "input_tokens") {
+                let (cache_read, cache_write) = (prompt / 2, prompt / 4);
+                object.insert(
+                    "input_tokens".into(),
+                    json!(prompt - cache_read - cache_write),
+                );
+                object.insert("cache_read_input_tokens".into(), json!(cache_read));
+                object.insert("cache_creation_input_tokens".into(), json!(cache_write));
+            } else if let Some(prompt) = read(object, "promptTokenCount") {
+                let total = read(object, "totalTokenCount").unwrap_or(prompt);
+                object.insert("cachedContentTokenCount".into(), json!(prompt / 2));
+                object.insert("thoughtsTokenCount".into(), json!(CACHED_REASONING_TOKENS));
+                object.insert(
+                    "totalTokenCount".into(),
+                    json!(total + CACHED_REASONING_TOKENS),
+                );
+            } else {
+                object.values_mut().for_each(add_cache_usage);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(add_cache_usage),
+        _ => {}
+    }
+}
+
 /// The answer with its usage figures replaced: a whole JSON body, or each SSE event's `data:`
 /// JSON (other lines, and data that is not JSON, such as `[DONE]`, pass unchanged).
 fn rewrite_usage(answer: Answer, figure: i64) -> Answer {
+    rewrite_answer_json(answer, |value| set_usage_fields(value, figure))
+}
+
+/// The answer with `rewrite` applied to its JSON: a whole JSON body, or each SSE event's `data:`
+/// JSON (other lines, and data that is not JSON, such as `[DONE]`, pass unchanged).
+fn rewrite_answer_json(answer: Answer, rewrite: impl Fn(&mut Value)) -> Answer {
     let rewrite_json = |bytes: &[u8]| -> Option<Vec<u8>> {
         let mut value = serde_json::from_slice::<Value>(bytes).ok()?;
-        set_usage_fields(&mut value, figure);
+        rewrite(&mut value);
         serde_json::to_vec(&value).ok()
     };
     match answer {
@@ -615,6 +684,11 @@ pub(crate) fn plan(head: &Head, body: &[u8], key: &str, keep_alive: bool) -> Pla
         ),
         Behaviour::HugeUsage => write(
             rewrite_usage(answer(head, body, Usage::Report), HUGE_USAGE),
+            &[],
+            keep_alive,
+        ),
+        Behaviour::CachedUsage => write(
+            rewrite_answer_json(answer(head, body, Usage::Report), add_cache_usage),
             &[],
             keep_alive,
         ),
@@ -908,6 +982,44 @@ mod tests {
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n"));
         assert!(text.contains("one two three four five"));
         assert!(!text.contains("usage"));
+    }
+
+    #[test]
+    fn cached_keys_report_cache_and_reasoning_usage_in_each_wire_convention() {
+        let body = |stream: bool| {
+            serde_json::to_vec(&json!({
+                "model": "m", "max_tokens": 10, "stream": stream,
+                "stream_options": {"include_usage": true},
+                "messages": [{"role": "user", "content": "forty bytes of prompt text, give or take"}],
+            }))
+            .unwrap_or_default()
+        };
+        let text = |path: &str, stream: bool| -> String {
+            match plan(&head("POST", path), &body(stream), "cached-1", true).action {
+                Action::Write(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                Action::Stream { events, .. } => events
+                    .iter()
+                    .map(|e| String::from_utf8_lossy(e).into_owned())
+                    .collect(),
+                _ => String::new(),
+            }
+        };
+        for stream in [false, true] {
+            let openai = text("/v1/chat/completions", stream);
+            assert!(openai.contains(r#""cached_tokens":20"#), "{openai}");
+            assert!(openai.contains(r#""reasoning_tokens":3"#), "{openai}");
+            assert!(openai.contains(r#""completion_tokens":8"#), "{openai}");
+            let anthropic = text("/v1/messages", stream);
+            assert!(anthropic.contains(r#""input_tokens":10"#), "{anthropic}");
+            assert!(
+                anthropic.contains(r#""cache_read_input_tokens":20"#),
+                "{anthropic}"
+            );
+            assert!(
+                anthropic.contains(r#""cache_creation_input_tokens":10"#),
+                "{anthropic}"
+            );
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
-// Model prices (USD per million tokens, per call) and the models served
-// without one.
+// Model prices (USD per million tokens, per call; prompt-cache reads and
+// writes and reasoning tokens at their own rates when set) and the models
+// served without one.
 import { h, clear, table, field, input, usd, num, time, attempt, formValues } from '../dom.js';
 import { get, put, del, enc } from '../api.js';
 
@@ -18,6 +19,11 @@ export async function render(main) {
             input_per_mtok: Number(v.input_per_mtok || 0),
             output_per_mtok: Number(v.output_per_mtok || 0),
             ...(v.per_call ? { per_call: Number(v.per_call) } : {}),
+            // Empty: the part is charged at the input (cache) or output
+            // (reasoning) price.
+            ...(v.cache_read_per_mtok ? { cache_read_per_mtok: Number(v.cache_read_per_mtok) } : {}),
+            ...(v.cache_write_per_mtok ? { cache_write_per_mtok: Number(v.cache_write_per_mtok) } : {}),
+            ...(v.reasoning_per_mtok ? { reasoning_per_mtok: Number(v.reasoning_per_mtok) } : {}),
           });
           form.reset();
           await reload();
@@ -29,6 +35,9 @@ export async function render(main) {
   field('Input USD / 1M tokens', input('input_per_mtok', { type: 'number', step: 'any', min: 0, required: true })),
   field('Output USD / 1M tokens', input('output_per_mtok', { type: 'number', step: 'any', min: 0, required: true })),
   field('Per call USD', input('per_call', { type: 'number', step: 'any', min: 0 })),
+  field('Cache read USD / 1M (empty: input price)', input('cache_read_per_mtok', { type: 'number', step: 'any', min: 0 })),
+  field('Cache write USD / 1M (empty: input price)', input('cache_write_per_mtok', { type: 'number', step: 'any', min: 0 })),
+  field('Reasoning USD / 1M (empty: output price)', input('reasoning_per_mtok', { type: 'number', step: 'any', min: 0 })),
   h('button', { type: 'submit', class: 'primary' }, 'Set price'));
 
   clear(main, h('h1', {}, 'Prices'), h('div', { class: 'panel' }, form), status,
@@ -42,6 +51,9 @@ export async function render(main) {
         { label: 'Input / 1M', value: r => usd(r.input_per_mtok) },
         { label: 'Output / 1M', value: r => usd(r.output_per_mtok) },
         { label: 'Per call', value: r => usd(r.per_call) },
+        { label: 'Cache read / 1M', value: r => r.cache_read_per_mtok == null ? 'as input' : usd(r.cache_read_per_mtok) },
+        { label: 'Cache write / 1M', value: r => r.cache_write_per_mtok == null ? 'as input' : usd(r.cache_write_per_mtok) },
+        { label: 'Reasoning / 1M', value: r => r.reasoning_per_mtok == null ? 'as output' : usd(r.reasoning_per_mtok) },
         { label: 'Updated', value: r => time(r.updated_at) },
         { label: '', value: r => h('button', { type: 'button', class: 'small danger', 'aria-label': `Delete price of ${r.model}`, on: { click: () => confirm(`Delete the price of ${r.model}?`) && attempt(status, async () => { await del(`/admin/model-prices/${enc(r.model)}`); await reload(); }) } }, 'Delete') },
       ], p.data, { empty: 'No prices yet.', label: 'Prices' }));

@@ -1,0 +1,12 @@
+ALTER TABLE model_prices DROP COLUMN reasoning_per_mtok_micros;
+ALTER TABLE model_prices DROP COLUMN cache_write_per_mtok_micros;
+ALTER TABLE model_prices DROP COLUMN cache_read_per_mtok_micros;
+ALTER TABLE usage_daily_rollup DROP COLUMN reasoning_tokens;
+ALTER TABLE usage_daily_rollup DROP COLUMN cache_write_tokens;
+ALTER TABLE usage_daily_rollup DROP COLUMN cache_read_tokens;
+ALTER TABLE usage_hourly DROP COLUMN reasoning_tokens;
+ALTER TABLE usage_hourly DROP COLUMN cache_write_tokens;
+ALTER TABLE usage_hourly DROP COLUMN cache_read_tokens;
+ALTER TABLE request_logs DROP COLUMN reasoning_tokens;
+ALTER TABLE request_logs DROP COLUMN cache_write_tokens;
+ALTER TABLE request_logs DROP COLUMN cache_read_tokens;
