@@ -44,12 +44,14 @@ pub fn presented_token(request: &HttpRequest) -> Option<&str> {
         .or_else(|| query_key(request))
 }
 
-/// Google's `?key=` on the Gemini door (`/v1beta/...`), which its SDKs may
-/// send instead of `x-goog-api-key`. Only there: a key in a URL ends up in
-/// proxies' logs, so other doors do not invite it. (The gateway's own
-/// access log and traces record the path without the query.)
-fn query_key(request: &HttpRequest) -> Option<&str> {
-    if !request.path().starts_with("/v1beta/") {
+/// Google's `?key=` on the Gemini door (`/v1beta/...`, and `/v1/models...`
+/// where Google's v1 lives), which its clients may send instead of
+/// `x-goog-api-key`. Only there: a key in a URL ends up in proxies' logs,
+/// so other doors do not invite it. (The gateway's own access log and
+/// traces record the path without the query.)
+pub fn query_key(request: &HttpRequest) -> Option<&str> {
+    let path = request.path();
+    if !(path.starts_with("/v1beta/") || path.starts_with("/v1/models")) {
         return None;
     }
     request

@@ -83,6 +83,7 @@ route_table! {
     get "/v1beta/models" => gemini::list_models, Gateway, "Gemini: the models the token may use, in Google's shape";
     get "/v1beta/models/{target:.+}" => gemini::get_model, Gateway, "Gemini: one model the token may use";
     post "/v1beta/models/{target:.+}" => gemini::model_call, Gateway, "Gemini {model}:generateContent, :streamGenerateContent (SSE) and :countTokens, served by any provider kind";
+    post "/v1/models/{target:.+}" => gemini::model_call, Gateway, "The same Gemini calls under Google's v1 (the google-genai SDKs' default version)";
     get "/v1/token/balance" => self_service::balance, Gateway, "The caller's token: limits, spend, what is left, quotas";
     get "/v1/token/usage" => self_service::usage, Gateway, "The caller's usage by day and by model";
     any "/proxy/{provider}/{tail:.*}" => proxy::proxy, Gateway, "Any other provider endpoint, relayed byte for byte with a pool key";
