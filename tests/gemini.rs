@@ -23,7 +23,13 @@ const ANSWER: &str = "one two three four five";
 /// One provider of each kind on the mock, each serving its own model.
 fn three_kinds(settings: &mut Settings, mock: &mock_upstream::MockUpstream) {
     settings.providers = vec![
-        kind_provider(mock, "gemini-mock", ProviderKind::Gemini, &[GEMINI], &["ok-gemini"]),
+        kind_provider(
+            mock,
+            "gemini-mock",
+            ProviderKind::Gemini,
+            &[GEMINI],
+            &["ok-gemini"],
+        ),
         kind_provider(
             mock,
             "openai-mock",
@@ -31,7 +37,13 @@ fn three_kinds(settings: &mut Settings, mock: &mock_upstream::MockUpstream) {
             &[OPENAI],
             &["ok-openai"],
         ),
-        kind_provider(mock, "claude-mock", ProviderKind::Anthropic, &[CLAUDE], &["ok-claude"]),
+        kind_provider(
+            mock,
+            "claude-mock",
+            ProviderKind::Anthropic,
+            &[CLAUDE],
+            &["ok-claude"],
+        ),
     ];
 }
 
@@ -47,7 +59,13 @@ fn generate_body() -> Value {
 /// The mock's prompt count for [`generate_body`]: its text bytes.
 const PROMPT_BYTES: i64 = ("be brief".len() + "hi".len()) as i64;
 
-async fn call(gw: &TestGateway, token: &str, model: &str, method: &str, body: &Value) -> anyhow::Result<Reply> {
+async fn call(
+    gw: &TestGateway,
+    token: &str,
+    model: &str,
+    method: &str,
+    body: &Value,
+) -> anyhow::Result<Reply> {
     let path = match method {
         "streamGenerateContent" => format!("/v1beta/models/{model}:{method}?alt=sse"),
         _ => format!("/v1beta/models/{model}:{method}"),
@@ -100,21 +118,34 @@ async fn every_provider_kind_answers_gemini_clients() -> anyhow::Result<()> {
         ensure!(reply.status == 200, "{model}: {}", reply.text());
         let answer = reply.json()?;
         ensure!(answer_text(&answer) == ANSWER, "{model}: {answer}");
-        ensure!(answer.pointer("/candidates/0/finishReason") == Some(&json!("STOP")), "{answer}");
+        ensure!(
+            answer.pointer("/candidates/0/finishReason") == Some(&json!("STOP")),
+            "{answer}"
+        );
         ensure!(
             answer.pointer("/usageMetadata/promptTokenCount") == Some(&json!(PROMPT_BYTES))
                 && answer.pointer("/usageMetadata/candidatesTokenCount") == Some(&json!(5)),
             "{model}: {answer}"
         );
 
-        let reply = call(&gw, &token, model, "streamGenerateContent", &generate_body()).await?;
+        let reply = call(
+            &gw,
+            &token,
+            model,
+            "streamGenerateContent",
+            &generate_body(),
+        )
+        .await?;
         ensure!(reply.status == 200, "{model}: {}", reply.text());
         ensure!(reply.header("content-type") == Some("text/event-stream"));
         let events = events(&reply)?;
         let text: String = events.iter().map(answer_text).collect();
         ensure!(text == ANSWER, "{model}: {events:?}");
         let last = events.last().context("no events")?;
-        ensure!(last.pointer("/candidates/0/finishReason") == Some(&json!("STOP")), "{last}");
+        ensure!(
+            last.pointer("/candidates/0/finishReason") == Some(&json!("STOP")),
+            "{last}"
+        );
         ensure!(
             last.pointer("/usageMetadata/promptTokenCount") == Some(&json!(PROMPT_BYTES)),
             "{model}: {last}"
@@ -142,17 +173,29 @@ async fn every_provider_kind_answers_gemini_clients() -> anyhow::Result<()> {
     ensure!(body_of("ok-gemini", ":generateContent")? == generate_body());
     ensure!(body_of("ok-gemini", ":streamGenerateContent")? == generate_body());
     let openai = body_of("ok-openai", "/chat/completions")?;
-    ensure!(openai["messages"][0] == json!({ "role": "system", "content": "be brief" }), "{openai}");
+    ensure!(
+        openai["messages"][0] == json!({ "role": "system", "content": "be brief" }),
+        "{openai}"
+    );
     ensure!(openai["max_tokens"] == 50, "{openai}");
     let claude = body_of("ok-claude", "/messages")?;
-    ensure!(claude["system"].to_string().contains("be brief"), "{claude}");
+    ensure!(
+        claude["system"].to_string().contains("be brief"),
+        "{claude}"
+    );
 
     let logs = gw.request_logs().await?;
     ensure!(logs.len() == 6, "{logs:?}");
     for row in &logs {
         ensure!(row.status == 200, "{row:?}");
-        ensure!(row.endpoint == "/v1beta/models/{model}:generateContent", "{row:?}");
-        ensure!(row.prompt_tokens == PROMPT_BYTES && row.completion_tokens == 5, "{row:?}");
+        ensure!(
+            row.endpoint == "/v1beta/models/{model}:generateContent",
+            "{row:?}"
+        );
+        ensure!(
+            row.prompt_tokens == PROMPT_BYTES && row.completion_tokens == 5,
+            "{row:?}"
+        );
         ensure!(!row.tokens_estimated, "{row:?}");
     }
     ensure!(logs.iter().filter(|row| row.stream).count() == 3);
@@ -189,9 +232,14 @@ async fn function_calls_and_results_cross_every_kind() -> anyhow::Result<()> {
                 .with_context(|| format!("{model} {method}: no functionCall in {answers:?}"))?
                 .clone();
             ensure!(function_call["name"] == "get_weather", "{function_call}");
-            ensure!(function_call["args"] == json!({ "arg": "value" }), "{function_call}");
             ensure!(
-                answers.last().and_then(|last| last.pointer("/candidates/0/finishReason"))
+                function_call["args"] == json!({ "arg": "value" }),
+                "{function_call}"
+            );
+            ensure!(
+                answers
+                    .last()
+                    .and_then(|last| last.pointer("/candidates/0/finishReason"))
                     == Some(&json!("STOP")),
                 "{answers:?}"
             );
@@ -210,7 +258,11 @@ async fn function_calls_and_results_cross_every_kind() -> anyhow::Result<()> {
                 "tools": tools,
             });
             let reply = call(&gw, &token, model, method, &body).await?;
-            ensure!(reply.status == 200, "{model} {method} with a result: {}", reply.text());
+            ensure!(
+                reply.status == 200,
+                "{model} {method} with a result: {}",
+                reply.text()
+            );
         }
     }
     // The OpenAI upstream saw the result as a tool message answering the call.
@@ -226,7 +278,10 @@ async fn function_calls_and_results_cross_every_kind() -> anyhow::Result<()> {
             (tool["tool_call_id"] == call_id).then_some(tool)
         })
         .context("no tool message answering its call reached the OpenAI upstream")?;
-    ensure!(tool_message["content"] == "{\"temperature\":18}", "{tool_message}");
+    ensure!(
+        tool_message["content"] == "{\"temperature\":18}",
+        "{tool_message}"
+    );
     gw.stop().await
 }
 
@@ -252,18 +307,38 @@ async fn tokens_come_three_ways_and_refusals_are_in_googles_shape() -> anyhow::R
         async move {
             let mut all: Vec<(&str, &str)> = vec![("content-type", "application/json")];
             all.extend(headers.iter().map(|(name, value)| (*name, value.as_str())));
-            gw.send(awc::http::Method::POST, &path, &all, Some(body)).await
+            gw.send(awc::http::Method::POST, &path, &all, Some(body))
+                .await
         }
     };
     for (how, headers, path) in [
-        ("x-goog-api-key", vec![("x-goog-api-key", token.clone())], path.clone()),
+        (
+            "x-goog-api-key",
+            vec![("x-goog-api-key", token.clone())],
+            path.clone(),
+        ),
         ("?key=", vec![], format!("{path}?key={token}")),
-        ("Bearer", vec![("authorization", format!("Bearer {token}"))], path.clone()),
+        (
+            "Bearer",
+            vec![("authorization", format!("Bearer {token}"))],
+            path.clone(),
+        ),
     ] {
         let reply = post(headers, path).await?;
         ensure!(reply.status == 200, "{how}: {}", reply.text());
     }
-    // `?key=` is the Gemini door's only.
+    // `?key=` is the Gemini door's only...
+    let reply = gw
+        .send(
+            awc::http::Method::POST,
+            &format!("/v1/chat/completions?key={token}"),
+            &[("content-type", "application/json")],
+            Some(serde_json::to_vec(&common::chat_body(OPENAI, "hi"))?),
+        )
+        .await?;
+    ensure!(reply.status == 401, "{}", reply.text());
+    // ...which includes Google's v1, whose model list shares OpenAI's path:
+    // a Google-style token gets Google's shape, a Bearer one OpenAI's.
     let reply = gw
         .send(
             awc::http::Method::GET,
@@ -272,7 +347,12 @@ async fn tokens_come_three_ways_and_refusals_are_in_googles_shape() -> anyhow::R
             None,
         )
         .await?;
-    ensure!(reply.status == 401, "{}", reply.text());
+    ensure!(reply.json()?["models"].is_array(), "{}", reply.text());
+    let reply = gw.get("/v1/models", Some(&token)).await?;
+    ensure!(reply.json()?["object"] == "list", "{}", reply.text());
+    let v1 = format!("/v1/models/{GEMINI}:generateContent");
+    let reply = post(vec![("x-goog-api-key", token.clone())], v1).await?;
+    ensure!(reply.status == 200, "Google's v1: {}", reply.text());
 
     let refusals = [
         (post(vec![], path.clone()).await?, 401, "UNAUTHENTICATED"),
@@ -336,7 +416,8 @@ async fn tokens_come_three_ways_and_refusals_are_in_googles_shape() -> anyhow::R
         );
     }
     // ...and passed through to Gemini upstreams.
-    let search = json!({ "contents": generate_body()["contents"], "tools": [{ "googleSearch": {} }] });
+    let search =
+        json!({ "contents": generate_body()["contents"], "tools": [{ "googleSearch": {} }] });
     let reply = call(&gw, &token, GEMINI, "generateContent", &search).await?;
     ensure!(reply.status == 200, "{}", reply.text());
 
@@ -345,7 +426,11 @@ async fn tokens_come_three_ways_and_refusals_are_in_googles_shape() -> anyhow::R
         .create_token(json!({ "name": "gpt-only", "allowed_models": [OPENAI] }))
         .await?;
     let reply = call(&gw, &limited, GEMINI, "generateContent", &generate_body()).await?;
-    ensure!(google_error(&reply)? == (403, "PERMISSION_DENIED".to_owned()), "{}", reply.text());
+    ensure!(
+        google_error(&reply)? == (403, "PERMISSION_DENIED".to_owned()),
+        "{}",
+        reply.text()
+    );
     gw.stop().await
 }
 
@@ -356,7 +441,11 @@ async fn count_tokens_is_exact_from_gemini_and_estimated_elsewhere() -> anyhow::
     let contents = json!({ "contents": generate_body()["contents"] });
     let reply = call(&gw, &token, GEMINI, "countTokens", &contents).await?;
     ensure!(reply.status == 200, "{}", reply.text());
-    ensure!(reply.json()? == json!({ "totalTokens": 2 }), "{}", reply.text());
+    ensure!(
+        reply.json()? == json!({ "totalTokens": 2 }),
+        "{}",
+        reply.text()
+    );
     // The wrapped form names its model; the upstream's name is put in.
     let wrapped = json!({ "generateContentRequest": {
         "model": format!("models/{GEMINI}"),
@@ -364,19 +453,36 @@ async fn count_tokens_is_exact_from_gemini_and_estimated_elsewhere() -> anyhow::
         "systemInstruction": generate_body()["systemInstruction"],
     } });
     let reply = call(&gw, &token, GEMINI, "countTokens", &wrapped).await?;
-    ensure!(reply.json()? == json!({ "totalTokens": PROMPT_BYTES }), "{}", reply.text());
+    ensure!(
+        reply.json()? == json!({ "totalTokens": PROMPT_BYTES }),
+        "{}",
+        reply.text()
+    );
     for model in [OPENAI, CLAUDE] {
         let reply = call(&gw, &token, model, "countTokens", &contents).await?;
         ensure!(reply.status == 200, "{model}: {}", reply.text());
-        let counted = reply.json()?["totalTokens"].as_i64().context("totalTokens")?;
+        let counted = reply.json()?["totalTokens"]
+            .as_i64()
+            .context("totalTokens")?;
         ensure!(counted >= 1, "{model}: {counted}");
     }
-    let reply = call(&gw, &token, GEMINI, "countTokens", &json!({ "contents": 3 })).await?;
+    let reply = call(
+        &gw,
+        &token,
+        GEMINI,
+        "countTokens",
+        &json!({ "contents": 3 }),
+    )
+    .await?;
     ensure!(google_error(&reply)? == (400, "INVALID_ARGUMENT".to_owned()));
 
     let counts = gw.mock.requests();
     ensure!(
-        counts.iter().filter(|request| request.path.ends_with(":countTokens")).count() == 2,
+        counts
+            .iter()
+            .filter(|request| request.path.ends_with(":countTokens"))
+            .count()
+            == 2,
         "only the Gemini upstream counts"
     );
     let logs = gw.request_logs().await?;
@@ -395,7 +501,12 @@ async fn models_are_listed_in_googles_shape() -> anyhow::Result<()> {
     let gw = TestGateway::start(Backend::Sqlite, three_kinds).await?;
     let token = gw.create_token(json!({ "name": "all" })).await?;
     let reply = gw
-        .send(awc::http::Method::GET, "/v1beta/models", &[("x-goog-api-key", &token)], None)
+        .send(
+            awc::http::Method::GET,
+            "/v1beta/models",
+            &[("x-goog-api-key", &token)],
+            None,
+        )
         .await?;
     ensure!(reply.status == 200, "{}", reply.text());
     let listed = reply.json()?;
@@ -406,7 +517,10 @@ async fn models_are_listed_in_googles_shape() -> anyhow::Result<()> {
         .filter_map(|model| model["name"].as_str())
         .collect();
     for model in [GEMINI, OPENAI, CLAUDE] {
-        ensure!(names.contains(&format!("models/{model}").as_str()), "{names:?}");
+        ensure!(
+            names.contains(&format!("models/{model}").as_str()),
+            "{names:?}"
+        );
     }
     ensure!(
         listed["models"][0]["supportedGenerationMethods"]
@@ -423,13 +537,22 @@ async fn models_are_listed_in_googles_shape() -> anyhow::Result<()> {
             None,
         )
         .await?;
-    ensure!(reply.json()?["name"] == format!("models/{OPENAI}"), "{}", reply.text());
+    ensure!(
+        reply.json()?["name"] == format!("models/{OPENAI}"),
+        "{}",
+        reply.text()
+    );
 
     let limited = gw
         .create_token(json!({ "name": "gpt-only", "allowed_models": [OPENAI] }))
         .await?;
     let reply = gw
-        .send(awc::http::Method::GET, "/v1beta/models", &[("x-goog-api-key", &limited)], None)
+        .send(
+            awc::http::Method::GET,
+            "/v1beta/models",
+            &[("x-goog-api-key", &limited)],
+            None,
+        )
         .await?;
     ensure!(
         reply.json()?["models"].as_array().map(Vec::len) == Some(1),
@@ -444,8 +567,14 @@ async fn models_are_listed_in_googles_shape() -> anyhow::Result<()> {
             None,
         )
         .await?;
-    ensure!(google_error(&reply)? == (404, "NOT_FOUND".to_owned()), "{}", reply.text());
-    let reply = gw.send(awc::http::Method::GET, "/v1beta/models", &[], None).await?;
+    ensure!(
+        google_error(&reply)? == (404, "NOT_FOUND".to_owned()),
+        "{}",
+        reply.text()
+    );
+    let reply = gw
+        .send(awc::http::Method::GET, "/v1beta/models", &[], None)
+        .await?;
     ensure!(google_error(&reply)? == (401, "UNAUTHENTICATED".to_owned()));
     gw.stop().await
 }
@@ -489,7 +618,10 @@ async fn spend_agrees_between_logs_counters_and_billing(backend: Backend) -> any
     let tokens = PROMPT_BYTES + 5;
     ensure!(logged == 6 * tokens * NANOS_PER_TOKEN * 3 / 2, "{logged}");
     ensure!(row.spent_nanos == logged, "{row:?}");
-    ensure!(charged == logged && charges == 6, "{charges} charges of {charged}");
+    ensure!(
+        charged == logged && charges == 6,
+        "{charges} charges of {charged}"
+    );
     ensure!(row.spent_tokens == 6 * tokens, "{row:?}");
     ensure!(row.reserved_nanos == 0, "{row:?}");
     gw.stop().await

@@ -127,7 +127,10 @@ async fn gemini_cli_answers_through_every_provider_kind() -> anyhow::Result<()> 
         for row in rows {
             ensure!(row.status == 200, "{row:?}");
             ensure!(row.endpoint.starts_with("/v1beta/models/"), "{row:?}");
-            ensure!(row.prompt_tokens > 0 && row.completion_tokens == 5, "{row:?}");
+            ensure!(
+                row.prompt_tokens > 0 && row.completion_tokens == 5,
+                "{row:?}"
+            );
         }
     }
     ensure!(logs.iter().all(|row| row.status == 200), "{logs:?}");

@@ -648,7 +648,10 @@ fn gemini_requests_without_an_openai_equivalent_are_typed_400s() -> Result<()> {
     for (body, param) in [
         (json!({ "contents": [] }), "contents"),
         (json!({ "contents": "hi" }), "contents"),
-        (json!({ "contents": [{ "role": "user" }] }), "contents[0].parts"),
+        (
+            json!({ "contents": [{ "role": "user" }] }),
+            "contents[0].parts",
+        ),
         (
             json!({ "contents": [{ "role": "tool", "parts": [] }] }),
             "contents[0].role",
@@ -664,7 +667,9 @@ fn gemini_requests_without_an_openai_equivalent_are_typed_400s() -> Result<()> {
             "generationConfig.temperature",
         ),
     ] {
-        let error = request(body.clone()).err().context(format!("{body} must fail"))?;
+        let error = request(body.clone())
+            .err()
+            .context(format!("{body} must fail"))?;
         ensure!(
             matches!(error, TranslateError::InvalidRequest { .. }),
             "{body}: {error:?}"
@@ -676,7 +681,10 @@ fn gemini_requests_without_an_openai_equivalent_are_typed_400s() -> Result<()> {
     let error = request(json!({ "contents": text, "tools": [{ "googleSearch": {} }] }))
         .err()
         .context("google search must fail")?;
-    ensure!(matches!(error, TranslateError::Unsupported { .. }), "{error:?}");
+    ensure!(
+        matches!(error, TranslateError::Unsupported { .. }),
+        "{error:?}"
+    );
     ensure!(error.param() == Some("tools[0].googleSearch"));
     // A request without anything but text is the smallest chat body.
     assert_json_eq(
@@ -701,7 +709,11 @@ fn gemini_requests_without_an_openai_equivalent_are_typed_400s() -> Result<()> {
             "tools": [{ "functionDeclarations": [{ "name": "a" }] }],
             "toolConfig": { "functionCallingConfig": { "mode": mode, "allowedFunctionNames": allowed } },
         }))?;
-        ensure!(body["tool_choice"] == choice, "{mode}: {}", body["tool_choice"]);
+        ensure!(
+            body["tool_choice"] == choice,
+            "{mode}: {}",
+            body["tool_choice"]
+        );
     }
     // JSON output, with and without a schema.
     let body = request(json!({
@@ -742,7 +754,10 @@ fn openai_finish_reasons_map_to_gemini() -> Result<()> {
         ("content_filter", "SAFETY"),
         ("something_new", "OTHER"),
     ] {
-        ensure!(gemini::gemini_finish_reason(openai) == gemini_reason, "{openai}");
+        ensure!(
+            gemini::gemini_finish_reason(openai) == gemini_reason,
+            "{openai}"
+        );
     }
     let answer = gemini::openai_to_gemini_response(
         &json!({ "choices": [{ "index": 0, "message": { "role": "assistant", "content": null },
@@ -857,7 +872,10 @@ fn gemini_stream_passes_through_to_gemini_clients() -> Result<()> {
     ensure!(!cut.is_complete());
     // An error event is never a finish.
     let mut failed = gemini::GeminiPassthroughStream::default();
-    failed.on_event(None, br#"{"error":{"code":500,"message":"x","status":"INTERNAL"}}"#)?;
+    failed.on_event(
+        None,
+        br#"{"error":{"code":500,"message":"x","status":"INTERNAL"}}"#,
+    )?;
     ensure!(!failed.is_complete());
     ensure!(failed.on_event(None, b"{not json").is_err());
     Ok(())
@@ -870,7 +888,10 @@ fn gemini_request_round_trips_through_openai() -> Result<()> {
     let original = golden("gemini_ingress/request.gemini.json")?;
     let openai = gemini::gemini_to_openai_request(&original, "g", false)?;
     let back = gemini::openai_to_gemini_request(&openai)?;
-    ensure!(back["systemInstruction"] == json!({ "parts": [{ "text": "You are a weather bot.\nAnswer briefly." }] }));
+    ensure!(
+        back["systemInstruction"]
+            == json!({ "parts": [{ "text": "You are a weather bot.\nAnswer briefly." }] })
+    );
     let summary = |contents: &Value| -> Vec<(String, Vec<String>)> {
         contents
             .as_array()
@@ -890,7 +911,10 @@ fn gemini_request_round_trips_through_openai() -> Result<()> {
                         } else if let Some(text) = part.get("text") {
                             format!("text {text}")
                         } else {
-                            format!("data {}", part.pointer("/inlineData/mimeType").unwrap_or(&Value::Null))
+                            format!(
+                                "data {}",
+                                part.pointer("/inlineData/mimeType").unwrap_or(&Value::Null)
+                            )
                         }
                     })
                     .collect();
@@ -899,7 +923,12 @@ fn gemini_request_round_trips_through_openai() -> Result<()> {
             .collect()
     };
     let expected = summary(&original["contents"]);
-    ensure!(summary(&back["contents"]) == expected, "{:#?}\n{:#?}", summary(&back["contents"]), expected);
+    ensure!(
+        summary(&back["contents"]) == expected,
+        "{:#?}\n{:#?}",
+        summary(&back["contents"]),
+        expected
+    );
     Ok(())
 }
 

@@ -13,9 +13,7 @@ use super::anthropic::{
     self, AnthropicPassthroughStream, AnthropicRequestOptions, AnthropicToOpenAiStream,
     OpenAiToAnthropicStream,
 };
-use super::gemini::{
-    self, GeminiPassthroughStream, GeminiToOpenAiStream, OpenAiToGeminiStream,
-};
+use super::gemini::{self, GeminiPassthroughStream, GeminiToOpenAiStream, OpenAiToGeminiStream};
 use super::openai::{self, ChatRequest, Usage};
 use super::translate::{ChainedStream, StreamTranslator, TranslateError, unix_now};
 use super::{RequestError, Wire, adapter_of};

@@ -17,7 +17,9 @@
 
 use crate::error::ApiError;
 use crate::gateway::auth::GatewayAuth;
-use crate::gateway::failover::{Answer, MalformedAnswer, Served, UpstreamRequest, call_with_failover};
+use crate::gateway::failover::{
+    Answer, MalformedAnswer, Served, UpstreamRequest, call_with_failover,
+};
 use crate::gateway::meter::Meter;
 use crate::gateway::pipeline::{ClientCall, serve};
 use crate::gateway::{AppState, accept, require_model};
@@ -209,11 +211,7 @@ impl UpstreamRequest for CountTokens {
         body: Bytes,
     ) -> Result<(Bytes, Option<Usage>), MalformedAnswer> {
         let value: Value = serde_json::from_slice(&body).map_err(|_| MalformedAnswer)?;
-        if value
-            .get("totalTokens")
-            .and_then(Value::as_i64)
-            .is_none()
-        {
+        if value.get("totalTokens").and_then(Value::as_i64).is_none() {
             return Err(MalformedAnswer);
         }
         Ok((body, None))

@@ -188,7 +188,10 @@ pub fn gemini_to_openai_request(
     out.insert("messages".to_owned(), Value::Array(messages));
     if stream {
         out.insert("stream".to_owned(), json!(true));
-        out.insert("stream_options".to_owned(), json!({ "include_usage": true }));
+        out.insert(
+            "stream_options".to_owned(),
+            json!({ "include_usage": true }),
+        );
     }
     if let Some(config) = body
         .get("generationConfig")
@@ -223,10 +226,7 @@ fn parts_text(parts: Option<&Value>, param: &str) -> Result<String, TranslateErr
 
 /// One part of a user turn as an OpenAI content part; `None` for parts
 /// that carry nothing to send (an empty part, a thought).
-fn user_part(
-    part: &Value,
-    param: impl Fn() -> String,
-) -> Result<Option<Value>, TranslateError> {
+fn user_part(part: &Value, param: impl Fn() -> String) -> Result<Option<Value>, TranslateError> {
     if part.get("thought").and_then(Value::as_bool) == Some(true) {
         return Ok(None);
     }
@@ -246,13 +246,14 @@ fn user_part(
         let url = format!("data:{mime_type};base64,{data}");
         return Ok(Some(if mime_type.starts_with("image/") {
             json!({ "type": "image_url", "image_url": { "url": url } })
-        } else if let Some(format) = mime_type
-            .strip_prefix("audio/")
-            .and_then(|format| match format {
-                "wav" | "x-wav" => Some("wav"),
-                "mp3" | "mpeg" => Some("mp3"),
-                _ => None,
-            })
+        } else if let Some(format) =
+            mime_type
+                .strip_prefix("audio/")
+                .and_then(|format| match format {
+                    "wav" | "x-wav" => Some("wav"),
+                    "mp3" | "mpeg" => Some("mp3"),
+                    _ => None,
+                })
         {
             json!({ "type": "input_audio", "input_audio": { "data": data, "format": format } })
         } else {
@@ -404,8 +405,7 @@ fn openai_tools(tools: &Value) -> Result<Vec<Value>, TranslateError> {
                     .unwrap_or_else(|| json!({ "type": "object", "properties": {} }));
                 let mut function = Map::new();
                 function.insert("name".to_owned(), json!(name));
-                if let Some(description) = declaration.get("description").and_then(Value::as_str)
-                {
+                if let Some(description) = declaration.get("description").and_then(Value::as_str) {
                     function.insert("description".to_owned(), json!(description));
                 }
                 function.insert("parameters".to_owned(), parameters);
