@@ -758,8 +758,9 @@ mod tests {
         assert_eq!(route("GET", generate), Route::Unknown);
         assert_eq!(
             route("POST", "/v1beta/models/m:countTokens"),
-            Route::Unknown
+            Route::GeminiCountTokens
         );
+        assert_eq!(route("POST", "/v1beta/models/m:embedContent"), Route::Unknown);
         assert_eq!(route("GET", "/v1/v1beta/models"), Route::GeminiModels);
         assert_eq!(route("POST", "/v1/audio/speech"), Route::Speech);
         assert_eq!(route("GET", "/v1/audio/speech"), Route::Unknown);
