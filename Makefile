@@ -1,5 +1,5 @@
 # Switchyard developer tasks. `make help` lists them.
-.PHONY: help install run test test-sqlite test-postgres compat-deps lint fmt bench bench-overview migrate ci
+.PHONY: help install run test test-sqlite test-postgres compat-deps client-deps lint fmt bench bench-overview migrate ci
 
 # Where the PostgreSQL tests create their schemas.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
@@ -13,14 +13,21 @@ VENV := .venv
 COMPAT_REQUIREMENTS := tests/compat/requirements.txt
 COMPAT_STAMP := $(VENV)/.requirements.stamp
 
+# Client programs the tests drive through the gateway (tests/gemini_cli.rs:
+# the Gemini CLI), pinned in tests/clients/package-lock.json and installed by
+# `npm ci` into tests/clients/node_modules/ when the lock file changes.
+CLIENTS := tests/clients
+CLIENTS_STAMP := $(CLIENTS)/node_modules/.lock.stamp
+
 help:
 	@echo "make install   - cargo install --locked --path . (switchyard into ~/.cargo/bin)"
 	@echo "make run       - run the gateway on SQLite with settings/example.toml"
 	@echo "make test      - every test (unit, SQLite and PostgreSQL integration, and the"
-	@echo "                 openai/anthropic Python SDK compat suite and schemathesis;"
-	@echo "                 runs compat-deps first)"
+	@echo "                 openai/anthropic/google-genai Python SDK compat suite, the Gemini"
+	@echo "                 CLI and schemathesis; runs compat-deps and client-deps first)"
 	@echo "make compat-deps - create .venv/ and install tests/compat/requirements.txt"
 	@echo "                 (pip runs again only when requirements.txt changes)"
+	@echo "make client-deps - npm ci the test clients of tests/clients (the Gemini CLI)"
 	@echo "make lint      - cargo fmt --check and clippy -D warnings"
 	@echo "make fmt       - format the code"
 	@echo "make bench     - load benchmark: the mock directly, through nginx and through the"
@@ -34,10 +41,19 @@ install:
 run:
 	cargo run --release --bin switchyard -- serve --config settings/example.toml
 
-test: compat-deps
+test: compat-deps client-deps
 	cargo test --workspace --all-targets --locked
 
 compat-deps: $(COMPAT_STAMP)
+
+client-deps: $(CLIENTS_STAMP)
+
+# --ignore-scripts: the CLI's optional native helpers (keychain, pty) are not
+# built; the tests run it headless with an API key.
+$(CLIENTS_STAMP): $(CLIENTS)/package-lock.json $(CLIENTS)/package.json
+	command -v npm >/dev/null 2>&1 || { echo "npm is required for the test clients (Debian: apt-get install nodejs npm)" >&2; exit 1; }
+	cd $(CLIENTS) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
 
 # --clear: a venv whose interpreter went away (Python upgraded) is rebuilt
 # whole. A failed creation (Debian without python3-venv) leaves nothing behind.

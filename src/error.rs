@@ -13,7 +13,8 @@
 //!   purpose: a pool or connection failure is 503, not 500. This module
 //!   depends on theirs, never the reverse.
 //! - Bodies are built by `providers::wire_error`, one constructor per wire
-//!   shape (OpenAI's here, Anthropic's for `/v1/messages`).
+//!   shape (OpenAI's here, Anthropic's for `/v1/messages`, Gemini's for
+//!   `/v1beta`).
 //! - `anyhow` is for start-up and the CLI only.
 
 use crate::db::DbError;
@@ -306,6 +307,50 @@ impl ApiError {
         response.json(wire_error::anthropic(
             wire_error::anthropic_type_for_status(status.as_u16()),
             &message,
+        ))
+    }
+}
+
+impl ApiError {
+    /// The same error in Gemini's (Google's) shape
+    /// (`{"error":{"code","message","status"}}`), for the `/v1beta` front
+    /// door: same status, same `Retry-After`. An upstream's own
+    /// Gemini-shaped error is relayed.
+    pub fn gemini_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let mut response = HttpResponse::build(status);
+        if let Some(wait) = self.retry_after() {
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            response.insert_header((RETRY_AFTER, seconds.max(1).to_string()));
+        }
+        let upstream = match self {
+            Self::UpstreamRejected { body, .. } => {
+                serde_json::from_slice::<serde_json::Value>(body).ok()
+            }
+            _ => None,
+        };
+        if let (Self::UpstreamRejected { body, .. }, Some(value)) = (self, &upstream)
+            && value
+                .pointer("/error/status")
+                .is_some_and(serde_json::Value::is_string)
+        {
+            return response
+                .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
+                .body(body.clone());
+        }
+        let message = match self {
+            Self::UpstreamRejected { .. } => upstream
+                .as_ref()
+                .and_then(|value| value.pointer("/error/message"))
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("The upstream refused the request ({status})")),
+            other => other.to_string(),
+        };
+        response.json(wire_error::gemini(
+            status.as_u16(),
+            &message,
+            wire_error::gemini_status_for_code(status.as_u16()),
         ))
     }
 }

@@ -1,5 +1,5 @@
-//! The official `openai` and `anthropic` Python SDKs against the real
-//! gateway: `tests/compat/` (pytest) run on a gateway with one provider of
+//! The official `openai`, `anthropic` and `google-genai` Python SDKs against
+//! the real gateway: `tests/compat/` (pytest) run on a gateway with one provider of
 //! each kind on the mock upstream. `make compat-deps` (a dependency of
 //! `make test`) installs the SDKs into `.venv/`.
 
@@ -23,7 +23,7 @@ const PYTEST_TIMEOUT: Duration = Duration::from_secs(300);
 /// Variables of the test's environment that would change what the SDKs send
 /// or where (credentials, base URLs, profiles): not passed on (proxies and
 /// Python paths never are, see `common::python`).
-const SCRUBBED_PREFIXES: &[&str] = &["OPENAI_", "ANTHROPIC_"];
+const SCRUBBED_PREFIXES: &[&str] = &["OPENAI_", "ANTHROPIC_", "GOOGLE_", "GEMINI_"];
 
 #[actix_rt::test]
 async fn official_python_sdks_pass_the_compat_suite() -> anyhow::Result<()> {
@@ -87,6 +87,8 @@ async fn official_python_sdks_pass_the_compat_suite() -> anyhow::Result<()> {
         ("ok-claude", "/v1/messages"),
         ("ok-gemini", ":generateContent"),
         ("ok-gemini", ":streamGenerateContent"),
+        // The Gemini door's token count, passed through.
+        ("ok-gemini", ":countTokens"),
     ] {
         let reached = seen
             .iter()

@@ -604,3 +604,323 @@ fn gemini_stream_cut_before_finish_is_incomplete() -> Result<()> {
     ensure!(!stream.is_complete());
     Ok(())
 }
+
+// --- Gemini front door: Gemini -> OpenAI requests, OpenAI -> Gemini answers ---
+
+#[test]
+fn gemini_request_to_openai() -> Result<()> {
+    let input = golden("gemini_ingress/request.gemini.json")?;
+    let translated = gemini::gemini_to_openai_request(&input, "gemini-2.5-flash", true)?;
+    assert_json_eq(
+        &translated,
+        &golden("gemini_ingress/request.openai.json")?,
+        "gemini request as openai",
+    )
+}
+
+#[test]
+fn gemini_requests_without_an_openai_equivalent_are_typed_400s() -> Result<()> {
+    let request = |body: Value| gemini::gemini_to_openai_request(&body, "g", false);
+    let text = json!([{ "role": "user", "parts": [{ "text": "hi" }] }]);
+    for (body, param) in [
+        (json!({ "contents": [] }), "contents"),
+        (json!({ "contents": "hi" }), "contents"),
+        (
+            json!({ "contents": [{ "role": "user" }] }),
+            "contents[0].parts",
+        ),
+        (
+            json!({ "contents": [{ "role": "tool", "parts": [] }] }),
+            "contents[0].role",
+        ),
+        (
+            json!({ "contents": [{ "role": "user", "parts": [
+                { "functionResponse": { "name": "never_called", "response": {} } }
+            ] }] }),
+            "contents[0].parts[0]",
+        ),
+        (
+            json!({ "contents": text, "generationConfig": { "temperature": "hot" } }),
+            "generationConfig.temperature",
+        ),
+    ] {
+        let error = request(body.clone())
+            .err()
+            .context(format!("{body} must fail"))?;
+        ensure!(
+            matches!(error, TranslateError::InvalidRequest { .. }),
+            "{body}: {error:?}"
+        );
+        ensure!(error.param() == Some(param), "{body}: {:?}", error.param());
+        ensure!(error.status_code() == 400);
+    }
+    // Gemini's own tools can go only to Gemini models.
+    let error = request(json!({ "contents": text, "tools": [{ "googleSearch": {} }] }))
+        .err()
+        .context("google search must fail")?;
+    ensure!(
+        matches!(error, TranslateError::Unsupported { .. }),
+        "{error:?}"
+    );
+    ensure!(error.param() == Some("tools[0].googleSearch"));
+    // A request without anything but text is the smallest chat body.
+    assert_json_eq(
+        &request(json!({ "contents": text }))?,
+        &json!({ "model": "g", "messages": [{ "role": "user", "content": "hi" }] }),
+        "minimal request",
+    )?;
+    // Tool modes.
+    for (mode, allowed, choice) in [
+        ("AUTO", json!([]), json!("auto")),
+        ("NONE", json!([]), json!("none")),
+        ("ANY", json!([]), json!("required")),
+        ("ANY", json!(["a", "b"]), json!("required")),
+        (
+            "ANY",
+            json!(["a"]),
+            json!({ "type": "function", "function": { "name": "a" } }),
+        ),
+    ] {
+        let body = request(json!({
+            "contents": text,
+            "tools": [{ "functionDeclarations": [{ "name": "a" }] }],
+            "toolConfig": { "functionCallingConfig": { "mode": mode, "allowedFunctionNames": allowed } },
+        }))?;
+        ensure!(
+            body["tool_choice"] == choice,
+            "{mode}: {}",
+            body["tool_choice"]
+        );
+    }
+    // JSON output, with and without a schema.
+    let body = request(json!({
+        "contents": text,
+        "generationConfig": { "responseMimeType": "application/json",
+            "responseSchema": { "type": "OBJECT", "properties": { "n": { "type": "INTEGER" } } } },
+    }))?;
+    ensure!(
+        body["response_format"]
+            == json!({ "type": "json_schema", "json_schema": { "name": "response",
+                "schema": { "type": "object", "properties": { "n": { "type": "integer" } } } } }),
+        "{}",
+        body["response_format"]
+    );
+    let body = request(
+        json!({ "contents": text, "generationConfig": { "responseMimeType": "application/json" } }),
+    )?;
+    ensure!(body["response_format"] == json!({ "type": "json_object" }));
+    Ok(())
+}
+
+#[test]
+fn openai_response_to_gemini() -> Result<()> {
+    let input = golden("gemini_ingress/response.openai.json")?;
+    assert_json_eq(
+        &gemini::openai_to_gemini_response(&input, "requested")?,
+        &golden("gemini_ingress/response.gemini.json")?,
+        "openai response as gemini",
+    )
+}
+
+#[test]
+fn openai_finish_reasons_map_to_gemini() -> Result<()> {
+    for (openai, gemini_reason) in [
+        ("stop", "STOP"),
+        ("tool_calls", "STOP"),
+        ("length", "MAX_TOKENS"),
+        ("content_filter", "SAFETY"),
+        ("something_new", "OTHER"),
+    ] {
+        ensure!(
+            gemini::gemini_finish_reason(openai) == gemini_reason,
+            "{openai}"
+        );
+    }
+    let answer = gemini::openai_to_gemini_response(
+        &json!({ "choices": [{ "index": 0, "message": { "role": "assistant", "content": null },
+                  "finish_reason": "length" }] }),
+        "requested",
+    )?;
+    ensure!(answer.pointer("/candidates/0/finishReason") == Some(&json!("MAX_TOKENS")));
+    ensure!(answer.pointer("/candidates/0/content/parts/0/text") == Some(&json!("")));
+    ensure!(answer["modelVersion"] == "requested");
+    ensure!(answer.get("usageMetadata").is_none());
+    let broken = gemini::openai_to_gemini_response(&json!({ "id": "x" }), "m");
+    ensure!(broken.as_ref().map_err(TranslateError::status_code).err() == Some(502));
+    let bad_arguments = json!({ "choices": [{ "message": { "tool_calls": [
+        { "id": "c", "function": { "name": "f", "arguments": "{not json" } } ] } }] });
+    ensure!(gemini::openai_to_gemini_response(&bad_arguments, "m").is_err());
+    Ok(())
+}
+
+#[test]
+fn openai_stream_to_gemini() -> Result<()> {
+    let translator = check_stream(
+        || gemini::OpenAiToGeminiStream::new("requested"),
+        "gemini_ingress/stream.openai.json",
+        "gemini_ingress/stream.gemini.json",
+    )?;
+    ensure!(translator.is_complete());
+    ensure!(
+        translator.usage()
+            == Some(Usage {
+                prompt_tokens: 12,
+                completion_tokens: 9
+            })
+    );
+    Ok(())
+}
+
+#[test]
+fn openai_stream_to_gemini_ends_only_after_a_finish() -> Result<()> {
+    // Cut before the finish: nothing closes it, it is incomplete.
+    let mut cut = gemini::OpenAiToGeminiStream::new("m");
+    let out = cut.on_event(
+        None,
+        br#"{"id":"c","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}"#,
+    )?;
+    ensure!(out.len() == 1);
+    ensure!(cut.finish().is_empty());
+    ensure!(!cut.is_complete());
+    // Finished without [DONE] (some servers close right after): the
+    // closing event comes from finish().
+    let mut closed = gemini::OpenAiToGeminiStream::new("m");
+    closed.on_event(
+        None,
+        br#"{"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+    )?;
+    let closing = parse_sse(&closed.finish().concat())?;
+    ensure!(closing.pointer("/0/data/candidates/0/finishReason") == Some(&json!("STOP")));
+    ensure!(closed.is_complete());
+    // An error event ends it in Google's shape, incomplete.
+    let mut failed = gemini::OpenAiToGeminiStream::new("m");
+    let out = failed.on_event(None, br#"{"error":{"message":"overloaded","type":"x"}}"#)?;
+    let event = parse_sse(&out.concat())?;
+    ensure!(event.pointer("/0/data/error/message") == Some(&json!("overloaded")));
+    ensure!(event.pointer("/0/data/error/status") == Some(&json!("INTERNAL")));
+    ensure!(failed.finish().is_empty());
+    ensure!(!failed.is_complete());
+    Ok(())
+}
+
+#[test]
+fn anthropic_stream_to_gemini_through_openai() -> Result<()> {
+    let translator = check_stream(
+        || switchyard::providers::translate::ChainedStream {
+            first: AnthropicToOpenAiStream::new(CREATED, true),
+            second: gemini::OpenAiToGeminiStream::new("claude-sonnet-4-5"),
+        },
+        "anthropic_to_openai/stream.anthropic.json",
+        "gemini_ingress/stream_from_anthropic.gemini.json",
+    )?;
+    ensure!(translator.is_complete());
+    ensure!(
+        translator.usage()
+            == Some(Usage {
+                prompt_tokens: 472,
+                completion_tokens: 89
+            })
+    );
+    Ok(())
+}
+
+#[test]
+fn gemini_stream_passes_through_to_gemini_clients() -> Result<()> {
+    // Each event's own data comes out unchanged.
+    let translator = check_stream(
+        gemini::GeminiPassthroughStream::default,
+        "gemini_to_openai/stream.gemini.json",
+        "gemini_to_openai/stream.gemini.json",
+    )?;
+    ensure!(translator.is_complete());
+    ensure!(
+        translator.usage()
+            == Some(Usage {
+                prompt_tokens: 10,
+                completion_tokens: 12
+            })
+    );
+    // Without a finishReason the stream was cut.
+    let mut cut = gemini::GeminiPassthroughStream::default();
+    cut.on_event(
+        None,
+        br#"{"candidates":[{"content":{"parts":[{"text":"Hi"}],"role":"model"},"index":0}]}"#,
+    )?;
+    ensure!(!cut.is_complete());
+    // An error event is never a finish.
+    let mut failed = gemini::GeminiPassthroughStream::default();
+    failed.on_event(
+        None,
+        br#"{"error":{"code":500,"message":"x","status":"INTERNAL"}}"#,
+    )?;
+    ensure!(!failed.is_complete());
+    ensure!(failed.on_event(None, b"{not json").is_err());
+    Ok(())
+}
+
+#[test]
+fn gemini_request_round_trips_through_openai() -> Result<()> {
+    // Gemini -> OpenAI -> Gemini keeps the conversation: roles, texts,
+    // calls and their results (thoughts and Gemini-only fields aside).
+    let original = golden("gemini_ingress/request.gemini.json")?;
+    let openai = gemini::gemini_to_openai_request(&original, "g", false)?;
+    let back = gemini::openai_to_gemini_request(&openai)?;
+    ensure!(
+        back["systemInstruction"]
+            == json!({ "parts": [{ "text": "You are a weather bot.\nAnswer briefly." }] })
+    );
+    let summary = |contents: &Value| -> Vec<(String, Vec<String>)> {
+        contents
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|content| {
+                let parts = content["parts"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|part| part.get("thought").is_none())
+                    .map(|part| {
+                        if let Some(call) = part.get("functionCall") {
+                            format!("call {} {}", call["name"], call["args"])
+                        } else if let Some(result) = part.get("functionResponse") {
+                            format!("result {} {}", result["name"], result["response"])
+                        } else if let Some(text) = part.get("text") {
+                            format!("text {text}")
+                        } else {
+                            format!(
+                                "data {}",
+                                part.pointer("/inlineData/mimeType").unwrap_or(&Value::Null)
+                            )
+                        }
+                    })
+                    .collect();
+                (content["role"].as_str().unwrap_or("user").to_owned(), parts)
+            })
+            .collect()
+    };
+    let expected = summary(&original["contents"]);
+    ensure!(
+        summary(&back["contents"]) == expected,
+        "{:#?}\n{:#?}",
+        summary(&back["contents"]),
+        expected
+    );
+    Ok(())
+}
+
+#[test]
+fn errors_reach_gemini_clients_in_googles_shape() -> Result<()> {
+    let openai_error = json!({ "error": { "message": "bad key", "type": "invalid_request_error", "param": null, "code": "invalid_api_key" } });
+    assert_json_eq(
+        &gemini::openai_error_to_gemini(&openai_error, 401),
+        &json!({ "error": { "code": 401, "message": "bad key", "status": "UNAUTHENTICATED" } }),
+        "openai error as gemini",
+    )?;
+    assert_json_eq(
+        &gemini::openai_error_to_gemini(&json!("garbage"), 400),
+        &json!({ "error": { "code": 400, "message": "The upstream returned an error", "status": "INVALID_ARGUMENT" } }),
+        "unreadable error as gemini",
+    )?;
+    Ok(())
+}

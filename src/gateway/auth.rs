@@ -1,7 +1,8 @@
 //! Authentication extractors.
 //!
 //! - [`GatewayAuth`]: a client's gateway token, from `Authorization: Bearer`,
-//!   `x-api-key` (Anthropic clients) or `x-gw-token`; checked against the
+//!   `x-api-key` (Anthropic clients), `x-goog-api-key` or `?key=` (Gemini
+//!   clients, `/v1beta` only) or `x-gw-token`; checked against the
 //!   token cache, falling back to the database on a miss.
 //!
 //! The admin credential is checked by `crate::admin::auth::AdminAuth`.
@@ -35,10 +36,29 @@ pub fn presented_token(request: &HttpRequest) -> Option<&str> {
             return Some(token);
         }
     }
-    ["x-api-key", "x-gw-token"]
+    ["x-api-key", "x-goog-api-key", "x-gw-token"]
         .iter()
         .find_map(|name| headers.get(*name).and_then(|v| v.to_str().ok()))
         .map(str::trim)
+        .filter(|token| !token.is_empty())
+        .or_else(|| query_key(request))
+}
+
+/// Google's `?key=` on the Gemini door (`/v1beta/...`, and `/v1/models...`
+/// where Google's v1 lives), which its clients may send instead of
+/// `x-goog-api-key`. Only there: a key in a URL ends up in proxies' logs,
+/// so other doors do not invite it. (The gateway's own access log and
+/// traces record the path without the query.)
+pub fn query_key(request: &HttpRequest) -> Option<&str> {
+    let path = request.path();
+    if !(path.starts_with("/v1beta/") || path.starts_with("/v1/models")) {
+        return None;
+    }
+    request
+        .query_string()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("key="))
+        // Gateway tokens are alphanumeric: no percent-decoding needed.
         .filter(|token| !token.is_empty())
 }
 

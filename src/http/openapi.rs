@@ -186,7 +186,7 @@ pub fn build(routes: &[RouteDoc]) -> String {
                     "default",
                     ResponseBuilder::new()
                         .description(
-                            "An error in OpenAI's shape (Anthropic's on /v1/messages): 400, 401, 402, 403, 404, 409, 413, 429 with Retry-After, 5xx",
+                            "An error in OpenAI's shape (Anthropic's on /v1/messages, Google's on /v1beta): 400, 401, 402, 403, 404, 409, 413, 429 with Retry-After, 5xx",
                         )
                         .content(
                             "application/json",
@@ -260,7 +260,8 @@ pub fn build(routes: &[RouteDoc]) -> String {
     }
     let error = ObjectBuilder::new()
         .description(Some(
-            "OpenAI's error shape: {\"error\": {\"message\", \"type\", \"param\", \"code\"}}",
+            "OpenAI's error shape: {\"error\": {\"message\", \"type\", \"param\", \"code\"}}; \
+             on /v1beta Google's, {\"error\": {\"code\": 400, \"message\", \"status\"}}",
         ))
         .property(
             "error",
@@ -270,7 +271,16 @@ pub fn build(routes: &[RouteDoc]) -> String {
                 // The gateway sends `"param": null` and `"code": null` when
                 // there is none (as OpenAI does).
                 .property("param", nullable_string())
-                .property("code", nullable_string())
+                // Google's (the Gemini door's) `code` is the HTTP status.
+                .property(
+                    "code",
+                    ObjectBuilder::new().schema_type(SchemaType::from_iter([
+                        Type::String,
+                        Type::Integer,
+                        Type::Null,
+                    ])),
+                )
+                .property("status", ObjectBuilder::new().schema_type(Type::String))
                 .required("message"),
         )
         .required("error")
@@ -308,7 +318,7 @@ pub fn build(routes: &[RouteDoc]) -> String {
                 .title("Switchyard")
                 .version(env!("CARGO_PKG_VERSION"))
                 .description(Some(
-                    "Self-hosted AI API gateway: OpenAI- and Anthropic-compatible client API, admin API",
+                    "Self-hosted AI API gateway: OpenAI-, Anthropic- and Gemini-compatible client API, admin API",
                 ))
                 .build(),
         )

@@ -15,7 +15,7 @@ use crate::admin::{
     admin_keys, billing, export, login, logs, metrics, models as admin_models, oplog, prices,
     provider_edit, providers, reload, sessions, tokens, users,
 };
-use crate::gateway::doors::{chat, completions, models, proxy, self_service};
+use crate::gateway::doors::{chat, completions, gemini, models, proxy, self_service};
 use crate::ui;
 use actix_web::{HttpResponse, web};
 use std::collections::HashMap;
@@ -80,6 +80,10 @@ route_table! {
     post "/v1/messages" => chat::messages, Gateway, "Anthropic Messages, streamed or not, served by any provider kind";
     post "/v1/messages/count_tokens" => chat::count_tokens, Gateway, "Anthropic token count (exact upstream, else estimated)";
     get "/v1/models" => models::list_models, Gateway, "Models the token may use";
+    get "/v1beta/models" => gemini::list_models, Gateway, "Gemini: the models the token may use, in Google's shape";
+    get "/v1beta/models/{target:.+}" => gemini::get_model, Gateway, "Gemini: one model the token may use";
+    post "/v1beta/models/{target:.+}" => gemini::model_call, Gateway, "Gemini {model}:generateContent, :streamGenerateContent (SSE) and :countTokens, served by any provider kind";
+    post "/v1/models/{target:.+}" => gemini::model_call, Gateway, "The same Gemini calls under Google's v1 (the google-genai SDKs' default version)";
     get "/v1/token/balance" => self_service::balance, Gateway, "The caller's token: limits, spend, what is left, quotas";
     get "/v1/token/usage" => self_service::usage, Gateway, "The caller's usage by day and by model";
     any "/proxy/{provider}/{tail:.*}" => proxy::proxy, Gateway, "Any other provider endpoint, relayed byte for byte with a pool key";

@@ -2,8 +2,9 @@
 //! serves it: the request turned into the provider's wire format, the answer
 //! (whole, streamed or an error) turned back into the client's.
 //!
-//! Clients speak OpenAI chat (`/v1/chat/completions`) or Anthropic Messages
-//! (`/v1/messages`); providers speak one of three wires ([`Wire`]). Same
+//! Clients speak OpenAI chat (`/v1/chat/completions`), Anthropic Messages
+//! (`/v1/messages`) or Gemini (`/v1beta/models/{model}:generateContent`);
+//! providers speak one of three wires ([`Wire`]). Same
 //! format on both sides passes through with only `model` rewritten; the
 //! other pairs go through OpenAI's format, the gateway's own, so Gemini to an
 //! Anthropic client is two translators chained event by event.
@@ -12,7 +13,7 @@ use super::anthropic::{
     self, AnthropicPassthroughStream, AnthropicRequestOptions, AnthropicToOpenAiStream,
     OpenAiToAnthropicStream,
 };
-use super::gemini::{self, GeminiToOpenAiStream};
+use super::gemini::{self, GeminiPassthroughStream, GeminiToOpenAiStream, OpenAiToGeminiStream};
 use super::openai::{self, ChatRequest, Usage};
 use super::translate::{ChainedStream, StreamTranslator, TranslateError, unix_now};
 use super::{RequestError, Wire, adapter_of};
@@ -25,6 +26,7 @@ use switchyard_actors::ProviderSpec;
 pub enum ClientFormat {
     OpenAi,
     Anthropic,
+    Gemini,
 }
 
 impl ClientFormat {
@@ -37,6 +39,7 @@ impl ClientFormat {
                 "error",
                 &super::wire_error::anthropic("api_error", message),
             ),
+            Self::Gemini => gemini::stream_error_event(message, code),
         }
     }
 }
@@ -51,6 +54,11 @@ pub struct ChatExchange {
     /// An Anthropic client's original body, passed to Anthropic upstreams
     /// as it is (fields the gateway does not know survive).
     anthropic: Option<Map<String, Value>>,
+    /// A Gemini client's original body, passed to Gemini upstreams as it is.
+    gemini: Option<Map<String, Value>>,
+    /// Why a Gemini client's request cannot go to another wire (Gemini's
+    /// own tools, files by URI): raised only if it is routed to one.
+    gemini_only: Option<super::TranslateError>,
     options: AnthropicRequestOptions,
     created: i64,
     /// The client's `anthropic-beta` header, for Anthropic upstreams.
@@ -68,6 +76,77 @@ impl ChatExchange {
             client: ClientFormat::OpenAi,
             openai: openai::parse_chat_request(raw)?,
             anthropic: None,
+            gemini: None,
+            gemini_only: None,
+            options,
+            created: unix_now(),
+            anthropic_beta: None,
+        })
+    }
+
+    /// A Gemini client's request (`/v1beta/models/{model}:generateContent`,
+    /// or `:streamGenerateContent` when `stream`): the model comes from the
+    /// URL. Validated and translated to OpenAI's format once; a request
+    /// only a Gemini model can serve is kept, and refused (400) only when
+    /// routed to another wire.
+    pub fn from_gemini(
+        raw: &[u8],
+        model: &str,
+        stream: bool,
+        options: AnthropicRequestOptions,
+    ) -> Result<Self, RequestError> {
+        let value: Value = serde_json::from_slice(raw).map_err(|error| {
+            RequestError::invalid(format!("The request body is not valid JSON: {error}"))
+        })?;
+        let Value::Object(body) = value else {
+            return Err(RequestError::invalid(
+                "The request body must be a JSON object",
+            ));
+        };
+        if model.trim().is_empty() {
+            return Err(RequestError::invalid_param(
+                "model",
+                "The URL names no model: /v1beta/models/{model}:generateContent",
+            ));
+        }
+        let body_value = Value::Object(body);
+        let (translated, gemini_only) =
+            match gemini::gemini_to_openai_request(&body_value, model, stream) {
+                Ok(translated) => (translated, None),
+                Err(error @ TranslateError::Unsupported { .. }) => {
+                    // What the gateway itself reads: model, stream, the
+                    // output budget.
+                    let mut minimal = json!({
+                        "model": model,
+                        "messages": [{ "role": "user", "content": "" }],
+                        "stream": stream,
+                    });
+                    if let Some(max) = body_value
+                        .pointer("/generationConfig/maxOutputTokens")
+                        .filter(|max| max.is_u64())
+                    {
+                        minimal["max_tokens"] = max.clone();
+                    }
+                    (minimal, Some(error))
+                }
+                Err(error) => return Err(error.into()),
+            };
+        let openai = openai::parse_chat_request(
+            &serde_json::to_vec(&translated).map_err(|_| RequestError::Encode)?,
+        )?;
+        let Value::Object(body) = body_value else {
+            return Err(RequestError::Encode);
+        };
+        Ok(Self {
+            client: ClientFormat::Gemini,
+            openai: ChatRequest {
+                // Usage is read from the upstream's own events.
+                client_wants_usage: true,
+                ..openai
+            },
+            anthropic: None,
+            gemini: Some(body),
+            gemini_only,
             options,
             created: unix_now(),
             anthropic_beta: None,
@@ -137,6 +216,8 @@ impl ChatExchange {
                 ..openai
             },
             anthropic: Some(body),
+            gemini: None,
+            gemini_only: None,
             options,
             created: unix_now(),
             anthropic_beta: None,
@@ -186,7 +267,15 @@ impl ChatExchange {
         spec: &ProviderSpec,
         upstream_model: &str,
     ) -> Result<Bytes, RequestError> {
-        let body = match (self.client, adapter_of(spec).wire()) {
+        let wire = adapter_of(spec).wire();
+        if let (Some(error), false) = (&self.gemini_only, wire == Wire::Gemini) {
+            return Err(error.clone().into());
+        }
+        let body = match (self.client, wire) {
+            (ClientFormat::Gemini, Wire::Gemini) => {
+                // The model is in the URL; the body goes as it came.
+                Value::Object(self.gemini.clone().unwrap_or_default())
+            }
             (_, Wire::OpenAi) => {
                 return openai::upstream_chat_body(&mut self.openai, upstream_model);
             }
@@ -202,7 +291,7 @@ impl ChatExchange {
                 }
                 Value::Object(body)
             }
-            (ClientFormat::OpenAi, Wire::Anthropic) => {
+            (ClientFormat::OpenAi | ClientFormat::Gemini, Wire::Anthropic) => {
                 let mut body = anthropic::openai_to_anthropic_request(
                     &Value::Object(self.openai.body.clone()),
                     &self.options,
@@ -248,14 +337,30 @@ impl ChatExchange {
         if !value.is_object() {
             return Err(Malformed);
         }
+        if (wire, self.client) == (Wire::Gemini, ClientFormat::Gemini) {
+            // Relayed as it came; an answer without candidates is not one.
+            if value.get("candidates").is_none() && value.get("promptFeedback").is_none() {
+                return Err(Malformed);
+            }
+            return Ok((body, gemini::usage_of(&value)));
+        }
         let usage = match wire {
             Wire::OpenAi => openai::usage_of(&value),
             Wire::Anthropic => anthropic::usage_of(&value),
             Wire::Gemini => gemini::usage_of(&value),
         };
         let translated = match (wire, self.client) {
-            (Wire::OpenAi, ClientFormat::OpenAi) | (Wire::Anthropic, ClientFormat::Anthropic) => {
+            (Wire::OpenAi, ClientFormat::OpenAi)
+            | (Wire::Anthropic, ClientFormat::Anthropic)
+            | (Wire::Gemini, ClientFormat::Gemini) => {
                 return Ok((body, usage));
+            }
+            (Wire::OpenAi, ClientFormat::Gemini) => {
+                gemini::openai_to_gemini_response(&value, self.model())
+            }
+            (Wire::Anthropic, ClientFormat::Gemini) => {
+                anthropic::anthropic_to_openai_response(&value, self.created)
+                    .and_then(|openai| gemini::openai_to_gemini_response(&openai, self.model()))
             }
             (Wire::OpenAi, ClientFormat::Anthropic) => {
                 anthropic::openai_to_anthropic_response(&value)
@@ -266,8 +371,9 @@ impl ChatExchange {
             (Wire::Gemini, client) => {
                 gemini::gemini_to_openai_response(&value, self.model(), self.created).and_then(
                     |openai| match client {
-                        ClientFormat::OpenAi => Ok(openai),
                         ClientFormat::Anthropic => anthropic::openai_to_anthropic_response(&openai),
+                        // Gemini to Gemini returned above.
+                        ClientFormat::OpenAi | ClientFormat::Gemini => Ok(openai),
                     },
                 )
             }
@@ -282,7 +388,9 @@ impl ChatExchange {
         let wire = adapter_of(spec).wire();
         let same = matches!(
             (wire, self.client),
-            (Wire::OpenAi, ClientFormat::OpenAi) | (Wire::Anthropic, ClientFormat::Anthropic)
+            (Wire::OpenAi, ClientFormat::OpenAi)
+                | (Wire::Anthropic, ClientFormat::Anthropic)
+                | (Wire::Gemini, ClientFormat::Gemini)
         );
         if same {
             return None;
@@ -296,6 +404,7 @@ impl ChatExchange {
         let out = match self.client {
             ClientFormat::OpenAi => openai_shape,
             ClientFormat::Anthropic => anthropic::openai_error_to_anthropic(&openai_shape, status),
+            ClientFormat::Gemini => gemini::openai_error_to_gemini(&openai_shape, status),
         };
         serde_json::to_vec(&out).ok().map(Bytes::from)
     }
@@ -324,6 +433,12 @@ impl ChatExchange {
             (Wire::Gemini, ClientFormat::Anthropic) => Box::new(ChainedStream {
                 first: GeminiToOpenAiStream::new(&model, self.created, true),
                 second: OpenAiToAnthropicStream::new(Some(model)),
+            }),
+            (Wire::Gemini, ClientFormat::Gemini) => Box::new(GeminiPassthroughStream::default()),
+            (Wire::OpenAi, ClientFormat::Gemini) => Box::new(OpenAiToGeminiStream::new(&model)),
+            (Wire::Anthropic, ClientFormat::Gemini) => Box::new(ChainedStream {
+                first: AnthropicToOpenAiStream::new(self.created, true),
+                second: OpenAiToGeminiStream::new(&model),
             }),
         })
     }

@@ -63,6 +63,8 @@ impl FrontDoor for ChatExchange {
         match format {
             ClientFormat::OpenAi => "/v1/chat/completions",
             ClientFormat::Anthropic => "/v1/messages",
+            // Streamed or not: the usage row's `stream` says which.
+            ClientFormat::Gemini => super::gemini::GENERATE_ENDPOINT,
         }
     }
 
@@ -84,6 +86,10 @@ impl FrontDoor for ChatExchange {
                         .get("anthropic-beta")
                         .and_then(|value| value.to_str().ok()),
                 ),
+            ClientFormat::Gemini => {
+                let (model, method) = super::gemini::model_and_method(request)?;
+                ChatExchange::from_gemini(raw, model, method.streams(), options)?
+            }
         })
     }
 
@@ -109,6 +115,7 @@ impl FrontDoor for ChatExchange {
         match format {
             ClientFormat::OpenAi => error.error_response(),
             ClientFormat::Anthropic => error.anthropic_response(),
+            ClientFormat::Gemini => error.gemini_response(),
         }
     }
 }

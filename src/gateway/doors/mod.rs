@@ -3,6 +3,7 @@
 
 pub mod chat;
 pub mod completions;
+pub mod gemini;
 pub mod models;
 pub mod proxy;
 pub mod proxy_usage;

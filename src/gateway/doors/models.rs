@@ -1,17 +1,27 @@
-//! `GET /v1/models`: the models the caller's token may use.
+//! `GET /v1/models`: the models the caller's token may use. Google's v1
+//! lists models at the same path: a caller presenting its token as Google's
+//! clients do (`x-goog-api-key` or `?key=`) gets Gemini's shape
+//! (`doors::gemini::list_models`).
 
 use crate::error::ApiError;
 use crate::gateway::AppState;
 use crate::gateway::auth::GatewayAuth;
-use actix_web::HttpResponse;
 use actix_web::web::Data;
+use actix_web::{HttpRequest, HttpResponse};
 use serde_json::json;
 use switchyard_actors::ListModels;
 
 pub async fn list_models(
     state: Data<AppState>,
-    auth: GatewayAuth,
+    auth: Result<GatewayAuth, ApiError>,
+    request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    let google_client = request.headers().contains_key("x-goog-api-key")
+        || crate::gateway::auth::query_key(&request).is_some();
+    if google_client {
+        return Ok(super::gemini::list_models(state, auth).await);
+    }
+    let auth = auth?;
     let models = state
         .router
         .actor()

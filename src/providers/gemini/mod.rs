@@ -1,10 +1,17 @@
 //! The Gemini `generateContent` format: the gateway's OpenAI-format requests
 //! sent to `gemini` upstreams, and their answers (whole or streamed with
-//! `streamGenerateContent?alt=sse`) read back as OpenAI ones.
+//! `streamGenerateContent?alt=sse`) read back as OpenAI ones; and the
+//! other way for the Gemini front door (`ingress`).
+mod ingress;
 mod request;
 mod response;
 mod stream;
 
+pub use ingress::{
+    GeminiPassthroughStream, OpenAiToGeminiStream, count_tokens_request, gemini_finish_reason,
+    gemini_to_openai_request, openai_error_to_gemini, openai_to_gemini_response,
+    stream_error_event,
+};
 pub use request::openai_to_gemini_request;
 pub use response::{finish_reason_of, gemini_error_to_openai, gemini_to_openai_response, usage_of};
 pub use stream::GeminiToOpenAiStream;

@@ -68,6 +68,10 @@ pub enum Behaviour {
     /// before the others (N below the word count leaves the stream as it is). Non-stream answers
     /// are normal. For the benchmark's longer streams.
     Chunks(usize),
+    /// `textonly-…`: the normal text answer even when the request offers tools (which otherwise
+    /// get a call of the first one): for agents such as the Gemini CLI, which always send their
+    /// tools and would run the call.
+    TextOnly,
 }
 
 /// The most content chunks a `chunks<N>-` key may ask for.
@@ -103,6 +107,7 @@ impl Behaviour {
             "truncmid" => Behaviour::TruncateMidEvent,
             "hugeevent" => Behaviour::HugeEvent,
             "drip" => Behaviour::Drip,
+            "textonly" => Behaviour::TextOnly,
             other => {
                 if let Some(Ok(ms)) = other.strip_prefix("slow").map(str::parse::<u64>) {
                     Behaviour::Slow(Duration::from_millis(ms))
@@ -189,6 +194,7 @@ mod tests {
         );
         assert_eq!(Behaviour::from_key("hugeevent-a"), Behaviour::HugeEvent);
         assert_eq!(Behaviour::from_key("drip-a"), Behaviour::Drip);
+        assert_eq!(Behaviour::from_key("textonly-a"), Behaviour::TextOnly);
         assert_eq!(Behaviour::from_key("chunks20-a"), Behaviour::Chunks(20));
         assert_eq!(Behaviour::from_key("chunks0-a"), Behaviour::Normal);
         assert_eq!(Behaviour::from_key("chunks10001-a"), Behaviour::Normal);

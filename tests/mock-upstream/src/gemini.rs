@@ -15,6 +15,8 @@ use crate::router::{Answer, Usage, WORDS, sse_data};
 pub(crate) const GENERATE: &str = "generateContent";
 /// The method after the `:` of a streaming call.
 pub(crate) const STREAM: &str = "streamGenerateContent";
+/// The method after the `:` of a token count.
+pub(crate) const COUNT_TOKENS: &str = "countTokens";
 
 /// The model used when the path names none.
 const DEFAULT_MODEL: &str = "mock-gemini";
@@ -123,6 +125,13 @@ pub(crate) fn generate(model: &str, body: &Value, stream: bool, usage: Usage) ->
             .collect(),
     };
     Answer::sse(events, 0)
+}
+
+/// `countTokens`: `{"totalTokens": P}`, the prompt bytes of `contents` (or of the wrapped
+/// `generateContentRequest`), as a generate call would report them.
+pub(crate) fn count_tokens(body: &Value) -> Answer {
+    let request = body.get("generateContentRequest").unwrap_or(body);
+    Answer::json(200, &json!({"totalTokens": prompt_bytes(request)}))
 }
 
 pub(crate) fn models() -> Answer {

@@ -26,6 +26,7 @@
 //! | `truncmid-` | like `truncclean-`, plus the first half of the next event |
 //! | `hugeevent-` | a stream up to its first content event, then a 4 MiB event with no blank line |
 //! | `drip-` | the normal stream, one byte per chunk with short pauses |
+//! | `textonly-` | the normal text answer even when the request offers tools |
 //! | `chunks<N>-` | a text stream with N content chunks (the first word repeated), for the benchmark |
 //!
 //! Errors come in the shape the path's clients expect: OpenAI's `{"error":{message,type,…}}`,
@@ -37,7 +38,8 @@
 //!   `GET …/models`.
 //! - Anthropic: `POST …/messages` and `POST …/messages/count_tokens`.
 //! - Gemini (v1beta): `POST …/models/{model}:generateContent`,
-//!   `POST …/models/{model}:streamGenerateContent` (SSE, as with `?alt=sse`), and `GET …/models`
+//!   `POST …/models/{model}:streamGenerateContent` (SSE, as with `?alt=sse`),
+//!   `POST …/models/{model}:countTokens` (`{"totalTokens": P}`), and `GET …/models`
 //!   when the path contains `/v1beta/` (Google's model list).
 //! - Passthrough checks for the gateway's `/proxy/…` relay: `POST …/audio/speech` (binary
 //!   `audio/mpeg`, [`speech_bytes`]), any method on a path with an `echo` segment (a JSON

@@ -157,6 +157,8 @@ enum Route {
     GeminiGenerate,
     /// `POST …/models/{model}:streamGenerateContent`.
     GeminiStream,
+    /// `POST …/models/{model}:countTokens`.
+    GeminiCountTokens,
     /// `GET …/v1beta/…/models`.
     GeminiModels,
     /// `POST …/audio/speech`.
@@ -189,6 +191,7 @@ impl Route {
             match call {
                 gemini::GENERATE => Route::GeminiGenerate,
                 gemini::STREAM => Route::GeminiStream,
+                gemini::COUNT_TOKENS => Route::GeminiCountTokens,
                 _ => Route::Unknown,
             }
         } else if path.ends_with("/chat/completions") {
@@ -239,7 +242,10 @@ impl Shape {
         let path = path.trim_end_matches('/');
         match route {
             Route::Messages | Route::CountTokens => Shape::Anthropic,
-            Route::GeminiGenerate | Route::GeminiStream | Route::GeminiModels => Shape::Gemini,
+            Route::GeminiGenerate
+            | Route::GeminiStream
+            | Route::GeminiCountTokens
+            | Route::GeminiModels => Shape::Gemini,
             Route::Unknown
                 if path.ends_with("/messages") || path.ends_with("/messages/count_tokens") =>
             {
@@ -354,6 +360,17 @@ fn error_answer(shape: Shape, failure: Failure<'_>, head: &Head) -> Answer {
     Answer::json(status, &body)
 }
 
+/// A request body without its `tools` (a body that is not a JSON object as it is).
+fn without_tools(body: &[u8]) -> Vec<u8> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(mut object)) => {
+            object.remove("tools");
+            serde_json::to_vec(&Value::Object(object)).unwrap_or_else(|_| body.to_vec())
+        }
+        _ => body.to_vec(),
+    }
+}
+
 /// The endpoint's normal answer.
 fn answer(head: &Head, body: &[u8], usage: Usage) -> Answer {
     let path = head.path();
@@ -401,6 +418,7 @@ fn answer(head: &Head, body: &[u8], usage: Usage) -> Answer {
             route == Route::GeminiStream,
             usage,
         ),
+        Route::GeminiCountTokens => gemini::count_tokens(&json),
         Route::Models
         | Route::GeminiModels
         | Route::Speech
@@ -668,6 +686,11 @@ pub(crate) fn plan(head: &Head, body: &[u8], key: &str, keep_alive: bool) -> Pla
         Behaviour::Normal | Behaviour::Drip => {
             write(answer(head, body, Usage::Report), &[], keep_alive)
         }
+        Behaviour::TextOnly => write(
+            answer(head, &without_tools(body), Usage::Report),
+            &[],
+            keep_alive,
+        ),
         Behaviour::Chunks(n) => write(
             with_content_chunks(answer(head, body, Usage::Report), n),
             &[],
@@ -809,8 +832,9 @@ mod tests {
         assert_eq!(route("GET", generate), Route::Unknown);
         assert_eq!(
             route("POST", "/v1beta/models/m:countTokens"),
-            Route::Unknown
+            Route::GeminiCountTokens
         );
+        assert_eq!(route("POST", "/v1beta/models/m:embedContent"), Route::Unknown);
         assert_eq!(route("GET", "/v1/v1beta/models"), Route::GeminiModels);
         assert_eq!(route("POST", "/v1/audio/speech"), Route::Speech);
         assert_eq!(route("GET", "/v1/audio/speech"), Route::Unknown);
