@@ -594,6 +594,7 @@ async fn spend_agrees_between_logs_counters_and_billing(backend: Backend) -> any
                 model: (*model).to_owned(),
                 input_per_mtok: 1000.0,
                 output_per_mtok: 1000.0,
+                ..PriceSettings::default()
             })
             .collect();
     })

@@ -763,10 +763,7 @@ fn openai_stream_to_gemini() -> Result<()> {
     ensure!(translator.is_complete());
     ensure!(
         translator.usage()
-            == Some(Usage {
-                prompt_tokens: 12,
-                completion_tokens: 9
-            })
+            == Some(Usage::tokens(12, 9))
     );
     Ok(())
 }
@@ -816,10 +813,7 @@ fn anthropic_stream_to_gemini_through_openai() -> Result<()> {
     ensure!(translator.is_complete());
     ensure!(
         translator.usage()
-            == Some(Usage {
-                prompt_tokens: 472,
-                completion_tokens: 89
-            })
+            == Some(Usage::tokens(472, 89))
     );
     Ok(())
 }
@@ -835,10 +829,7 @@ fn gemini_stream_passes_through_to_gemini_clients() -> Result<()> {
     ensure!(translator.is_complete());
     ensure!(
         translator.usage()
-            == Some(Usage {
-                prompt_tokens: 10,
-                completion_tokens: 12
-            })
+            == Some(Usage::tokens(10, 12))
     );
     // Without a finishReason the stream was cut.
     let mut cut = gemini::GeminiPassthroughStream::default();

@@ -851,12 +851,8 @@ impl StreamTranslator for OpenAiToGeminiStream {
     }
 
     fn usage(&self) -> Option<Usage> {
-        let usage = self.usage.as_ref()?;
-        let read = |field: &str| usage.get(field).and_then(Value::as_i64).unwrap_or(0);
-        Some(Usage {
-            prompt_tokens: read("prompt_tokens"),
-            completion_tokens: read("completion_tokens"),
-        })
+        // The cached and reasoning parts come along (`openai::usage_fields`).
+        crate::providers::openai::usage_fields(self.usage.as_ref()?)
     }
 
     fn is_complete(&self) -> bool {
