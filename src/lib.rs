@@ -10,6 +10,7 @@ pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod change_feed;
 pub mod config_store;
 pub mod crypto;
 pub mod db;
@@ -354,6 +355,19 @@ pub async fn start(
             db: database.clone(),
             tokens: token_cache.clone(),
             prices: prices.clone(),
+            log: log.clone(),
+        },
+        settings.database.sync_interval,
+    );
+    change_feed::start(
+        change_feed::ChangeFeed {
+            db: database.clone(),
+            database_url: settings.database.url.clone(),
+            tokens: token_cache.clone(),
+            prices: prices.clone(),
+            router: routing.clone(),
+            cipher: cipher.clone(),
+            sessions: sessions.clone(),
             log: log.clone(),
         },
         settings.database.sync_interval,

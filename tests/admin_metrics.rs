@@ -699,7 +699,12 @@ async fn hourly_rollups_equal_what_the_request_logs_say(backend: Backend) -> any
     // from the logs, the daily from the hourly (the gateway idle;
     // stopping it would drop the test database).
     let settings = seeded.gw.database();
-    for version in ["20261203000610", "20261203000500", "20261203000200"] {
+    for version in [
+        "20261204000100",
+        "20261203000610",
+        "20261203000500",
+        "20261203000200",
+    ] {
         assert_eq!(
             switchyard::db::migrate_revert(&settings).await?,
             Some(version.to_owned())
@@ -710,7 +715,8 @@ async fn hourly_rollups_equal_what_the_request_logs_say(backend: Backend) -> any
         vec![
             "20261203000200".to_owned(),
             "20261203000500".to_owned(),
-            "20261203000610".to_owned()
+            "20261203000610".to_owned(),
+            "20261204000100".to_owned()
         ]
     );
     let db = switchyard::db::connect(&settings).await?;

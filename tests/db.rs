@@ -75,6 +75,7 @@ const ADMIN_ROLES_VERSION: &str = "20261203000100";
 const USAGE_HOURLY_VERSION: &str = "20261203000200";
 const ATTEMPT_LOG_VERSION: &str = "20261203000500";
 const USAGE_DAILY_ROLLUP_VERSION: &str = "20261203000610";
+const CHANGE_FEED_VERSION: &str = "20261204000100";
 
 async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()> {
     let t = TestDb::new(backend).await?;
@@ -90,6 +91,7 @@ async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()
             USAGE_HOURLY_VERSION.to_owned(),
             ATTEMPT_LOG_VERSION.to_owned(),
             USAGE_DAILY_ROLLUP_VERSION.to_owned(),
+            CHANGE_FEED_VERSION.to_owned(),
         ]
     );
     assert!(
@@ -102,6 +104,10 @@ async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()
         db.ping().await?;
     }
     assert!(migrate_run(&t.settings).await?.is_empty());
+    assert_eq!(
+        migrate_revert(&t.settings).await?,
+        Some(CHANGE_FEED_VERSION.to_owned())
+    );
     assert_eq!(
         migrate_revert(&t.settings).await?,
         Some(USAGE_DAILY_ROLLUP_VERSION.to_owned())
@@ -386,6 +392,7 @@ async fn schema_matches_migrations(backend: Backend) -> anyhow::Result<()> {
     same_columns!(admin_sessions);
     same_columns!(operation_logs);
     same_columns!(usage_dead_letters);
+    same_columns!(change_feed);
     // usage_hourly is written and read by src/db/rollups.rs, not schema.rs:
     // its columns are the ones that module names, in order.
     let mut rollup_columns: Vec<String> = ["hour", "token_id", "model", "provider"]

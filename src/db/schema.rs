@@ -246,6 +246,16 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    change_feed (id) {
+        id -> BigInt,
+        kind -> Text,
+        subject -> Text,
+        detail -> Nullable<Text>,
+        at -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     providers,
     provider_keys,
@@ -263,4 +273,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     admin_sessions,
     operation_logs,
     usage_dead_letters,
+    change_feed,
 );
