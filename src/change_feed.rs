@@ -259,7 +259,8 @@ impl ChangeFeed {
             self.tokens.forget_misses();
         }
         for id in &batch.admin_keys {
-            self.sessions.do_send(ForgetKeySessions { admin_key_id: *id });
+            self.sessions
+                .do_send(ForgetKeySessions { admin_key_id: *id });
         }
         for id in &batch.sessions {
             self.sessions.do_send(ForgetSession { session_id: *id });

@@ -212,8 +212,7 @@ pub async fn route_stored_provider(
 ) -> anyhow::Result<&'static str> {
     let row = db.get_provider_by_name(name).await?;
     if row.is_some_and(|row| row.enabled) {
-        let Some(loaded) = config_store::load_provider_by_name(db, name, cipher, log).await?
-        else {
+        let Some(loaded) = config_store::load_provider_by_name(db, name, cipher, log).await? else {
             // Deleted since: take it out like a disabled one.
             router
                 .actor()

@@ -146,7 +146,9 @@ async fn a_token_deleted_on_one_instance_is_refused_by_the_others_within_a_secon
             200
         );
     }
-    admin.delete(&format!("/admin/tokens/{}", created.id)).await?;
+    admin
+        .delete(&format!("/admin/tokens/{}", created.id))
+        .await?;
     let deleted = Instant::now();
     for url in three.other_urls() {
         within_deadline(deleted, &format!("the deleted token on {url}"), || {
@@ -178,12 +180,15 @@ async fn key_state(url: &str, id: &str) -> anyhow::Result<Value> {
 }
 
 #[actix_rt::test]
-async fn a_key_resting_after_a_429_on_one_instance_is_avoided_by_the_others()
--> anyhow::Result<()> {
+async fn a_key_resting_after_a_429_on_one_instance_is_avoided_by_the_others() -> anyhow::Result<()>
+{
     let three = Three::start(|settings| bad_key_first(settings, "r429long-1")).await?;
     let token = three.first.create_token(json!({ "name": "t" })).await?;
     // The first instance meets the 429 (Retry-After: 600) and fails over.
-    let reply = three.first.chat(&token, chat_body("mock-gpt", "hi")).await?;
+    let reply = three
+        .first
+        .chat(&token, chat_body("mock-gpt", "hi"))
+        .await?;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(three.first.mock.calls("r429long-1"), 1);
     let rested = Instant::now();
@@ -229,11 +234,13 @@ async fn a_key_resting_after_a_429_on_one_instance_is_avoided_by_the_others()
 }
 
 #[actix_rt::test]
-async fn a_key_refused_with_401_on_one_instance_is_avoided_by_the_others()
--> anyhow::Result<()> {
+async fn a_key_refused_with_401_on_one_instance_is_avoided_by_the_others() -> anyhow::Result<()> {
     let three = Three::start(|settings| bad_key_first(settings, "e401-1")).await?;
     let token = three.first.create_token(json!({ "name": "t" })).await?;
-    let reply = three.first.chat(&token, chat_body("mock-gpt", "hi")).await?;
+    let reply = three
+        .first
+        .chat(&token, chat_body("mock-gpt", "hi"))
+        .await?;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(three.first.mock.calls("e401-1"), 1);
     let refused = Instant::now();
@@ -254,7 +261,11 @@ async fn a_key_refused_with_401_on_one_instance_is_avoided_by_the_others()
         1,
         "no other instance spent a request on the refused key"
     );
-    let health = three.first.admin_client().key_health("mock", "key-1").await?;
+    let health = three
+        .first
+        .admin_client()
+        .key_health("mock", "key-1")
+        .await?;
     ensure!(
         health["disabled_reason"]
             .as_str()

@@ -895,7 +895,8 @@ mod tests {
         assert_eq!(k0.as_ref().map(|h| h.failures), Some(0));
         assert!(k0.is_some_and(|h| h.cooldown_remaining_ms > 59_000));
         assert_eq!(
-            pool.acquire(now, &["k1".to_owned()]).map_err(|e| e.rate_limited),
+            pool.acquire(now, &["k1".to_owned()])
+                .map_err(|e| e.rate_limited),
             Err(true),
             "a request that finds only the rested key is told it is rate limited"
         );

@@ -426,6 +426,19 @@ enum MigrationOutcome {
 /// serialising them across schemas of one database costs nothing.
 pub const MIGRATION_LOCK_KEY: i64 = 0x5377_5964_4d69_6772;
 
+/// The PostgreSQL advisory lock key held while an instance stores its
+/// settings at start ("SwYdSeed" as bytes; see [`Db::lock_seeding`]).
+pub const SEEDING_LOCK_KEY: i64 = 0x5377_5964_5365_6564;
+
+/// Held while an instance stores what its settings declare at start (the
+/// data key, the server id and first admin key, providers, keys, prices):
+/// instances starting at once take turns instead of racing on the same
+/// rows. Dropping it closes its connection, which releases the lock (as
+/// PostgreSQL does if the process dies). Empty on SQLite.
+pub struct SeedingLock {
+    _conn: Option<AsyncPgConnection>,
+}
+
 /// `SELECT <function>(MIGRATION_LOCK_KEY)` on the migration connection.
 fn advisory_lock(
     conn: &mut AsyncConnectionWrapper<AsyncPgConnection>,
@@ -627,6 +640,28 @@ impl Db {
         T: Send + 'static,
     {
         self.inner.runtime.spawn(fut)
+    }
+
+    /// Takes the start-up seeding lock ([`SeedingLock`]) on a connection of
+    /// its own to `settings.url`, waiting for another instance that holds it.
+    pub async fn lock_seeding(&self, settings: &DatabaseSettings) -> Result<SeedingLock, DbError> {
+        if self.backend() != Backend::Postgres {
+            return Ok(SeedingLock { _conn: None });
+        }
+        let url = settings.url.clone();
+        let timeout = settings.connect_timeout;
+        // On the database runtime: the connection's driver task lives there.
+        let conn = self
+            .spawn(async move {
+                let mut conn =
+                    checkout_timeout(timeout, AsyncPgConnection::establish(&url)).await?;
+                diesel::sql_query(format!("SELECT pg_advisory_lock({SEEDING_LOCK_KEY})"))
+                    .execute(&mut conn)
+                    .await?;
+                Ok(conn)
+            })
+            .await?;
+        Ok(SeedingLock { _conn: Some(conn) })
     }
 
     /// Checks that a connection can be had and answers `SELECT 1`.
