@@ -275,3 +275,43 @@ async fn a_key_refused_with_401_on_one_instance_is_avoided_by_the_others() -> an
     );
     three.stop().await
 }
+
+#[actix_rt::test]
+async fn an_admin_session_revoked_on_one_instance_is_refused_by_the_others_within_a_second()
+-> anyhow::Result<()> {
+    // Without the feed, another instance would trust its cached session for
+    // this long.
+    let three = Three::start(|settings| {
+        settings.admin.session_cache_ttl = Duration::from_secs(60);
+    })
+    .await?;
+    let granted = three.first.login(&three.first.bootstrap_key()?).await?;
+    let session = granted["token"].as_str().context("no token")?.to_owned();
+    let id = granted["session_id"].as_i64().context("no session_id")?;
+    let status_on = |url: String| {
+        let session = session.clone();
+        async move {
+            let (status, _) = AdminClient::new(url, session)
+                .call(awc::http::Method::GET, "/admin/providers", None)
+                .await?;
+            anyhow::Ok(status.as_u16())
+        }
+    };
+    for url in three.other_urls() {
+        assert_eq!(status_on(url).await?, 200, "cached as valid first");
+    }
+    three
+        .first
+        .admin_client()
+        .delete(&format!("/admin/sessions/{id}"))
+        .await?;
+    let revoked = Instant::now();
+    for url in three.other_urls() {
+        within_deadline(revoked, &format!("the revoked session on {url}"), || {
+            let answer = status_on(url.clone());
+            async move { Ok(answer.await? == 401) }
+        })
+        .await?;
+    }
+    three.stop().await
+}
