@@ -30,7 +30,10 @@
 //! goes by time, not by id: each read looks back [`LOOK_BACK_MS`] before
 //! the previous read and skips the rows it has seen. An instance cut off for
 //! longer than the feed keeps rows ([`RETENTION_MS`]) reloads everything.
-//! The changes this instance made come back too and are applied again.
+//! Rows this instance wrote (their `origin` is [`Db::instance`], set on each
+//! of its connections) are skipped: it applied those changes as it made
+//! them, and applying them again would race with what it is doing (a
+//! settings reload would report a provider it starts as `updated`).
 //!
 //! SQLite has no NOTIFY and is one instance's database: nothing is written
 //! or read there, and `crate::sync`'s polling stays (on both backends) as the
@@ -198,9 +201,11 @@ impl ChangeFeed {
             .db
             .changes_since(position.read_at - LOOK_BACK_MS)
             .await?;
+        let own = self.db.instance();
         let fresh: Vec<Change> = rows
             .into_iter()
             .filter(|row| position.seen.insert(row.id, row.at).is_none())
+            .filter(|row| row.origin.as_deref() != Some(own))
             .collect();
         let batch = Batch::of(&fresh, now);
         self.apply(&batch).await?;
@@ -381,6 +386,7 @@ mod tests {
             subject: subject.to_owned(),
             detail: detail.map(str::to_owned),
             at,
+            origin: None,
         }
     }
 

@@ -58,6 +58,8 @@ pub struct Change {
     pub detail: Option<String>,
     /// Unix ms, the database's clock.
     pub at: i64,
+    /// The instance that wrote it ([`Db::instance`]), if one did.
+    pub origin: Option<String>,
 }
 
 /// PostgreSQL's wall clock in Unix ms, as the feed's triggers write it.
@@ -103,6 +105,7 @@ impl Db {
         }
         let detail = serde_json::json!({ "key_id": key_id, "rest_ms": rest_ms }).to_string();
         let provider = provider.to_owned();
+        let origin = self.instance().to_owned();
         run_query!(self, |conn| {
             diesel::insert_into(change_feed::table)
                 .values((
@@ -112,6 +115,7 @@ impl Db {
                     change_feed::at.eq(diesel::dsl::sql::<diesel::sql_types::BigInt>(
                         DATABASE_NOW_MS,
                     )),
+                    change_feed::origin.eq(origin),
                 ))
                 .execute(conn)
                 .await

@@ -285,6 +285,8 @@ struct Inner {
     /// batches) queue here instead, in order, without sleeping.
     sqlite_writer: tokio::sync::Mutex<()>,
     runtime: DbRuntime,
+    /// See [`Db::instance`].
+    instance: String,
 }
 
 /// A handle on the database: a connection pool for the configured backend and
@@ -372,6 +374,24 @@ fn prepare_sqlite_files(path: &str) -> Result<(), DbError> {
 }
 
 /// Opens a new pooled SQLite connection and sets its PRAGMAs.
+/// Run on every new PostgreSQL connection: names the instance, so the
+/// change feed's triggers record which instance made a change (the setting
+/// is a custom one, not `application_name`, which operators may set).
+fn postgres_setup(
+    url: &str,
+    instance: String,
+) -> BoxFuture<'_, diesel::ConnectionResult<AsyncPgConnection>> {
+    async move {
+        let mut conn = AsyncPgConnection::establish(url).await?;
+        // `instance` is hex made here, never input: safe to quote inline.
+        conn.batch_execute(&format!("SET switchyard.instance = '{instance}'"))
+            .await
+            .map_err(ConnectionError::CouldntSetupConfiguration)?;
+        Ok(conn)
+    }
+    .boxed()
+}
+
 fn sqlite_setup(url: &str) -> BoxFuture<'_, diesel::ConnectionResult<SqliteConn>> {
     async move {
         let mut conn = SqliteConn::establish(url).await?;
@@ -548,6 +568,8 @@ pub async fn migrate_revert(settings: &DatabaseSettings) -> Result<Option<String
 /// builds the pool. Works from an actix system thread and from any tokio runtime.
 pub async fn connect(settings: &DatabaseSettings) -> Result<Db, DbError> {
     let runtime = DbRuntime::new()?;
+    // Random: instances on different hosts must not share it.
+    let instance = format!("sy-{}", hex::encode(rand::random::<[u8; 8]>()));
     migrate(&runtime, settings, MigrationOp::Run).await?;
     let max_size = settings.max_connections.max(1);
     let pools = match settings.backend() {
@@ -567,7 +589,13 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<Db, DbError> {
             )
         }
         Backend::Postgres => {
-            let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(&settings.url);
+            let mut config = ManagerConfig::<AsyncPgConnection>::default();
+            let marked = instance.clone();
+            config.custom_setup = Box::new(move |url| postgres_setup(url, marked.clone()));
+            let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+                &settings.url,
+                config,
+            );
             Pools::Postgres(
                 Pool::builder(manager)
                     .max_size(max_size)
@@ -583,6 +611,7 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<Db, DbError> {
             checkout_timeout: settings.connect_timeout,
             sqlite_writer: tokio::sync::Mutex::new(()),
             runtime,
+            instance,
         }),
         clock: Arc::new(SystemClock),
     })
@@ -616,6 +645,12 @@ impl Db {
             Backend::Sqlite => Some(self.inner.sqlite_writer.lock().await),
             Backend::Postgres => None,
         }
+    }
+
+    /// This process's name for its connections (`switchyard.instance` on
+    /// PostgreSQL): the change feed's `origin` of the changes it makes.
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
     }
 
     /// The backend in use.

@@ -253,6 +253,7 @@ diesel::table! {
         subject -> Text,
         detail -> Nullable<Text>,
         at -> BigInt,
+        origin -> Nullable<Text>,
     }
 }
 

@@ -12,7 +12,11 @@ CREATE TABLE change_feed (
     subject TEXT NOT NULL,
     detail TEXT,
     -- Unix ms of the database's clock when the row was written.
-    at BIGINT NOT NULL
+    at BIGINT NOT NULL,
+    -- The instance whose connection wrote it (`switchyard.instance`, set on
+    -- every pooled connection); NULL for other writers (psql). An instance
+    -- skips its own rows: it applied those changes as it made them.
+    origin TEXT
 );
 
 CREATE INDEX change_feed_at_idx ON change_feed (at);
@@ -38,6 +42,7 @@ DECLARE
     new_subject TEXT;
     old_subject TEXT;
     now_ms BIGINT := (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT;
+    writer TEXT := NULLIF(current_setting('switchyard.instance', true), '');
 BEGIN
     IF TG_OP <> 'DELETE' THEN
         new_row := to_jsonb(NEW);
@@ -53,11 +58,13 @@ BEGIN
         old_subject := old_row ->> TG_ARGV[1];
     END IF;
     IF new_subject IS NOT NULL THEN
-        INSERT INTO change_feed (kind, subject, at) VALUES (TG_ARGV[0], new_subject, now_ms);
+        INSERT INTO change_feed (kind, subject, at, origin)
+            VALUES (TG_ARGV[0], new_subject, now_ms, writer);
     END IF;
     -- Deleted, or renamed: the old subject changed too.
     IF old_subject IS NOT NULL AND old_subject IS DISTINCT FROM new_subject THEN
-        INSERT INTO change_feed (kind, subject, at) VALUES (TG_ARGV[0], old_subject, now_ms);
+        INSERT INTO change_feed (kind, subject, at, origin)
+            VALUES (TG_ARGV[0], old_subject, now_ms, writer);
     END IF;
     RETURN NULL;
 END

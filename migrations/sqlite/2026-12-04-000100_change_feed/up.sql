@@ -6,7 +6,8 @@ CREATE TABLE change_feed (
     kind TEXT NOT NULL,
     subject TEXT NOT NULL,
     detail TEXT,
-    at BIGINT NOT NULL
+    at BIGINT NOT NULL,
+    origin TEXT
 );
 
 CREATE INDEX change_feed_at_idx ON change_feed (at);
