@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod change_feed;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -252,6 +253,9 @@ pub async fn start(
         "sysecret-",
         &log,
     )?;
+    // Instances starting at once store their settings one after the other
+    // (the data key, server id, first admin key, providers, keys, prices).
+    let seeding = database.lock_seeding(&settings.database).await?;
     // Stops here, before anything is read or written with it, when the
     // secret is not the one the data key is wrapped under.
     let cipher = Arc::new(secrets::open_cipher(&database, secret.expose(), &log).await?);
@@ -282,6 +286,7 @@ pub async fn start(
     .start_supervised();
 
     config_store::apply_settings(&database, &settings, &cipher, &log).await?;
+    drop(seeding);
     let providers = config_store::load_providers(&database, &cipher, &log).await?;
     let prices = metering::PriceTable::with_log(log.clone());
     prices.replace(config_store::load_prices(&database).await?);
@@ -354,6 +359,19 @@ pub async fn start(
             db: database.clone(),
             tokens: token_cache.clone(),
             prices: prices.clone(),
+            log: log.clone(),
+        },
+        settings.database.sync_interval,
+    );
+    change_feed::start(
+        change_feed::ChangeFeed {
+            db: database.clone(),
+            database_url: settings.database.url.clone(),
+            tokens: token_cache.clone(),
+            prices: prices.clone(),
+            router: routing.clone(),
+            cipher: cipher.clone(),
+            sessions: sessions.clone(),
             log: log.clone(),
         },
         settings.database.sync_interval,

@@ -174,39 +174,9 @@ impl Reloader {
         })
     }
 
-    /// Brings the router in line with the stored provider `name`, as the
-    /// admin API's provider changes do.
+    /// Brings the router in line with the stored provider `name`.
     async fn route(&self, name: &str) -> anyhow::Result<&'static str> {
-        let row = self.db.get_provider_by_name(name).await?;
-        if row.is_some_and(|row| row.enabled) {
-            let loaded =
-                config_store::load_provider_by_name(&self.db, name, &self.cipher, &self.log)
-                    .await?
-                    .with_context(|| format!("provider {name} vanished while reloading"))?;
-            let outcome = self
-                .router
-                .actor()
-                .send(UpsertProvider {
-                    spec: loaded.spec,
-                    keys: loaded.keys,
-                    models: loaded.models,
-                    weight: loaded.weight,
-                })
-                .await
-                .context("the router is not running")?;
-            Ok(match outcome {
-                Upserted::Started => "started",
-                Upserted::Restarted => "restarted",
-                Upserted::Updated => "updated",
-            })
-        } else {
-            self.router
-                .actor()
-                .send(RemoveProvider(name.to_owned()))
-                .await
-                .context("the router is not running")?;
-            Ok("removed")
-        }
+        route_stored_provider(&self.db, &self.cipher, &self.router, &self.log, name).await
     }
 
     /// A reload whose outcome is logged: one line for what was applied,
@@ -224,6 +194,55 @@ impl Reloader {
                     "reason" => reason);
             }
         }
+    }
+}
+
+/// Brings the router in line with the stored provider `name`, as the admin
+/// API's provider changes do: routed with its stored settings and keys when
+/// it exists and is enabled (an unchanged provider keeps its actor, and keys
+/// that stay keep their health), taken out of routing otherwise. Returns
+/// what routing did (`started`, `restarted`, `updated`, `removed`). Settings
+/// reloads and the change feed (`crate::change_feed`) both use it.
+pub async fn route_stored_provider(
+    db: &Db,
+    cipher: &SecretCipher,
+    router: &Router,
+    log: &Logger,
+    name: &str,
+) -> anyhow::Result<&'static str> {
+    let row = db.get_provider_by_name(name).await?;
+    if row.is_some_and(|row| row.enabled) {
+        let Some(loaded) = config_store::load_provider_by_name(db, name, cipher, log).await? else {
+            // Deleted since: take it out like a disabled one.
+            router
+                .actor()
+                .send(RemoveProvider(name.to_owned()))
+                .await
+                .context("the router is not running")?;
+            return Ok("removed");
+        };
+        let outcome = router
+            .actor()
+            .send(UpsertProvider {
+                spec: loaded.spec,
+                keys: loaded.keys,
+                models: loaded.models,
+                weight: loaded.weight,
+            })
+            .await
+            .context("the router is not running")?;
+        Ok(match outcome {
+            Upserted::Started => "started",
+            Upserted::Restarted => "restarted",
+            Upserted::Updated => "updated",
+        })
+    } else {
+        router
+            .actor()
+            .send(RemoveProvider(name.to_owned()))
+            .await
+            .context("the router is not running")?;
+        Ok("removed")
     }
 }
 

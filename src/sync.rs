@@ -5,13 +5,13 @@
 //! in-memory limits read the new figures from it at the next request), users (every cached token is dropped:
 //! they embed the owner's status and multiplier) and prices (the price table
 //! is reloaded when the count or the latest update time of prices moved). Changes made through this instance are applied at once by
-//! the admin handlers; this catches the others within the interval. Polling
-//! rather than PostgreSQL LISTEN/NOTIFY: it works the same on SQLite, costs
-//! three indexed queries per second, and survives dropped connections
-//! without a resubscribe dance.
+//! the admin handlers; this catches the others within the interval.
 //!
-//! Deleted tokens are not in the feed (their rows are gone): another
-//! instance stops accepting one when its cache entry expires (30 s).
+//! On PostgreSQL the change feed (`crate::change_feed`, LISTEN/NOTIFY)
+//! applies every change within milliseconds, token deletions and providers
+//! included; this polling stays as its fallback and is SQLite's only way.
+//! Deleted tokens are not seen here (their rows are gone): without the feed
+//! another instance stops accepting one when its cache entry expires (30 s).
 //! Disabling, the revocation path, is seen within the interval.
 
 use crate::db::Db;

@@ -75,6 +75,7 @@ const ADMIN_ROLES_VERSION: &str = "20261203000100";
 const USAGE_HOURLY_VERSION: &str = "20261203000200";
 const ATTEMPT_LOG_VERSION: &str = "20261203000500";
 const USAGE_DAILY_ROLLUP_VERSION: &str = "20261203000610";
+const CHANGE_FEED_VERSION: &str = "20261204000100";
 const PRICED_UNITS_VERSION: &str = "20261204000500";
 
 async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()> {
@@ -91,6 +92,7 @@ async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()
             USAGE_HOURLY_VERSION.to_owned(),
             ATTEMPT_LOG_VERSION.to_owned(),
             USAGE_DAILY_ROLLUP_VERSION.to_owned(),
+            CHANGE_FEED_VERSION.to_owned(),
             PRICED_UNITS_VERSION.to_owned(),
         ]
     );
@@ -107,6 +109,10 @@ async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()
     assert_eq!(
         migrate_revert(&t.settings).await?,
         Some(PRICED_UNITS_VERSION.to_owned())
+    );
+    assert_eq!(
+        migrate_revert(&t.settings).await?,
+        Some(CHANGE_FEED_VERSION.to_owned())
     );
     assert_eq!(
         migrate_revert(&t.settings).await?,
@@ -395,6 +401,7 @@ async fn schema_matches_migrations(backend: Backend) -> anyhow::Result<()> {
     same_columns!(admin_sessions);
     same_columns!(operation_logs);
     same_columns!(usage_dead_letters);
+    same_columns!(change_feed);
     // usage_hourly is written and read by src/db/rollups.rs, not schema.rs:
     // its columns are the ones that module names, in order.
     let mut rollup_columns: Vec<String> = ["hour", "token_id", "model", "provider"]

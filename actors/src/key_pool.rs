@@ -372,6 +372,18 @@ impl KeyPool {
         true
     }
 
+    /// Rests key `id` until `until` at least, as a 429 with `Retry-After`
+    /// would: what another instance saw of a key this one shares (issue 14).
+    /// Not a failure here: counts and the error streak stay. Returns false
+    /// for an unknown id.
+    pub fn rest_until(&mut self, id: &str, until: Instant) -> bool {
+        let Some(key) = self.keys.iter_mut().find(|key| key.spec.id == id) else {
+            return false;
+        };
+        key.cooldown_until = Some(key.cooldown_until.map_or(until, |known| known.max(until)));
+        true
+    }
+
     /// Lends every half-open key that is idle, for a background probe (a
     /// cheap request such as the model list). The lease counts in flight, so
     /// client traffic does not probe the same key at the same time; its
@@ -867,6 +879,27 @@ mod tests {
         let health = pool.health(now);
         assert_eq!(health.len(), 3);
         assert_eq!(health.first().map(|h| h.state), Some("cooling_down"));
+    }
+
+    #[test]
+    fn a_rest_shared_by_another_instance_is_avoided_without_counting_a_failure() {
+        let mut pool = KeyPool::new(keys(2), KeyStrategy::FirstAvailable, policy());
+        let now = Instant::now();
+        assert!(pool.rest_until("k0", now + Duration::from_secs(60)));
+        assert!(!pool.rest_until("nope", now + Duration::from_secs(60)));
+        assert_eq!(pool.acquire(now, &[]), Ok(1), "the rested key is skipped");
+        // A shorter rest heard later does not cut a longer one short.
+        assert!(pool.rest_until("k0", now + Duration::from_secs(1)));
+        let k0 = pool.health(now).into_iter().next();
+        assert_eq!(k0.as_ref().map(|h| h.state), Some("cooling_down"));
+        assert_eq!(k0.as_ref().map(|h| h.failures), Some(0));
+        assert!(k0.is_some_and(|h| h.cooldown_remaining_ms > 59_000));
+        assert_eq!(
+            pool.acquire(now, &["k1".to_owned()])
+                .map_err(|e| e.rate_limited),
+            Err(true),
+            "a request that finds only the rested key is told it is rate limited"
+        );
     }
 
     #[test]

@@ -152,6 +152,13 @@ impl ProviderShared {
         self.pool().set_enabled(key_id, enabled, reason)
     }
 
+    /// Rests one key by id for `rest` from now (a cooldown another instance
+    /// saw); false for an unknown id.
+    pub fn rest(&self, key_id: &str, rest: std::time::Duration) -> bool {
+        let now = Instant::now();
+        self.pool().rest_until(key_id, now + rest)
+    }
+
     /// Replaces the key set; keys whose id remains keep their health.
     pub fn set_keys(&self, keys: Vec<KeySpec>) {
         self.pool().set_keys(keys);

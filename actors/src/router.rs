@@ -742,6 +742,13 @@ impl Router {
             .map(|shared| shared.set_enabled(key_id, enabled, reason))
     }
 
+    /// Rests one key of the named provider for `rest` (a cooldown another
+    /// instance shared). `None` when the provider is not routed, else
+    /// whether it has that key.
+    pub fn rest_key(&self, name: &str, key_id: &str, rest: std::time::Duration) -> Option<bool> {
+        self.provider(name).map(|shared| shared.rest(key_id, rest))
+    }
+
     /// Replaces the named provider's keys (health of surviving ids kept);
     /// false when it is not routed.
     pub fn replace_keys(&self, name: &str, keys: Vec<KeySpec>) -> bool {

@@ -160,6 +160,15 @@ pub struct ForgetKeySessions {
     pub admin_key_id: i64,
 }
 
+/// Sent when another instance revoked a session (the change feed,
+/// `crate::change_feed`): drops its cached entry here, without writing the
+/// database again.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ForgetSession {
+    pub session_id: i64,
+}
+
 /// The cache of checked sessions (the actor's logic, tested without a runtime).
 #[derive(Debug)]
 pub struct SessionCache {
@@ -417,6 +426,19 @@ impl SessionActor {
                     Ok(revoked?)
                 }),
         )
+    }
+}
+
+impl Handler<ForgetSession> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ForgetSession, ctx: &mut Context<Self>) {
+        let forgotten = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.cache.forget_session(msg.session_id);
+        }));
+        if forgotten.is_err() {
+            ctx.stop();
+        }
     }
 }
 

@@ -288,6 +288,8 @@ struct Inner {
     /// batches) queue here instead, in order, without sleeping.
     sqlite_writer: tokio::sync::Mutex<()>,
     runtime: DbRuntime,
+    /// See [`Db::instance`].
+    instance: String,
 }
 
 /// A handle on the database: a connection pool for the configured backend and
@@ -400,6 +402,24 @@ fn configure_sqlite_library() {
 }
 
 /// Opens a new pooled SQLite connection and sets its PRAGMAs.
+/// Run on every new PostgreSQL connection: names the instance, so the
+/// change feed's triggers record which instance made a change (the setting
+/// is a custom one, not `application_name`, which operators may set).
+fn postgres_setup(
+    url: &str,
+    instance: String,
+) -> BoxFuture<'_, diesel::ConnectionResult<AsyncPgConnection>> {
+    async move {
+        let mut conn = AsyncPgConnection::establish(url).await?;
+        // `instance` is hex made here, never input: safe to quote inline.
+        conn.batch_execute(&format!("SET switchyard.instance = '{instance}'"))
+            .await
+            .map_err(ConnectionError::CouldntSetupConfiguration)?;
+        Ok(conn)
+    }
+    .boxed()
+}
+
 fn sqlite_setup(url: &str) -> BoxFuture<'_, diesel::ConnectionResult<SqliteConn>> {
     async move {
         let mut conn = SqliteConn::establish(url).await?;
@@ -453,6 +473,19 @@ enum MigrationOutcome {
 /// whole database: "SwYdMigr" as bytes). Migrations are rare and short, so
 /// serialising them across schemas of one database costs nothing.
 pub const MIGRATION_LOCK_KEY: i64 = 0x5377_5964_4d69_6772;
+
+/// The PostgreSQL advisory lock key held while an instance stores its
+/// settings at start ("SwYdSeed" as bytes; see [`Db::lock_seeding`]).
+pub const SEEDING_LOCK_KEY: i64 = 0x5377_5964_5365_6564;
+
+/// Held while an instance stores what its settings declare at start (the
+/// data key, the server id and first admin key, providers, keys, prices):
+/// instances starting at once take turns instead of racing on the same
+/// rows. Dropping it closes its connection, which releases the lock (as
+/// PostgreSQL does if the process dies). Empty on SQLite.
+pub struct SeedingLock {
+    _conn: Option<AsyncPgConnection>,
+}
 
 /// `SELECT <function>(MIGRATION_LOCK_KEY)` on the migration connection.
 fn advisory_lock(
@@ -564,6 +597,8 @@ pub async fn migrate_revert(settings: &DatabaseSettings) -> Result<Option<String
 /// builds the pool. Works from an actix system thread and from any tokio runtime.
 pub async fn connect(settings: &DatabaseSettings) -> Result<Db, DbError> {
     let runtime = DbRuntime::new()?;
+    // Random: instances on different hosts must not share it.
+    let instance = format!("sy-{}", hex::encode(rand::random::<[u8; 8]>()));
     migrate(&runtime, settings, MigrationOp::Run).await?;
     let max_size = settings.max_connections.max(1);
     let pools = match settings.backend() {
@@ -583,7 +618,13 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<Db, DbError> {
             )
         }
         Backend::Postgres => {
-            let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(&settings.url);
+            let mut config = ManagerConfig::<AsyncPgConnection>::default();
+            let marked = instance.clone();
+            config.custom_setup = Box::new(move |url| postgres_setup(url, marked.clone()));
+            let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+                &settings.url,
+                config,
+            );
             Pools::Postgres(
                 Pool::builder(manager)
                     .max_size(max_size)
@@ -599,6 +640,7 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<Db, DbError> {
             checkout_timeout: settings.connect_timeout,
             sqlite_writer: tokio::sync::Mutex::new(()),
             runtime,
+            instance,
         }),
         clock: Arc::new(SystemClock),
     })
@@ -634,6 +676,12 @@ impl Db {
         }
     }
 
+    /// This process's name for its connections (`switchyard.instance` on
+    /// PostgreSQL): the change feed's `origin` of the changes it makes.
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
+    }
+
     /// The backend in use.
     pub fn backend(&self) -> Backend {
         self.inner.backend
@@ -656,6 +704,28 @@ impl Db {
         T: Send + 'static,
     {
         self.inner.runtime.spawn(fut)
+    }
+
+    /// Takes the start-up seeding lock ([`SeedingLock`]) on a connection of
+    /// its own to `settings.url`, waiting for another instance that holds it.
+    pub async fn lock_seeding(&self, settings: &DatabaseSettings) -> Result<SeedingLock, DbError> {
+        if self.backend() != Backend::Postgres {
+            return Ok(SeedingLock { _conn: None });
+        }
+        let url = settings.url.clone();
+        let timeout = settings.connect_timeout;
+        // On the database runtime: the connection's driver task lives there.
+        let conn = self
+            .spawn(async move {
+                let mut conn =
+                    checkout_timeout(timeout, AsyncPgConnection::establish(&url)).await?;
+                diesel::sql_query(format!("SELECT pg_advisory_lock({SEEDING_LOCK_KEY})"))
+                    .execute(&mut conn)
+                    .await?;
+                Ok(conn)
+            })
+            .await?;
+        Ok(SeedingLock { _conn: Some(conn) })
     }
 
     /// Checks that a connection can be had and answers `SELECT 1`.

@@ -252,6 +252,17 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    change_feed (id) {
+        id -> BigInt,
+        kind -> Text,
+        subject -> Text,
+        detail -> Nullable<Text>,
+        at -> BigInt,
+        origin -> Nullable<Text>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     providers,
     provider_keys,
@@ -269,4 +280,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     admin_sessions,
     operation_logs,
     usage_dead_letters,
+    change_feed,
 );

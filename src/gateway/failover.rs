@@ -383,8 +383,12 @@ async fn attempt(
         )
         .await
         .unwrap_or_default();
-        if failure == Failure::Unauthorized {
-            persist_rejected_key(state, &spec.name, &lease.key_id);
+        match failure {
+            Failure::Unauthorized => persist_rejected_key(state, &spec.name, &lease.key_id),
+            Failure::RateLimited {
+                retry_after: Some(rest),
+            } => share_key_rest(state, &spec.name, &lease.key_id, rest),
+            _ => {}
         }
         lease.fail(failure);
         return Err(match failure {
@@ -572,6 +576,33 @@ fn persist_rejected_key(state: &AppState, provider: &str, key_id: &str) {
                 "provider" => &provider, "key_id" => &key_id, "error" => "no such key in the database"),
             Err(error) => slog::error!(log, "provider.key_disabled_not_stored";
                 "provider" => &provider, "key_id" => &key_id, "error" => %error),
+        }
+    });
+}
+
+/// Rests shorter than this are not shared: they end about when the other
+/// instances would hear of them.
+const SHORTEST_SHARED_REST: Duration = Duration::from_secs(1);
+
+/// Tells the other instances that the upstream put a key to rest (a 429
+/// with `Retry-After`), through the change feed (`crate::change_feed`), so
+/// they do not each spend a request to learn it (issue 14). Spawned like
+/// [`persist_rejected_key`]: the request does not wait for the write. At
+/// most one write per key per rest and instance in the common case: the
+/// rested key is not leased here again until its rest ends.
+fn share_key_rest(state: &AppState, provider: &str, key_id: &str, rest: Duration) {
+    if rest < SHORTEST_SHARED_REST || state.db.backend() != crate::config::Backend::Postgres {
+        return;
+    }
+    let db = state.db.clone();
+    let log = state.log.clone();
+    let provider = provider.to_owned();
+    let key_id = key_id.to_owned();
+    let rest_ms = i64::try_from(rest.as_millis()).unwrap_or(i64::MAX);
+    actix_rt::spawn(async move {
+        if let Err(error) = db.record_key_rest(&provider, &key_id, rest_ms).await {
+            slog::warn!(log, "provider.key_rest_not_shared";
+                "provider" => &provider, "key_id" => &key_id, "error" => %error);
         }
     });
 }

@@ -1,0 +1,18 @@
+DROP TRIGGER change_feed_admin_sessions ON admin_sessions;
+DROP TRIGGER change_feed_admin_keys_update ON admin_keys;
+DROP TRIGGER change_feed_admin_keys ON admin_keys;
+DROP TRIGGER change_feed_users_update ON users;
+DROP TRIGGER change_feed_users ON users;
+DROP TRIGGER change_feed_gateway_tokens_update ON gateway_tokens;
+DROP TRIGGER change_feed_gateway_tokens ON gateway_tokens;
+DROP TRIGGER change_feed_model_prices_update ON model_prices;
+DROP TRIGGER change_feed_model_prices ON model_prices;
+DROP TRIGGER change_feed_model_redirects ON model_redirects;
+DROP TRIGGER change_feed_provider_keys_update ON provider_keys;
+DROP TRIGGER change_feed_provider_keys ON provider_keys;
+DROP TRIGGER change_feed_providers_update ON providers;
+DROP TRIGGER change_feed_providers ON providers;
+DROP FUNCTION change_feed_record();
+DROP TRIGGER change_feed_notify ON change_feed;
+DROP FUNCTION change_feed_notify();
+DROP TABLE change_feed;
