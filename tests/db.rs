@@ -379,6 +379,8 @@ async fn schema_matches_migrations(backend: Backend) -> anyhow::Result<()> {
     same_columns!(request_logs);
     same_columns!(usage_daily);
     same_columns!(reservations);
+    same_columns!(limit_shares);
+    same_columns!(limit_pools);
     same_columns!(billing_records);
     same_columns!(system_values);
     same_columns!(admin_keys);
