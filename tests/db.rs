@@ -75,6 +75,7 @@ const ADMIN_ROLES_VERSION: &str = "20261203000100";
 const USAGE_HOURLY_VERSION: &str = "20261203000200";
 const ATTEMPT_LOG_VERSION: &str = "20261203000500";
 const USAGE_DAILY_ROLLUP_VERSION: &str = "20261203000610";
+const LIMIT_SHARES_VERSION: &str = "20261204000200";
 
 async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()> {
     let t = TestDb::new(backend).await?;
@@ -90,6 +91,7 @@ async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()
             USAGE_HOURLY_VERSION.to_owned(),
             ATTEMPT_LOG_VERSION.to_owned(),
             USAGE_DAILY_ROLLUP_VERSION.to_owned(),
+            LIMIT_SHARES_VERSION.to_owned(),
         ]
     );
     assert!(
@@ -102,6 +104,10 @@ async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()
         db.ping().await?;
     }
     assert!(migrate_run(&t.settings).await?.is_empty());
+    assert_eq!(
+        migrate_revert(&t.settings).await?,
+        Some(LIMIT_SHARES_VERSION.to_owned())
+    );
     assert_eq!(
         migrate_revert(&t.settings).await?,
         Some(USAGE_DAILY_ROLLUP_VERSION.to_owned())
