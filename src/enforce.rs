@@ -255,13 +255,11 @@ impl Enforcer {
         loop {
             let now = self.now_u64();
             let mut shares = shared.shares(token.id, &token.limits, now);
-            let admitted = self.engine.lock().map_err(|_| ApiError::Internal)?.admit_shared(
-                token.id,
-                &token.limits,
-                &shares,
-                estimate,
-                now,
-            );
+            let admitted = self
+                .engine
+                .lock()
+                .map_err(|_| ApiError::Internal)?
+                .admit_shared(token.id, &token.limits, &shares, estimate, now);
             let (limit, need) = match admitted {
                 Ok(reservation) => {
                     shared.touch(token.id, now);
@@ -273,13 +271,11 @@ impl Enforcer {
             if exhausted.contains(&limit) || leases >= MAX_SHARE_LEASES_PER_REQUEST {
                 // Nothing more is free: the share's refusal is the limit's.
                 shares.last_word = true;
-                let admitted = self.engine.lock().map_err(|_| ApiError::Internal)?.admit_shared(
-                    token.id,
-                    &token.limits,
-                    &shares,
-                    estimate,
-                    now,
-                );
+                let admitted = self
+                    .engine
+                    .lock()
+                    .map_err(|_| ApiError::Internal)?
+                    .admit_shared(token.id, &token.limits, &shares, estimate, now);
                 if admitted.is_ok() {
                     shared.touch(token.id, now);
                 }

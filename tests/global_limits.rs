@@ -139,7 +139,9 @@ async fn three_instances_admit_exactly_the_rpm_together() -> anyhow::Result<()> 
     let id = token_id(gw, "seq").await?;
     assert_eq!(shares_of(gw, id, "rpm").await?, 10);
 
-    let burst = gw.create_token(json!({ "name": "burst", "rpm": 10 })).await?;
+    let burst = gw
+        .create_token(json!({ "name": "burst", "rpm": 10 }))
+        .await?;
     let replies = join_all((0..30).map(|i| {
         let body = chat_body("mock-gpt", "hi");
         let client = gw.client.clone();
@@ -160,7 +162,9 @@ async fn three_instances_admit_exactly_the_rpm_together() -> anyhow::Result<()> 
 async fn a_burst_within_a_large_rpm_costs_a_few_leases() -> anyhow::Result<()> {
     let three = Three::start(|_, _| {}).await?;
     let gw = &three.gw;
-    let token = gw.create_token(json!({ "name": "big", "rpm": 1000 })).await?;
+    let token = gw
+        .create_token(json!({ "name": "big", "rpm": 1000 }))
+        .await?;
     let replies = join_all((0..300).map(|i| {
         let body = chat_body("mock-gpt", "hi");
         let client = gw.client.clone();

@@ -2172,7 +2172,11 @@ mod tests {
             ..Shares::default()
         };
         for _ in 0..2 {
-            assert!(engine.admit_shared(1, &limits, &shares, est(1, 0), T0).is_ok());
+            assert!(
+                engine
+                    .admit_shared(1, &limits, &shares, est(1, 0), T0)
+                    .is_ok()
+            );
         }
         assert_eq!(
             engine.admit_shared(1, &limits, &shares, est(1, 0), T0),
@@ -2186,14 +2190,22 @@ mod tests {
         match engine.admit_shared(1, &limits, &shares, est(1, 0), T0) {
             Err(Shortfall::Refused(refusal)) => {
                 assert_eq!(refusal.limit, Limit::Rpm);
-                assert!(refusal.message.contains("10 requests"), "{}", refusal.message);
+                assert!(
+                    refusal.message.contains("10 requests"),
+                    "{}",
+                    refusal.message
+                );
                 assert_eq!(refusal.retry_after_ms, Some(WINDOW_MS));
             }
             other => panic!("expected a refusal: {other:?}"),
         }
         shares.last_word = false;
         shares.rpm = Some(3);
-        assert!(engine.admit_shared(1, &limits, &shares, est(1, 0), T0).is_ok());
+        assert!(
+            engine
+                .admit_shared(1, &limits, &shares, est(1, 0), T0)
+                .is_ok()
+        );
         // The third is in flight with the others: the parallel share binds.
         shares.rpm = Some(10);
         shares.parallel = Some(3);
@@ -2223,7 +2235,11 @@ mod tests {
             quotas: vec![Some(1)],
             ..Shares::default()
         };
-        assert!(engine.admit_shared(1, &limits, &shares, est(60, 0), T0).is_ok());
+        assert!(
+            engine
+                .admit_shared(1, &limits, &shares, est(60, 0), T0)
+                .is_ok()
+        );
         // The quota's share of 1 is spent: more of it is needed.
         assert_eq!(
             engine.admit_shared(1, &limits, &shares, est(60, 0), T0),
