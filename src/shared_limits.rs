@@ -52,10 +52,20 @@ impl ShareKey {
             SharedLimit::Parallel => limits
                 .max_parallel
                 .map(|max| (ShareKey::Parallel, u64::from(max))),
-            SharedLimit::Quota(index) => limits
-                .quotas
-                .get(index)
-                .map(|quota| (ShareKey::Quota(quota.period, quota.kind), quota.limit)),
+            SharedLimit::Quota(index) => {
+                let quota = limits.quotas.get(index)?;
+                let key = ShareKey::Quota(quota.period, quota.kind);
+                // Two quotas of the same period and kind share one row:
+                // leased under the smaller limit, so both hold.
+                let limit = limits
+                    .quotas
+                    .iter()
+                    .filter(|other| other.period == quota.period && other.kind == quota.kind)
+                    .map(|other| other.limit)
+                    .min()
+                    .unwrap_or(quota.limit);
+                Some((key, limit))
+            }
         }
     }
 

@@ -208,6 +208,30 @@ async fn a_quota_holds_across_three_instances() -> anyhow::Result<()> {
     three.stop().await
 }
 
+/// A TPM of 60 over three instances, requests estimated at 6 tokens ("hi"
+/// is 1, max_tokens 5) that really use 7 (the mock counts 2 for "hi"): the
+/// estimates hold exactly (the shares add up to 60), and the real tokens
+/// pass 60 by at most each instance's last under-estimate (3 x 1): at most
+/// 9 requests (63 tokens), where one instance alone admits 8 (56 + 6 > 60).
+/// At least 7: an instance refused holds less than 7 x its requests + 6.
+#[actix_rt::test]
+async fn tpm_holds_across_three_instances() -> anyhow::Result<()> {
+    let three = Three::start(|_, _| {}).await?;
+    let gw = &three.gw;
+    let token = gw.create_token(json!({ "name": "tpm", "tpm": 60 })).await?;
+    let mut body = chat_body("mock-gpt", "hi");
+    body["max_tokens"] = json!(5);
+    let mut replies = Vec::new();
+    for i in 0..30 {
+        replies.push(post(&gw.client, three.url(i), &token, &body).await);
+    }
+    let admitted = admitted(replies, "60 tokens per minute")?;
+    assert!((7..=9).contains(&admitted), "{admitted} admitted");
+    let id = token_id(gw, "tpm").await?;
+    assert_eq!(shares_of(gw, id, "tpm").await?, 60);
+    three.stop().await
+}
+
 /// max_parallel 4 over three instances: streams held open one after the
 /// other (each running when the next is sent) are admitted 4 in all; once
 /// they end and the instances have idled, their shares come back and one
