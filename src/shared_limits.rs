@@ -135,7 +135,15 @@ struct TokenShares {
     gate: Arc<tokio::sync::Mutex<()>>,
     last_used_ms: u64,
     held: HashMap<ShareKey, Held>,
+    /// Until when a limit found nothing free is refused without asking
+    /// the database again (see [`REFUSED_LEASE_MS`]).
+    refused_until_ms: HashMap<ShareKey, u64>,
 }
+
+/// After a lease found nothing free, requests short of that share are
+/// refused for this long without a lease: a client flooding a token whose
+/// limit is reached would otherwise cost one transaction per refusal.
+pub const REFUSED_LEASE_MS: u64 = 100;
 
 /// This instance's shares; shared by every worker.
 #[derive(Debug)]
@@ -235,6 +243,14 @@ impl SharedLimits {
         if self.held(token_id, key, period_start) > seen {
             return Ok(true);
         }
+        let refused_recently = self.book.lock().ok().is_some_and(|book| {
+            book.get(&token_id)
+                .and_then(|token| token.refused_until_ms.get(&key))
+                .is_some_and(|until| now_ms < *until)
+        });
+        if refused_recently {
+            return Ok(false);
+        }
         self.leases.fetch_add(1, Ordering::Relaxed);
         let expires_at = match key {
             ShareKey::Quota(period, _) => period.end_ms(now_ms),
@@ -251,13 +267,21 @@ impl SharedLimits {
             })
             .await?;
         if let Ok(mut book) = self.book.lock() {
-            book.entry(token_id).or_default().held.insert(
+            let token = book.entry(token_id).or_default();
+            token.held.insert(
                 key,
                 Held {
                     period_start,
                     amount: u64::try_from(leased.amount).unwrap_or(0),
                 },
             );
+            if leased.granted {
+                token.refused_until_ms.remove(&key);
+            } else {
+                token
+                    .refused_until_ms
+                    .insert(key, now_ms.saturating_add(REFUSED_LEASE_MS));
+            }
         }
         Ok(leased.granted)
     }
