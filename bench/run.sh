@@ -6,7 +6,8 @@
 #   - a fast mock upstream directly, through a bare nginx reverse proxy (keep-alive upstream, no
 #     access log: the floor of what one extra hop costs), and through the gateway (token auth,
 #     price lookup, usage logging on) on SQLite and on PostgreSQL, each with a token without
-#     limits and with one carrying every limit;
+#     limits and with one carrying every limit (on PostgreSQL, with the limits held across
+#     instances, `limits.shared`, the default, and with them counted by the instance alone);
 #   - the same for `stream: true` answers of 20 content chunks, plus a translated stream
 #     (Anthropic upstream);
 #   - the gateway's memory with 1,000 and 10,000 streams held open at once;
@@ -388,6 +389,7 @@ LIMITED_TOKEN_JSON='{"name":"bench-limited","budget_usd":1000000,"budget_tokens"
 
 SQLITE_PID=""
 PG_PID=""
+PG_LOCAL_PID=""
 if [[ "$DIRECT_ONLY" != 1 ]]; then
     cat >"$WORK/bench.toml.in" <<EOF
 [server]
@@ -469,6 +471,12 @@ EOF
         PG_URL="$GW_URL"
         PG_TOKEN="$(create_token "$PG_URL" '{"name":"bench"}')"
         PG_LIMITED="$(create_token "$PG_URL" "$LIMITED_TOKEN_JSON")"
+        # The same database, limits counted by this instance alone (issue 14: what holding
+        # RPM, TPM, parallelism and quotas across instances costs per request).
+        SWITCHYARD__LIMITS__SHARED=false start_gateway postgres-local "$POSTGRES_URL/$PG_DATABASE"
+        PG_LOCAL_PID="$GW_PID"
+        PG_LOCAL_URL="$GW_URL"
+        PG_LOCAL_LIMITED="$(create_token "$PG_LOCAL_URL" "$LIMITED_TOKEN_JSON")"
     fi
 fi
 
@@ -484,9 +492,10 @@ if [[ -n "$SQLITE_PID" ]]; then
     measure limited "$SQLITE_URL" "$SQLITE_LIMITED" "$SQLITE_PID"
 fi
 if [[ -n "$PG_PID" ]]; then
-    ROWS+=(gateway-pg pg-limited)
+    ROWS+=(gateway-pg pg-limited pg-local-lim)
     measure gateway-pg "$PG_URL" "$PG_TOKEN" "$PG_PID"
     measure pg-limited "$PG_URL" "$PG_LIMITED" "$PG_PID"
+    measure pg-local-lim "$PG_LOCAL_URL" "$PG_LOCAL_LIMITED" "$PG_LOCAL_PID"
 fi
 if [[ -n "$SQLITE_PID" ]]; then
     # One of three keys failing (issue 3): the "flaky" provider, at 16 connections.
@@ -573,7 +582,8 @@ for row in "${ROWS[@]}"; do
     done
 done
 log "rows: direct = the mock; nginx = through nginx; gateway = through the gateway on SQLite, a token"
-log " without limits; limited = a token with every limit; -pg = the gateway on PostgreSQL; flaky ="
+log " without limits; limited = a token with every limit; -pg = the gateway on PostgreSQL (limits held"
+log " across instances); pg-local-lim = the same token, limits counted by the instance alone; flaky ="
 log " one of three keys answering 500; s- = the same with stream: true ($STREAM_CHUNKS content chunks);"
 log " s-xlat = a stream translated from an Anthropic upstream. cpu us/req: user+system time of the"
 log " process measured (the mock for direct, nginx's master and workers, the gateway) per request;"
@@ -623,6 +633,12 @@ if [[ -n "$SQLITE_PID" ]]; then
     log " 5. every limit on the token"
     target_limits "sqlite" limited gateway
     target_limits "postgres" pg-limited gateway-pg
+    for c in $CONCURRENCY; do
+        have "pg-limited:$c" && have "pg-local-lim:$c" || continue
+        log "  postgres limits across instances vs alone at c=$c:" \
+            "$(ratio "pg-limited:$c" "pg-local-lim:$c")x throughput," \
+            "cpu ${CPU_US[pg-limited:$c]:-n/a} vs ${CPU_US[pg-local-lim:$c]:-n/a} us/req"
+    done
     log " 6. streams ($STREAM_CHUNKS content chunks)"
     target_ratio "passed-through" s-gateway s-nginx
     target_ratio "translated" s-xlat s-nginx

@@ -4,8 +4,10 @@
 //! estimate on top of what is spent and what requests in flight hold:
 //!
 //! - rate limits (RPM, TPM), parallelism and periodic quotas are checked in
-//!   memory by [`switchyard_actors::TokenLimits`] (exact on one instance;
-//!   each instance counts its own traffic, see `docs/limits.md`);
+//!   memory by [`switchyard_actors::TokenLimits`]: exact on one instance,
+//!   and on PostgreSQL (`limits.shared`) exact across instances, each
+//!   admitting within the shares of each limit it leased from the database
+//!   ([`crate::shared_limits`]; `docs/limits.md`);
 //! - lifetime budgets (money, tokens) and the owner's prepaid balance are
 //!   held in the database ([`crate::db::reservations`]), so instances
 //!   sharing it cannot overspend together. Not per request: each instance
@@ -33,6 +35,7 @@ use crate::db::DbError;
 use crate::db::reservations::{Amounts, HoldRefused, LeaseNeed, Limited, SliceOutcome, SliceSwap};
 use crate::error::ApiError;
 use crate::metering::PriceTable;
+use crate::shared_limits::SharedLimits;
 use crate::tokens::{PPM, TokenInfo};
 use slog::Logger;
 use std::collections::{HashMap, HashSet};
@@ -41,7 +44,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use switchyard_actors::{
     Actual, BudgetFigures, Committed, Estimate, Limit, Period, PeriodSpend, Refusal, Reservation,
-    TokenLimits, TokenUsage, budget_message,
+    SharedLimit, Shares, Shortfall, TokenLimits, TokenUsage, budget_message,
 };
 
 /// Shared by every worker. The engine sits behind a plain mutex: each call
@@ -57,6 +60,9 @@ pub struct Enforcer {
     last_expiry_ms: AtomicI64,
     /// Tokens whose committed period spend was loaded from the database.
     loaded: Mutex<HashSet<i64>>,
+    /// This instance's shares of limits held across instances: on
+    /// PostgreSQL with `limits.shared`; `None` counts this instance alone.
+    shared: Option<SharedLimits>,
     clock: Arc<dyn Clock>,
     db: Db,
     prices: PriceTable,
@@ -90,7 +96,10 @@ impl Enforcer {
         log: Logger,
     ) -> Self {
         let ttl_ms = u64::try_from(settings.reservation_ttl.as_millis()).unwrap_or(u64::MAX);
+        let shared = (settings.shared && db.backend() == crate::config::Backend::Postgres)
+            .then(SharedLimits::new);
         Self {
+            shared,
             engine: Mutex::new(TokenLimits::new(ttl_ms)),
             slices: Arc::new(Mutex::new(SliceBook::default())),
             leases: Arc::new(AtomicU64::new(0)),
@@ -177,15 +186,7 @@ impl Enforcer {
             ..Admission::default()
         };
         if token.has_local_limits() {
-            self.ensure_loaded(token).await?;
-            let now = self.now_u64();
-            let admitted = self.engine.lock().map_err(|_| ApiError::Internal)?.admit(
-                token.id,
-                &token.limits,
-                estimate,
-                now,
-            );
-            admission.local = Some(admitted.map_err(refusal_error)?);
+            admission.local = Some(self.admit_local(token, estimate).await?);
         }
         if token.needs_reservation() {
             let need = Amounts {
@@ -217,21 +218,101 @@ impl Enforcer {
 
     /// Admits a call that carries no tokens (the proxy) against the rate
     /// limits, parallelism and request quotas; budgets are not involved.
-    pub fn admit_call(&self, token: &TokenInfo) -> Result<Admission, ApiError> {
+    pub async fn admit_call(&self, token: &TokenInfo) -> Result<Admission, ApiError> {
         if !token.has_local_limits() {
             return Ok(Admission::default());
         }
-        let now = self.now_u64();
-        let admitted = self.engine.lock().map_err(|_| ApiError::Internal)?.admit(
-            token.id,
-            &token.limits,
-            Estimate::default(),
-            now,
-        );
         Ok(Admission {
-            local: Some(admitted.map_err(refusal_error)?),
+            local: Some(self.admit_local(token, Estimate::default()).await?),
             ..Admission::default()
         })
+    }
+
+    /// The rate limits, parallelism and quotas: in memory, within this
+    /// instance's shares when limits are held across instances (leasing
+    /// more when a share falls short; no database round trip otherwise).
+    async fn admit_local(
+        &self,
+        token: &TokenInfo,
+        estimate: Estimate,
+    ) -> Result<Reservation, ApiError> {
+        let Some(shared) = &self.shared else {
+            self.ensure_loaded(token).await?;
+            let now = self.now_u64();
+            let admitted = self.engine.lock().map_err(|_| ApiError::Internal)?.admit(
+                token.id,
+                &token.limits,
+                estimate,
+                now,
+            );
+            return admitted.map_err(refusal_error);
+        };
+        // Limits of which nothing more could be leased; and a bound on the
+        // leases of one request, as other requests may take what each
+        // lease brings before this one gets to it.
+        let mut exhausted: Vec<SharedLimit> = Vec::new();
+        let mut leases = 0;
+        loop {
+            let now = self.now_u64();
+            let mut shares = shared.shares(token.id, &token.limits, now);
+            let admitted = self
+                .engine
+                .lock()
+                .map_err(|_| ApiError::Internal)?
+                .admit_shared(token.id, &token.limits, &shares, estimate, now);
+            let (limit, need) = match admitted {
+                Ok(reservation) => {
+                    shared.touch(token.id, now);
+                    return Ok(reservation);
+                }
+                Err(Shortfall::Refused(refusal)) => return Err(refusal_error(refusal)),
+                Err(Shortfall::Share { limit, need }) => (limit, need),
+            };
+            if exhausted.contains(&limit) || leases >= MAX_SHARE_LEASES_PER_REQUEST {
+                // Nothing more is free: the share's refusal is the limit's.
+                shares.last_word = true;
+                let admitted = self
+                    .engine
+                    .lock()
+                    .map_err(|_| ApiError::Internal)?
+                    .admit_shared(token.id, &token.limits, &shares, estimate, now);
+                if admitted.is_ok() {
+                    shared.touch(token.id, now);
+                }
+                return admitted.map_err(|short| refusal_error(short.into_refusal()));
+            }
+            leases += 1;
+            let seen = share_of(&shares, limit);
+            let settings = self.limits();
+            let lease = shared
+                .lease(
+                    &self.db,
+                    token.id,
+                    &token.limits,
+                    limit,
+                    seen,
+                    need,
+                    settings.shared_slice_fraction,
+                    now,
+                    u64::try_from(self.ttl_ms()).unwrap_or(u64::MAX),
+                )
+                .await;
+            if let Ok(false) = lease {
+                exhausted.push(limit);
+            }
+            if let Err(error) = lease {
+                // Without the database no share can be leased: this
+                // instance counts alone until it is back (docs/limits.md).
+                slog::warn!(self.log, "limits.share_lease_failed"; "token_id" => token.id, "error" => %error);
+                let admitted = self.engine.lock().map_err(|_| ApiError::Internal)?.admit(
+                    token.id,
+                    &token.limits,
+                    estimate,
+                    self.now_u64(),
+                );
+                return admitted.map_err(refusal_error);
+            }
+        }
     }
 
     /// Replaces the in-memory hold by the real spend (the database hold is
@@ -284,7 +365,12 @@ impl Enforcer {
     /// part goes back to the database now (best effort; else when its
     /// requests have ended, or after `limits.reservation_ttl`).
     pub fn forget(&self, token_id: i64) {
-        if let Ok(mut engine) = self.engine.lock() {
+        // With shared limits the engine keeps the token's windows: they are
+        // what occupies this instance's shares (the limits themselves come
+        // with every request, and no spend is seeded to reload).
+        if self.shared.is_none()
+            && let Ok(mut engine) = self.engine.lock()
+        {
             engine.forget(token_id);
         }
         let give_back = self
@@ -312,6 +398,37 @@ impl Enforcer {
     /// Lease transactions this instance started (each covers many requests).
     pub fn budget_leases_total(&self) -> u64 {
         self.leases.load(Ordering::Relaxed)
+    }
+
+    /// Share lease transactions of limits held across instances (0 when
+    /// this instance counts alone).
+    pub fn share_leases_total(&self) -> u64 {
+        self.shared
+            .as_ref()
+            .map_or(0, |shared| shared.leases_total())
+    }
+
+    /// Whether RPM, TPM, parallelism and quotas are held across instances.
+    pub fn limits_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Gives back what nothing occupies of the limit shares of tokens idle
+    /// for `idle_ms` (every token at shutdown).
+    async fn give_back_shares(&self, idle_ms: u64, shutting_down: bool) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let now = self.now_u64();
+        let usage = |token_id: i64| {
+            self.engine
+                .lock()
+                .map(|engine| engine.usage(token_id, now))
+                .unwrap_or_default()
+        };
+        shared
+            .give_back_idle(&self.db, &usage, now, idle_ms, shutting_down, &self.log)
+            .await;
     }
 
     /// Holds `need` from the token's slice, leasing a new slice when it
@@ -476,6 +593,7 @@ impl Enforcer {
             .map(|mut book| book.drain())
             .unwrap_or_default();
         self.give_back(items).await;
+        self.give_back_shares(0, true).await;
     }
 
     /// Periodic upkeep: gives back idle and retired slices, renews the rows
@@ -490,8 +608,21 @@ impl Enforcer {
             .map(|mut book| book.sweep(now, idle_ms))
             .unwrap_or_default();
         self.give_back(items).await;
+        self.give_back_shares(u64::try_from(idle_ms).unwrap_or(u64::MAX), false)
+            .await;
         let quarter = (self.ttl_ms() / 4).max(1);
         if now.saturating_sub(self.last_renewal_ms.load(Ordering::Relaxed)) >= quarter {
+            if let Some(shared) = &self.shared
+                && let Err(error) = shared
+                    .renew(
+                        &self.db,
+                        self.now_u64(),
+                        u64::try_from(self.ttl_ms()).unwrap_or(u64::MAX),
+                    )
+                    .await
+            {
+                slog::warn!(self.log, "limits.share_renewal_failed"; "error" => %error);
+            }
             let ids = self
                 .slices
                 .lock()
@@ -526,6 +657,11 @@ impl Enforcer {
             Ok(0) => {}
             Ok(count) => slog::warn!(self.log, "limits.reservations_expired"; "count" => count),
             Err(error) => slog::warn!(self.log, "limits.expire_failed"; "error" => %error),
+        }
+        if self.shared.is_some()
+            && let Err(error) = self.db.sweep_shares(self.now_ms()).await
+        {
+            slog::warn!(self.log, "limits.share_sweep_failed"; "error" => %error);
         }
     }
 
@@ -628,6 +764,22 @@ impl Enforcer {
             }
         }
     }
+}
+
+/// Share leases one request may make before it is refused (each lease
+/// grants at least what the request needs, but concurrent requests of the
+/// token on this instance may draw it first).
+const MAX_SHARE_LEASES_PER_REQUEST: u32 = 64;
+
+/// This instance's share of `limit` as [`Shares`] gave it.
+fn share_of(shares: &Shares, limit: SharedLimit) -> u64 {
+    let share = match limit {
+        SharedLimit::Rpm => shares.rpm,
+        SharedLimit::Tpm => shares.tpm,
+        SharedLimit::Parallel => shares.parallel,
+        SharedLimit::Quota(index) => shares.quotas.get(index).copied().flatten(),
+    };
+    share.unwrap_or(0)
 }
 
 /// `nanos` x `ppm` / 1,000,000, without overflow.

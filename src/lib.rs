@@ -28,6 +28,7 @@ pub mod providers;
 pub mod reload;
 pub mod retention;
 pub mod secrets;
+pub mod shared_limits;
 pub mod sync;
 pub mod telemetry;
 pub mod tokens;

@@ -50,6 +50,7 @@ const LIVE: &[&str] = &[
     "limits.allow_unpriced",
     "limits.budget_slice_fraction",
     "limits.budget_slice_idle",
+    "limits.shared_slice_fraction",
 ];
 
 fn is_live(key: &str) -> bool {

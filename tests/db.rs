@@ -76,6 +76,7 @@ const USAGE_HOURLY_VERSION: &str = "20261203000200";
 const ATTEMPT_LOG_VERSION: &str = "20261203000500";
 const USAGE_DAILY_ROLLUP_VERSION: &str = "20261203000610";
 const CHANGE_FEED_VERSION: &str = "20261204000100";
+const LIMIT_SHARES_VERSION: &str = "20261204000200";
 const PRICED_UNITS_VERSION: &str = "20261204000500";
 
 async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()> {
@@ -93,6 +94,7 @@ async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()
             ATTEMPT_LOG_VERSION.to_owned(),
             USAGE_DAILY_ROLLUP_VERSION.to_owned(),
             CHANGE_FEED_VERSION.to_owned(),
+            LIMIT_SHARES_VERSION.to_owned(),
             PRICED_UNITS_VERSION.to_owned(),
         ]
     );
@@ -109,6 +111,10 @@ async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()
     assert_eq!(
         migrate_revert(&t.settings).await?,
         Some(PRICED_UNITS_VERSION.to_owned())
+    );
+    assert_eq!(
+        migrate_revert(&t.settings).await?,
+        Some(LIMIT_SHARES_VERSION.to_owned())
     );
     assert_eq!(
         migrate_revert(&t.settings).await?,
@@ -394,6 +400,8 @@ async fn schema_matches_migrations(backend: Backend) -> anyhow::Result<()> {
     same_columns!(request_logs);
     same_columns!(usage_daily);
     same_columns!(reservations);
+    same_columns!(limit_shares);
+    same_columns!(limit_pools);
     same_columns!(billing_records);
     same_columns!(system_values);
     same_columns!(admin_keys);

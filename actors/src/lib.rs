@@ -42,7 +42,8 @@ pub use journal::{Journal, SegmentId};
 pub use key_pool::{Failure, KeyHealthView, KeyPool, KeySpec, NoUsableKey, Outcome};
 pub use limits::{
     Actual, BudgetFigures, BudgetKind, Committed, Estimate, Limit, Limits, Period, PeriodSpend,
-    Quota, QuotaKind, Refusal, Reservation, Settled, TokenLimits, TokenUsage, budget_message,
+    Quota, QuotaKind, Refusal, Reservation, Settled, SharedLimit, Shares, Shortfall, TokenLimits,
+    TokenUsage, budget_message,
 };
 #[cfg(feature = "fault-injection")]
 pub use provider::InjectPanic;

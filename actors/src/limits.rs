@@ -505,6 +505,74 @@ fn fits(used: u64, estimate: u64, limit: u64) -> bool {
     used.saturating_add(estimate.max(1)) <= limit
 }
 
+/// One of a token's limits that instances share (see [`Shares`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SharedLimit {
+    Rpm,
+    Tpm,
+    Parallel,
+    /// The quota at this index of [`Limits::quotas`].
+    Quota(usize),
+}
+
+/// This instance's shares of a token's limits, when instances enforce them
+/// together: each instance leases part of a limit from the database and
+/// admits within it, so the instances together never pass the limit. `None`
+/// leaves a limit unshared (the instance enforces the whole limit alone).
+/// A share counts the same units as its limit: requests in the sliding
+/// minute (RPM), tokens in it (TPM), requests in flight, and the quota's
+/// unit in the current period.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Shares {
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    pub parallel: Option<u64>,
+    /// Aligned with [`Limits::quotas`]; missing entries are unshared.
+    pub quotas: Vec<Option<u64>>,
+    /// No more can be leased: a share that stops a request refuses it.
+    pub last_word: bool,
+}
+
+/// Why [`TokenLimits::admit_shared`] did not admit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shortfall {
+    /// A limit itself refuses: the answer for the client.
+    Refused(Refusal),
+    /// This instance's share of `limit` is `need` short for the request.
+    Share { limit: SharedLimit, need: u64 },
+}
+
+impl Shortfall {
+    /// The refusal; a share shortfall (only possible with shares given)
+    /// reads as its limit reached.
+    pub fn into_refusal(self) -> Refusal {
+        match self {
+            Shortfall::Refused(refusal) => refusal,
+            Shortfall::Share { .. } => Refusal {
+                limit: Limit::Parallel,
+                status: 429,
+                retry_after_ms: Some(PARALLEL_RETRY_MS),
+                message: "rate limit reached".to_owned(),
+            },
+        }
+    }
+}
+
+impl From<Refusal> for Shortfall {
+    fn from(refusal: Refusal) -> Self {
+        Shortfall::Refused(refusal)
+    }
+}
+
+/// What a limit can take on this instance: the limit, or the instance's
+/// share of it when smaller; and whether the share is what binds.
+fn capacity(limit: u64, share: Option<u64>) -> (u64, bool) {
+    match share {
+        Some(share) if share < limit => (share, true),
+        _ => (limit, false),
+    }
+}
+
 /// The limits engine for all tokens of one instance.
 #[derive(Debug)]
 pub struct TokenLimits {
@@ -574,11 +642,40 @@ impl TokenLimits {
         estimate: Estimate,
         now_ms: u64,
     ) -> Result<Reservation, Refusal> {
+        self.admit_within(token_id, limits, None, estimate, now_ms)
+            .map_err(Shortfall::into_refusal)
+    }
+
+    /// [`Self::admit`] for a token whose limits several instances share:
+    /// each shared limit admits only within this instance's `shares` of it
+    /// (and the limit itself). When a share is what stops the request, the
+    /// answer is [`Shortfall::Share`] with how much more of it the request
+    /// needs, so the caller can lease more and try again; with
+    /// `shares.last_word` set it is the refusal the client sees instead.
+    pub fn admit_shared(
+        &mut self,
+        token_id: i64,
+        limits: &Limits,
+        shares: &Shares,
+        estimate: Estimate,
+        now_ms: u64,
+    ) -> Result<Reservation, Shortfall> {
+        self.admit_within(token_id, limits, Some(shares), estimate, now_ms)
+    }
+
+    fn admit_within(
+        &mut self,
+        token_id: i64,
+        limits: &Limits,
+        shares: Option<&Shares>,
+        estimate: Estimate,
+        now_ms: u64,
+    ) -> Result<Reservation, Shortfall> {
         let now_ms = self.tick(now_ms);
         let state = self.tokens.entry(token_id).or_default();
         state.roll(now_ms);
         state.prune(now_ms);
-        check(state, limits, estimate, now_ms)?;
+        check(state, limits, shares, estimate, now_ms)?;
 
         let id = self.next_id;
         self.next_id += 1;
@@ -726,13 +823,24 @@ impl TokenUsage {
     }
 }
 
-/// Every limit against `state` (rolled and pruned at `now_ms`).
+/// Every limit against `state` (rolled and pruned at `now_ms`), each within
+/// this instance's share of it when `shares` are given.
 fn check(
     state: &TokenState,
     limits: &Limits,
+    shares: Option<&Shares>,
     estimate: Estimate,
     now_ms: u64,
-) -> Result<(), Refusal> {
+) -> Result<(), Shortfall> {
+    let last_word = shares.is_none_or(|shares| shares.last_word);
+    // A share that binds asks for a lease first; the limit itself, or a
+    // share when nothing more can be leased, refuses.
+    let short = |limit: SharedLimit, used: u64, want: u64, cap: u64| -> Option<Shortfall> {
+        (!last_word).then(|| Shortfall::Share {
+            limit,
+            need: used.saturating_add(want.max(1)).saturating_sub(cap),
+        })
+    };
     if let Some(budget) = limits.budget_nanos {
         let used = state.spent_nanos.saturating_add(state.reserved_nanos);
         if !fits(used, estimate.cost_nanos, budget) {
@@ -750,7 +858,8 @@ fn check(
                     reserved: usd(state.reserved_nanos),
                     wanted: usd(estimate.cost_nanos),
                 }),
-            });
+            }
+            .into());
         }
     }
     if let Some(budget) = limits.budget_tokens {
@@ -770,10 +879,11 @@ fn check(
                     reserved: format!("{} tokens", state.reserved_tokens),
                     wanted: format!("{} tokens", estimate.tokens),
                 }),
-            });
+            }
+            .into());
         }
     }
-    for quota in &limits.quotas {
+    for (index, quota) in limits.quotas.iter().enumerate() {
         let spend = state.periods[quota.period.index()].spend;
         let (used, want, unit) = match quota.kind {
             QuotaKind::Requests => (
@@ -792,7 +902,15 @@ fn check(
                 "cost",
             ),
         };
-        if !fits(used, want, quota.limit) {
+        let share = shares.and_then(|shares| shares.quotas.get(index).copied().flatten());
+        let (cap, shared) = capacity(quota.limit, share);
+        if !fits(used, want, cap) {
+            if shared
+                && fits(used, want, quota.limit)
+                && let Some(short) = short(SharedLimit::Quota(index), used, want, cap)
+            {
+                return Err(short);
+            }
             let end = quota.period.end_ms(now_ms);
             let limit = match quota.kind {
                 QuotaKind::Cost => usd(quota.limit),
@@ -815,14 +933,24 @@ fn check(
                     },
                     utc(end),
                 ),
-            });
+            }
+            .into());
         }
     }
     if let Some(tpm) = limits.tpm {
         let used = state.window_tokens();
-        if !fits(used, estimate.tokens, tpm) {
-            // Wait until enough of the window's tokens have aged out.
-            let excess = used.saturating_add(estimate.tokens.max(1)) - tpm;
+        let (cap, shared) = capacity(tpm, shares.and_then(|shares| shares.tpm));
+        if !fits(used, estimate.tokens, cap) {
+            if shared
+                && fits(used, estimate.tokens, tpm)
+                && let Some(short) = short(SharedLimit::Tpm, used, estimate.tokens, cap)
+            {
+                return Err(short);
+            }
+            // Wait until enough of the window's tokens have aged out (of
+            // this instance's window: what other instances hold leaves
+            // within the minute too, so a minute is the most to wait).
+            let excess = used.saturating_add(estimate.tokens.max(1)) - cap;
             let mut freed = 0u64;
             let mut wait = WINDOW_MS;
             for hit in state.window.iter() {
@@ -840,24 +968,38 @@ fn check(
             } else {
                 String::new()
             };
+            let counted = if shared {
+                "across instances".to_owned()
+            } else {
+                format!("{used} in the last 60 s")
+            };
             return Err(Refusal {
                 limit: Limit::Tpm,
                 status: 429,
                 retry_after_ms: Some(wait),
                 message: format!(
-                    "token rate limit of {tpm} tokens per minute reached ({used} in the last \
-                     60 s{hint}); retry in {} s",
+                    "token rate limit of {tpm} tokens per minute reached ({counted}{hint}); \
+                     retry in {} s",
                     wait.div_ceil(1000).max(1),
                 ),
-            });
+            }
+            .into());
         }
     }
     if let Some(rpm) = limits.rpm {
         let rpm = u64::from(rpm);
         let used = state.window.len() as u64;
-        if !fits(used, 1, rpm) {
-            // The request whose leaving brings the count below the limit.
-            let blocking = (used + 1).saturating_sub(rpm) as usize;
+        let (cap, shared) = capacity(rpm, shares.and_then(|shares| shares.rpm));
+        if !fits(used, 1, cap) {
+            if shared
+                && fits(used, 1, rpm)
+                && let Some(short) = short(SharedLimit::Rpm, used, 1, cap)
+            {
+                return Err(short);
+            }
+            // The request whose leaving brings the count below the limit
+            // (of this instance's requests; at most a minute).
+            let blocking = (used + 1).saturating_sub(cap) as usize;
             let wait = blocking
                 .checked_sub(1)
                 .and_then(|i| state.window.get(i))
@@ -870,22 +1012,35 @@ fn check(
                     "request rate limit of {rpm} requests per minute reached; retry in {} s",
                     wait.div_ceil(1000).max(1),
                 ),
-            });
+            }
+            .into());
         }
     }
-    if let Some(max) = limits.max_parallel
-        && !fits(state.in_flight, 1, u64::from(max))
-    {
-        return Err(Refusal {
-            limit: Limit::Parallel,
-            status: 429,
-            retry_after_ms: Some(PARALLEL_RETRY_MS),
-            message: format!(
-                "parallel request limit of {max} reached ({} in flight); retry when one \
-                     finishes",
-                state.in_flight,
-            ),
-        });
+    if let Some(max) = limits.max_parallel {
+        let max = u64::from(max);
+        let (cap, shared) = capacity(max, shares.and_then(|shares| shares.parallel));
+        if !fits(state.in_flight, 1, cap) {
+            if shared
+                && fits(state.in_flight, 1, max)
+                && let Some(short) = short(SharedLimit::Parallel, state.in_flight, 1, cap)
+            {
+                return Err(short);
+            }
+            let counted = if shared {
+                "across instances".to_owned()
+            } else {
+                format!("{} in flight", state.in_flight)
+            };
+            return Err(Refusal {
+                limit: Limit::Parallel,
+                status: 429,
+                retry_after_ms: Some(PARALLEL_RETRY_MS),
+                message: format!(
+                    "parallel request limit of {max} reached ({counted}); retry when one finishes",
+                ),
+            }
+            .into());
+        }
     }
     Ok(())
 }
@@ -1999,6 +2154,111 @@ mod tests {
             (usage.spent_tokens, usage.spent_nanos, usage.in_flight),
             (3, 4, 0)
         );
+    }
+
+    // Shares of limits several instances enforce together.
+
+    #[test]
+    fn a_share_smaller_than_the_limit_asks_for_more_before_refusing() {
+        let mut engine = TokenLimits::new(TTL);
+        let limits = Limits {
+            rpm: Some(10),
+            max_parallel: Some(5),
+            ..Limits::default()
+        };
+        let mut shares = Shares {
+            rpm: Some(2),
+            parallel: Some(5),
+            ..Shares::default()
+        };
+        for _ in 0..2 {
+            assert!(
+                engine
+                    .admit_shared(1, &limits, &shares, est(1, 0), T0)
+                    .is_ok()
+            );
+        }
+        assert_eq!(
+            engine.admit_shared(1, &limits, &shares, est(1, 0), T0),
+            Err(Shortfall::Share {
+                limit: SharedLimit::Rpm,
+                need: 1
+            })
+        );
+        // Nothing more to lease: the limit's own refusal, naming the limit.
+        shares.last_word = true;
+        match engine.admit_shared(1, &limits, &shares, est(1, 0), T0) {
+            Err(Shortfall::Refused(refusal)) => {
+                assert_eq!(refusal.limit, Limit::Rpm);
+                assert!(
+                    refusal.message.contains("10 requests"),
+                    "{}",
+                    refusal.message
+                );
+                assert_eq!(refusal.retry_after_ms, Some(WINDOW_MS));
+            }
+            other => panic!("expected a refusal: {other:?}"),
+        }
+        shares.last_word = false;
+        shares.rpm = Some(3);
+        assert!(
+            engine
+                .admit_shared(1, &limits, &shares, est(1, 0), T0)
+                .is_ok()
+        );
+        // The third is in flight with the others: the parallel share binds.
+        shares.rpm = Some(10);
+        shares.parallel = Some(3);
+        assert_eq!(
+            engine.admit_shared(1, &limits, &shares, est(1, 0), T0),
+            Err(Shortfall::Share {
+                limit: SharedLimit::Parallel,
+                need: 1
+            })
+        );
+    }
+
+    #[test]
+    fn a_share_larger_than_the_limit_admits_only_up_to_the_limit() {
+        let mut engine = TokenLimits::new(TTL);
+        let limits = Limits {
+            tpm: Some(100),
+            quotas: vec![Quota {
+                period: Period::Day,
+                kind: QuotaKind::Requests,
+                limit: 50,
+            }],
+            ..Limits::default()
+        };
+        let shares = Shares {
+            tpm: Some(1_000),
+            quotas: vec![Some(1)],
+            ..Shares::default()
+        };
+        assert!(
+            engine
+                .admit_shared(1, &limits, &shares, est(60, 0), T0)
+                .is_ok()
+        );
+        // The quota's share of 1 is spent: more of it is needed.
+        assert_eq!(
+            engine.admit_shared(1, &limits, &shares, est(60, 0), T0),
+            Err(Shortfall::Share {
+                limit: SharedLimit::Quota(0),
+                need: 1
+            })
+        );
+        let shares = Shares {
+            tpm: Some(1_000),
+            quotas: vec![Some(10)],
+            ..Shares::default()
+        };
+        // 60 + 60 tokens pass the TPM limit of 100 itself: refused, however
+        // large the share.
+        match engine.admit_shared(1, &limits, &shares, est(60, 0), T0) {
+            Err(Shortfall::Refused(refusal)) => assert_eq!(refusal.limit, Limit::Tpm),
+            other => panic!("expected a refusal: {other:?}"),
+        }
     }
 
     // Formatting.

@@ -25,6 +25,14 @@ pub struct LimitsSettings {
     /// request of the token has run for this long.
     #[serde(with = "humantime_serde")]
     pub budget_slice_idle: Duration,
+    /// On PostgreSQL, enforce RPM, TPM, parallelism and quotas across every
+    /// instance sharing the database: each instance leases shares of a
+    /// limit and admits within them (docs/limits.md). Off, or on SQLite:
+    /// each instance counts its own traffic. Read at start.
+    pub shared: bool,
+    /// A share lease takes this fraction of what no instance holds (at
+    /// least what the request needs).
+    pub shared_slice_fraction: f64,
     pub auth: AuthThrottleSettings,
 }
 

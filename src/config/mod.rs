@@ -284,6 +284,12 @@ impl Settings {
                 "must be between 0 and 1",
             ));
         }
+        if !(0.0..=1.0).contains(&self.limits.shared_slice_fraction) {
+            return Err(invalid(
+                "limits.shared_slice_fraction",
+                "must be between 0 and 1",
+            ));
+        }
         if self.usage.max_completion_tokens < 1 {
             return Err(invalid("usage.max_completion_tokens", "must be at least 1"));
         }

@@ -86,6 +86,7 @@ macro_rules! run_query {
 pub mod admin;
 pub mod billing;
 pub mod changes;
+pub mod limit_shares;
 pub mod logs;
 pub mod metrics;
 pub mod oplog;

@@ -223,6 +223,27 @@ diesel::table! {
 }
 
 diesel::table! {
+    limit_shares (token_id, limit_key, period_start, instance_id) {
+        token_id -> BigInt,
+        limit_key -> Text,
+        period_start -> BigInt,
+        instance_id -> Text,
+        amount -> BigInt,
+        expires_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    limit_pools (token_id, limit_key, period_start) {
+        token_id -> BigInt,
+        limit_key -> Text,
+        period_start -> BigInt,
+        leases -> BigInt,
+        expires_at -> BigInt,
+    }
+}
+
+diesel::table! {
     billing_records (id) {
         id -> BigInt,
         created_at -> BigInt,
@@ -273,6 +294,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     request_logs,
     usage_daily,
     reservations,
+    limit_shares,
+    limit_pools,
     billing_records,
     system_values,
     admin_keys,

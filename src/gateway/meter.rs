@@ -135,8 +135,8 @@ impl Meter {
 
     /// Rate limits, parallelism and request quotas only, for calls that
     /// carry no tokens (the proxy).
-    pub fn admit_call(&mut self, token: &TokenInfo) -> Result<(), ApiError> {
-        self.admission = Some(self.enforcer.admit_call(token)?);
+    pub async fn admit_call(&mut self, token: &TokenInfo) -> Result<(), ApiError> {
+        self.admission = Some(self.enforcer.admit_call(token).await?);
         Ok(())
     }
 

@@ -511,6 +511,13 @@ fn render_usage(out: &mut String, state: &AppState) {
             "Budget slices this process leased from the database (docs/limits.md).",
             state.enforcer.budget_leases_total(),
         ),
+        (
+            "switchyard_limit_share_leases_total",
+            "counter",
+            "Shares of rate limits, parallelism and quotas this process leased from the database \
+             (limits held across instances; docs/limits.md).",
+            state.enforcer.share_leases_total(),
+        ),
     ] {
         family(out, name, kind, help);
         let _ = writeln!(out, "{name} {value}");

@@ -1,0 +1,2 @@
+DROP TABLE limit_pools;
+DROP TABLE limit_shares;
