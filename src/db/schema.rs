@@ -246,6 +246,17 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    response_owners (response_id) {
+        response_id -> Text,
+        provider -> Text,
+        key_id -> Text,
+        token_id -> BigInt,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     providers,
     provider_keys,
@@ -263,4 +274,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     admin_sessions,
     operation_logs,
     usage_dead_letters,
+    response_owners,
 );

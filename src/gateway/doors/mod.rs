@@ -6,4 +6,5 @@ pub mod completions;
 pub mod models;
 pub mod proxy;
 pub mod proxy_usage;
+pub mod responses;
 pub mod self_service;

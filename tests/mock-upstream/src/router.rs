@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::behaviour::Behaviour;
 use crate::http::{self, Head};
-use crate::{anthropic, gemini, openai, passthrough};
+use crate::{anthropic, gemini, openai, passthrough, responses};
 
 /// The completion every endpoint returns, one token per word.
 pub(crate) const WORDS: [&str; 5] = ["one", " two", " three", " four", " five"];
@@ -165,6 +165,10 @@ enum Route {
     Echo,
     /// `GET …/stream-bytes`.
     StreamBytes,
+    /// `POST …/responses` (OpenAI's Responses API).
+    Responses,
+    /// `GET` or `DELETE …/responses/{id}`.
+    StoredResponse,
     Unknown,
 }
 
@@ -211,6 +215,14 @@ impl Route {
             Route::Speech
         } else if path.ends_with("/stream-bytes") {
             Route::StreamBytes
+        } else if path.ends_with("/responses") {
+            Route::Responses
+        } else if responses::stored_id(path).is_some() {
+            return if method == "GET" || method == "DELETE" {
+                Route::StoredResponse
+            } else {
+                Route::Unknown
+            };
         } else {
             Route::Unknown
         };
@@ -365,6 +377,11 @@ fn answer(head: &Head, body: &[u8], usage: Usage) -> Answer {
         Route::GeminiModels => return gemini::models(),
         Route::Speech => return passthrough::speech(),
         Route::Echo => return passthrough::echo(head, body),
+        Route::StoredResponse => {
+            return responses::stored_id(path.trim_end_matches('/'))
+                .and_then(|id| responses::stored(&head.method, id))
+                .unwrap_or_else(|| error_answer(shape, Failure::NotFound, head));
+        }
         Route::StreamBytes => {
             return match passthrough::stream_bytes_answer(head.query()) {
                 Ok(answer) => answer,
@@ -391,6 +408,7 @@ fn answer(head: &Head, body: &[u8], usage: Usage) -> Answer {
     };
     match route {
         Route::Chat => openai::chat(&json, usage),
+        Route::Responses => responses::create(&json, usage),
         Route::Completions => openai::completions(&json, usage),
         Route::Embeddings => openai::embeddings(&json, usage),
         Route::Messages => anthropic::messages(&json, usage),
@@ -406,6 +424,7 @@ fn answer(head: &Head, body: &[u8], usage: Usage) -> Answer {
         | Route::Speech
         | Route::Echo
         | Route::StreamBytes
+        | Route::StoredResponse
         | Route::Unknown => error_answer(shape, Failure::NotFound, head),
     }
 }
