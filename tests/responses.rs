@@ -178,7 +178,9 @@ async fn a_failing_key_fails_over_invisibly() -> anyhow::Result<()> {
     for stream in [false, true] {
         let reply = post(&gw, &token, &request(NATIVE, stream)).await?;
         assert_eq!(reply.status, 200, "{}", reply.text());
-        assert_eq!(reply.header("x-switchyard-attempts"), Some(if stream { "1" } else { "2" }));
+        // The 500 comes before any byte reached the client: retried on the
+        // next key, the answer whole.
+        assert_eq!(reply.header("x-switchyard-attempts"), Some("2"));
     }
     gw.stop().await
 }
