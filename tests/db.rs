@@ -15,6 +15,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 use switchyard::config::Backend;
 use switchyard::crypto::{SecretCipher, fingerprint};
+use switchyard::db::responses::ResponseOwner;
 use switchyard::db::schema::*;
 use switchyard::db::{
     AdminChallenge, AdminKey, AdminSession, Db, DbError, GatewayToken, ModelPrice, ModelRedirect,
@@ -75,6 +76,7 @@ const ADMIN_ROLES_VERSION: &str = "20261203000100";
 const USAGE_HOURLY_VERSION: &str = "20261203000200";
 const ATTEMPT_LOG_VERSION: &str = "20261203000500";
 const USAGE_DAILY_ROLLUP_VERSION: &str = "20261203000610";
+const RESPONSE_OWNERS_VERSION: &str = "20261204000400";
 
 async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()> {
     let t = TestDb::new(backend).await?;
@@ -90,6 +92,7 @@ async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()
             USAGE_HOURLY_VERSION.to_owned(),
             ATTEMPT_LOG_VERSION.to_owned(),
             USAGE_DAILY_ROLLUP_VERSION.to_owned(),
+            RESPONSE_OWNERS_VERSION.to_owned(),
         ]
     );
     assert!(
@@ -102,6 +105,10 @@ async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()
         db.ping().await?;
     }
     assert!(migrate_run(&t.settings).await?.is_empty());
+    assert_eq!(
+        migrate_revert(&t.settings).await?,
+        Some(RESPONSE_OWNERS_VERSION.to_owned())
+    );
     assert_eq!(
         migrate_revert(&t.settings).await?,
         Some(USAGE_DAILY_ROLLUP_VERSION.to_owned())
@@ -346,6 +353,16 @@ async fn schema_matches_migrations(backend: Backend) -> anyhow::Result<()> {
     })
     .await?;
 
+    db.record_response_owner("resp_1", "openai", "k1", token.id)
+        .await?;
+    assert_eq!(
+        db.response_owner("resp_1", token.id)
+            .await?
+            .map(|owner| owner.provider),
+        Some("openai".to_owned())
+    );
+    assert_eq!(db.response_owner("resp_1", token.id + 1).await?, None);
+
     let mut raw = RawConn::open(&t).await?;
 
     // Every column declared in schema.rs exists, in the same order, and nothing more.
@@ -386,6 +403,7 @@ async fn schema_matches_migrations(backend: Backend) -> anyhow::Result<()> {
     same_columns!(admin_sessions);
     same_columns!(operation_logs);
     same_columns!(usage_dead_letters);
+    same_columns!(response_owners);
     // usage_hourly is written and read by src/db/rollups.rs, not schema.rs:
     // its columns are the ones that module names, in order.
     let mut rollup_columns: Vec<String> = ["hour", "token_id", "model", "provider"]
@@ -466,6 +484,18 @@ async fn schema_matches_migrations(backend: Backend) -> anyhow::Result<()> {
             .load(conn)
             .await?;
         assert_eq!(sv[0].1, "sy-test");
+        let ro: Vec<ResponseOwner> = response_owners::table
+            .select(response_owners::all_columns)
+            .load(conn)
+            .await?;
+        assert_eq!(
+            (
+                ro[0].provider.as_str(),
+                ro[0].key_id.as_str(),
+                ro[0].token_id
+            ),
+            ("openai", "k1", token.id)
+        );
     });
 
     // Foreign keys are enforced (SQLite only with PRAGMA foreign_keys=ON).

@@ -44,7 +44,12 @@ async fn official_python_sdks_pass_the_compat_suite() -> anyhow::Result<()> {
         };
         let native = ProviderSettings {
             kind: ProviderKind::Openai,
-            ..mock_provider(mock, "openai-native", &[OPENAI_NATIVE_MODEL], &["ok-native"])
+            ..mock_provider(
+                mock,
+                "openai-native",
+                &[OPENAI_NATIVE_MODEL],
+                &["ok-native"],
+            )
         };
         settings.providers = vec![openai, claude, gemini, native];
     })

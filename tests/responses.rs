@@ -23,8 +23,20 @@ const CLAUDE: &str = "claude-like";
 /// One `openai` provider (passthrough) and one `anthropic` (translated).
 fn two_kinds(settings: &mut Settings, mock: &mock_upstream::MockUpstream) {
     settings.providers = vec![
-        kind_provider(mock, "native", ProviderKind::Openai, &[NATIVE], &["ok-native"]),
-        kind_provider(mock, "claude", ProviderKind::Anthropic, &[CLAUDE], &["ok-claude"]),
+        kind_provider(
+            mock,
+            "native",
+            ProviderKind::Openai,
+            &[NATIVE],
+            &["ok-native"],
+        ),
+        kind_provider(
+            mock,
+            "claude",
+            ProviderKind::Anthropic,
+            &[CLAUDE],
+            &["ok-claude"],
+        ),
     ];
 }
 
@@ -74,7 +86,11 @@ async fn an_openai_provider_gets_the_request_as_it_came() -> anyhow::Result<()> 
     let reply = post(&gw, &token, &body).await?;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let answer = reply.json()?;
-    assert!(answer["id"].as_str().is_some_and(|id| id.starts_with("resp_mock_")));
+    assert!(
+        answer["id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("resp_mock_"))
+    );
     assert_eq!(answer["usage"]["output_tokens"], 5);
     let (path, sent) = last_upstream(&gw)?;
     assert_eq!(path, "/v1/responses");
@@ -100,12 +116,18 @@ async fn an_anthropic_provider_is_reached_through_chat_translation() -> anyhow::
     let answer = reply.json()?;
     assert_eq!(answer["object"], "response");
     assert_eq!(answer["status"], "completed");
-    assert_eq!(answer["output"][0]["content"][0]["text"], "one two three four five");
+    assert_eq!(
+        answer["output"][0]["content"][0]["text"],
+        "one two three four five"
+    );
     assert_eq!(answer["usage"]["output_tokens"], 5);
     let (path, sent) = last_upstream(&gw)?;
     assert_eq!(path, "/v1/messages");
     assert_eq!(sent["system"], "be brief");
-    assert_eq!(sent["messages"], json!([{ "role": "user", "content": "hi" }]));
+    assert_eq!(
+        sent["messages"],
+        json!([{ "role": "user", "content": "hi" }])
+    );
 
     let reply = post(&gw, &token, &request(CLAUDE, true)).await?;
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -130,9 +152,11 @@ async fn an_anthropic_provider_is_reached_through_chat_translation() -> anyhow::
     continued["previous_response_id"] = json!("resp_elsewhere");
     let reply = post(&gw, &token, &continued).await?;
     assert_eq!(reply.status, 400, "{}", reply.text());
-    assert!(reply.json()?["error"]["message"]
-        .as_str()
-        .is_some_and(|message| message.contains("previous_response_id")));
+    assert!(
+        reply.json()?["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("previous_response_id"))
+    );
     gw.stop().await
 }
 
@@ -149,13 +173,23 @@ async fn bad_requests_are_400s_in_openai_shape() -> anyhow::Result<()> {
     ] {
         let reply = post(&gw, &token, &body).await?;
         assert_eq!(reply.status, 400, "{body}: {}", reply.text());
-        assert!(reply.json()?["error"]["message"].is_string(), "{}", reply.text());
+        assert!(
+            reply.json()?["error"]["message"].is_string(),
+            "{}",
+            reply.text()
+        );
     }
     let reply = gw
         .post_raw("/v1/responses", Some(&token), b"{not json".to_vec())
         .await?;
     assert_eq!(reply.status, 400);
-    let reply = gw.post_raw("/v1/responses", None, serde_json::to_vec(&request(NATIVE, false))?).await?;
+    let reply = gw
+        .post_raw(
+            "/v1/responses",
+            None,
+            serde_json::to_vec(&request(NATIVE, false))?,
+        )
+        .await?;
     assert_eq!(reply.status, 401);
     assert_eq!(gw.mock.total_calls(), 0);
     gw.stop().await
@@ -214,7 +248,10 @@ async fn stored_ids_are_read_and_deleted_at_the_provider_that_made_them(
     for stream in [false, true, false, true] {
         let reply = post(&gw, &token, &request(NATIVE, stream)).await?;
         assert_eq!(reply.status, 200, "{}", reply.text());
-        let provider = reply.header("x-switchyard-provider").context("provider")?.to_owned();
+        let provider = reply
+            .header("x-switchyard-provider")
+            .context("provider")?
+            .to_owned();
         let id = if stream {
             events(&reply)?
                 .first()
@@ -231,11 +268,17 @@ async fn stored_ids_are_read_and_deleted_at_the_provider_that_made_them(
             let reply = gw.get(&path, Some(&token)).await?;
             assert_eq!(reply.status, 200, "{}", reply.text());
             assert_eq!(reply.json()?["id"], json!(id));
-            assert_eq!(reply.header("x-switchyard-provider"), Some(provider.as_str()));
+            assert_eq!(
+                reply.header("x-switchyard-provider"),
+                Some(provider.as_str())
+            );
             let (seen, _) = last_upstream(&gw)?;
             assert_eq!(seen, path);
             assert_eq!(
-                gw.mock.requests().pop().and_then(|r| r.header("authorization").map(str::to_owned)),
+                gw.mock
+                    .requests()
+                    .pop()
+                    .and_then(|r| r.header("authorization").map(str::to_owned)),
                 Some(format!("Bearer ok-{provider}"))
             );
         }
@@ -250,7 +293,10 @@ async fn stored_ids_are_read_and_deleted_at_the_provider_that_made_them(
             next["previous_response_id"] = json!(id);
             let reply = post(&gw, &token, &next).await?;
             assert_eq!(reply.status, 200, "{}", reply.text());
-            assert_eq!(reply.header("x-switchyard-provider"), Some(provider.as_str()));
+            assert_eq!(
+                reply.header("x-switchyard-provider"),
+                Some(provider.as_str())
+            );
             let (_, sent) = last_upstream(&gw)?;
             assert_eq!(sent["previous_response_id"], json!(id));
         }
@@ -258,7 +304,9 @@ async fn stored_ids_are_read_and_deleted_at_the_provider_that_made_them(
     let providers: std::collections::HashSet<&str> =
         made.iter().map(|(_, provider)| provider.as_str()).collect();
     assert_eq!(providers.len(), 2, "ids made on both providers: {made:?}");
-    let reply = gw.get("/v1/responses/resp_never_made", Some(&token)).await?;
+    let reply = gw
+        .get("/v1/responses/resp_never_made", Some(&token))
+        .await?;
     assert_eq!(reply.status, 404);
 
     let (first, _) = made.first().context("made")?;
@@ -277,7 +325,14 @@ async fn stored_ids_are_read_and_deleted_at_the_provider_that_made_them(
         second.stop().await?;
     }
     let path = format!("/v1/responses/{first}");
-    let reply = gw.send(Method::DELETE, &path, &[("authorization", &format!("Bearer {token}"))], None).await?;
+    let reply = gw
+        .send(
+            Method::DELETE,
+            &path,
+            &[("authorization", &format!("Bearer {token}"))],
+            None,
+        )
+        .await?;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.json()?["deleted"], true);
     assert_eq!(last_upstream(&gw)?.0, path);
@@ -286,7 +341,10 @@ async fn stored_ids_are_read_and_deleted_at_the_provider_that_made_them(
 
     // Every call left its usage row.
     let logs = gw.request_logs().await?;
-    assert!(logs.iter().any(|row| row.endpoint == "/v1/responses/{id}" && row.status == 404));
+    assert!(
+        logs.iter()
+            .any(|row| row.endpoint == "/v1/responses/{id}" && row.status == 404)
+    );
     gw.stop().await
 }
 
@@ -307,7 +365,11 @@ async fn responses_requests_are_billed_like_chat(backend: Backend) -> anyhow::Re
     })
     .await?;
     let (status, created) = gw
-        .admin(Method::POST, "/admin/tokens", Some(json!({ "name": "billed", "budget_usd": 100.0 })))
+        .admin(
+            Method::POST,
+            "/admin/tokens",
+            Some(json!({ "name": "billed", "budget_usd": 100.0 })),
+        )
         .await?;
     assert_eq!(status, 201, "{created}");
     let token = created["token"].as_str().context("token")?.to_owned();

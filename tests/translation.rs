@@ -648,11 +648,7 @@ fn responses_frame(request: &Value) -> Result<ResponseFrame> {
 fn responses_request_to_chat() -> Result<()> {
     let input = golden("responses/request.responses.json")?;
     let actual = responses::responses_to_chat_request(input.as_object().context("object")?)?;
-    assert_json_eq(
-        &actual,
-        &golden("responses/request.chat.json")?,
-        "request",
-    )
+    assert_json_eq(&actual, &golden("responses/request.chat.json")?, "request")
 }
 
 #[test]
@@ -733,7 +729,11 @@ fn anthropic_stream_to_responses_events_through_chat() -> Result<()> {
         "responses/stream_from_anthropic.responses.json",
     )?;
     ensure!(translator.is_complete());
-    ensure!(translator.usage().is_some_and(|usage| usage.completion_tokens > 0));
+    ensure!(
+        translator
+            .usage()
+            .is_some_and(|usage| usage.completion_tokens > 0)
+    );
     Ok(())
 }
 
@@ -765,7 +765,9 @@ fn an_openai_responses_stream_passes_through_and_is_read() -> Result<()> {
                 "response": { "id": "resp_up", "status": "completed",
                               "usage": { "input_tokens": 7, "output_tokens": 2, "total_tokens": 9 } } }),
     ];
-    ensure!(!responses::carries_content(events[0].to_string().as_bytes()));
+    ensure!(!responses::carries_content(
+        events[0].to_string().as_bytes()
+    ));
     ensure!(responses::carries_content(events[1].to_string().as_bytes()));
     let mut translator = ResponsesPassthroughStream::default();
     let mut out = Vec::new();

@@ -35,8 +35,11 @@ impl Db {
         key_id: &str,
         token_id: i64,
     ) -> Result<(), DbError> {
-        let (response_id, provider, key_id) =
-            (response_id.to_owned(), provider.to_owned(), key_id.to_owned());
+        let (response_id, provider, key_id) = (
+            response_id.to_owned(),
+            provider.to_owned(),
+            key_id.to_owned(),
+        );
         let now = self.now_ms();
         run_query!(self, |conn| {
             use response_owners::dsl as o;

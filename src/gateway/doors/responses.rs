@@ -214,7 +214,17 @@ pub async fn delete(
     payload: Payload,
     id: web::Path<String>,
 ) -> HttpResponse {
-    stored(Method::DELETE, ctx, state, client, auth, request, payload, id).await
+    stored(
+        Method::DELETE,
+        ctx,
+        state,
+        client,
+        auth,
+        request,
+        payload,
+        id,
+    )
+    .await
 }
 
 #[expect(
@@ -232,8 +242,10 @@ async fn stored(
     id: web::Path<String>,
 ) -> HttpResponse {
     let mut meter = Meter::start(&state, &ctx, STORED_ENDPOINT);
-    let answer = forward_stored(&method, &state, &client, &mut meter, auth, &request, payload, &id)
-        .await;
+    let answer = forward_stored(
+        &method, &state, &client, &mut meter, auth, &request, payload, &id,
+    )
+    .await;
     match answer {
         Ok((status, provider, body)) => {
             meter.succeed(status.as_u16(), Some(Usage::default()));
@@ -358,12 +370,18 @@ fn owner_lease(state: &AppState, owner: &ResponseOwner) -> Result<Lease, ApiErro
     let routed = state
         .router
         .route_pinned(&owner.provider, &others)
-        .or_else(|_| state.router.route_pinned(&owner.provider, &Tried::default()));
+        .or_else(|_| {
+            state
+                .router
+                .route_pinned(&owner.provider, &Tried::default())
+        });
     routed.map_err(|error| match error {
-        RouteError::UnknownModel(_) | RouteError::UnknownProvider(_) => ApiError::NotFound(format!(
-            "Response with id '{}' not found: its provider `{}` is no longer configured.",
-            owner.response_id, owner.provider
-        )),
+        RouteError::UnknownModel(_) | RouteError::UnknownProvider(_) => {
+            ApiError::NotFound(format!(
+                "Response with id '{}' not found: its provider `{}` is no longer configured.",
+                owner.response_id, owner.provider
+            ))
+        }
         RouteError::NoUsableKey {
             retry_after,
             rate_limited: true,
@@ -373,7 +391,10 @@ fn owner_lease(state: &AppState, owner: &ResponseOwner) -> Result<Lease, ApiErro
             retry_after,
         },
         RouteError::NoUsableKey { retry_after, .. } => ApiError::Unavailable {
-            message: format!("No healthy key of provider `{}` is available", owner.provider),
+            message: format!(
+                "No healthy key of provider `{}` is available",
+                owner.provider
+            ),
             retry_after,
         },
     })

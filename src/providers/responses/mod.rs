@@ -66,7 +66,12 @@ impl ResponsesExchange {
                 let bytes = serde_json::to_vec(&chat).map_err(|_| RequestError::Encode)?;
                 ChatExchange::from_openai(&bytes, options)
             });
-        let frame = ResponseFrame::new(response_id, created_at, request.model.clone(), &request.body);
+        let frame = ResponseFrame::new(
+            response_id,
+            created_at,
+            request.model.clone(),
+            &request.body,
+        );
         Ok(Self {
             request,
             chat,
@@ -160,7 +165,12 @@ impl ResponsesExchange {
             return Box::new(ResponsesPassthroughStream::default());
         }
         let to_responses = ChatToResponsesStream::new(self.frame.clone());
-        match self.chat.as_ref().ok().and_then(|chat| chat.stream_translator(spec)) {
+        match self
+            .chat
+            .as_ref()
+            .ok()
+            .and_then(|chat| chat.stream_translator(spec))
+        {
             Some(to_chat) => Box::new(ChainedStream {
                 first: to_chat,
                 second: to_responses,

@@ -188,7 +188,10 @@ pub fn responses_to_chat_request(body: &Map<String, Value>) -> Result<Value, Tra
         ));
     }
     let mut out = Map::new();
-    out.insert("model".to_owned(), body.get("model").cloned().unwrap_or(Value::Null));
+    out.insert(
+        "model".to_owned(),
+        body.get("model").cloned().unwrap_or(Value::Null),
+    );
     out.insert("messages".to_owned(), Value::Array(messages));
     for field in ["temperature", "top_p", "parallel_tool_calls", "user"] {
         copy_field(body, field, &mut out, field);
@@ -197,7 +200,8 @@ pub fn responses_to_chat_request(body: &Map<String, Value>) -> Result<Value, Tra
     if let Some(effort) = body
         .get("reasoning")
         .and_then(|reasoning| reasoning.get("effort"))
-        .filter(|effort| effort.is_string()) {
+        .filter(|effort| effort.is_string())
+    {
         out.insert("reasoning_effort".to_owned(), effort.clone());
     }
     if let Some(tools) = body.get("tools").and_then(Value::as_array)
@@ -219,7 +223,10 @@ pub fn responses_to_chat_request(body: &Map<String, Value>) -> Result<Value, Tra
     if body.get("stream").and_then(Value::as_bool) == Some(true) {
         out.insert("stream".to_owned(), json!(true));
         // The answer is metered from the chat usage chunk.
-        out.insert("stream_options".to_owned(), json!({ "include_usage": true }));
+        out.insert(
+            "stream_options".to_owned(),
+            json!({ "include_usage": true }),
+        );
     }
     Ok(Value::Object(out))
 }
@@ -227,7 +234,10 @@ pub fn responses_to_chat_request(body: &Map<String, Value>) -> Result<Value, Tra
 /// One input item appended as chat messages. Consecutive function calls
 /// join one assistant message, as chat carries them.
 fn input_item(item: &Value, index: usize, messages: &mut Vec<Value>) -> Result<(), TranslateError> {
-    let kind = item.get("type").and_then(Value::as_str).unwrap_or("message");
+    let kind = item
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("message");
     match kind {
         "message" => {
             let role = item.get("role").and_then(Value::as_str).ok_or_else(|| {
@@ -336,12 +346,15 @@ fn user_content(content: &Value, index: usize) -> Result<Value, TranslateError> 
                     "text": part.get("text").and_then(Value::as_str).unwrap_or_default(),
                 })),
                 Some("input_image") => {
-                    let url = part.get("image_url").and_then(Value::as_str).ok_or_else(|| {
-                        TranslateError::unsupported(
-                            param(),
-                            "only images given by `image_url` can be sent to this provider",
-                        )
-                    })?;
+                    let url = part
+                        .get("image_url")
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| {
+                            TranslateError::unsupported(
+                                param(),
+                                "only images given by `image_url` can be sent to this provider",
+                            )
+                        })?;
                     let mut image = json!({ "url": url });
                     if let Some(detail) = part.get("detail").filter(|d| d.is_string()) {
                         image["detail"] = detail.clone();
@@ -352,7 +365,10 @@ fn user_content(content: &Value, index: usize) -> Result<Value, TranslateError> 
                     param(),
                     format!("content parts of type `{other}` cannot be sent to this provider"),
                 )),
-                None => Err(TranslateError::invalid(param(), "a content part needs a `type`")),
+                None => Err(TranslateError::invalid(
+                    param(),
+                    "a content part needs a `type`",
+                )),
             }
         })
         .collect::<Result<Vec<_>, _>>()
@@ -379,7 +395,10 @@ fn content_text(content: &Value) -> String {
 /// A Responses function tool (`{type, name, description, parameters,
 /// strict}`) as a chat tool (`{type, function: {...}}`).
 fn function_tool(tool: &Value, index: usize) -> Result<Value, TranslateError> {
-    let kind = tool.get("type").and_then(Value::as_str).unwrap_or("function");
+    let kind = tool
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("function");
     if kind != "function" {
         return Err(TranslateError::unsupported(
             format!("tools[{index}].type"),
@@ -390,7 +409,10 @@ fn function_tool(tool: &Value, index: usize) -> Result<Value, TranslateError> {
         ));
     }
     let name = tool.get("name").and_then(Value::as_str).ok_or_else(|| {
-        TranslateError::invalid(format!("tools[{index}].name"), "a function tool needs a `name`")
+        TranslateError::invalid(
+            format!("tools[{index}].name"),
+            "a function tool needs a `name`",
+        )
     })?;
     let mut function = Map::new();
     function.insert("name".to_owned(), json!(name));
@@ -436,7 +458,9 @@ fn response_format(format: Option<&Value>) -> Result<Option<Value>, TranslateErr
             for field in ["name", "description", "schema", "strict"] {
                 copy_field(&object, field, &mut schema, field);
             }
-            Ok(Some(json!({ "type": "json_schema", "json_schema": schema })))
+            Ok(Some(
+                json!({ "type": "json_schema", "json_schema": schema }),
+            ))
         }
         _ => Err(TranslateError::unsupported(
             "text.format",

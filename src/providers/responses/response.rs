@@ -30,7 +30,10 @@ impl ResponseFrame {
                 .cloned()
                 .unwrap_or(default)
         };
-        echoed.insert("instructions".to_owned(), field("instructions", Value::Null));
+        echoed.insert(
+            "instructions".to_owned(),
+            field("instructions", Value::Null),
+        );
         echoed.insert(
             "max_output_tokens".to_owned(),
             field("max_output_tokens", Value::Null),
@@ -52,7 +55,10 @@ impl ResponseFrame {
             "text".to_owned(),
             field("text", json!({ "format": { "type": "text" } })),
         );
-        echoed.insert("tool_choice".to_owned(), field("tool_choice", json!("auto")));
+        echoed.insert(
+            "tool_choice".to_owned(),
+            field("tool_choice", json!("auto")),
+        );
         echoed.insert("tools".to_owned(), field("tools", json!([])));
         echoed.insert("top_p".to_owned(), field("top_p", json!(1.0)));
         echoed.insert("truncation".to_owned(), json!("disabled"));
@@ -122,7 +128,12 @@ impl PointerStr for Map<String, Value> {
 
 /// A chat `usage` object in the Responses shape.
 pub fn responses_usage(chat_usage: &Value) -> Value {
-    let count = |pointer: &str| chat_usage.pointer(pointer).and_then(Value::as_i64).unwrap_or(0);
+    let count = |pointer: &str| {
+        chat_usage
+            .pointer(pointer)
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+    };
     let input = count("/prompt_tokens");
     let output = count("/completion_tokens");
     json!({
@@ -176,7 +187,13 @@ pub(super) fn output_text_part(text: &str) -> Value {
 }
 
 /// An output `function_call` item.
-pub(super) fn call_item(id: &str, status: &str, call_id: &str, name: &str, arguments: &str) -> Value {
+pub(super) fn call_item(
+    id: &str,
+    status: &str,
+    call_id: &str,
+    name: &str,
+    arguments: &str,
+) -> Value {
     json!({
         "id": id,
         "type": "function_call",
@@ -234,6 +251,9 @@ pub fn chat_to_responses_response(
         ));
     }
     let (status, incomplete) = status_of(choice.get("finish_reason").and_then(Value::as_str));
-    let usage = chat.get("usage").filter(|usage| usage.is_object()).map(responses_usage);
+    let usage = chat
+        .get("usage")
+        .filter(|usage| usage.is_object())
+        .map(responses_usage);
     Ok(frame.response(status, output, usage, incomplete))
 }

@@ -155,7 +155,11 @@ impl ChatToResponsesStream {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        if self.call.as_ref().is_none_or(|open| open.chat_index != chat_index) {
+        if self
+            .call
+            .as_ref()
+            .is_none_or(|open| open.chat_index != chat_index)
+        {
             self.close_text(out);
             self.close_call(out);
             let string = |value: Option<&Value>| {
@@ -225,12 +229,9 @@ impl ChatToResponsesStream {
         self.close_text(out);
         self.close_call(out);
         let (status, incomplete) = status_of(self.finish_reason.as_deref());
-        let response = self.frame.response(
-            status,
-            self.output.clone(),
-            self.usage.clone(),
-            incomplete,
-        );
+        let response =
+            self.frame
+                .response(status, self.output.clone(), self.usage.clone(), incomplete);
         let kind = if status == "completed" {
             "response.completed"
         } else {
@@ -282,7 +283,10 @@ impl StreamTranslator for ChatToResponsesStream {
             {
                 self.text_delta(text, &mut out);
             }
-            if let Some(calls) = delta.and_then(|d| d.get("tool_calls")).and_then(Value::as_array) {
+            if let Some(calls) = delta
+                .and_then(|d| d.get("tool_calls"))
+                .and_then(Value::as_array)
+            {
                 for call in calls {
                     self.tool_delta(call, &mut out);
                 }
@@ -382,7 +386,10 @@ impl StreamTranslator for ResponsesPassthroughStream {
         }
         if let Some(response) = value.get("response") {
             if self.response_id.is_none() {
-                self.response_id = response.get("id").and_then(Value::as_str).map(str::to_owned);
+                self.response_id = response
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
             }
             if let Some(usage) = super::response::usage_of(response) {
                 self.usage = Some(usage);

@@ -120,8 +120,16 @@ pub(crate) fn create(body: &Value, usage: Usage) -> Answer {
     let mut sequence = 0;
     let started = response(&id, model, "in_progress", json!([]), Value::Null);
     let mut events = vec![
-        event(&mut sequence, "response.created", json!({"response": started})),
-        event(&mut sequence, "response.in_progress", json!({"response": started})),
+        event(
+            &mut sequence,
+            "response.created",
+            json!({"response": started}),
+        ),
+        event(
+            &mut sequence,
+            "response.in_progress",
+            json!({"response": started}),
+        ),
     ];
     let first_content = events.len();
     match tool {
@@ -199,9 +207,15 @@ pub(crate) fn stored(method: &str, id: &str) -> Option<Answer> {
         return None;
     }
     Some(if method == "DELETE" {
-        Answer::json(200, &json!({"id": id, "object": "response", "deleted": true}))
+        Answer::json(
+            200,
+            &json!({"id": id, "object": "response", "deleted": true}),
+        )
     } else {
         let item = message(&format!("item_{id}"), &WORDS.concat(), "completed");
-        Answer::json(200, &response(id, "mock-gpt", "completed", json!([item]), usage_of(0)))
+        Answer::json(
+            200,
+            &response(id, "mock-gpt", "completed", json!([item]), usage_of(0)),
+        )
     })
 }
