@@ -304,10 +304,18 @@ async fn stored_ids_are_read_and_deleted_at_the_provider_that_made_them(
     let providers: std::collections::HashSet<&str> =
         made.iter().map(|(_, provider)| provider.as_str()).collect();
     assert_eq!(providers.len(), 2, "ids made on both providers: {made:?}");
-    let reply = gw
-        .get("/v1/responses/resp_never_made", Some(&token))
-        .await?;
-    assert_eq!(reply.status, 404);
+    for unknown in ["resp_never_made", "resp%00nul", "%E2%9C%93"] {
+        let reply = gw
+            .get(&format!("/v1/responses/{unknown}"), Some(&token))
+            .await?;
+        assert_eq!(reply.status, 404, "{unknown}: {}", reply.text());
+    }
+    // An id the gateway cannot know (here one PostgreSQL could not even
+    // store) goes wherever the model routes.
+    let mut odd = request(NATIVE, false);
+    odd["previous_response_id"] = json!("resp_\u{0}");
+    let reply = post(&gw, &token, &odd).await?;
+    assert_eq!(reply.status, 200, "{}", reply.text());
 
     let (first, _) = made.first().context("made")?;
     if backend == Backend::Postgres {

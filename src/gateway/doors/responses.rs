@@ -116,7 +116,13 @@ impl FrontDoor for ResponsesCall {
     }
 
     async fn prepare(&mut self, state: &AppState, token: &TokenInfo) -> Result<(), ApiError> {
-        if let Some(previous) = &self.exchange.request.previous_response_id {
+        if let Some(previous) = self
+            .exchange
+            .request
+            .previous_response_id
+            .as_deref()
+            .filter(|id| plausible_id(id))
+        {
             self.holder = state
                 .db
                 .response_owner(previous, token.id)
@@ -163,6 +169,16 @@ impl FrontDoor for ResponsesCall {
                 "provider" => &served.provider, "error" => %error);
         }
     }
+}
+
+/// Whether `id` can be a response id (OpenAI's are `resp_` and hex): what
+/// cannot is unknown without asking the database, which keeps strings
+/// PostgreSQL refuses (a NUL byte) away from it.
+fn plausible_id(id: &str) -> bool {
+    (1..=256).contains(&id.len())
+        && id
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-' | b'.'))
 }
 
 /// The response id in the first events of an OpenAI Responses stream
@@ -278,6 +294,9 @@ async fn forward_stored(
     let (token, _slot, _) = accept(state, meter, auth, request, payload).await?;
     meter.admit_call(&token)?;
     let unknown = || ApiError::NotFound(format!("Response with id '{id}' not found."));
+    if !plausible_id(id) {
+        return Err(unknown());
+    }
     let owner = state
         .db
         .response_owner(id, token.id)
