@@ -714,6 +714,8 @@ async fn hourly_rollups_equal_what_the_request_logs_say(backend: Backend) -> any
     let settings = seeded.gw.database();
     for version in [
         "20261204000500",
+        "20261204000400",
+        "20261204000200",
         "20261204000100",
         "20261203000610",
         "20261203000500",
@@ -731,6 +733,8 @@ async fn hourly_rollups_equal_what_the_request_logs_say(backend: Backend) -> any
             "20261203000500".to_owned(),
             "20261203000610".to_owned(),
             "20261204000100".to_owned(),
+            "20261204000200".to_owned(),
+            "20261204000400".to_owned(),
             "20261204000500".to_owned(),
         ]
     );

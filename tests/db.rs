@@ -15,6 +15,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 use switchyard::config::Backend;
 use switchyard::crypto::{SecretCipher, fingerprint};
+use switchyard::db::responses::ResponseOwner;
 use switchyard::db::schema::*;
 use switchyard::db::{
     AdminChallenge, AdminKey, AdminSession, Db, DbError, GatewayToken, ModelPrice, ModelRedirect,
@@ -77,6 +78,7 @@ const ATTEMPT_LOG_VERSION: &str = "20261203000500";
 const USAGE_DAILY_ROLLUP_VERSION: &str = "20261203000610";
 const CHANGE_FEED_VERSION: &str = "20261204000100";
 const LIMIT_SHARES_VERSION: &str = "20261204000200";
+const RESPONSE_OWNERS_VERSION: &str = "20261204000400";
 const PRICED_UNITS_VERSION: &str = "20261204000500";
 
 async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()> {
@@ -95,6 +97,7 @@ async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()
             USAGE_DAILY_ROLLUP_VERSION.to_owned(),
             CHANGE_FEED_VERSION.to_owned(),
             LIMIT_SHARES_VERSION.to_owned(),
+            RESPONSE_OWNERS_VERSION.to_owned(),
             PRICED_UNITS_VERSION.to_owned(),
         ]
     );
@@ -111,6 +114,10 @@ async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()
     assert_eq!(
         migrate_revert(&t.settings).await?,
         Some(PRICED_UNITS_VERSION.to_owned())
+    );
+    assert_eq!(
+        migrate_revert(&t.settings).await?,
+        Some(RESPONSE_OWNERS_VERSION.to_owned())
     );
     assert_eq!(
         migrate_revert(&t.settings).await?,
@@ -367,6 +374,16 @@ async fn schema_matches_migrations(backend: Backend) -> anyhow::Result<()> {
     })
     .await?;
 
+    db.record_response_owner("resp_1", "openai", "k1", token.id)
+        .await?;
+    assert_eq!(
+        db.response_owner("resp_1", token.id)
+            .await?
+            .map(|owner| owner.provider),
+        Some("openai".to_owned())
+    );
+    assert_eq!(db.response_owner("resp_1", token.id + 1).await?, None);
+
     let mut raw = RawConn::open(&t).await?;
 
     // Every column declared in schema.rs exists, in the same order, and nothing more.
@@ -410,6 +427,7 @@ async fn schema_matches_migrations(backend: Backend) -> anyhow::Result<()> {
     same_columns!(operation_logs);
     same_columns!(usage_dead_letters);
     same_columns!(change_feed);
+    same_columns!(response_owners);
     // usage_hourly is written and read by src/db/rollups.rs, not schema.rs:
     // its columns are the ones that module names, in order.
     let mut rollup_columns: Vec<String> = ["hour", "token_id", "model", "provider"]
@@ -490,6 +508,18 @@ async fn schema_matches_migrations(backend: Backend) -> anyhow::Result<()> {
             .load(conn)
             .await?;
         assert_eq!(sv[0].1, "sy-test");
+        let ro: Vec<ResponseOwner> = response_owners::table
+            .select(response_owners::all_columns)
+            .load(conn)
+            .await?;
+        assert_eq!(
+            (
+                ro[0].provider.as_str(),
+                ro[0].key_id.as_str(),
+                ro[0].token_id
+            ),
+            ("openai", "k1", token.id)
+        );
     });
 
     // Foreign keys are enforced (SQLite only with PRAGMA foreign_keys=ON).

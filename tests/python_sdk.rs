@@ -13,6 +13,8 @@ use std::time::Duration;
 use switchyard::config::{Backend, ProviderKind, ProviderSettings};
 
 const OPENAI_MODEL: &str = "mock-gpt";
+/// Served by an `openai` provider, which speaks the Responses API itself.
+const OPENAI_NATIVE_MODEL: &str = "mock-gpt-native";
 const CLAUDE_MODEL: &str = "mock-claude";
 const GEMINI_MODEL: &str = "mock-gemini";
 
@@ -40,7 +42,16 @@ async fn official_python_sdks_pass_the_compat_suite() -> anyhow::Result<()> {
             base_url: format!("http://{}/v1beta", mock.addr()),
             ..mock_provider(mock, "gemini-mock", &[GEMINI_MODEL], &["ok-gemini"])
         };
-        settings.providers = vec![openai, claude, gemini];
+        let native = ProviderSettings {
+            kind: ProviderKind::Openai,
+            ..mock_provider(
+                mock,
+                "openai-native",
+                &[OPENAI_NATIVE_MODEL],
+                &["ok-native"],
+            )
+        };
+        settings.providers = vec![openai, claude, gemini, native];
     })
     .await?;
     let token = gw.create_token(json!({ "name": "python-sdk" })).await?;
@@ -59,6 +70,7 @@ async fn official_python_sdks_pass_the_compat_suite() -> anyhow::Result<()> {
         .env("SWITCHYARD_URL", &gw.url)
         .env("SWITCHYARD_TOKEN", &token)
         .env("SWITCHYARD_OPENAI_MODEL", OPENAI_MODEL)
+        .env("SWITCHYARD_OPENAI_NATIVE_MODEL", OPENAI_NATIVE_MODEL)
         .env("SWITCHYARD_CLAUDE_MODEL", CLAUDE_MODEL)
         .env("SWITCHYARD_GEMINI_MODEL", GEMINI_MODEL);
     let (status, report) = python::run_bounded(command, PYTEST_TIMEOUT).await?;
@@ -84,6 +96,8 @@ async fn official_python_sdks_pass_the_compat_suite() -> anyhow::Result<()> {
         ("ok-openai", "/chat/completions"),
         ("ok-openai", "/embeddings"),
         ("ok-openai", "/v1/completions"),
+        // The Responses API: passed through to the openai kind only.
+        ("ok-native", "/v1/responses"),
         ("ok-claude", "/v1/messages"),
         ("ok-gemini", ":generateContent"),
         ("ok-gemini", ":streamGenerateContent"),

@@ -1,5 +1,5 @@
 //! Golden tests of the format translation (OpenAI ⇄ Anthropic, OpenAI ⇄
-//! Gemini): requests, responses and streams, compared as JSON values with the
+//! Gemini, OpenAI Responses ⇄ chat): requests, responses and streams, compared as JSON values with the
 //! expected fixtures under `tests/golden/`, which were written from the
 //! providers' documented formats. Streams are fed as SSE bytes cut at
 //! awkward boundaries through the gateway's own `SseSplitter`.
@@ -12,8 +12,11 @@ use switchyard::providers::anthropic::{
 };
 use switchyard::providers::gemini::{self, GeminiToOpenAiStream};
 use switchyard::providers::openai::Usage;
+use switchyard::providers::responses::{
+    self, ChatToResponsesStream, ResponseFrame, ResponsesPassthroughStream,
+};
 use switchyard::providers::sse::{self, SseSplitter};
-use switchyard::providers::translate::{StreamTranslator, TranslateError};
+use switchyard::providers::translate::{ChainedStream, StreamTranslator, TranslateError};
 
 const CREATED: i64 = 1_700_000_000;
 
@@ -761,10 +764,7 @@ fn openai_stream_to_gemini() -> Result<()> {
         "gemini_ingress/stream.gemini.json",
     )?;
     ensure!(translator.is_complete());
-    ensure!(
-        translator.usage()
-            == Some(Usage::tokens(12, 9))
-    );
+    ensure!(translator.usage() == Some(Usage::tokens(12, 9)));
     Ok(())
 }
 
@@ -811,10 +811,7 @@ fn anthropic_stream_to_gemini_through_openai() -> Result<()> {
         "gemini_ingress/stream_from_anthropic.gemini.json",
     )?;
     ensure!(translator.is_complete());
-    ensure!(
-        translator.usage()
-            == Some(Usage::tokens(472, 89))
-    );
+    ensure!(translator.usage() == Some(Usage::tokens(472, 89)));
     Ok(())
 }
 
@@ -827,10 +824,7 @@ fn gemini_stream_passes_through_to_gemini_clients() -> Result<()> {
         "gemini_to_openai/stream.gemini.json",
     )?;
     ensure!(translator.is_complete());
-    ensure!(
-        translator.usage()
-            == Some(Usage::tokens(10, 12))
-    );
+    ensure!(translator.usage() == Some(Usage::tokens(10, 12)));
     // Without a finishReason the stream was cut.
     let mut cut = gemini::GeminiPassthroughStream::default();
     cut.on_event(
@@ -913,5 +907,157 @@ fn errors_reach_gemini_clients_in_googles_shape() -> Result<()> {
         &json!({ "error": { "code": 400, "message": "The upstream returned an error", "status": "INVALID_ARGUMENT" } }),
         "unreadable error as gemini",
     )?;
+    Ok(())
+}
+
+// --- Responses API <-> chat ---------------------------------------------------
+
+/// The frame every Responses golden test names its answer with.
+fn responses_frame(request: &Value) -> Result<ResponseFrame> {
+    let request = request.as_object().context("a request object")?;
+    Ok(ResponseFrame::new(
+        "resp_gw1".to_owned(),
+        CREATED,
+        "gpt-4o".to_owned(),
+        request,
+    ))
+}
+
+#[test]
+fn responses_request_to_chat() -> Result<()> {
+    let input = golden("responses/request.responses.json")?;
+    let actual = responses::responses_to_chat_request(input.as_object().context("object")?)?;
+    assert_json_eq(&actual, &golden("responses/request.chat.json")?, "request")
+}
+
+#[test]
+fn responses_requests_a_chat_upstream_cannot_honour_are_400s_naming_the_field() -> Result<()> {
+    let cases = [
+        (
+            json!({ "model": "m", "input": "hi", "previous_response_id": "resp_1" }),
+            "previous_response_id",
+        ),
+        (
+            json!({ "model": "m", "input": "hi", "tools": [{ "type": "web_search" }] }),
+            "tools[0].type",
+        ),
+        (
+            json!({ "model": "m", "input": [{ "type": "item_reference", "id": "msg_1" }] }),
+            "input[0].type",
+        ),
+        (json!({ "model": "m", "input": [] }), "input"),
+        (
+            json!({ "model": "m", "input": [{ "type": "function_call", "name": "f" }] }),
+            "input[0].call_id",
+        ),
+    ];
+    for (request, param) in cases {
+        let error = responses::responses_to_chat_request(request.as_object().context("object")?)
+            .err()
+            .with_context(|| format!("{request} must be refused"))?;
+        ensure!(error.status_code() == 400, "{request}: {error:?}");
+        ensure!(error.param() == Some(param), "{request}: {error:?}");
+    }
+    Ok(())
+}
+
+#[test]
+fn chat_response_to_responses() -> Result<()> {
+    let request = golden("responses/request.responses.json")?;
+    let actual = responses::chat_to_responses_response(
+        &golden("responses/response.chat.json")?,
+        &responses_frame(&request)?,
+    )?;
+    assert_json_eq(
+        &actual,
+        &golden("responses/response.responses.json")?,
+        "response",
+    )
+}
+
+#[test]
+fn chat_stream_to_responses_events() -> Result<()> {
+    let request = golden("responses/request.responses.json")?;
+    let frame = responses_frame(&request)?;
+    let translator = check_stream(
+        || ChatToResponsesStream::new(frame.clone()),
+        "responses/stream.chat.json",
+        "responses/stream.responses.json",
+    )?;
+    ensure!(translator.is_complete());
+    ensure!(translator.usage() == Some(Usage::tokens(40, 12)));
+    Ok(())
+}
+
+#[test]
+fn anthropic_stream_to_responses_events_through_chat() -> Result<()> {
+    let request = json!({ "model": "gpt-4o", "input": "hi" });
+    let frame = responses_frame(&request)?;
+    let translator = check_stream(
+        || ChainedStream {
+            first: AnthropicToOpenAiStream::new(CREATED, true),
+            second: ChatToResponsesStream::new(frame.clone()),
+        },
+        "anthropic_to_openai/stream.anthropic.json",
+        "responses/stream_from_anthropic.responses.json",
+    )?;
+    ensure!(translator.is_complete());
+    ensure!(
+        translator
+            .usage()
+            .is_some_and(|usage| usage.completion_tokens > 0)
+    );
+    Ok(())
+}
+
+#[test]
+fn a_chat_stream_cut_before_its_finish_is_not_a_complete_response() -> Result<()> {
+    let frame = responses_frame(&json!({ "model": "gpt-4o", "input": "hi" }))?;
+    let mut translator = ChatToResponsesStream::new(frame);
+    let chunk = json!({ "choices": [{ "index": 0, "delta": { "content": "Hel" } }] });
+    let events = translator.on_event(None, chunk.to_string().as_bytes())?;
+    ensure!(!events.is_empty());
+    ensure!(translator.finish().is_empty());
+    ensure!(!translator.is_complete());
+    let error = translator
+        .error_event("cut", "stream_interrupted")
+        .context("a Responses error event")?;
+    let parsed = parse_sse(&error)?;
+    ensure!(parsed.pointer("/0/event") == Some(&json!("error")));
+    ensure!(parsed.pointer("/0/data/code") == Some(&json!("stream_interrupted")));
+    Ok(())
+}
+
+#[test]
+fn an_openai_responses_stream_passes_through_and_is_read() -> Result<()> {
+    let events = [
+        json!({ "type": "response.created", "sequence_number": 0,
+                "response": { "id": "resp_up", "status": "in_progress", "usage": null } }),
+        json!({ "type": "response.output_text.delta", "sequence_number": 1, "delta": "hi" }),
+        json!({ "type": "response.completed", "sequence_number": 2,
+                "response": { "id": "resp_up", "status": "completed",
+                              "usage": { "input_tokens": 7, "output_tokens": 2, "total_tokens": 9 } } }),
+    ];
+    ensure!(!responses::carries_content(
+        events[0].to_string().as_bytes()
+    ));
+    ensure!(responses::carries_content(events[1].to_string().as_bytes()));
+    let mut translator = ResponsesPassthroughStream::default();
+    let mut out = Vec::new();
+    for event in &events {
+        let kind = event["type"].as_str();
+        for bytes in translator.on_event(kind, event.to_string().as_bytes())? {
+            out.extend_from_slice(&bytes);
+        }
+    }
+    let relayed = parse_sse(&out)?;
+    let expected: Vec<Value> = events
+        .iter()
+        .map(|event| json!({ "event": event["type"], "data": event }))
+        .collect();
+    assert_json_eq(&relayed, &Value::Array(expected), "relayed events")?;
+    ensure!(translator.is_complete());
+    ensure!(translator.response_id() == Some("resp_up"));
+    ensure!(translator.usage() == Some(Usage::tokens(7, 2)));
     Ok(())
 }

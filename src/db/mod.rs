@@ -94,6 +94,7 @@ pub mod prices;
 pub mod providers;
 pub mod redirects;
 pub mod reservations;
+pub mod responses;
 pub mod rollups;
 pub mod schema;
 pub mod system;

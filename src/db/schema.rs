@@ -284,6 +284,17 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    response_owners (response_id) {
+        response_id -> Text,
+        provider -> Text,
+        key_id -> Text,
+        token_id -> BigInt,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     providers,
     provider_keys,
@@ -304,4 +315,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     operation_logs,
     usage_dead_letters,
     change_feed,
+    response_owners,
 );

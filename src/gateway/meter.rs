@@ -154,6 +154,11 @@ impl Meter {
         self.record.upstream_model = Some(upstream_model.to_owned());
     }
 
+    /// The key of the current (or last) upstream attempt.
+    pub fn key_id(&self) -> Option<&str> {
+        self.record.key_id.as_deref()
+    }
+
     pub fn attempts(&self) -> i32 {
         self.record.attempts
     }

@@ -13,6 +13,7 @@ use crate::gateway::slots::ConcurrencySlot;
 use crate::gateway::{AppState, accept, require_model};
 use crate::http::context::RequestCtx;
 use crate::providers::openai::ChatStreamState;
+use crate::tokens::TokenInfo;
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use actix_web::web::{Bytes, Data, Payload};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
@@ -64,6 +65,37 @@ pub trait FrontDoor: UpstreamRequest + Sized {
     fn error_response(_route: Self::Route, error: &ApiError) -> HttpResponse {
         error.error_response()
     }
+
+    /// What the door must look up before routing (the Responses door: the
+    /// provider holding a `previous_response_id`), once the token is known
+    /// and the call admitted.
+    fn prepare(
+        &mut self,
+        _state: &AppState,
+        _token: &TokenInfo,
+    ) -> impl Future<Output = Result<(), ApiError>> {
+        std::future::ready(Ok(()))
+    }
+
+    /// The model name the router resolves: the requested one, unless
+    /// [`Self::prepare`] pinned a provider (`provider/model`).
+    fn route_model(&self) -> String {
+        self.model().to_owned()
+    }
+
+    /// The call was answered by `served` through the key `key_id`: what
+    /// the door remembers of it before the client sees the answer (the
+    /// Responses door: who made a stored id, so the client's next call
+    /// finds it on any instance).
+    fn served(
+        &self,
+        _state: &AppState,
+        _token: &TokenInfo,
+        _served: &Served,
+        _key_id: &str,
+    ) -> impl Future<Output = ()> {
+        std::future::ready(())
+    }
 }
 
 /// Serves one call through `D`: exactly one usage row whatever happens.
@@ -95,8 +127,11 @@ async fn attempt<D: FrontDoor>(
     meter.estimate_prompt(&raw);
     require_model(&token, door.model())?;
     meter.admit(&token, door.model(), door.max_tokens()).await?;
-    let model = door.model().to_owned();
+    door.prepare(state, &token).await?;
+    let model = door.route_model();
     let served = call_with_failover(state, client, meter, &model, &mut door).await?;
+    door.served(state, &token, &served, meter.key_id().unwrap_or_default())
+        .await;
     let mode = match &served.answer {
         Answer::Stream(start) => Some(door.stream_mode(route, start)),
         Answer::Json { .. } => None,

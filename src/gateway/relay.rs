@@ -58,7 +58,9 @@ impl StreamMode {
     fn error_event(&self, message: &str, code: &str) -> Bytes {
         match self {
             Self::Native(_) => ClientFormat::OpenAi.stream_error_event(message, code),
-            Self::Translated { client, .. } => client.stream_error_event(message, code),
+            Self::Translated { translator, client } => translator
+                .error_event(message, code)
+                .unwrap_or_else(|| client.stream_error_event(message, code)),
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::admin::{
     admin_keys, billing, export, login, logs, metrics, models as admin_models, oplog, prices,
     provider_edit, providers, reload, sessions, tokens, users,
 };
-use crate::gateway::doors::{chat, completions, gemini, models, proxy, self_service};
+use crate::gateway::doors::{chat, completions, gemini, models, proxy, responses, self_service};
 use crate::ui;
 use actix_web::{HttpResponse, web};
 use std::collections::HashMap;
@@ -79,6 +79,9 @@ route_table! {
     post "/v1/embeddings" => completions::embeddings, Gateway, "Embeddings, float or base64 (OpenAI-wire providers)";
     post "/v1/messages" => chat::messages, Gateway, "Anthropic Messages, streamed or not, served by any provider kind";
     post "/v1/messages/count_tokens" => chat::count_tokens, Gateway, "Anthropic token count (exact upstream, else estimated)";
+    get "/v1/responses/{id}" => responses::retrieve, Gateway, "A stored response, from the OpenAI provider that made it (404 for ids the gateway did not see made)";
+    delete "/v1/responses/{id}" => responses::delete, Gateway, "Delete a stored response at the OpenAI provider that made it";
+    post "/v1/responses" => responses::create, Gateway, "OpenAI Responses API, streamed or not: passed through to OpenAI providers, translated to chat for the others";
     get "/v1/models" => models::list_models, Gateway, "Models the token may use";
     get "/v1beta/models" => gemini::list_models, Gateway, "Gemini: the models the token may use, in Google's shape";
     get "/v1beta/models/{target:.+}" => gemini::get_model, Gateway, "Gemini: one model the token may use";

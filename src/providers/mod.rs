@@ -18,6 +18,7 @@ pub mod error;
 pub mod exchange;
 pub mod gemini;
 pub mod openai;
+pub mod responses;
 pub mod sse;
 pub mod translate;
 pub mod wire_error;

@@ -103,6 +103,39 @@ pub trait StreamTranslator {
     fn usage(&self) -> Option<Usage>;
     /// The upstream finished the answer properly (not cut, no error event).
     fn is_complete(&self) -> bool;
+    /// The event that ends a broken stream in the client's format, when the
+    /// translator's client format has its own (`None`: the relay uses the
+    /// client format's default, see `exchange::ClientFormat`).
+    fn error_event(&self, _message: &str, _code: &str) -> Option<Bytes> {
+        None
+    }
+}
+
+/// A boxed translator is one too, so boxes chain ([`ChainedStream`]).
+impl StreamTranslator for Box<dyn StreamTranslator> {
+    fn on_event(
+        &mut self,
+        event_name: Option<&str>,
+        data: &[u8],
+    ) -> Result<Vec<Bytes>, TranslateError> {
+        (**self).on_event(event_name, data)
+    }
+
+    fn finish(&mut self) -> Vec<Bytes> {
+        (**self).finish()
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        (**self).usage()
+    }
+
+    fn is_complete(&self) -> bool {
+        (**self).is_complete()
+    }
+
+    fn error_event(&self, message: &str, code: &str) -> Option<Bytes> {
+        (**self).error_event(message, code)
+    }
 }
 
 /// An OpenAI `tool_choice`, read once for every target format.
@@ -421,6 +454,11 @@ impl<A: StreamTranslator, B: StreamTranslator> StreamTranslator for ChainedStrea
 
     fn is_complete(&self) -> bool {
         self.first.is_complete() && self.second.is_complete()
+    }
+
+    /// The client sees the second translator's format.
+    fn error_event(&self, message: &str, code: &str) -> Option<Bytes> {
+        self.second.error_event(message, code)
     }
 }
 

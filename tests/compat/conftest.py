@@ -9,6 +9,8 @@ upstream and runs pytest with them set:
     SWITCHYARD_OPENAI_MODEL   served by an openai-compatible provider (mock-gpt)
     SWITCHYARD_CLAUDE_MODEL   served by an anthropic provider (mock-claude)
     SWITCHYARD_GEMINI_MODEL   served by a gemini provider (mock-gemini)
+    SWITCHYARD_OPENAI_NATIVE_MODEL  (optional) served by an openai provider,
+                              which speaks the Responses API itself
 
 The upstream is the mock: every answer is the text "one two three four five"
 (5 completion tokens) or, when the request offers tools, one call of the first

@@ -147,7 +147,7 @@ async fn count(
     };
     // Held here rather than by the meter: a count carries no tokens, and
     // one answered locally gives its place in the rate window back.
-    let mut admission = state.enforcer.admit_call(token)?;
+    let mut admission = state.enforcer.admit_call(token).await?;
     let counted = call_with_failover(state, client, meter, model, &mut counting).await;
     if counting.estimate_locally.get() {
         state.enforcer.release(admission);

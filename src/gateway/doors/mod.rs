@@ -7,4 +7,5 @@ pub mod gemini;
 pub mod models;
 pub mod proxy;
 pub mod proxy_usage;
+pub mod responses;
 pub mod self_service;

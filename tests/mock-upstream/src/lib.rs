@@ -35,7 +35,9 @@
 //!
 //! Endpoints match on the path's suffix (any prefix, query string ignored):
 //! - OpenAI: `POST …/chat/completions`, `POST …/completions`, `POST …/embeddings`,
-//!   `GET …/models`.
+//!   `GET …/models`; the Responses API: `POST …/responses` (whole or streamed, a function call
+//!   when `tools` are offered), `GET`/`DELETE …/responses/{id}` for the ids it made
+//!   (`resp_mock_…`; it stores nothing).
 //! - Anthropic: `POST …/messages` and `POST …/messages/count_tokens`.
 //! - Gemini (v1beta): `POST …/models/{model}:generateContent`,
 //!   `POST …/models/{model}:streamGenerateContent` (SSE, as with `?alt=sse`),
@@ -64,6 +66,7 @@ mod gemini;
 mod http;
 mod openai;
 mod passthrough;
+mod responses;
 mod router;
 mod server;
 mod state;

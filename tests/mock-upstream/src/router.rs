@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::behaviour::Behaviour;
 use crate::http::{self, Head};
-use crate::{anthropic, gemini, openai, passthrough};
+use crate::{anthropic, gemini, openai, passthrough, responses};
 
 /// The completion every endpoint returns, one token per word.
 pub(crate) const WORDS: [&str; 5] = ["one", " two", " three", " four", " five"];
@@ -167,6 +167,10 @@ enum Route {
     Echo,
     /// `GET …/stream-bytes`.
     StreamBytes,
+    /// `POST …/responses` (OpenAI's Responses API).
+    Responses,
+    /// `GET` or `DELETE …/responses/{id}`.
+    StoredResponse,
     Unknown,
 }
 
@@ -214,6 +218,14 @@ impl Route {
             Route::Speech
         } else if path.ends_with("/stream-bytes") {
             Route::StreamBytes
+        } else if path.ends_with("/responses") {
+            Route::Responses
+        } else if responses::stored_id(path).is_some() {
+            return if method == "GET" || method == "DELETE" {
+                Route::StoredResponse
+            } else {
+                Route::Unknown
+            };
         } else {
             Route::Unknown
         };
@@ -382,6 +394,11 @@ fn answer(head: &Head, body: &[u8], usage: Usage) -> Answer {
         Route::GeminiModels => return gemini::models(),
         Route::Speech => return passthrough::speech(),
         Route::Echo => return passthrough::echo(head, body),
+        Route::StoredResponse => {
+            return responses::stored_id(path.trim_end_matches('/'))
+                .and_then(|id| responses::stored(&head.method, id))
+                .unwrap_or_else(|| error_answer(shape, Failure::NotFound, head));
+        }
         Route::StreamBytes => {
             return match passthrough::stream_bytes_answer(head.query()) {
                 Ok(answer) => answer,
@@ -408,6 +425,7 @@ fn answer(head: &Head, body: &[u8], usage: Usage) -> Answer {
     };
     match route {
         Route::Chat => openai::chat(&json, usage),
+        Route::Responses => responses::create(&json, usage),
         Route::Completions => openai::completions(&json, usage),
         Route::Embeddings => openai::embeddings(&json, usage),
         Route::Messages => anthropic::messages(&json, usage),
@@ -424,6 +442,7 @@ fn answer(head: &Head, body: &[u8], usage: Usage) -> Answer {
         | Route::Speech
         | Route::Echo
         | Route::StreamBytes
+        | Route::StoredResponse
         | Route::Unknown => error_answer(shape, Failure::NotFound, head),
     }
 }
@@ -834,7 +853,10 @@ mod tests {
             route("POST", "/v1beta/models/m:countTokens"),
             Route::GeminiCountTokens
         );
-        assert_eq!(route("POST", "/v1beta/models/m:embedContent"), Route::Unknown);
+        assert_eq!(
+            route("POST", "/v1beta/models/m:embedContent"),
+            Route::Unknown
+        );
         assert_eq!(route("GET", "/v1/v1beta/models"), Route::GeminiModels);
         assert_eq!(route("POST", "/v1/audio/speech"), Route::Speech);
         assert_eq!(route("GET", "/v1/audio/speech"), Route::Unknown);
