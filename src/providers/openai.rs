@@ -61,8 +61,9 @@ pub struct ChatRequest {
     pub max_tokens: Option<i64>,
 }
 
-/// Parses and validates a `/v1/chat/completions` body.
-pub fn parse_chat_request(raw: &[u8]) -> Result<ChatRequest, RequestError> {
+/// The first checks of an OpenAI-style body (chat, Responses): JSON, an
+/// object, and a non-empty string `model`, refused in OpenAI's words.
+pub fn object_with_model(raw: &[u8]) -> Result<(Map<String, Value>, String), RequestError> {
     let value: Value = serde_json::from_slice(raw).map_err(|error| {
         RequestError::invalid(format!("The request body is not valid JSON: {error}"))
     })?;
@@ -86,6 +87,12 @@ pub fn parse_chat_request(raw: &[u8]) -> Result<ChatRequest, RequestError> {
             ));
         }
     };
+    Ok((body, model))
+}
+
+/// Parses and validates a `/v1/chat/completions` body.
+pub fn parse_chat_request(raw: &[u8]) -> Result<ChatRequest, RequestError> {
+    let (body, model) = object_with_model(raw)?;
     match body.get("messages") {
         Some(Value::Array(messages)) if !messages.is_empty() => {
             if let Some(index) = messages.iter().position(|message| !message.is_object()) {

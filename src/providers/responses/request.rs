@@ -28,29 +28,7 @@ pub struct ResponsesRequest {
 /// Parses and validates a `/v1/responses` body: the fields the gateway
 /// reads itself. The rest is the upstream's (or the translation's) to judge.
 pub fn parse_responses_request(raw: &[u8]) -> Result<ResponsesRequest, RequestError> {
-    let value: Value = serde_json::from_slice(raw).map_err(|error| {
-        RequestError::invalid(format!("The request body is not valid JSON: {error}"))
-    })?;
-    let Value::Object(body) = value else {
-        return Err(RequestError::invalid(
-            "The request body must be a JSON object",
-        ));
-    };
-    let model = match body.get("model") {
-        Some(Value::String(model)) if !model.trim().is_empty() => model.clone(),
-        Some(Value::String(_)) | None | Some(Value::Null) => {
-            return Err(RequestError::invalid_param(
-                "model",
-                "You must provide a model parameter",
-            ));
-        }
-        Some(_) => {
-            return Err(RequestError::invalid_param(
-                "model",
-                "`model` must be a string",
-            ));
-        }
-    };
+    let (body, model) = super::super::openai::object_with_model(raw)?;
     match body.get("input") {
         None | Some(Value::Null | Value::String(_)) => {}
         Some(Value::Array(items)) => {
