@@ -173,3 +173,25 @@ fn respond(
         }
     }
 }
+
+/// The answer of a metered token count (`count_tokens`, `:countTokens`): the
+/// counted JSON body, using no tokens, or the refusal in the door's error
+/// shape; either way the call is settled on `meter`.
+pub fn counted_answer(
+    meter: Meter,
+    counted: Result<Bytes, ApiError>,
+    error_response: fn(&ApiError) -> HttpResponse,
+) -> HttpResponse {
+    match counted {
+        Ok(body) => {
+            meter.succeed(200, Some(crate::providers::openai::Usage::default()));
+            HttpResponse::Ok()
+                .insert_header((CONTENT_TYPE, "application/json"))
+                .body(body)
+        }
+        Err(error) => {
+            meter.fail(&error);
+            error_response(&error)
+        }
+    }
+}

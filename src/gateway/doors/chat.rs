@@ -8,7 +8,7 @@ use crate::gateway::failover::{
     Answer, MalformedAnswer, Served, StreamStart, UpstreamRequest, call_with_failover,
 };
 use crate::gateway::meter::Meter;
-use crate::gateway::pipeline::{ClientCall, FrontDoor, serve};
+use crate::gateway::pipeline::{ClientCall, FrontDoor, counted_answer, serve};
 use crate::gateway::relay::StreamMode;
 use crate::gateway::{AppState, accept, require_model};
 use crate::http::context::RequestCtx;
@@ -16,7 +16,6 @@ use crate::providers::anthropic::AnthropicRequestOptions;
 use crate::providers::exchange::{ChatExchange, ClientFormat};
 use crate::providers::openai::{ChatStreamState, Usage};
 use crate::providers::{Wire, adapter_of};
-use actix_web::http::header::CONTENT_TYPE;
 use actix_web::web::{Bytes, Data, Payload};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use std::cell::Cell;
@@ -147,18 +146,8 @@ pub async fn count_tokens(
     payload: Payload,
 ) -> HttpResponse {
     let mut meter = Meter::start(&state, &ctx, "/v1/messages/count_tokens");
-    match count(&state, &client, &mut meter, auth, &request, payload).await {
-        Ok(body) => {
-            meter.succeed(200, Some(Usage::default()));
-            HttpResponse::Ok()
-                .insert_header((CONTENT_TYPE, "application/json"))
-                .body(body)
-        }
-        Err(error) => {
-            meter.fail(&error);
-            error.anthropic_response()
-        }
-    }
+    let counted = count(&state, &client, &mut meter, auth, &request, payload).await;
+    counted_answer(meter, counted, ApiError::anthropic_response)
 }
 
 async fn count(

@@ -21,14 +21,13 @@ use crate::gateway::failover::{
     Answer, MalformedAnswer, Served, UpstreamRequest, call_with_failover,
 };
 use crate::gateway::meter::Meter;
-use crate::gateway::pipeline::{ClientCall, serve};
+use crate::gateway::pipeline::{ClientCall, counted_answer, serve};
 use crate::gateway::{AppState, accept, require_model};
 use crate::providers::anthropic::AnthropicRequestOptions;
 use crate::providers::exchange::{ChatExchange, ClientFormat};
 use crate::providers::openai::Usage;
 use crate::providers::{Wire, adapter_of, gemini, path_segment};
 use crate::tokens::TokenInfo;
-use actix_web::http::header::CONTENT_TYPE;
 use actix_web::web::{Bytes, Data};
 use actix_web::{HttpRequest, HttpResponse};
 use serde_json::{Map, Value, json};
@@ -105,18 +104,7 @@ async fn count_tokens(call: ClientCall) -> HttpResponse {
         count(&state, &client, &mut meter, &token, model, &raw).await
     }
     .await;
-    match counted {
-        Ok(body) => {
-            meter.succeed(200, Some(Usage::default()));
-            HttpResponse::Ok()
-                .insert_header((CONTENT_TYPE, "application/json"))
-                .body(body)
-        }
-        Err(error) => {
-            meter.fail(&error);
-            error.gemini_response()
-        }
-    }
+    counted_answer(meter, counted, ApiError::gemini_response)
 }
 
 async fn count(
