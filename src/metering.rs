@@ -26,6 +26,16 @@ pub struct Price {
     pub cache_write_per_mtok_micros: Option<i64>,
     /// Completion tokens spent reasoning; `None`: the output rate.
     pub reasoning_per_mtok_micros: Option<i64>,
+    /// Media units, each on top of the tokens (0: not charged). Micro-USD
+    /// per image.
+    pub per_image_micros: i64,
+    /// Micro-USD per million characters of speech input (as per_mtok).
+    pub per_mchar_micros: i64,
+    /// Micro-USD per second of audio; times `Usage::audio_ms` that is
+    /// nano-USD, exact.
+    pub per_audio_second_micros: i64,
+    /// Micro-USD per rerank search unit.
+    pub per_search_micros: i64,
 }
 
 impl Price {
@@ -66,11 +76,19 @@ impl Price {
             (plain_completion, output),
             (reasoning, self.reasoning_per_mtok_micros.unwrap_or(output)),
         ];
-        let total: i128 = parts
+        // Micro-USD per million units x units / 1000 = nano-USD.
+        let per_million: i128 = parts
             .iter()
-            .map(|(tokens, rate)| i128::from(*tokens) * i128::from(*rate))
+            .chain(&[(usage.characters.max(0), self.per_mchar_micros)])
+            .map(|(units, rate)| i128::from(*units) * i128::from(*rate))
             .sum();
-        i64::try_from(total / 1000).unwrap_or(i64::MAX)
+        // Micro-USD per unit x units x 1000 = nano-USD; per second x
+        // milliseconds is nano-USD as it stands.
+        let per_unit: i128 =
+            i128::from(usage.images.max(0)) * i128::from(self.per_image_micros) * 1000
+                + i128::from(usage.search_units.max(0)) * i128::from(self.per_search_micros) * 1000
+                + i128::from(usage.audio_ms.max(0)) * i128::from(self.per_audio_second_micros);
+        i64::try_from(per_million / 1000 + per_unit).unwrap_or(i64::MAX)
     }
 }
 
@@ -258,6 +276,39 @@ mod tests {
             price.usage_cost_nanos(&odd),
             (5_000 * 300_000 + 9_000 * 20_000_000) / 1000
         );
+    }
+
+    #[test]
+    fn media_units_are_priced_on_top_of_tokens() {
+        // gpt-image-1-like: tokens and $0.04 per image; tts: $15 per
+        // million characters; whisper: $0.006 a minute; rerank: $2 per
+        // thousand searches.
+        let price = Price {
+            input_per_mtok_micros: 5_000_000,
+            per_image_micros: 40_000,
+            per_mchar_micros: 15_000_000,
+            per_audio_second_micros: 100,
+            per_search_micros: 2_000,
+            ..Price::default()
+        };
+        let usage = Usage {
+            images: 2,
+            characters: 1_000,
+            audio_ms: 61_500,
+            search_units: 3,
+            ..Usage::tokens(100, 0)
+        };
+        // In micro-USD: 100 tokens x $5/M = 500; 2 images = 80,000; 1,000
+        // characters x $15/M = 15,000; 61.5 s x 100 = 6,150; 3 searches =
+        // 6,000. Sum 107,650 micro-USD.
+        assert_eq!(price.usage_cost_nanos(&usage), 107_650_000);
+        // Negative counts from an upstream cost nothing, never a refund.
+        let hostile = Usage {
+            images: -5,
+            audio_ms: -1,
+            ..Usage::default()
+        };
+        assert_eq!(price.usage_cost_nanos(&hostile), 0);
     }
 
     #[test]

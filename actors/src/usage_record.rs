@@ -81,6 +81,19 @@ pub struct UsageRecord {
     /// priced at the reasoning rate.
     #[serde(default)]
     pub reasoning_tokens: i64,
+    /// Media units (the images, audio and rerank doors), each priced at
+    /// its own rate on top of the tokens: images generated or edited.
+    #[serde(default)]
+    pub images: i64,
+    /// Characters of text turned into speech.
+    #[serde(default)]
+    pub characters: i64,
+    /// Milliseconds of audio transcribed or translated.
+    #[serde(default)]
+    pub audio_ms: i64,
+    /// Rerank search units.
+    #[serde(default)]
+    pub search_units: i64,
 }
 
 /// One upstream attempt of a request: which key, how it ended, and when.
@@ -265,6 +278,16 @@ impl UsageRecord {
             flags,
             UsageFlags::USAGE_CLAMPED,
         );
+        // Media units: no request produces more; the meter has bounded
+        // them by the request already, this only keeps sums safe.
+        for units in [
+            &mut self.images,
+            &mut self.characters,
+            &mut self.audio_ms,
+            &mut self.search_units,
+        ] {
+            clamp_count(units, MAX_RECORD_TOKENS, flags, UsageFlags::USAGE_CLAMPED);
+        }
         clamp_count(
             &mut self.cost_nanos,
             MAX_RECORD_COST_NANOS,

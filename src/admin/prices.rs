@@ -155,6 +155,7 @@ pub async fn put(
             body.cache_write_per_mtok,
         )?,
         reasoning_per_mtok_micros: optional_micros("reasoning_per_mtok", body.reasoning_per_mtok)?,
+        ..Price::default()
     };
     let before = state
         .db

@@ -387,6 +387,7 @@ impl PriceSettings {
             cache_read_per_mtok_micros: self.cache_read_per_mtok.map(Self::micros),
             cache_write_per_mtok_micros: self.cache_write_per_mtok.map(Self::micros),
             reasoning_per_mtok_micros: self.reasoning_per_mtok.map(Self::micros),
+            ..crate::metering::Price::default()
         }
     }
 }

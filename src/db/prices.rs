@@ -41,6 +41,7 @@ impl ModelPrice {
             cache_read_per_mtok_micros: self.cache_read_per_mtok_micros,
             cache_write_per_mtok_micros: self.cache_write_per_mtok_micros,
             reasoning_per_mtok_micros: self.reasoning_per_mtok_micros,
+            ..Price::default()
         }
     }
 }

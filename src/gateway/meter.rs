@@ -85,6 +85,10 @@ impl Meter {
                 cache_read_tokens: 0,
                 cache_write_tokens: 0,
                 reasoning_tokens: 0,
+                images: 0,
+                characters: 0,
+                audio_ms: 0,
+                search_units: 0,
             },
             started: ctx.started,
             sink: state.usage.clone(),
@@ -275,6 +279,10 @@ impl Meter {
                 record.cache_read_tokens = usage.cache_read_tokens;
                 record.cache_write_tokens = usage.cache_write_tokens;
                 record.reasoning_tokens = usage.reasoning_tokens;
+                record.images = usage.images;
+                record.characters = usage.characters;
+                record.audio_ms = usage.audio_ms;
+                record.search_units = usage.search_units;
                 record.flags.insert(flags);
             }
             None if estimated => {
@@ -302,6 +310,10 @@ impl Meter {
                     cache_read_tokens: record.cache_read_tokens,
                     cache_write_tokens: record.cache_write_tokens,
                     reasoning_tokens: record.reasoning_tokens,
+                    images: record.images,
+                    characters: record.characters,
+                    audio_ms: record.audio_ms,
+                    search_units: record.search_units,
                 };
                 record.base_cost_nanos = price.usage_cost_nanos(&usage).saturating_add(if served {
                     price.per_call_nanos()
@@ -379,12 +391,19 @@ impl UsageBounds {
         let cache_read = bound(usage.cache_read_tokens, prompt);
         let cache_write = bound(usage.cache_write_tokens, prompt - cache_read);
         let reasoning = bound(usage.reasoning_tokens, completion);
+        // Media units are counted or bounded by their door against the
+        // request (images asked for, characters sent, audio bytes); here
+        // only made non-negative.
         let bounded = Usage {
             prompt_tokens: prompt,
             completion_tokens: completion,
             cache_read_tokens: cache_read,
             cache_write_tokens: cache_write,
             reasoning_tokens: reasoning,
+            images: bound(usage.images, i64::MAX),
+            characters: bound(usage.characters, i64::MAX),
+            audio_ms: bound(usage.audio_ms, i64::MAX),
+            search_units: bound(usage.search_units, i64::MAX),
         };
         (bounded, flags)
     }

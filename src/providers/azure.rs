@@ -4,7 +4,7 @@
 //! gateway's upstream model name is the deployment name; keys go in the
 //! `api-key` header and every call carries `api-version`.
 
-use super::{Adapter, Wire, path_segment};
+use super::{Adapter, Media, Wire, path_segment};
 use switchyard_actors::ProviderSpec;
 
 /// The `api-version` used when the provider sets none (a GA version).
@@ -40,6 +40,12 @@ impl Adapter for AzureAdapter {
 
     fn embeddings_path(&self, spec: &ProviderSpec, model: &str) -> Option<String> {
         Some(deployment_path(spec, model, "embeddings"))
+    }
+
+    /// Images and audio are deployments like chat; Azure OpenAI has no
+    /// rerank.
+    fn media_path(&self, spec: &ProviderSpec, model: &str, media: Media) -> Option<String> {
+        (media != Media::Rerank).then(|| deployment_path(spec, model, media.path()))
     }
 
     /// Deployments are not listed by the data-plane API; the provider's

@@ -62,6 +62,39 @@ pub enum Wire {
     Gemini,
 }
 
+/// The media front doors (issue 15, item 3): requests passed through in
+/// OpenAI's shape (rerank: Cohere's, which Jina, vLLM and TEI share) to
+/// providers whose adapter has the endpoint, metered in their own units
+/// (`openai::Usage::images` and the others).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Media {
+    ImageGenerations,
+    ImageEdits,
+    AudioSpeech,
+    AudioTranscriptions,
+    AudioTranslations,
+    Rerank,
+}
+
+impl Media {
+    /// The client-facing route, as recorded on the usage row.
+    pub fn route(self) -> &'static str {
+        match self {
+            Self::ImageGenerations => "/v1/images/generations",
+            Self::ImageEdits => "/v1/images/edits",
+            Self::AudioSpeech => "/v1/audio/speech",
+            Self::AudioTranscriptions => "/v1/audio/transcriptions",
+            Self::AudioTranslations => "/v1/audio/translations",
+            Self::Rerank => "/v1/rerank",
+        }
+    }
+
+    /// The path below an OpenAI-style base URL (`.../v1`).
+    pub fn path(self) -> &'static str {
+        self.route().trim_start_matches("/v1/")
+    }
+}
+
 /// What the gateway needs to know to talk to one provider kind: where each
 /// endpoint lives, how a key is presented and how its model list reads.
 /// One implementation per kind module; handlers only go through this.
@@ -77,6 +110,11 @@ pub trait Adapter: Sync {
     }
     /// Embeddings (OpenAI's request shape); `None` when unsupported.
     fn embeddings_path(&self, _spec: &ProviderSpec, _model: &str) -> Option<String> {
+        None
+    }
+    /// An images, audio or rerank endpoint (OpenAI's request shapes;
+    /// rerank Cohere's and Jina's); `None` when the provider has none.
+    fn media_path(&self, _spec: &ProviderSpec, _model: &str, _media: Media) -> Option<String> {
         None
     }
     /// The model list endpoint; `None` when the provider cannot list models.

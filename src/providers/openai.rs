@@ -3,7 +3,7 @@
 //! `model` rewritten (and usage requested for streams), so fields the gateway
 //! does not know still reach the provider.
 
-use super::{Adapter, RequestError, Wire, bearer};
+use super::{Adapter, Media, RequestError, Wire, bearer};
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use switchyard_actors::ProviderSpec;
@@ -31,6 +31,13 @@ impl Adapter for OpenAiAdapter {
 
     fn embeddings_path(&self, _: &ProviderSpec, _model: &str) -> Option<String> {
         Some("embeddings".to_owned())
+    }
+
+    /// All of them: OpenAI serves images and audio; rerank is for the
+    /// OpenAI-compatible servers that have it (vLLM, TEI, Jina), and an
+    /// upstream without it answers its own 404.
+    fn media_path(&self, _: &ProviderSpec, _model: &str, media: Media) -> Option<String> {
+        Some(media.path().to_owned())
     }
 }
 
@@ -197,6 +204,18 @@ pub struct Usage {
     /// Of `completion_tokens`, spent reasoning (OpenAI `reasoning_tokens`,
     /// Gemini `thoughtsTokenCount`; Anthropic does not report it apart).
     pub reasoning_tokens: i64,
+    /// Media units (issue 15, item 3), priced apart from tokens and on top
+    /// of them (a `gpt-image-1` answer reports both). Images generated or
+    /// edited (`/v1/images/*`: the answer's `data` entries).
+    pub images: i64,
+    /// Characters of text turned into speech (`/v1/audio/speech`).
+    pub characters: i64,
+    /// Milliseconds of audio transcribed or translated
+    /// (`/v1/audio/transcriptions`, `/v1/audio/translations`).
+    pub audio_ms: i64,
+    /// Rerank search units (`/v1/rerank`: Cohere's `billed_units`; one per
+    /// call when the upstream does not say).
+    pub search_units: i64,
 }
 
 impl Usage {
@@ -231,6 +250,7 @@ pub fn usage_fields(usage: &Value) -> Option<Usage> {
         cache_read_tokens: detail("prompt_tokens_details", "cached_tokens"),
         cache_write_tokens: 0,
         reasoning_tokens: detail("completion_tokens_details", "reasoning_tokens"),
+        ..Usage::default()
     })
 }
 

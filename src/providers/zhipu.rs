@@ -1,8 +1,9 @@
 //! Zhipu GLM (`open.bigmodel.cn`), its v4 chat API: OpenAI-shaped requests
 //! and answers at `https://open.bigmodel.cn/api/paas/v4`, the API key as a
-//! bearer token. It has embeddings but no legacy text completions.
+//! bearer token. It has embeddings, image generation and rerank but no legacy
+//! text completions or audio.
 
-use super::{Adapter, Wire, bearer};
+use super::{Adapter, Media, Wire, bearer};
 use switchyard_actors::ProviderSpec;
 
 pub struct ZhipuAdapter;
@@ -22,5 +23,11 @@ impl Adapter for ZhipuAdapter {
 
     fn embeddings_path(&self, _: &ProviderSpec, _model: &str) -> Option<String> {
         Some("embeddings".to_owned())
+    }
+
+    /// CogView image generation and the rerank endpoint, both in the
+    /// shapes the media doors pass through; no image edits or audio.
+    fn media_path(&self, _: &ProviderSpec, _model: &str, media: Media) -> Option<String> {
+        matches!(media, Media::ImageGenerations | Media::Rerank).then(|| media.path().to_owned())
     }
 }

@@ -77,6 +77,7 @@ impl AnthropicUsage {
             cache_write_tokens: self.cache_write,
             // Anthropic's thinking is inside `output_tokens`, not counted apart.
             reasoning_tokens: self.reasoning,
+            ..Usage::default()
         }
     }
 
