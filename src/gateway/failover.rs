@@ -71,6 +71,11 @@ pub trait UpstreamRequest {
     fn path(&self, provider: &ProviderSpec, upstream_model: &str) -> Result<String, ApiError>;
     fn body(&mut self, provider: &ProviderSpec, upstream_model: &str) -> Result<Bytes, ApiError>;
     fn stream(&self) -> bool;
+    /// The request body's media type (a multipart upload names its
+    /// boundary).
+    fn content_type(&self) -> &str {
+        "application/json"
+    }
     /// Whether a stream event's `data` commits the answer to the client
     /// (see `openai::carries_content`). Events before the first one that
     /// does are held, so a failure among them still fails over.
@@ -341,7 +346,7 @@ async fn attempt(
         "",
         Some(attempt_timeout),
         |mut upstream| {
-            upstream = upstream.insert_header(("content-type", "application/json"));
+            upstream = upstream.insert_header(("content-type", request.content_type()));
             for header in request.forwarded_headers(&spec) {
                 upstream = upstream.insert_header(header);
             }

@@ -61,6 +61,12 @@ pub trait FrontDoor: UpstreamRequest + Sized {
     /// How a streamed answer from `start`'s provider reaches the client.
     fn stream_mode(&self, route: Self::Route, start: &StreamStart) -> StreamMode;
 
+    /// The media type of a whole (not streamed) answer: JSON but for the
+    /// media doors (speech audio, transcripts as text, SRT or WebVTT).
+    fn answer_content_type(&self) -> &'static str {
+        "application/json"
+    }
+
     /// A failed call's answer, in the route's error shape.
     fn error_response(_route: Self::Route, error: &ApiError) -> HttpResponse {
         error.error_response()
@@ -103,7 +109,7 @@ pub async fn serve<D: FrontDoor>(route: D::Route, call: ClientCall) -> HttpRespo
     let (ctx, state, client, auth, request, payload) = call;
     let mut meter = Meter::start(&state, &ctx, D::endpoint(route));
     match attempt::<D>(route, &state, &client, &mut meter, auth, &request, payload).await {
-        Ok((served, mode, slot)) => respond(&state, served, meter, mode, slot),
+        Ok((served, reply, slot)) => respond(&state, served, meter, reply, slot),
         Err(error) => {
             slog::debug!(ctx.log, "call.failed"; "code" => error.code(), "error" => %error);
             meter.fail(&error);
@@ -120,7 +126,7 @@ async fn attempt<D: FrontDoor>(
     auth: Result<GatewayAuth, ApiError>,
     request: &HttpRequest,
     payload: Payload,
-) -> Result<(Served, Option<StreamMode>, ConcurrencySlot), ApiError> {
+) -> Result<(Served, Reply, ConcurrencySlot), ApiError> {
     let (token, slot, raw) = accept(state, meter, auth, request, payload).await?;
     let mut door = D::parse(route, &raw, request, state)?;
     meter.request(door.model(), door.stream());
@@ -132,20 +138,27 @@ async fn attempt<D: FrontDoor>(
     let served = call_with_failover(state, client, meter, &model, &mut door).await?;
     door.served(state, &token, &served, meter.key_id().unwrap_or_default())
         .await;
-    let mode = match &served.answer {
-        Answer::Stream(start) => Some(door.stream_mode(route, start)),
-        Answer::Json { .. } => None,
+    let reply = match &served.answer {
+        Answer::Stream(start) => Reply::Stream(door.stream_mode(route, start)),
+        Answer::Json { .. } => Reply::Whole(door.answer_content_type()),
     };
-    Ok((served, mode, slot))
+    Ok((served, reply, slot))
+}
+
+/// How the served answer goes to the client: whole, as this media type, or
+/// as a stream relayed in this mode.
+enum Reply {
+    Whole(&'static str),
+    Stream(StreamMode),
 }
 
 /// Sends a served answer: a whole body at once (its text measured for a
-/// token estimate), or a stream through the relay in `mode`.
+/// token estimate), or a stream through the relay in the reply's mode.
 fn respond(
     state: &AppState,
     served: Served,
     mut meter: Meter,
-    mode: Option<StreamMode>,
+    reply: Reply,
     slot: ConcurrencySlot,
 ) -> HttpResponse {
     let mut response = HttpResponse::Ok();
@@ -157,12 +170,19 @@ fn respond(
             meter.estimate_completion(&body, usage.as_ref());
             meter.succeed(200, usage);
             drop(slot);
+            let content_type = match reply {
+                Reply::Whole(content_type) => content_type,
+                Reply::Stream(_) => "application/json",
+            };
             response
-                .insert_header((CONTENT_TYPE, "application/json"))
+                .insert_header((CONTENT_TYPE, content_type))
                 .body(body)
         }
         Answer::Stream(start) => {
-            let mode = mode.unwrap_or(StreamMode::Native(ChatStreamState::new(false)));
+            let mode = match reply {
+                Reply::Stream(mode) => mode,
+                Reply::Whole(_) => StreamMode::Native(ChatStreamState::new(false)),
+            };
             let relay = ChatStreamRelay::new(start, meter, mode, RelayLimits::of(state), slot);
             response
                 .insert_header((CONTENT_TYPE, "text/event-stream"))
