@@ -201,6 +201,7 @@ fn usage(ms: i64, token_id: Option<i64>, model: Option<&str>, n: i64) -> UsageRe
         cache_read_tokens: n % 5,
         cache_write_tokens: n % 3,
         reasoning_tokens: n % 4,
+        ..UsageRecord::default()
     }
 }
 
