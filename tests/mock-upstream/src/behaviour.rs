@@ -72,6 +72,13 @@ pub enum Behaviour {
     /// get a call of the first one): for agents such as the Gemini CLI, which always send their
     /// tools and would run the call.
     TextOnly,
+    /// `extraunits-…`: media answers claim more than was asked: images draw `n` +
+    /// `media::EXTRA_IMAGES` entries, a Cohere-shaped rerank bills `media::ABSURD_SEARCH_UNITS`
+    /// search units. Other answers are normal.
+    ExtraUnits,
+    /// `nopayload-…`: media answers are a 200 without their payload: images without `data`,
+    /// rerank without `results`, speech a JSON error object. Other answers are normal.
+    NoPayload,
 }
 
 /// The most content chunks a `chunks<N>-` key may ask for.
@@ -108,6 +115,8 @@ impl Behaviour {
             "hugeevent" => Behaviour::HugeEvent,
             "drip" => Behaviour::Drip,
             "textonly" => Behaviour::TextOnly,
+            "extraunits" => Behaviour::ExtraUnits,
+            "nopayload" => Behaviour::NoPayload,
             other => {
                 if let Some(Ok(ms)) = other.strip_prefix("slow").map(str::parse::<u64>) {
                     Behaviour::Slow(Duration::from_millis(ms))

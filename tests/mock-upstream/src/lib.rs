@@ -28,6 +28,8 @@
 //! | `drip-` | the normal stream, one byte per chunk with short pauses |
 //! | `textonly-` | the normal text answer even when the request offers tools |
 //! | `chunks<N>-` | a text stream with N content chunks (the first word repeated), for the benchmark |
+//! | `extraunits-` | media answers claim more than asked: extra images, absurd rerank search units |
+//! | `nopayload-` | media answers are a 200 without their payload (no `data`, no `results`, JSON for audio) |
 //!
 //! Errors come in the shape the path's clients expect: OpenAI's `{"error":{message,type,…}}`,
 //! Anthropic's `{"type":"error",…}` on `…/messages`, Google's
@@ -43,6 +45,8 @@
 //!   `POST …/models/{model}:streamGenerateContent` (SSE, as with `?alt=sse`),
 //!   `POST …/models/{model}:countTokens` (`{"totalTokens": P}`), and `GET …/models`
 //!   when the path contains `/v1beta/` (Google's model list).
+//! - Media (`media` module): `POST …/images/generations` (`n` entries, gpt-image-style token
+//!   usage) and `POST …/rerank` (Cohere's shape, Jina's for models named `jina…`).
 //! - Passthrough checks for the gateway's `/proxy/…` relay: `POST …/audio/speech` (binary
 //!   `audio/mpeg`, [`speech_bytes`]), any method on a path with an `echo` segment (a JSON
 //!   description of the request with the body's length and [`fnv1a64`]), and
@@ -64,6 +68,7 @@ mod base64;
 mod behaviour;
 mod gemini;
 mod http;
+mod media;
 mod openai;
 mod passthrough;
 mod responses;
@@ -79,6 +84,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 pub use behaviour::Behaviour;
+pub use media::{ABSURD_SEARCH_UNITS, EXTRA_IMAGES, IMAGE_OUTPUT_TOKENS};
 pub use passthrough::{
     MAX_STREAM_CHUNKS, SPEECH_BYTES, STREAM_CHUNK_BYTES, fnv1a64, speech_bytes, stream_bytes,
 };

@@ -6,7 +6,8 @@ use serde_json::{Value, json};
 
 use crate::behaviour::Behaviour;
 use crate::http::{self, Head};
-use crate::{anthropic, gemini, openai, passthrough, responses};
+use crate::media::Bend;
+use crate::{anthropic, gemini, media, openai, passthrough, responses};
 
 /// The completion every endpoint returns, one token per word.
 pub(crate) const WORDS: [&str; 5] = ["one", " two", " three", " four", " five"];
@@ -163,6 +164,10 @@ enum Route {
     GeminiModels,
     /// `POST …/audio/speech`.
     Speech,
+    /// `POST …/images/generations`.
+    ImageGenerations,
+    /// `POST …/rerank`.
+    Rerank,
     /// Any method on a path with an `echo` segment.
     Echo,
     /// `GET …/stream-bytes`.
@@ -216,6 +221,10 @@ impl Route {
             Route::Messages
         } else if path.ends_with("/audio/speech") {
             Route::Speech
+        } else if path.ends_with("/images/generations") {
+            Route::ImageGenerations
+        } else if path.ends_with("/rerank") {
+            Route::Rerank
         } else if path.ends_with("/stream-bytes") {
             Route::StreamBytes
         } else if path.ends_with("/responses") {
@@ -385,6 +394,11 @@ fn without_tools(body: &[u8]) -> Vec<u8> {
 
 /// The endpoint's normal answer.
 fn answer(head: &Head, body: &[u8], usage: Usage) -> Answer {
+    bent_answer(head, body, usage, Bend::Straight)
+}
+
+/// The endpoint's answer, a media answer bent by the key (other endpoints ignore `bend`).
+fn bent_answer(head: &Head, body: &[u8], usage: Usage, bend: Bend) -> Answer {
     let path = head.path();
     let route = Route::of(&head.method, path);
     let shape = Shape::of(route, path);
@@ -392,6 +406,7 @@ fn answer(head: &Head, body: &[u8], usage: Usage) -> Answer {
         Route::Unknown => return error_answer(shape, Failure::NotFound, head),
         Route::Models => return openai::models(),
         Route::GeminiModels => return gemini::models(),
+        Route::Speech if bend == Bend::NoPayload => return media::speech_error(),
         Route::Speech => return passthrough::speech(),
         Route::Echo => return passthrough::echo(head, body),
         Route::StoredResponse => {
@@ -437,6 +452,8 @@ fn answer(head: &Head, body: &[u8], usage: Usage) -> Answer {
             usage,
         ),
         Route::GeminiCountTokens => gemini::count_tokens(&json),
+        Route::ImageGenerations => media::image_generations(&json, usage, bend),
+        Route::Rerank => media::rerank(&json, usage, bend),
         Route::Models
         | Route::GeminiModels
         | Route::Speech
@@ -705,6 +722,16 @@ pub(crate) fn plan(head: &Head, body: &[u8], key: &str, keep_alive: bool) -> Pla
         Behaviour::Normal | Behaviour::Drip => {
             write(answer(head, body, Usage::Report), &[], keep_alive)
         }
+        Behaviour::ExtraUnits => write(
+            bent_answer(head, body, Usage::Report, Bend::ExtraUnits),
+            &[],
+            keep_alive,
+        ),
+        Behaviour::NoPayload => write(
+            bent_answer(head, body, Usage::Report, Bend::NoPayload),
+            &[],
+            keep_alive,
+        ),
         Behaviour::TextOnly => write(
             answer(head, &without_tools(body), Usage::Report),
             &[],
@@ -839,7 +866,22 @@ mod tests {
         );
         assert_eq!(route("POST", "/v1/models"), Route::Unknown);
         assert_eq!(route("GET", "/v1/chat/completions"), Route::Unknown);
-        assert_eq!(route("POST", "/v1/images/generations"), Route::Unknown);
+        assert_eq!(route("POST", "/v1/images/variations"), Route::Unknown);
+    }
+
+    #[test]
+    fn media_routes_are_recognised_below_any_prefix() {
+        assert_eq!(
+            route("POST", "/v1/images/generations"),
+            Route::ImageGenerations
+        );
+        assert_eq!(
+            route("POST", "/openai/deployments/d/images/generations"),
+            Route::ImageGenerations
+        );
+        assert_eq!(route("POST", "/v1/rerank"), Route::Rerank);
+        assert_eq!(route("POST", "/api/paas/v4/rerank"), Route::Rerank);
+        assert_eq!(route("GET", "/v1/rerank"), Route::Unknown);
     }
 
     #[test]
