@@ -35,6 +35,7 @@ use crate::db::DbError;
 use crate::db::reservations::{Amounts, HoldRefused, LeaseNeed, Limited, SliceOutcome, SliceSwap};
 use crate::error::ApiError;
 use crate::metering::PriceTable;
+use crate::providers::openai::Usage;
 use crate::shared_limits::SharedLimits;
 use crate::tokens::{PPM, TokenInfo};
 use slog::Logger;
@@ -150,6 +151,25 @@ impl Enforcer {
         prompt_chars: usize,
         max_tokens: Option<i64>,
     ) -> Result<Admission, ApiError> {
+        self.admit_with_media(token, model, prompt_chars, max_tokens, &Usage::default())
+            .await
+    }
+
+    /// [`Self::admit`] for a media call, whose estimate also holds the most
+    /// `media` units (images, characters, search units) the request can be
+    /// billed at the model's rates: a call whose units alone exceed what is
+    /// left of a money budget is refused before the upstream, and calls in
+    /// flight cannot spend past it before their usage is written (their
+    /// token estimate alone is about zero). The token parts of `media` are
+    /// ignored.
+    pub async fn admit_with_media(
+        &self,
+        token: &TokenInfo,
+        model: &str,
+        prompt_chars: usize,
+        max_tokens: Option<i64>,
+        media: &Usage,
+    ) -> Result<Admission, ApiError> {
         let money_limited = token.budget_nanos.is_some() || token.user_prepaid;
         if !token.has_local_limits() && !token.needs_reservation() {
             return Ok(Admission::default());
@@ -170,10 +190,16 @@ impl Enforcer {
         }
         let base_nanos = price.map_or(0, |price| {
             price
-                .cost_nanos(
-                    i64::try_from(prompt).unwrap_or(i64::MAX),
-                    i64::try_from(completion).unwrap_or(i64::MAX),
-                )
+                .usage_cost_nanos(&Usage {
+                    images: media.images,
+                    characters: media.characters,
+                    audio_ms: media.audio_ms,
+                    search_units: media.search_units,
+                    ..Usage::tokens(
+                        i64::try_from(prompt).unwrap_or(i64::MAX),
+                        i64::try_from(completion).unwrap_or(i64::MAX),
+                    )
+                })
                 .saturating_add(price.per_call_nanos())
         });
         let cost_nanos = scale(base_nanos, token.price_multiplier_ppm);

@@ -122,6 +122,19 @@ impl Meter {
         model: &str,
         max_tokens: Option<i64>,
     ) -> Result<(), ApiError> {
+        self.admit_media(token, model, max_tokens, Usage::default())
+            .await
+    }
+
+    /// [`Self::admit`], also holding the most media units the call can be
+    /// billed (`Enforcer::admit_with_media`).
+    pub async fn admit_media(
+        &mut self,
+        token: &TokenInfo,
+        model: &str,
+        max_tokens: Option<i64>,
+        media: Usage,
+    ) -> Result<(), ApiError> {
         let prompt_chars = if token.has_local_limits() || token.needs_reservation() {
             self.prompt_chars()
         } else {
@@ -129,7 +142,7 @@ impl Meter {
         };
         let admission = self
             .enforcer
-            .admit(token, model, prompt_chars, max_tokens)
+            .admit_with_media(token, model, prompt_chars, max_tokens, &media)
             .await?;
         self.record.reservation_id = admission.reservation_id;
         self.admission = Some(admission);

@@ -12,7 +12,7 @@ use crate::gateway::relay::{ChatStreamRelay, RelayLimits, StreamMode};
 use crate::gateway::slots::ConcurrencySlot;
 use crate::gateway::{AppState, accept, require_model};
 use crate::http::context::RequestCtx;
-use crate::providers::openai::ChatStreamState;
+use crate::providers::openai::{ChatStreamState, Usage};
 use crate::tokens::TokenInfo;
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use actix_web::web::{Bytes, Data, Payload};
@@ -57,6 +57,13 @@ pub trait FrontDoor: UpstreamRequest + Sized {
     /// The most tokens the answer may carry, held against budgets before
     /// the call (`None`: not stated, the limits' default applies).
     fn max_tokens(&self) -> Option<i64>;
+
+    /// The most media units (images, characters, search units) the answer
+    /// may be billed, held against money budgets before the call like
+    /// [`Self::max_tokens`] (none but for the media doors).
+    fn max_media_units(&self) -> Usage {
+        Usage::default()
+    }
 
     /// How a streamed answer from `start`'s provider reaches the client.
     fn stream_mode(&self, route: Self::Route, start: &StreamStart) -> StreamMode;
@@ -132,7 +139,14 @@ async fn attempt<D: FrontDoor>(
     meter.request(door.model(), door.stream());
     meter.estimate_prompt(&raw);
     require_model(&token, door.model())?;
-    meter.admit(&token, door.model(), door.max_tokens()).await?;
+    meter
+        .admit_media(
+            &token,
+            door.model(),
+            door.max_tokens(),
+            door.max_media_units(),
+        )
+        .await?;
     door.prepare(state, &token).await?;
     let model = door.route_model();
     let served = call_with_failover(state, client, meter, &model, &mut door).await?;
