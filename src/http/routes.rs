@@ -15,7 +15,9 @@ use crate::admin::{
     admin_keys, billing, export, login, logs, metrics, models as admin_models, oplog, prices,
     provider_edit, providers, reload, sessions, tokens, users,
 };
-use crate::gateway::doors::{chat, completions, gemini, models, proxy, responses, self_service};
+use crate::gateway::doors::{
+    chat, completions, gemini, media, models, proxy, responses, self_service,
+};
 use crate::ui;
 use actix_web::{HttpResponse, web};
 use std::collections::HashMap;
@@ -77,6 +79,9 @@ route_table! {
     post "/v1/chat/completions" => chat::chat_completions, Gateway, "OpenAI chat completion, streamed or not, served by any provider kind";
     post "/v1/completions" => completions::completions, Gateway, "Legacy text completion (OpenAI-wire providers)";
     post "/v1/embeddings" => completions::embeddings, Gateway, "Embeddings, float or base64 (OpenAI-wire providers)";
+    post "/v1/images/generations" => media::image_generations, Gateway, "Image generation, billed per image (and gpt-image tokens); providers with the endpoint";
+    post "/v1/audio/speech" => media::speech_generation, Gateway, "Text to speech: audio bytes, billed per input character; providers with the endpoint";
+    post "/v1/rerank" => media::rerank_documents, Gateway, "Rerank documents (Cohere/Jina shape), billed per search unit and token; providers with the endpoint";
     post "/v1/messages" => chat::messages, Gateway, "Anthropic Messages, streamed or not, served by any provider kind";
     post "/v1/messages/count_tokens" => chat::count_tokens, Gateway, "Anthropic token count (exact upstream, else estimated)";
     get "/v1/responses/{id}" => responses::retrieve, Gateway, "A stored response, from the OpenAI provider that made it (404 for ids the gateway did not see made)";

@@ -4,6 +4,7 @@
 pub mod chat;
 pub mod completions;
 pub mod gemini;
+pub mod media;
 pub mod models;
 pub mod proxy;
 pub mod proxy_usage;

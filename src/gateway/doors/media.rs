@@ -1,0 +1,531 @@
+//! The JSON media doors (issue 15, item 3): `POST /v1/images/generations`,
+//! `POST /v1/audio/speech` and `POST /v1/rerank`. Each body passes through
+//! with `model` rewritten to providers whose adapter has the endpoint
+//! (`Adapter::media_path`; a provider without it answers a clear 400), like
+//! the completions door, and each call is metered in its own unit on top of
+//! any tokens the upstream reports (`Usage::images`, `characters`,
+//! `search_units`).
+//!
+//! An upstream's figures are data, not truth: every unit is bounded by what
+//! the request could produce. Images billed are at most the `n` asked for
+//! and the `data` entries actually answered; speech characters are counted
+//! here from the request's `input`, never read from the upstream; rerank
+//! search units are Cohere's `meta.billed_units.search_units`, else one per
+//! call, and at most one per document sent. Every answer the door accepts
+//! carries a usage, so the meter never estimates tokens from a body of
+//! base64 images or audio bytes.
+//!
+//! Not served yet (400, documented in the README): streamed image
+//! generation (`stream: true`, gpt-image-1's partial images) and speech as
+//! server-sent events (`stream_format: "sse"`): the meter would have to read
+//! their usage from events this door does not relay.
+
+use crate::error::ApiError;
+use crate::gateway::AppState;
+use crate::gateway::failover::{MalformedAnswer, StreamStart, UpstreamRequest};
+use crate::gateway::pipeline::{ClientCall, FrontDoor, serve};
+use crate::gateway::relay::StreamMode;
+use crate::providers::openai::{ChatStreamState, Usage};
+use crate::providers::{Media, adapter_of, kind_of};
+use actix_web::web::Bytes;
+use actix_web::{HttpRequest, HttpResponse};
+use serde_json::{Map, Value};
+use switchyard_actors::ProviderSpec;
+
+/// OpenAI's bounds on `n` for image generation (dall-e-3 allows only 1,
+/// which the upstream enforces).
+const MAX_IMAGES: i64 = 10;
+
+/// OpenAI's limit on speech `input`, in characters.
+const MAX_SPEECH_CHARS: usize = 4096;
+
+/// Speech `response_format`s and the media type OpenAI answers each with.
+const SPEECH_FORMATS: [(&str, &str); 6] = [
+    ("mp3", "audio/mpeg"),
+    ("opus", "audio/opus"),
+    ("aac", "audio/aac"),
+    ("flac", "audio/flac"),
+    ("wav", "audio/wav"),
+    ("pcm", "audio/pcm"),
+];
+
+/// What the request bounds the bill by, per door.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    /// `n` images (1 when absent).
+    Images { n: i64 },
+    /// Speech of `characters` input characters, answered as `content_type`.
+    Speech {
+        characters: i64,
+        content_type: &'static str,
+    },
+    /// A rerank of `documents` documents.
+    Rerank { documents: i64 },
+}
+
+/// A validated images, speech or rerank request.
+struct MediaCall {
+    media: Media,
+    body: Map<String, Value>,
+    model: String,
+    asked: Asked,
+}
+
+impl MediaCall {
+    fn parse(media: Media, raw: &[u8]) -> Result<Self, ApiError> {
+        let value: Value = serde_json::from_slice(raw).map_err(|error| {
+            ApiError::bad_request(format!("The request body is not valid JSON: {error}"))
+        })?;
+        let Value::Object(body) = value else {
+            return Err(ApiError::bad_request(
+                "The request body must be a JSON object",
+            ));
+        };
+        // OpenAI defaults images to dall-e-2 and speech has no default; a
+        // gateway routes by model, so it is always required.
+        let model = match body.get("model") {
+            Some(Value::String(model)) if !model.trim().is_empty() => model.clone(),
+            Some(Value::String(_) | Value::Null) | None => {
+                return Err(ApiError::bad_param(
+                    "model",
+                    "You must provide a model parameter",
+                ));
+            }
+            Some(_) => return Err(ApiError::bad_param("model", "`model` must be a string")),
+        };
+        let asked = match media {
+            Media::ImageGenerations => images(&body)?,
+            Media::AudioSpeech => speech(&body)?,
+            Media::Rerank => rerank(&body)?,
+            // The multipart doors (`media_upload`) parse their own bodies.
+            Media::ImageEdits | Media::AudioTranscriptions | Media::AudioTranslations => {
+                return Err(ApiError::Internal);
+            }
+        };
+        Ok(Self {
+            media,
+            body,
+            model,
+            asked,
+        })
+    }
+}
+
+/// A required non-empty string field.
+fn required_text<'a>(
+    body: &'a Map<String, Value>,
+    field: &'static str,
+) -> Result<&'a str, ApiError> {
+    match body.get(field) {
+        Some(Value::String(text)) if !text.is_empty() => Ok(text),
+        Some(Value::String(_) | Value::Null) | None => Err(ApiError::bad_param(
+            field,
+            format!("You must provide a non-empty `{field}` parameter"),
+        )),
+        Some(_) => Err(ApiError::bad_param(
+            field,
+            format!("`{field}` must be a string"),
+        )),
+    }
+}
+
+fn images(body: &Map<String, Value>) -> Result<Asked, ApiError> {
+    required_text(body, "prompt")?;
+    let n = match body.get("n") {
+        None | Some(Value::Null) => 1,
+        Some(n) => n
+            .as_i64()
+            .filter(|n| (1..=MAX_IMAGES).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_param(
+                    "n",
+                    format!("`n` must be an integer from 1 to {MAX_IMAGES}"),
+                )
+            })?,
+    };
+    match body.get("stream") {
+        None | Some(Value::Null | Value::Bool(false)) => {}
+        Some(Value::Bool(true)) => {
+            return Err(ApiError::bad_param(
+                "stream",
+                "Streamed image generation (`stream: true`, partial images) is not supported \
+                 by this gateway yet; leave `stream` unset",
+            ));
+        }
+        Some(_) => return Err(ApiError::bad_param("stream", "`stream` must be a boolean")),
+    }
+    Ok(Asked::Images { n })
+}
+
+fn speech(body: &Map<String, Value>) -> Result<Asked, ApiError> {
+    let input = required_text(body, "input")?;
+    // Unicode scalar values, as OpenAI counts (and bills) them.
+    let characters = input.chars().count();
+    if characters > MAX_SPEECH_CHARS {
+        return Err(ApiError::bad_param(
+            "input",
+            format!("`input` is {characters} characters long; the most is {MAX_SPEECH_CHARS}"),
+        ));
+    }
+    match body.get("voice") {
+        Some(Value::String(voice)) if !voice.is_empty() => {}
+        // A custom voice: `{"id": "voice_..."}`.
+        Some(Value::Object(voice)) if voice.get("id").is_some_and(Value::is_string) => {}
+        None | Some(Value::Null) => {
+            return Err(ApiError::bad_param(
+                "voice",
+                "You must provide a `voice` parameter",
+            ));
+        }
+        Some(_) => {
+            return Err(ApiError::bad_param(
+                "voice",
+                "`voice` must be a voice name or an object with an `id`",
+            ));
+        }
+    }
+    let content_type = match body.get("response_format") {
+        None | Some(Value::Null) => "audio/mpeg",
+        Some(Value::String(format)) => SPEECH_FORMATS
+            .iter()
+            .find(|(name, _)| name == format)
+            .map(|(_, content_type)| *content_type)
+            .ok_or_else(|| {
+                ApiError::bad_param(
+                    "response_format",
+                    format!(
+                        "`response_format` must be one of {}",
+                        SPEECH_FORMATS.map(|(name, _)| name).join(", ")
+                    ),
+                )
+            })?,
+        Some(_) => {
+            return Err(ApiError::bad_param(
+                "response_format",
+                "`response_format` must be a string",
+            ));
+        }
+    };
+    match body.get("stream_format") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(format)) if format == "audio" => {}
+        Some(Value::String(format)) if format == "sse" => {
+            return Err(ApiError::bad_param(
+                "stream_format",
+                "Speech as server-sent events (`stream_format: \"sse\"`) is not supported by \
+                 this gateway yet; use `audio`",
+            ));
+        }
+        Some(_) => {
+            return Err(ApiError::bad_param(
+                "stream_format",
+                "`stream_format` must be `audio`",
+            ));
+        }
+    }
+    Ok(Asked::Speech {
+        characters: i64::try_from(characters).unwrap_or(i64::MAX),
+        content_type,
+    })
+}
+
+fn rerank(body: &Map<String, Value>) -> Result<Asked, ApiError> {
+    required_text(body, "query")?;
+    let documents = match body.get("documents") {
+        Some(Value::Array(documents)) if !documents.is_empty() => documents,
+        Some(Value::Array(_)) | None | Some(Value::Null) => {
+            return Err(ApiError::bad_param(
+                "documents",
+                "You must provide a non-empty `documents` array",
+            ));
+        }
+        Some(_) => {
+            return Err(ApiError::bad_param(
+                "documents",
+                "`documents` must be an array",
+            ));
+        }
+    };
+    let readable = |document: &Value| match document {
+        Value::String(_) => true,
+        Value::Object(document) => document.get("text").is_some_and(Value::is_string),
+        _ => false,
+    };
+    if !documents.iter().all(readable) {
+        return Err(ApiError::bad_param(
+            "documents",
+            "Each document must be a string or an object with a `text` string",
+        ));
+    }
+    match body.get("top_n") {
+        None | Some(Value::Null) => {}
+        Some(top_n) if top_n.as_u64().is_some_and(|top_n| top_n >= 1) => {}
+        Some(_) => {
+            return Err(ApiError::bad_param(
+                "top_n",
+                "`top_n` must be a positive integer",
+            ));
+        }
+    }
+    Ok(Asked::Rerank {
+        documents: i64::try_from(documents.len()).unwrap_or(i64::MAX),
+    })
+}
+
+/// An integer count in a JSON answer (a float such as `1.0` rounded up);
+/// 0 when absent or not a number.
+fn count(value: Option<&Value>) -> i64 {
+    match value {
+        Some(Value::Number(number)) => number.as_i64().unwrap_or_else(|| {
+            // Out of i64's range or fractional: saturating by `as`.
+            number.as_f64().map_or(0, |float| float.ceil() as i64)
+        }),
+        _ => 0,
+    }
+}
+
+/// Images answer: `data` entries, and gpt-image-1's token `usage`
+/// (`input_tokens`, `output_tokens`; `prompt_tokens`/`completion_tokens`
+/// from OpenAI-compatible servers that reuse chat's names).
+fn image_usage(answer: &Value, n: i64) -> Result<Usage, MalformedAnswer> {
+    let data = answer
+        .get("data")
+        .and_then(Value::as_array)
+        .ok_or(MalformedAnswer)?;
+    let answered = i64::try_from(data.len()).unwrap_or(i64::MAX);
+    let usage = answer.get("usage");
+    let tokens = |names: [&str; 2]| {
+        let [first, second] = names.map(|name| usage.and_then(|usage| usage.get(name)));
+        count(first.or(second))
+    };
+    Ok(Usage {
+        images: n.min(answered),
+        ..Usage::tokens(
+            tokens(["input_tokens", "prompt_tokens"]),
+            tokens(["output_tokens", "completion_tokens"]),
+        )
+    })
+}
+
+/// Rerank answer: `results`, each with an `index` among the documents sent
+/// and a numeric `relevance_score`; search units and input tokens from
+/// Cohere's `meta.billed_units` or Jina's `usage.total_tokens`.
+fn rerank_usage(answer: &Value, documents: i64) -> Result<Usage, MalformedAnswer> {
+    let results = answer
+        .get("results")
+        .and_then(Value::as_array)
+        .ok_or(MalformedAnswer)?;
+    let well_formed = |result: &Value| {
+        result
+            .get("index")
+            .and_then(Value::as_i64)
+            .is_some_and(|index| (0..documents).contains(&index))
+            && result.get("relevance_score").is_some_and(Value::is_number)
+    };
+    if !results.iter().all(well_formed) {
+        return Err(MalformedAnswer);
+    }
+    let billed = answer.pointer("/meta/billed_units");
+    let search_units = match billed.and_then(|billed| billed.get("search_units")) {
+        Some(units) => count(Some(units)).clamp(0, documents.max(1)),
+        None => 1,
+    };
+    let prompt_tokens = match answer.pointer("/usage/total_tokens") {
+        Some(tokens) => count(Some(tokens)),
+        None => count(billed.and_then(|billed| billed.get("input_tokens"))),
+    };
+    Ok(Usage {
+        search_units,
+        ..Usage::tokens(prompt_tokens, 0)
+    })
+}
+
+impl UpstreamRequest for MediaCall {
+    fn path(&self, spec: &ProviderSpec, upstream_model: &str) -> Result<String, ApiError> {
+        adapter_of(spec)
+            .media_path(spec, upstream_model, self.media)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "The model `{}` is served by provider `{}` ({}), which has no {} endpoint",
+                    self.model,
+                    spec.name,
+                    kind_of(spec).as_str(),
+                    self.media.route()
+                ))
+            })
+    }
+
+    fn body(&mut self, _: &ProviderSpec, upstream_model: &str) -> Result<Bytes, ApiError> {
+        self.body
+            .insert("model".to_owned(), Value::String(upstream_model.to_owned()));
+        serde_json::to_vec(&self.body)
+            .map(Bytes::from)
+            .map_err(|_| ApiError::Internal)
+    }
+
+    fn stream(&self) -> bool {
+        false
+    }
+
+    fn parse_answer(
+        &self,
+        _: &ProviderSpec,
+        body: Bytes,
+    ) -> Result<(Bytes, Option<Usage>), MalformedAnswer> {
+        let usage = match self.asked {
+            Asked::Speech { characters, .. } => {
+                // Audio is never a JSON document: one is an error object
+                // answered with 200 (or an empty answer), not speech.
+                if body.is_empty() || serde_json::from_slice::<Value>(&body).is_ok() {
+                    return Err(MalformedAnswer);
+                }
+                Usage {
+                    characters,
+                    ..Usage::default()
+                }
+            }
+            Asked::Images { n } => {
+                let answer: Value = serde_json::from_slice(&body).map_err(|_| MalformedAnswer)?;
+                image_usage(&answer, n)?
+            }
+            Asked::Rerank { documents } => {
+                let answer: Value = serde_json::from_slice(&body).map_err(|_| MalformedAnswer)?;
+                rerank_usage(&answer, documents)?
+            }
+        };
+        Ok((body, Some(usage)))
+    }
+}
+
+impl FrontDoor for MediaCall {
+    type Route = Media;
+
+    fn endpoint(media: Media) -> &'static str {
+        media.route()
+    }
+
+    fn parse(media: Media, raw: &Bytes, _: &HttpRequest, _: &AppState) -> Result<Self, ApiError> {
+        MediaCall::parse(media, raw)
+    }
+
+    fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// No completion tokens to hold: images' output tokens, when reported,
+    /// are settled as they come (bounded by `usage.max_completion_tokens`).
+    fn max_tokens(&self) -> Option<i64> {
+        Some(0)
+    }
+
+    /// What the call will be billed in its unit, held against money budgets
+    /// before the call: `n` images, the input's characters, and for a
+    /// rerank Cohere's rule of one search unit per 100 documents (the bill
+    /// may reach one per document; holding that would refuse large reranks
+    /// to budgets that can pay for them).
+    fn max_media_units(&self) -> Usage {
+        match self.asked {
+            Asked::Images { n } => Usage {
+                images: n,
+                ..Usage::default()
+            },
+            Asked::Speech { characters, .. } => Usage {
+                characters,
+                ..Usage::default()
+            },
+            Asked::Rerank { documents } => Usage {
+                search_units: (documents.max(1) + 99) / 100,
+                ..Usage::default()
+            },
+        }
+    }
+
+    /// Never streamed (see the module docs).
+    fn stream_mode(&self, _: Media, _: &StreamStart) -> StreamMode {
+        StreamMode::Native(ChatStreamState::new(false))
+    }
+
+    fn answer_content_type(&self) -> &'static str {
+        match self.asked {
+            Asked::Speech { content_type, .. } => content_type,
+            Asked::Images { .. } | Asked::Rerank { .. } => "application/json",
+        }
+    }
+}
+
+/// `POST /v1/images/generations`.
+pub async fn image_generations(call: ClientCall) -> HttpResponse {
+    serve::<MediaCall>(Media::ImageGenerations, call).await
+}
+
+/// `POST /v1/audio/speech`.
+pub async fn speech_generation(call: ClientCall) -> HttpResponse {
+    serve::<MediaCall>(Media::AudioSpeech, call).await
+}
+
+/// `POST /v1/rerank`.
+pub async fn rerank_documents(call: ClientCall) -> HttpResponse {
+    serve::<MediaCall>(Media::Rerank, call).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(media: Media, body: Value) -> Result<MediaCall, ApiError> {
+        MediaCall::parse(media, body.to_string().as_bytes())
+    }
+
+    #[test]
+    fn speech_characters_are_unicode_scalar_values_and_name_the_media_type() {
+        let call = parse(
+            Media::AudioSpeech,
+            json!({"model": "tts", "input": "héllo 👋", "voice": "alloy", "response_format": "opus"}),
+        );
+        let asked = call.map(|call| call.asked).ok();
+        assert_eq!(
+            asked,
+            Some(Asked::Speech {
+                characters: 7,
+                content_type: "audio/opus"
+            })
+        );
+        let long = "é".repeat(MAX_SPEECH_CHARS + 1);
+        assert!(
+            parse(
+                Media::AudioSpeech,
+                json!({"model": "tts", "input": long, "voice": "alloy"})
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn images_bill_at_most_what_was_asked_and_answered() -> Result<(), MalformedAnswer> {
+        let answer =
+            json!({"data": [{}, {}, {}], "usage": {"input_tokens": 12, "output_tokens": 300}});
+        let usage = image_usage(&answer, 2)?;
+        assert_eq!(
+            (usage.images, usage.prompt_tokens, usage.completion_tokens),
+            (2, 12, 300)
+        );
+        assert_eq!(image_usage(&json!({"data": [{}]}), 4)?.images, 1);
+        assert!(image_usage(&json!({"created": 1}), 1).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn rerank_units_are_bounded_by_the_documents() -> Result<(), MalformedAnswer> {
+        let result = json!([{"index": 1, "relevance_score": 0.5}]);
+        let huge = json!({"results": result, "meta": {"billed_units": {"search_units": 1e300, "input_tokens": 9}}});
+        let usage = rerank_usage(&huge, 3)?;
+        assert_eq!((usage.search_units, usage.prompt_tokens), (3, 9));
+        let jina = json!({"results": result, "usage": {"total_tokens": 40}});
+        let usage = rerank_usage(&jina, 2)?;
+        assert_eq!((usage.search_units, usage.prompt_tokens), (1, 40));
+        let outside = json!({"results": [{"index": 5, "relevance_score": 0.1}]});
+        assert!(rerank_usage(&outside, 2).is_err());
+        Ok(())
+    }
+}
