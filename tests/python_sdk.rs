@@ -17,6 +17,10 @@ const OPENAI_MODEL: &str = "mock-gpt";
 const OPENAI_NATIVE_MODEL: &str = "mock-gpt-native";
 const CLAUDE_MODEL: &str = "mock-claude";
 const GEMINI_MODEL: &str = "mock-gemini";
+/// Image generation and speech, on the openai-compatible provider
+/// (`tests/compat/test_openai_media.py`).
+const IMAGE_MODEL: &str = "mock-image";
+const TTS_MODEL: &str = "mock-tts";
 
 /// The whole suite takes seconds; this only stops a hung gateway from
 /// hanging `cargo test`.
@@ -32,7 +36,12 @@ async fn official_python_sdks_pass_the_compat_suite() -> anyhow::Result<()> {
     let python = python::venv_tool("python")?;
 
     let gw = TestGateway::start(Backend::Sqlite, |settings, mock| {
-        let openai = mock_provider(mock, "openai-mock", &[OPENAI_MODEL], &["ok-openai"]);
+        let openai = mock_provider(
+            mock,
+            "openai-mock",
+            &[OPENAI_MODEL, IMAGE_MODEL, TTS_MODEL],
+            &["ok-openai"],
+        );
         let claude = ProviderSettings {
             kind: ProviderKind::Anthropic,
             ..mock_provider(mock, "claude-mock", &[CLAUDE_MODEL], &["ok-claude"])
@@ -72,7 +81,9 @@ async fn official_python_sdks_pass_the_compat_suite() -> anyhow::Result<()> {
         .env("SWITCHYARD_OPENAI_MODEL", OPENAI_MODEL)
         .env("SWITCHYARD_OPENAI_NATIVE_MODEL", OPENAI_NATIVE_MODEL)
         .env("SWITCHYARD_CLAUDE_MODEL", CLAUDE_MODEL)
-        .env("SWITCHYARD_GEMINI_MODEL", GEMINI_MODEL);
+        .env("SWITCHYARD_GEMINI_MODEL", GEMINI_MODEL)
+        .env("SWITCHYARD_IMAGE_MODEL", IMAGE_MODEL)
+        .env("SWITCHYARD_TTS_MODEL", TTS_MODEL);
     let (status, report) = python::run_bounded(command, PYTEST_TIMEOUT).await?;
     let seen = gw.mock.requests();
     let stopped = gw.stop().await;
@@ -96,6 +107,8 @@ async fn official_python_sdks_pass_the_compat_suite() -> anyhow::Result<()> {
         ("ok-openai", "/chat/completions"),
         ("ok-openai", "/embeddings"),
         ("ok-openai", "/v1/completions"),
+        ("ok-openai", "/v1/images/generations"),
+        ("ok-openai", "/v1/audio/speech"),
         // The Responses API: passed through to the openai kind only.
         ("ok-native", "/v1/responses"),
         ("ok-claude", "/v1/messages"),
