@@ -25,6 +25,7 @@ on_both_backends!(
     rerank_is_billed_per_search_unit_in_cohere_and_jina_shapes,
     a_failing_first_provider_fails_over_to_the_second,
     a_200_without_the_payload_fails_over,
+    an_upstream_client_error_is_relayed_without_failover,
     hostile_figures_are_bounded_by_the_request,
     a_spent_money_budget_refuses_media_calls_before_the_upstream,
 );
@@ -326,6 +327,43 @@ async fn a_failing_first_provider_fails_over_to_the_second(backend: Backend) -> 
         };
         assert_eq!(row.cost_nanos, cost + tokens, "{path}");
     }
+    gw.stop().await
+}
+
+/// An upstream 4xx is the client's mistake (an image size the model does
+/// not offer): relayed as it is, with the upstream's status and body, and
+/// never retried on another key or provider.
+async fn an_upstream_client_error_is_relayed_without_failover(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let gw = TestGateway::start(backend, |settings, mock| {
+        settings.providers = vec![
+            mock_provider(mock, "a-first", &[IMAGE_MODEL], &["ok-1", "ok-2"]),
+            mock_provider(mock, "b-second", &[IMAGE_MODEL], &["ok-3"]),
+        ];
+    })
+    .await?;
+    price_media(&gw)?;
+    let token = gw.create_token(json!({ "name": "media" })).await?;
+    let mut body = image_body(1);
+    body["size"] = json!("7x7");
+    let reply = post(&gw, &token, "/v1/images/generations", &body).await?;
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    let error = reply.json()?;
+    assert_eq!(error["error"]["code"], "invalid_value", "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("'size'")),
+        "{error}"
+    );
+    assert_eq!(gw.mock.total_calls(), 1, "a client error was retried");
+    let rows = gw.request_logs().await?;
+    let outcomes: Vec<_> = rows
+        .iter()
+        .map(|row| (row.status, row.attempts, row.cost_nanos))
+        .collect();
+    assert_eq!(outcomes, [(400, 1, 0)]);
     gw.stop().await
 }
 

@@ -2,7 +2,7 @@
 //! variants of those and of `…/audio/speech` (whose normal answer is `passthrough::speech`).
 //!
 //! Figures are deterministic, like the rest of the mock:
-//! - images: one `data` entry per `n` asked (default 1; at most [`MAX_IMAGES`]), `b64_json` when
+//! - images: a 400 for a `size` OpenAI does not offer; else one `data` entry per `n` asked (default 1; at most [`MAX_IMAGES`]), `b64_json` when
 //!   `response_format` is `b64_json`, else a `url`; gpt-image-style `usage` with `input_tokens`
 //!   = the prompt's bytes and `output_tokens` = [`IMAGE_OUTPUT_TOKENS`] per image.
 //! - rerank: a result per document (or `top_n`), `relevance_score` `1 / (index + 1)`, best
@@ -14,8 +14,8 @@
 
 use serde_json::{Value, json};
 
-use crate::base64;
 use crate::router::{Answer, Usage, strip_usage, unix_now};
+use crate::{base64, openai};
 
 /// The most images the mock draws for one request (OpenAI's bound on `n`).
 pub const MAX_IMAGES: u64 = 10;
@@ -48,7 +48,29 @@ fn text_bytes(value: Option<&Value>) -> u64 {
         .map_or(0, |text| text.len() as u64)
 }
 
+/// The sizes an image request may ask for (OpenAI's, across its image models); any other is a
+/// 400, as from OpenAI.
+const IMAGE_SIZES: [&str; 8] = [
+    "auto",
+    "256x256",
+    "512x512",
+    "1024x1024",
+    "1536x1024",
+    "1024x1536",
+    "1792x1024",
+    "1024x1792",
+];
+
 pub(crate) fn image_generations(body: &Value, usage: Usage, bend: Bend) -> Answer {
+    if let Some(size) = body.get("size").and_then(Value::as_str)
+        && !IMAGE_SIZES.contains(&size)
+    {
+        let message = format!("Invalid value for 'size': '{size}' (mock)");
+        return Answer::json(
+            400,
+            &openai::error_body(&message, "invalid_request_error", Some("invalid_value")),
+        );
+    }
     let created = unix_now();
     if bend == Bend::NoPayload {
         return Answer::json(200, &json!({"created": created}));
@@ -185,6 +207,10 @@ mod tests {
         assert!(extra.get("usage").is_none());
         let (_, bare) = json_of(image_generations(&body, Usage::Report, Bend::NoPayload));
         assert!(bare.get("data").is_none());
+        let odd = json!({"prompt": "a cat", "size": "7x7"});
+        let (status, error) = json_of(image_generations(&odd, Usage::Report, Bend::Straight));
+        assert_eq!(status, 400);
+        assert_eq!(error["error"]["code"], "invalid_value");
     }
 
     #[test]
