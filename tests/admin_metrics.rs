@@ -713,6 +713,7 @@ async fn hourly_rollups_equal_what_the_request_logs_say(backend: Backend) -> any
     // stopping it would drop the test database).
     let settings = seeded.gw.database();
     for version in [
+        "20261204000600",
         "20261204000500",
         "20261204000400",
         "20261204000200",
@@ -736,6 +737,7 @@ async fn hourly_rollups_equal_what_the_request_logs_say(backend: Backend) -> any
             "20261204000200".to_owned(),
             "20261204000400".to_owned(),
             "20261204000500".to_owned(),
+            "20261204000600".to_owned(),
         ]
     );
     let db = switchyard::db::connect(&settings).await?;
