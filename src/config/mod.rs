@@ -397,12 +397,23 @@ impl Settings {
                 ("cache_read_per_mtok", price.cache_read_per_mtok),
                 ("cache_write_per_mtok", price.cache_write_per_mtok),
                 ("reasoning_per_mtok", price.reasoning_per_mtok),
+                ("per_image", Some(price.per_image)),
+                ("per_mchar", Some(price.per_mchar)),
+                ("per_audio_second", Some(price.per_audio_second)),
+                ("per_search", Some(price.per_search)),
             ] {
                 let Some(value) = value else { continue };
                 if !value.is_finite() || value < 0.0 {
+                    let unit = match field {
+                        "per_image" => "USD per image",
+                        "per_mchar" => "USD per million characters",
+                        "per_audio_second" => "USD per second of audio",
+                        "per_search" => "USD per search unit",
+                        _ => "USD per million tokens",
+                    };
                     return Err(invalid(
                         format!("prices[{index}].{field}"),
-                        "must be a non-negative number of USD per million tokens",
+                        format!("must be a non-negative number of {unit}"),
                     ));
                 }
             }
