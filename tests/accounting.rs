@@ -826,6 +826,10 @@ async fn media_units_are_priced_and_request_logs_rollups_and_billing_agree(
         .with_context(|| format!("mock-media in {models}"))?
         .clone();
     assert_eq!(units_of(&media), want, "{media}");
+    let ledger = admin.get(&format!("/admin/billing?token_id={id}")).await?;
+    let ledger = ledger["data"].as_array().context("billing data")?;
+    assert_eq!(ledger.len(), 6);
+    assert_eq!(units(&mut ledger.iter().map(units_of)), want);
     let (status, csv) = admin
         .call(
             awc::http::Method::GET,

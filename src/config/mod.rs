@@ -455,4 +455,28 @@ mod tests {
         assert!(replaced_provider_lists(vec![layer(&first), layer(&neither)]).is_empty());
         Ok(())
     }
+
+    #[test]
+    fn a_negative_media_rate_in_prices_is_refused_naming_its_unit()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let mut settings = Settings::for_tests(dir.path())?;
+        settings.prices = vec![PriceSettings {
+            model: "tts-1".to_owned(),
+            per_mchar: 15.0,
+            ..PriceSettings::default()
+        }];
+        settings.validate()?;
+        settings.prices[0].per_audio_second = -0.0001;
+        let refused = settings.validate().err().map(|e| e.to_string());
+        let refused = refused.unwrap_or_default();
+        assert!(
+            refused.contains("prices[0].per_audio_second")
+                && refused.contains("USD per second of audio"),
+            "{refused}"
+        );
+        settings.prices[0].per_audio_second = f64::NAN;
+        assert!(settings.validate().is_err());
+        Ok(())
+    }
 }
