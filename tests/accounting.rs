@@ -16,6 +16,7 @@ on_both_backends!(
     negative_upstream_usage_is_zero_and_flagged,
     huge_upstream_usage_is_clamped_and_never_wraps,
     cache_and_reasoning_tokens_are_recorded_and_priced_at_their_own_rates,
+    media_units_are_priced_and_request_logs_rollups_and_billing_agree,
 );
 
 /// One token = 1,000,000 nano-USD ($1,000 per million tokens, both ways).
@@ -331,6 +332,7 @@ fn cache_price(model: &str) -> PriceSettings {
         cache_read_per_mtok: Some(100.0),
         cache_write_per_mtok: Some(1250.0),
         reasoning_per_mtok: Some(2000.0),
+        ..Default::default()
     }
 }
 
@@ -554,5 +556,301 @@ async fn cache_and_reasoning_tokens_are_recorded_and_priced_at_their_own_rates(
         .await?;
     assert_eq!(refused.0, 400, "{:?}", refused.1);
     assert_eq!(refused.1["error"]["param"], "cache_write_per_mtok");
+    gw.stop().await
+}
+
+/// One media call: its endpoint, (prompt, completion) tokens and (images,
+/// characters, audio_ms, search_units), the units on top of the tokens.
+type MediaCall = (&'static str, (i64, i64), [i64; 4]);
+
+/// One media request's usage record, as the meter settles it, for the
+/// token and user of `owner`.
+fn media_record(
+    n: i64,
+    at_ms: i64,
+    owner: (i64, Option<i64>),
+    (endpoint, tokens, units): MediaCall,
+    price: switchyard::metering::Price,
+) -> switchyard_actors::UsageRecord {
+    let model = "mock-media";
+    let (token_id, user_id) = owner;
+    let [images, characters, audio_ms, search_units] = units;
+    let usage = switchyard::providers::openai::Usage {
+        images,
+        characters,
+        audio_ms,
+        search_units,
+        ..switchyard::providers::openai::Usage::tokens(tokens.0, tokens.1)
+    };
+    let cost = price.usage_cost_nanos(&usage);
+    switchyard_actors::UsageRecord {
+        created_at_ms: at_ms,
+        request_id: format!("req-media-{n}"),
+        record_id: format!("rec-media-{n}"),
+        token_id: Some(token_id),
+        user_id,
+        endpoint: endpoint.to_owned(),
+        provider: Some("mock".to_owned()),
+        key_id: Some("ok-1".to_owned()),
+        requested_model: Some(model.to_owned()),
+        upstream_model: Some(model.to_owned()),
+        status: 200,
+        latency_ms: 40,
+        prompt_tokens: tokens.0,
+        completion_tokens: tokens.1,
+        cost_nanos: cost,
+        base_cost_nanos: cost,
+        priced: true,
+        attempts: 1,
+        images,
+        characters,
+        audio_ms,
+        search_units,
+        ..Default::default()
+    }
+}
+
+/// The four media units of the admin API's rows and sums, in order.
+fn units_of(value: &serde_json::Value) -> [i64; 4] {
+    ["images", "characters", "audio_ms", "search_units"]
+        .map(|field| value[field].as_i64().unwrap_or(-1))
+}
+
+/// Media units (issue 15, item 3) with their prices: a price set through
+/// the admin API is listed back in USD and micros and is the one the meter
+/// loads; records carrying images, characters, audio and search units (and
+/// tokens, as gpt-image-1 reports both) are stored by the usage writer, and
+/// the request logs, the token's counters, the billing records and both
+/// rollups agree on every unit and on the cost; the admin views (a log row,
+/// the summary, the per-model figures, the CSV export) show the units.
+/// Driven through the usage writer directly: the media doors' end-to-end
+/// accounting test lives with the doors.
+async fn media_units_are_priced_and_request_logs_rollups_and_billing_agree(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let gw = TestGateway::start(backend, |_, _| {}).await?;
+    let admin = gw.admin_client();
+    let token = gw.create_token(json!({ "name": "media" })).await?;
+    let id = token_id(&gw, &token).await?;
+    let db = &gw.gateway()?.db;
+    let user_id = db.get_token(id).await?.context("token")?.user_id;
+    let balance_before = match user_id {
+        Some(user) => db.get_user(user).await?.context("user")?.balance_nanos,
+        None => 0,
+    };
+
+    // Set -> listed back -> loaded for the meter.
+    let set = admin
+        .put(
+            "/admin/model-prices/mock-media",
+            json!({
+                "input_per_mtok": 5, "output_per_mtok": 40,
+                "per_image": 0.04, "per_mchar": 15, "per_audio_second": 0.0001,
+                "per_search": 0.002,
+            }),
+        )
+        .await?;
+    for (field, micros, usd) in [
+        ("per_image", 40_000, 0.04),
+        ("per_mchar", 15_000_000, 15.0),
+        ("per_audio_second", 100, 0.0001),
+        ("per_search", 2_000, 0.002),
+    ] {
+        assert_eq!(set[format!("{field}_micros")], micros, "{field}: {set}");
+        assert_eq!(set[field], usd, "{field}: {set}");
+    }
+    let listed = admin.get("/admin/model-prices").await?;
+    let row = listed["data"]
+        .as_array()
+        .context("data")?
+        .iter()
+        .find(|row| row["model"] == "mock-media")
+        .context("mock-media listed")?;
+    assert_eq!(row, &set);
+    // The seeded list prices carry media rates too.
+    let whisper = listed["data"]
+        .as_array()
+        .context("data")?
+        .iter()
+        .find(|row| row["model"] == "whisper-1")
+        .context("whisper-1 seeded")?;
+    assert_eq!(whisper["per_audio_second_micros"], 100, "{whisper}");
+    let prices = switchyard::config_store::load_prices(db).await?;
+    let price = *prices.get("mock-media").context("mock-media loaded")?;
+    assert_eq!(
+        (
+            price.per_image_micros,
+            price.per_mchar_micros,
+            price.per_audio_second_micros,
+            price.per_search_micros,
+        ),
+        (40_000, 15_000_000, 100, 2_000)
+    );
+    // A bad rate is a 400 naming its field; nothing changes.
+    let refused = admin
+        .call(
+            awc::http::Method::PUT,
+            "/admin/model-prices/mock-media",
+            Some(json!({"input_per_mtok": 1, "output_per_mtok": 1, "per_audio_second": -0.1})),
+        )
+        .await?;
+    assert_eq!(refused.0, 400, "{:?}", refused.1);
+    assert_eq!(refused.1["error"]["param"], "per_audio_second");
+    assert_eq!(
+        switchyard::config_store::load_prices(db)
+            .await?
+            .get("mock-media"),
+        Some(&price)
+    );
+
+    // One record per door kind, an hour apart for two of them (two rollup
+    // rows), then the same batch again (stored once).
+    let now = switchyard::clock::system_now_ms() - 60_000;
+    let calls: [MediaCall; 6] = [
+        ("/v1/images/generations", (0, 0), [2, 0, 0, 0]),
+        ("/v1/images/generations", (12, 4_160), [1, 0, 0, 0]),
+        ("/v1/audio/speech", (0, 0), [0, 1_234, 0, 0]),
+        ("/v1/audio/transcriptions", (0, 0), [0, 0, 61_500, 0]),
+        ("/v1/audio/translations", (0, 0), [0, 0, 2_001, 0]),
+        ("/v1/rerank", (0, 0), [0, 0, 0, 3]),
+    ];
+    let records: Vec<switchyard_actors::UsageRecord> = (0_i64..)
+        .zip(calls)
+        .map(|(n, call)| media_record(n, now - n % 2 * 3_600_000, (id, user_id), call, price))
+        .collect();
+    // By hand, in nano-USD: 3 images x $0.04 = 120,000,000; 12 tokens x
+    // $5/M = 60,000 and 4,160 x $40/M = 166,400,000; 1,234 characters x
+    // $15/M = 18,510,000; 63.501 s x $0.0001 = 6,350,100; 3 searches x
+    // $0.002 = 6,000,000.
+    let by_hand = 120_000_000 + 60_000 + 166_400_000 + 18_510_000 + 6_350_100 + 6_000_000;
+    let cost: i64 = records.iter().map(|r| r.cost_nanos).sum();
+    assert_eq!(cost, by_hand);
+    db.write_usage_batch(&records).await?;
+    assert!(
+        db.write_usage_batch(&records).await?.is_empty(),
+        "a record written twice is stored once"
+    );
+
+    let units = |rows: &mut dyn Iterator<Item = [i64; 4]>| {
+        rows.fold([0i64; 4], |sum, row| {
+            [
+                sum[0] + row[0],
+                sum[1] + row[1],
+                sum[2] + row[2],
+                sum[3] + row[3],
+            ]
+        })
+    };
+    let want = [3, 1_234, 63_501, 3];
+    let logs = gw.request_logs().await?;
+    assert_eq!(logs.len(), records.len());
+    assert_eq!(
+        units(
+            &mut logs
+                .iter()
+                .map(|r| [r.images, r.characters, r.audio_ms, r.search_units])
+        ),
+        want
+    );
+    assert_eq!(logs.iter().map(|r| r.cost_nanos).sum::<i64>(), cost);
+    // The token's counters: the cost (units are not tokens: only the
+    // gpt-image-1-like record's tokens count).
+    let token_row = db.get_token(id).await?.context("token")?;
+    assert_eq!(
+        (
+            token_row.spent_nanos,
+            token_row.spent_tokens,
+            token_row.request_count
+        ),
+        (cost, 12 + 4_160, 6)
+    );
+    if let Some(user) = user_id {
+        let after = db.get_user(user).await?.context("user")?.balance_nanos;
+        assert_eq!(balance_before - after, cost);
+    }
+    // The billing records: one charge per request, with its units.
+    let filter = switchyard::db::BillingFilter {
+        token_id: Some(id),
+        ..Default::default()
+    };
+    let (charges, total) = db.list_billing(&filter, 1000, 0).await?;
+    assert_eq!(total, 6);
+    assert_eq!(charges.iter().map(|c| c.amount_nanos).sum::<i64>(), cost);
+    assert_eq!(
+        units(
+            &mut charges
+                .iter()
+                .map(|c| [c.images, c.characters, c.audio_ms, c.search_units])
+        ),
+        want
+    );
+    // Both rollups.
+    for rollup in [
+        switchyard::db::rollups::Rollup::Hourly,
+        switchyard::db::rollups::Rollup::Daily,
+    ] {
+        let rows = db.list_rollups(rollup).await?;
+        let f = |row: &switchyard::db::rollups::HourlyRow| {
+            let f = &row.figures;
+            [f.images, f.characters, f.audio_ms, f.search_units]
+        };
+        assert_eq!(units(&mut rows.iter().map(f)), want, "{rollup:?}");
+        let rollup_cost: i64 = rows.iter().map(|row| row.figures.cost_nanos).sum();
+        assert_eq!(rollup_cost, cost, "{rollup:?}");
+    }
+
+    // The admin views.
+    let speech = logs
+        .iter()
+        .find(|r| r.endpoint == "/v1/audio/speech")
+        .context("speech row")?;
+    let row = admin
+        .get(&format!("/admin/request-logs/{}", speech.id))
+        .await?;
+    assert_eq!(units_of(&row), [0, 1_234, 0, 0], "{row}");
+    let from = (now - 2 * 3_600_000) / 1000;
+    let summary = admin
+        .get(&format!("/admin/metrics/summary?from={from}"))
+        .await?;
+    assert_eq!(units_of(&summary), want, "{summary}");
+    assert_eq!(summary["cost_nanos"], cost, "{summary}");
+    let models = admin
+        .get(&format!("/admin/metrics/models-distribution?from={from}"))
+        .await?;
+    let media = models["data"]
+        .as_array()
+        .or_else(|| models["models"].as_array())
+        .context("models")?
+        .iter()
+        .find(|row| row["model"] == "mock-media" || row["name"] == "mock-media")
+        .with_context(|| format!("mock-media in {models}"))?
+        .clone();
+    assert_eq!(units_of(&media), want, "{media}");
+    let ledger = admin.get(&format!("/admin/billing?token_id={id}")).await?;
+    let ledger = ledger["data"].as_array().context("billing data")?;
+    assert_eq!(ledger.len(), 6);
+    assert_eq!(units(&mut ledger.iter().map(units_of)), want);
+    let (status, csv) = admin
+        .call(
+            awc::http::Method::GET,
+            "/admin/request-logs/export?since=0&format=csv",
+            None,
+        )
+        .await?;
+    assert_eq!(status, 200, "{csv}");
+    let csv = csv.as_str().context("CSV text")?;
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let header = reader.headers()?.clone();
+    let column = |name: &str| header.iter().position(|h| h == name);
+    let at = ["images", "characters", "audio_ms", "search_units"]
+        .map(|name| column(name).unwrap_or(usize::MAX));
+    let mut exported = [0i64; 4];
+    for record in reader.records() {
+        let record = record?;
+        for (sum, index) in exported.iter_mut().zip(at) {
+            *sum += record.get(index).context("a unit column")?.parse::<i64>()?;
+        }
+    }
+    assert_eq!(exported, want);
     gw.stop().await
 }

@@ -329,6 +329,10 @@ async fn metrics_summary_distribution_and_series_are_exact(backend: Backend) -> 
             "cache_read_tokens": 0,
             "cache_write_tokens": 0,
             "reasoning_tokens": 0,
+            "images": 0,
+            "characters": 0,
+            "audio_ms": 0,
+            "search_units": 0,
             "cost_usd": 0.000_042,
             "cost_nanos": 42_000,
             "latency_ms": {
@@ -392,6 +396,10 @@ async fn metrics_summary_distribution_and_series_are_exact(backend: Backend) -> 
             "cache_read_tokens": 0,
             "cache_write_tokens": 0,
             "reasoning_tokens": 0,
+            "images": 0,
+            "characters": 0,
+            "audio_ms": 0,
+            "search_units": 0,
             "cost_usd": cost as f64 / 1e9,
             "cost_nanos": cost,
             "share": requests as f64 / 7.0,
@@ -566,7 +574,7 @@ async fn prometheus_metrics_count_requests_and_show_key_health(
 /// A rollup row as the test computes it from request logs: the key, then
 /// requests, successes, 4xx, 5xx, unpriced, prompt, completion, cost, cache
 /// reads, cache writes, reasoning, and the two histograms.
-type Rollup = ((i64, i64, String, String), [i64; 11], Vec<i64>, Vec<i64>);
+type Rollup = ((i64, i64, String, String), [i64; 15], Vec<i64>, Vec<i64>);
 
 /// What `usage_hourly` must hold for these request logs (computed here,
 /// row by row, not by the gateway's SQL).
@@ -583,21 +591,27 @@ fn expected_rollups(logs: &[RequestLog]) -> Vec<Rollup> {
         );
         let row = rows
             .entry(key.clone())
-            .or_insert_with(|| (key, [0; 11], vec![0; BUCKETS], vec![0; BUCKETS]));
+            .or_insert_with(|| (key, [0; 15], vec![0; BUCKETS], vec![0; BUCKETS]));
         let success = (200..300).contains(&log.status);
         let tokens = log.prompt_tokens + log.completion_tokens;
+        let units = [log.images, log.characters, log.audio_ms, log.search_units];
+        let used = tokens > 0 || units.iter().any(|n| *n > 0);
         let add = [
             1,
             i64::from(success),
             i64::from((400..500).contains(&log.status)),
             i64::from((500..600).contains(&log.status)),
-            i64::from(!log.priced && tokens > 0),
+            i64::from(!log.priced && used),
             log.prompt_tokens,
             log.completion_tokens,
             log.cost_nanos,
             log.cache_read_tokens,
             log.cache_write_tokens,
             log.reasoning_tokens,
+            log.images,
+            log.characters,
+            log.audio_ms,
+            log.search_units,
         ];
         for (slot, by) in row.1.iter_mut().zip(add) {
             *slot += by;
@@ -625,7 +639,7 @@ fn daily_of(hourly: &[Rollup]) -> Vec<Rollup> {
         );
         let row = rows
             .entry(day.clone())
-            .or_insert_with(|| (day, [0; 11], vec![0; latency.len()], vec![0; ttft.len()]));
+            .or_insert_with(|| (day, [0; 15], vec![0; latency.len()], vec![0; ttft.len()]));
         for (slot, by) in row.1.iter_mut().zip(counters) {
             *slot += by;
         }
@@ -675,6 +689,10 @@ async fn stored(
                     f.cache_read_tokens,
                     f.cache_write_tokens,
                     f.reasoning_tokens,
+                    f.images,
+                    f.characters,
+                    f.audio_ms,
+                    f.search_units,
                 ],
                 Figures::histogram(&f.latency),
                 Figures::histogram(&f.ttft),
@@ -713,6 +731,7 @@ async fn hourly_rollups_equal_what_the_request_logs_say(backend: Backend) -> any
     // stopping it would drop the test database).
     let settings = seeded.gw.database();
     for version in [
+        "20261204000600",
         "20261204000500",
         "20261204000400",
         "20261204000200",
@@ -736,6 +755,7 @@ async fn hourly_rollups_equal_what_the_request_logs_say(backend: Backend) -> any
             "20261204000200".to_owned(),
             "20261204000400".to_owned(),
             "20261204000500".to_owned(),
+            "20261204000600".to_owned(),
         ]
     );
     let db = switchyard::db::connect(&settings).await?;

@@ -628,6 +628,40 @@ async fn admin_users_tokens_prices_and_billing_commands() -> anyhow::Result<()> 
         &["prices", "set", "m", "--input", "-1", "--output", "1"],
         &["400"],
     )?;
+    // Media unit rates (no token price needed): set, shown in MEDIA, listed
+    // in micros; a negative one is refused by name.
+    let set = cli.ok(&[
+        "prices",
+        "set",
+        "voice-x",
+        "--per-mchar",
+        "15",
+        "--per-audio-second",
+        "0.0001",
+    ])?;
+    ensure!(
+        set.contains("MEDIA") && set.contains("$15.00/M chars") && set.contains("$0.0001/audio s"),
+        "{set}"
+    );
+    let prices = cli.json(&["prices", "list"])?;
+    let rows = prices["data"].as_array().context("data")?;
+    ensure!(
+        rows.iter().any(|row| row["model"] == "voice-x"
+            && row["input_per_mtok_micros"] == 0
+            && row["per_mchar_micros"] == 15_000_000
+            && row["per_audio_second_micros"] == 100
+            && row["per_image_micros"] == 0),
+        "{prices}"
+    );
+    let table = cli.ok(&["prices", "list"])?;
+    ensure!(
+        table.contains("$0.04/image") && table.contains("$0.002/search"),
+        "the seeded media list prices: {table}"
+    );
+    cli.fails(
+        &["prices", "set", "voice-x", "--per-image", "-1"],
+        &["400", "per_image"],
+    )?;
     let unpriced = cli.ok(&["prices", "unpriced"])?;
     ensure!(
         unpriced.contains("MODEL") && unpriced.contains("LAST_SEEN"),

@@ -80,6 +80,7 @@ const CHANGE_FEED_VERSION: &str = "20261204000100";
 const LIMIT_SHARES_VERSION: &str = "20261204000200";
 const RESPONSE_OWNERS_VERSION: &str = "20261204000400";
 const PRICED_UNITS_VERSION: &str = "20261204000500";
+const MEDIA_UNITS_VERSION: &str = "20261204000600";
 
 async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()> {
     let t = TestDb::new(backend).await?;
@@ -99,6 +100,7 @@ async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()
             LIMIT_SHARES_VERSION.to_owned(),
             RESPONSE_OWNERS_VERSION.to_owned(),
             PRICED_UNITS_VERSION.to_owned(),
+            MEDIA_UNITS_VERSION.to_owned(),
         ]
     );
     assert!(
@@ -111,6 +113,10 @@ async fn migrations_apply_once_and_revert(backend: Backend) -> anyhow::Result<()
         db.ping().await?;
     }
     assert!(migrate_run(&t.settings).await?.is_empty());
+    assert_eq!(
+        migrate_revert(&t.settings).await?,
+        Some(MEDIA_UNITS_VERSION.to_owned())
+    );
     assert_eq!(
         migrate_revert(&t.settings).await?,
         Some(PRICED_UNITS_VERSION.to_owned())
@@ -201,7 +207,12 @@ fn usage(ms: i64, token_id: Option<i64>, model: Option<&str>, n: i64) -> UsageRe
         cache_read_tokens: n % 5,
         cache_write_tokens: n % 3,
         reasoning_tokens: n % 4,
-        ..UsageRecord::default()
+        // Media units vary too (on top of the tokens; a real request has
+        // one kind, the sums must not care).
+        images: n % 2,
+        characters: n % 13 * 7,
+        audio_ms: n % 9 * 1_000 + n % 1_000,
+        search_units: n % 3,
     }
 }
 
@@ -717,6 +728,58 @@ async fn usage_batch_is_exact(backend: Backend) -> anyhow::Result<()> {
     let all: Vec<&UsageRecord> = records.iter().chain(&second).collect();
 
     assert_eq!(db.count_request_logs().await?, 1_300);
+    // The media units: request logs, both rollups and the charges (of the
+    // records with a token) hold the records' sums, unit by unit.
+    let units = |r: &UsageRecord| [r.images, r.characters, r.audio_ms, r.search_units];
+    let total = |rows: &mut dyn Iterator<Item = [i64; 4]>| {
+        rows.fold([0i64; 4], |sum, row| {
+            [
+                sum[0] + row[0],
+                sum[1] + row[1],
+                sum[2] + row[2],
+                sum[3] + row[3],
+            ]
+        })
+    };
+    let expected = total(&mut all.iter().map(|r| units(r)));
+    assert!(expected.iter().all(|sum| *sum > 0), "{expected:?}");
+    let logged = db.list_request_logs(2_000, 0).await?;
+    assert_eq!(
+        total(
+            &mut logged
+                .iter()
+                .map(|l| [l.images, l.characters, l.audio_ms, l.search_units])
+        ),
+        expected
+    );
+    for rollup in [
+        switchyard::db::rollups::Rollup::Hourly,
+        switchyard::db::rollups::Rollup::Daily,
+    ] {
+        let rows = db.list_rollups(rollup).await?;
+        let f = |row: &switchyard::db::rollups::HourlyRow| {
+            [
+                row.figures.images,
+                row.figures.characters,
+                row.figures.audio_ms,
+                row.figures.search_units,
+            ]
+        };
+        assert_eq!(total(&mut rows.iter().map(f)), expected, "{rollup:?}");
+    }
+    let (charges, charged) = db
+        .list_billing(&switchyard::db::BillingFilter::default(), 2_000, 0)
+        .await?;
+    let with_token: Vec<&&UsageRecord> = all.iter().filter(|r| r.token_id.is_some()).collect();
+    assert_eq!(charged, with_token.len() as i64);
+    assert_eq!(
+        total(
+            &mut charges
+                .iter()
+                .map(|c| [c.images, c.characters, c.audio_ms, c.search_units])
+        ),
+        total(&mut with_token.iter().map(|r| units(r)))
+    );
     let page = db.list_request_logs(10, 0).await?;
     assert_eq!(page.len(), 10);
     assert_eq!(page[0].request_id, "req-1299");

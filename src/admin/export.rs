@@ -136,7 +136,7 @@ fn with_attempt_log(row: &RequestLog) -> Result<Value, String> {
 
 /// The CSV header: the fields of `GET /admin/request-logs`, in order, then
 /// `attempt_log` (a JSON array, empty for one attempt or none).
-pub const CSV_COLUMNS: [&str; 27] = [
+pub const CSV_COLUMNS: [&str; 31] = [
     "id",
     "created_at",
     "request_id",
@@ -163,6 +163,10 @@ pub const CSV_COLUMNS: [&str; 27] = [
     "cache_read_tokens",
     "cache_write_tokens",
     "reasoning_tokens",
+    "images",
+    "characters",
+    "audio_ms",
+    "search_units",
     "attempt_log",
 ];
 

@@ -2,7 +2,9 @@
 //! seconds or RFC 3339; see [`super::range`]):
 //!
 //! - `GET /admin/metrics/summary`: requests, successes (2xx) and the success
-//!   rate, errors by status class, tokens, cost, latency p50/p90/p99 and
+//!   rate, errors by status class, tokens (and of them the cache reads and
+//!   writes and reasoning tokens), the media units (images, characters,
+//!   audio_ms, search_units: on top of the tokens), cost, latency p50/p90/p99 and
 //!   time-to-first-token p50/p99 of the successful requests, unpriced requests.
 //!   Default range: the last 24 hours.
 //! - `GET /admin/metrics/models-distribution`: the same per requested
@@ -193,6 +195,10 @@ pub async fn summary(
         "cache_read_tokens": totals.cache_read_tokens,
         "cache_write_tokens": totals.cache_write_tokens,
         "reasoning_tokens": totals.reasoning_tokens,
+        "images": totals.images,
+        "characters": totals.characters,
+        "audio_ms": totals.audio_ms,
+        "search_units": totals.search_units,
         "cost_usd": usd(totals.cost_nanos),
         "cost_nanos": totals.cost_nanos,
         "latency_ms": percentiles(&PERCENTILES, &latency),
@@ -240,6 +246,10 @@ pub async fn models_distribution(
                 "cache_read_tokens": row.cache_read_tokens,
                 "cache_write_tokens": row.cache_write_tokens,
                 "reasoning_tokens": row.reasoning_tokens,
+                "images": row.images,
+                "characters": row.characters,
+                "audio_ms": row.audio_ms,
+                "search_units": row.search_units,
                 "cost_usd": usd(row.cost_nanos),
                 "cost_nanos": row.cost_nanos,
                 "share": ratio(row.requests, total),

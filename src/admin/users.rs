@@ -112,6 +112,11 @@ pub fn billing_json(record: &BillingRecord) -> Value {
         "amount_usd": usd(record.amount_nanos),
         "priced": record.priced,
         "note": record.note,
+        // Media units charged on top of the tokens (0 for a top-up).
+        "images": record.images,
+        "characters": record.characters,
+        "audio_ms": record.audio_ms,
+        "search_units": record.search_units,
     })
 }
 

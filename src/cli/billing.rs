@@ -3,6 +3,7 @@
 use super::table::{self, text, time, usd};
 use super::{AdminClient, encode, print_json};
 use clap::Subcommand;
+use serde_json::Value;
 
 #[derive(Debug, Subcommand)]
 pub enum BillingAction {
@@ -60,10 +61,11 @@ pub(super) async fn run(
                 text(&record["note"])
             } else {
                 format!(
-                    "{} ({}+{} tokens{})",
+                    "{} ({}+{} tokens{}{})",
                     text(&record["model"]),
                     text(&record["prompt_tokens"]),
                     text(&record["completion_tokens"]),
+                    media_units(record),
                     if record["priced"] == false {
                         ", unpriced"
                     } else {
@@ -96,4 +98,22 @@ pub(super) async fn run(
     );
     println!("{} of {} records", rows.len(), text(&listed["total"]));
     Ok(())
+}
+
+/// The media units a charge paid for, as `, 2 images`; empty when none.
+fn media_units(record: &Value) -> String {
+    [
+        ("images", "images"),
+        ("characters", "chars"),
+        ("audio_ms", "ms audio"),
+        ("search_units", "searches"),
+    ]
+    .iter()
+    .filter_map(|(field, unit)| {
+        record[*field]
+            .as_i64()
+            .filter(|n| *n > 0)
+            .map(|n| format!(", {n} {unit}"))
+    })
+    .collect()
 }

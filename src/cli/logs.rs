@@ -194,6 +194,7 @@ pub(super) async fn run_logs(
                 text(&row["token_id"]),
                 text(&row["prompt_tokens"]),
                 text(&row["completion_tokens"]),
+                media_units(row),
                 usd(&Value::from(
                     row["cost_nanos"].as_i64().map(|n| n as f64 / 1e9),
                 )),
@@ -213,6 +214,7 @@ pub(super) async fn run_logs(
             " TOKEN",
             " PROMPT",
             " COMPLETION",
+            "MEDIA",
             " COST_USD",
             " LATENCY_MS",
             "STREAM",
@@ -227,6 +229,30 @@ pub(super) async fn run_logs(
         text(&page["offset"])
     );
     Ok(())
+}
+
+/// The media units a log row or a summary counts, as `2 images, 61.5 s
+/// audio`; `-` when none (a chat request).
+fn media_units(row: &Value) -> String {
+    let count = |field: &str| row[field].as_i64().filter(|n| *n > 0);
+    let mut units = Vec::new();
+    if let Some(images) = count("images") {
+        units.push(format!("{images} images"));
+    }
+    if let Some(characters) = count("characters") {
+        units.push(format!("{characters} chars"));
+    }
+    if let Some(ms) = count("audio_ms") {
+        units.push(format!("{:.1} s audio", ms as f64 / 1000.0));
+    }
+    if let Some(searches) = count("search_units") {
+        units.push(format!("{searches} searches"));
+    }
+    if units.is_empty() {
+        "-".to_owned()
+    } else {
+        units.join(", ")
+    }
 }
 
 fn data(page: &Value) -> &[Value] {
@@ -316,6 +342,7 @@ pub(super) async fn run_metrics(
                         text(&summary["completion_tokens"])
                     ),
                 ),
+                ("media", media_units(&summary)),
                 ("cost_usd", usd(&summary["cost_usd"])),
                 (
                     "latency_ms",

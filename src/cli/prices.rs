@@ -10,14 +10,15 @@ use serde_json::{Value, json};
 pub enum PriceAction {
     /// List model prices.
     List,
-    /// Set a model's price (USD per million tokens, and per call).
+    /// Set a model's price (USD per million tokens, per media unit, and per
+    /// call).
     Set {
         model: String,
         /// USD per million prompt tokens.
-        #[arg(long, allow_negative_numbers = true)]
+        #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
         input: f64,
         /// USD per million completion tokens.
-        #[arg(long, allow_negative_numbers = true)]
+        #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
         output: f64,
         /// USD per successful call, on top of the tokens (a `/proxy`
         /// endpoint's price: model `proxy:{provider}:{path}`).
@@ -35,6 +36,19 @@ pub enum PriceAction {
         /// output price).
         #[arg(long, allow_negative_numbers = true)]
         reasoning: Option<f64>,
+        /// USD per image generated or edited, on top of the tokens.
+        #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
+        per_image: f64,
+        /// USD per million characters of speech input (tts-1: 15).
+        #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
+        per_mchar: f64,
+        /// USD per second of audio transcribed or translated ($0.006 a
+        /// minute is 0.0001).
+        #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
+        per_audio_second: f64,
+        /// USD per rerank search unit ($2 per 1,000 is 0.002).
+        #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
+        per_search: f64,
     },
     /// Remove a model's price (its requests are logged unpriced).
     Delete { model: String },
@@ -61,6 +75,10 @@ pub(super) async fn run(
             cache_read,
             cache_write,
             reasoning,
+            per_image,
+            per_mchar,
+            per_audio_second,
+            per_search,
         } => {
             let set = client
                 .call(
@@ -73,6 +91,10 @@ pub(super) async fn run(
                         "cache_read_per_mtok": cache_read,
                         "cache_write_per_mtok": cache_write,
                         "reasoning_per_mtok": reasoning,
+                        "per_image": per_image,
+                        "per_mchar": per_mchar,
+                        "per_audio_second": per_audio_second,
+                        "per_search": per_search,
                     })),
                 )
                 .await?;
@@ -126,11 +148,13 @@ pub(super) async fn run(
                 per_mtok(&row["cache_read_per_mtok_micros"]),
                 per_mtok(&row["cache_write_per_mtok_micros"]),
                 per_mtok(&row["reasoning_per_mtok_micros"]),
+                media_rates(row),
             ]
         })
         .collect();
     // A part without its own rate shows `-`: charged at the input (cache)
-    // or output (reasoning) price.
+    // or output (reasoning) price. MEDIA lists the media unit rates set
+    // (`-`: none).
     table::print(
         &[
             "MODEL",
@@ -139,6 +163,7 @@ pub(super) async fn run(
             " CACHE_READ",
             " CACHE_WRITE",
             " REASONING",
+            "MEDIA",
         ],
         &rows,
     );
@@ -152,7 +177,27 @@ fn rows(listed: &Value) -> &[Value] {
         .unwrap_or_default()
 }
 
-/// Micro-USD per million tokens as `$2.50`.
+/// The media unit rates a price charges, as `$0.04/image, $15.00/M chars`;
+/// `-` when it charges none.
+fn media_rates(row: &Value) -> String {
+    let rates: Vec<String> = [
+        ("per_image_micros", "/image"),
+        ("per_mchar_micros", "/M chars"),
+        ("per_audio_second_micros", "/audio s"),
+        ("per_search_micros", "/search"),
+    ]
+    .iter()
+    .filter(|(field, _)| row[*field].as_i64().is_some_and(|micros| micros > 0))
+    .map(|(field, unit)| format!("{}{unit}", per_mtok(&row[*field])))
+    .collect();
+    if rates.is_empty() {
+        "-".to_owned()
+    } else {
+        rates.join(", ")
+    }
+}
+
+/// Micro-USD (per million tokens, or per unit) as `$2.50`.
 fn per_mtok(micros: &Value) -> String {
     micros.as_i64().map_or_else(
         || "-".to_owned(),

@@ -397,12 +397,23 @@ impl Settings {
                 ("cache_read_per_mtok", price.cache_read_per_mtok),
                 ("cache_write_per_mtok", price.cache_write_per_mtok),
                 ("reasoning_per_mtok", price.reasoning_per_mtok),
+                ("per_image", Some(price.per_image)),
+                ("per_mchar", Some(price.per_mchar)),
+                ("per_audio_second", Some(price.per_audio_second)),
+                ("per_search", Some(price.per_search)),
             ] {
                 let Some(value) = value else { continue };
                 if !value.is_finite() || value < 0.0 {
+                    let unit = match field {
+                        "per_image" => "USD per image",
+                        "per_mchar" => "USD per million characters",
+                        "per_audio_second" => "USD per second of audio",
+                        "per_search" => "USD per search unit",
+                        _ => "USD per million tokens",
+                    };
                     return Err(invalid(
                         format!("prices[{index}].{field}"),
-                        "must be a non-negative number of USD per million tokens",
+                        format!("must be a non-negative number of {unit}"),
                     ));
                 }
             }
@@ -442,6 +453,30 @@ mod tests {
         );
         // One layer with providers (the usual case) says nothing.
         assert!(replaced_provider_lists(vec![layer(&first), layer(&neither)]).is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn a_negative_media_rate_in_prices_is_refused_naming_its_unit()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let mut settings = Settings::for_tests(dir.path())?;
+        settings.prices = vec![PriceSettings {
+            model: "tts-1".to_owned(),
+            per_mchar: 15.0,
+            ..PriceSettings::default()
+        }];
+        settings.validate()?;
+        settings.prices[0].per_audio_second = -0.0001;
+        let refused = settings.validate().err().map(|e| e.to_string());
+        let refused = refused.unwrap_or_default();
+        assert!(
+            refused.contains("prices[0].per_audio_second")
+                && refused.contains("USD per second of audio"),
+            "{refused}"
+        );
+        settings.prices[0].per_audio_second = f64::NAN;
+        assert!(settings.validate().is_err());
         Ok(())
     }
 }

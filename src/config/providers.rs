@@ -354,12 +354,15 @@ impl RetrySettings {
     }
 }
 
-/// `[[prices]]`: list prices in USD per million tokens.
+/// `[[prices]]`: list prices in USD per million tokens and per media unit.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PriceSettings {
     pub model: String,
+    /// Absent: 0 (a media model priced by its units alone, tts-1).
+    #[serde(default)]
     pub input_per_mtok: f64,
+    #[serde(default)]
     pub output_per_mtok: f64,
     /// Prompt tokens read from the provider's cache; absent: `input_per_mtok`.
     #[serde(default)]
@@ -370,6 +373,20 @@ pub struct PriceSettings {
     /// Completion tokens spent reasoning; absent: `output_per_mtok`.
     #[serde(default)]
     pub reasoning_per_mtok: Option<f64>,
+    /// Media units, each on top of the tokens (absent: 0, not charged):
+    /// USD per image generated or edited.
+    #[serde(default)]
+    pub per_image: f64,
+    /// USD per million characters of speech input.
+    #[serde(default)]
+    pub per_mchar: f64,
+    /// USD per second of audio transcribed or translated ($0.006 a minute
+    /// is 0.0001).
+    #[serde(default)]
+    pub per_audio_second: f64,
+    /// USD per rerank search unit.
+    #[serde(default)]
+    pub per_search: f64,
 }
 
 impl PriceSettings {
@@ -378,7 +395,8 @@ impl PriceSettings {
         (usd * 1_000_000.0).round() as i64
     }
 
-    /// The token rates in micro-USD (no per-call price: settings have none).
+    /// The token and media unit rates in micro-USD (no per-call price:
+    /// settings have none).
     pub fn price(&self) -> crate::metering::Price {
         crate::metering::Price {
             input_per_mtok_micros: Self::micros(self.input_per_mtok),
@@ -387,7 +405,10 @@ impl PriceSettings {
             cache_read_per_mtok_micros: self.cache_read_per_mtok.map(Self::micros),
             cache_write_per_mtok_micros: self.cache_write_per_mtok.map(Self::micros),
             reasoning_per_mtok_micros: self.reasoning_per_mtok.map(Self::micros),
-            ..crate::metering::Price::default()
+            per_image_micros: Self::micros(self.per_image),
+            per_mchar_micros: Self::micros(self.per_mchar),
+            per_audio_second_micros: Self::micros(self.per_audio_second),
+            per_search_micros: Self::micros(self.per_search),
         }
     }
 }
@@ -416,6 +437,43 @@ mod tests {
             assert!(!printed.contains(secret), "{secret} in {printed}");
         }
         assert!(printed.contains("x-upstream-auth"), "{printed}");
+        Ok(())
+    }
+
+    #[test]
+    fn media_list_prices_convert_to_micros() -> Result<(), serde_json::Error> {
+        let price: PriceSettings = serde_json::from_value(serde_json::json!({
+            "model": "whisper-1", "per_audio_second": 0.0001,
+        }))?;
+        let price = price.price();
+        assert_eq!(price.per_audio_second_micros, 100);
+        assert_eq!(
+            (price.input_per_mtok_micros, price.output_per_mtok_micros),
+            (0, 0)
+        );
+        let price: PriceSettings = serde_json::from_value(serde_json::json!({
+            "model": "m", "input_per_mtok": 5, "output_per_mtok": 40,
+            "per_image": 0.04, "per_mchar": 15, "per_search": 0.002,
+        }))?;
+        let price = price.price();
+        assert_eq!(
+            (
+                price.input_per_mtok_micros,
+                price.output_per_mtok_micros,
+                price.per_image_micros,
+                price.per_mchar_micros,
+                price.per_search_micros,
+                price.per_audio_second_micros,
+            ),
+            (5_000_000, 40_000_000, 40_000, 15_000_000, 2_000, 0)
+        );
+        // Misspelt: refused, never a silently free unit.
+        assert!(
+            serde_json::from_value::<PriceSettings>(
+                serde_json::json!({ "model": "m", "per_imag": 1 })
+            )
+            .is_err()
+        );
         Ok(())
     }
 }

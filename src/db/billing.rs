@@ -36,6 +36,13 @@ pub struct BillingRecord {
     pub amount_nanos: i64,
     pub priced: bool,
     pub note: Option<String>,
+    /// Media units the request was charged for, on top of its tokens (0
+    /// for a top-up): images, characters of speech, milliseconds of audio,
+    /// rerank search units.
+    pub images: i64,
+    pub characters: i64,
+    pub audio_ms: i64,
+    pub search_units: i64,
 }
 
 /// Which records to list; `None` matches all.

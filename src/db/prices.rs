@@ -1,7 +1,8 @@
 //! Model prices, per million input and output tokens (and, when set,
 //! prompt-cache reads and writes and reasoning tokens at their own rates),
-//! plus a fixed price per successful call (the proxy's endpoints without
-//! token usage).
+//! per media unit (image, million characters of speech, second of audio,
+//! rerank search unit: on top of the tokens), plus a fixed price per
+//! successful call (the proxy's endpoints without token usage).
 
 use super::schema::model_prices;
 use super::{Db, DbError};
@@ -29,6 +30,14 @@ pub struct ModelPrice {
     pub cache_write_per_mtok_micros: Option<i64>,
     /// Reasoning tokens; `None`: the output rate.
     pub reasoning_per_mtok_micros: Option<i64>,
+    /// Micro-USD per image generated or edited (0: not charged).
+    pub per_image_micros: i64,
+    /// Micro-USD per million characters of speech input.
+    pub per_mchar_micros: i64,
+    /// Micro-USD per second of audio transcribed or translated.
+    pub per_audio_second_micros: i64,
+    /// Micro-USD per rerank search unit.
+    pub per_search_micros: i64,
 }
 
 impl ModelPrice {
@@ -41,14 +50,17 @@ impl ModelPrice {
             cache_read_per_mtok_micros: self.cache_read_per_mtok_micros,
             cache_write_per_mtok_micros: self.cache_write_per_mtok_micros,
             reasoning_per_mtok_micros: self.reasoning_per_mtok_micros,
-            ..Price::default()
+            per_image_micros: self.per_image_micros,
+            per_mchar_micros: self.per_mchar_micros,
+            per_audio_second_micros: self.per_audio_second_micros,
+            per_search_micros: self.per_search_micros,
         }
     }
 }
 
 impl Db {
     /// Sets the plain token prices of `model` (no separate cache or
-    /// reasoning rate), keeping its per-call price.
+    /// reasoning rate, no media unit rate), keeping its per-call price.
     pub async fn upsert_price(
         &self,
         model: &str,
@@ -63,9 +75,9 @@ impl Db {
         self.upsert_token_prices(model, &price).await
     }
 
-    /// Sets every token rate of `model` from `price` (its `per_call_micros`
-    /// is ignored: a new model gets 0, an existing one keeps its own).
-    /// What `[[prices]]` in the settings declare.
+    /// Sets every token and media unit rate of `model` from `price` (its
+    /// `per_call_micros` is ignored: a new model gets 0, an existing one
+    /// keeps its own). What `[[prices]]` in the settings declare.
     pub async fn upsert_token_prices(
         &self,
         model: &str,
@@ -84,6 +96,10 @@ impl Db {
                     p::cache_read_per_mtok_micros.eq(price.cache_read_per_mtok_micros),
                     p::cache_write_per_mtok_micros.eq(price.cache_write_per_mtok_micros),
                     p::reasoning_per_mtok_micros.eq(price.reasoning_per_mtok_micros),
+                    p::per_image_micros.eq(price.per_image_micros),
+                    p::per_mchar_micros.eq(price.per_mchar_micros),
+                    p::per_audio_second_micros.eq(price.per_audio_second_micros),
+                    p::per_search_micros.eq(price.per_search_micros),
                     p::created_at.eq(now),
                     p::updated_at.eq(now),
                 ))
@@ -95,6 +111,10 @@ impl Db {
                     p::cache_read_per_mtok_micros.eq(excluded(p::cache_read_per_mtok_micros)),
                     p::cache_write_per_mtok_micros.eq(excluded(p::cache_write_per_mtok_micros)),
                     p::reasoning_per_mtok_micros.eq(excluded(p::reasoning_per_mtok_micros)),
+                    p::per_image_micros.eq(excluded(p::per_image_micros)),
+                    p::per_mchar_micros.eq(excluded(p::per_mchar_micros)),
+                    p::per_audio_second_micros.eq(excluded(p::per_audio_second_micros)),
+                    p::per_search_micros.eq(excluded(p::per_search_micros)),
                     p::updated_at.eq(now),
                 ))
                 .returning(ModelPrice::as_returning())
@@ -124,6 +144,10 @@ impl Db {
                     p::cache_read_per_mtok_micros.eq(price.cache_read_per_mtok_micros),
                     p::cache_write_per_mtok_micros.eq(price.cache_write_per_mtok_micros),
                     p::reasoning_per_mtok_micros.eq(price.reasoning_per_mtok_micros),
+                    p::per_image_micros.eq(price.per_image_micros),
+                    p::per_mchar_micros.eq(price.per_mchar_micros),
+                    p::per_audio_second_micros.eq(price.per_audio_second_micros),
+                    p::per_search_micros.eq(price.per_search_micros),
                     p::created_at.eq(now),
                     p::updated_at.eq(now),
                 ))
@@ -136,6 +160,10 @@ impl Db {
                     p::cache_read_per_mtok_micros.eq(excluded(p::cache_read_per_mtok_micros)),
                     p::cache_write_per_mtok_micros.eq(excluded(p::cache_write_per_mtok_micros)),
                     p::reasoning_per_mtok_micros.eq(excluded(p::reasoning_per_mtok_micros)),
+                    p::per_image_micros.eq(excluded(p::per_image_micros)),
+                    p::per_mchar_micros.eq(excluded(p::per_mchar_micros)),
+                    p::per_audio_second_micros.eq(excluded(p::per_audio_second_micros)),
+                    p::per_search_micros.eq(excluded(p::per_search_micros)),
                     p::updated_at.eq(now),
                 ))
                 .returning(ModelPrice::as_returning())
@@ -185,7 +213,7 @@ pub struct UnpricedModel {
 const UNPRICED_MAX_ROWS: i64 = 1000;
 
 impl Db {
-    /// Stores each `(model, token rates)` price whose model has no price
+    /// Stores each `(model, rates)` price whose model has no price
     /// yet; never changes an existing one. Returns the models added.
     pub async fn insert_prices_if_absent(
         &self,
@@ -205,6 +233,10 @@ impl Db {
                         p::cache_read_per_mtok_micros.eq(price.cache_read_per_mtok_micros),
                         p::cache_write_per_mtok_micros.eq(price.cache_write_per_mtok_micros),
                         p::reasoning_per_mtok_micros.eq(price.reasoning_per_mtok_micros),
+                        p::per_image_micros.eq(price.per_image_micros),
+                        p::per_mchar_micros.eq(price.per_mchar_micros),
+                        p::per_audio_second_micros.eq(price.per_audio_second_micros),
+                        p::per_search_micros.eq(price.per_search_micros),
                         p::created_at.eq(now),
                         p::updated_at.eq(now),
                     ))

@@ -2,9 +2,11 @@
 //! admin overview reads instead of scanning `request_logs`.
 //!
 //! One row per (UTC hour, token, requested model, provider): requests,
-//! successes (2xx), 4xx and 5xx, unpriced requests (tokens of a model
-//! without a price), prompt and completion tokens (and of them the cache
-//! reads, cache writes and reasoning tokens), cost, and two
+//! successes (2xx), 4xx and 5xx, unpriced requests (tokens or media units
+//! of a model without a price), prompt and completion tokens (and of them the cache
+//! reads, cache writes and reasoning tokens), the media units (images,
+//! characters of speech, audio milliseconds, rerank search units: on top of
+//! the tokens), cost, and two
 //! histograms, of the latency and of the time to first token of the
 //! successful requests. "No token", "no model" and "no provider" are
 //! stored as `0`, `''` and `''`, so the key has no NULL (a NULL would make
@@ -57,22 +59,32 @@ pub const COUNTERS: [&str; 8] = [
     "completion_tokens",
     "cost_nanos",
 ];
-/// The token parts priced apart (issue 15), each inside its total
-/// (`prompt_tokens`, `completion_tokens`): columns added after the
-/// histograms, in the order of [`HourlyDelta::parts`].
-pub const PARTS: [&str; 3] = [
+/// The units priced apart (issue 15), columns added after the histograms
+/// (by two migrations, in this order), in the order of
+/// [`HourlyDelta::parts`]: first the token parts, each inside its total
+/// (`prompt_tokens`, `completion_tokens`), then the media units, on top of
+/// the tokens. Every one has the same name in `request_logs`.
+pub const PARTS: [&str; 7] = [
     "cache_read_tokens",
     "cache_write_tokens",
     "reasoning_tokens",
+    "images",
+    "characters",
+    "audio_ms",
+    "search_units",
 ];
 /// Counters whose sum could pass `i64::MAX` (the others count requests).
-const SATURATING: [&str; 6] = [
+const SATURATING: [&str; 10] = [
     "prompt_tokens",
     "completion_tokens",
     "cost_nanos",
     "cache_read_tokens",
     "cache_write_tokens",
     "reasoning_tokens",
+    "images",
+    "characters",
+    "audio_ms",
+    "search_units",
 ];
 /// Rows per multi-row upsert: 500 rows bind 1,000 strings, far under both
 /// backends' limits.
@@ -143,7 +155,7 @@ pub struct HourlyDelta {
     pub latency: [i64; BUCKETS],
     pub ttft: [i64; BUCKETS],
     /// In the order of [`PARTS`].
-    pub parts: [i64; 3],
+    pub parts: [i64; PARTS.len()],
 }
 
 impl Default for HourlyDelta {
@@ -152,7 +164,7 @@ impl Default for HourlyDelta {
             counters: [0; 8],
             latency: [0; BUCKETS],
             ttft: [0; BUCKETS],
-            parts: [0; 3],
+            parts: [0; PARTS.len()],
         }
     }
 }
@@ -168,13 +180,16 @@ impl HourlyDelta {
     pub fn add(&mut self, r: &UsageRecord) {
         let success = (200..300).contains(&r.status);
         let tokens = r.prompt_tokens.saturating_add(r.completion_tokens);
+        // Something a price would have charged for: tokens or media units.
+        let used =
+            tokens > 0 || r.images > 0 || r.characters > 0 || r.audio_ms > 0 || r.search_units > 0;
         let c = &mut self.counters;
         let flags = [
             1,
             i64::from(success),
             i64::from((400..500).contains(&r.status)),
             i64::from((500..600).contains(&r.status)),
-            i64::from(!r.priced && tokens > 0),
+            i64::from(!r.priced && used),
             r.prompt_tokens,
             r.completion_tokens,
             r.cost_nanos,
@@ -186,6 +201,10 @@ impl HourlyDelta {
             r.cache_read_tokens,
             r.cache_write_tokens,
             r.reasoning_tokens,
+            r.images,
+            r.characters,
+            r.audio_ms,
+            r.search_units,
         ];
         for (slot, by) in self.parts.iter_mut().zip(parts) {
             *slot = slot.saturating_add(by);
@@ -384,8 +403,8 @@ fn counter_sums(expressions: [String; 8]) -> String {
         .join(", ")
 }
 
-/// The token parts summed: the columns have the same names in
-/// `request_logs` and in the rollups.
+/// The token parts and media units summed: the columns have the same
+/// names in `request_logs` and in the rollups.
 fn part_sums() -> String {
     PARTS
         .iter()
@@ -416,7 +435,8 @@ pub fn raw_select(histograms: bool) -> String {
         format!("CASE WHEN {SUCCESS} THEN 1 ELSE 0 END"),
         "CASE WHEN status BETWEEN 400 AND 499 THEN 1 ELSE 0 END".to_owned(),
         "CASE WHEN status BETWEEN 500 AND 599 THEN 1 ELSE 0 END".to_owned(),
-        "CASE WHEN priced = FALSE AND prompt_tokens + completion_tokens > 0 THEN 1 ELSE 0 END"
+        "CASE WHEN priced = FALSE AND (prompt_tokens + completion_tokens > 0 OR images > 0 \
+         OR characters > 0 OR audio_ms > 0 OR search_units > 0) THEN 1 ELSE 0 END"
             .to_owned(),
         "prompt_tokens".to_owned(),
         "completion_tokens".to_owned(),
@@ -481,6 +501,18 @@ pub struct Figures {
     /// Of `completion_tokens`: spent reasoning.
     #[diesel(sql_type = BigInt)]
     pub reasoning_tokens: i64,
+    /// Media units, on top of the tokens: images generated or edited.
+    #[diesel(sql_type = BigInt)]
+    pub images: i64,
+    /// Characters of text turned into speech.
+    #[diesel(sql_type = BigInt)]
+    pub characters: i64,
+    /// Milliseconds of audio transcribed or translated.
+    #[diesel(sql_type = BigInt)]
+    pub audio_ms: i64,
+    /// Rerank search units.
+    #[diesel(sql_type = BigInt)]
+    pub search_units: i64,
     /// The latency histogram, `n0,n1,...` ([`Figures::histogram`]).
     #[diesel(sql_type = Text)]
     pub latency: String,
@@ -513,6 +545,10 @@ impl Figures {
             (&mut self.cache_read_tokens, other.cache_read_tokens),
             (&mut self.cache_write_tokens, other.cache_write_tokens),
             (&mut self.reasoning_tokens, other.reasoning_tokens),
+            (&mut self.images, other.images),
+            (&mut self.characters, other.characters),
+            (&mut self.audio_ms, other.audio_ms),
+            (&mut self.search_units, other.search_units),
         ] {
             *mine = mine.saturating_add(theirs);
         }

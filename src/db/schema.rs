@@ -88,6 +88,10 @@ diesel::table! {
         cache_read_per_mtok_micros -> Nullable<BigInt>,
         cache_write_per_mtok_micros -> Nullable<BigInt>,
         reasoning_per_mtok_micros -> Nullable<BigInt>,
+        per_image_micros -> BigInt,
+        per_mchar_micros -> BigInt,
+        per_audio_second_micros -> BigInt,
+        per_search_micros -> BigInt,
     }
 }
 
@@ -129,6 +133,10 @@ diesel::table! {
         cache_read_tokens -> BigInt,
         cache_write_tokens -> BigInt,
         reasoning_tokens -> BigInt,
+        images -> BigInt,
+        characters -> BigInt,
+        audio_ms -> BigInt,
+        search_units -> BigInt,
     }
 }
 
@@ -259,6 +267,10 @@ diesel::table! {
         amount_nanos -> BigInt,
         priced -> Bool,
         note -> Nullable<Text>,
+        images -> BigInt,
+        characters -> BigInt,
+        audio_ms -> BigInt,
+        search_units -> BigInt,
     }
 }
 

@@ -16,7 +16,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use switchyard_actors::{RecordOutcome, UsageRecord, WriteReport};
 
-/// Rows per multi-row INSERT: 500 rows of 26 columns stay well under SQLite's
+/// Rows per multi-row INSERT: 500 rows of 30 columns stay well under SQLite's
 /// bind limit (32,766) and PostgreSQL's (65,535).
 const INSERT_CHUNK_ROWS: usize = 500;
 
@@ -61,6 +61,14 @@ pub struct RequestLog {
     pub cache_write_tokens: i64,
     /// Of `completion_tokens`: spent reasoning.
     pub reasoning_tokens: i64,
+    /// Media units, on top of the tokens: images generated or edited.
+    pub images: i64,
+    /// Characters of text turned into speech (counted by the gateway).
+    pub characters: i64,
+    /// Milliseconds of audio transcribed or translated.
+    pub audio_ms: i64,
+    /// Rerank search units.
+    pub search_units: i64,
 }
 
 impl RequestLog {
@@ -149,6 +157,10 @@ struct NewRequestLog {
     cache_read_tokens: i64,
     cache_write_tokens: i64,
     reasoning_tokens: i64,
+    images: i64,
+    characters: i64,
+    audio_ms: i64,
+    search_units: i64,
 }
 
 impl From<&UsageRecord> for NewRequestLog {
@@ -182,6 +194,10 @@ impl From<&UsageRecord> for NewRequestLog {
             cache_read_tokens: r.cache_read_tokens,
             cache_write_tokens: r.cache_write_tokens,
             reasoning_tokens: r.reasoning_tokens,
+            images: r.images,
+            characters: r.characters,
+            audio_ms: r.audio_ms,
+            search_units: r.search_units,
         }
     }
 }
@@ -203,6 +219,10 @@ struct NewCharge {
     amount_nanos: i64,
     priced: bool,
     note: Option<String>,
+    images: i64,
+    characters: i64,
+    audio_ms: i64,
+    search_units: i64,
 }
 
 impl NewCharge {
@@ -228,6 +248,10 @@ impl NewCharge {
             amount_nanos: r.cost_nanos,
             priced: r.priced,
             note: None,
+            images: r.images,
+            characters: r.characters,
+            audio_ms: r.audio_ms,
+            search_units: r.search_units,
         })
     }
 }

@@ -279,6 +279,8 @@ def test_every_other_page_renders(page):
 
     go(page, "prices", "Prices")
     expect(page.get_by_role("table", name="Prices")).to_contain_text(MODEL)
+    # The seeded media list prices show their unit rates (whisper-1: $0.006 a minute).
+    expect(page.get_by_role("table", name="Prices")).to_contain_text("$0.0001 / audio s")
     expect(page.get_by_role("table", name="Unpriced models")).to_contain_text("mock-unpriced")
     shot(page, "07-prices")
 

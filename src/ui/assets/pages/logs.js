@@ -76,6 +76,7 @@ async function showDetail(slot, id) {
         ['After first token', upstream === null ? '–' : ms(r.latency_ms - upstream)],
         ['Streamed', r.stream ? 'yes' : 'no'],
         ['Tokens (prompt / completion)', `${num(r.prompt_tokens)} / ${num(r.completion_tokens)}${r.tokens_estimated ? ' (estimated)' : ''}`],
+        ...mediaUnits(r),
         ['Cost', `${usd(r.cost_nanos / 1e9)}${r.priced ? '' : ' (unpriced)'}`],
         ['Token / user', `${r.token_id === null ? '–' : `#${r.token_id}`} / ${r.user_id === null ? '–' : `#${r.user_id}`}`],
       ], { label: 'Request details' }),
@@ -91,4 +92,15 @@ async function showDetail(slot, id) {
       ], (r.attempt_log || []).map((a, i) => ({ ...a, n: i + 1 })), { empty: 'The request reached no upstream.', label: 'Attempts' }),
       h('button', { type: 'button', on: { click: () => clear(slot) } }, 'Close')));
   });
+}
+
+// The media units a request was charged for, on top of its tokens: a row
+// each, only those it used (a chat request shows none).
+function mediaUnits(r) {
+  return [
+    ['Images', r.images, n => num(n)],
+    ['Characters (speech)', r.characters, n => num(n)],
+    ['Audio', r.audio_ms, n => `${(n / 1000).toFixed(1)} s`],
+    ['Rerank search units', r.search_units, n => num(n)],
+  ].filter(([, n]) => n > 0).map(([label, n, show]) => [label, show(n)]);
 }

@@ -105,7 +105,19 @@ function cards(s) {
     card('Time to first token p99', ms(s.ttft_ms.p99)),
     card('Tokens (in / out)', `${num(s.prompt_tokens)} / ${num(s.completion_tokens)}`),
     card('Cost', usd(s.cost_usd)),
-    card('Unpriced requests', num(s.unpriced_requests), s.unpriced_requests ? 'warn' : ''));
+    card('Unpriced requests', num(s.unpriced_requests), s.unpriced_requests ? 'warn' : ''),
+    // Media units (images, speech, audio, rerank), on top of the tokens:
+    // a card only when the range used some.
+    ...mediaCards(s, card));
+}
+
+function mediaCards(s, card) {
+  return [
+    ['Images', s.images, n => num(n)],
+    ['Speech characters', s.characters, n => num(n)],
+    ['Audio transcribed', s.audio_ms, n => `${num(Math.round(n / 1000))} s`],
+    ['Rerank search units', s.search_units, n => num(n)],
+  ].filter(([, n]) => n > 0).map(([label, n, show]) => card(label, show(n)));
 }
 
 /** Top tokens or providers by spend over the last hour, day or week (the

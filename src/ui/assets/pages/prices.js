@@ -1,6 +1,7 @@
 // Model prices (USD per million tokens, per call; prompt-cache reads and
-// writes and reasoning tokens at their own rates when set) and the models
-// served without one.
+// writes and reasoning tokens at their own rates when set; media units per
+// image, million characters, second of audio and search unit, on top of
+// the tokens) and the models served without one.
 import { h, clear, table, field, input, usd, num, time, attempt, formValues } from '../dom.js';
 import { get, put, del, enc } from '../api.js';
 
@@ -24,6 +25,11 @@ export async function render(main) {
             ...(v.cache_read_per_mtok ? { cache_read_per_mtok: Number(v.cache_read_per_mtok) } : {}),
             ...(v.cache_write_per_mtok ? { cache_write_per_mtok: Number(v.cache_write_per_mtok) } : {}),
             ...(v.reasoning_per_mtok ? { reasoning_per_mtok: Number(v.reasoning_per_mtok) } : {}),
+            // Empty: the unit is not charged.
+            per_image: Number(v.per_image || 0),
+            per_mchar: Number(v.per_mchar || 0),
+            per_audio_second: Number(v.per_audio_second || 0),
+            per_search: Number(v.per_search || 0),
           });
           form.reset();
           await reload();
@@ -32,12 +38,16 @@ export async function render(main) {
     },
   },
   field('Model', input('model', { required: true })),
-  field('Input USD / 1M tokens', input('input_per_mtok', { type: 'number', step: 'any', min: 0, required: true })),
-  field('Output USD / 1M tokens', input('output_per_mtok', { type: 'number', step: 'any', min: 0, required: true })),
+  field('Input USD / 1M tokens', input('input_per_mtok', { type: 'number', step: 'any', min: 0 })),
+  field('Output USD / 1M tokens', input('output_per_mtok', { type: 'number', step: 'any', min: 0 })),
   field('Per call USD', input('per_call', { type: 'number', step: 'any', min: 0 })),
   field('Cache read USD / 1M (empty: input price)', input('cache_read_per_mtok', { type: 'number', step: 'any', min: 0 })),
   field('Cache write USD / 1M (empty: input price)', input('cache_write_per_mtok', { type: 'number', step: 'any', min: 0 })),
   field('Reasoning USD / 1M (empty: output price)', input('reasoning_per_mtok', { type: 'number', step: 'any', min: 0 })),
+  field('USD per image', input('per_image', { type: 'number', step: 'any', min: 0 })),
+  field('Speech USD / 1M characters', input('per_mchar', { type: 'number', step: 'any', min: 0 })),
+  field('Audio USD / second ($0.006/min = 0.0001)', input('per_audio_second', { type: 'number', step: 'any', min: 0 })),
+  field('USD per rerank search', input('per_search', { type: 'number', step: 'any', min: 0 })),
   h('button', { type: 'submit', class: 'primary' }, 'Set price'));
 
   clear(main, h('h1', {}, 'Prices'), h('div', { class: 'panel' }, form), status,
@@ -54,6 +64,7 @@ export async function render(main) {
         { label: 'Cache read / 1M', value: r => r.cache_read_per_mtok == null ? 'as input' : usd(r.cache_read_per_mtok) },
         { label: 'Cache write / 1M', value: r => r.cache_write_per_mtok == null ? 'as input' : usd(r.cache_write_per_mtok) },
         { label: 'Reasoning / 1M', value: r => r.reasoning_per_mtok == null ? 'as output' : usd(r.reasoning_per_mtok) },
+        { label: 'Media units', value: mediaRates },
         { label: 'Updated', value: r => time(r.updated_at) },
         { label: '', value: r => h('button', { type: 'button', class: 'small danger', 'aria-label': `Delete price of ${r.model}`, on: { click: () => confirm(`Delete the price of ${r.model}?`) && attempt(status, async () => { await del(`/admin/model-prices/${enc(r.model)}`); await reload(); }) } }, 'Delete') },
       ], p.data, { empty: 'No prices yet.', label: 'Prices' }));
@@ -68,4 +79,15 @@ export async function render(main) {
     });
   }
   await reload();
+}
+
+// The media unit rates a price charges ('–': none), e.g. "$0.0400 / image".
+function mediaRates(r) {
+  const rates = [
+    [r.per_image, 'image'],
+    [r.per_mchar, '1M chars'],
+    [r.per_audio_second, 'audio s'],
+    [r.per_search, 'search'],
+  ].filter(([rate]) => rate > 0).map(([rate, unit]) => `${usd(rate)} / ${unit}`);
+  return rates.length ? rates.join(', ') : '–';
 }
