@@ -114,6 +114,11 @@ fn rerank_body(model: &str, documents: Value) -> Value {
     json!({ "model": model, "query": "fox", "documents": documents })
 }
 
+/// A row's media units: [images, characters, audio_ms, search_units].
+fn units(row: &switchyard::db::RequestLog) -> [i64; 4] {
+    [row.images, row.characters, row.audio_ms, row.search_units]
+}
+
 /// Nano-USD of `tokens` at `micros` per million tokens.
 fn token_nanos(tokens: i64, micros: i64) -> i64 {
     tokens * micros / 1000
@@ -149,6 +154,7 @@ async fn images_are_billed_per_image_and_per_token(backend: Backend) -> anyhow::
     let output = 2 * IMAGE_OUTPUT_TOKENS as i64;
     assert_eq!((row.prompt_tokens, row.completion_tokens), (9, output));
     assert!(!row.tokens_estimated, "a media answer is never estimated");
+    assert_eq!(units(row), [2, 0, 0, 0]);
     assert_eq!(
         row.cost_nanos,
         2 * PER_IMAGE_MICROS * 1000
@@ -163,6 +169,7 @@ async fn images_are_billed_per_image_and_per_token(backend: Backend) -> anyhow::
     assert!(reply.json()?["data"][0]["b64_json"].is_string());
     let rows = gw.request_logs().await?;
     let last = rows.last().context("no row")?;
+    assert_eq!(units(last), [1, 0, 0, 0]);
     assert_eq!(
         last.cost_nanos,
         PER_IMAGE_MICROS * 1000
@@ -207,6 +214,8 @@ async fn speech_is_audio_billed_per_character_counted_by_the_gateway(
             ("/v1/audio/speech", 200, token_nanos(12, PER_MCHAR_MICROS)),
         ]
     );
+    let characters: Vec<_> = rows.iter().map(units).collect();
+    assert_eq!(characters, [[0, 13, 0, 0], [0, 12, 0, 0]]);
     for row in &rows {
         assert_eq!((row.prompt_tokens, row.completion_tokens), (0, 0));
         assert!(
@@ -260,6 +269,8 @@ async fn rerank_is_billed_per_search_unit_in_cohere_and_jina_shapes(
             ),
         ]
     );
+    let search_units: Vec<_> = rows.iter().map(units).collect();
+    assert_eq!(search_units, [[0, 0, 0, 1], [0, 0, 0, 1]]);
     gw.stop().await
 }
 
@@ -327,6 +338,8 @@ async fn a_failing_first_provider_fails_over_to_the_second(backend: Backend) -> 
         };
         assert_eq!(row.cost_nanos, cost + tokens, "{path}");
     }
+    let billed: Vec<_> = rows.iter().map(units).collect();
+    assert_eq!(billed, [[1, 0, 0, 0], [0, 5, 0, 0], [0, 0, 0, 1]]);
     gw.stop().await
 }
 
@@ -364,6 +377,7 @@ async fn an_upstream_client_error_is_relayed_without_failover(
         .map(|row| (row.status, row.attempts, row.cost_nanos))
         .collect();
     assert_eq!(outcomes, [(400, 1, 0)]);
+    assert_eq!(rows.iter().map(units).collect::<Vec<_>>(), [[0, 0, 0, 0]]);
     gw.stop().await
 }
 
@@ -481,6 +495,7 @@ async fn hostile_figures_are_bounded_by_the_request(backend: Backend) -> anyhow:
             + token_nanos(output, OUTPUT_MICROS)
     );
     assert_eq!(rerank.cost_nanos, 3 * PER_SEARCH_MICROS * 1000);
+    assert_eq!((units(images), units(rerank)), ([2, 0, 0, 0], [0, 0, 0, 3]));
     gw.stop().await
 }
 
@@ -529,6 +544,8 @@ async fn a_spent_money_budget_refuses_media_calls_before_the_upstream(
             (402, 0)
         ]
     );
+    let characters: Vec<_> = rows.iter().map(units).collect();
+    assert_eq!(characters, [[0, 0, 0, 0], [0, 4000, 0, 0], [0, 0, 0, 0]]);
     gw.stop().await
 }
 
