@@ -69,9 +69,6 @@ pub struct Gateway {
     telemetry: Option<Arc<telemetry::Telemetry>>,
     /// Limits and budget slices (tests read its lease count).
     pub enforcer: Arc<enforce::Enforcer>,
-    /// The price table every request is costed from (tests set rates on it
-    /// directly, e.g. media units the settings cannot declare yet).
-    pub prices: metering::PriceTable,
 }
 
 /// Options that differ between the real process and in-process tests.
@@ -476,7 +473,7 @@ pub async fn start(
         throttle: http::throttle::AuthThrottle::new(settings.limits.auth.clone()),
         tokens: token_cache.clone(),
         enforcer: enforcer.clone(),
-        prices: prices.clone(),
+        prices,
         models: model_cache,
         clock: clock.clone(),
         log: log.clone(),
@@ -634,7 +631,6 @@ pub async fn start(
         router: probe_router,
         enforcer,
         telemetry,
-        prices,
     })
 }
 

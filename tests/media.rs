@@ -4,10 +4,8 @@
 //! character, per search unit, plus tokens) exactly; failover, budgets,
 //! hostile upstreams and bad client input.
 //!
-//! The rows' media unit columns arrive with the billing migration (issue 15,
-//! helper U); until then the units are read through the cost: each test sets
-//! one rate per unit, so `cost_nanos` = units x rate says how many were
-//! billed.
+//! Each row's units are asserted, and its cost against one rate per unit
+//! (`[[prices]]`), so `cost_nanos` = units x rate exactly.
 
 pub mod common;
 
@@ -15,9 +13,7 @@ use anyhow::Context;
 use common::{Reply, TestGateway, kind_provider, mock_provider};
 use mock_upstream::{ABSURD_SEARCH_UNITS, EXTRA_IMAGES, IMAGE_OUTPUT_TOKENS, speech_bytes};
 use serde_json::{Value, json};
-use std::collections::HashMap;
-use switchyard::config::{Backend, ProviderKind, Settings};
-use switchyard::metering::Price;
+use switchyard::config::{Backend, PriceSettings, ProviderKind, Settings};
 
 on_both_backends!(
     images_are_billed_per_image_and_per_token,
@@ -47,7 +43,7 @@ const PER_SEARCH_MICROS: i64 = 2_000;
 const INPUT_MICROS: i64 = 5_000_000;
 const OUTPUT_MICROS: i64 = 40_000_000;
 
-/// The media models on one `ok-` provider named `mock`.
+/// The media models on one `ok-` provider named `mock`, priced.
 fn media_models(settings: &mut Settings, mock: &mock_upstream::MockUpstream) {
     settings.providers = vec![mock_provider(
         mock,
@@ -55,46 +51,37 @@ fn media_models(settings: &mut Settings, mock: &mock_upstream::MockUpstream) {
         &[IMAGE_MODEL, TTS_MODEL, RERANK_MODEL, JINA_MODEL],
         &["ok-1"],
     )];
+    settings.prices = media_prices();
 }
 
-/// Sets each media model's rates on the running gateway (the settings'
-/// `[[prices]]` cannot declare media units yet).
-fn price_media(gw: &TestGateway) -> anyhow::Result<()> {
-    let prices = HashMap::from([
-        (
-            IMAGE_MODEL.to_owned(),
-            Price {
-                per_image_micros: PER_IMAGE_MICROS,
-                input_per_mtok_micros: INPUT_MICROS,
-                output_per_mtok_micros: OUTPUT_MICROS,
-                ..Price::default()
-            },
-        ),
-        (
-            TTS_MODEL.to_owned(),
-            Price {
-                per_mchar_micros: PER_MCHAR_MICROS,
-                ..Price::default()
-            },
-        ),
-        (
-            RERANK_MODEL.to_owned(),
-            Price {
-                per_search_micros: PER_SEARCH_MICROS,
-                ..Price::default()
-            },
-        ),
-        (
-            JINA_MODEL.to_owned(),
-            Price {
-                per_search_micros: PER_SEARCH_MICROS,
-                input_per_mtok_micros: INPUT_MICROS,
-                ..Price::default()
-            },
-        ),
-    ]);
-    gw.gateway()?.prices.replace(prices);
-    Ok(())
+/// Each media model's rates, declared in the settings' `[[prices]]` (USD).
+fn media_prices() -> Vec<PriceSettings> {
+    let usd = |micros: i64| micros as f64 / 1e6;
+    let price = |model: &str| PriceSettings {
+        model: model.to_owned(),
+        ..Default::default()
+    };
+    vec![
+        PriceSettings {
+            per_image: usd(PER_IMAGE_MICROS),
+            input_per_mtok: usd(INPUT_MICROS),
+            output_per_mtok: usd(OUTPUT_MICROS),
+            ..price(IMAGE_MODEL)
+        },
+        PriceSettings {
+            per_mchar: usd(PER_MCHAR_MICROS),
+            ..price(TTS_MODEL)
+        },
+        PriceSettings {
+            per_search: usd(PER_SEARCH_MICROS),
+            ..price(RERANK_MODEL)
+        },
+        PriceSettings {
+            per_search: usd(PER_SEARCH_MICROS),
+            input_per_mtok: usd(INPUT_MICROS),
+            ..price(JINA_MODEL)
+        },
+    ]
 }
 
 async fn post(gw: &TestGateway, token: &str, path: &str, body: &Value) -> anyhow::Result<Reply> {
@@ -126,7 +113,6 @@ fn token_nanos(tokens: i64, micros: i64) -> i64 {
 
 async fn images_are_billed_per_image_and_per_token(backend: Backend) -> anyhow::Result<()> {
     let gw = TestGateway::start(backend, media_models).await?;
-    price_media(&gw)?;
     let token = gw.create_token(json!({ "name": "media" })).await?;
 
     let reply = post(&gw, &token, "/v1/images/generations", &image_body(2)).await?;
@@ -183,7 +169,6 @@ async fn speech_is_audio_billed_per_character_counted_by_the_gateway(
     backend: Backend,
 ) -> anyhow::Result<()> {
     let gw = TestGateway::start(backend, media_models).await?;
-    price_media(&gw)?;
     let token = gw.create_token(json!({ "name": "media" })).await?;
 
     // 13 characters (Unicode scalar values), 18 bytes.
@@ -230,7 +215,6 @@ async fn rerank_is_billed_per_search_unit_in_cohere_and_jina_shapes(
     backend: Backend,
 ) -> anyhow::Result<()> {
     let gw = TestGateway::start(backend, media_models).await?;
-    price_media(&gw)?;
     let token = gw.create_token(json!({ "name": "media" })).await?;
 
     let mut cohere = rerank_body(RERANK_MODEL, json!(["a fox", { "text": "a dog" }, "a cat"]));
@@ -289,9 +273,9 @@ async fn a_failing_first_provider_fails_over_to_the_second(backend: Backend) -> 
                 &["ok-1"],
             ),
         ];
+        settings.prices = media_prices();
     })
     .await?;
-    price_media(&gw)?;
     let token = gw.create_token(json!({ "name": "media" })).await?;
     let calls = [
         (
@@ -354,9 +338,9 @@ async fn an_upstream_client_error_is_relayed_without_failover(
             mock_provider(mock, "a-first", &[IMAGE_MODEL], &["ok-1", "ok-2"]),
             mock_provider(mock, "b-second", &[IMAGE_MODEL], &["ok-3"]),
         ];
+        settings.prices = media_prices();
     })
     .await?;
-    price_media(&gw)?;
     let token = gw.create_token(json!({ "name": "media" })).await?;
     let mut body = image_body(1);
     body["size"] = json!("7x7");
@@ -458,9 +442,9 @@ async fn hostile_figures_are_bounded_by_the_request(backend: Backend) -> anyhow:
             &[IMAGE_MODEL, RERANK_MODEL],
             &["extraunits-1"],
         )];
+        settings.prices = media_prices();
     })
     .await?;
-    price_media(&gw)?;
     let token = gw.create_token(json!({ "name": "media" })).await?;
 
     let reply = post(&gw, &token, "/v1/images/generations", &image_body(2)).await?;
@@ -507,7 +491,6 @@ async fn a_spent_money_budget_refuses_media_calls_before_the_upstream(
     backend: Backend,
 ) -> anyhow::Result<()> {
     let gw = TestGateway::start(backend, media_models).await?;
-    price_media(&gw)?;
     let token = gw
         .create_token(json!({ "name": "budget", "budget_usd": 0.10 }))
         .await?;
