@@ -24,6 +24,7 @@ on_both_backends!(
     an_upstream_client_error_is_relayed_without_failover,
     hostile_figures_are_bounded_by_the_request,
     a_spent_money_budget_refuses_media_calls_before_the_upstream,
+    media_calls_keep_the_billing_identity,
 );
 
 const IMAGE_MODEL: &str = "mock-image";
@@ -529,6 +530,107 @@ async fn a_spent_money_budget_refuses_media_calls_before_the_upstream(
     );
     let characters: Vec<_> = rows.iter().map(units).collect();
     assert_eq!(characters, [[0, 0, 0, 0], [0, 4000, 0, 0], [0, 0, 0, 0]]);
+    gw.stop().await
+}
+
+/// The billing identity over the real doors (issue 15, item 5): after
+/// images, speech and both rerank shapes, the request logs, the token's
+/// counters, the billing records and both rollups agree on every media unit
+/// and on the cost, which is what the rates make of the units by hand.
+async fn media_calls_keep_the_billing_identity(backend: Backend) -> anyhow::Result<()> {
+    let gw = TestGateway::start(backend, media_models).await?;
+    let created = gw
+        .admin_client()
+        .create_token(json!({ "name": "media" }))
+        .await?;
+    let (token, id) = (created.token, created.id);
+    let mut cohere = rerank_body(RERANK_MODEL, json!(["a", "b", "c"]));
+    cohere["top_n"] = json!(1);
+    let calls = [
+        ("/v1/images/generations", image_body(3)),
+        ("/v1/audio/speech", speech_body("héllo wörld 👋")),
+        ("/v1/rerank", cohere),
+        (
+            "/v1/rerank",
+            rerank_body(JINA_MODEL, json!(["a fox", "a dog"])),
+        ),
+    ];
+    for (path, body) in &calls {
+        let reply = post(&gw, &token, path, body).await?;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+    }
+    // By hand: 3 images, 9 prompt and 300 output tokens; 13 characters;
+    // one search unit; one search unit and 13 tokens.
+    let want_units = [3, 13, 0, 2];
+    let want_tokens = 9 + 300 + 13;
+    let want_cost = 3 * PER_IMAGE_MICROS * 1000
+        + token_nanos(9, INPUT_MICROS)
+        + token_nanos(300, OUTPUT_MICROS)
+        + token_nanos(13, PER_MCHAR_MICROS)
+        + PER_SEARCH_MICROS * 1000
+        + PER_SEARCH_MICROS * 1000
+        + token_nanos(13, INPUT_MICROS);
+    let sum = |rows: &mut dyn Iterator<Item = [i64; 4]>| {
+        rows.fold([0i64; 4], |sum, row| {
+            [
+                sum[0] + row[0],
+                sum[1] + row[1],
+                sum[2] + row[2],
+                sum[3] + row[3],
+            ]
+        })
+    };
+
+    let logs = gw.request_logs().await?;
+    assert_eq!(logs.len(), calls.len());
+    assert_eq!(sum(&mut logs.iter().map(units)), want_units);
+    let logged_tokens: i64 = logs
+        .iter()
+        .map(|row| row.prompt_tokens + row.completion_tokens)
+        .sum();
+    let logged_cost: i64 = logs.iter().map(|row| row.cost_nanos).sum();
+    assert_eq!((logged_tokens, logged_cost), (want_tokens, want_cost));
+
+    let db = &gw.gateway()?.db;
+    let token_row = db.get_token(id).await?.context("token")?;
+    assert_eq!(
+        (
+            token_row.spent_tokens,
+            token_row.spent_nanos,
+            token_row.request_count
+        ),
+        (want_tokens, want_cost, 4)
+    );
+    let filter = switchyard::db::BillingFilter {
+        token_id: Some(id),
+        ..Default::default()
+    };
+    let (charges, total) = db.list_billing(&filter, 1000, 0).await?;
+    assert_eq!(total, 4);
+    assert_eq!(
+        charges
+            .iter()
+            .map(|charge| charge.amount_nanos)
+            .sum::<i64>(),
+        want_cost
+    );
+    let charged = sum(&mut charges
+        .iter()
+        .map(|c| [c.images, c.characters, c.audio_ms, c.search_units]));
+    assert_eq!(charged, want_units);
+    for rollup in [
+        switchyard::db::rollups::Rollup::Hourly,
+        switchyard::db::rollups::Rollup::Daily,
+    ] {
+        let rows = db.list_rollups(rollup).await?;
+        let rolled = sum(&mut rows.iter().map(|row| {
+            let f = &row.figures;
+            [f.images, f.characters, f.audio_ms, f.search_units]
+        }));
+        assert_eq!(rolled, want_units, "{rollup:?}");
+        let cost: i64 = rows.iter().map(|row| row.figures.cost_nanos).sum();
+        assert_eq!(cost, want_cost, "{rollup:?}");
+    }
     gw.stop().await
 }
 
