@@ -11,7 +11,7 @@
 //! and the `data` entries actually answered; speech characters are counted
 //! here from the request's `input`, never read from the upstream; rerank
 //! search units are Cohere's `meta.billed_units.search_units`, else one per
-//! call, and at most one per document sent. Every answer the door accepts
+//! call, and at least one and at most one per document sent. Every answer the door accepts
 //! carries a usage, so the meter never estimates tokens from a body of
 //! base64 images or audio bytes.
 //!
@@ -327,7 +327,8 @@ fn rerank_usage(answer: &Value, documents: i64) -> Result<Usage, MalformedAnswer
     }
     let billed = answer.pointer("/meta/billed_units");
     let search_units = match billed.and_then(|billed| billed.get("search_units")) {
-        Some(units) => count(Some(units)).clamp(0, documents.max(1)),
+        // A call is never free nor worth more than a unit per document.
+        Some(units) => count(Some(units)).clamp(1, documents.max(1)),
         None => 1,
     };
     let prompt_tokens = match answer.pointer("/usage/total_tokens") {
@@ -524,6 +525,8 @@ mod tests {
         let jina = json!({"results": result, "usage": {"total_tokens": 40}});
         let usage = rerank_usage(&jina, 2)?;
         assert_eq!((usage.search_units, usage.prompt_tokens), (1, 40));
+        let free = json!({"results": result, "meta": {"billed_units": {"search_units": -4}}});
+        assert_eq!(rerank_usage(&free, 3)?.search_units, 1);
         let outside = json!({"results": [{"index": 5, "relevance_score": 0.1}]});
         assert!(rerank_usage(&outside, 2).is_err());
         Ok(())
