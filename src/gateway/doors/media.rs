@@ -11,9 +11,9 @@
 //! and the `data` entries actually answered; speech characters are counted
 //! here from the request's `input`, never read from the upstream; rerank
 //! search units are Cohere's `meta.billed_units.search_units`, else one per
-//! call, and at least one and at most one per document sent. Every answer the door accepts
-//! carries a usage, so the meter never estimates tokens from a body of
-//! base64 images or audio bytes.
+//! call, at least one and at most one per document sent. Every answer the
+//! door accepts carries a usage, so the meter never estimates tokens from a
+//! body of base64 images or audio bytes.
 //!
 //! Not served yet (400, documented in the README): streamed image
 //! generation (`stream: true`, gpt-image-1's partial images) and speech as
