@@ -47,6 +47,13 @@ struct ProviderConfig {
     /// Azure `api-version` / `anthropic-version`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     api_version: Option<String>,
+    /// The provider's place among `[[providers]]` in settings, written at
+    /// every start: routing tries a model's providers in declaration order
+    /// (`first-available`), which the name order rows come back in is
+    /// not. `None` for a provider created through the admin API; those
+    /// follow the declared ones, oldest first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    position: Option<u32>,
 }
 
 fn one() -> u32 {
@@ -119,8 +126,8 @@ pub async fn apply_settings(
     cipher: &SecretCipher,
     log: &Logger,
 ) -> anyhow::Result<()> {
-    for provider in &settings.providers {
-        apply_provider(db, provider, cipher, log).await?;
+    for (position, provider) in (0..).zip(&settings.providers) {
+        apply_provider(db, provider, Some(position), cipher, log).await?;
     }
     for price in &settings.prices {
         db.upsert_token_prices(&price.model, &price.price())
@@ -183,8 +190,12 @@ async fn fill_list_prices(db: &Db, log: &Logger) -> anyhow::Result<()> {
 
 /// The `providers` row of a provider (headers encrypted); its keys are
 /// rows of their own. Settings and the admin API store providers alike.
+/// The row storing `provider`; `position` is its place in settings (see
+/// `ProviderConfig::position`; an admin change keeps the row's own,
+/// [`declared_position`]).
 pub fn provider_record(
     provider: &ProviderSettings,
+    position: Option<u32>,
     cipher: &SecretCipher,
 ) -> anyhow::Result<NewProvider> {
     let headers: BTreeMap<&str, &str> = provider
@@ -210,6 +221,7 @@ pub fn provider_record(
         max_in_flight_per_key: provider.max_in_flight_per_key,
         weight: provider.weight,
         api_version: provider.api_version.clone(),
+        position,
     };
     Ok(NewProvider {
         name: provider.name.clone(),
@@ -218,6 +230,14 @@ pub fn provider_record(
         config_json: serde_json::to_string(&config)?,
         enabled: provider.enabled,
     })
+}
+
+/// A stored provider's place among `[[providers]]` in settings, if it was
+/// declared there (an unreadable row has none).
+pub fn declared_position(row: &Provider) -> Option<u32> {
+    serde_json::from_str::<ProviderConfig>(&row.config_json)
+        .ok()?
+        .position
 }
 
 /// A stored provider as settings (headers decrypted, no keys): what the
@@ -281,11 +301,12 @@ pub fn stored_settings(row: &Provider, cipher: &SecretCipher) -> anyhow::Result<
 async fn apply_provider(
     db: &Db,
     provider: &ProviderSettings,
+    position: Option<u32>,
     cipher: &SecretCipher,
     log: &Logger,
 ) -> anyhow::Result<()> {
     let row = db
-        .upsert_provider(&provider_record(provider, cipher)?)
+        .upsert_provider(&provider_record(provider, position, cipher)?)
         .await
         .with_context(|| format!("storing provider {}", provider.name))?;
     for (index, key) in provider.keys.iter().enumerate() {
@@ -374,14 +395,21 @@ impl switchyard_actors::KeySource for DbKeySource {
     }
 }
 
-/// Reads enabled providers and their keys (decrypted) from the database.
+/// Reads enabled providers and their keys (decrypted) from the database,
+/// in routing order: those declared in settings as declared, then the
+/// others (created through the admin API) oldest first.
 pub async fn load_providers(
     db: &Db,
     cipher: &SecretCipher,
     log: &Logger,
 ) -> anyhow::Result<Vec<LoadedProvider>> {
+    let mut rows = db.list_providers().await?;
+    rows.sort_by_cached_key(|row| {
+        let position = declared_position(row);
+        (position.is_none(), position, row.id)
+    });
     let mut loaded = Vec::new();
-    for row in db.list_providers().await? {
+    for row in rows {
         if !row.enabled {
             continue;
         }

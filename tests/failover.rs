@@ -20,6 +20,7 @@ on_both_backends!(
     the_request_deadline_bounds_hung_keys,
     every_key_at_its_cap_is_503_all_keys_busy,
     each_attempt_is_on_the_request_log,
+    providers_are_tried_in_declaration_order,
 );
 
 /// A gateway whose `mock` provider has exactly `keys` with default retry
@@ -253,4 +254,46 @@ async fn each_attempt_is_on_the_request_log(backend: Backend) -> anyhow::Result<
     assert_eq!(attempts[0]["key_id"].as_str(), row.key_id.as_deref());
     assert_eq!(attempts[0]["outcome"], "ok");
     gw.stop().await
+}
+
+/// `first-available` (the default) tries a model's providers in the order
+/// settings declare them, not by name: the first declared serves while it
+/// can. Both names are chosen to sort against their order, so routing by
+/// name would pick `alpha-backup` first.
+async fn providers_are_tried_in_declaration_order(backend: Backend) -> anyhow::Result<()> {
+    let gw = TestGateway::start(backend, |settings, mock| {
+        settings.providers = vec![
+            mock_provider(mock, "zeta-primary", &["mock-gpt"], &["ok-primary"]),
+            mock_provider(mock, "alpha-backup", &["mock-gpt"], &["ok-backup"]),
+        ];
+    })
+    .await?;
+    let token = gw.create_token(json!({ "name": "order" })).await?;
+    for request in 0..3 {
+        let reply = gw
+            .chat(&token, chat_body("mock-gpt", &format!("request {request}")))
+            .await?;
+        anyhow::ensure!(reply.status == 200, "{}", reply.text());
+        assert_eq!(reply.header("x-switchyard-provider"), Some("zeta-primary"));
+    }
+    // A provider added later through the admin API comes after those
+    // declared in settings, whatever its name.
+    gw.admin_client()
+        .post(
+            "/admin/providers",
+            json!({
+                "name": "aaa-added",
+                "kind": "openai-compatible",
+                "base_url": format!("http://{}/v1", gw.mock.addr()),
+                "models": ["mock-gpt"],
+                "keys": [{ "key": "ok-added" }],
+            }),
+        )
+        .await?;
+    let reply = gw
+        .chat(&token, chat_body("mock-gpt", "after the add"))
+        .await?;
+    anyhow::ensure!(reply.status == 200, "{}", reply.text());
+    assert_eq!(reply.header("x-switchyard-provider"), Some("zeta-primary"));
+    Ok(())
 }

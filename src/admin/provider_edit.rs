@@ -489,11 +489,12 @@ pub async fn create(
             "A provider named `{name}` already exists; change it with PATCH /admin/providers/{name}"
         )));
     }
-    let record = config_store::provider_record(&settings, &state.cipher).map_err(|error| {
-        slog::error!(state.log, "admin.provider_encrypt_failed"; "provider" => &name,
+    let record =
+        config_store::provider_record(&settings, None, &state.cipher).map_err(|error| {
+            slog::error!(state.log, "admin.provider_encrypt_failed"; "provider" => &name,
             "error" => format!("{error:#}"));
-        ApiError::Internal
-    })?;
+            ApiError::Internal
+        })?;
     let mut rows = Vec::new();
     for (key_id, secret, weight, priority) in &keys {
         rows.push(NewProviderKey {
@@ -586,11 +587,13 @@ pub async fn update(
     let body: ProviderBody = serde_json::from_value(merged)
         .map_err(|error| ApiError::bad_request(format!("Invalid change: {error}")))?;
     let Checked { settings, .. } = check(body, &state.cipher)?;
-    let record = config_store::provider_record(&settings, &state.cipher).map_err(|error| {
-        slog::error!(state.log, "admin.provider_encrypt_failed"; "provider" => &row.name,
+    let position = config_store::declared_position(&row);
+    let record =
+        config_store::provider_record(&settings, position, &state.cipher).map_err(|error| {
+            slog::error!(state.log, "admin.provider_encrypt_failed"; "provider" => &row.name,
             "error" => format!("{error:#}"));
-        ApiError::Internal
-    })?;
+            ApiError::Internal
+        })?;
     let updated = state
         .db
         .update_provider(row.id, &record)
