@@ -25,6 +25,7 @@ pub mod auth;
 pub mod doors;
 pub mod failover;
 pub mod meter;
+pub mod multipart;
 pub mod pipeline;
 pub mod relay;
 pub mod slots;
