@@ -8,7 +8,8 @@
 //! Per route: method, path (actix patterns `{name:.*}` become `{name}`),
 //! path parameters, summary, tag, security (gateway token, admin
 //! credential, or none), the success status and the error shape. Request
-//! bodies are declared as JSON objects without their fields; fields and
+//! bodies are declared as JSON objects without their fields (the upload
+//! routes' as `multipart/form-data` with their required parts); fields and
 //! answer bodies are described in the README and `docs/` (the route table
 //! does not carry their schemas). `tests/schemathesis.rs` checks the
 //! served answers against this document.
@@ -16,7 +17,7 @@
 use crate::auth::Role;
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
 use utoipa::openapi::request_body::RequestBodyBuilder;
-use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, SchemaType, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{
     ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApiBuilder, PathItem, PathsBuilder, Ref,
@@ -140,6 +141,41 @@ fn takes_json_body(route: &RouteDoc) -> bool {
         && matches!(route.access, Access::Gateway | Access::Admin)
 }
 
+/// The file parts of a route whose body is a `multipart/form-data` upload
+/// (`None`: not an upload route).
+fn upload_files(route: &RouteDoc) -> Option<&'static [&'static str]> {
+    match (route.method, route.path) {
+        ("POST", "/v1/audio/transcriptions" | "/v1/audio/translations") => Some(&["file"]),
+        ("POST", "/v1/images/edits") => Some(&["image"]),
+        _ => None,
+    }
+}
+
+/// An upload's form: `model` and its files required (image edits: `prompt`
+/// too); the other fields are in the README and docs/providers.md.
+fn upload_form(files: &[&str], route: &RouteDoc) -> ObjectBuilder {
+    let mut form = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property("model", ObjectBuilder::new().schema_type(Type::String))
+        .required("model");
+    for file in files {
+        form = form
+            .property(
+                *file,
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary))),
+            )
+            .required(*file);
+    }
+    if route.path == "/v1/images/edits" {
+        form = form
+            .property("prompt", ObjectBuilder::new().schema_type(Type::String))
+            .required("prompt");
+    }
+    form
+}
+
 /// Whether a route is an admin write, which answers 409 `conflict` when the
 /// change collides with what exists (issue 11: once a 400).
 fn may_conflict(route: &RouteDoc) -> bool {
@@ -210,7 +246,19 @@ pub fn build(routes: &[RouteDoc]) -> String {
                         ),
                 );
             }
-            if takes_json_body(route) {
+            if let Some(files) = upload_files(route) {
+                operation = operation.request_body(Some(
+                    RequestBodyBuilder::new()
+                        .description(Some("A multipart/form-data upload"))
+                        .content(
+                            "multipart/form-data",
+                            ContentBuilder::new()
+                                .schema(Some(upload_form(files, route)))
+                                .build(),
+                        )
+                        .build(),
+                ));
+            } else if takes_json_body(route) {
                 operation = operation.request_body(Some(
                     RequestBodyBuilder::new()
                         .description(Some("A JSON object (see the README for its fields)"))

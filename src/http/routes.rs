@@ -16,7 +16,7 @@ use crate::admin::{
     provider_edit, providers, reload, sessions, tokens, users,
 };
 use crate::gateway::doors::{
-    chat, completions, gemini, media, models, proxy, responses, self_service,
+    chat, completions, gemini, media, media_upload, models, proxy, responses, self_service,
 };
 use crate::ui;
 use actix_web::{HttpResponse, web};
@@ -82,6 +82,9 @@ route_table! {
     post "/v1/images/generations" => media::image_generations, Gateway, "Image generation, billed per image (and gpt-image tokens); providers with the endpoint";
     post "/v1/audio/speech" => media::speech_generation, Gateway, "Text to speech: audio bytes, billed per input character; providers with the endpoint";
     post "/v1/rerank" => media::rerank_documents, Gateway, "Rerank documents (Cohere/Jina shape), billed per search unit and token; providers with the endpoint";
+    post "/v1/images/edits" => media_upload::image_edits, Gateway, "Edit images (multipart upload), billed per image and token";
+    post "/v1/audio/transcriptions" => media_upload::transcriptions, Gateway, "Transcribe audio (multipart upload), billed per second of audio or per token";
+    post "/v1/audio/translations" => media_upload::translations, Gateway, "Translate audio into English (multipart upload), billed per second of audio";
     post "/v1/messages" => chat::messages, Gateway, "Anthropic Messages, streamed or not, served by any provider kind";
     post "/v1/messages/count_tokens" => chat::count_tokens, Gateway, "Anthropic token count (exact upstream, else estimated)";
     get "/v1/responses/{id}" => responses::retrieve, Gateway, "A stored response, from the OpenAI provider that made it (404 for ids the gateway did not see made)";

@@ -5,6 +5,7 @@ pub mod chat;
 pub mod completions;
 pub mod gemini;
 pub mod media;
+pub mod media_upload;
 pub mod models;
 pub mod proxy;
 pub mod proxy_usage;
