@@ -21,6 +21,10 @@ const GEMINI_MODEL: &str = "mock-gemini";
 /// (`tests/compat/test_openai_media.py`).
 const IMAGE_MODEL: &str = "mock-image";
 const TTS_MODEL: &str = "mock-tts";
+/// The upload doors' models (tests/compat/test_openai_audio.py), served by
+/// the openai-compatible provider.
+const WHISPER_MODEL: &str = "mock-whisper";
+const IMAGE_EDIT_MODEL: &str = "mock-image-edit";
 
 /// The whole suite takes seconds; this only stops a hung gateway from
 /// hanging `cargo test`.
@@ -39,7 +43,13 @@ async fn official_python_sdks_pass_the_compat_suite() -> anyhow::Result<()> {
         let openai = mock_provider(
             mock,
             "openai-mock",
-            &[OPENAI_MODEL, IMAGE_MODEL, TTS_MODEL],
+            &[
+                OPENAI_MODEL,
+                IMAGE_MODEL,
+                TTS_MODEL,
+                WHISPER_MODEL,
+                IMAGE_EDIT_MODEL,
+            ],
             &["ok-openai"],
         );
         let claude = ProviderSettings {
@@ -83,7 +93,9 @@ async fn official_python_sdks_pass_the_compat_suite() -> anyhow::Result<()> {
         .env("SWITCHYARD_CLAUDE_MODEL", CLAUDE_MODEL)
         .env("SWITCHYARD_GEMINI_MODEL", GEMINI_MODEL)
         .env("SWITCHYARD_IMAGE_MODEL", IMAGE_MODEL)
-        .env("SWITCHYARD_TTS_MODEL", TTS_MODEL);
+        .env("SWITCHYARD_TTS_MODEL", TTS_MODEL)
+        .env("SWITCHYARD_WHISPER_MODEL", WHISPER_MODEL)
+        .env("SWITCHYARD_IMAGE_EDIT_MODEL", IMAGE_EDIT_MODEL);
     let (status, report) = python::run_bounded(command, PYTEST_TIMEOUT).await?;
     let seen = gw.mock.requests();
     let stopped = gw.stop().await;
@@ -109,6 +121,10 @@ async fn official_python_sdks_pass_the_compat_suite() -> anyhow::Result<()> {
         ("ok-openai", "/v1/completions"),
         ("ok-openai", "/v1/images/generations"),
         ("ok-openai", "/v1/audio/speech"),
+        // The upload doors (multipart).
+        ("ok-openai", "/audio/transcriptions"),
+        ("ok-openai", "/audio/translations"),
+        ("ok-openai", "/images/edits"),
         // The Responses API: passed through to the openai kind only.
         ("ok-native", "/v1/responses"),
         ("ok-claude", "/v1/messages"),

@@ -51,6 +51,8 @@
 //!   `audio/mpeg`, [`speech_bytes`]), any method on a path with an `echo` segment (a JSON
 //!   description of the request with the body's length and [`fnv1a64`]), and
 //!   `GET …/stream-bytes?n=K` (K chunks of 1 KiB of [`stream_bytes`]).
+//! - Uploads (`multipart/form-data`): `POST …/audio/transcriptions`, `POST …/audio/translations`
+//!   and `POST …/images/edits`, answered from what the form holds ([`uploads`]).
 //!
 //! Anything else is a 404. Request bodies may use `Content-Length` or `Transfer-Encoding:
 //! chunked`, up to 64 MiB. Stream answers are paced by the `x-mock-chunk-delay-ms` request header
@@ -75,6 +77,7 @@ mod responses;
 mod router;
 mod server;
 mod state;
+pub mod uploads;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;

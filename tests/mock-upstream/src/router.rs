@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use crate::behaviour::Behaviour;
 use crate::http::{self, Head};
 use crate::media::Bend;
-use crate::{anthropic, gemini, media, openai, passthrough, responses};
+use crate::{anthropic, gemini, media, openai, passthrough, responses, uploads};
 
 /// The completion every endpoint returns, one token per word.
 pub(crate) const WORDS: [&str; 5] = ["one", " two", " three", " four", " five"];
@@ -168,6 +168,12 @@ enum Route {
     ImageGenerations,
     /// `POST …/rerank`.
     Rerank,
+    /// `POST …/audio/transcriptions` (multipart).
+    Transcriptions,
+    /// `POST …/audio/translations` (multipart).
+    Translations,
+    /// `POST …/images/edits` (multipart).
+    ImageEdits,
     /// Any method on a path with an `echo` segment.
     Echo,
     /// `GET …/stream-bytes`.
@@ -225,6 +231,12 @@ impl Route {
             Route::ImageGenerations
         } else if path.ends_with("/rerank") {
             Route::Rerank
+        } else if path.ends_with("/audio/transcriptions") {
+            Route::Transcriptions
+        } else if path.ends_with("/audio/translations") {
+            Route::Translations
+        } else if path.ends_with("/images/edits") {
+            Route::ImageEdits
         } else if path.ends_with("/stream-bytes") {
             Route::StreamBytes
         } else if path.ends_with("/responses") {
@@ -408,6 +420,14 @@ fn bent_answer(head: &Head, body: &[u8], usage: Usage, bend: Bend) -> Answer {
         Route::GeminiModels => return gemini::models(),
         Route::Speech if bend == Bend::NoPayload => return media::speech_error(),
         Route::Speech => return passthrough::speech(),
+        Route::Transcriptions | Route::Translations => {
+            let content_type = head.header("content-type").unwrap_or_default();
+            return uploads::transcript(content_type, body, route == Route::Translations, usage);
+        }
+        Route::ImageEdits => {
+            let content_type = head.header("content-type").unwrap_or_default();
+            return uploads::image_edits(content_type, body, usage);
+        }
         Route::Echo => return passthrough::echo(head, body),
         Route::StoredResponse => {
             return responses::stored_id(path.trim_end_matches('/'))
@@ -457,6 +477,9 @@ fn bent_answer(head: &Head, body: &[u8], usage: Usage, bend: Bend) -> Answer {
         Route::Models
         | Route::GeminiModels
         | Route::Speech
+        | Route::Transcriptions
+        | Route::Translations
+        | Route::ImageEdits
         | Route::Echo
         | Route::StreamBytes
         | Route::StoredResponse
