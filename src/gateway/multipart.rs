@@ -8,8 +8,10 @@
 //! boundary's bytes inside a part are its business, not ours. It is an
 //! async parser over a byte stream; the body here is one chunk already in
 //! memory, so its future completes at its first poll ([`Form::parse`]
-//! drives it without a runtime). A part's data is a `Bytes` slice: the
-//! file is not copied until the upstream body is written.
+//! drives it without a runtime). `multer` copies each part out of its
+//! input; the parts are then found again in the body ([`slice_back`]) and
+//! made slices of it, so an upload is held once (plus the body written for
+//! the upstream), not twice.
 //!
 //! Writing is simple enough to do by hand: each part is written with its
 //! name, its file name and its content type, as browsers write them
@@ -81,8 +83,9 @@ impl Form {
                  (`multipart/form-data; boundary=...`)",
             )
         })?;
-        let stream = futures_util::stream::once(std::future::ready(Ok::<_, Infallible>(body)));
-        let mut multipart = multer::Multipart::new(stream, boundary);
+        let input = body.clone();
+        let stream = futures_util::stream::once(std::future::ready(Ok::<_, Infallible>(input)));
+        let mut multipart = multer::Multipart::new(stream, boundary.clone());
         let parsed = async move {
             let mut parts = Vec::new();
             while let Some(field) = multipart.next_field().await? {
@@ -115,7 +118,11 @@ impl Form {
         }
         .now_or_never();
         match parsed {
-            Some(Ok(form)) => form,
+            Some(Ok(Ok(mut form))) => {
+                slice_back(&body, &boundary, &mut form.parts);
+                Ok(form)
+            }
+            Some(Ok(Err(refused))) => Err(refused),
             Some(Err(error)) => Err(ApiError::bad_request(format!(
                 "The multipart/form-data body is malformed: {error}"
             ))),
@@ -193,6 +200,43 @@ impl Form {
         out.extend_from_slice(boundary.as_bytes());
         out.extend_from_slice(b"--\r\n");
         out.freeze()
+    }
+}
+
+/// Makes each part's data a slice of `body` instead of `multer`'s copy,
+/// walking the body's delimiters in step with the parsed parts. A slice
+/// replaces a copy only when its bytes are equal, so the parse stays
+/// `multer`'s whatever this walk makes of an odd body; at the first
+/// disagreement the walk stops and the remaining parts keep their copies.
+fn slice_back(body: &Bytes, boundary: &str, parts: &mut [Part]) {
+    let delimiter = format!("\r\n--{boundary}");
+    let next_part = memchr::memmem::Finder::new(delimiter.as_bytes());
+    let header_end = memchr::memmem::Finder::new(b"\r\n\r\n");
+    // The first delimiter may open the body, without a line break before it.
+    let Some(first) = memchr::memmem::find(body, &delimiter.as_bytes()[2..]) else {
+        return;
+    };
+    let mut cursor = first + delimiter.len() - 2;
+    for part in parts {
+        let Some(start) = body
+            .get(cursor..)
+            .and_then(|rest| header_end.find(rest))
+            .map(|at| cursor + at + 4)
+        else {
+            return;
+        };
+        let Some(end) = body
+            .get(start..)
+            .and_then(|rest| next_part.find(rest))
+            .map(|at| start + at)
+        else {
+            return;
+        };
+        if body.get(start..end) != Some(&part.data[..]) {
+            return;
+        }
+        part.data = body.slice(start..end);
+        cursor = end + delimiter.len();
     }
 }
 
@@ -279,15 +323,18 @@ mod tests {
         // A file holding CR LF, dashes and the boundary (not as a
         // delimiter: that would end the part) survives.
         let audio: &[u8] = b"\x00\xffRIFF\r\n-XyZ\r\n-- --XyZ\x01\r\n--";
-        let form = Form::parse(
-            Some(TYPE),
-            body(&[
-                ("model", None, b"alias"),
-                ("file", Some("a b.wav"), audio),
-                ("language", None, b"en"),
-            ]),
-        )?;
+        let raw = body(&[
+            ("model", None, b"alias"),
+            ("file", Some("a b.wav"), audio),
+            ("language", None, b"en"),
+        ]);
+        let form = Form::parse(Some(TYPE), raw.clone())?;
         assert_eq!(form.parts.len(), 3);
+        // Every part is a slice of the body, not a copy.
+        let within = raw.as_ptr_range();
+        for part in &form.parts {
+            assert!(within.contains(&part.data.as_ptr()), "{} copied", part.name);
+        }
         assert_eq!(form.text("model")?, Some("alias"));
         assert_eq!(form.named("file").next().map(|p| &p.data[..]), Some(audio));
         let boundary = new_boundary();
