@@ -310,7 +310,7 @@ mod tests {
     fn forms_round_trip() {
         let parts = vec![
             FormPart::text("model", "m"),
-            FormPart::file("file", "a.wav", "audio/wav", b"\r\n--x\x00\xff"),
+            FormPart::file("file", "a.wav", "audio/wav", b"\r\n-x--x\x00\xff\r\n"),
         ];
         let body = form_body("x", &parts);
         assert_eq!(
