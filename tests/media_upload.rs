@@ -16,8 +16,9 @@ use mock_upstream::uploads::{
 };
 use mock_upstream::{RecordedRequest, fnv1a64};
 use serde_json::{Value, json};
-use switchyard::config::{Backend, PriceSettings, ProviderKind, ProviderSettings, Settings};
-use switchyard_actors::KeyStrategy;
+use switchyard::config::{
+    Backend, KeySettings, PriceSettings, ProviderKind, ProviderSettings, Secret, Settings,
+};
 
 on_both_backends!(
     transcription_reaches_the_upstream_rewritten_and_intact,
@@ -369,17 +370,15 @@ async fn image_edits_bill_images_and_tokens(backend: Backend) -> anyhow::Result<
     gw.stop().await
 }
 
-/// A 500, a 429 or a malformed 200 from the first key: the second key gets
-/// the very same upload, and the client its answer.
+/// A 500, a 429 or a malformed 200 from the first provider: the second
+/// provider gets the very same upload, and the client its answer.
 async fn a_failed_attempt_sends_the_upload_again_intact(backend: Backend) -> anyhow::Result<()> {
     for bad_key in ["e500-a", "r429-a", "badjson-a"] {
         let gw = TestGateway::start(backend, |settings, mock| {
             configure(settings, mock);
-            settings.providers[0].keys = vec![
-                switchyard::config::KeySettings::Plain(switchyard::config::Secret::new(bad_key)),
-                switchyard::config::KeySettings::Plain(switchyard::config::Secret::new("ok-b")),
-            ];
-            settings.providers[0].strategy = KeyStrategy::FirstAvailable;
+            let backup = mock_provider(mock, "spare", &[WHISPER], &["ok-b"]);
+            settings.providers[0].keys = vec![KeySettings::Plain(Secret::new(bad_key))];
+            settings.providers.push(backup);
         })
         .await?;
         let token = gw.create_token(json!({ "name": "media" })).await?;
@@ -388,34 +387,45 @@ async fn a_failed_attempt_sends_the_upload_again_intact(backend: Backend) -> any
             &gw,
             "/v1/audio/transcriptions",
             &token,
-            &audio_parts("whisper", &audio, &[]),
+            &audio_parts("whisper", &audio, &[("language", "de")]),
         )
         .await?;
         anyhow::ensure!(reply.status == 200, "{bad_key}: {}", reply.text());
         assert_eq!(
             reply.header("x-switchyard-attempts"),
             Some("2"),
-            "{bad_key}"
+            "{bad_key} {:?} {} {}",
+            reply.header("x-switchyard-provider"),
+            gw.mock.calls(bad_key),
+            gw.mock.calls("ok-b")
         );
+        assert_eq!(reply.header("x-switchyard-provider"), Some("spare"));
         assert_eq!(reply.json()?["text"], json!(transcript(&audio, WHISPER)));
         let requests = gw.mock.requests();
         assert_eq!(requests.len(), 2, "{bad_key}");
-        for request in &requests {
-            let parts = received(request)?;
-            assert_eq!(text_of(&parts, "model"), Some(WHISPER));
-            assert_eq!(
-                parts
-                    .iter()
-                    .find(|part| part.name == "file")
-                    .map(|part| &part.data),
-                Some(&audio),
-                "{bad_key}"
-            );
-        }
+        let forms = requests
+            .iter()
+            .map(received)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        assert_eq!(
+            forms[0], forms[1],
+            "{bad_key}: the retry must send the same form"
+        );
+        assert_eq!(text_of(&forms[1], "model"), Some(WHISPER));
+        assert_eq!(text_of(&forms[1], "language"), Some("de"));
+        assert_eq!(
+            forms[1]
+                .iter()
+                .find(|part| part.name == "file")
+                .map(|part| &part.data),
+            Some(&audio),
+            "{bad_key}"
+        );
         assert_eq!(gw.mock.calls(bad_key), 1);
         assert_eq!(gw.mock.calls("ok-b"), 1);
         let logs = gw.request_logs().await?;
         assert_eq!(common::outcomes(&logs), [(200, None, 2)], "{bad_key}");
+        assert_eq!(logs[0].provider.as_deref(), Some("spare"));
         gw.stop().await?;
     }
     Ok(())
