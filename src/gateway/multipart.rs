@@ -405,4 +405,63 @@ mod tests {
             (0..=MAX_PARTS).map(|_| ("x", None, &b"1"[..])).collect();
         assert!(refused(Some(TYPE), &body(&many)).contains("more than"));
     }
+
+    mod props {
+        use super::*;
+        use actix_web::ResponseError;
+        use proptest::prelude::*;
+
+        fn part() -> impl Strategy<Value = Part> {
+            (
+                "[a-z_\\[\\]]{1,12}",
+                proptest::option::of("[a-zA-Z0-9 ._-]{1,20}"),
+                proptest::option::of("[a-z]{1,8}/[a-z0-9.+-]{1,12}"),
+                proptest::collection::vec(any::<u8>(), 0..2048),
+            )
+                .prop_map(|(name, file_name, content_type, data)| Part {
+                    name,
+                    file_name,
+                    content_type,
+                    data: data.into(),
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(200))]
+
+            /// Whatever the parts hold, writing them and parsing them
+            /// again gives them back, each a slice of the written body.
+            #[test]
+            fn written_forms_parse_back_to_their_parts(
+                parts in proptest::collection::vec(part(), 0..8)
+            ) {
+                let form = Form { parts };
+                let boundary = new_boundary();
+                let body = form.encode(&boundary, &[]);
+                let content_type = format!("multipart/form-data; boundary={boundary}");
+                let parsed = Form::parse(Some(&content_type), body.clone())
+                    .map_err(|error| TestCaseError::fail(error.to_string()))?;
+                prop_assert_eq!(&parsed, &form);
+                let within = body.as_ptr_range();
+                for part in parsed.parts.iter().filter(|part| !part.data.is_empty()) {
+                    prop_assert!(within.contains(&part.data.as_ptr()));
+                }
+            }
+
+            /// Any bytes under a multipart content type: parts or a 400,
+            /// never a panic or a 500.
+            #[test]
+            fn arbitrary_bodies_are_parsed_or_refused(
+                body in proptest::collection::vec(any::<u8>(), 0..512),
+                prefix in proptest::option::of("--XyZ(\r\n|--)?"),
+            ) {
+                let mut bytes = prefix.unwrap_or_default().into_bytes();
+                bytes.extend_from_slice(&body);
+                match Form::parse(Some(TYPE), bytes.into()) {
+                    Ok(_) => {}
+                    Err(error) => prop_assert_eq!(error.status_code().as_u16(), 400),
+                }
+            }
+        }
+    }
 }
