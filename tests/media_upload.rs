@@ -640,3 +640,35 @@ async fn an_absurd_upstream_duration_is_served() -> anyhow::Result<()> {
     assert_eq!(common::outcomes(&logs), [(200, None, 1)]);
     gw.stop().await
 }
+
+/// Uploads are bounded by `server.max_body_bytes` like every body (20 MiB
+/// by default, below OpenAI's 25 MB for audio: docs/providers.md): a larger
+/// one is refused with 413 before the upstream sees anything.
+#[actix_rt::test]
+async fn an_upload_over_the_body_limit_is_refused() -> anyhow::Result<()> {
+    let gw = TestGateway::start(Backend::Sqlite, |settings, mock| {
+        configure(settings, mock);
+        settings.server.max_body_bytes = 64 * 1024;
+    })
+    .await?;
+    let token = gw.create_token(json!({ "name": "media" })).await?;
+    let fits = upload(
+        &gw,
+        "/v1/audio/transcriptions",
+        &token,
+        &audio_parts(WHISPER, &binary(60 * 1024, 1), &[]),
+    )
+    .await?;
+    assert_eq!(fits.status, 200, "{}", fits.text());
+    let too_large = upload(
+        &gw,
+        "/v1/audio/transcriptions",
+        &token,
+        &audio_parts(WHISPER, &binary(65 * 1024, 1), &[]),
+    )
+    .await?;
+    assert_eq!(too_large.status, 413, "{}", too_large.text());
+    assert_eq!(too_large.error_code().as_deref(), Some("request_too_large"));
+    assert_eq!(gw.mock.total_calls(), 1);
+    gw.stop().await
+}
