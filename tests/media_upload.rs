@@ -28,7 +28,7 @@ on_both_backends!(
     an_exhausted_budget_refuses_media_calls,
 );
 
-/// Whisper-style: billed by the second (its price is helper U's columns).
+/// Whisper-style: billed by the second of audio.
 const WHISPER: &str = "mock-whisper";
 /// gpt-4o-transcribe-style (the mock: a name containing `4o`): tokens.
 const TRANSCRIBE_4O: &str = "mock-4o-transcribe";
@@ -46,6 +46,25 @@ const TRANSCRIBE_IN_USD: f64 = 6.0;
 const TRANSCRIBE_OUT_USD: f64 = 10.0;
 const IMAGE_IN_USD: f64 = 5.0;
 const IMAGE_OUT_USD: f64 = 40.0;
+/// USD per second of audio: whisper-1's $0.006 a minute.
+const AUDIO_SECOND_USD: f64 = 0.0001;
+/// USD per image, on top of the image model's tokens.
+const IMAGE_USD: f64 = 0.04;
+
+/// Nano-USD of `audio_ms` milliseconds at [`AUDIO_SECOND_USD`] a second.
+fn audio_nanos(audio_ms: i64) -> i64 {
+    audio_ms * PriceSettings::micros(AUDIO_SECOND_USD)
+}
+
+/// Nano-USD of `images` images at [`IMAGE_USD`].
+fn image_nanos(images: i64) -> i64 {
+    images * PriceSettings::micros(IMAGE_USD) * 1000
+}
+
+/// What one image edit's tokens cost (the mock's figures).
+fn edit_token_nanos() -> i64 {
+    nanos(IMAGE_INPUT_TOKENS, IMAGE_IN_USD) + nanos(IMAGE_OUTPUT_TOKENS, IMAGE_OUT_USD)
+}
 
 /// Nano-USD of `tokens` at `usd` per million tokens.
 fn nanos(tokens: i64, usd: f64) -> i64 {
@@ -68,6 +87,11 @@ fn configure(settings: &mut Settings, mock: &mock_upstream::MockUpstream) {
     settings.redirects.insert("whisper".into(), WHISPER.into());
     settings.prices = vec![
         PriceSettings {
+            model: WHISPER.to_owned(),
+            per_audio_second: AUDIO_SECOND_USD,
+            ..Default::default()
+        },
+        PriceSettings {
             model: TRANSCRIBE_4O.to_owned(),
             input_per_mtok: TRANSCRIBE_IN_USD,
             output_per_mtok: TRANSCRIBE_OUT_USD,
@@ -77,6 +101,7 @@ fn configure(settings: &mut Settings, mock: &mock_upstream::MockUpstream) {
             model: IMAGE_EDIT.to_owned(),
             input_per_mtok: IMAGE_IN_USD,
             output_per_mtok: IMAGE_OUT_USD,
+            per_image: IMAGE_USD,
             ..Default::default()
         },
     ];
@@ -195,6 +220,10 @@ async fn transcription_reaches_the_upstream_rewritten_and_intact(
     // Billed by the second, not by tokens: no tokens, none estimated.
     assert_eq!((row.prompt_tokens, row.completion_tokens), (0, 0));
     assert!(!row.tokens_estimated);
+    assert_eq!(row.audio_ms, 2_000);
+    assert_eq!((row.images, row.characters, row.search_units), (0, 0, 0));
+    assert!(row.priced);
+    assert_eq!(row.cost_nanos, audio_nanos(2_000));
     gw.stop().await
 }
 
@@ -242,6 +271,8 @@ async fn gpt_4o_transcriptions_bill_their_tokens(backend: Backend) -> anyhow::Re
             (TRANSCRIBE_INPUT_TOKENS, TRANSCRIBE_OUTPUT_TOKENS)
         );
         assert!(row.priced && !row.tokens_estimated);
+        // gpt-4o-transcribe states tokens, not a duration.
+        assert_eq!(row.audio_ms, 0);
         assert_eq!(row.cost_nanos, cost);
     }
     gw.stop().await
@@ -314,6 +345,12 @@ async fn transcript_formats_reach_the_client_as_asked() -> anyhow::Result<()> {
         assert_eq!(text_of(&parts, "model"), Some(WHISPER));
     }
     let logs = gw.request_logs().await?;
+    // Every format is billed its two seconds: from `usage`, verbose JSON's
+    // `duration` or the last cue's end.
+    for row in &logs {
+        assert_eq!(row.audio_ms, 2_000, "{}", row.endpoint);
+        assert_eq!(row.cost_nanos, audio_nanos(2_000), "{}", row.endpoint);
+    }
     let endpoints: Vec<&str> = logs.iter().map(|row| row.endpoint.as_str()).collect();
     assert_eq!(
         endpoints,
@@ -363,10 +400,10 @@ async fn image_edits_bill_images_and_tokens(backend: Backend) -> anyhow::Result<
         (row.prompt_tokens, row.completion_tokens),
         (IMAGE_INPUT_TOKENS, IMAGE_OUTPUT_TOKENS)
     );
-    assert_eq!(
-        row.cost_nanos,
-        nanos(IMAGE_INPUT_TOKENS, IMAGE_IN_USD) + nanos(IMAGE_OUTPUT_TOKENS, IMAGE_OUT_USD)
-    );
+    // Images on top of tokens, each at its own rate.
+    assert_eq!(row.images, 2);
+    assert_eq!(row.audio_ms, 0);
+    assert_eq!(row.cost_nanos, edit_token_nanos() + image_nanos(2));
     gw.stop().await
 }
 
@@ -426,6 +463,8 @@ async fn a_failed_attempt_sends_the_upload_again_intact(backend: Backend) -> any
         let logs = gw.request_logs().await?;
         assert_eq!(common::outcomes(&logs), [(200, None, 2)], "{bad_key}");
         assert_eq!(logs[0].provider.as_deref(), Some("spare"));
+        assert_eq!(logs[0].audio_ms, 2_000);
+        assert_eq!(logs[0].cost_nanos, audio_nanos(2_000));
         gw.stop().await?;
     }
     Ok(())
@@ -436,8 +475,7 @@ async fn a_failed_attempt_sends_the_upload_again_intact(backend: Backend) -> any
 /// without reaching the upstream.
 async fn an_exhausted_budget_refuses_media_calls(backend: Backend) -> anyhow::Result<()> {
     let gw = gateway(backend).await?;
-    let edit_cost =
-        nanos(IMAGE_INPUT_TOKENS, IMAGE_IN_USD) + nanos(IMAGE_OUTPUT_TOKENS, IMAGE_OUT_USD);
+    let edit_cost = edit_token_nanos() + image_nanos(1);
     // Admission holds the default 1024 completion tokens at the output
     // rate; the budget covers that once, but not again after one edit.
     let hold = nanos(1024, IMAGE_OUT_USD);
@@ -618,12 +656,11 @@ async fn a_provider_without_the_endpoint_is_named() -> anyhow::Result<()> {
     gw.stop().await
 }
 
-/// An upstream duration beyond what the upload can hold is relayed to the
-/// client as it is, but never billed past 2 ms a byte (the door's unit
-/// tests read the bounded figure; the usage row's unit columns are helper
-/// U's): the call is served, once.
+/// An upstream that claims more than the request can hold is relayed to
+/// the client as it is but billed within the request's bounds: an absurd
+/// duration at 2 ms per uploaded byte, more images than asked at `n`.
 #[actix_rt::test]
-async fn an_absurd_upstream_duration_is_served() -> anyhow::Result<()> {
+async fn hostile_upstream_figures_are_billed_within_the_request() -> anyhow::Result<()> {
     let gw = gateway(Backend::Sqlite).await?;
     let token = gw.create_token(json!({ "name": "media" })).await?;
     let audio = binary(1000, 2);
@@ -636,8 +673,23 @@ async fn an_absurd_upstream_duration_is_served() -> anyhow::Result<()> {
     .await?;
     anyhow::ensure!(reply.status == 200, "{}", reply.text());
     assert_eq!(reply.json()?["usage"]["seconds"], json!(1e12));
+    let parts = vec![
+        FormPart::text("model", IMAGE_EDIT),
+        FormPart::file("image", "a.png", "image/png", &binary(4000, 9)),
+        FormPart::text("prompt", "a hat"),
+        FormPart::text("n", "1"),
+        FormPart::text("mock_images", "5"),
+    ];
+    let reply = upload(&gw, "/v1/images/edits", &token, &parts).await?;
+    anyhow::ensure!(reply.status == 200, "{}", reply.text());
+    assert_eq!(reply.json()?["data"].as_array().map(Vec::len), Some(5));
+
     let logs = gw.request_logs().await?;
-    assert_eq!(common::outcomes(&logs), [(200, None, 1)]);
+    assert_eq!(common::outcomes(&logs), [(200, None, 1), (200, None, 1)]);
+    assert_eq!(logs[0].audio_ms, 2_000);
+    assert_eq!(logs[0].cost_nanos, audio_nanos(2_000));
+    assert_eq!(logs[1].images, 1);
+    assert_eq!(logs[1].cost_nanos, edit_token_nanos() + image_nanos(1));
     gw.stop().await
 }
 
