@@ -470,15 +470,17 @@ async fn a_failed_attempt_sends_the_upload_again_intact(backend: Backend) -> any
     Ok(())
 }
 
-/// A money budget is held before the upload goes out and charged the
-/// answer's real cost: once it is spent, the next call is refused (402)
-/// without reaching the upstream.
+/// A money budget is held before the upload goes out (tokens and the `n`
+/// images asked for) and charged the answer's real cost: an edit it cannot
+/// cover, or any once it is spent, is refused (402) without reaching the
+/// upstream.
 async fn an_exhausted_budget_refuses_media_calls(backend: Backend) -> anyhow::Result<()> {
     let gw = gateway(backend).await?;
     let edit_cost = edit_token_nanos() + image_nanos(1);
     // Admission holds the default 1024 completion tokens at the output
-    // rate; the budget covers that once, but not again after one edit.
-    let hold = nanos(1024, IMAGE_OUT_USD);
+    // rate and the one image asked for; the budget covers that once, but
+    // not again after one edit.
+    let hold = nanos(1024, IMAGE_OUT_USD) + image_nanos(1);
     let budget = hold + edit_cost / 2;
     let token = gw
         .create_token(json!({ "name": "budget", "budget_nanos": budget }))
@@ -488,6 +490,12 @@ async fn an_exhausted_budget_refuses_media_calls(backend: Backend) -> anyhow::Re
         FormPart::file("image", "a.png", "image/png", &binary(4000, 9)),
         FormPart::text("prompt", "a hat"),
     ];
+    // Ten images cannot be paid for: refused before the upstream.
+    let mut ten = parts.clone();
+    ten.push(FormPart::text("n", "10"));
+    let refused = upload(&gw, "/v1/images/edits", &token, &ten).await?;
+    assert_eq!(refused.status, 402, "{}", refused.text());
+    assert_eq!(gw.mock.total_calls(), 0);
     let first = upload(&gw, "/v1/images/edits", &token, &parts).await?;
     anyhow::ensure!(first.status == 200, "{}", first.text());
     let second = upload(&gw, "/v1/images/edits", &token, &parts).await?;

@@ -385,6 +385,16 @@ impl FrontDoor for MediaUpload {
         None
     }
 
+    /// An edit's `n` images. A transcript's audio is not held: its only
+    /// bound before the answer (2 ms a byte) is far above any real
+    /// recording, and holding it would refuse budgets that can pay.
+    fn max_media_units(&self) -> Usage {
+        Usage {
+            images: self.images_asked,
+            ..Usage::default()
+        }
+    }
+
     /// Never called: uploads are not streamed.
     fn stream_mode(&self, _: Upload, _: &StreamStart) -> StreamMode {
         StreamMode::Native(ChatStreamState::new(false))
