@@ -344,7 +344,7 @@ fn invalid_json_is_a_400_in_openai_shape() -> TestResult {
 fn unknown_routes_are_404() -> TestResult {
     let mock = MockUpstream::start()?;
     for (method, path) in [
-        ("POST", "/v1/images/generations"),
+        ("POST", "/v1/assistants"),
         ("GET", "/v1/chat/completions"),
         ("POST", "/v1/models"),
     ] {
