@@ -26,6 +26,7 @@ on_both_backends!(
     image_edits_bill_images_and_tokens,
     a_failed_attempt_sends_the_upload_again_intact,
     an_exhausted_budget_refuses_media_calls,
+    uploads_keep_the_billing_identity,
 );
 
 /// Whisper-style: billed by the second of audio.
@@ -730,5 +731,117 @@ async fn an_upload_over_the_body_limit_is_refused() -> anyhow::Result<()> {
     assert_eq!(too_large.status, 413, "{}", too_large.text());
     assert_eq!(too_large.error_code().as_deref(), Some("request_too_large"));
     assert_eq!(gw.mock.total_calls(), 1);
+    gw.stop().await
+}
+
+/// The billing identity over the upload doors (issue 15, item 5): after a
+/// transcription, a translation asked as text, a token-billed transcription
+/// and an image edit, the request logs, the token's counters, the billing
+/// records and both rollups agree on every media unit and on the cost,
+/// which is what the rates make of the units by hand.
+async fn uploads_keep_the_billing_identity(backend: Backend) -> anyhow::Result<()> {
+    let gw = gateway(backend).await?;
+    let created = gw
+        .admin_client()
+        .create_token(json!({ "name": "media" }))
+        .await?;
+    let (token, id) = (created.token, created.id);
+    let audio = binary(AUDIO_BYTES, 21);
+    let edit = vec![
+        FormPart::text("model", IMAGE_EDIT),
+        FormPart::file("image", "a.png", "image/png", &binary(4000, 9)),
+        FormPart::text("prompt", "a hat"),
+        FormPart::text("n", "2"),
+    ];
+    let calls = [
+        (
+            "/v1/audio/transcriptions",
+            audio_parts("whisper", &audio, &[]),
+        ),
+        (
+            "/v1/audio/translations",
+            audio_parts("whisper", &audio, &[("response_format", "text")]),
+        ),
+        (
+            "/v1/audio/transcriptions",
+            audio_parts(TRANSCRIBE_4O, &audio, &[]),
+        ),
+        ("/v1/images/edits", edit),
+    ];
+    for (path, parts) in &calls {
+        let reply = upload(&gw, path, &token, parts).await?;
+        anyhow::ensure!(reply.status == 200, "{path}: {}", reply.text());
+    }
+    // By hand: 2 images; two recordings of 2 s; tokens of the 4o
+    // transcription and of the edit.
+    let want_units = [2, 0, 4_000, 0];
+    let want_tokens = TRANSCRIBE_INPUT_TOKENS
+        + TRANSCRIBE_OUTPUT_TOKENS
+        + IMAGE_INPUT_TOKENS
+        + IMAGE_OUTPUT_TOKENS;
+    let want_cost = 2 * audio_nanos(2_000)
+        + nanos(TRANSCRIBE_INPUT_TOKENS, TRANSCRIBE_IN_USD)
+        + nanos(TRANSCRIBE_OUTPUT_TOKENS, TRANSCRIBE_OUT_USD)
+        + edit_token_nanos()
+        + image_nanos(2);
+    let sum = |rows: &mut dyn Iterator<Item = [i64; 4]>| {
+        rows.fold([0i64; 4], |sum, row| {
+            [
+                sum[0] + row[0],
+                sum[1] + row[1],
+                sum[2] + row[2],
+                sum[3] + row[3],
+            ]
+        })
+    };
+
+    let logs = gw.request_logs().await?;
+    assert_eq!(logs.len(), calls.len());
+    let logged_units = sum(&mut logs
+        .iter()
+        .map(|row| [row.images, row.characters, row.audio_ms, row.search_units]));
+    assert_eq!(logged_units, want_units);
+    let logged_tokens: i64 = logs
+        .iter()
+        .map(|row| row.prompt_tokens + row.completion_tokens)
+        .sum();
+    let logged_cost: i64 = logs.iter().map(|row| row.cost_nanos).sum();
+    assert_eq!((logged_tokens, logged_cost), (want_tokens, want_cost));
+
+    let db = &gw.gateway()?.db;
+    let token_row = db.get_token(id).await?.context("token")?;
+    assert_eq!(
+        (
+            token_row.spent_tokens,
+            token_row.spent_nanos,
+            token_row.request_count
+        ),
+        (want_tokens, want_cost, 4)
+    );
+    let filter = switchyard::db::BillingFilter {
+        token_id: Some(id),
+        ..Default::default()
+    };
+    let (charges, total) = db.list_billing(&filter, 1000, 0).await?;
+    assert_eq!(total, 4);
+    let charged_cost: i64 = charges.iter().map(|charge| charge.amount_nanos).sum();
+    assert_eq!(charged_cost, want_cost);
+    let charged = sum(&mut charges
+        .iter()
+        .map(|c| [c.images, c.characters, c.audio_ms, c.search_units]));
+    assert_eq!(charged, want_units);
+    for rollup in [
+        switchyard::db::rollups::Rollup::Hourly,
+        switchyard::db::rollups::Rollup::Daily,
+    ] {
+        let rows = db.list_rollups(rollup).await?;
+        let rolled = sum(&mut rows.iter().map(|row| {
+            let f = &row.figures;
+            [f.images, f.characters, f.audio_ms, f.search_units]
+        }));
+        assert_eq!(rolled, want_units, "{rollup:?}");
+        let cost: i64 = rows.iter().map(|row| row.figures.cost_nanos).sum();
+        assert_eq!(cost, want_cost, "{rollup:?}");
+    }
     gw.stop().await
 }
