@@ -10,6 +10,7 @@
 pub mod common;
 
 use anyhow::Context;
+use common::billing::{Billed, assert_billing_identity};
 use common::{Reply, TestGateway, kind_provider, mock_provider};
 use mock_upstream::{ABSURD_SEARCH_UNITS, EXTRA_IMAGES, IMAGE_OUTPUT_TOKENS, speech_bytes};
 use serde_json::{Value, json};
@@ -570,67 +571,17 @@ async fn media_calls_keep_the_billing_identity(backend: Backend) -> anyhow::Resu
         + PER_SEARCH_MICROS * 1000
         + PER_SEARCH_MICROS * 1000
         + token_nanos(13, INPUT_MICROS);
-    let sum = |rows: &mut dyn Iterator<Item = [i64; 4]>| {
-        rows.fold([0i64; 4], |sum, row| {
-            [
-                sum[0] + row[0],
-                sum[1] + row[1],
-                sum[2] + row[2],
-                sum[3] + row[3],
-            ]
-        })
-    };
-
-    let logs = gw.request_logs().await?;
-    assert_eq!(logs.len(), calls.len());
-    assert_eq!(sum(&mut logs.iter().map(units)), want_units);
-    let logged_tokens: i64 = logs
-        .iter()
-        .map(|row| row.prompt_tokens + row.completion_tokens)
-        .sum();
-    let logged_cost: i64 = logs.iter().map(|row| row.cost_nanos).sum();
-    assert_eq!((logged_tokens, logged_cost), (want_tokens, want_cost));
-
-    let db = &gw.gateway()?.db;
-    let token_row = db.get_token(id).await?.context("token")?;
-    assert_eq!(
-        (
-            token_row.spent_tokens,
-            token_row.spent_nanos,
-            token_row.request_count
-        ),
-        (want_tokens, want_cost, 4)
-    );
-    let filter = switchyard::db::BillingFilter {
-        token_id: Some(id),
-        ..Default::default()
-    };
-    let (charges, total) = db.list_billing(&filter, 1000, 0).await?;
-    assert_eq!(total, 4);
-    assert_eq!(
-        charges
-            .iter()
-            .map(|charge| charge.amount_nanos)
-            .sum::<i64>(),
-        want_cost
-    );
-    let charged = sum(&mut charges
-        .iter()
-        .map(|c| [c.images, c.characters, c.audio_ms, c.search_units]));
-    assert_eq!(charged, want_units);
-    for rollup in [
-        switchyard::db::rollups::Rollup::Hourly,
-        switchyard::db::rollups::Rollup::Daily,
-    ] {
-        let rows = db.list_rollups(rollup).await?;
-        let rolled = sum(&mut rows.iter().map(|row| {
-            let f = &row.figures;
-            [f.images, f.characters, f.audio_ms, f.search_units]
-        }));
-        assert_eq!(rolled, want_units, "{rollup:?}");
-        let cost: i64 = rows.iter().map(|row| row.figures.cost_nanos).sum();
-        assert_eq!(cost, want_cost, "{rollup:?}");
-    }
+    assert_billing_identity(
+        &gw,
+        id,
+        Billed {
+            requests: 4,
+            units: want_units,
+            tokens: want_tokens,
+            cost_nanos: want_cost,
+        },
+    )
+    .await?;
     gw.stop().await
 }
 

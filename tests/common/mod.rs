@@ -2,6 +2,7 @@
 //! gateway started in-process on a free loopback port.
 
 pub mod admin;
+pub mod billing;
 pub mod cli;
 pub mod db;
 pub mod load;

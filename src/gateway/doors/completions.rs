@@ -9,7 +9,7 @@ use crate::gateway::failover::{MalformedAnswer, StreamStart, UpstreamRequest};
 use crate::gateway::pipeline::{ClientCall, FrontDoor, serve};
 use crate::gateway::relay::StreamMode;
 use crate::providers::openai::{self, ChatStreamState, Usage};
-use crate::providers::{adapter_of, kind_of};
+use crate::providers::adapter_of;
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse};
 use serde_json::{Map, Value, json};
@@ -121,15 +121,7 @@ impl UpstreamRequest for OpenAiOnly {
             Endpoint::Completions => adapter.completions_path(spec, upstream_model),
             Endpoint::Embeddings => adapter.embeddings_path(spec, upstream_model),
         };
-        path.ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "The model `{}` is served by provider `{}` ({}), which has no {} endpoint",
-                self.model,
-                spec.name,
-                kind_of(spec).as_str(),
-                self.endpoint.route()
-            ))
-        })
+        path.ok_or_else(|| super::no_such_endpoint(&self.model, spec, self.endpoint.route()))
     }
 
     fn body(&mut self, _: &ProviderSpec, upstream_model: &str) -> Result<Bytes, ApiError> {

@@ -25,16 +25,16 @@ use crate::gateway::AppState;
 use crate::gateway::failover::{MalformedAnswer, StreamStart, UpstreamRequest};
 use crate::gateway::pipeline::{ClientCall, FrontDoor, serve};
 use crate::gateway::relay::StreamMode;
-use crate::providers::openai::{ChatStreamState, Usage};
-use crate::providers::{Media, adapter_of, kind_of};
+use crate::providers::Media;
+use crate::providers::openai::{self, ChatStreamState, Usage};
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse};
 use serde_json::{Map, Value};
 use switchyard_actors::ProviderSpec;
 
-/// OpenAI's bounds on `n` for image generation (dall-e-3 allows only 1,
-/// which the upstream enforces).
-const MAX_IMAGES: i64 = 10;
+/// OpenAI's bound on `n` for image generation and edits (dall-e-3 allows
+/// only 1, which the upstream enforces).
+pub const MAX_IMAGES: i64 = 10;
 
 /// OpenAI's limit on speech `input`, in characters.
 const MAX_SPEECH_CHARS: usize = 4096;
@@ -284,27 +284,32 @@ fn count(value: Option<&Value>) -> i64 {
     }
 }
 
-/// Images answer: `data` entries, and gpt-image-1's token `usage`
-/// (`input_tokens`, `output_tokens`; `prompt_tokens`/`completion_tokens`
-/// from OpenAI-compatible servers that reuse chat's names).
+/// Images answer: `data` entries, and gpt-image-1's token `usage`.
 fn image_usage(answer: &Value, n: i64) -> Result<Usage, MalformedAnswer> {
     let data = answer
         .get("data")
         .and_then(Value::as_array)
         .ok_or(MalformedAnswer)?;
     let answered = i64::try_from(data.len()).unwrap_or(i64::MAX);
-    let usage = answer.get("usage");
-    let tokens = |names: [&str; 2]| {
-        let [first, second] = names.map(|name| usage.and_then(|usage| usage.get(name)));
-        count(first.or(second))
-    };
     Ok(Usage {
         images: n.min(answered),
-        ..Usage::tokens(
-            tokens(["input_tokens", "prompt_tokens"]),
-            tokens(["output_tokens", "completion_tokens"]),
-        )
+        ..token_usage(answer)
     })
+}
+
+/// The token counts of a media answer's `usage`: `input_tokens` and
+/// `output_tokens` (`gpt-image-1`, `gpt-4o-transcribe`), else the chat
+/// names (`prompt_tokens`, `completion_tokens`, from OpenAI-compatible
+/// servers that reuse them). The meter bounds them like any tokens.
+pub(super) fn token_usage(answer: &Value) -> Usage {
+    let Some(usage) = answer.get("usage").filter(|usage| usage.is_object()) else {
+        return Usage::default();
+    };
+    let count = |field: &str| usage.get(field).and_then(Value::as_i64);
+    match (count("input_tokens"), count("output_tokens")) {
+        (None, None) => openai::usage_fields(usage).unwrap_or_default(),
+        (input, output) => Usage::tokens(input.unwrap_or(0), output.unwrap_or(0)),
+    }
 }
 
 /// Rerank answer: `results`, each with an `index` among the documents sent
@@ -343,17 +348,7 @@ fn rerank_usage(answer: &Value, documents: i64) -> Result<Usage, MalformedAnswer
 
 impl UpstreamRequest for MediaCall {
     fn path(&self, spec: &ProviderSpec, upstream_model: &str) -> Result<String, ApiError> {
-        adapter_of(spec)
-            .media_path(spec, upstream_model, self.media)
-            .ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "The model `{}` is served by provider `{}` ({}), which has no {} endpoint",
-                    self.model,
-                    spec.name,
-                    kind_of(spec).as_str(),
-                    self.media.route()
-                ))
-            })
+        super::media_path(spec, &self.model, upstream_model, self.media)
     }
 
     fn body(&mut self, _: &ProviderSpec, upstream_model: &str) -> Result<Bytes, ApiError> {

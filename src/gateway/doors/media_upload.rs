@@ -27,12 +27,13 @@
 
 use crate::error::ApiError;
 use crate::gateway::AppState;
+use crate::gateway::doors::media::{MAX_IMAGES, token_usage};
 use crate::gateway::failover::{MalformedAnswer, StreamStart, UpstreamRequest};
 use crate::gateway::multipart::{Form, new_boundary};
 use crate::gateway::pipeline::{ClientCall, FrontDoor, serve};
 use crate::gateway::relay::StreamMode;
-use crate::providers::openai::{self, ChatStreamState, Usage};
-use crate::providers::{Media, adapter_of, kind_of};
+use crate::providers::Media;
+use crate::providers::openai::{ChatStreamState, Usage};
 use actix_web::http::header::CONTENT_TYPE;
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse};
@@ -42,9 +43,6 @@ use switchyard_actors::ProviderSpec;
 /// Milliseconds of audio one uploaded byte may stand for: the most an
 /// upstream's duration is believed.
 pub const AUDIO_MS_PER_BYTE: i64 = 2;
-
-/// The most images one edit may ask for (`n`), as OpenAI allows.
-pub const MAX_IMAGES: i64 = 10;
 
 /// The media type OpenAI answers plain text, SRT and WebVTT transcripts with.
 const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
@@ -262,7 +260,7 @@ impl MediaUpload {
         let answered = i64::try_from(data.len()).unwrap_or(i64::MAX);
         let usage = Usage {
             images: answered.min(self.images_asked),
-            ..media_usage(&value)
+            ..token_usage(&value)
         };
         Ok((body, usage))
     }
@@ -282,7 +280,7 @@ impl MediaUpload {
                 .get("text")
                 .and_then(Value::as_str)
                 .ok_or(MalformedAnswer)?;
-            usage = media_usage(&value);
+            usage = token_usage(&value);
             usage.audio_ms = audio_ms_of(&value);
             match asked {
                 _ if asked == sent => body,
@@ -308,18 +306,7 @@ impl MediaUpload {
 
 impl UpstreamRequest for MediaUpload {
     fn path(&self, spec: &ProviderSpec, upstream_model: &str) -> Result<String, ApiError> {
-        let media = self.upload.media();
-        adapter_of(spec)
-            .media_path(spec, upstream_model, media)
-            .ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "The model `{}` is served by provider `{}` ({}), which has no {} endpoint",
-                    self.model,
-                    spec.name,
-                    kind_of(spec).as_str(),
-                    media.route()
-                ))
-            })
+        super::media_path(spec, &self.model, upstream_model, self.upload.media())
     }
 
     fn body(&mut self, _: &ProviderSpec, upstream_model: &str) -> Result<Bytes, ApiError> {
@@ -405,20 +392,6 @@ impl FrontDoor for MediaUpload {
             Some((asked, _)) if !asked.is_json() => TEXT_PLAIN,
             _ => "application/json",
         }
-    }
-}
-
-/// The token counts of a media answer's `usage`: `input_tokens` and
-/// `output_tokens` (`gpt-image-1`, `gpt-4o-transcribe`), else the chat
-/// names (`prompt_tokens`, `completion_tokens`).
-fn media_usage(answer: &Value) -> Usage {
-    let Some(usage) = answer.get("usage").filter(|usage| usage.is_object()) else {
-        return Usage::default();
-    };
-    let count = |field: &str| usage.get(field).and_then(Value::as_i64);
-    match (count("input_tokens"), count("output_tokens")) {
-        (None, None) => openai::usage_fields(usage).unwrap_or_default(),
-        (input, output) => Usage::tokens(input.unwrap_or(0), output.unwrap_or(0)),
     }
 }
 
@@ -593,10 +566,10 @@ mod tests {
     fn token_usage_of_media_answers() {
         let image = json!({"data": [], "usage": {"input_tokens": 50, "output_tokens": 4160,
             "total_tokens": 4210, "input_tokens_details": {"text_tokens": 10, "image_tokens": 40}}});
-        assert_eq!(media_usage(&image), Usage::tokens(50, 4160));
+        assert_eq!(token_usage(&image), Usage::tokens(50, 4160));
         let chat_names = json!({"usage": {"prompt_tokens": 3, "completion_tokens": 4}});
-        assert_eq!(media_usage(&chat_names), Usage::tokens(3, 4));
-        assert_eq!(media_usage(&json!({"text": "x"})), Usage::default());
+        assert_eq!(token_usage(&chat_names), Usage::tokens(3, 4));
+        assert_eq!(token_usage(&json!({"text": "x"})), Usage::default());
     }
 
     #[test]

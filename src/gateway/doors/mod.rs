@@ -11,3 +11,29 @@ pub mod proxy;
 pub mod proxy_usage;
 pub mod responses;
 pub mod self_service;
+
+use crate::error::ApiError;
+use crate::providers::{Media, adapter_of, kind_of};
+use switchyard_actors::ProviderSpec;
+
+/// The refusal of a provider whose kind has no `route` endpoint: answered
+/// as it is (a 400 naming the provider and its kind), not failed over.
+pub fn no_such_endpoint(model: &str, spec: &ProviderSpec, route: &str) -> ApiError {
+    ApiError::bad_request(format!(
+        "The model `{model}` is served by provider `{}` ({}), which has no {route} endpoint",
+        spec.name,
+        kind_of(spec).as_str(),
+    ))
+}
+
+/// Where `media` lives at `spec`'s provider for `model` (the media doors).
+pub fn media_path(
+    spec: &ProviderSpec,
+    model: &str,
+    upstream_model: &str,
+    media: Media,
+) -> Result<String, ApiError> {
+    adapter_of(spec)
+        .media_path(spec, upstream_model, media)
+        .ok_or_else(|| no_such_endpoint(model, spec, media.route()))
+}
