@@ -582,6 +582,24 @@ async fn media_calls_keep_the_billing_identity(backend: Backend) -> anyhow::Resu
         },
     )
     .await?;
+    // `/metrics` counts the same units, per unit (read with the admin
+    // credential, after the usage above was written).
+    let metrics = gw.get("/metrics", Some(common::MASTER_KEY)).await?;
+    assert_eq!(metrics.status, 200, "{}", metrics.text());
+    let counted = |model: &str, unit: &str| {
+        let series = format!(
+            "switchyard_media_units_total{{provider=\"mock\",model=\"{model}\",token=\"{id}\",unit=\"{unit}\"}} "
+        );
+        metrics
+            .text()
+            .lines()
+            .find_map(|line| line.strip_prefix(&series)?.parse::<i64>().ok())
+    };
+    assert_eq!(counted(IMAGE_MODEL, "images"), Some(3));
+    assert_eq!(counted(TTS_MODEL, "characters"), Some(13));
+    assert_eq!(counted(RERANK_MODEL, "search_units"), Some(1));
+    assert_eq!(counted(JINA_MODEL, "search_units"), Some(1));
+    assert_eq!(counted(IMAGE_MODEL, "characters"), None);
     gw.stop().await
 }
 

@@ -17,6 +17,8 @@
 //!   `switchyard_request_duration_seconds` and
 //!   `switchyard_time_to_first_token_seconds` histograms by provider and
 //!   model, `switchyard_tokens_total{provider,model,token,kind}`,
+//!   `switchyard_media_units_total{provider,model,token,unit}` (images,
+//!   characters, audio_milliseconds, search_units: the media doors),
 //!   `switchyard_cost_usd_total{provider,model,token}` (token: the gateway
 //!   token's id), `switchyard_upstream_attempts_total{provider}`,
 //!   `switchyard_upstream_failovers_total{provider}` and
@@ -93,6 +95,9 @@ struct Aggregates {
     ttft: BTreeMap<Served, Histogram>,
     /// (provider, model, token id, `prompt`|`completion`) → tokens.
     tokens: BTreeMap<(String, String, String, &'static str), u64>,
+    /// (provider, model, token id, unit) → media units (images,
+    /// characters, audio milliseconds, search units).
+    media_units: BTreeMap<(String, String, String, &'static str), u64>,
     /// (provider, model, token id) → nano-USD charged.
     cost_nanos: BTreeMap<(String, String, String), i64>,
     /// provider → upstream attempts.
@@ -144,6 +149,20 @@ impl RequestCounters {
                     *counts
                         .tokens
                         .entry((provider.clone(), model.clone(), token.clone(), kind))
+                        .or_default() += figure;
+                }
+            }
+            for (unit, figure) in [
+                ("images", record.images),
+                ("characters", record.characters),
+                ("audio_milliseconds", record.audio_ms),
+                ("search_units", record.search_units),
+            ] {
+                let figure = u64::try_from(figure).unwrap_or(0);
+                if figure > 0 {
+                    *counts
+                        .media_units
+                        .entry((provider.clone(), model.clone(), token.clone(), unit))
                         .or_default() += figure;
                 }
             }
@@ -372,6 +391,21 @@ fn render_traffic(out: &mut String, counts: &Aggregates) {
         let _ = writeln!(
             out,
             "switchyard_tokens_total{{provider=\"{}\",model=\"{}\",token=\"{token}\",kind=\"{kind}\"}} {count}",
+            label(provider),
+            label(model)
+        );
+    }
+    family(
+        out,
+        "switchyard_media_units_total",
+        "counter",
+        "Media units billed by provider, model, gateway token id and unit (images, characters, \
+         audio_milliseconds, search_units).",
+    );
+    for ((provider, model, token, unit), count) in &counts.media_units {
+        let _ = writeln!(
+            out,
+            "switchyard_media_units_total{{provider=\"{}\",model=\"{}\",token=\"{token}\",unit=\"{unit}\"}} {count}",
             label(provider),
             label(model)
         );
