@@ -482,6 +482,15 @@ async fn hostile_figures_are_bounded_by_the_request(backend: Backend) -> anyhow:
     );
     assert_eq!(rerank.cost_nanos, 3 * PER_SEARCH_MICROS * 1000);
     assert_eq!((units(images), units(rerank)), ([2, 0, 0, 0], [0, 0, 0, 3]));
+    // Each row says its upstream's figure was not believed.
+    for row in [images, rerank] {
+        assert!(
+            row.usage_flags
+                .as_deref()
+                .is_some_and(|flags| flags.contains("usage_clamped")),
+            "{row:?}"
+        );
+    }
     gw.stop().await
 }
 

@@ -700,6 +700,15 @@ async fn hostile_upstream_figures_are_billed_within_the_request() -> anyhow::Res
     assert_eq!(logs[0].cost_nanos, audio_nanos(2_000));
     assert_eq!(logs[1].images, 1);
     assert_eq!(logs[1].cost_nanos, edit_token_nanos() + image_nanos(1));
+    // Both rows say their upstream's figure was not believed.
+    for row in &logs {
+        assert!(
+            row.usage_flags
+                .as_deref()
+                .is_some_and(|flags| flags.contains("usage_clamped")),
+            "{row:?}"
+        );
+    }
     gw.stop().await
 }
 

@@ -46,6 +46,9 @@ pub struct Meter {
     /// `usage.max_completion_tokens` and `usage.prompt_token_allowance`.
     completion_cap: i64,
     prompt_allowance: i64,
+    /// The most media units the request can be billed
+    /// ([`Self::bound_media`]); `None`: not bounded here (the proxy).
+    media_bounds: Option<Usage>,
     /// When the current upstream attempt began (for the attempt log).
     attempt_started: Option<Instant>,
     /// The request's span (tracing on): attempts are its children.
@@ -103,6 +106,7 @@ impl Meter {
             max_completion: None,
             completion_cap: state.settings.usage.max_completion_tokens,
             prompt_allowance: state.settings.usage.prompt_token_allowance,
+            media_bounds: None,
             attempt_started: None,
             trace: ctx.trace.clone(),
         }
@@ -148,6 +152,14 @@ impl Meter {
         self.admission = Some(admission);
         self.max_completion = max_tokens.filter(|max| *max > 0);
         Ok(())
+    }
+
+    /// The most media units the request can be billed (images asked for,
+    /// characters sent, audio an upload can hold, documents reranked):
+    /// an upstream's figure above one is clamped and the row flagged
+    /// `usage_clamped`, like tokens beyond what the request could produce.
+    pub fn bound_media(&mut self, bounds: Usage) {
+        self.media_bounds = Some(bounds);
     }
 
     /// Rate limits, parallelism and request quotas only, for calls that
@@ -285,6 +297,7 @@ impl Meter {
                         .unwrap_or(i64::MAX)
                         .saturating_add(self.prompt_allowance),
                     completion: self.max_completion.unwrap_or(self.completion_cap),
+                    media: self.media_bounds,
                 };
                 let (usage, flags) = bounds.apply(usage);
                 record.prompt_tokens = usage.prompt_tokens;
@@ -381,6 +394,8 @@ struct UsageBounds {
     prompt: i64,
     /// The request's `max_tokens`, else `usage.max_completion_tokens`.
     completion: i64,
+    /// Media units, as the door bounds them (`Meter::bound_media`).
+    media: Option<Usage>,
 }
 
 impl UsageBounds {
@@ -404,19 +419,23 @@ impl UsageBounds {
         let cache_read = bound(usage.cache_read_tokens, prompt);
         let cache_write = bound(usage.cache_write_tokens, prompt - cache_read);
         let reasoning = bound(usage.reasoning_tokens, completion);
-        // Media units are counted or bounded by their door against the
-        // request (images asked for, characters sent, audio bytes); here
-        // only made non-negative.
+        let media = self.media.unwrap_or(Usage {
+            images: i64::MAX,
+            characters: i64::MAX,
+            audio_ms: i64::MAX,
+            search_units: i64::MAX,
+            ..Usage::default()
+        });
         let bounded = Usage {
             prompt_tokens: prompt,
             completion_tokens: completion,
             cache_read_tokens: cache_read,
             cache_write_tokens: cache_write,
             reasoning_tokens: reasoning,
-            images: bound(usage.images, i64::MAX),
-            characters: bound(usage.characters, i64::MAX),
-            audio_ms: bound(usage.audio_ms, i64::MAX),
-            search_units: bound(usage.search_units, i64::MAX),
+            images: bound(usage.images, media.images),
+            characters: bound(usage.characters, media.characters),
+            audio_ms: bound(usage.audio_ms, media.audio_ms),
+            search_units: bound(usage.search_units, media.search_units),
         };
         (bounded, flags)
     }
@@ -440,6 +459,7 @@ mod tests {
         let bounds = UsageBounds {
             prompt: 100,
             completion: 5,
+            media: None,
         };
         assert_eq!(
             bounds.apply(usage(7, 5)),
@@ -456,6 +476,7 @@ mod tests {
         let bounds = UsageBounds {
             prompt: 100,
             completion: 50,
+            media: None,
         };
         let within = Usage {
             cache_read_tokens: 30,
@@ -479,5 +500,49 @@ mod tests {
             (30, 10, 20)
         );
         assert!(flags.contains(UsageFlags::USAGE_CLAMPED));
+    }
+
+    #[test]
+    fn media_units_beyond_the_doors_bounds_are_clamped_and_flagged() {
+        let bounds = UsageBounds {
+            prompt: 100,
+            completion: 50,
+            media: Some(Usage {
+                images: 2,
+                characters: 11,
+                audio_ms: 2_000,
+                search_units: 3,
+                ..Usage::default()
+            }),
+        };
+        let within = Usage {
+            images: 2,
+            characters: 11,
+            audio_ms: 1_500,
+            search_units: 1,
+            ..usage(9, 0)
+        };
+        assert_eq!(bounds.apply(within), (within, UsageFlags::default()));
+        let (bounded, flags) = bounds.apply(Usage {
+            images: 5,
+            audio_ms: 1_000_000_000_000_000,
+            search_units: i64::MAX,
+            ..usage(9, 0)
+        });
+        assert_eq!(
+            (bounded.images, bounded.audio_ms, bounded.search_units),
+            (2, 2_000, 3)
+        );
+        assert!(flags.contains(UsageFlags::USAGE_CLAMPED));
+        // Without bounds (the proxy) media units are only made non-negative.
+        let unbounded = UsageBounds {
+            media: None,
+            ..bounds
+        };
+        let (kept, flags) = unbounded.apply(Usage {
+            images: 5,
+            ..Usage::default()
+        });
+        assert_eq!((kept.images, flags), (5, UsageFlags::default()));
     }
 }

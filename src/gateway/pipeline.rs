@@ -65,6 +65,14 @@ pub trait FrontDoor: UpstreamRequest + Sized {
         Usage::default()
     }
 
+    /// The most media units the answer may be billed, whatever the
+    /// upstream reports (more is clamped and the row flagged): by default
+    /// what [`Self::max_media_units`] holds; a door whose hold is smaller
+    /// than its bound (rerank, transcripts) says so.
+    fn media_bounds(&self) -> Usage {
+        self.max_media_units()
+    }
+
     /// How a streamed answer from `start`'s provider reaches the client.
     fn stream_mode(&self, route: Self::Route, start: &StreamStart) -> StreamMode;
 
@@ -147,6 +155,7 @@ async fn attempt<D: FrontDoor>(
             door.max_media_units(),
         )
         .await?;
+    meter.bound_media(door.media_bounds());
     door.prepare(state, &token).await?;
     let model = door.route_model();
     let served = call_with_failover(state, client, meter, &model, &mut door).await?;

@@ -30,8 +30,7 @@ fn sum(rows: impl Iterator<Item = [i64; 4]>) -> [i64; 4] {
 }
 
 /// Asserts that every place the gateway keeps `token_id`'s spend says
-/// `want` (the gateway has been stopped or its usage flushed, as
-/// `TestGateway::request_logs` does).
+/// `want`, from figures an honest upstream reported (no row flagged).
 pub async fn assert_billing_identity(
     gw: &TestGateway,
     token_id: i64,
@@ -39,6 +38,10 @@ pub async fn assert_billing_identity(
 ) -> anyhow::Result<()> {
     let logs = gw.request_logs().await?;
     assert_eq!(i64::try_from(logs.len())?, want.requests, "request logs");
+    // The calls' figures were all believed (none clamped or negative).
+    for row in &logs {
+        assert_eq!(row.usage_flags, None, "{row:?}");
+    }
     let logged = sum(logs
         .iter()
         .map(|row| [row.images, row.characters, row.audio_ms, row.search_units]));

@@ -284,15 +284,17 @@ fn count(value: Option<&Value>) -> i64 {
     }
 }
 
-/// Images answer: `data` entries, and gpt-image-1's token `usage`.
-fn image_usage(answer: &Value, n: i64) -> Result<Usage, MalformedAnswer> {
+/// Images answer: `data` entries (billed at most `n`: the meter clamps
+/// and flags more, see `FrontDoor::media_bounds`), and gpt-image-1's token
+/// `usage`.
+fn image_usage(answer: &Value) -> Result<Usage, MalformedAnswer> {
     let data = answer
         .get("data")
         .and_then(Value::as_array)
         .ok_or(MalformedAnswer)?;
     let answered = i64::try_from(data.len()).unwrap_or(i64::MAX);
     Ok(Usage {
-        images: n.min(answered),
+        images: answered,
         ..token_usage(answer)
     })
 }
@@ -332,8 +334,9 @@ fn rerank_usage(answer: &Value, documents: i64) -> Result<Usage, MalformedAnswer
     }
     let billed = answer.pointer("/meta/billed_units");
     let search_units = match billed.and_then(|billed| billed.get("search_units")) {
-        // A call is never free nor worth more than a unit per document.
-        Some(units) => count(Some(units)).clamp(1, documents.max(1)),
+        // A call is never free; more than a unit per document is clamped
+        // (and flagged) by the meter.
+        Some(units) => count(Some(units)).max(1),
         None => 1,
     };
     let prompt_tokens = match answer.pointer("/usage/total_tokens") {
@@ -380,9 +383,9 @@ impl UpstreamRequest for MediaCall {
                     ..Usage::default()
                 }
             }
-            Asked::Images { n } => {
+            Asked::Images { .. } => {
                 let answer: Value = serde_json::from_slice(&body).map_err(|_| MalformedAnswer)?;
-                image_usage(&answer, n)?
+                image_usage(&answer)?
             }
             Asked::Rerank { documents } => {
                 let answer: Value = serde_json::from_slice(&body).map_err(|_| MalformedAnswer)?;
@@ -433,6 +436,18 @@ impl FrontDoor for MediaCall {
                 search_units: (documents.max(1) + 99) / 100,
                 ..Usage::default()
             },
+        }
+    }
+
+    /// A rerank is billed at most one search unit per document (it holds
+    /// fewer); the others at most what they hold.
+    fn media_bounds(&self) -> Usage {
+        match self.asked {
+            Asked::Rerank { documents } => Usage {
+                search_units: documents.max(1),
+                ..Usage::default()
+            },
+            Asked::Images { .. } | Asked::Speech { .. } => self.max_media_units(),
         }
     }
 
@@ -498,16 +513,21 @@ mod tests {
     }
 
     #[test]
-    fn images_bill_at_most_what_was_asked_and_answered() -> Result<(), MalformedAnswer> {
+    fn images_are_the_answers_entries_and_bounded_by_n() -> Result<(), ApiError> {
         let answer =
             json!({"data": [{}, {}, {}], "usage": {"input_tokens": 12, "output_tokens": 300}});
-        let usage = image_usage(&answer, 2)?;
+        let usage = image_usage(&answer).map_err(|_| ApiError::Internal)?;
         assert_eq!(
             (usage.images, usage.prompt_tokens, usage.completion_tokens),
-            (2, 12, 300)
+            (3, 12, 300)
         );
-        assert_eq!(image_usage(&json!({"data": [{}]}), 4)?.images, 1);
-        assert!(image_usage(&json!({"created": 1}), 1).is_err());
+        assert!(image_usage(&json!({"created": 1})).is_err());
+        // The meter bills at most `n` of them (and flags the rest).
+        let call = parse(
+            Media::ImageGenerations,
+            json!({"model": "img", "prompt": "a fox", "n": 2}),
+        )?;
+        assert_eq!(call.media_bounds().images, 2);
         Ok(())
     }
 
@@ -516,7 +536,20 @@ mod tests {
         let result = json!([{"index": 1, "relevance_score": 0.5}]);
         let huge = json!({"results": result, "meta": {"billed_units": {"search_units": 1e300, "input_tokens": 9}}});
         let usage = rerank_usage(&huge, 3)?;
-        assert_eq!((usage.search_units, usage.prompt_tokens), (3, 9));
+        // Reported as it is; the meter bills at most one per document.
+        assert_eq!((usage.search_units, usage.prompt_tokens), (i64::MAX, 9));
+        let call = parse(
+            Media::Rerank,
+            json!({"model": "rr", "query": "q", "documents": ["a", "b", "c"]}),
+        )
+        .map_err(|_| MalformedAnswer)?;
+        assert_eq!(
+            (
+                call.max_media_units().search_units,
+                call.media_bounds().search_units
+            ),
+            (1, 3)
+        );
         let jina = json!({"results": result, "usage": {"total_tokens": 40}});
         let usage = rerank_usage(&jina, 2)?;
         assert_eq!((usage.search_units, usage.prompt_tokens), (1, 40));

@@ -258,8 +258,10 @@ impl MediaUpload {
             .and_then(Value::as_array)
             .ok_or(MalformedAnswer)?;
         let answered = i64::try_from(data.len()).unwrap_or(i64::MAX);
+        // Billed at most `n`: the meter clamps and flags more
+        // (`media_bounds`).
         let usage = Usage {
-            images: answered.min(self.images_asked),
+            images: answered,
             ..token_usage(&value)
         };
         Ok((body, usage))
@@ -297,9 +299,6 @@ impl MediaUpload {
             usage.audio_ms = last_cue_end_ms(text);
             body
         };
-        usage.audio_ms = usage
-            .audio_ms
-            .clamp(0, self.upload_bytes.saturating_mul(AUDIO_MS_PER_BYTE));
         Ok((answer, usage))
     }
 }
@@ -378,6 +377,17 @@ impl FrontDoor for MediaUpload {
     fn max_media_units(&self) -> Usage {
         Usage {
             images: self.images_asked,
+            ..Usage::default()
+        }
+    }
+
+    /// An edit is billed at most its `n` images, a transcript at most
+    /// 2 ms of audio per uploaded byte (`AUDIO_MS_PER_BYTE`): an upstream's
+    /// figure beyond is clamped and the row flagged.
+    fn media_bounds(&self) -> Usage {
+        Usage {
+            images: self.images_asked,
+            audio_ms: self.upload_bytes.saturating_mul(AUDIO_MS_PER_BYTE),
             ..Usage::default()
         }
     }
@@ -502,8 +512,10 @@ mod tests {
                 .map(|(_, usage)| usage.audio_ms)
                 .map_err(|_| "malformed".to_owned())
         };
+        // Read as stated; the meter bills at most 2 ms per byte.
         let absurd = json!({"text": "x", "usage": {"type": "duration", "seconds": 1e12}});
-        assert_eq!(answer(absurd)?, 2_000);
+        assert_eq!(answer(absurd)?, 1_000_000_000_000_000);
+        assert_eq!(upload.media_bounds().audio_ms, 2_000);
         let fair = json!({"text": "x", "usage": {"type": "duration", "seconds": 1.5}});
         assert_eq!(answer(fair)?, 1_500);
         assert!(answer(json!({"no": "text"})).is_err());
@@ -529,8 +541,15 @@ mod tests {
                 .map_err(|_| "malformed".to_owned())
         };
         assert_eq!(images(1)?, 1);
-        assert_eq!(images(2)?, 2);
-        assert_eq!(images(9)?, 2);
+        assert_eq!(images(9)?, 9);
+        // Held and billed at most `n`: the meter clamps the rest.
+        assert_eq!(
+            (
+                upload.max_media_units().images,
+                upload.media_bounds().images
+            ),
+            (2, 2)
+        );
         Ok(())
     }
 
