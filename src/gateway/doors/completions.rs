@@ -49,24 +49,7 @@ struct OpenAiOnly {
 
 impl OpenAiOnly {
     fn parse(endpoint: Endpoint, raw: &[u8]) -> Result<Self, ApiError> {
-        let value: Value = serde_json::from_slice(raw).map_err(|error| {
-            ApiError::bad_request(format!("The request body is not valid JSON: {error}"))
-        })?;
-        let Value::Object(body) = value else {
-            return Err(ApiError::bad_request(
-                "The request body must be a JSON object",
-            ));
-        };
-        let model = match body.get("model") {
-            Some(Value::String(model)) if !model.trim().is_empty() => model.clone(),
-            Some(Value::String(_)) | None | Some(Value::Null) => {
-                return Err(ApiError::bad_param(
-                    "model",
-                    "You must provide a model parameter",
-                ));
-            }
-            Some(_) => return Err(ApiError::bad_param("model", "`model` must be a string")),
-        };
+        let (body, model) = openai::object_with_model(raw)?;
         let field = endpoint.input_field();
         match body.get(field) {
             Some(Value::String(_) | Value::Array(_)) => {}

@@ -73,26 +73,9 @@ struct MediaCall {
 
 impl MediaCall {
     fn parse(media: Media, raw: &[u8]) -> Result<Self, ApiError> {
-        let value: Value = serde_json::from_slice(raw).map_err(|error| {
-            ApiError::bad_request(format!("The request body is not valid JSON: {error}"))
-        })?;
-        let Value::Object(body) = value else {
-            return Err(ApiError::bad_request(
-                "The request body must be a JSON object",
-            ));
-        };
         // OpenAI defaults images to dall-e-2 and speech has no default; a
         // gateway routes by model, so it is always required.
-        let model = match body.get("model") {
-            Some(Value::String(model)) if !model.trim().is_empty() => model.clone(),
-            Some(Value::String(_) | Value::Null) | None => {
-                return Err(ApiError::bad_param(
-                    "model",
-                    "You must provide a model parameter",
-                ));
-            }
-            Some(_) => return Err(ApiError::bad_param("model", "`model` must be a string")),
-        };
+        let (body, model) = openai::object_with_model(raw)?;
         let asked = match media {
             Media::ImageGenerations => images(&body)?,
             Media::AudioSpeech => speech(&body)?,
