@@ -211,13 +211,7 @@ impl UpstreamRequest for CountTokens {
     }
 
     fn body(&mut self, _: &ProviderSpec, upstream_model: &str) -> Result<Bytes, ApiError> {
-        self.body.insert(
-            "model".to_owned(),
-            serde_json::Value::String(upstream_model.to_owned()),
-        );
-        serde_json::to_vec(&self.body)
-            .map(Bytes::from)
-            .map_err(|_| ApiError::Internal)
+        super::with_upstream_model(&mut self.body, upstream_model)
     }
 
     fn stream(&self) -> bool {

@@ -108,8 +108,6 @@ impl UpstreamRequest for OpenAiOnly {
     }
 
     fn body(&mut self, _: &ProviderSpec, upstream_model: &str) -> Result<Bytes, ApiError> {
-        self.body
-            .insert("model".to_owned(), Value::String(upstream_model.to_owned()));
         if self.stream && !self.client_wants_usage {
             // Every stream is metered from its usage chunk (hidden again
             // from clients that did not ask for it).
@@ -118,9 +116,7 @@ impl UpstreamRequest for OpenAiOnly {
                 json!({ "include_usage": true }),
             );
         }
-        serde_json::to_vec(&self.body)
-            .map(Bytes::from)
-            .map_err(|_| ApiError::Internal)
+        super::with_upstream_model(&mut self.body, upstream_model)
     }
 
     fn stream(&self) -> bool {

@@ -14,7 +14,21 @@ pub mod self_service;
 
 use crate::error::ApiError;
 use crate::providers::{Media, adapter_of, kind_of};
+use actix_web::web::Bytes;
+use serde_json::{Map, Value};
 use switchyard_actors::ProviderSpec;
+
+/// A passed-through JSON body for one attempt: the client's fields with
+/// `model` set to the provider's name for it.
+pub fn with_upstream_model(
+    body: &mut Map<String, Value>,
+    upstream_model: &str,
+) -> Result<Bytes, ApiError> {
+    body.insert("model".to_owned(), Value::String(upstream_model.to_owned()));
+    serde_json::to_vec(body)
+        .map(Bytes::from)
+        .map_err(|_| ApiError::Internal)
+}
 
 /// The refusal of a provider whose kind has no `route` endpoint: answered
 /// as it is (a 400 naming the provider and its kind), not failed over.
