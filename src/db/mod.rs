@@ -124,6 +124,14 @@ const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/po
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000; \
      PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL;";
 
+/// Which idle connection a checkout gets: the one used last. Each connection
+/// keeps its own prepared statements (the usage writer's multi-row INSERTs
+/// are a few hundred KB each) and, on SQLite, its own page cache; deadpool's
+/// default (first in, first out) hands out every connection in turn, so all
+/// of them filled both. Last in, first out keeps the work on as few
+/// connections as the concurrency needs: peak RSS in bench/README.md.
+const POOL_QUEUE_MODE: deadpool::managed::QueueMode = deadpool::managed::QueueMode::Lifo;
+
 /// Worker threads of the database runtime. The work there is I/O-bound
 /// (PostgreSQL) or runs on the runtime's blocking threads (SQLite).
 const DB_WORKER_THREADS: usize = 2;
@@ -615,6 +623,7 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<Db, DbError> {
             Pools::Sqlite(
                 Pool::builder(manager)
                     .max_size(max_size)
+                    .queue_mode(POOL_QUEUE_MODE)
                     .build()
                     .map_err(|err| DbError::Pool(err.to_string()))?,
             )
@@ -630,6 +639,7 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<Db, DbError> {
             Pools::Postgres(
                 Pool::builder(manager)
                     .max_size(max_size)
+                    .queue_mode(POOL_QUEUE_MODE)
                     .build()
                     .map_err(|err| DbError::Pool(err.to_string()))?,
             )
