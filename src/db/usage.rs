@@ -14,6 +14,7 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use switchyard_actors::{RecordOutcome, UsageRecord, WriteReport};
 
 /// Rows per multi-row INSERT: 500 rows of 30 columns stay well under SQLite's
@@ -274,10 +275,12 @@ struct DailyDelta {
     cost_nanos: i64,
 }
 
+const MS_PER_DAY: i64 = 86_400_000;
+
 /// The UTC calendar day of a unix-milliseconds instant, as `YYYY-MM-DD`.
 pub fn utc_day(ms: i64) -> String {
     // Howard Hinnant's days-to-civil algorithm (proleptic Gregorian calendar).
-    let days = ms.div_euclid(86_400_000);
+    let days = ms.div_euclid(MS_PER_DAY);
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -291,20 +294,22 @@ pub fn utc_day(ms: i64) -> String {
 }
 
 /// Rollup key: (UTC day, token id, requested model or `""`).
-type DayKey = (String, i64, String);
+/// (UTC day as days since the epoch, token, requested model): keyed without
+/// allocating; the day's text is made once per row written.
+type DayKey<'a> = (i64, i64, &'a str);
 
-type Aggregates = (
+type Aggregates<'a> = (
     BTreeMap<i64, TokenDelta>,
-    BTreeMap<DayKey, DailyDelta>,
+    BTreeMap<DayKey<'a>, DailyDelta>,
     BTreeMap<i64, i64>,
 );
 
 /// Per-token counters, per-day rollups and per-user charges of a batch.
 /// Sums saturate: a record's figures are bounded (`make_storable`), but a
 /// batch of bounded figures could still pass `i64::MAX`.
-fn aggregate(records: &[&UsageRecord]) -> Aggregates {
+fn aggregate<'a>(records: &[&'a UsageRecord]) -> Aggregates<'a> {
     let mut per_token: BTreeMap<i64, TokenDelta> = BTreeMap::new();
-    let mut per_day: BTreeMap<DayKey, DailyDelta> = BTreeMap::new();
+    let mut per_day: BTreeMap<DayKey<'a>, DailyDelta> = BTreeMap::new();
     let mut per_user: BTreeMap<i64, i64> = BTreeMap::new();
     for r in records {
         let tokens = r.prompt_tokens.saturating_add(r.completion_tokens);
@@ -318,9 +323,9 @@ fn aggregate(records: &[&UsageRecord]) -> Aggregates {
         t.tokens = t.tokens.saturating_add(tokens);
         t.requests = t.requests.saturating_add(1);
         t.last_used_at = t.last_used_at.max(r.created_at_ms);
-        let model = r.requested_model.clone().unwrap_or_default();
+        let model = r.requested_model.as_deref().unwrap_or_default();
         let d = per_day
-            .entry((utc_day(r.created_at_ms), token_id, model))
+            .entry((r.created_at_ms.div_euclid(MS_PER_DAY), token_id, model))
             .or_default();
         d.requests = d.requests.saturating_add(1);
         d.prompt_tokens = d.prompt_tokens.saturating_add(r.prompt_tokens);
@@ -583,7 +588,7 @@ impl Db {
     /// comes back as duplicates.
     pub async fn store_usage(
         &self,
-        records: &[UsageRecord],
+        records: &Arc<Vec<UsageRecord>>,
         dead_letter_file: &std::path::Path,
     ) -> Result<WriteReport, DbError> {
         let mut outcomes = vec![RecordOutcome::Stored; records.len()];
@@ -597,10 +602,15 @@ impl Db {
             if part.is_empty() {
                 continue;
             }
-            match self.write_usage_batch(part).await {
+            match self.write_usage_part(records.clone(), range.clone()).await {
                 Ok(inserted) => {
+                    // A set: a batch holds up to a thousand records, and a
+                    // search of the list for each cost a thousand string
+                    // comparisons per record (1% of the gateway's CPU).
+                    let inserted: std::collections::HashSet<&str> =
+                        inserted.iter().map(String::as_str).collect();
                     for (offset, record) in part.iter().enumerate() {
-                        if !inserted.contains(&record.record_id)
+                        if !inserted.contains(record.record_id.as_str())
                             && let Some(outcome) = outcomes.get_mut(range.start + offset)
                         {
                             *outcome = RecordOutcome::Duplicate;
@@ -705,23 +715,51 @@ impl Db {
     /// Dropping the returned future after its first poll does not cancel the
     /// write (see the module docs of [`crate::db`]).
     pub async fn write_usage_batch(&self, records: &[UsageRecord]) -> Result<Vec<String>, DbError> {
-        if records.is_empty() {
+        let range = 0..records.len();
+        self.write_usage_part(Arc::new(records.to_vec()), range)
+            .await
+    }
+
+    /// [`Db::write_usage_batch`] of `records[range]`, the batch shared with
+    /// the caller (the usage writer's, split on refusals by
+    /// [`Db::store_usage`]) instead of copied: a copy of each record cost
+    /// about fifteen allocations on the usage writer (bench/README.md).
+    async fn write_usage_part(
+        &self,
+        records: Arc<Vec<UsageRecord>>,
+        range: std::ops::Range<usize>,
+    ) -> Result<Vec<String>, DbError> {
+        let Some(part) = records.get(range.clone()) else {
+            return Ok(Vec::new());
+        };
+        if part.is_empty() {
             return Ok(Vec::new());
         }
         // A record without an id (a caller outside the usage queue) gets a
-        // unique one; a batch never holds one id twice.
-        let mut seen = std::collections::HashSet::new();
-        let mut unique: Vec<UsageRecord> = Vec::with_capacity(records.len());
-        for record in records {
-            let mut record = record.clone();
-            if record.record_id.is_empty() {
-                record.record_id = format!("rec_{:032x}", rand::random::<u128>());
-            }
-            if seen.insert(record.record_id.clone()) {
-                unique.push(record);
+        // unique one; a batch never holds one id twice. Each entry: the
+        // record's index in `records`, and the id made for it, if any.
+        let mut unique: Vec<(usize, Option<String>)> = Vec::with_capacity(part.len());
+        {
+            let mut seen = std::collections::HashSet::with_capacity(part.len());
+            for (index, record) in part.iter().enumerate() {
+                let index = range.start + index;
+                if record.record_id.is_empty() {
+                    unique.push((index, Some(format!("rec_{:032x}", rand::random::<u128>()))));
+                } else if seen.insert(record.record_id.as_str()) {
+                    unique.push((index, None));
+                }
             }
         }
-        let rows: Vec<NewRequestLog> = unique.iter().map(NewRequestLog::from).collect();
+        let rows: Vec<NewRequestLog> = unique
+            .iter()
+            .filter_map(|(index, made_id)| {
+                let mut row = NewRequestLog::from(records.get(*index)?);
+                if let Some(id) = made_id {
+                    row.record_id.clone_from(id);
+                }
+                Some(row)
+            })
+            .collect();
         // No `sqlite_write_turn` here: a dropped caller must never keep the
         // batch from being written (module docs), and waiting for a turn
         // before the query is spawned would allow exactly that.
@@ -732,7 +770,11 @@ impl Db {
                     inserted.iter().map(String::as_str).collect();
                 let new: Vec<&UsageRecord> = unique
                     .iter()
-                    .filter(|r| inserted_set.contains(r.record_id.as_str()))
+                    .filter_map(|(index, made_id)| {
+                        let record = records.get(*index)?;
+                        let id = made_id.as_deref().unwrap_or(&record.record_id);
+                        inserted_set.contains(id).then_some(record)
+                    })
                     .collect();
                 let charges: Vec<NewCharge> =
                     new.iter().copied().filter_map(NewCharge::of).collect();
@@ -875,7 +917,7 @@ impl Db {
                     use usage_daily::dsl as u;
                     diesel::insert_into(u::usage_daily)
                         .values((
-                            u::day.eq(day),
+                            u::day.eq(utc_day(day.saturating_mul(MS_PER_DAY))),
                             u::token_id.eq(token_id),
                             u::model.eq(model),
                             u::requests.eq(delta.requests),
