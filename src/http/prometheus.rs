@@ -108,6 +108,122 @@ struct Aggregates {
     errors: BTreeMap<(String, String), u64>,
 }
 
+/// One (provider, model, token) group of a batch, summed before it is
+/// merged into [`Aggregates`].
+#[derive(Default)]
+struct BatchGroup<'a> {
+    /// status → requests.
+    statuses: BTreeMap<u16, u64>,
+    latency: Histogram,
+    ttft: Histogram,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    /// In [`MEDIA_UNITS`] order.
+    media_units: [u64; MEDIA_UNITS.len()],
+    cost_nanos: i64,
+    attempts: u64,
+    failovers: u64,
+    /// error class → failed requests.
+    errors: BTreeMap<&'a str, u64>,
+}
+
+/// The media units' label values, in [`BatchGroup::media_units`] order.
+const MEDIA_UNITS: [&str; 4] = ["images", "characters", "audio_milliseconds", "search_units"];
+
+impl<'a> BatchGroup<'a> {
+    fn add(&mut self, record: &'a UsageRecord) {
+        *self.statuses.entry(record.status).or_default() += 1;
+        self.latency.observe(record.latency_ms);
+        if let Some(ttft) = record.ttft_ms {
+            self.ttft.observe(ttft);
+        }
+        self.prompt_tokens += u64::try_from(record.prompt_tokens).unwrap_or(0);
+        self.completion_tokens += u64::try_from(record.completion_tokens).unwrap_or(0);
+        let media = [
+            record.images,
+            record.characters,
+            record.audio_ms,
+            record.search_units,
+        ];
+        for (sum, figure) in self.media_units.iter_mut().zip(media) {
+            *sum += u64::try_from(figure).unwrap_or(0);
+        }
+        if record.cost_nanos > 0 {
+            self.cost_nanos = self.cost_nanos.saturating_add(record.cost_nanos);
+        }
+        let attempts = u64::try_from(record.attempts).unwrap_or(0);
+        if attempts > 0 {
+            self.attempts += attempts;
+            self.failovers += attempts - 1;
+        }
+        if let Some(class) = &record.error_class {
+            *self.errors.entry(class.as_str()).or_default() += 1;
+        }
+    }
+}
+
+impl Histogram {
+    fn merge(&mut self, other: &Histogram) {
+        for (bucket, more) in self.buckets.iter_mut().zip(other.buckets) {
+            *bucket += more;
+        }
+        self.count += other.count;
+        self.sum_ms = self.sum_ms.saturating_add(other.sum_ms);
+    }
+}
+
+impl Aggregates {
+    /// Adds one group of a batch. Series are created only for what the
+    /// group has (no zero-valued token, unit, cost or attempt series).
+    fn merge(&mut self, provider: &str, model: &str, token_id: Option<i64>, group: BatchGroup<'_>) {
+        let token = token_id.map(|id| id.to_string()).unwrap_or_default();
+        for (status, count) in group.statuses {
+            *self.requests.entry((provider.to_owned(), status)).or_default() += count;
+        }
+        let served = (provider.to_owned(), model.to_owned());
+        if group.ttft.count > 0 {
+            self.ttft.entry(served.clone()).or_default().merge(&group.ttft);
+        }
+        self.latency.entry(served).or_default().merge(&group.latency);
+        for (kind, figure) in [
+            ("prompt", group.prompt_tokens),
+            ("completion", group.completion_tokens),
+        ] {
+            if figure > 0 {
+                *self
+                    .tokens
+                    .entry((provider.to_owned(), model.to_owned(), token.clone(), kind))
+                    .or_default() += figure;
+            }
+        }
+        for (unit, figure) in MEDIA_UNITS.into_iter().zip(group.media_units) {
+            if figure > 0 {
+                *self
+                    .media_units
+                    .entry((provider.to_owned(), model.to_owned(), token.clone(), unit))
+                    .or_default() += figure;
+            }
+        }
+        if group.cost_nanos > 0 {
+            let cost = self
+                .cost_nanos
+                .entry((provider.to_owned(), model.to_owned(), token))
+                .or_default();
+            *cost = cost.saturating_add(group.cost_nanos);
+        }
+        if group.attempts > 0 {
+            *self.attempts.entry(provider.to_owned()).or_default() += group.attempts;
+            *self.failovers.entry(provider.to_owned()).or_default() += group.failovers;
+        }
+        for (class, count) in group.errors {
+            *self
+                .errors
+                .entry((provider.to_owned(), class.to_owned()))
+                .or_default() += count;
+        }
+    }
+}
+
 /// The figures `/metrics` computes from usage records.
 #[derive(Debug, Default)]
 pub struct RequestCounters {
@@ -115,72 +231,29 @@ pub struct RequestCounters {
 }
 
 impl RequestCounters {
-    fn add(&self, records: &[UsageRecord]) {
+    /// Adds a written batch. The batch is first summed per (provider,
+    /// model, token) under borrowed keys, then each group is merged once:
+    /// a batch of a thousand records from a few groups allocates a few
+    /// label strings, not a dozen per record (it did, bench/README.md).
+    fn add<'a>(&self, records: impl IntoIterator<Item = &'a UsageRecord>) {
+        let mut groups: BTreeMap<(&str, &str, Option<i64>), BatchGroup<'a>> = BTreeMap::new();
+        for record in records {
+            let provider = record.provider.as_deref().unwrap_or_default();
+            let model = record
+                .upstream_model
+                .as_deref()
+                .or(record.requested_model.as_deref())
+                .unwrap_or_default();
+            groups
+                .entry((provider, model, record.token_id))
+                .or_default()
+                .add(record);
+        }
         let Ok(mut counts) = self.counts.lock() else {
             return;
         };
-        for record in records {
-            let provider = record.provider.clone().unwrap_or_default();
-            let model = record
-                .upstream_model
-                .clone()
-                .or_else(|| record.requested_model.clone())
-                .unwrap_or_default();
-            let token = record.token_id.map(|id| id.to_string()).unwrap_or_default();
-            *counts
-                .requests
-                .entry((provider.clone(), record.status))
-                .or_default() += 1;
-            let served = (provider.clone(), model.clone());
-            counts
-                .latency
-                .entry(served.clone())
-                .or_default()
-                .observe(record.latency_ms);
-            if let Some(ttft) = record.ttft_ms {
-                counts.ttft.entry(served).or_default().observe(ttft);
-            }
-            for (kind, figure) in [
-                ("prompt", record.prompt_tokens),
-                ("completion", record.completion_tokens),
-            ] {
-                let figure = u64::try_from(figure).unwrap_or(0);
-                if figure > 0 {
-                    *counts
-                        .tokens
-                        .entry((provider.clone(), model.clone(), token.clone(), kind))
-                        .or_default() += figure;
-                }
-            }
-            for (unit, figure) in [
-                ("images", record.images),
-                ("characters", record.characters),
-                ("audio_milliseconds", record.audio_ms),
-                ("search_units", record.search_units),
-            ] {
-                let figure = u64::try_from(figure).unwrap_or(0);
-                if figure > 0 {
-                    *counts
-                        .media_units
-                        .entry((provider.clone(), model.clone(), token.clone(), unit))
-                        .or_default() += figure;
-                }
-            }
-            if record.cost_nanos > 0 {
-                let cost = counts
-                    .cost_nanos
-                    .entry((provider.clone(), model, token))
-                    .or_default();
-                *cost = cost.saturating_add(record.cost_nanos);
-            }
-            let attempts = u64::try_from(record.attempts).unwrap_or(0);
-            if attempts > 0 {
-                *counts.attempts.entry(provider.clone()).or_default() += attempts;
-                *counts.failovers.entry(provider.clone()).or_default() += attempts - 1;
-            }
-            if let Some(class) = &record.error_class {
-                *counts.errors.entry((provider, class.clone())).or_default() += 1;
-            }
+        for ((provider, model, token_id), group) in groups {
+            counts.merge(provider, model, token_id, group);
         }
     }
 
@@ -213,13 +286,13 @@ impl UsageSink for CountingSink {
         Box::pin(async move {
             let report = written.await?;
             // Replayed duplicates were counted when first stored.
-            let stored: Vec<UsageRecord> = batch
-                .iter()
-                .zip(&report.outcomes)
-                .filter(|(_, outcome)| **outcome != RecordOutcome::Duplicate)
-                .map(|(record, _)| record.clone())
-                .collect();
-            counters.add(&stored);
+            counters.add(
+                batch
+                    .iter()
+                    .zip(&report.outcomes)
+                    .filter(|(_, outcome)| **outcome != RecordOutcome::Duplicate)
+                    .map(|(record, _)| record),
+            );
             Ok(report)
         })
     }
