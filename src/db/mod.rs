@@ -121,8 +121,14 @@ const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/po
 /// Run on every new SQLite connection. `busy_timeout` makes a writer wait for
 /// the lock instead of failing with SQLITE_BUSY; WAL lets readers proceed next
 /// to the usage writer; `synchronous=NORMAL` is durable enough in WAL mode.
+/// `cache_size=-512`: each connection's own page cache holds at most 512 KiB
+/// (SQLite's default is 2 MB per connection). The file's pages stay in the
+/// kernel's page cache either way, a miss costs one `pread`, and the usage
+/// writer's appends touch only the right edge of each B-tree; with four
+/// connections busy the default cost ~5 MB of the gateway's peak RSS in the
+/// bench (bench/README.md).
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000; \
-     PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL;";
+     PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-512;";
 
 /// Which idle connection a checkout gets: the one used last. Each connection
 /// keeps its own prepared statements (the usage writer's multi-row INSERTs
