@@ -178,13 +178,22 @@ impl Aggregates {
     fn merge(&mut self, provider: &str, model: &str, token_id: Option<i64>, group: BatchGroup<'_>) {
         let token = token_id.map(|id| id.to_string()).unwrap_or_default();
         for (status, count) in group.statuses {
-            *self.requests.entry((provider.to_owned(), status)).or_default() += count;
+            *self
+                .requests
+                .entry((provider.to_owned(), status))
+                .or_default() += count;
         }
         let served = (provider.to_owned(), model.to_owned());
         if group.ttft.count > 0 {
-            self.ttft.entry(served.clone()).or_default().merge(&group.ttft);
+            self.ttft
+                .entry(served.clone())
+                .or_default()
+                .merge(&group.ttft);
         }
-        self.latency.entry(served).or_default().merge(&group.latency);
+        self.latency
+            .entry(served)
+            .or_default()
+            .merge(&group.latency);
         for (kind, figure) in [
             ("prompt", group.prompt_tokens),
             ("completion", group.completion_tokens),
