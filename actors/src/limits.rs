@@ -328,13 +328,34 @@ struct Hit {
     reservation: u64,
 }
 
+/// One request of a [`Window`], 16 bytes instead of [`Hit`]'s 24: its time
+/// and reservation id as offsets from the window's bases. A window holds one
+/// entry per request of the last minute, so a token at 17k requests/s holds
+/// ~1M of them (bench/README.md: the every-limit rows' entries were the
+/// largest single block of the gateway's peak RSS).
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    tokens: u64,
+    at: u32,
+    id: u32,
+}
+
 /// The RPM/TPM log of one token, with its token sum kept as entries come
 /// and go: summing the log at every admission cost O(requests in the last
 /// minute), ~240 µs per request at 8k requests/s (issue 11's benchmark).
+///
+/// Entries are pushed in admission order after a prune, so their times
+/// span at most [`WINDOW_MS`] and their reservation ids (one counter for
+/// the whole engine) at most the engine's admissions of a minute: offsets
+/// from the front entry always fit in `u32`. The bases move to the front
+/// entry when a new offset would not fit (O(entries), once in 2^32 ms or
+/// admissions).
 #[derive(Debug, Default)]
 struct Window {
-    hits: VecDeque<Hit>,
-    /// Sum of `hits[..].tokens`; u128 so that adding and removing never
+    entries: VecDeque<Entry>,
+    base_ms: u64,
+    base_id: u64,
+    /// Sum of the entries' tokens; u128 so that adding and removing never
     /// saturate out of step.
     tokens: u128,
 }
@@ -342,60 +363,120 @@ struct Window {
 impl Window {
     fn push_back(&mut self, hit: Hit) {
         self.tokens += u128::from(hit.tokens);
-        self.hits.push_back(hit);
+        if self.entries.is_empty() {
+            self.base_ms = hit.at_ms;
+            self.base_id = hit.reservation;
+        }
+        let entry = match self.encode(hit) {
+            Some(entry) => entry,
+            None => {
+                self.rebase();
+                // Past what a minute of admissions can span (see above):
+                // the offsets saturate rather than fail the admission.
+                self.encode(hit).unwrap_or(Entry {
+                    tokens: hit.tokens,
+                    at: offset(hit.at_ms, self.base_ms).unwrap_or(u32::MAX),
+                    id: offset(hit.reservation, self.base_id).unwrap_or(u32::MAX),
+                })
+            }
+        };
+        self.entries.push_back(entry);
+    }
+
+    fn encode(&self, hit: Hit) -> Option<Entry> {
+        Some(Entry {
+            tokens: hit.tokens,
+            at: offset(hit.at_ms, self.base_ms)?,
+            id: offset(hit.reservation, self.base_id)?,
+        })
+    }
+
+    fn decode(&self, entry: Entry) -> Hit {
+        Hit {
+            at_ms: self.base_ms + u64::from(entry.at),
+            tokens: entry.tokens,
+            reservation: self.base_id + u64::from(entry.id),
+        }
+    }
+
+    /// Moves the bases to the front entry's time and id.
+    fn rebase(&mut self) {
+        let Some(front) = self.entries.front().copied() else {
+            return;
+        };
+        self.base_ms += u64::from(front.at);
+        self.base_id += u64::from(front.id);
+        for entry in &mut self.entries {
+            entry.at -= front.at;
+            entry.id -= front.id;
+        }
     }
 
     fn pop_front(&mut self) -> Option<Hit> {
-        let hit = self.hits.pop_front()?;
-        self.tokens -= u128::from(hit.tokens);
-        Some(hit)
+        let entry = self.entries.pop_front()?;
+        self.tokens -= u128::from(entry.tokens);
+        Some(self.decode(entry))
     }
 
-    fn front(&self) -> Option<&Hit> {
-        self.hits.front()
+    fn front(&self) -> Option<Hit> {
+        self.entries.front().map(|entry| self.decode(*entry))
     }
 
-    fn get(&self, index: usize) -> Option<&Hit> {
-        self.hits.get(index)
+    fn get(&self, index: usize) -> Option<Hit> {
+        self.entries.get(index).map(|entry| self.decode(*entry))
     }
 
     fn len(&self) -> usize {
-        self.hits.len()
+        self.entries.len()
     }
 
-    fn iter(&self) -> std::collections::vec_deque::Iter<'_, Hit> {
-        self.hits.iter()
+    fn iter(&self) -> impl Iterator<Item = Hit> + '_ {
+        self.entries.iter().map(|entry| self.decode(*entry))
     }
 
     fn tokens(&self) -> u64 {
         u64::try_from(self.tokens).unwrap_or(u64::MAX)
     }
 
-    /// Replaces a request's estimate by its actual tokens (searched from the
-    /// newest end: a settling request is recent).
+    /// The entry of `reservation`, if it is still in the window (searched
+    /// from the newest end: a settling request is recent).
+    fn position(&self, reservation: u64) -> Option<usize> {
+        let id = offset(reservation, self.base_id)?;
+        self.entries.iter().rposition(|entry| entry.id == id)
+    }
+
+    /// Replaces a request's estimate by its actual tokens.
     fn set_tokens(&mut self, reservation: u64, tokens: u64) {
-        if let Some(hit) = self
-            .hits
-            .iter_mut()
-            .rev()
-            .find(|hit| hit.reservation == reservation)
+        if let Some(entry) = self
+            .position(reservation)
+            .and_then(|index| self.entries.get_mut(index))
         {
-            self.tokens = self.tokens - u128::from(hit.tokens) + u128::from(tokens);
-            hit.tokens = tokens;
+            self.tokens = self.tokens - u128::from(entry.tokens) + u128::from(tokens);
+            entry.tokens = tokens;
         }
     }
 
     fn remove(&mut self, reservation: u64) {
+        let Some(id) = offset(reservation, self.base_id) else {
+            return;
+        };
         let mut removed = 0u128;
-        self.hits.retain(|hit| {
-            let keep = hit.reservation != reservation;
+        self.entries.retain(|entry| {
+            let keep = entry.id != id;
             if !keep {
-                removed += u128::from(hit.tokens);
+                removed += u128::from(entry.tokens);
             }
             keep
         });
         self.tokens -= removed;
     }
+}
+
+/// `value - base` when it fits in a `u32`.
+fn offset(value: u64, base: u64) -> Option<u32> {
+    value
+        .checked_sub(base)
+        .and_then(|delta| u32::try_from(delta).ok())
 }
 
 #[derive(Debug, Default)]
@@ -783,7 +864,7 @@ impl TokenLimits {
                 periods[period.index()] = usage.spend;
             }
         }
-        let live = |hit: &&Hit| hit.at_ms + WINDOW_MS > now_ms;
+        let live = |hit: &Hit| hit.at_ms + WINDOW_MS > now_ms;
         TokenUsage {
             spent_nanos: state.spent_nanos,
             spent_tokens: state.spent_tokens,
@@ -1381,6 +1462,42 @@ mod tests {
         assert_eq!(engine.usage(1, T0 + WINDOW_MS - 1).window_tokens, 100);
         assert_eq!(engine.usage(1, T0 + WINDOW_MS).window_tokens, 0);
         admitted(engine.admit(1, &limits, est(100, 0), T0 + WINDOW_MS));
+    }
+
+    #[test]
+    fn window_entries_stay_exact_when_their_bases_move() {
+        let mut window = Window::default();
+        let far = u64::from(u32::MAX);
+        let hit = |at_ms, reservation, tokens| Hit {
+            at_ms,
+            tokens,
+            reservation,
+        };
+        window.push_back(hit(1_000, 7, 1));
+        window.push_back(hit(1_000 + far, 7 + far, 2));
+        assert_eq!(window.pop_front().map(|h| h.reservation), Some(7));
+        // Both offsets from the old bases (7 and 1,000) are past u32: the
+        // bases move to the front entry and every figure reads back exactly.
+        window.push_back(hit(1_010 + far, 12 + far, 3));
+        let read: Vec<(u64, u64, u64)> = window
+            .iter()
+            .map(|h| (h.at_ms, h.reservation, h.tokens))
+            .collect();
+        assert_eq!(
+            read,
+            vec![(1_000 + far, 7 + far, 2), (1_010 + far, 12 + far, 3)]
+        );
+        window.set_tokens(7 + far, 20);
+        window.set_tokens(7, 99);
+        assert_eq!(
+            window.tokens(),
+            23,
+            "a reservation that left changes nothing"
+        );
+        window.remove(12 + far);
+        assert_eq!(window.tokens(), 20);
+        assert_eq!(window.len(), 1);
+        assert_eq!(window.front().map(|h| h.at_ms), Some(1_000 + far));
     }
 
     #[test]
