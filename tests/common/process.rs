@@ -9,11 +9,38 @@ use std::time::{Duration, Instant};
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_switchyard");
 
-/// A free loopback port (bound then released; the race is acceptable for tests).
+/// A free loopback port for a child process to listen on.
+///
+/// The port is checked free, then released for the child to bind. A port
+/// from the kernel's ephemeral range (what binding port 0 gives) could be
+/// taken in between by any test's outgoing connection, and the gateway then
+/// exits with "Address already in use" (seen in full runs). So the port is
+/// picked at random below that range, where the kernel never picks ports
+/// itself: only another test's `free_port` could take it, and a random
+/// pick among thousands makes that unlikely.
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    use rand::Rng as _;
+    let first_ephemeral = first_ephemeral_port();
+    // Below 10000: well-known services (PostgreSQL, Redis, ...) that tests
+    // reach; the bind check below skips any other listener.
+    let range = 10_000..first_ephemeral.max(10_001);
+    let mut rng = rand::rng();
+    for _ in 0..100 {
+        let port = rng.random_range(range.clone());
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free loopback port in {range:?} after 100 tries")
+}
+
+/// The first port of the kernel's ephemeral range (Linux's default where it
+/// cannot be read).
+fn first_ephemeral_port() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// Runs `switchyard ARGS` to completion in `dir`. The admin session lives
