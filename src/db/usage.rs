@@ -367,7 +367,10 @@ macro_rules! saturating_sub {
 /// had SQLite parse and plan a 500-row INSERT again: a fifth of the usage
 /// writer's CPU (bench/README.md). Cut into chunks of these sizes, each chunk is
 /// a `&[row; N]`, whose statement is prepared once per connection and size.
-const FIXED_INSERT_ROWS: [usize; 4] = [128, 32, 8, 1];
+/// No 128-row size: every pooled connection that ran one kept its prepared
+/// statements (~4,000 parameters each for the request logs), ~2.8 MB of the
+/// bench's peak RSS for ~1 us of CPU per request (bench/README.md).
+const FIXED_INSERT_ROWS: [usize; 3] = [32, 8, 1];
 
 /// `rows` cut into chunks whose lengths are all in [`FIXED_INSERT_ROWS`]:
 /// as many of the largest size as fit, then the next size, and so on.
@@ -388,7 +391,6 @@ fn fixed_size_chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
 macro_rules! fixed_size {
     ($insert:ident, $conn:expr, $chunk:expr) => {
         match $chunk.len() {
-            128 => $insert::<128>($conn, $chunk),
             32 => $insert::<32>($conn, $chunk),
             8 => $insert::<8>($conn, $chunk),
             _ => $insert::<1>($conn, $chunk),
@@ -1043,9 +1045,11 @@ mod tests {
             );
             assert_eq!(chunks.concat(), rows, "{len}");
         }
-        // Largest first: 500 = 3 x 128 + 3 x 32 + 2 x 8 + 4 x 1.
+        // Largest first: 500 = 15 x 32 + 2 x 8 + 4 x 1.
         let sizes: Vec<usize> = fixed_size_chunks(&[0u8; 500]).map(<[u8]>::len).collect();
-        assert_eq!(sizes, [128, 128, 128, 32, 32, 32, 8, 8, 1, 1, 1, 1]);
+        let mut expected = vec![32; 15];
+        expected.extend([8, 8, 1, 1, 1, 1]);
+        assert_eq!(sizes, expected);
     }
 
     #[test]
