@@ -263,3 +263,22 @@ models = ["mock-gpt"]
     );
     Ok(())
 }
+
+/// The harness's ports for child gateways come from below the kernel's
+/// ephemeral range, where no test's outgoing connection can take one between
+/// the check and the child's bind ("Address already in use" in full runs),
+/// and each is free when handed out.
+#[test]
+fn child_ports_are_free_and_outside_the_ephemeral_range() -> anyhow::Result<()> {
+    let first_ephemeral = common::process::first_ephemeral_port();
+    for _ in 0..50 {
+        let port = free_port()?;
+        ensure!(
+            port < first_ephemeral,
+            "port {port} is in the ephemeral range (from {first_ephemeral})"
+        );
+        std::net::TcpListener::bind(("127.0.0.1", port))
+            .with_context(|| format!("port {port} was handed out but is taken"))?;
+    }
+    Ok(())
+}

@@ -36,7 +36,7 @@ pub fn free_port() -> anyhow::Result<u16> {
 
 /// The first port of the kernel's ephemeral range (Linux's default where it
 /// cannot be read).
-fn first_ephemeral_port() -> u16 {
+pub fn first_ephemeral_port() -> u16 {
     std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|text| text.split_whitespace().next()?.parse().ok())
