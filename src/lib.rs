@@ -69,6 +69,8 @@ pub struct Gateway {
     telemetry: Option<Arc<telemetry::Telemetry>>,
     /// Limits and budget slices (tests read its lease count).
     pub enforcer: Arc<enforce::Enforcer>,
+    /// This instance's claim on `usage.journal_dir`, released with it.
+    _journal_lock: switchyard_actors::journal::DirLock,
 }
 
 /// Options that differ between the real process and in-process tests.
@@ -398,6 +400,10 @@ pub async fn start(
     let sink_counters = request_counters.clone().into_inner();
     let journal = Journal::open(&settings.usage.journal_dir)
         .with_context(|| format!("opening the usage journal {}", settings.usage.journal_dir))?;
+    // Before anything reads or deletes a segment: a second gateway on the
+    // same directory stops here instead of replaying the first one's open
+    // segment and deleting it under its writes.
+    let journal_lock = journal.lock()?;
     adopt_legacy_spill(&journal, Path::new(&settings.usage.spill_file), &log)?;
     let sink = metering::DbUsageSink::new(
         database.clone(),
@@ -631,6 +637,7 @@ pub async fn start(
         router: probe_router,
         enforcer,
         telemetry,
+        _journal_lock: journal_lock,
     })
 }
 

@@ -1,6 +1,7 @@
 //! Usage survives the process: `kill -9` of the real binary under load, and
 //! with PostgreSQL down, and again while the next start replays its
 //! journal. Every request a client saw answered whole has exactly one row.
+//! A second instance pointed at a running one's journal refuses to start.
 
 pub mod common;
 
@@ -141,6 +142,87 @@ async fn kill_9_under_load_loses_no_row_and_stores_none_twice(
     let extra = check_rows(gateway, &db.settings, &answered).await?;
     eprintln!(
         "{backend:?}: {} answered, {before_restart} rows when killed, all stored once after the restart ({extra} more in flight)",
+        answered.len()
+    );
+    Ok(())
+}
+
+/// Two instances of one PostgreSQL deployment on one machine with one
+/// `usage.journal_dir` (the same settings file): the second would replay
+/// and delete the segment the first is still appending to, losing what the
+/// first writes after. It refuses to start instead, naming the directory
+/// and the holder, and leaves the journal alone. Once the holder is killed
+/// (`kill -9`: no clean-up of its own) the claim is gone, and the next
+/// start stores every answered request once.
+#[actix_rt::test]
+async fn a_second_instance_on_a_running_journal_refuses_to_start() -> anyhow::Result<()> {
+    let mock = MockUpstream::start()?;
+    let db = TestDb::new(Backend::Postgres).await?;
+    let shared = tempfile::tempdir()?;
+    let journal = shared.path().join("usage-journal");
+    // Instances of one deployment share the secret (docs/deploy.md).
+    let journal_setting = format!(
+        "journal_dir = \"{}\"\n[security]\nsecret_key = \"crash-test-secret-0123456789abcdef\"",
+        journal.display()
+    );
+    // The first keeps its records in the journal (no flush for 10 min).
+    let first_dir = tempfile::tempdir()?;
+    let first_port = free_port()?;
+    let first_config = write_config(
+        first_dir.path(),
+        first_port,
+        &db.settings.url,
+        &mock,
+        &format!(
+            "[usage]\nflush_interval = \"10m\"\nflush_max_records = 100000\n{journal_setting}\n"
+        ),
+    )?;
+    let mut first = GatewayProcess::start(first_dir.path(), &first_config, first_port).await?;
+    let token = first
+        .admin_client(MASTER)
+        .create_token(json!({ "name": "load" }))
+        .await?
+        .token;
+    let load = Load::start(&first.url, &token, 2);
+    load.wait_for(50, Duration::from_secs(60)).await?;
+
+    let second_dir = tempfile::tempdir()?;
+    let second_port = free_port()?;
+    let second_config = write_config(
+        second_dir.path(),
+        second_port,
+        &db.settings.url,
+        &mock,
+        &format!("[usage]\n{journal_setting}\n"),
+    )?;
+    let refused = match GatewayProcess::start(second_dir.path(), &second_config, second_port).await
+    {
+        Ok(_) => anyhow::bail!("a second gateway started on a running gateway's usage journal"),
+        Err(error) => error.to_string(),
+    };
+    let expected = format!(
+        "the usage journal {} is in use by another running gateway (process {})",
+        journal.display(),
+        first.child.id()
+    );
+    anyhow::ensure!(refused.contains(&expected), "{refused}");
+    anyhow::ensure!(
+        row_ids(&db.settings).await?.is_empty(),
+        "the refused instance wrote rows from the first one's journal"
+    );
+
+    let at_refusal = load.answered_count();
+    load.wait_for(at_refusal + 50, Duration::from_secs(60))
+        .await
+        .context("the first instance must go on serving")?;
+    first.signal("KILL")?;
+    first.wait_exit(Duration::from_secs(10)).await?;
+    let answered = load.stop().await;
+
+    let second = GatewayProcess::start(second_dir.path(), &second_config, second_port).await?;
+    let extra = check_rows(second, &db.settings, &answered).await?;
+    eprintln!(
+        "{} answered by the first instance, all stored once by the second ({extra} more in flight)",
         answered.len()
     );
     Ok(())

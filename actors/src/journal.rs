@@ -15,6 +15,10 @@
 //!
 //! Files and the directory are created owner-only (0600/0700): records name
 //! tokens, users and models.
+//!
+//! One running gateway owns a journal directory ([`Journal::lock`]). Two
+//! processes sharing one would lose records: each replays and deletes the
+//! segments it finds, including the one the other is still appending to.
 
 use crate::usage_record::UsageRecord;
 use std::fs::{File, OpenOptions};
@@ -26,11 +30,20 @@ pub type SegmentId = u64;
 
 const PREFIX: &str = "usage-";
 const SUFFIX: &str = ".jsonl";
+/// The file whose `flock` says which process owns the directory.
+const LOCK_FILE: &str = "lock";
 
 /// The journal directory.
 #[derive(Debug, Clone)]
 pub struct Journal {
     dir: PathBuf,
+}
+
+/// This process's claim on a journal directory ([`Journal::lock`]); released
+/// when dropped.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: File,
 }
 
 /// Records read from a segment, and where the next read starts.
@@ -62,6 +75,49 @@ impl Journal {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Claims the directory for this process until the returned lock is
+    /// dropped, or fails at once if another process holds it.
+    ///
+    /// An advisory `flock` on `<dir>/lock` (std's `File::try_lock`): the
+    /// kernel releases it when the process exits however it exits, so a
+    /// `kill -9` or a crash never leaves a stale claim behind, which a
+    /// PID file would. The holder's PID is written into the file for the
+    /// error message of the process that finds it taken.
+    pub fn lock(&self) -> std::io::Result<DirLock> {
+        let path = self.dir.join(LOCK_FILE);
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(&path)?;
+        match file.try_lock() {
+            Ok(()) => {
+                file.set_len(0)?;
+                file.write_all(format!("{}\n", std::process::id()).as_bytes())?;
+                Ok(DirLock { _file: file })
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                let holder = match holder.trim() {
+                    "" => String::new(),
+                    pid => format!(" (process {pid})"),
+                };
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    format!(
+                        "the usage journal {} is in use by another running gateway{holder}; \
+                         instances on one machine need a usage.journal_dir each",
+                        self.dir.display()
+                    ),
+                ))
+            }
+            Err(std::fs::TryLockError::Error(error)) => Err(error),
+        }
     }
 
     fn path(&self, id: SegmentId) -> PathBuf {
@@ -251,6 +307,29 @@ mod tests {
             Some("journal-7-0".to_owned())
         );
         assert_eq!(chunk.records, again.records);
+        Ok(())
+    }
+
+    #[test]
+    fn one_owner_at_a_time_and_the_claim_ends_with_its_holder() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let journal = Journal::open(dir.path().join("j"))?;
+        let held = journal.lock()?;
+        // A second open file description conflicts like a second process.
+        let refused = Journal::open(dir.path().join("j"))?.lock();
+        let error = refused
+            .err()
+            .map(|error| error.to_string())
+            .unwrap_or_default();
+        assert!(
+            error.contains("in use by another running gateway")
+                && error.contains(&format!("(process {})", std::process::id())),
+            "{error}"
+        );
+        // The lock file is not a segment.
+        assert_eq!(journal.segments()?, Vec::<SegmentId>::new());
+        drop(held);
+        journal.lock()?;
         Ok(())
     }
 

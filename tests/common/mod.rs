@@ -273,11 +273,21 @@ impl TestGateway {
     }
 
     /// Another gateway instance on the same database, settings and mock
-    /// (multi-instance tests); returns it and its base URL.
+    /// (multi-instance tests); returns it and its base URL. Like a second
+    /// instance on one machine, it has a usage journal of its own: one
+    /// running instance per `usage.journal_dir`.
     pub async fn start_another_instance(&self) -> anyhow::Result<(Gateway, String)> {
+        static INSTANCES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let number = INSTANCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut settings = self.settings.clone();
+        settings.usage.journal_dir = self
+            .data_dir()
+            .join(format!("usage-journal-{number}"))
+            .display()
+            .to_string();
         let log = slog::Logger::root(slog::Discard, slog::o!());
         let gateway = switchyard::start(
-            self.settings.clone(),
+            settings,
             log,
             StartOptions {
                 handle_signals: false,
