@@ -138,8 +138,25 @@ GATEWAY_BIN="${BENCH_GATEWAY_BIN:-$ROOT/target/release/switchyard}"
 
 # --- helpers ----------------------------------------------------------------------------------
 
+# A free port below the kernel's ephemeral range: a port the kernel handed out (bind to 0) can be
+# taken again by any outgoing connection (wrk's, the gateway's to the mock) before the server
+# binds it. Same rule as the tests' free_port (tests/common/process.rs).
 free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    python3 - <<'PY'
+import random, socket
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+for _ in range(200):
+    port = random.randrange(10000, max(low, 10001))
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        print(port)
+        break
+else:
+    raise SystemExit("no free port below the ephemeral range")
+PY
 }
 
 # utime + stime of a process, in clock ticks (fields 14 and 15 of /proc/PID/stat, counted after
