@@ -7,7 +7,7 @@
 //! rule of thumb, about four characters of text per token, counted over the
 //! text-bearing fields of any of the three wire formats.
 
-use serde_json::Value;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// Keys whose string values (directly or in arrays) are prompt or answer
 /// text in the OpenAI, Anthropic or Gemini formats.
@@ -26,19 +26,107 @@ const TEXT_KEYS: &[&str] = &[
 
 /// Characters of text in a JSON document (a request, an answer or one
 /// stream event); 0 when it is not JSON.
+///
+/// Counted while the document is parsed, without building a
+/// `serde_json::Value`: a stream's every event passes through here, and a
+/// `Value` tree cost an allocation per key, string and container of each.
 pub fn text_chars(json: &[u8]) -> usize {
-    serde_json::from_slice::<Value>(json).map_or(0, |value| walk(&value, false))
+    let mut parser = serde_json::Deserializer::from_slice(json);
+    let counted = TextChars { is_text: false }.deserialize(&mut parser);
+    match counted {
+        Ok(chars) if parser.end().is_ok() => chars,
+        _ => 0,
+    }
 }
 
-fn walk(value: &Value, is_text: bool) -> usize {
-    match value {
-        Value::String(text) if is_text => text.chars().count(),
-        Value::Array(items) => items.iter().map(|item| walk(item, is_text)).sum(),
-        Value::Object(fields) => fields
-            .iter()
-            .map(|(key, value)| walk(value, TEXT_KEYS.contains(&key.as_str())))
-            .sum(),
-        _ => 0,
+/// Counts the characters of the strings in one JSON value that are text:
+/// under a [`TEXT_KEYS`] key, directly or in arrays; an object's own keys
+/// decide for its values.
+#[derive(Clone, Copy)]
+struct TextChars {
+    is_text: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for TextChars {
+    type Value = usize;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<usize, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TextChars {
+    type Value = usize;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("any JSON value")
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<usize, E> {
+        Ok(if self.is_text {
+            text.chars().count()
+        } else {
+            0
+        })
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<usize, E> {
+        Ok(0)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<usize, E> {
+        Ok(0)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<usize, E> {
+        Ok(0)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<usize, E> {
+        Ok(0)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<usize, E> {
+        Ok(0)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<usize, A::Error> {
+        let mut chars = 0usize;
+        while let Some(item) = items.next_element_seed(self)? {
+            chars = chars.saturating_add(item);
+        }
+        Ok(chars)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut fields: A) -> Result<usize, A::Error> {
+        let mut chars = 0usize;
+        while let Some(is_text) = fields.next_key_seed(IsTextKey)? {
+            chars = chars.saturating_add(fields.next_value_seed(TextChars { is_text })?);
+        }
+        Ok(chars)
+    }
+}
+
+/// Reads an object key as whether it is one of [`TEXT_KEYS`].
+struct IsTextKey;
+
+impl<'de> DeserializeSeed<'de> for IsTextKey {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for IsTextKey {
+    type Value = bool;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("an object key")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<bool, E> {
+        Ok(TEXT_KEYS.contains(&key))
     }
 }
 
@@ -66,6 +154,86 @@ mod tests {
         assert_eq!(text_chars(embeddings), 4);
         assert_eq!(text_chars(b"not json"), 0);
         assert_eq!(text_chars(b"[DONE]"), 0);
+    }
+
+    #[test]
+    fn escapes_are_counted_as_the_characters_they_stand_for() {
+        // "é" escaped, a surrogate pair (one character), a quote, a newline.
+        let escaped = br#"{"content":"\u00e9\ud83d\ude00\"\n"}"#;
+        assert_eq!(text_chars(escaped), 4);
+        // Trailing bytes after the document make it not JSON.
+        assert_eq!(text_chars(br#"{"content":"abcd"} x"#), 0);
+        assert_eq!(text_chars(br#"{"content":"abcd""#), 0);
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+        use serde_json::Value;
+
+        /// The first version of `text_chars`: a `Value` tree, walked.
+        fn reference(json: &[u8]) -> usize {
+            fn walk(value: &Value, is_text: bool) -> usize {
+                match value {
+                    Value::String(text) if is_text => text.chars().count(),
+                    Value::Array(items) => items.iter().map(|item| walk(item, is_text)).sum(),
+                    Value::Object(fields) => fields
+                        .iter()
+                        .map(|(key, value)| walk(value, TEXT_KEYS.contains(&key.as_str())))
+                        .sum(),
+                    _ => 0,
+                }
+            }
+            serde_json::from_slice::<Value>(json).map_or(0, |value| walk(&value, false))
+        }
+
+        fn json_value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>()
+                    .prop_filter("finite", |f| f.is_finite())
+                    .prop_map(Value::from),
+                any::<String>().prop_map(Value::from),
+            ];
+            leaf.prop_recursive(4, 48, 6, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    proptest::collection::vec(
+                        (
+                            prop_oneof![
+                                proptest::sample::select(TEXT_KEYS).prop_map(str::to_owned),
+                                "[a-z_]{1,8}",
+                            ],
+                            inner
+                        ),
+                        0..6
+                    )
+                    .prop_map(|fields| Value::Object(fields.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(500))]
+
+            /// Counting while parsing gives what the `Value` walk gave, for
+            /// any document.
+            #[test]
+            fn counts_as_the_value_walk_did(value in json_value()) {
+                let json = serde_json::to_vec(&value).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(text_chars(&json), reference(&json));
+            }
+
+            /// And for any bytes: 0 when they are not JSON.
+            #[test]
+            fn arbitrary_bytes_count_as_the_value_walk_did(
+                bytes in proptest::collection::vec(any::<u8>(), 0..256)
+            ) {
+                prop_assert_eq!(text_chars(&bytes), reference(&bytes));
+            }
+        }
     }
 
     #[test]

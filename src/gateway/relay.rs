@@ -138,25 +138,23 @@ impl ChatStreamRelay {
         }
         self.splitter.push(chunk);
         while let Some(event) = self.splitter.next_event() {
-            if let (Some(meter), Some(data)) = (self.meter.as_mut(), event_data(&event)) {
-                meter.add_completion_chars(crate::estimate::text_chars(&data));
+            let data = event_data(&event);
+            if let (Some(meter), Some(data)) = (self.meter.as_mut(), data.as_deref()) {
+                meter.add_completion_chars(crate::estimate::text_chars(data));
             }
             match &mut self.mode {
                 StreamMode::Native(state) => {
-                    let forward = match event_data(&event) {
-                        Some(data) => state.on_data(&data),
-                        None => true,
-                    };
+                    let forward = data.as_deref().is_none_or(|data| state.on_data(data));
                     if forward {
                         self.out.push_back(event);
                     }
                 }
                 StreamMode::Translated { translator, .. } => {
                     // Comments and keep-alives carry no data.
-                    let Some(data) = event_data(&event) else {
+                    let Some(data) = data.as_deref() else {
                         continue;
                     };
-                    match translator.on_event(event_name(&event), &data) {
+                    match translator.on_event(event_name(&event), data) {
                         Ok(translated) => self.out.extend(translated),
                         Err(error) => {
                             let message = error.to_string();
