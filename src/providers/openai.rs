@@ -5,7 +5,9 @@
 
 use super::{Adapter, Media, RequestError, Wire, bearer};
 use bytes::Bytes;
+use memchr::memmem::Finder;
 use serde_json::{Map, Value, json};
+use std::sync::LazyLock;
 use switchyard_actors::ProviderSpec;
 
 /// `openai` and `openai-compatible`: OpenAI's paths below the base URL and
@@ -287,7 +289,7 @@ impl ChatStreamState {
             self.finished = finish_reason_of_chunk(data);
         }
         // Most chunks carry no usage: skip parsing them unless they mention it.
-        if !contains(data, b"\"usage\"") {
+        if USAGE_KEY.find(data).is_none() {
             return true;
         }
         let Ok(value) = serde_json::from_slice::<Value>(data) else {
@@ -345,10 +347,10 @@ pub fn carries_content(data: &[u8]) -> bool {
 /// `null`: a cheap filter before parsing (inside a JSON string the quotes
 /// would be escaped, so a match is a key).
 fn names_finish_reason(data: &[u8]) -> bool {
-    const KEY: &[u8] = b"\"finish_reason\"";
+    let key_len = FINISH_REASON_KEY.needle().len();
     let mut rest = data;
-    while let Some(at) = find(rest, KEY) {
-        rest = rest.get(at + KEY.len()..).unwrap_or_default();
+    while let Some(at) = FINISH_REASON_KEY.find(rest) {
+        rest = rest.get(at + key_len..).unwrap_or_default();
         let value = rest
             .trim_ascii_start()
             .strip_prefix(b":")
@@ -376,16 +378,12 @@ fn finish_reason_of_chunk(data: &[u8]) -> bool {
         })
 }
 
-// Every chunk of a passed-through stream is searched twice (its finish
-// reason, its usage): memchr's SIMD substring search instead of comparing a
-// window at every byte.
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    memchr::memmem::find(haystack, needle)
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    find(haystack, needle).is_some()
-}
+// Every chunk of a passed-through stream is searched for both keys: memchr's
+// SIMD substring search, each searcher built once (building one is costlier
+// than searching a chunk with it).
+static FINISH_REASON_KEY: LazyLock<Finder<'static>> =
+    LazyLock::new(|| Finder::new(b"\"finish_reason\""));
+static USAGE_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
 
 /// An SSE error event in OpenAI's shape, sent when a stream fails after
 /// content has gone out: clients must not mistake the cut for a clean end.

@@ -108,7 +108,7 @@ fn find_event_end(buffer: &[u8], from: usize) -> Option<usize> {
     let mut index = from;
     loop {
         let rest = buffer.get(index..)?;
-        index += rest.iter().position(|&b| b == b'\n' || b == b'\r')?;
+        index += memchr::memchr2(b'\n', b'\r', rest)?;
         match buffer.get(index..) {
             Some([b'\n', b'\n', ..]) | Some([b'\r', b'\r', ..]) => return Some(index + 2),
             Some([b'\r', b'\n', b'\r', b'\n', ..]) => return Some(index + 4),
@@ -120,8 +120,7 @@ fn find_event_end(buffer: &[u8], from: usize) -> Option<usize> {
 /// The `data` of one event: its `data:` lines joined by `\n`; `None` when it
 /// has none (comments, `event:`-only events).
 pub fn event_data(event: &[u8]) -> Option<Cow<'_, [u8]>> {
-    let mut lines = event
-        .split(|&b| b == b'\n')
+    let mut lines = lines(event)
         .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
         .filter_map(|line| line.strip_prefix(b"data:"))
         .map(|value| value.strip_prefix(b" ").unwrap_or(value));
@@ -139,10 +138,30 @@ pub fn event_data(event: &[u8]) -> Option<Cow<'_, [u8]>> {
     }
 }
 
+/// An event's lines, split at each `\n` (as `split` would, the piece after
+/// the last one included), found with memchr: every event of every stream
+/// is read through here at least twice.
+fn lines(event: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(event);
+    std::iter::from_fn(move || {
+        let current = rest?;
+        match memchr::memchr(b'\n', current) {
+            Some(at) => {
+                let (line, after) = current.split_at(at);
+                rest = after.get(1..);
+                Some(line)
+            }
+            None => {
+                rest = None;
+                Some(current)
+            }
+        }
+    })
+}
+
 /// The `event:` name of one event, if any.
 pub fn event_name(event: &[u8]) -> Option<&str> {
-    event
-        .split(|&b| b == b'\n')
+    lines(event)
         .filter_map(|line| line.strip_prefix(b"event:"))
         .map(|value| value.strip_prefix(b" ").unwrap_or(value))
         .map(|value| value.strip_suffix(b"\r").unwrap_or(value))
@@ -196,5 +215,22 @@ mod tests {
         splitter.push(b"data: partial");
         assert!(splitter.next_event().is_none());
         assert_eq!(splitter.take_rest(), Bytes::from_static(b"data: partial"));
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// `lines` splits exactly as `split` at `\n` does.
+            #[test]
+            fn lines_split_as_split_does(
+                bytes in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(b'\r'), any::<u8>()], 0..64)
+            ) {
+                let ours: Vec<&[u8]> = lines(&bytes).collect();
+                let std: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+                prop_assert_eq!(ours, std);
+            }
+        }
     }
 }

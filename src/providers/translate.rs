@@ -232,7 +232,26 @@ pub fn unix_now() -> i64 {
 
 /// `data: {json}\n\n`
 pub fn openai_sse(value: &Value) -> Bytes {
-    Bytes::from(format!("data: {value}\n\n"))
+    sse_frame(&[b"data: "], value)
+}
+
+/// One SSE frame: the `prefix` pieces, `value` as compact JSON, a blank
+/// line. Serialised straight into the frame's buffer: every translated
+/// event is written through here, and `format!` with `Value`'s `Display`
+/// went through the formatting machinery a few bytes at a time.
+pub(crate) fn sse_frame(prefix: &[&[u8]], value: &impl serde::Serialize) -> Bytes {
+    let mut frame = Vec::with_capacity(256);
+    for piece in prefix {
+        frame.extend_from_slice(piece);
+    }
+    let start = frame.len();
+    if serde_json::to_writer(&mut frame, value).is_err() {
+        // Only a map with non-string keys fails, and none is written here.
+        frame.truncate(start);
+        frame.extend_from_slice(b"{}");
+    }
+    frame.extend_from_slice(b"\n\n");
+    Bytes::from(frame)
 }
 
 /// The OpenAI stream terminator.
@@ -240,7 +259,7 @@ pub const OPENAI_DONE: &[u8] = b"data: [DONE]\n\n";
 
 /// `event: {name}\ndata: {json}\n\n`
 pub fn anthropic_sse(event: &str, value: &Value) -> Bytes {
-    Bytes::from(format!("event: {event}\ndata: {value}\n\n"))
+    sse_frame(&[b"event: ", event.as_bytes(), b"\ndata: "], value)
 }
 
 /// Writes OpenAI `chat.completion.chunk` events with a fixed id, model and
@@ -254,18 +273,21 @@ pub(crate) struct ChunkWriter {
 
 impl ChunkWriter {
     pub fn chunk(&self, index: u64, delta: Value, finish_reason: Option<&str>) -> Bytes {
-        openai_sse(&json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{
-                "index": index,
-                "delta": delta,
-                "logprobs": null,
-                "finish_reason": finish_reason,
-            }],
-        }))
+        sse_frame(
+            &[b"data: "],
+            &Chunk {
+                choices: [ChunkChoice {
+                    delta: &delta,
+                    finish_reason,
+                    index,
+                    logprobs: None,
+                }],
+                created: self.created,
+                id: &self.id,
+                model: &self.model,
+                object: "chat.completion.chunk",
+            },
+        )
     }
 
     pub fn usage_chunk(&self, usage: Value) -> Bytes {
@@ -278,6 +300,28 @@ impl ChunkWriter {
             "usage": usage,
         }))
     }
+}
+
+/// A `chat.completion.chunk` with one choice, borrowed from the writer and
+/// the delta instead of copied into a `json!` tree. The fields are in
+/// alphabetical order, the order `serde_json`'s map wrote them in, so the
+/// bytes on the wire are the same as before.
+#[derive(serde::Serialize)]
+struct Chunk<'a> {
+    choices: [ChunkChoice<'a>; 1],
+    created: i64,
+    id: &'a str,
+    model: &'a str,
+    object: &'static str,
+}
+
+#[derive(serde::Serialize)]
+struct ChunkChoice<'a> {
+    delta: &'a Value,
+    finish_reason: Option<&'a str>,
+    index: u64,
+    /// Always `null`: the gateway translates no log-probabilities.
+    logprobs: Option<()>,
 }
 
 /// An OpenAI-shaped error event for a failure reported inside a stream.
@@ -465,6 +509,41 @@ impl<A: StreamTranslator, B: StreamTranslator> StreamTranslator for ChainedStrea
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The typed chunk writes the bytes the `json!` tree wrote (clients and
+    /// the golden files see no change), for every finish reason.
+    #[test]
+    fn typed_chunks_are_byte_for_byte_the_json_tree_ones() {
+        let writer = ChunkWriter {
+            id: "chatcmpl-\"x\"\u{e9}".to_owned(),
+            model: "m\\1".to_owned(),
+            created: 1_700_000_000,
+        };
+        let delta = json!({"content": "a\nb", "role": "assistant"});
+        for finish_reason in [None, Some("stop"), Some("tool_calls")] {
+            let tree = json!({
+                "id": writer.id,
+                "object": "chat.completion.chunk",
+                "created": writer.created,
+                "model": writer.model,
+                "choices": [{
+                    "index": 3,
+                    "delta": delta,
+                    "logprobs": null,
+                    "finish_reason": finish_reason,
+                }],
+            });
+            assert_eq!(
+                writer.chunk(3, delta.clone(), finish_reason),
+                Bytes::from(format!("data: {tree}\n\n"))
+            );
+        }
+        let error = wire_error::anthropic("api_error", "x");
+        assert_eq!(
+            anthropic_sse("error", &error),
+            Bytes::from(format!("event: error\ndata: {error}\n\n"))
+        );
+    }
 
     #[test]
     fn data_urls_split_into_media_type_and_payload() {

@@ -640,7 +640,7 @@ pub fn openai_error_to_gemini(body: &Value, status: u16) -> Value {
 
 /// `data: {json}\n\n`, Gemini's stream framing (`alt=sse`).
 fn gemini_sse(value: &Value) -> Bytes {
-    Bytes::from(format!("data: {value}\n\n"))
+    crate::providers::translate::sse_frame(&[b"data: "], value)
 }
 
 /// The in-band error event that ends a Gemini stream the gateway cut.
