@@ -378,7 +378,8 @@ start_gateway() {
     local name="$1" database_url="$2" port
     port="$(free_port)"
     sed "s/@PORT@/$port/" "$WORK/bench.toml.in" >"$WORK/$name.toml"
-    SWITCHYARD__DATABASE__URL="$database_url" \
+    # A usage journal each: one running gateway per journal directory.
+    SWITCHYARD__DATABASE__URL="$database_url" SWITCHYARD__USAGE__JOURNAL_DIR="$WORK/$name-journal" \
         "$GATEWAY_BIN" serve --config "$WORK/$name.toml" >"$WORK/$name.log" 2>&1 &
     GW_PID=$!
     PIDS+=("$GW_PID")
