@@ -202,6 +202,44 @@ async fn every_provider_kind_answers_gemini_clients() -> anyhow::Result<()> {
     gw.stop().await
 }
 
+/// An upstream that falls silent mid-stream: the Gemini client's stream
+/// ends with Google's timeout, 504 `DEADLINE_EXCEEDED`, not an internal
+/// error, after the text that came.
+#[actix_rt::test]
+async fn a_stalled_stream_ends_with_deadline_exceeded() -> anyhow::Result<()> {
+    let gw = TestGateway::start(Backend::Sqlite, |settings, mock| {
+        settings.providers = vec![kind_provider(
+            mock,
+            "stalls",
+            ProviderKind::OpenaiCompatible,
+            &[OPENAI],
+            &["streamhang-gemini"],
+        )];
+        settings.upstream.stream_idle_timeout = std::time::Duration::from_millis(300);
+    })
+    .await?;
+    let token = gw.create_token(json!({ "name": "genai" })).await?;
+    let reply = call(
+        &gw,
+        &token,
+        OPENAI,
+        "streamGenerateContent",
+        &generate_body(),
+    )
+    .await?;
+    ensure!(reply.status == 200, "{}", reply.text());
+    let events = events(&reply)?;
+    let text: String = events.iter().map(answer_text).collect();
+    ensure!(text == "one", "{events:?}");
+    let last = events.last().context("no events")?;
+    ensure!(
+        last.pointer("/error/code") == Some(&json!(504))
+            && last.pointer("/error/status") == Some(&json!("DEADLINE_EXCEEDED")),
+        "{last}"
+    );
+    Ok(())
+}
+
 #[actix_rt::test]
 async fn function_calls_and_results_cross_every_kind() -> anyhow::Result<()> {
     let gw = TestGateway::start(Backend::Sqlite, three_kinds).await?;

@@ -86,7 +86,7 @@ impl RelayLimits {
 }
 
 /// Error code and usage class of a stream cut by the server's shutdown.
-pub const SHUTTING_DOWN: &str = "server_shutting_down";
+pub const SHUTTING_DOWN: &str = crate::providers::wire_error::SERVER_SHUTTING_DOWN;
 
 pub struct ChatStreamRelay {
     upstream: UpstreamBody,
@@ -284,7 +284,7 @@ impl Stream for ChatStreamRelay {
                     if this.idle.as_mut().poll(cx).is_ready() {
                         this.fail(
                             "upstream stream stalled",
-                            "stream_idle_timeout",
+                            crate::providers::wire_error::STREAM_IDLE_TIMEOUT,
                             Failure::Timeout,
                         );
                         continue;

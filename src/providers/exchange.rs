@@ -37,7 +37,12 @@ impl ClientFormat {
             Self::OpenAi => openai::stream_error_event(message, code),
             Self::Anthropic => super::translate::anthropic_sse(
                 "error",
-                &super::wire_error::anthropic("api_error", message),
+                &super::wire_error::anthropic(
+                    super::wire_error::anthropic_type_for_status(
+                        super::wire_error::stream_cut_status(code),
+                    ),
+                    message,
+                ),
             ),
             Self::Gemini => gemini::stream_error_event(message, code),
         }
@@ -479,6 +484,51 @@ fn passed_through_usage(wire: Wire, body: &[u8]) -> Result<Option<Usage>, Malfor
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::wire_error::{SERVER_SHUTTING_DOWN, STREAM_IDLE_TIMEOUT};
+
+    /// The event's JSON (the last `data:` line of one SSE frame).
+    fn event_json(frame: &Bytes) -> Value {
+        let text = String::from_utf8_lossy(frame);
+        let data = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("data: "))
+            .next_back()
+            .unwrap_or_default();
+        serde_json::from_str(data).unwrap_or_default()
+    }
+
+    /// A stream the gateway cuts tells Gemini and Anthropic clients why in
+    /// their own terms: a silent upstream is a timeout, a stopping server
+    /// unavailable, a broken upstream an internal error.
+    #[test]
+    fn cut_streams_end_with_the_status_of_their_cause() {
+        let gemini = |code| event_json(&ClientFormat::Gemini.stream_error_event("cut", code));
+        for (code, status, name) in [
+            (STREAM_IDLE_TIMEOUT, 504, "DEADLINE_EXCEEDED"),
+            (SERVER_SHUTTING_DOWN, 503, "UNAVAILABLE"),
+            ("stream_interrupted", 500, "INTERNAL"),
+        ] {
+            let event = gemini(code);
+            assert_eq!(event.pointer("/error/code"), Some(&json!(status)), "{code}");
+            assert_eq!(event.pointer("/error/status"), Some(&json!(name)), "{code}");
+        }
+        let anthropic = |code| event_json(&ClientFormat::Anthropic.stream_error_event("cut", code));
+        assert_eq!(
+            anthropic(STREAM_IDLE_TIMEOUT).pointer("/error/type"),
+            Some(&json!("timeout_error"))
+        );
+        assert_eq!(
+            anthropic("stream_interrupted").pointer("/error/type"),
+            Some(&json!("api_error"))
+        );
+        // OpenAI's event names the code itself.
+        let openai =
+            event_json(&ClientFormat::OpenAi.stream_error_event("cut", STREAM_IDLE_TIMEOUT));
+        assert_eq!(
+            openai.pointer("/error/code"),
+            Some(&json!(STREAM_IDLE_TIMEOUT))
+        );
+    }
 
     /// What the full parse read before: the reference the cheap path keeps.
     fn full_parse(wire: Wire, body: &[u8]) -> Result<Option<Usage>, Malformed> {

@@ -66,6 +66,25 @@ pub fn anthropic_type_for_status(status: u16) -> &'static str {
     }
 }
 
+/// Error code of a stream the gateway ended because the upstream fell silent
+/// for `upstream.stream_idle_timeout`.
+pub const STREAM_IDLE_TIMEOUT: &str = "stream_idle_timeout";
+/// Error code of a stream cut by the server's shutdown (`server.shutdown_timeout`).
+pub const SERVER_SHUTTING_DOWN: &str = "server_shutting_down";
+
+/// The HTTP status a stream the gateway cut stands for, by the cut's error
+/// code, for the in-band errors that carry a status (Gemini's `code` and
+/// `status`) or a type named after one (Anthropic's): a silent upstream is a
+/// timeout (504), a stopping server unavailable (503), anything else (an
+/// upstream that broke off, an event too large or untranslatable) 500.
+pub fn stream_cut_status(code: &str) -> u16 {
+    match code {
+        STREAM_IDLE_TIMEOUT => 504,
+        SERVER_SHUTTING_DOWN => 503,
+        _ => 500,
+    }
+}
+
 /// Google's canonical status name for an HTTP status, as Gemini reports it
 /// in `error.status`.
 pub fn gemini_status_for_code(code: u16) -> &'static str {
@@ -119,6 +138,15 @@ mod tests {
         assert_eq!(gemini_status_for_code(422), "INVALID_ARGUMENT");
         assert_eq!(gemini_status_for_code(502), "INTERNAL");
         assert_eq!(gemini_status_for_code(503), "UNAVAILABLE");
+    }
+
+    #[test]
+    fn cut_streams_carry_the_status_of_their_cause() {
+        assert_eq!(stream_cut_status(STREAM_IDLE_TIMEOUT), 504);
+        assert_eq!(stream_cut_status(SERVER_SHUTTING_DOWN), 503);
+        assert_eq!(stream_cut_status("stream_interrupted"), 500);
+        assert_eq!(gemini_status_for_code(504), "DEADLINE_EXCEEDED");
+        assert_eq!(anthropic_type_for_status(504), "timeout_error");
     }
 
     #[test]

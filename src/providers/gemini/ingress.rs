@@ -643,12 +643,15 @@ fn gemini_sse(value: &Value) -> Bytes {
     crate::providers::translate::sse_frame(&[b"data: "], value)
 }
 
-/// The in-band error event that ends a Gemini stream the gateway cut.
+/// The in-band error event that ends a Gemini stream the gateway cut, with
+/// the status of its cause (a silent upstream 504 `DEADLINE_EXCEEDED`, a
+/// stopping server 503 `UNAVAILABLE`, the rest 500 `INTERNAL`).
 pub fn stream_error_event(message: &str, code: &str) -> Bytes {
+    let status = wire_error::stream_cut_status(code);
     gemini_sse(&wire_error::gemini(
-        500,
+        status,
         &format!("{message} ({code})"),
-        "INTERNAL",
+        wire_error::gemini_status_for_code(status),
     ))
 }
 
