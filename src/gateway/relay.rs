@@ -26,6 +26,7 @@ use crate::providers::exchange::ClientFormat;
 use crate::providers::openai::{ChatStreamState, Usage};
 use crate::providers::sse::{SseSplitter, event_data, event_name};
 use crate::providers::translate::{OPENAI_DONE, StreamTranslator};
+use crate::providers::wire_error::{SERVER_SHUTTING_DOWN, STREAM_IDLE_TIMEOUT};
 use actix_web::web::Bytes;
 use futures_util::Stream;
 use std::collections::VecDeque;
@@ -84,9 +85,6 @@ impl RelayLimits {
         }
     }
 }
-
-/// Error code and usage class of a stream cut by the server's shutdown.
-pub const SHUTTING_DOWN: &str = crate::providers::wire_error::SERVER_SHUTTING_DOWN;
 
 pub struct ChatStreamRelay {
     upstream: UpstreamBody,
@@ -225,12 +223,12 @@ impl ChatStreamRelay {
     fn cut_by_shutdown(&mut self) {
         let event = self.mode.error_event(
             "the server is shutting down; the answer was cut",
-            SHUTTING_DOWN,
+            SERVER_SHUTTING_DOWN,
         );
         self.out.push_back(event);
         self.lease = None;
         if let Some(meter) = self.meter.take() {
-            meter.interrupted(SHUTTING_DOWN, self.mode.usage());
+            meter.interrupted(SERVER_SHUTTING_DOWN, self.mode.usage());
         }
         self.finished = true;
     }
@@ -284,7 +282,7 @@ impl Stream for ChatStreamRelay {
                     if this.idle.as_mut().poll(cx).is_ready() {
                         this.fail(
                             "upstream stream stalled",
-                            crate::providers::wire_error::STREAM_IDLE_TIMEOUT,
+                            STREAM_IDLE_TIMEOUT,
                             Failure::Timeout,
                         );
                         continue;

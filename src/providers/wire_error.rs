@@ -69,7 +69,8 @@ pub fn anthropic_type_for_status(status: u16) -> &'static str {
 /// Error code of a stream the gateway ended because the upstream fell silent
 /// for `upstream.stream_idle_timeout`.
 pub const STREAM_IDLE_TIMEOUT: &str = "stream_idle_timeout";
-/// Error code of a stream cut by the server's shutdown (`server.shutdown_timeout`).
+/// Error code (and the request log's error class) of a stream cut by the
+/// server's shutdown (`server.shutdown_timeout`).
 pub const SERVER_SHUTTING_DOWN: &str = "server_shutting_down";
 
 /// The HTTP status a stream the gateway cut stands for, by the cut's error

@@ -558,7 +558,10 @@ impl Stream for ProxyBody {
             Poll::Pending => {
                 if std::future::Future::poll(this.idle.as_mut(), cx).is_ready() {
                     if let Some(settle) = this.settle.take() {
-                        settle.broken(Failure::Timeout, "stream_idle_timeout");
+                        settle.broken(
+                            Failure::Timeout,
+                            crate::providers::wire_error::STREAM_IDLE_TIMEOUT,
+                        );
                     }
                     return Poll::Ready(Some(Err(actix_web::error::ErrorGatewayTimeout(
                         "upstream stalled",

@@ -12,7 +12,7 @@
 //! carrying the whole output and the usage.
 
 use super::super::openai::{self, Usage};
-use super::super::translate::{StreamTranslator, TranslateError, parse_event};
+use super::super::translate::{StreamTranslator, TranslateError, parse_event, sse_frame};
 use super::response::{
     ResponseFrame, call_item, message_item, output_text_part, responses_usage, status_of,
 };
@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 /// `event: {type}\ndata: {json}\n\n`, the Responses framing.
 fn sse(kind: &str, value: &Value) -> Bytes {
-    Bytes::from(format!("event: {kind}\ndata: {value}\n\n"))
+    sse_frame(&[b"event: ", kind.as_bytes(), b"\ndata: "], value)
 }
 
 /// The function call being streamed.
