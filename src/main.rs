@@ -3,8 +3,27 @@
 use clap::Parser;
 use std::process::ExitCode;
 
+/// jemalloc instead of glibc's malloc (measured in bench/README.md): with
+/// glibc the two workers and the usage writer contended for two arenas (a
+/// futex wait or wake for about every request), while jemalloc's per-thread
+/// caches take most allocations and frees without a lock.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read once at its start (`MALLOC_CONF` in the
+/// environment is read after them and can override any): two arenas, as
+/// many as cores on the bench machine, so threads share little; thread
+/// caches kept small (32 objects of a size, nothing over 1 KiB), since ~20
+/// threads each holding the default hundreds per size class cost RSS for no
+/// speed; free pages given back to the kernel after a second instead of ten.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[unsafe(export_name = "malloc_conf")]
+static MALLOC_CONF: &u8 =
+    &b"narenas:2,tcache_max:1024,tcache_nslots_small_max:32,dirty_decay_ms:1000,muzzy_decay_ms:0\0"
+        [0];
+
 fn main() -> ExitCode {
-    limit_malloc_arenas();
     let cli = switchyard::cli::Cli::parse();
     match switchyard::cli::execute(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -12,19 +31,5 @@ fn main() -> ExitCode {
             eprintln!("switchyard: {error:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// glibc gives each thread that allocates under contention an arena of its
-/// own; with ~20 threads (workers, arbiters, the database runtime) that cost
-/// ~10 MiB of peak RSS for no measurable speed (bench/README.md). Two arenas
-/// keep the gateway within its memory budget. Must run before any thread
-/// starts, hence first in `main`.
-fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only adjusts allocator parameters; called once, before
-    // any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }

@@ -15,9 +15,10 @@
 //!   allocated, not just what arrived. Small bodies are never refused by it,
 //!   so ordinary clients are not starved by a flood of large ones;
 //! - when a refused or abandoned body of at least [`TRIM_AFTER_BYTES`] is
-//!   freed and no body is held any more, glibc is asked to return free heap
-//!   pages to the kernel (it keeps them otherwise: RSS stayed at 1.37 GB
-//!   after the attack in the issue).
+//!   freed and no body is held any more, the allocator is asked to return
+//!   free pages to the kernel at once (glibc kept them: RSS stayed at
+//!   1.37 GB after the attack in the issue; jemalloc would keep them for its
+//!   decay time).
 
 use crate::error::ApiError;
 use actix_web::HttpRequest;
@@ -33,7 +34,7 @@ use std::time::Duration;
 pub const UNCOUNTED_BYTES: usize = 64 * 1024;
 
 /// A freed body this large, leaving no body held, returns free heap to the
-/// kernel (`malloc_trim`): large enough that ordinary traffic never pays.
+/// kernel (jemalloc's purge): large enough that ordinary traffic never pays.
 pub const TRIM_AFTER_BYTES: usize = 1024 * 1024;
 
 /// The server's rules for reading bodies, shared by every route of both
@@ -113,13 +114,21 @@ impl Drop for Holding<'_> {
     }
 }
 
-/// Asks glibc to give free heap pages back to the kernel.
+/// Asks the allocator (jemalloc, `src/main.rs`) to give its free pages back
+/// to the kernel now rather than after its decay time.
 fn return_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free pages of the allocator's own
-    // heaps; it is thread-safe and touches no live allocation.
+    // SAFETY: "arena.<i>.purge" takes neither an old nor a new value (both
+    // pointers null, length 0); 4096 is MALLCTL_ARENAS_ALL. Purging only
+    // releases pages no allocation uses; it is thread-safe.
     unsafe {
-        libc::malloc_trim(0);
+        tikv_jemalloc_sys::mallctl(
+            c"arena.4096.purge".as_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+        );
     }
 }
 
