@@ -695,3 +695,35 @@ async fn admin_users_tokens_prices_and_billing_commands() -> anyhow::Result<()> 
     drop(process);
     Ok(())
 }
+
+/// The binary's allocator is jemalloc with the options `src/main.rs` sets
+/// (two arenas, small thread caches): without them its default thread
+/// caches cost ~10 MB of peak RSS (bench/README.md). jemalloc lists the
+/// option sources it read when asked to (`confirm_conf`).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn the_binary_runs_on_jemalloc_with_its_own_options() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let output = run_cli(
+        dir.path(),
+        &["--version"],
+        &[("MALLOC_CONF", "confirm_conf:true")],
+    )?;
+    ensure!(
+        output.status.success(),
+        "--version failed: {}",
+        stderr(&output)
+    );
+    let report = stderr(&output);
+    ensure!(
+        report.contains("global variable malloc_conf): \"narenas:2,tcache_max:1024"),
+        "jemalloc did not read the binary's options:\n{report}"
+    );
+    for option in ["narenas:2", "tcache_max:1024", "tcache_nslots_small_max:32"] {
+        ensure!(
+            report.contains(&format!("Set conf value: {option}")),
+            "jemalloc did not take {option}:\n{report}"
+        );
+    }
+    Ok(())
+}
