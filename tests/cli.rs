@@ -697,7 +697,7 @@ async fn admin_users_tokens_prices_and_billing_commands() -> anyhow::Result<()> 
 }
 
 /// The binary's allocator is jemalloc with the options `src/main.rs` sets
-/// (two arenas, small thread caches): without them its default thread
+/// (an arena per CPU, small thread caches): without them its default thread
 /// caches cost ~10 MB of peak RSS (bench/README.md). jemalloc lists the
 /// option sources it read when asked to (`confirm_conf`).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -716,10 +716,14 @@ fn the_binary_runs_on_jemalloc_with_its_own_options() -> anyhow::Result<()> {
     );
     let report = stderr(&output);
     ensure!(
-        report.contains("global variable malloc_conf): \"narenas:2,tcache_max:1024"),
+        report.contains("global variable malloc_conf): \"percpu_arena:percpu,tcache_max:1024"),
         "jemalloc did not read the binary's options:\n{report}"
     );
-    for option in ["narenas:2", "tcache_max:1024", "tcache_nslots_small_max:32"] {
+    for option in [
+        "percpu_arena:percpu",
+        "tcache_max:1024",
+        "tcache_nslots_small_max:32",
+    ] {
         ensure!(
             report.contains(&format!("Set conf value: {option}")),
             "jemalloc did not take {option}:\n{report}"
