@@ -388,7 +388,7 @@ static USAGE_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"u
 /// An SSE error event in OpenAI's shape, sent when a stream fails after
 /// content has gone out: clients must not mistake the cut for a clean end.
 pub fn stream_error_event(message: &str, code: &str) -> Bytes {
-    super::translate::openai_sse(&super::wire_error::openai(
+    super::translate::data_sse(&super::wire_error::openai(
         message,
         "upstream_error",
         None,

@@ -230,8 +230,9 @@ pub fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-/// `data: {json}\n\n`
-pub fn openai_sse(value: &Value) -> Bytes {
+/// `data: {json}\n\n`: the frame of OpenAI's streams and Gemini's
+/// (`alt=sse`).
+pub fn data_sse(value: &Value) -> Bytes {
     sse_frame(&[b"data: "], value)
 }
 
@@ -291,7 +292,7 @@ impl ChunkWriter {
     }
 
     pub fn usage_chunk(&self, usage: Value) -> Bytes {
-        openai_sse(&json!({
+        data_sse(&json!({
             "id": self.id,
             "object": "chat.completion.chunk",
             "created": self.created,
@@ -326,7 +327,7 @@ struct ChunkChoice<'a> {
 
 /// An OpenAI-shaped error event for a failure reported inside a stream.
 pub(crate) fn openai_error_chunk(message: &str, kind: &str) -> Bytes {
-    openai_sse(&wire_error::openai(message, kind, None, None))
+    data_sse(&wire_error::openai(message, kind, None, None))
 }
 
 /// Parses one event's data as a JSON object.

@@ -9,7 +9,7 @@
 use super::response::usage_of;
 use crate::providers::openai::Usage;
 use crate::providers::translate::{
-    StreamTranslator, TranslateError, parse_event, request_object, response_object,
+    StreamTranslator, TranslateError, data_sse, parse_event, request_object, response_object,
 };
 use crate::providers::wire_error;
 use bytes::Bytes;
@@ -638,17 +638,12 @@ pub fn openai_error_to_gemini(body: &Value, status: u16) -> Value {
     wire_error::gemini(status, message, wire_error::gemini_status_for_code(status))
 }
 
-/// `data: {json}\n\n`, Gemini's stream framing (`alt=sse`).
-fn gemini_sse(value: &Value) -> Bytes {
-    crate::providers::translate::sse_frame(&[b"data: "], value)
-}
-
 /// The in-band error event that ends a Gemini stream the gateway cut, with
 /// the status of its cause (a silent upstream 504 `DEADLINE_EXCEEDED`, a
 /// stopping server 503 `UNAVAILABLE`, the rest 500 `INTERNAL`).
 pub fn stream_error_event(message: &str, code: &str) -> Bytes {
     let status = wire_error::stream_cut_status(code);
-    gemini_sse(&wire_error::gemini(
+    data_sse(&wire_error::gemini(
         status,
         &format!("{message} ({code})"),
         wire_error::gemini_status_for_code(status),
@@ -706,7 +701,7 @@ impl OpenAiToGeminiStream {
         if !self.response_id.is_empty() {
             out.insert("responseId".to_owned(), json!(self.response_id));
         }
-        gemini_sse(&Value::Object(out))
+        data_sse(&Value::Object(out))
     }
 
     /// The closing event: every finished choice with its tool calls and
@@ -756,7 +751,7 @@ impl StreamTranslator for OpenAiToGeminiStream {
                 .get("message")
                 .and_then(Value::as_str)
                 .unwrap_or("The upstream stream failed");
-            return Ok(vec![gemini_sse(&wire_error::gemini(
+            return Ok(vec![data_sse(&wire_error::gemini(
                 500, message, "INTERNAL",
             ))]);
         }
