@@ -15,6 +15,9 @@
 #
 # Environment:
 #   BENCH_DURATION        length of each measured wrk run (default 5s)
+#   BENCH_ROUNDS          times the whole sequence of runs is repeated; each row reports the
+#                         median of its rounds (default 3: one slow minute on a shared machine then
+#                         moves one round of every row, not a row's only figure; 1 for a quick run)
 #   BENCH_WARMUP          warm-up run per target before measuring, 0 to skip (default 1s)
 #   BENCH_CONCURRENCY     space-separated connection counts (default "16 64")
 #   BENCH_OPEN_STREAMS    space-separated counts of streams held open at once (default
@@ -33,6 +36,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 DURATION="${BENCH_DURATION:-5s}"
+ROUNDS="${BENCH_ROUNDS:-3}"
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "bench: BENCH_ROUNDS must be a positive count" >&2; exit 2; }
 WARMUP="${BENCH_WARMUP:-1s}"
 CONCURRENCY="${BENCH_CONCURRENCY:-16 64}"
 OPEN_STREAMS="${BENCH_OPEN_STREAMS-1000 10000}"
@@ -234,31 +239,54 @@ check_chat() {
     fi
 }
 
-declare -A RESULT CPU_US
+declare -A RESULT CPU_US RUNS
+ROUND=1
 
 # run_wrk NAME URL AUTH PID CONCURRENCY [tree]: one measured run; CPU counted for PID (and its
-# children with "tree"). BENCH_MODEL and BENCH_STREAM pass through to chat.lua.
+# children with "tree"). BENCH_MODEL and BENCH_STREAM pass through to chat.lua. The run's figures
+# join the row's earlier rounds in RUNS; summarise_rounds makes the row's RESULT and CPU_US.
 run_wrk() {
-    local name="$1" url="$2" auth="$3" pid="$4" conns="$5" tree="${6:-}" raw before after parsed requests
+    local name="$1" url="$2" auth="$3" pid="$4" conns="$5" tree="${6:-}" raw before after parsed requests cpu
     local ticks=cpu_ticks
     [[ "$tree" == tree ]] && ticks=cpu_ticks_tree
-    raw="$WORK/wrk-$name-$conns.txt"
+    raw="$WORK/wrk-$name-$conns-$ROUND.txt"
     require_alive "$pid" "$name"
     before="$($ticks "$pid")"
     BENCH_AUTH="$auth" wrk -t"$WRK_THREADS" -c"$conns" -d"$DURATION" --latency \
         -s "$ROOT/bench/chat.lua" "$url" >"$raw" 2>&1 || { cat "$raw" >&2; die "wrk failed"; }
     require_alive "$pid" "$name"
     after="$($ticks "$pid")"
-    { echo "--- wrk $name c=$conns"; cat "$raw"; } >>"$OUT"
+    { echo "--- wrk $name c=$conns round $ROUND"; cat "$raw"; } >>"$OUT"
     parsed="$(parse_wrk "$raw")"
-    RESULT["$name:$conns"]="$parsed"
     requests="$(awk '{ print $4 }' <<<"$parsed")"
-    CPU_US["$name:$conns"]="$(awk -v t="$((after - before))" -v hz="$CLK_TCK" -v n="$requests" \
+    cpu="$(awk -v t="$((after - before))" -v hz="$CLK_TCK" -v n="$requests" \
         'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "n/a" }')"
-    log "bench: $name c=$conns: $(awk '{ printf "%s req/s, p50 %s ms, p99 %s ms", $1, $2, $3 }' <<<"$parsed"), ${CPU_US[$name:$conns]} us cpu/req"
+    RUNS["$name:$conns"]+="$parsed $cpu"$'\n'
+    log "bench: $name c=$conns round $ROUND/$ROUNDS: $(awk '{ printf "%s req/s, p50 %s ms, p99 %s ms", $1, $2, $3 }' <<<"$parsed"), $cpu us cpu/req"
     if [[ "$(awk '{ print $5 + $6 }' <<<"$parsed")" != 0 ]]; then
         log "bench: WARNING: $name c=$conns had $(awk '{ printf "%d non-2xx answers and %d socket errors", $5, $6 }' <<<"$parsed")"
     fi
+}
+
+# summarise_rounds: each row's RESULT ("req/s p50 p99 requests non2xx socket_errors") and CPU_US
+# from its rounds: the median of each figure (the lower middle of an even count), the sums of
+# requests and errors (an error in any round shows).
+summarise_rounds() {
+    local key
+    for key in "${!RUNS[@]}"; do
+        RESULT["$key"]="$(printf '%s' "${RUNS[$key]}" | awk '
+            function median(col,    n, i, j, v, t) {
+                n = 0
+                for (i = 1; i <= NR; i++) if (row[i, col] != "n/a") v[++n] = row[i, col] + 0
+                if (n == 0) return "n/a"
+                for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j - 1] > v[j]; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
+                return v[int((n + 1) / 2)]
+            }
+            { for (i = 1; i <= NF; i++) row[NR, i] = $i; requests += $4; non2xx += $5; errors += $6 }
+            END { printf "%.0f %.3f %.3f %d %d %d %s\n", median(1), median(2), median(3), requests, non2xx, errors, median(7) }
+        ')"
+        CPU_US["$key"]="$(awk '{ v = $7; print (v == "n/a" ? v : sprintf("%.1f", v)) }' <<<"${RESULT[$key]}")"
+    done
 }
 
 warm_up() {
@@ -314,6 +342,7 @@ DIRECT_KEY="chunks$STREAM_CHUNKS-direct"
 log "Switchyard benchmark $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 log "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(nproc) cores," \
     "$(wrk -v 2>&1 | head -1 | awk '{ print $1, $2 }'), $WRK_THREADS wrk threads, $DURATION per run," \
+    "median of $ROUNDS rounds," \
     "$("$NGINX_BIN" -v 2>&1 | sed 's/^nginx version: //'), open files limit $FD_LIMIT"
 log "mock on $MOCK_ADDR (pid $MOCK_PID)"
 
@@ -502,42 +531,53 @@ fi
 
 # Rows in table order: JSON first, then streams.
 ROWS=(direct nginx)
-measure direct "$MOCK_URL" "$DIRECT_KEY" "$MOCK_PID"
-measure nginx "$NGINX_URL" "$DIRECT_KEY" "$NGINX_PID" tree
-if [[ -n "$SQLITE_PID" ]]; then
-    ROWS+=(gateway limited)
-    measure gateway "$SQLITE_URL" "$SQLITE_TOKEN" "$SQLITE_PID"
-    measure limited "$SQLITE_URL" "$SQLITE_LIMITED" "$SQLITE_PID"
-fi
-if [[ -n "$PG_PID" ]]; then
-    ROWS+=(gateway-pg pg-limited pg-local-lim)
-    measure gateway-pg "$PG_URL" "$PG_TOKEN" "$PG_PID"
-    measure pg-limited "$PG_URL" "$PG_LIMITED" "$PG_PID"
-    measure pg-local-lim "$PG_LOCAL_URL" "$PG_LOCAL_LIMITED" "$PG_LOCAL_PID"
-fi
-if [[ -n "$SQLITE_PID" ]]; then
-    # One of three keys failing (issue 3): the "flaky" provider, at 16 connections.
-    ROWS+=(flaky)
-    BENCH_MODEL=mock-gpt-flaky check_chat "$SQLITE_URL" "$SQLITE_TOKEN" mock-gpt-flaky 0
-    BENCH_MODEL=mock-gpt-flaky run_wrk flaky "$SQLITE_URL" "$SQLITE_TOKEN" "$SQLITE_PID" 16
-fi
-
-export BENCH_STREAM=1
+[[ -n "$SQLITE_PID" ]] && ROWS+=(gateway limited)
+[[ -n "$PG_PID" ]] && ROWS+=(gateway-pg pg-limited pg-local-lim)
+[[ -n "$SQLITE_PID" ]] && ROWS+=(flaky)
 ROWS+=(s-direct s-nginx)
-measure s-direct "$MOCK_URL" "$DIRECT_KEY" "$MOCK_PID"
-measure s-nginx "$NGINX_URL" "$DIRECT_KEY" "$NGINX_PID" tree
-if [[ -n "$SQLITE_PID" ]]; then
-    ROWS+=(s-gateway s-limited s-xlat)
-    measure s-gateway "$SQLITE_URL" "$SQLITE_TOKEN" "$SQLITE_PID"
-    measure s-limited "$SQLITE_URL" "$SQLITE_LIMITED" "$SQLITE_PID"
-    BENCH_MODEL=mock-claude measure s-xlat "$SQLITE_URL" "$SQLITE_TOKEN" "$SQLITE_PID"
-fi
-if [[ -n "$PG_PID" ]]; then
-    ROWS+=(s-gateway-pg s-pg-limited)
-    measure s-gateway-pg "$PG_URL" "$PG_TOKEN" "$PG_PID"
-    measure s-pg-limited "$PG_URL" "$PG_LIMITED" "$PG_PID"
-fi
-unset BENCH_STREAM
+[[ -n "$SQLITE_PID" ]] && ROWS+=(s-gateway s-limited s-xlat)
+[[ -n "$PG_PID" ]] && ROWS+=(s-gateway-pg s-pg-limited)
+
+# One round: every row once, in table order. Rounds follow one another rather than a row being
+# repeated in place, so that a slow minute of the machine falls on one round of every row.
+run_round() {
+    measure direct "$MOCK_URL" "$DIRECT_KEY" "$MOCK_PID"
+    measure nginx "$NGINX_URL" "$DIRECT_KEY" "$NGINX_PID" tree
+    if [[ -n "$SQLITE_PID" ]]; then
+        measure gateway "$SQLITE_URL" "$SQLITE_TOKEN" "$SQLITE_PID"
+        measure limited "$SQLITE_URL" "$SQLITE_LIMITED" "$SQLITE_PID"
+    fi
+    if [[ -n "$PG_PID" ]]; then
+        measure gateway-pg "$PG_URL" "$PG_TOKEN" "$PG_PID"
+        measure pg-limited "$PG_URL" "$PG_LIMITED" "$PG_PID"
+        measure pg-local-lim "$PG_LOCAL_URL" "$PG_LOCAL_LIMITED" "$PG_LOCAL_PID"
+    fi
+    if [[ -n "$SQLITE_PID" ]]; then
+        # One of three keys failing (issue 3): the "flaky" provider, at 16 connections.
+        BENCH_MODEL=mock-gpt-flaky check_chat "$SQLITE_URL" "$SQLITE_TOKEN" mock-gpt-flaky 0
+        BENCH_MODEL=mock-gpt-flaky run_wrk flaky "$SQLITE_URL" "$SQLITE_TOKEN" "$SQLITE_PID" 16
+    fi
+
+    export BENCH_STREAM=1
+    measure s-direct "$MOCK_URL" "$DIRECT_KEY" "$MOCK_PID"
+    measure s-nginx "$NGINX_URL" "$DIRECT_KEY" "$NGINX_PID" tree
+    if [[ -n "$SQLITE_PID" ]]; then
+        measure s-gateway "$SQLITE_URL" "$SQLITE_TOKEN" "$SQLITE_PID"
+        measure s-limited "$SQLITE_URL" "$SQLITE_LIMITED" "$SQLITE_PID"
+        BENCH_MODEL=mock-claude measure s-xlat "$SQLITE_URL" "$SQLITE_TOKEN" "$SQLITE_PID"
+    fi
+    if [[ -n "$PG_PID" ]]; then
+        measure s-gateway-pg "$PG_URL" "$PG_TOKEN" "$PG_PID"
+        measure s-pg-limited "$PG_URL" "$PG_LIMITED" "$PG_PID"
+    fi
+    unset BENCH_STREAM
+}
+
+for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+    log "bench: round $ROUND of $ROUNDS"
+    run_round
+done
+summarise_rounds
 
 # Peak RSS under load, read before the held streams raise it.
 GATEWAY_HWM_KB=""
@@ -605,7 +645,8 @@ log " across instances); pg-local-lim = the same token, limits counted by the in
 log " one of three keys answering 500; s- = the same with stream: true ($STREAM_CHUNKS content chunks);"
 log " s-xlat = a stream translated from an Anthropic upstream. cpu us/req: user+system time of the"
 log " process measured (the mock for direct, nginx's master and workers, the gateway) per request;"
-log " errors: non-2xx answers plus socket errors."
+log " errors: non-2xx answers plus socket errors. Each figure is the median of the row's $ROUNDS"
+log " rounds; errors are their sum."
 
 if [[ -n "$SQLITE_PID" ]]; then
     rss="$(awk -v kb="$GATEWAY_HWM_KB" 'BEGIN { printf "%.1f", kb / 1024 }')"
