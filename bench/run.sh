@@ -4,8 +4,9 @@
 #
 # Measures, in one run on one machine (wrk, the mock, nginx and the gateways sharing the cores):
 #   - a fast mock upstream directly, through a bare nginx reverse proxy (keep-alive upstream, no
-#     access log: the floor of what one extra hop costs), and through the gateway (token auth,
-#     price lookup, usage logging on) on SQLite and on PostgreSQL, each with a token without
+#     access log: the floor of what one extra hop costs), through the framework alone
+#     (bench/floor-proxy: actix-web and awc as the gateway runs them, none of its work), and
+#     through the gateway (token auth, price lookup, usage logging on) on SQLite and on PostgreSQL, each with a token without
 #     limits and with one carrying every limit (on PostgreSQL, with the limits held across
 #     instances, `limits.shared`, the default, and with them counted by the instance alone);
 #   - the same for `stream: true` answers of 20 content chunks, plus a translated stream
@@ -132,13 +133,19 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 FD_LIMIT="$(ulimit -n)"
 
 log "bench: building release binaries"
-if [[ "$DIRECT_ONLY" == 1 || -n "${BENCH_GATEWAY_BIN:-}" ]]; then
+if [[ "$DIRECT_ONLY" == 1 ]]; then
     cargo build --release --locked -p mock-upstream --bin mock-upstream
+elif [[ -n "${BENCH_GATEWAY_BIN:-}" ]]; then
+    cargo build --release --locked -p mock-upstream -p floor-proxy
 else
-    cargo build --release --locked -p switchyard -p mock-upstream --bin switchyard --bin mock-upstream ||
+    cargo build --release --locked -p switchyard -p mock-upstream -p floor-proxy \
+        --bin switchyard --bin mock-upstream --bin floor-proxy ||
         die "the gateway does not build; BENCH_DIRECT_ONLY=1 measures the mock and nginx alone"
 fi
 MOCK_BIN="$ROOT/target/release/mock-upstream"
+# The framework floor: actix-web and awc as the gateway runs them, with none of its work
+# (bench/floor-proxy).
+FLOOR_BIN="$ROOT/target/release/floor-proxy"
 GATEWAY_BIN="${BENCH_GATEWAY_BIN:-$ROOT/target/release/switchyard}"
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -400,6 +407,20 @@ PROC_LOG[$NGINX_PID]="$WORK/nginx/error.log"
 wait_for_http "$NGINX_URL/v1/models" "$NGINX_PID" nginx
 log "nginx on 127.0.0.1:$NGINX_PORT (master pid $NGINX_PID, $WORKERS workers)"
 
+# --- framework floor --------------------------------------------------------------------------
+
+FLOOR_PID=""
+if [[ "$DIRECT_ONLY" != 1 ]]; then
+    FLOOR_PORT="$(free_port)"
+    FLOOR_URL="http://127.0.0.1:$FLOOR_PORT"
+    "$FLOOR_BIN" "127.0.0.1:$FLOOR_PORT" "$MOCK_URL" >"$WORK/floor.log" 2>&1 &
+    FLOOR_PID=$!
+    PIDS+=("$FLOOR_PID")
+    PROC_LOG[$FLOOR_PID]="$WORK/floor.log"
+    wait_for_http "$FLOOR_URL/v1/models" "$FLOOR_PID" "the framework floor"
+    log "framework floor on 127.0.0.1:$FLOOR_PORT (pid $FLOOR_PID)"
+fi
+
 # --- gateways ---------------------------------------------------------------------------------
 
 # start_gateway NAME DATABASE_URL: starts a gateway with the bench settings; sets GW_PID, GW_URL.
@@ -531,10 +552,12 @@ fi
 
 # Rows in table order: JSON first, then streams.
 ROWS=(direct nginx)
+[[ -n "$FLOOR_PID" ]] && ROWS+=(floor)
 [[ -n "$SQLITE_PID" ]] && ROWS+=(gateway limited)
 [[ -n "$PG_PID" ]] && ROWS+=(gateway-pg pg-limited pg-local-lim)
 [[ -n "$SQLITE_PID" ]] && ROWS+=(flaky)
 ROWS+=(s-direct s-nginx)
+[[ -n "$FLOOR_PID" ]] && ROWS+=(s-floor)
 [[ -n "$SQLITE_PID" ]] && ROWS+=(s-gateway s-limited s-xlat)
 [[ -n "$PG_PID" ]] && ROWS+=(s-gateway-pg s-pg-limited)
 
@@ -543,6 +566,9 @@ ROWS+=(s-direct s-nginx)
 run_round() {
     measure direct "$MOCK_URL" "$DIRECT_KEY" "$MOCK_PID"
     measure nginx "$NGINX_URL" "$DIRECT_KEY" "$NGINX_PID" tree
+    if [[ -n "$FLOOR_PID" ]]; then
+        measure floor "$FLOOR_URL" "$DIRECT_KEY" "$FLOOR_PID"
+    fi
     if [[ -n "$SQLITE_PID" ]]; then
         measure gateway "$SQLITE_URL" "$SQLITE_TOKEN" "$SQLITE_PID"
         measure limited "$SQLITE_URL" "$SQLITE_LIMITED" "$SQLITE_PID"
@@ -561,6 +587,9 @@ run_round() {
     export BENCH_STREAM=1
     measure s-direct "$MOCK_URL" "$DIRECT_KEY" "$MOCK_PID"
     measure s-nginx "$NGINX_URL" "$DIRECT_KEY" "$NGINX_PID" tree
+    if [[ -n "$FLOOR_PID" ]]; then
+        measure s-floor "$FLOOR_URL" "$DIRECT_KEY" "$FLOOR_PID"
+    fi
     if [[ -n "$SQLITE_PID" ]]; then
         measure s-gateway "$SQLITE_URL" "$SQLITE_TOKEN" "$SQLITE_PID"
         measure s-limited "$SQLITE_URL" "$SQLITE_LIMITED" "$SQLITE_PID"
@@ -639,14 +668,15 @@ for row in "${ROWS[@]}"; do
             "$(($(field "$key" 5) + $(field "$key" 6)))")"
     done
 done
-log "rows: direct = the mock; nginx = through nginx; gateway = through the gateway on SQLite, a token"
-log " without limits; limited = a token with every limit; -pg = the gateway on PostgreSQL (limits held"
-log " across instances); pg-local-lim = the same token, limits counted by the instance alone; flaky ="
-log " one of three keys answering 500; s- = the same with stream: true ($STREAM_CHUNKS content chunks);"
-log " s-xlat = a stream translated from an Anthropic upstream. cpu us/req: user+system time of the"
-log " process measured (the mock for direct, nginx's master and workers, the gateway) per request;"
-log " errors: non-2xx answers plus socket errors. Each figure is the median of the row's $ROUNDS"
-log " rounds; errors are their sum."
+log "rows: direct = the mock; nginx = through nginx; floor = through the framework alone"
+log " (bench/floor-proxy: actix-web and awc as the gateway runs them, none of its work);"
+log " gateway = through the gateway on SQLite, a token without limits; limited = a token with every"
+log " limit; -pg = the gateway on PostgreSQL (limits held across instances); pg-local-lim = the same"
+log " token, limits counted by the instance alone; flaky = one of three keys answering 500; s- = the"
+log " same with stream: true ($STREAM_CHUNKS content chunks); s-xlat = a stream translated from an"
+log " Anthropic upstream. cpu us/req: user+system time of the process measured (the mock for direct,"
+log " nginx's master and workers, the floor, the gateway) per request; errors: non-2xx answers plus"
+log " socket errors. Each figure is the median of the row's $ROUNDS rounds; errors are their sum."
 
 if [[ -n "$SQLITE_PID" ]]; then
     rss="$(awk -v kb="$GATEWAY_HWM_KB" 'BEGIN { printf "%.1f", kb / 1024 }')"
@@ -689,6 +719,16 @@ if [[ -n "$SQLITE_PID" ]]; then
     target_p50 gateway gateway nginx
     target_cpu gateway gateway "$BASELINE_CPU_US"
     log "  peak RSS <= 40 MiB (VmHWM after the JSON and stream runs): $rss MiB, $(verdict "$rss <= 40")"
+    # Where the distance to nginx lies: the framework's share (floor against nginx) and the
+    # gateway's own work (gateway against floor), at 16 connections. Not a target.
+    for pair in "gateway:floor:nginx" "s-gateway:s-floor:s-nginx"; do
+        IFS=: read -r row floor base <<<"$pair"
+        have "$row:16" && have "$floor:16" && have "$base:16" || continue
+        log "  $row at c=16 against the framework floor: floor $(ratio "$floor:16" "$base:16")x nginx" \
+            "at ${CPU_US[$floor:16]} us cpu/req; the gateway's own work" \
+            "$(awk -v g="${CPU_US[$row:16]}" -v f="${CPU_US[$floor:16]}" 'BEGIN { printf "%+.1f", g - f }') us cpu/req," \
+            "$(ratio "$row:16" "$floor:16")x the floor's throughput"
+    done
     log " 5. every limit on the token"
     target_limits "sqlite" limited gateway
     target_limits "postgres" pg-limited gateway-pg
