@@ -8,7 +8,7 @@ use diesel::prelude::*;
 use diesel::sql_types::Text;
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::pin;
 use std::task::Poll;
@@ -53,7 +53,53 @@ on_both_backends!(
     upserts_update_in_place,
     unique_violations_are_conflicts,
     usage_batch_is_exact,
+    a_batch_partly_stored_stores_only_its_new_records,
 );
+
+/// A batch whose first records are stored already (a journal replayed after a
+/// crash): only the others are stored, counted and charged, and the write
+/// says which. On SQLite this is the path after the INSERT without
+/// `RETURNING` finds a stored record and rolls back to its savepoint.
+async fn a_batch_partly_stored_stores_only_its_new_records(backend: Backend) -> anyhow::Result<()> {
+    let t = TestDb::new(backend).await?;
+    let db = connect(&t.settings).await?;
+    let token = db.create_token(&new_token("replayed", None)).await?.id;
+    let records: Vec<UsageRecord> = (0..60_i64)
+        .map(|n| {
+            usage(
+                1_795_388_400_000 + n * 1_000,
+                Some(token),
+                Some("gpt-4o"),
+                n,
+            )
+        })
+        .collect();
+    let ids = |records: &[UsageRecord]| -> BTreeSet<String> {
+        records.iter().map(|r| r.record_id.clone()).collect()
+    };
+    let first = db.write_usage_batch(&records[..40]).await?;
+    assert_eq!(BTreeSet::from_iter(first), ids(&records[..40]));
+    let second = db.write_usage_batch(&records[20..]).await?;
+    assert_eq!(
+        BTreeSet::from_iter(second),
+        ids(&records[40..]),
+        "only the records not stored before are reported inserted"
+    );
+    assert!(db.write_usage_batch(&records).await?.is_empty());
+
+    assert_eq!(db.count_request_logs().await?, 60);
+    let (_, charged) = db
+        .list_billing(&switchyard::db::BillingFilter::default(), 100, 0)
+        .await?;
+    assert_eq!(charged, 60);
+    let stored = db.get_token(token).await?.context("token")?;
+    assert_eq!(stored.request_count, 60);
+    assert_eq!(
+        stored.spent_nanos,
+        records.iter().map(|r| r.cost_nanos).sum::<i64>()
+    );
+    Ok(())
+}
 
 /// Cancelling a write on a single-threaded (actix) runtime: must not panic,
 /// and the write must still land (DESIGN.md section 8).
