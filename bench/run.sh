@@ -6,9 +6,10 @@
 #   - a fast mock upstream directly, through a bare nginx reverse proxy (keep-alive upstream, no
 #     access log: the floor of what one extra hop costs), through the framework alone
 #     (bench/floor-proxy: actix-web and awc as the gateway runs them, none of its work), and
-#     through the gateway (token auth, price lookup, usage logging on) on SQLite and on PostgreSQL, each with a token without
-#     limits and with one carrying every limit (on PostgreSQL, with the limits held across
-#     instances, `limits.shared`, the default, and with them counted by the instance alone);
+#     through the gateway (token auth, price lookup, usage logging on) on SQLite and on
+#     PostgreSQL, each with a token without limits and with one carrying every limit (on
+#     PostgreSQL, with the limits held across instances, `limits.shared`, the default, and with
+#     them counted by the instance alone);
 #   - the same for `stream: true` answers of 20 content chunks, plus a translated stream
 #     (Anthropic upstream);
 #   - the gateway's memory with 1,000 and 10,000 streams held open at once;
