@@ -321,6 +321,7 @@ struct PeriodUsage {
     spend: PeriodSpend,
 }
 
+/// A request as it enters a [`Window`].
 #[derive(Debug, Clone, Copy)]
 struct Hit {
     at_ms: u64,
@@ -328,33 +329,98 @@ struct Hit {
     reservation: u64,
 }
 
-/// One request of a [`Window`], 16 bytes instead of [`Hit`]'s 24: its time
-/// and reservation id as offsets from the window's bases. A window holds one
-/// entry per request of the last minute, so a token at 17k requests/s holds
-/// ~1M of them (bench/README.md: the every-limit rows' entries were the
-/// largest single block of the gateway's peak RSS).
+/// What a [`Window`] holds at one place: one request still in flight, or
+/// requests admitted in the same millisecond and settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Slot {
+    at_ms: u64,
+    tokens: u64,
+    requests: u64,
+    /// The request's reservation while it is in flight; settled requests
+    /// are never looked up again.
+    reservation: Option<u64>,
+}
+
+/// The tag of an [`Entry`] holding settled requests; the rest of the tag
+/// is their count. Without it, the tag is a reservation id's offset.
+const SETTLED: u32 = 1 << 31;
+
+/// A [`Window`] entry in 16 bytes: its time as an offset from the window's
+/// base time, its tokens, and a tag: a request in flight (its reservation
+/// id as an offset from the base id, below [`SETTLED`]) or settled requests
+/// of one millisecond (`SETTLED | count`).
+///
+/// Settled requests of one millisecond are merged because a window holds
+/// the last minute of a token's requests: one entry per request cost ~1M
+/// entries for a token at 17k requests/s (bench/README.md: the every-limit
+/// token's window was the largest block of the gateway's peak RSS). Merged,
+/// it is at most one entry per millisecond plus the requests in flight,
+/// and every figure stays exact: nothing asks for more than a settled
+/// request's millisecond.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     tokens: u64,
     at: u32,
-    id: u32,
+    tag: u32,
 }
 
-/// The RPM/TPM log of one token, with its token sum kept as entries come
-/// and go: summing the log at every admission cost O(requests in the last
-/// minute), ~240 µs per request at 8k requests/s (issue 11's benchmark).
+impl Entry {
+    fn settled_requests(self) -> Option<u32> {
+        (self.tag & SETTLED != 0).then_some(self.tag & !SETTLED)
+    }
+
+    fn requests(self) -> u64 {
+        self.settled_requests().map_or(1, u64::from)
+    }
+
+    /// Adds `next` (the entry after this one) into this one if both hold
+    /// settled requests of the same millisecond and the sums fit.
+    fn absorb(&mut self, next: Entry) -> bool {
+        let (Some(mine), Some(theirs)) = (self.settled_requests(), next.settled_requests()) else {
+            return false;
+        };
+        if self.at != next.at {
+            return false;
+        }
+        let (Some(count), Some(tokens)) = (
+            mine.checked_add(theirs).filter(|count| *count < SETTLED),
+            self.tokens.checked_add(next.tokens),
+        ) else {
+            return false;
+        };
+        self.tag = SETTLED | count;
+        self.tokens = tokens;
+        true
+    }
+}
+
+/// Windows at most this long are never compacted: merging pays off only
+/// for a token with many requests a millisecond.
+const COMPACT_FROM_ENTRIES: usize = 64;
+
+/// The RPM/TPM log of one token, with its request count and token sum kept
+/// as requests come and go: summing the log at every admission cost
+/// O(requests in the last minute), ~240 µs per request at 8k requests/s
+/// (issue 11's benchmark).
 ///
-/// Entries are pushed in admission order after a prune, so their times
-/// span at most [`WINDOW_MS`] and their reservation ids (one counter for
-/// the whole engine) at most the engine's admissions of a minute: offsets
-/// from the front entry always fit in `u32`. The bases move to the front
-/// entry when a new offset would not fit (O(entries), once in 2^32 ms or
+/// Requests are pushed in admission order after a prune, so their times
+/// span at most [`WINDOW_MS`] and the reservation ids of those in flight
+/// (one counter for the whole engine) at most the engine's admissions of a
+/// minute: offsets from the front always fit. The bases move to the front
+/// when a new offset would not fit (O(entries), once in 2^32 ms or 2^31
 /// admissions).
+///
+/// When the entries fill their room, adjacent settled entries of the same
+/// millisecond are merged ([`Entry`]) before the room grows: each
+/// compaction follows at least a quarter of the room's pushes, so its
+/// O(entries) pass costs O(1) per request.
 #[derive(Debug, Default)]
 struct Window {
     entries: VecDeque<Entry>,
     base_ms: u64,
     base_id: u64,
+    /// Requests in the entries.
+    requests: u64,
     /// Sum of the entries' tokens; u128 so that adding and removing never
     /// saturate out of step.
     tokens: u128,
@@ -363,20 +429,26 @@ struct Window {
 impl Window {
     fn push_back(&mut self, hit: Hit) {
         self.tokens += u128::from(hit.tokens);
+        self.requests += 1;
         if self.entries.is_empty() {
             self.base_ms = hit.at_ms;
             self.base_id = hit.reservation;
         }
+        if self.entries.len() == self.entries.capacity()
+            && self.entries.len() >= COMPACT_FROM_ENTRIES
+        {
+            self.compact();
+        }
         let entry = match self.encode(hit) {
             Some(entry) => entry,
             None => {
-                self.rebase();
+                self.rebase(hit.reservation);
                 // Past what a minute of admissions can span (see above):
                 // the offsets saturate rather than fail the admission.
                 self.encode(hit).unwrap_or(Entry {
                     tokens: hit.tokens,
                     at: offset(hit.at_ms, self.base_ms).unwrap_or(u32::MAX),
-                    id: offset(hit.reservation, self.base_id).unwrap_or(u32::MAX),
+                    tag: id_offset(hit.reservation, self.base_id).unwrap_or(SETTLED - 1),
                 })
             }
         };
@@ -387,50 +459,89 @@ impl Window {
         Some(Entry {
             tokens: hit.tokens,
             at: offset(hit.at_ms, self.base_ms)?,
-            id: offset(hit.reservation, self.base_id)?,
+            tag: id_offset(hit.reservation, self.base_id)?,
         })
     }
 
-    fn decode(&self, entry: Entry) -> Hit {
-        Hit {
+    fn decode(&self, entry: Entry) -> Slot {
+        let settled = entry.settled_requests();
+        Slot {
             at_ms: self.base_ms + u64::from(entry.at),
             tokens: entry.tokens,
-            reservation: self.base_id + u64::from(entry.id),
+            requests: entry.requests(),
+            reservation: settled
+                .is_none()
+                .then(|| self.base_id + u64::from(entry.tag)),
         }
     }
 
-    /// Moves the bases to the front entry's time and id.
-    fn rebase(&mut self) {
+    /// Moves the base time to the front entry's and the base id to the
+    /// first request in flight (or to `incoming`'s when none is).
+    fn rebase(&mut self, incoming: u64) {
         let Some(front) = self.entries.front().copied() else {
             return;
         };
+        let first_id = self
+            .entries
+            .iter()
+            .find(|entry| entry.settled_requests().is_none())
+            .map(|entry| entry.tag);
         self.base_ms += u64::from(front.at);
-        self.base_id += u64::from(front.id);
+        match first_id {
+            Some(first_id) => self.base_id += u64::from(first_id),
+            None => self.base_id = incoming,
+        }
         for entry in &mut self.entries {
             entry.at -= front.at;
-            entry.id -= front.id;
+            if entry.settled_requests().is_none() {
+                // Ids in flight ascend, so none is below the first one.
+                entry.tag -= first_id.unwrap_or(0);
+            }
         }
     }
 
-    fn pop_front(&mut self) -> Option<Hit> {
+    /// Merges adjacent settled entries of the same millisecond, in place.
+    fn compact(&mut self) {
+        let entries = self.entries.make_contiguous();
+        let mut kept = 0;
+        for index in 0..entries.len() {
+            let entry = entries[index];
+            if kept > 0 && entries[kept - 1].absorb(entry) {
+                continue;
+            }
+            entries[kept] = entry;
+            kept += 1;
+        }
+        self.entries.truncate(kept);
+    }
+
+    fn pop_front(&mut self) -> Option<Slot> {
         let entry = self.entries.pop_front()?;
         self.tokens -= u128::from(entry.tokens);
+        self.requests -= entry.requests();
         Some(self.decode(entry))
     }
 
-    fn front(&self) -> Option<Hit> {
+    fn front(&self) -> Option<Slot> {
         self.entries.front().map(|entry| self.decode(*entry))
     }
 
-    fn get(&self, index: usize) -> Option<Hit> {
-        self.entries.get(index).map(|entry| self.decode(*entry))
+    /// When the `index`-th request of the window (from 0, oldest first)
+    /// was admitted.
+    fn admitted_ms(&self, index: u64) -> Option<u64> {
+        let mut before = 0u64;
+        self.iter().find_map(|slot| {
+            before += slot.requests;
+            (before > index).then_some(slot.at_ms)
+        })
     }
 
-    fn len(&self) -> usize {
-        self.entries.len()
+    /// Requests in the window.
+    fn len(&self) -> u64 {
+        self.requests
     }
 
-    fn iter(&self) -> impl Iterator<Item = Hit> + '_ {
+    fn iter(&self) -> impl Iterator<Item = Slot> + '_ {
         self.entries.iter().map(|entry| self.decode(*entry))
     }
 
@@ -438,14 +549,15 @@ impl Window {
         u64::try_from(self.tokens).unwrap_or(u64::MAX)
     }
 
-    /// The entry of `reservation`, if it is still in the window (searched
-    /// from the newest end: a settling request is recent).
+    /// The entry of `reservation` while it is in flight (searched from the
+    /// newest end: a settling request is recent).
     fn position(&self, reservation: u64) -> Option<usize> {
-        let id = offset(reservation, self.base_id)?;
-        self.entries.iter().rposition(|entry| entry.id == id)
+        let tag = id_offset(reservation, self.base_id)?;
+        self.entries.iter().rposition(|entry| entry.tag == tag)
     }
 
-    /// Replaces a request's estimate by its actual tokens.
+    /// Replaces a request's estimate by its actual tokens; from then on it
+    /// is settled, and may share its entry with others of its millisecond.
     fn set_tokens(&mut self, reservation: u64, tokens: u64) {
         if let Some(entry) = self
             .position(reservation)
@@ -453,22 +565,28 @@ impl Window {
         {
             self.tokens = self.tokens - u128::from(entry.tokens) + u128::from(tokens);
             entry.tokens = tokens;
+            entry.tag = SETTLED | 1;
         }
     }
 
+    /// Gives back room a burst left behind: a window a quarter full
+    /// halves its room (amortised O(1): each halving follows at least a
+    /// quarter of the room's pops).
+    fn shrink_when_sparse(&mut self) {
+        let room = self.entries.capacity();
+        if room > 1_024 && self.entries.len() < room / 4 {
+            self.entries.shrink_to(room / 2);
+        }
+    }
+
+    /// Takes a request in flight out of the window.
     fn remove(&mut self, reservation: u64) {
-        let Some(id) = offset(reservation, self.base_id) else {
-            return;
-        };
-        let mut removed = 0u128;
-        self.entries.retain(|entry| {
-            let keep = entry.id != id;
-            if !keep {
-                removed += u128::from(entry.tokens);
-            }
-            keep
-        });
-        self.tokens -= removed;
+        if let Some(index) = self.position(reservation)
+            && let Some(entry) = self.entries.remove(index)
+        {
+            self.tokens -= u128::from(entry.tokens);
+            self.requests -= 1;
+        }
     }
 }
 
@@ -477,6 +595,11 @@ fn offset(value: u64, base: u64) -> Option<u32> {
     value
         .checked_sub(base)
         .and_then(|delta| u32::try_from(delta).ok())
+}
+
+/// A reservation id's offset from `base`, when it fits below [`SETTLED`].
+fn id_offset(reservation: u64, base: u64) -> Option<u32> {
+    offset(reservation, base).filter(|delta| *delta < SETTLED)
 }
 
 #[derive(Debug, Default)]
@@ -509,10 +632,11 @@ impl TokenState {
         while self
             .window
             .front()
-            .is_some_and(|hit| hit.at_ms + WINDOW_MS <= now_ms)
+            .is_some_and(|slot| slot.at_ms + WINDOW_MS <= now_ms)
         {
             self.window.pop_front();
         }
+        self.window.shrink_when_sparse();
     }
 
     fn window_tokens(&self) -> u64 {
@@ -864,19 +988,24 @@ impl TokenLimits {
                 periods[period.index()] = usage.spend;
             }
         }
-        let live = |hit: &Hit| hit.at_ms + WINDOW_MS > now_ms;
+        let live = |slot: &Slot| slot.at_ms + WINDOW_MS > now_ms;
         TokenUsage {
             spent_nanos: state.spent_nanos,
             spent_tokens: state.spent_tokens,
             in_flight: state.in_flight,
             reserved_tokens: state.reserved_tokens,
             reserved_nanos: state.reserved_nanos,
-            window_requests: state.window.iter().filter(live).count() as u64,
+            window_requests: state
+                .window
+                .iter()
+                .filter(live)
+                .map(|slot| slot.requests)
+                .sum(),
             window_tokens: state
                 .window
                 .iter()
                 .filter(live)
-                .fold(0u64, |sum, hit| sum.saturating_add(hit.tokens)),
+                .fold(0u64, |sum, slot| sum.saturating_add(slot.tokens)),
             periods,
         }
     }
@@ -1034,10 +1163,10 @@ fn check(
             let excess = used.saturating_add(estimate.tokens.max(1)) - cap;
             let mut freed = 0u64;
             let mut wait = WINDOW_MS;
-            for hit in state.window.iter() {
-                freed = freed.saturating_add(hit.tokens);
+            for slot in state.window.iter() {
+                freed = freed.saturating_add(slot.tokens);
                 if freed >= excess {
-                    wait = hit.at_ms + WINDOW_MS - now_ms;
+                    wait = slot.at_ms + WINDOW_MS - now_ms;
                     break;
                 }
             }
@@ -1069,7 +1198,7 @@ fn check(
     }
     if let Some(rpm) = limits.rpm {
         let rpm = u64::from(rpm);
-        let used = state.window.len() as u64;
+        let used = state.window.len();
         let (cap, shared) = capacity(rpm, shares.and_then(|shares| shares.rpm));
         if !fits(used, 1, cap) {
             if shared
@@ -1080,11 +1209,11 @@ fn check(
             }
             // The request whose leaving brings the count below the limit
             // (of this instance's requests; at most a minute).
-            let blocking = (used + 1).saturating_sub(cap) as usize;
+            let blocking = (used + 1).saturating_sub(cap);
             let wait = blocking
                 .checked_sub(1)
-                .and_then(|i| state.window.get(i))
-                .map_or(WINDOW_MS, |hit| hit.at_ms + WINDOW_MS - now_ms);
+                .and_then(|index| state.window.admitted_ms(index))
+                .map_or(WINDOW_MS, |at_ms| at_ms + WINDOW_MS - now_ms);
             return Err(Refusal {
                 limit: Limit::Rpm,
                 status: 429,
@@ -1467,37 +1596,177 @@ mod tests {
     #[test]
     fn window_entries_stay_exact_when_their_bases_move() {
         let mut window = Window::default();
+        // The furthest offsets an entry holds: u32 for times, below the
+        // settled flag for reservation ids.
         let far = u64::from(u32::MAX);
+        let far_id = u64::from(SETTLED - 1);
         let hit = |at_ms, reservation, tokens| Hit {
             at_ms,
             tokens,
             reservation,
         };
         window.push_back(hit(1_000, 7, 1));
-        window.push_back(hit(1_000 + far, 7 + far, 2));
-        assert_eq!(window.pop_front().map(|h| h.reservation), Some(7));
-        // Both offsets from the old bases (7 and 1,000) are past u32: the
+        window.push_back(hit(1_000 + far, 7 + far_id, 2));
+        assert_eq!(window.pop_front().and_then(|h| h.reservation), Some(7));
+        // Both offsets from the old bases (7 and 1,000) are past what fits: the
         // bases move to the front entry and every figure reads back exactly.
-        window.push_back(hit(1_010 + far, 12 + far, 3));
-        let read: Vec<(u64, u64, u64)> = window
+        window.push_back(hit(1_010 + far, 12 + far_id, 3));
+        let read: Vec<(u64, Option<u64>, u64)> = window
             .iter()
             .map(|h| (h.at_ms, h.reservation, h.tokens))
             .collect();
         assert_eq!(
             read,
-            vec![(1_000 + far, 7 + far, 2), (1_010 + far, 12 + far, 3)]
+            vec![
+                (1_000 + far, Some(7 + far_id), 2),
+                (1_010 + far, Some(12 + far_id), 3)
+            ]
         );
-        window.set_tokens(7 + far, 20);
+        window.set_tokens(7 + far_id, 20);
         window.set_tokens(7, 99);
         assert_eq!(
             window.tokens(),
             23,
             "a reservation that left changes nothing"
         );
-        window.remove(12 + far);
+        window.remove(12 + far_id);
         assert_eq!(window.tokens(), 20);
         assert_eq!(window.len(), 1);
         assert_eq!(window.front().map(|h| h.at_ms), Some(1_000 + far));
+    }
+
+    #[test]
+    fn settled_requests_of_one_millisecond_share_one_entry() {
+        // 200 requests a millisecond for two seconds, each settled before
+        // the next arrives: the window counts all 400,000 exactly, but holds
+        // them in entries per millisecond, not per request (an entry per
+        // request made the every-limit token's window the largest block of
+        // the gateway's peak RSS, bench/README.md).
+        let mut window = Window::default();
+        let mut reservation = 0;
+        for ms in 0..2_000u64 {
+            for _ in 0..200 {
+                reservation += 1;
+                window.push_back(Hit {
+                    at_ms: 1_000 + ms,
+                    tokens: 3,
+                    reservation,
+                });
+                window.set_tokens(reservation, 5);
+            }
+        }
+        assert_eq!(window.len(), 400_000);
+        assert_eq!(window.tokens(), 2_000_000);
+        assert!(
+            window.entries.capacity() <= 8_192,
+            "{} entries' room for 2,000 milliseconds",
+            window.entries.capacity()
+        );
+    }
+
+    #[test]
+    fn a_compacted_window_answers_like_a_list_of_every_request() {
+        use rand::{Rng, SeedableRng, rngs::SmallRng};
+        // The reference: every request on its own, as the window held them
+        // before settled ones were merged.
+        struct Request {
+            at_ms: u64,
+            tokens: u64,
+            reservation: u64,
+            settled: bool,
+        }
+        let mut rng = SmallRng::seed_from_u64(11);
+        let mut window = Window::default();
+        let mut list: Vec<Request> = Vec::new();
+        let (mut now_ms, mut next_id) = (1_000u64, 1u64);
+        let mut fewest_entries_per_request = 1.0f64;
+        for _ in 0..60_000 {
+            now_ms += u64::from(rng.random_ratio(1, 8));
+            match rng.random_range(0..10) {
+                0..5 => {
+                    let tokens = rng.random_range(0..50);
+                    window.push_back(Hit {
+                        at_ms: now_ms,
+                        tokens,
+                        reservation: next_id,
+                    });
+                    list.push(Request {
+                        at_ms: now_ms,
+                        tokens,
+                        reservation: next_id,
+                        settled: false,
+                    });
+                    next_id += 1;
+                }
+                5..9 => {
+                    // Settles (or, one time in four, releases) a request in
+                    // flight, mostly a recent one.
+                    let in_flight: Vec<usize> = (0..list.len())
+                        .rev()
+                        .filter(|i| !list[*i].settled)
+                        .take(8)
+                        .collect();
+                    let Some(&index) = in_flight.get(rng.random_range(0..8)) else {
+                        continue;
+                    };
+                    if rng.random_ratio(1, 4) {
+                        window.remove(list[index].reservation);
+                        list.remove(index);
+                    } else {
+                        let tokens = rng.random_range(0..50);
+                        window.set_tokens(list[index].reservation, tokens);
+                        list[index].tokens = tokens;
+                        list[index].settled = true;
+                    }
+                }
+                _ => {
+                    let cut = now_ms.saturating_sub(rng.random_range(100..400));
+                    while window.front().is_some_and(|slot| slot.at_ms <= cut) {
+                        window.pop_front();
+                    }
+                    // The window drops whole entries: so does the list.
+                    list.retain(|request| request.at_ms > cut);
+                }
+            }
+            assert_eq!(window.len(), list.len() as u64);
+            assert_eq!(
+                window.tokens,
+                list.iter().map(|r| u128::from(r.tokens)).sum()
+            );
+            if list.len() >= 100 {
+                fewest_entries_per_request = f64::min(
+                    fewest_entries_per_request,
+                    window.entries.len() as f64 / list.len() as f64,
+                );
+            }
+        }
+        assert!(
+            fewest_entries_per_request < 0.5,
+            "settled requests were not merged: {fewest_entries_per_request} entries per request"
+        );
+        // Each slot is a run of the list: same millisecond, same tokens.
+        let mut listed = list.iter();
+        for slot in window.iter() {
+            let run: Vec<&Request> = listed.by_ref().take(slot.requests as usize).collect();
+            assert_eq!(run.len() as u64, slot.requests);
+            assert!(run.iter().all(|request| request.at_ms == slot.at_ms));
+            assert_eq!(
+                run.iter().map(|request| request.tokens).sum::<u64>(),
+                slot.tokens
+            );
+            if let Some(reservation) = slot.reservation {
+                assert_eq!(run.len(), 1);
+                assert_eq!(run[0].reservation, reservation);
+            }
+        }
+        assert!(listed.next().is_none());
+        for (index, request) in list.iter().enumerate() {
+            assert_eq!(window.admitted_ms(index as u64), Some(request.at_ms));
+        }
+        assert_eq!(window.admitted_ms(list.len() as u64), None);
+        for request in list.iter().filter(|request| !request.settled) {
+            assert!(window.position(request.reservation).is_some());
+        }
     }
 
     #[test]
