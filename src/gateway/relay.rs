@@ -136,23 +136,25 @@ impl ChatStreamRelay {
         }
         self.splitter.push(chunk);
         while let Some(event) = self.splitter.next_event() {
-            let data = event_data(&event);
-            if let (Some(meter), Some(data)) = (self.meter.as_mut(), data.as_deref()) {
-                meter.add_completion_chars(crate::estimate::text_chars(data));
-            }
-            match &mut self.mode {
+            // Comments and keep-alives carry no data.
+            let Some(data) = event_data(&event) else {
+                if let StreamMode::Native(_) = self.mode {
+                    self.out.push_back(event);
+                }
+                continue;
+            };
+            // The event's text, for the completion estimate if no usage
+            // comes: from the parse the usage search or the translator made
+            // of it, else parsed here. A native event itself goes on (but
+            // for the usage chunk the client did not ask for); a translated
+            // one's translation went on already.
+            let (counted, pass_on) = match &mut self.mode {
                 StreamMode::Native(state) => {
-                    let forward = data.as_deref().is_none_or(|data| state.on_data(data));
-                    if forward {
-                        self.out.push_back(event);
-                    }
+                    let pass_on = state.on_data(&data);
+                    (state.take_text_chars(), pass_on)
                 }
                 StreamMode::Translated { translator, .. } => {
-                    // Comments and keep-alives carry no data.
-                    let Some(data) = data.as_deref() else {
-                        continue;
-                    };
-                    match translator.on_event(event_name(&event), data) {
+                    match translator.on_event(event_name(&event), &data) {
                         Ok(translated) => self.out.extend(translated),
                         Err(error) => {
                             let message = error.to_string();
@@ -163,7 +165,16 @@ impl ChatStreamRelay {
                             );
                         }
                     }
+                    (translator.take_text_chars(), false)
                 }
+            };
+            if let Some(meter) = self.meter.as_mut() {
+                meter.add_completion_chars(
+                    counted.unwrap_or_else(|| crate::estimate::text_chars(&data)),
+                );
+            }
+            if pass_on {
+                self.out.push_back(event);
             }
         }
         if self.splitter.oversized() {

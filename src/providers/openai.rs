@@ -268,6 +268,9 @@ pub struct ChatStreamState {
     /// A choice's `finish_reason` came (the answer is whole even if the
     /// upstream then closes without `[DONE]`).
     pub finished: bool,
+    /// The text characters of the last event, when it was parsed for its
+    /// usage ([`Self::take_text_chars`]).
+    parsed_text_chars: Option<usize>,
 }
 
 impl ChatStreamState {
@@ -276,6 +279,14 @@ impl ChatStreamState {
             hide_usage_chunk,
             ..Self::default()
         }
+    }
+
+    /// The text characters of the event [`Self::on_data`] saw last, if it
+    /// parsed it (OpenAI's chunks carry `"usage": null` when usage is asked
+    /// for, so every one is parsed): the relay's completion estimate then
+    /// need not parse it again.
+    pub fn take_text_chars(&mut self) -> Option<usize> {
+        self.parsed_text_chars.take()
     }
 
     /// Inspects one event's `data`; answers whether to forward the event.
@@ -295,6 +306,7 @@ impl ChatStreamState {
         let Ok(value) = serde_json::from_slice::<Value>(data) else {
             return true;
         };
+        self.parsed_text_chars = value.as_object().map(crate::estimate::object_text_chars);
         let has_choices = value
             .get("choices")
             .and_then(Value::as_array)
@@ -448,6 +460,20 @@ mod tests {
         );
         assert!(!request.client_wants_usage);
         Ok(())
+    }
+
+    #[test]
+    fn stream_state_hands_over_the_text_of_the_chunks_it_parsed() {
+        let mut state = ChatStreamState::new(true);
+        // Parsed for its `usage` key: its text counted from that parse, once.
+        assert!(state.on_data(br#"{"choices":[{"delta":{"content":"h\u00e9llo"}}],"usage":null}"#));
+        assert_eq!(state.take_text_chars(), Some(5));
+        assert_eq!(state.take_text_chars(), None);
+        // Not parsed (no usage key): the relay counts it itself.
+        assert!(state.on_data(br#"{"choices":[{"delta":{"content":"hi"}}]}"#));
+        assert_eq!(state.take_text_chars(), None);
+        assert!(state.on_data(b"[DONE]"));
+        assert_eq!(state.take_text_chars(), None);
     }
 
     #[test]

@@ -96,6 +96,13 @@ pub trait StreamTranslator {
         event_name: Option<&str>,
         data: &[u8],
     ) -> Result<Vec<Bytes>, TranslateError>;
+    /// The text characters ([`crate::estimate::text_chars`]) of the event
+    /// last passed to [`Self::on_event`], if the translator parsed it: the
+    /// relay's completion estimate then need not parse it again. `None`:
+    /// the relay counts them itself.
+    fn take_text_chars(&mut self) -> Option<usize> {
+        None
+    }
     /// The upstream stream ended: whatever closes the client stream, if
     /// the upstream's own end marker was implicit (Gemini) or missing.
     fn finish(&mut self) -> Vec<Bytes>;
@@ -119,6 +126,10 @@ impl StreamTranslator for Box<dyn StreamTranslator> {
         data: &[u8],
     ) -> Result<Vec<Bytes>, TranslateError> {
         (**self).on_event(event_name, data)
+    }
+
+    fn take_text_chars(&mut self) -> Option<usize> {
+        (**self).take_text_chars()
     }
 
     fn finish(&mut self) -> Vec<Bytes> {
@@ -495,6 +506,11 @@ impl<A: StreamTranslator, B: StreamTranslator> StreamTranslator for ChainedStrea
     /// The upstream's own report, read by the first translator.
     fn usage(&self) -> Option<Usage> {
         self.first.usage()
+    }
+
+    /// The upstream's event, which only the first translator reads.
+    fn take_text_chars(&mut self) -> Option<usize> {
+        self.first.take_text_chars()
     }
 
     fn is_complete(&self) -> bool {

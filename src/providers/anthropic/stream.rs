@@ -31,6 +31,9 @@ pub struct AnthropicToOpenAiStream {
     saw_usage: bool,
     complete: bool,
     failed: bool,
+    /// The text characters of the event parsed last
+    /// ([`StreamTranslator::take_text_chars`]).
+    text_chars: Option<usize>,
 }
 
 impl AnthropicToOpenAiStream {
@@ -74,6 +77,7 @@ impl StreamTranslator for AnthropicToOpenAiStream {
             return Ok(out);
         }
         let event = parse_event(data)?;
+        self.text_chars = Some(crate::estimate::object_text_chars(&event));
         let kind = event
             .get("type")
             .and_then(Value::as_str)
@@ -217,6 +221,9 @@ impl StreamTranslator for AnthropicToOpenAiStream {
         Ok(out)
     }
 
+    fn take_text_chars(&mut self) -> Option<usize> {
+        self.text_chars.take()
+    }
     fn finish(&mut self) -> Vec<Bytes> {
         Vec::new()
     }
@@ -254,6 +261,9 @@ pub struct OpenAiToAnthropicStream {
     usage: Option<AnthropicUsage>,
     complete: bool,
     failed: bool,
+    /// The text characters of the event parsed last
+    /// ([`StreamTranslator::take_text_chars`]).
+    text_chars: Option<usize>,
 }
 
 impl OpenAiToAnthropicStream {
@@ -417,6 +427,7 @@ impl StreamTranslator for OpenAiToAnthropicStream {
             return Ok(out);
         }
         let chunk = parse_event(data)?;
+        self.text_chars = Some(crate::estimate::object_text_chars(&chunk));
         if let Some(error) = chunk.get("error") {
             self.failed = true;
             let message = error
@@ -465,6 +476,10 @@ impl StreamTranslator for OpenAiToAnthropicStream {
         Ok(out)
     }
 
+    fn take_text_chars(&mut self) -> Option<usize> {
+        self.text_chars.take()
+    }
+
     /// Ends the message if the upstream finished (`finish_reason` seen) but
     /// closed without `[DONE]`, as some OpenAI-compatible servers do.
     fn finish(&mut self) -> Vec<Bytes> {
@@ -495,6 +510,9 @@ pub struct AnthropicPassthroughStream {
     usage: AnthropicUsage,
     saw_usage: bool,
     complete: bool,
+    /// The text characters of the event parsed last
+    /// ([`StreamTranslator::take_text_chars`]).
+    text_chars: Option<usize>,
 }
 
 impl StreamTranslator for AnthropicPassthroughStream {
@@ -507,6 +525,7 @@ impl StreamTranslator for AnthropicPassthroughStream {
             return Ok(Vec::new());
         }
         let event = parse_event(data)?;
+        self.text_chars = Some(crate::estimate::object_text_chars(&event));
         let kind = event
             .get("type")
             .and_then(Value::as_str)
@@ -538,6 +557,9 @@ impl StreamTranslator for AnthropicPassthroughStream {
         Ok(vec![Bytes::from(out)])
     }
 
+    fn take_text_chars(&mut self) -> Option<usize> {
+        self.text_chars.take()
+    }
     fn finish(&mut self) -> Vec<Bytes> {
         Vec::new()
     }

@@ -680,6 +680,9 @@ pub struct OpenAiToGeminiStream {
     usage: Option<Value>,
     done: bool,
     failed: bool,
+    /// The text characters of the event parsed last
+    /// ([`StreamTranslator::take_text_chars`]).
+    text_chars: Option<usize>,
 }
 
 impl OpenAiToGeminiStream {
@@ -745,6 +748,7 @@ impl StreamTranslator for OpenAiToGeminiStream {
             return Ok(vec![self.closing()?]);
         }
         let chunk = parse_event(data)?;
+        self.text_chars = Some(crate::estimate::object_text_chars(&chunk));
         if let Some(error) = chunk.get("error") {
             self.failed = true;
             let message = error
@@ -831,6 +835,9 @@ impl StreamTranslator for OpenAiToGeminiStream {
         Ok(out)
     }
 
+    fn take_text_chars(&mut self) -> Option<usize> {
+        self.text_chars.take()
+    }
     fn finish(&mut self) -> Vec<Bytes> {
         // Some servers close after the finish without `[DONE]`.
         if self.done || self.failed || self.finishes.is_empty() {
@@ -867,6 +874,9 @@ pub struct GeminiPassthroughStream {
     usage: Option<Usage>,
     finished: bool,
     failed: bool,
+    /// The text characters of the event parsed last
+    /// ([`StreamTranslator::take_text_chars`]).
+    text_chars: Option<usize>,
 }
 
 impl StreamTranslator for GeminiPassthroughStream {
@@ -880,6 +890,7 @@ impl StreamTranslator for GeminiPassthroughStream {
             return Ok(Vec::new());
         }
         let chunk = Value::Object(parse_event(data)?);
+        self.text_chars = chunk.as_object().map(crate::estimate::object_text_chars);
         if chunk.get("error").is_some() {
             self.failed = true;
         }
@@ -905,6 +916,9 @@ impl StreamTranslator for GeminiPassthroughStream {
         Ok(vec![Bytes::from(out)])
     }
 
+    fn take_text_chars(&mut self) -> Option<usize> {
+        self.text_chars.take()
+    }
     fn finish(&mut self) -> Vec<Bytes> {
         Vec::new()
     }

@@ -32,6 +32,9 @@ pub struct GeminiToOpenAiStream {
     finished: bool,
     done: bool,
     failed: bool,
+    /// The text characters of the event parsed last
+    /// ([`StreamTranslator::take_text_chars`]).
+    text_chars: Option<usize>,
 }
 
 impl GeminiToOpenAiStream {
@@ -67,6 +70,7 @@ impl StreamTranslator for GeminiToOpenAiStream {
             return Ok(out);
         }
         let chunk = parse_event(data)?;
+        self.text_chars = Some(crate::estimate::object_text_chars(&chunk));
         if let Some(error) = chunk.get("error") {
             self.failed = true;
             let message = error
@@ -140,6 +144,9 @@ impl StreamTranslator for GeminiToOpenAiStream {
         Ok(out)
     }
 
+    fn take_text_chars(&mut self) -> Option<usize> {
+        self.text_chars.take()
+    }
     fn finish(&mut self) -> Vec<Bytes> {
         let mut out = Vec::new();
         if self.finished && !self.done && !self.failed {

@@ -51,6 +51,9 @@ pub struct ChatToResponsesStream {
     counted: Option<Usage>,
     completed: bool,
     failed: bool,
+    /// The text characters of the event parsed last
+    /// ([`StreamTranslator::take_text_chars`]).
+    text_chars: Option<usize>,
 }
 
 impl ChatToResponsesStream {
@@ -68,6 +71,7 @@ impl ChatToResponsesStream {
             counted: None,
             completed: false,
             failed: false,
+            text_chars: None,
         }
     }
 
@@ -255,6 +259,7 @@ impl StreamTranslator for ChatToResponsesStream {
             return Ok(out);
         }
         let chunk = Value::Object(parse_event(data)?);
+        self.text_chars = chunk.as_object().map(crate::estimate::object_text_chars);
         if let Some(error) = chunk.get("error") {
             // The upstream reported a failure in-band: the relay ends the
             // stream with the gateway's error event.
@@ -300,6 +305,9 @@ impl StreamTranslator for ChatToResponsesStream {
         Ok(out)
     }
 
+    fn take_text_chars(&mut self) -> Option<usize> {
+        self.text_chars.take()
+    }
     fn finish(&mut self) -> Vec<Bytes> {
         // Some servers close after the finish without `[DONE]`.
         let mut out = Vec::new();
@@ -346,6 +354,9 @@ pub struct ResponsesPassthroughStream {
     complete: bool,
     response_id: Option<String>,
     sequence: u64,
+    /// The text characters of the event parsed last
+    /// ([`StreamTranslator::take_text_chars`]).
+    text_chars: Option<usize>,
 }
 
 impl ResponsesPassthroughStream {
@@ -375,6 +386,7 @@ impl StreamTranslator for ResponsesPassthroughStream {
         data: &[u8],
     ) -> Result<Vec<Bytes>, TranslateError> {
         let value = Value::Object(parse_event(data)?);
+        self.text_chars = value.as_object().map(crate::estimate::object_text_chars);
         let kind = value
             .get("type")
             .and_then(Value::as_str)
@@ -408,6 +420,9 @@ impl StreamTranslator for ResponsesPassthroughStream {
         Ok(vec![Bytes::from(event)])
     }
 
+    fn take_text_chars(&mut self) -> Option<usize> {
+        self.text_chars.take()
+    }
     fn finish(&mut self) -> Vec<Bytes> {
         Vec::new()
     }
