@@ -32,9 +32,10 @@ pub struct Meter {
     /// gateway's CPU (issue 11 profile).
     prompt_body: Option<actix_web::web::Bytes>,
     prompt_chars: Option<usize>,
-    /// Text characters of the answer so far (streams count as they relay;
-    /// a whole answer is measured only when it carries no usage).
-    completion_chars: usize,
+    /// Text characters of the answer so far: a stream's events as they are
+    /// relayed (counted only if no usage comes); a whole answer measured
+    /// only when it carries no usage.
+    completion_text: crate::estimate::DeferredTextCount,
     /// What the request holds against its token's limits, settled with it.
     admission: Option<Admission>,
     enforcer: Arc<Enforcer>,
@@ -99,7 +100,7 @@ impl Meter {
             sent: false,
             prompt_body: None,
             prompt_chars: None,
-            completion_chars: 0,
+            completion_text: crate::estimate::DeferredTextCount::default(),
             admission: None,
             enforcer: state.enforcer.clone(),
             prompt_bytes: 0,
@@ -237,13 +238,20 @@ impl Meter {
     /// case the measure is used in).
     pub fn estimate_completion(&mut self, answer_body: &[u8], usage: Option<&Usage>) {
         if usage.is_none() {
-            self.completion_chars = crate::estimate::text_chars(answer_body);
+            self.completion_text = crate::estimate::DeferredTextCount::default();
+            self.completion_text
+                .add_chars(crate::estimate::text_chars(answer_body));
         }
     }
 
-    /// Adds one stream event's text.
+    /// Adds one stream event's text characters, counted already.
     pub fn add_completion_chars(&mut self, chars: usize) {
-        self.completion_chars += chars;
+        self.completion_text.add_chars(chars);
+    }
+
+    /// Adds one stream event's data, to be counted if its text is needed.
+    pub fn add_completion_event(&mut self, data: &[u8]) {
+        self.completion_text.add_document(data);
     }
 
     pub fn first_byte(&mut self) {
@@ -276,7 +284,7 @@ impl Meter {
         // estimate rather than record a free request, and say so.
         let estimated = usage.is_none()
             && self.record.attempts > 0
-            && (status == 200 || self.completion_chars > 0);
+            && (status == 200 || self.completion_text.total() > 0);
         let prompt_chars = if estimated { self.prompt_chars() } else { 0 };
         // After a failover the log holds the failed attempts; the last one,
         // which answered or ended the request, joins them.
@@ -313,7 +321,8 @@ impl Meter {
             }
             None if estimated => {
                 record.prompt_tokens = crate::estimate::tokens_for_chars(prompt_chars);
-                record.completion_tokens = crate::estimate::tokens_for_chars(self.completion_chars);
+                record.completion_tokens =
+                    crate::estimate::tokens_for_chars(self.completion_text.total());
                 record.tokens_estimated = true;
             }
             None => {}

@@ -145,9 +145,9 @@ impl ChatStreamRelay {
             };
             // The event's text, for the completion estimate if no usage
             // comes: from the parse the usage search or the translator made
-            // of it, else parsed here. A native event itself goes on (but
-            // for the usage chunk the client did not ask for); a translated
-            // one's translation went on already.
+            // of it, else counted later, if at all. A native event itself
+            // goes on (but for the usage chunk the client did not ask for);
+            // a translated one's translation went on already.
             let (counted, pass_on) = match &mut self.mode {
                 StreamMode::Native(state) => {
                     let pass_on = state.on_data(&data);
@@ -169,9 +169,10 @@ impl ChatStreamRelay {
                 }
             };
             if let Some(meter) = self.meter.as_mut() {
-                meter.add_completion_chars(
-                    counted.unwrap_or_else(|| crate::estimate::text_chars(&data)),
-                );
+                match counted {
+                    Some(chars) => meter.add_completion_chars(chars),
+                    None => meter.add_completion_event(&data),
+                }
             }
             if pass_on {
                 self.out.push_back(event);
