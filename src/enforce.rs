@@ -178,7 +178,8 @@ impl Enforcer {
         let completion = max_tokens
             .and_then(|max| u64::try_from(max).ok())
             .unwrap_or(limits.default_completion_tokens);
-        let prompt = u64::try_from(crate::estimate::tokens_for_chars(prompt_chars)).unwrap_or(0);
+        let prompt =
+            u64::try_from(crate::providers::estimate::tokens_for_chars(prompt_chars)).unwrap_or(0);
         let price = self.prices.lookup(&[model]);
         if price.is_none() && money_limited && !limits.allow_unpriced {
             return Err(ApiError::PaymentRequired {

@@ -16,7 +16,6 @@ pub mod crypto;
 pub mod db;
 pub mod enforce;
 pub mod error;
-pub mod estimate;
 pub mod gateway;
 pub mod http;
 

@@ -26,7 +26,7 @@ pub struct Meter {
     sink: UsageQueue,
     prices: PriceTable,
     sent: bool,
-    /// The request body, measured (`crate::estimate`) only when needed: for
+    /// The request body, measured (`crate::providers::estimate`) only when needed: for
     /// a limited token's estimate, or when the upstream reports no usage.
     /// Parsing every body a second time just in case cost ~5% of the
     /// gateway's CPU (issue 11 profile).
@@ -35,7 +35,7 @@ pub struct Meter {
     /// Text characters of the answer so far: a stream's events as they are
     /// relayed (counted only if no usage comes); a whole answer measured
     /// only when it carries no usage.
-    completion_text: crate::estimate::DeferredTextCount,
+    completion_text: crate::providers::estimate::DeferredTextCount,
     /// What the request holds against its token's limits, settled with it.
     admission: Option<Admission>,
     enforcer: Arc<Enforcer>,
@@ -100,7 +100,7 @@ impl Meter {
             sent: false,
             prompt_body: None,
             prompt_chars: None,
-            completion_text: crate::estimate::DeferredTextCount::default(),
+            completion_text: crate::providers::estimate::DeferredTextCount::default(),
             admission: None,
             enforcer: state.enforcer.clone(),
             prompt_bytes: 0,
@@ -229,7 +229,7 @@ impl Meter {
         let chars = self
             .prompt_body
             .as_deref()
-            .map_or(0, crate::estimate::text_chars);
+            .map_or(0, crate::providers::estimate::text_chars);
         self.prompt_chars = Some(chars);
         chars
     }
@@ -238,9 +238,9 @@ impl Meter {
     /// case the measure is used in).
     pub fn estimate_completion(&mut self, answer_body: &[u8], usage: Option<&Usage>) {
         if usage.is_none() {
-            self.completion_text = crate::estimate::DeferredTextCount::default();
+            self.completion_text = crate::providers::estimate::DeferredTextCount::default();
             self.completion_text
-                .add_chars(crate::estimate::text_chars(answer_body));
+                .add_chars(crate::providers::estimate::text_chars(answer_body));
         }
     }
 
@@ -320,9 +320,9 @@ impl Meter {
                 record.flags.insert(flags);
             }
             None if estimated => {
-                record.prompt_tokens = crate::estimate::tokens_for_chars(prompt_chars);
+                record.prompt_tokens = crate::providers::estimate::tokens_for_chars(prompt_chars);
                 record.completion_tokens =
-                    crate::estimate::tokens_for_chars(self.completion_text.total());
+                    crate::providers::estimate::tokens_for_chars(self.completion_text.total());
                 record.tokens_estimated = true;
             }
             None => {}

@@ -15,6 +15,7 @@ pub mod azure;
 pub mod checks;
 pub mod echo;
 pub mod error;
+pub mod estimate;
 pub mod exchange;
 pub mod gemini;
 pub mod openai;

@@ -306,7 +306,9 @@ impl ChatStreamState {
         let Ok(value) = serde_json::from_slice::<Value>(data) else {
             return true;
         };
-        self.parsed_text_chars = value.as_object().map(crate::estimate::object_text_chars);
+        self.parsed_text_chars = value
+            .as_object()
+            .map(crate::providers::estimate::object_text_chars);
         let has_choices = value
             .get("choices")
             .and_then(Value::as_array)

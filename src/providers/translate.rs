@@ -96,7 +96,7 @@ pub trait StreamTranslator {
         event_name: Option<&str>,
         data: &[u8],
     ) -> Result<Vec<Bytes>, TranslateError>;
-    /// The text characters ([`crate::estimate::text_chars`]) of the event
+    /// The text characters ([`crate::providers::estimate::text_chars`]) of the event
     /// last passed to [`Self::on_event`], if the translator parsed it: the
     /// relay's completion estimate then need not parse it again. `None`:
     /// the relay counts them itself.

@@ -133,7 +133,7 @@ pub async fn messages(call: ClientCall) -> HttpResponse {
 
 /// `POST /v1/messages/count_tokens`: Anthropic upstreams count exactly
 /// (the request is passed through); for every other provider kind the
-/// gateway estimates from the text (`crate::estimate`), as those APIs have
+/// gateway estimates from the text (`crate::providers::estimate`), as those APIs have
 /// no equivalent. Answers `{"input_tokens": N}`. It takes a concurrency
 /// slot like every client call, and a call that reaches an upstream counts
 /// against the token's rate limits (a local estimate gives its place back).
@@ -184,7 +184,9 @@ async fn count(
         }) => Ok(body),
         Ok(_) => Err(ApiError::Internal),
         Err(_) if counting.estimate_locally.get() => {
-            let tokens = crate::estimate::tokens_for_chars(crate::estimate::text_chars(&raw));
+            let tokens = crate::providers::estimate::tokens_for_chars(
+                crate::providers::estimate::text_chars(&raw),
+            );
             Ok(Bytes::from(
                 serde_json::json!({ "input_tokens": tokens }).to_string(),
             ))

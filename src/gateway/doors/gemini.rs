@@ -93,7 +93,7 @@ pub async fn model_call(call: ClientCall) -> HttpResponse {
 }
 
 /// `:countTokens`: passed through to Gemini upstreams (exact); for every
-/// other provider kind estimated from the text (`crate::estimate`), as in
+/// other provider kind estimated from the text (`crate::providers::estimate`), as in
 /// `/v1/messages/count_tokens`. Answers `{"totalTokens": N}`.
 async fn count_tokens(call: ClientCall) -> HttpResponse {
     let (ctx, state, client, auth, request, payload) = call;
@@ -149,7 +149,9 @@ async fn count(
         }) => Ok(body),
         Ok(_) => Err(ApiError::Internal),
         Err(_) if counting.estimate_locally.get() => {
-            let tokens = crate::estimate::tokens_for_chars(crate::estimate::text_chars(&encoded));
+            let tokens = crate::providers::estimate::tokens_for_chars(
+                crate::providers::estimate::text_chars(&encoded),
+            );
             Ok(Bytes::from(json!({ "totalTokens": tokens }).to_string()))
         }
         Err(error) => Err(error),

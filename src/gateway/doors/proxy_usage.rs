@@ -227,7 +227,7 @@ impl UsageScan {
                 if let Ok(value) = serde_json::from_slice::<Value>(&body) {
                     merge_usage(&value, &mut usage);
                 }
-                (usage, crate::estimate::text_chars(&body))
+                (usage, crate::providers::estimate::text_chars(&body))
             }
             UsageScan::Sse {
                 mut splitter,
@@ -253,7 +253,7 @@ fn scan_event(event: &[u8], usage: &mut Option<Usage>, completion_chars: &mut us
         return;
     };
     merge_usage(&value, usage);
-    *completion_chars += crate::estimate::text_chars(&data);
+    *completion_chars += crate::providers::estimate::text_chars(&data);
 }
 
 #[cfg(test)]

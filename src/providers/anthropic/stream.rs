@@ -77,7 +77,7 @@ impl StreamTranslator for AnthropicToOpenAiStream {
             return Ok(out);
         }
         let event = parse_event(data)?;
-        self.text_chars = Some(crate::estimate::object_text_chars(&event));
+        self.text_chars = Some(crate::providers::estimate::object_text_chars(&event));
         let kind = event
             .get("type")
             .and_then(Value::as_str)
@@ -427,7 +427,7 @@ impl StreamTranslator for OpenAiToAnthropicStream {
             return Ok(out);
         }
         let chunk = parse_event(data)?;
-        self.text_chars = Some(crate::estimate::object_text_chars(&chunk));
+        self.text_chars = Some(crate::providers::estimate::object_text_chars(&chunk));
         if let Some(error) = chunk.get("error") {
             self.failed = true;
             let message = error
@@ -525,7 +525,7 @@ impl StreamTranslator for AnthropicPassthroughStream {
             return Ok(Vec::new());
         }
         let event = parse_event(data)?;
-        self.text_chars = Some(crate::estimate::object_text_chars(&event));
+        self.text_chars = Some(crate::providers::estimate::object_text_chars(&event));
         let kind = event
             .get("type")
             .and_then(Value::as_str)

@@ -748,7 +748,7 @@ impl StreamTranslator for OpenAiToGeminiStream {
             return Ok(vec![self.closing()?]);
         }
         let chunk = parse_event(data)?;
-        self.text_chars = Some(crate::estimate::object_text_chars(&chunk));
+        self.text_chars = Some(crate::providers::estimate::object_text_chars(&chunk));
         if let Some(error) = chunk.get("error") {
             self.failed = true;
             let message = error
@@ -890,7 +890,9 @@ impl StreamTranslator for GeminiPassthroughStream {
             return Ok(Vec::new());
         }
         let chunk = Value::Object(parse_event(data)?);
-        self.text_chars = chunk.as_object().map(crate::estimate::object_text_chars);
+        self.text_chars = chunk
+            .as_object()
+            .map(crate::providers::estimate::object_text_chars);
         if chunk.get("error").is_some() {
             self.failed = true;
         }

@@ -70,7 +70,7 @@ impl StreamTranslator for GeminiToOpenAiStream {
             return Ok(out);
         }
         let chunk = parse_event(data)?;
-        self.text_chars = Some(crate::estimate::object_text_chars(&chunk));
+        self.text_chars = Some(crate::providers::estimate::object_text_chars(&chunk));
         if let Some(error) = chunk.get("error") {
             self.failed = true;
             let message = error

@@ -259,7 +259,9 @@ impl StreamTranslator for ChatToResponsesStream {
             return Ok(out);
         }
         let chunk = Value::Object(parse_event(data)?);
-        self.text_chars = chunk.as_object().map(crate::estimate::object_text_chars);
+        self.text_chars = chunk
+            .as_object()
+            .map(crate::providers::estimate::object_text_chars);
         if let Some(error) = chunk.get("error") {
             // The upstream reported a failure in-band: the relay ends the
             // stream with the gateway's error event.
@@ -386,7 +388,9 @@ impl StreamTranslator for ResponsesPassthroughStream {
         data: &[u8],
     ) -> Result<Vec<Bytes>, TranslateError> {
         let value = Value::Object(parse_event(data)?);
-        self.text_chars = value.as_object().map(crate::estimate::object_text_chars);
+        self.text_chars = value
+            .as_object()
+            .map(crate::providers::estimate::object_text_chars);
         let kind = value
             .get("type")
             .and_then(Value::as_str)
