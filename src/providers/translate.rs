@@ -341,16 +341,38 @@ pub(crate) fn openai_error_chunk(message: &str, kind: &str) -> Bytes {
     data_sse(&wire_error::openai(message, kind, None, None))
 }
 
-/// Parses one event's data as a JSON object.
-pub(crate) fn parse_event(data: &[u8]) -> Result<Map<String, Value>, TranslateError> {
-    match serde_json::from_slice::<Value>(data) {
-        Ok(Value::Object(object)) => Ok(object),
-        Ok(_) => Err(TranslateError::upstream(
-            "a stream event is not a JSON object",
-        )),
-        Err(error) => Err(TranslateError::upstream(format!(
-            "a stream event is not valid JSON: {error}"
-        ))),
+/// How a stream translator reads its upstream's events: each event's data
+/// parsed as a JSON object, and the text characters of the last one kept
+/// for [`StreamTranslator::take_text_chars`], so that the relay's
+/// completion estimate need not parse the event a second time.
+#[derive(Debug, Default)]
+pub(crate) struct EventReader {
+    text_chars: Option<usize>,
+}
+
+impl EventReader {
+    /// Parses one event's data as a JSON object.
+    pub(crate) fn parse(&mut self, data: &[u8]) -> Result<Map<String, Value>, TranslateError> {
+        let event = match serde_json::from_slice::<Value>(data) {
+            Ok(Value::Object(object)) => object,
+            Ok(_) => {
+                return Err(TranslateError::upstream(
+                    "a stream event is not a JSON object",
+                ));
+            }
+            Err(error) => {
+                return Err(TranslateError::upstream(format!(
+                    "a stream event is not valid JSON: {error}"
+                )));
+            }
+        };
+        self.text_chars = Some(super::estimate::object_text_chars(&event));
+        Ok(event)
+    }
+
+    /// The text characters of the event parsed last, once.
+    pub(crate) fn take_text_chars(&mut self) -> Option<usize> {
+        self.text_chars.take()
     }
 }
 

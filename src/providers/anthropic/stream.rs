@@ -5,8 +5,8 @@
 use super::response::{AnthropicUsage, finish_reason_of, stop_reason_of};
 use crate::providers::openai::Usage;
 use crate::providers::translate::{
-    ChunkWriter, OPENAI_DONE, StreamTranslator, TranslateError, anthropic_sse, openai_error_chunk,
-    parse_event,
+    ChunkWriter, EventReader, OPENAI_DONE, StreamTranslator, TranslateError, anthropic_sse,
+    openai_error_chunk,
 };
 use crate::providers::wire_error;
 use bytes::Bytes;
@@ -31,9 +31,8 @@ pub struct AnthropicToOpenAiStream {
     saw_usage: bool,
     complete: bool,
     failed: bool,
-    /// The text characters of the event parsed last
-    /// ([`StreamTranslator::take_text_chars`]).
-    text_chars: Option<usize>,
+    /// Reads the upstream's events (and counts the last one's text).
+    events: EventReader,
 }
 
 impl AnthropicToOpenAiStream {
@@ -76,8 +75,7 @@ impl StreamTranslator for AnthropicToOpenAiStream {
         if data.is_empty() {
             return Ok(out);
         }
-        let event = parse_event(data)?;
-        self.text_chars = Some(crate::providers::estimate::object_text_chars(&event));
+        let event = self.events.parse(data)?;
         let kind = event
             .get("type")
             .and_then(Value::as_str)
@@ -222,8 +220,9 @@ impl StreamTranslator for AnthropicToOpenAiStream {
     }
 
     fn take_text_chars(&mut self) -> Option<usize> {
-        self.text_chars.take()
+        self.events.take_text_chars()
     }
+
     fn finish(&mut self) -> Vec<Bytes> {
         Vec::new()
     }
@@ -261,9 +260,8 @@ pub struct OpenAiToAnthropicStream {
     usage: Option<AnthropicUsage>,
     complete: bool,
     failed: bool,
-    /// The text characters of the event parsed last
-    /// ([`StreamTranslator::take_text_chars`]).
-    text_chars: Option<usize>,
+    /// Reads the upstream's events (and counts the last one's text).
+    events: EventReader,
 }
 
 impl OpenAiToAnthropicStream {
@@ -426,8 +424,7 @@ impl StreamTranslator for OpenAiToAnthropicStream {
             }
             return Ok(out);
         }
-        let chunk = parse_event(data)?;
-        self.text_chars = Some(crate::providers::estimate::object_text_chars(&chunk));
+        let chunk = self.events.parse(data)?;
         if let Some(error) = chunk.get("error") {
             self.failed = true;
             let message = error
@@ -477,7 +474,7 @@ impl StreamTranslator for OpenAiToAnthropicStream {
     }
 
     fn take_text_chars(&mut self) -> Option<usize> {
-        self.text_chars.take()
+        self.events.take_text_chars()
     }
 
     /// Ends the message if the upstream finished (`finish_reason` seen) but
@@ -510,9 +507,8 @@ pub struct AnthropicPassthroughStream {
     usage: AnthropicUsage,
     saw_usage: bool,
     complete: bool,
-    /// The text characters of the event parsed last
-    /// ([`StreamTranslator::take_text_chars`]).
-    text_chars: Option<usize>,
+    /// Reads the upstream's events (and counts the last one's text).
+    events: EventReader,
 }
 
 impl StreamTranslator for AnthropicPassthroughStream {
@@ -524,8 +520,7 @@ impl StreamTranslator for AnthropicPassthroughStream {
         if data.is_empty() {
             return Ok(Vec::new());
         }
-        let event = parse_event(data)?;
-        self.text_chars = Some(crate::providers::estimate::object_text_chars(&event));
+        let event = self.events.parse(data)?;
         let kind = event
             .get("type")
             .and_then(Value::as_str)
@@ -558,8 +553,9 @@ impl StreamTranslator for AnthropicPassthroughStream {
     }
 
     fn take_text_chars(&mut self) -> Option<usize> {
-        self.text_chars.take()
+        self.events.take_text_chars()
     }
+
     fn finish(&mut self) -> Vec<Bytes> {
         Vec::new()
     }

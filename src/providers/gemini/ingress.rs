@@ -9,7 +9,7 @@
 use super::response::usage_of;
 use crate::providers::openai::Usage;
 use crate::providers::translate::{
-    StreamTranslator, TranslateError, data_sse, parse_event, request_object, response_object,
+    EventReader, StreamTranslator, TranslateError, data_sse, request_object, response_object,
 };
 use crate::providers::wire_error;
 use bytes::Bytes;
@@ -680,9 +680,8 @@ pub struct OpenAiToGeminiStream {
     usage: Option<Value>,
     done: bool,
     failed: bool,
-    /// The text characters of the event parsed last
-    /// ([`StreamTranslator::take_text_chars`]).
-    text_chars: Option<usize>,
+    /// Reads the upstream's events (and counts the last one's text).
+    events: EventReader,
 }
 
 impl OpenAiToGeminiStream {
@@ -747,8 +746,7 @@ impl StreamTranslator for OpenAiToGeminiStream {
             }
             return Ok(vec![self.closing()?]);
         }
-        let chunk = parse_event(data)?;
-        self.text_chars = Some(crate::providers::estimate::object_text_chars(&chunk));
+        let chunk = self.events.parse(data)?;
         if let Some(error) = chunk.get("error") {
             self.failed = true;
             let message = error
@@ -836,8 +834,9 @@ impl StreamTranslator for OpenAiToGeminiStream {
     }
 
     fn take_text_chars(&mut self) -> Option<usize> {
-        self.text_chars.take()
+        self.events.take_text_chars()
     }
+
     fn finish(&mut self) -> Vec<Bytes> {
         // Some servers close after the finish without `[DONE]`.
         if self.done || self.failed || self.finishes.is_empty() {
@@ -874,9 +873,8 @@ pub struct GeminiPassthroughStream {
     usage: Option<Usage>,
     finished: bool,
     failed: bool,
-    /// The text characters of the event parsed last
-    /// ([`StreamTranslator::take_text_chars`]).
-    text_chars: Option<usize>,
+    /// Reads the upstream's events (and counts the last one's text).
+    events: EventReader,
 }
 
 impl StreamTranslator for GeminiPassthroughStream {
@@ -889,10 +887,7 @@ impl StreamTranslator for GeminiPassthroughStream {
         if data.is_empty() {
             return Ok(Vec::new());
         }
-        let chunk = Value::Object(parse_event(data)?);
-        self.text_chars = chunk
-            .as_object()
-            .map(crate::providers::estimate::object_text_chars);
+        let chunk = Value::Object(self.events.parse(data)?);
         if chunk.get("error").is_some() {
             self.failed = true;
         }
@@ -919,8 +914,9 @@ impl StreamTranslator for GeminiPassthroughStream {
     }
 
     fn take_text_chars(&mut self) -> Option<usize> {
-        self.text_chars.take()
+        self.events.take_text_chars()
     }
+
     fn finish(&mut self) -> Vec<Bytes> {
         Vec::new()
     }

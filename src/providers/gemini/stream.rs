@@ -5,7 +5,7 @@ use super::response::{
 };
 use crate::providers::openai::Usage;
 use crate::providers::translate::{
-    ChunkWriter, OPENAI_DONE, StreamTranslator, TranslateError, openai_error_chunk, parse_event,
+    ChunkWriter, EventReader, OPENAI_DONE, StreamTranslator, TranslateError, openai_error_chunk,
 };
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -32,9 +32,8 @@ pub struct GeminiToOpenAiStream {
     finished: bool,
     done: bool,
     failed: bool,
-    /// The text characters of the event parsed last
-    /// ([`StreamTranslator::take_text_chars`]).
-    text_chars: Option<usize>,
+    /// Reads the upstream's events (and counts the last one's text).
+    events: EventReader,
 }
 
 impl GeminiToOpenAiStream {
@@ -69,8 +68,7 @@ impl StreamTranslator for GeminiToOpenAiStream {
         if data.is_empty() || self.done {
             return Ok(out);
         }
-        let chunk = parse_event(data)?;
-        self.text_chars = Some(crate::providers::estimate::object_text_chars(&chunk));
+        let chunk = self.events.parse(data)?;
         if let Some(error) = chunk.get("error") {
             self.failed = true;
             let message = error
@@ -145,8 +143,9 @@ impl StreamTranslator for GeminiToOpenAiStream {
     }
 
     fn take_text_chars(&mut self) -> Option<usize> {
-        self.text_chars.take()
+        self.events.take_text_chars()
     }
+
     fn finish(&mut self) -> Vec<Bytes> {
         let mut out = Vec::new();
         if self.finished && !self.done && !self.failed {

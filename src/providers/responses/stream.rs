@@ -12,7 +12,7 @@
 //! carrying the whole output and the usage.
 
 use super::super::openai::{self, Usage};
-use super::super::translate::{StreamTranslator, TranslateError, parse_event, sse_frame};
+use super::super::translate::{EventReader, StreamTranslator, TranslateError, sse_frame};
 use super::response::{
     ResponseFrame, call_item, message_item, output_text_part, responses_usage, status_of,
 };
@@ -51,9 +51,8 @@ pub struct ChatToResponsesStream {
     counted: Option<Usage>,
     completed: bool,
     failed: bool,
-    /// The text characters of the event parsed last
-    /// ([`StreamTranslator::take_text_chars`]).
-    text_chars: Option<usize>,
+    /// Reads the upstream's events (and counts the last one's text).
+    events: EventReader,
 }
 
 impl ChatToResponsesStream {
@@ -71,7 +70,7 @@ impl ChatToResponsesStream {
             counted: None,
             completed: false,
             failed: false,
-            text_chars: None,
+            events: EventReader::default(),
         }
     }
 
@@ -258,10 +257,7 @@ impl StreamTranslator for ChatToResponsesStream {
             }
             return Ok(out);
         }
-        let chunk = Value::Object(parse_event(data)?);
-        self.text_chars = chunk
-            .as_object()
-            .map(crate::providers::estimate::object_text_chars);
+        let chunk = Value::Object(self.events.parse(data)?);
         if let Some(error) = chunk.get("error") {
             // The upstream reported a failure in-band: the relay ends the
             // stream with the gateway's error event.
@@ -308,8 +304,9 @@ impl StreamTranslator for ChatToResponsesStream {
     }
 
     fn take_text_chars(&mut self) -> Option<usize> {
-        self.text_chars.take()
+        self.events.take_text_chars()
     }
+
     fn finish(&mut self) -> Vec<Bytes> {
         // Some servers close after the finish without `[DONE]`.
         let mut out = Vec::new();
@@ -356,9 +353,8 @@ pub struct ResponsesPassthroughStream {
     complete: bool,
     response_id: Option<String>,
     sequence: u64,
-    /// The text characters of the event parsed last
-    /// ([`StreamTranslator::take_text_chars`]).
-    text_chars: Option<usize>,
+    /// Reads the upstream's events (and counts the last one's text).
+    events: EventReader,
 }
 
 impl ResponsesPassthroughStream {
@@ -387,10 +383,7 @@ impl StreamTranslator for ResponsesPassthroughStream {
         event_name: Option<&str>,
         data: &[u8],
     ) -> Result<Vec<Bytes>, TranslateError> {
-        let value = Value::Object(parse_event(data)?);
-        self.text_chars = value
-            .as_object()
-            .map(crate::providers::estimate::object_text_chars);
+        let value = Value::Object(self.events.parse(data)?);
         let kind = value
             .get("type")
             .and_then(Value::as_str)
@@ -425,8 +418,9 @@ impl StreamTranslator for ResponsesPassthroughStream {
     }
 
     fn take_text_chars(&mut self) -> Option<usize> {
-        self.text_chars.take()
+        self.events.take_text_chars()
     }
+
     fn finish(&mut self) -> Vec<Bytes> {
         Vec::new()
     }
