@@ -25,6 +25,7 @@ on_both_backends!(
     an_upstream_client_error_is_relayed_not_retried,
     a_stream_cut_after_content_ends_with_an_error_event,
     a_stalled_stream_ends_with_an_idle_timeout_event,
+    a_slow_stream_longer_than_the_idle_timeout_is_not_cut,
     a_stream_failing_before_its_first_byte_fails_over_invisibly,
     a_client_leaving_mid_stream_still_gets_a_row,
     a_client_leaving_a_stalled_stream_is_noticed_at_once,
@@ -366,6 +367,36 @@ async fn a_stalled_stream_ends_with_an_idle_timeout_event(backend: Backend) -> a
     assert_eq!(gw.mock.calls("streamhang-s"), 1);
     let logs = gw.request_logs().await?;
     assert_eq!(only_row(&logs)?, (200, Some("stream_idle_timeout"), 1));
+    gw.stop().await
+}
+
+/// The idle timeout is the longest silence, not the stream's length: a
+/// stream whose chunks each come well within it, but which lasts several
+/// times as long, is relayed whole.
+async fn a_slow_stream_longer_than_the_idle_timeout_is_not_cut(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let gw = TestGateway::start(backend, |settings, mock| {
+        let mut slow = mock_provider(mock, "mock", &["mock-gpt"], &["ok-paced"]);
+        slow.headers
+            .insert("x-mock-chunk-delay-ms".to_owned(), Secret::new("100"));
+        settings.providers = vec![slow];
+        settings.upstream.stream_idle_timeout = Duration::from_millis(400);
+    })
+    .await?;
+    let token = new_token(&gw).await?;
+    let started = Instant::now();
+    let reply = gw.chat(&token, stream_body("hello")).await?;
+    let elapsed = started.elapsed();
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let events = sse_data(&reply.body);
+    // Longer than two idle timeouts, so the idle timer fired while chunks
+    // kept coming.
+    assert!(elapsed >= Duration::from_millis(800), "{elapsed:?} {events:?}");
+    assert_eq!(stream_content(&events), "one two three four five");
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    let logs = gw.request_logs().await?;
+    assert_eq!(only_row(&logs)?, (200, None, 1));
     gw.stop().await
 }
 

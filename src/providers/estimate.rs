@@ -173,6 +173,11 @@ pub struct DeferredTextCount {
 
 impl DeferredTextCount {
     pub const MAX_PENDING_BYTES: usize = 8 * 1024;
+    /// The room taken at the first event: grown by doubling from a few
+    /// bytes, the buffer was reallocated about ten times per stream (1.2% of
+    /// a relayed stream's CPU, bench/README.md); from here, twice at most.
+    /// An open stream holds it from its first event (10,000: 20 MB).
+    const FIRST_ROOM: usize = 2 * 1024;
     const LENGTH_BYTES: usize = 4;
 
     /// Characters already counted elsewhere (a parse made for another
@@ -190,6 +195,9 @@ impl DeferredTextCount {
         }
         if self.pending.len() + entry > Self::MAX_PENDING_BYTES {
             self.count_pending();
+        }
+        if self.pending.capacity() == 0 {
+            self.pending.reserve(Self::FIRST_ROOM.max(entry));
         }
         // Fits: `entry` is at most MAX_PENDING_BYTES.
         let length = u32::try_from(json.len()).unwrap_or(u32::MAX);
