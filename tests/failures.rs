@@ -57,6 +57,17 @@ fn stream_body(content: &str) -> Value {
     body
 }
 
+/// A streamed chat through `gw` with a new token, answered 200, and how
+/// long the whole answer took.
+async fn timed_stream(gw: &TestGateway) -> anyhow::Result<(Reply, Duration)> {
+    let token = new_token(gw).await?;
+    let started = Instant::now();
+    let reply = gw.chat(&token, stream_body("hello")).await?;
+    let elapsed = started.elapsed();
+    anyhow::ensure!(reply.status == 200, "{}", reply.text());
+    Ok((reply, elapsed))
+}
+
 fn stream_content(events: &[String]) -> String {
     events
         .iter()
@@ -347,11 +358,7 @@ async fn a_stalled_stream_ends_with_an_idle_timeout_event(backend: Backend) -> a
         settings.upstream.stream_idle_timeout = Duration::from_millis(300);
     })
     .await?;
-    let token = new_token(&gw).await?;
-    let started = Instant::now();
-    let reply = gw.chat(&token, stream_body("hello")).await?;
-    let elapsed = started.elapsed();
-    assert_eq!(reply.status, 200, "{}", reply.text());
+    let (reply, elapsed) = timed_stream(&gw).await?;
     assert!(
         elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(3),
         "{elapsed:?}"
@@ -384,11 +391,7 @@ async fn a_slow_stream_longer_than_the_idle_timeout_is_not_cut(
         settings.upstream.stream_idle_timeout = Duration::from_millis(400);
     })
     .await?;
-    let token = new_token(&gw).await?;
-    let started = Instant::now();
-    let reply = gw.chat(&token, stream_body("hello")).await?;
-    let elapsed = started.elapsed();
-    assert_eq!(reply.status, 200, "{}", reply.text());
+    let (reply, elapsed) = timed_stream(&gw).await?;
     let events = sse_data(&reply.body);
     // Longer than two idle timeouts, so the idle timer fired while chunks
     // kept coming.
