@@ -395,7 +395,10 @@ async fn a_slow_stream_longer_than_the_idle_timeout_is_not_cut(
     let events = sse_data(&reply.body);
     // Longer than two idle timeouts, so the idle timer fired while chunks
     // kept coming.
-    assert!(elapsed >= Duration::from_millis(800), "{elapsed:?} {events:?}");
+    assert!(
+        elapsed >= Duration::from_millis(800),
+        "{elapsed:?} {events:?}"
+    );
     assert_eq!(stream_content(&events), "one two three four five");
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
     let logs = gw.request_logs().await?;
