@@ -54,6 +54,7 @@ on_both_backends!(
     unique_violations_are_conflicts,
     usage_batch_is_exact,
     a_batch_partly_stored_stores_only_its_new_records,
+    a_batch_is_stored_in_the_order_the_queue_took_it,
 );
 
 /// A batch whose first records are stored already (a journal replayed after a
@@ -97,6 +98,37 @@ async fn a_batch_partly_stored_stores_only_its_new_records(backend: Backend) -> 
     assert_eq!(
         stored.spent_nanos,
         records.iter().map(|r| r.cost_nanos).sum::<i64>()
+    );
+    Ok(())
+}
+
+/// The usage queue hands a batch over shard by shard (one per worker), not
+/// in the order it took the records: rows are stored in `queue_order`, so
+/// their ids, which break ties between requests of one millisecond in the
+/// newest-first listing, follow the order requests ended in.
+async fn a_batch_is_stored_in_the_order_the_queue_took_it(backend: Backend) -> anyhow::Result<()> {
+    let t = TestDb::new(backend).await?;
+    let db = connect(&t.settings).await?;
+    let token = db.create_token(&new_token("ordered", None)).await?.id;
+    // One millisecond, two shards: the second shard's records were taken
+    // between the first shard's.
+    let batch: Vec<UsageRecord> = [(0, 1), (1, 3), (2, 5), (3, 2), (4, 4), (5, 6)]
+        .into_iter()
+        .map(|(n, order)| UsageRecord {
+            queue_order: order,
+            ..usage(1_795_388_400_000, Some(token), Some("gpt-4o"), n)
+        })
+        .collect();
+    db.write_usage_batch(&batch).await?;
+    let newest_first: Vec<String> = db
+        .list_request_logs(10, 0)
+        .await?
+        .into_iter()
+        .map(|row| row.request_id)
+        .collect();
+    assert_eq!(
+        newest_first,
+        ["req-5", "req-2", "req-4", "req-1", "req-3", "req-0"]
     );
     Ok(())
 }
@@ -259,6 +291,7 @@ fn usage(ms: i64, token_id: Option<i64>, model: Option<&str>, n: i64) -> UsageRe
         characters: n % 13 * 7,
         audio_ms: n % 9 * 1_000 + n % 1_000,
         search_units: n % 3,
+        queue_order: 0,
     }
 }
 

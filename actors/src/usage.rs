@@ -167,6 +167,8 @@ struct QueueInner {
     next_segment: AtomicU64,
     /// Pushes since the last drain.
     pushes: AtomicUsize,
+    /// The next record's [`UsageRecord::queue_order`].
+    next_order: AtomicU64,
     /// Pushes after which the actor is nudged (`1`: every push, tests).
     nudge_at: usize,
     memory_cap: usize,
@@ -297,6 +299,8 @@ impl UsageQueue {
                 shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
                 next_segment: AtomicU64::new(next_segment),
                 pushes: AtomicUsize::new(0),
+                // From 1: records read back from the journal (0) are older.
+                next_order: AtomicU64::new(1),
                 nudge_at,
                 memory_cap: config.max_buffered_records.max(1),
                 actor: OnceLock::new(),
@@ -324,6 +328,7 @@ impl UsageQueue {
     /// Hands one record over. Never blocks on the database; one `write` to
     /// the journal's page cache.
     pub fn push(&self, mut record: UsageRecord) {
+        record.queue_order = self.inner.next_order.fetch_add(1, Ordering::Relaxed);
         record.make_storable();
         let stats = &self.inner.stats;
         stats.count_flags(record.flags);

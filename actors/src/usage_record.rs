@@ -94,6 +94,14 @@ pub struct UsageRecord {
     /// Rerank search units.
     #[serde(default)]
     pub search_units: i64,
+    /// The order in which the usage queue took the record
+    /// ([`crate::UsageQueue::push`]), across all threads; neither stored nor
+    /// journaled (a record read back from the journal has 0). A batch's
+    /// rows are written in this order, so that `request_logs` ids follow the
+    /// order requests ended in, although each thread journals into a queue
+    /// shard of its own.
+    #[serde(skip)]
+    pub queue_order: u64,
 }
 
 /// One upstream attempt of a request: which key, how it ended, and when.

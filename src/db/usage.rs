@@ -788,6 +788,10 @@ impl Db {
                 }
             }
         }
+        // In the order the queue took the records: each worker journals
+        // into a shard of its own, and a batch holds the shards one after
+        // the other; row ids follow the order requests ended in.
+        unique.sort_by_key(|(index, _)| records.get(*index).map_or(0, |r| r.queue_order));
         let rows: Vec<NewRequestLog> = unique
             .iter()
             .filter_map(|(index, made_id)| {

@@ -93,6 +93,8 @@ impl Meter {
                 characters: 0,
                 audio_ms: 0,
                 search_units: 0,
+                // Set by the usage queue.
+                queue_order: 0,
             },
             started: ctx.started,
             sink: state.usage.clone(),
