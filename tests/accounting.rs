@@ -50,32 +50,6 @@ async fn token_id(gw: &TestGateway, token: &str) -> anyhow::Result<i64> {
         .with_context(|| format!("no token {prefix} in {tokens}"))
 }
 
-/// `GET /metrics` as text.
-async fn metrics(gw: &TestGateway) -> anyhow::Result<String> {
-    let auth = format!("Bearer {}", common::MASTER_KEY);
-    let reply = gw
-        .send(
-            awc::http::Method::GET,
-            "/metrics",
-            &[("authorization", &auth)],
-            None,
-        )
-        .await?;
-    anyhow::ensure!(reply.status == 200, "/metrics: {}", reply.status);
-    Ok(reply.text())
-}
-
-/// The value of a metric line `name` (with its labels, if any), or 0.
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| {
-            let (key, value) = line.rsplit_once(' ')?;
-            (key == name).then(|| value.parse().ok()).flatten()
-        })
-        .unwrap_or(0.0)
-}
-
 /// A model name with a NUL byte (PostgreSQL refuses it in TEXT) and a proxy
 /// path with one, without a credential: both still leave a row, and every
 /// later request is metered and charged as usual.
@@ -195,9 +169,9 @@ async fn a_record_the_database_refuses_is_set_aside_and_the_rest_stored(
             .is_some_and(|d| d.error.contains("poison refused")),
         "{dead:?}"
     );
-    let text = metrics(&gw).await?;
+    let text = gw.metrics().await?;
     assert_eq!(
-        metric(&text, "switchyard_usage_dead_letters_total"),
+        common::metric(&text, "switchyard_usage_dead_letters_total"),
         1.0,
         "{text}"
     );
@@ -259,9 +233,9 @@ async fn negative_upstream_usage_is_zero_and_flagged(backend: Backend) -> anyhow
         owner.balance_nanos <= 0,
         "the owner gained money: {owner:?}"
     );
-    let text = metrics(&gw).await?;
+    let text = gw.metrics().await?;
     assert_eq!(
-        metric(
+        common::metric(
             &text,
             "switchyard_usage_flagged_total{flag=\"usage_negative\"}"
         ),

@@ -406,6 +406,13 @@ impl TestGateway {
         })
     }
 
+    /// `GET /metrics` (as the admin) as text.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        let reply = self.get("/metrics", Some(MASTER_KEY)).await?;
+        anyhow::ensure!(reply.status == 200, "/metrics: {}", reply.status);
+        Ok(reply.text())
+    }
+
     /// GETs `path` with a gateway token (or none).
     pub async fn get(&self, path: &str, token: Option<&str>) -> anyhow::Result<Reply> {
         let bearer = token.map(|token| format!("Bearer {token}"));
@@ -503,6 +510,18 @@ pub fn chat_body(model: &str, content: &str) -> Value {
 }
 
 /// The `data:` payloads of an SSE body, in order.
+/// The value of the metric line `name` (with its labels, if any) in a
+/// `/metrics` text, or 0.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (key, value) = line.rsplit_once(' ')?;
+            (key == name).then(|| value.parse().ok()).flatten()
+        })
+        .unwrap_or(0.0)
+}
+
 pub fn sse_data(body: &[u8]) -> Vec<String> {
     String::from_utf8_lossy(body)
         .split("\n\n")
