@@ -188,7 +188,13 @@ async fn collect(
             if let Some(holding) = holding.as_mut() {
                 holding.grow_to(capacity)?;
             }
-            body.reserve(capacity - body.len());
+            // Exactly `capacity`, what the budget holds: `reserve` grows a
+            // buffer to at least twice its capacity, so bodies held up to a
+            // third more memory than they were counted for (and later
+            // chunks did not count at all until they passed it).
+            let mut grown = BytesMut::with_capacity(capacity);
+            grown.extend_from_slice(&body);
+            body = grown;
         }
         body.extend_from_slice(&chunk);
     }

@@ -668,9 +668,24 @@ pub async fn metrics(
     if !by_token {
         AdminAuth::from_request(&request, &mut Payload::None).await?;
     }
+    let mut text = render(&state, &counters).await;
+    if let Some(intake) = request.app_data::<Data<crate::http::body::BodyIntake>>() {
+        render_bodies(&mut text, intake.budget.held());
+    }
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(render(&state, &counters).await))
+        .body(text))
+}
+
+fn render_bodies(out: &mut String, held: usize) {
+    let name = "switchyard_body_bytes_in_flight";
+    family(
+        out,
+        name,
+        "gauge",
+        "Bytes held by request bodies being read, counted against server.max_body_bytes_in_flight.",
+    );
+    let _ = writeln!(out, "{name} {held}");
 }
 
 #[cfg(test)]
