@@ -162,13 +162,14 @@ struct QueueInner {
     /// never wait for each other's journal `write` (with one lock held
     /// across the `write`, the workers' wait on it and the futex wake-ups
     /// cost ~2% of their CPU, bench/README.md).
-    shards: Box<[Mutex<Shard>]>,
+    shards: [Mutex<Shard>; SHARDS],
     /// The id of the next segment opened, by any shard.
     next_segment: AtomicU64,
-    /// Pushes since the last drain.
-    pushes: AtomicUsize,
     /// The next record's [`UsageRecord::queue_order`].
     next_order: AtomicU64,
+    /// `next_order` when the queue was last drained: the pushes since are
+    /// the difference.
+    drained_at: AtomicU64,
     /// Pushes after which the actor is nudged (`1`: every push, tests).
     nudge_at: usize,
     memory_cap: usize,
@@ -296,11 +297,11 @@ impl UsageQueue {
         };
         Self {
             inner: Arc::new(QueueInner {
-                shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+                shards: std::array::from_fn(|_| Mutex::default()),
                 next_segment: AtomicU64::new(next_segment),
-                pushes: AtomicUsize::new(0),
                 // From 1: records read back from the journal (0) are older.
                 next_order: AtomicU64::new(1),
+                drained_at: AtomicU64::new(1),
                 nudge_at,
                 memory_cap: config.max_buffered_records.max(1),
                 actor: OnceLock::new(),
@@ -328,14 +329,14 @@ impl UsageQueue {
     /// Hands one record over. Never blocks on the database; one `write` to
     /// the journal's page cache.
     pub fn push(&self, mut record: UsageRecord) {
-        record.queue_order = self.inner.next_order.fetch_add(1, Ordering::Relaxed);
+        let order = self.inner.next_order.fetch_add(1, Ordering::Relaxed);
+        record.queue_order = order;
         record.make_storable();
         let stats = &self.inner.stats;
         stats.count_flags(record.flags);
         let line = self.inner.journal.as_ref().map(|_| journal::line(&record));
         let failure = {
-            let shard = self.inner.shards.get(shard_of_this_thread());
-            let mut shard = shard.map_or_else(|| lock(&self.inner.shards[0]), lock);
+            let mut shard = lock(&self.inner.shards[shard_of_this_thread()]);
             let journaled = match (&self.inner.journal, &line) {
                 (Some(journal), Some(line)) => {
                     shard.append(journal, &self.inner.next_segment, line)
@@ -358,11 +359,12 @@ impl UsageQueue {
             }
             failure
         };
-        // Counted after the record is in its shard, so a drain that reset
-        // the count (before taking the shards) either took the record or
-        // is followed by this push's nudge.
-        let pushes = self.inner.pushes.fetch_add(1, Ordering::Relaxed) + 1;
-        let nudge = pushes == self.inner.nudge_at || self.inner.nudge_at == 1;
+        // Read after the record is in its shard: a drain since this push
+        // took its order may have missed the record, so it nudges too.
+        let drained_at = self.inner.drained_at.load(Ordering::Relaxed);
+        let nudge = self.inner.nudge_at == 1
+            || drained_at > order
+            || order + 1 - drained_at == self.inner.nudge_at as u64;
         if let Some(error) = failure {
             let errors = stats.journal_errors.fetch_add(1, Ordering::Relaxed) + 1;
             // The first failure and then every 1,000th: a full disk must
@@ -383,7 +385,8 @@ impl UsageQueue {
     /// Seals every shard's open segment and takes what memory holds of
     /// them, a [`Drained`] per segment.
     fn drain(&self) -> Vec<Drained> {
-        self.inner.pushes.store(0, Ordering::Relaxed);
+        let order = self.inner.next_order.load(Ordering::Relaxed);
+        self.inner.drained_at.store(order, Ordering::Relaxed);
         let mut drained = Vec::new();
         for mut shard in self.shards() {
             let held = shard.held();
