@@ -284,12 +284,17 @@ pub(crate) struct ChunkWriter {
 }
 
 impl ChunkWriter {
-    pub fn chunk(&self, index: u64, delta: Value, finish_reason: Option<&str>) -> Bytes {
+    pub fn chunk(
+        &self,
+        index: u64,
+        delta: &impl serde::Serialize,
+        finish_reason: Option<&str>,
+    ) -> Bytes {
         sse_frame(
             &[b"data: "],
             &Chunk {
                 choices: [ChunkChoice {
-                    delta: &delta,
+                    delta,
                     finish_reason,
                     index,
                     logprobs: None,
@@ -319,8 +324,8 @@ impl ChunkWriter {
 /// alphabetical order, the order `serde_json`'s map wrote them in, so the
 /// bytes on the wire are the same as before.
 #[derive(serde::Serialize)]
-struct Chunk<'a> {
-    choices: [ChunkChoice<'a>; 1],
+struct Chunk<'a, D> {
+    choices: [ChunkChoice<'a, D>; 1],
     created: i64,
     id: &'a str,
     model: &'a str,
@@ -328,8 +333,8 @@ struct Chunk<'a> {
 }
 
 #[derive(serde::Serialize)]
-struct ChunkChoice<'a> {
-    delta: &'a Value,
+struct ChunkChoice<'a, D> {
+    delta: &'a D,
     finish_reason: Option<&'a str>,
     index: u64,
     /// Always `null`: the gateway translates no log-probabilities.
@@ -368,6 +373,11 @@ impl EventReader {
         };
         self.text_chars = Some(super::estimate::object_text_chars(&event));
         Ok(event)
+    }
+
+    /// An event read another way had `chars` text characters.
+    pub(crate) fn counted(&mut self, chars: usize) {
+        self.text_chars = Some(chars);
     }
 
     /// The text characters of the event parsed last, once.
@@ -573,7 +583,7 @@ mod tests {
                 }],
             });
             assert_eq!(
-                writer.chunk(3, delta.clone(), finish_reason),
+                writer.chunk(3, &delta, finish_reason),
                 Bytes::from(format!("data: {tree}\n\n"))
             );
         }

@@ -88,7 +88,7 @@ impl StreamTranslator for GeminiToOpenAiStream {
             self.writer.id = completion_id(response_id, self.writer.created);
             out.push(
                 self.writer
-                    .chunk(0, json!({ "role": "assistant", "content": "" }), None),
+                    .chunk(0, &json!({ "role": "assistant", "content": "" }), None),
             );
         }
         if let Some(metadata) = chunk.get("usageMetadata") {
@@ -103,7 +103,7 @@ impl StreamTranslator for GeminiToOpenAiStream {
             let index = candidate_index(candidate, position);
             let parts = candidate_parts(candidate);
             if let Some(text) = parts.text.filter(|text| !text.is_empty()) {
-                out.push(self.writer.chunk(index, json!({ "content": text }), None));
+                out.push(self.writer.chunk(index, &json!({ "content": text }), None));
             }
             for (name, args) in parts.calls {
                 let sent = self.tool_calls.entry(index).or_insert(0);
@@ -111,7 +111,7 @@ impl StreamTranslator for GeminiToOpenAiStream {
                 *sent += 1;
                 out.push(self.writer.chunk(
                     index,
-                    json!({ "tool_calls": [{
+                    &json!({ "tool_calls": [{
                         "index": number,
                         "id": call_id(&self.call_ids, number),
                         "type": "function",
@@ -127,7 +127,7 @@ impl StreamTranslator for GeminiToOpenAiStream {
                     }
                     mapped => mapped,
                 };
-                out.push(self.writer.chunk(index, json!({}), Some(reason)));
+                out.push(self.writer.chunk(index, &json!({}), Some(reason)));
                 self.finished = true;
             }
         }
@@ -136,7 +136,7 @@ impl StreamTranslator for GeminiToOpenAiStream {
                 .get("promptFeedback")
                 .is_some_and(|feedback| feedback.get("blockReason").is_some())
         {
-            out.push(self.writer.chunk(0, json!({}), Some("content_filter")));
+            out.push(self.writer.chunk(0, &json!({}), Some("content_filter")));
             self.finished = true;
         }
         Ok(out)
