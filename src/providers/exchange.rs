@@ -297,8 +297,8 @@ impl ChatExchange {
                 Value::Object(body)
             }
             (ClientFormat::OpenAi | ClientFormat::Gemini, Wire::Anthropic) => {
-                let mut body = anthropic::openai_to_anthropic_request(
-                    &Value::Object(self.openai.body.clone()),
+                let mut body = anthropic::openai_object_to_anthropic_request(
+                    &self.openai.body,
                     &self.options,
                 )?;
                 body["model"] = json!(upstream_model);

@@ -67,7 +67,15 @@ pub fn openai_to_anthropic_request(
     body: &Value,
     options: &AnthropicRequestOptions,
 ) -> Result<Value, TranslateError> {
-    let body = request_object(body)?;
+    openai_object_to_anthropic_request(request_object(body)?, options)
+}
+
+/// [`openai_to_anthropic_request`] of a body already known to be an object
+/// (the gateway's parsed request: no copy of it is made to translate it).
+pub fn openai_object_to_anthropic_request(
+    body: &Map<String, Value>,
+    options: &AnthropicRequestOptions,
+) -> Result<Value, TranslateError> {
     if body.get("n").and_then(Value::as_u64).is_some_and(|n| n > 1) {
         return Err(TranslateError::unsupported(
             "n",
