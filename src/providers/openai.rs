@@ -658,4 +658,78 @@ mod tests {
             );
         }
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A JSON object's text from members whose keys come from `keys`
+        /// (so a key may come twice) and whose values come from `values`.
+        fn object(
+            keys: &'static [&'static str],
+            values: impl Strategy<Value = String>,
+        ) -> impl Strategy<Value = String> {
+            proptest::collection::vec((proptest::sample::select(keys), values), 0..5).prop_map(
+                |members| {
+                    let members: Vec<String> = members
+                        .iter()
+                        .map(|(key, value)| format!("\"{key}\":{value}"))
+                        .collect();
+                    format!("{{{}}}", members.join(","))
+                },
+            )
+        }
+
+        fn array(items: impl Strategy<Value = String>) -> impl Strategy<Value = String> {
+            proptest::collection::vec(items, 0..3)
+                .prop_map(|items| format!("[{}]", items.join(",")))
+        }
+
+        /// Values of every JSON type, strings with and without escapes.
+        fn scalar() -> impl Strategy<Value = String> {
+            proptest::sample::select(vec![
+                "null",
+                "true",
+                "0",
+                "-1.5",
+                r#""""#,
+                r#""hi""#,
+                r#""a\nb""#,
+                r#""\u00e9""#,
+                "[]",
+                "[1]",
+                "{}",
+                r#"[{"index":0}]"#,
+            ])
+            .prop_map(str::to_owned)
+        }
+
+        fn chunk() -> impl Strategy<Value = String> {
+            let delta = object(&["content", "tool_calls", "role"], scalar());
+            let choice = object(
+                &["delta", "finish_reason", "index"],
+                prop_oneof![delta, scalar()],
+            );
+            object(
+                &["choices", "error", "id", "usage"],
+                prop_oneof![array(prop_oneof![choice, scalar()]), scalar()],
+            )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            /// Whatever a chunk holds (members twice, of any type, where
+            /// the rule looks and elsewhere), the borrowed read decides as
+            /// the `Value` read.
+            #[test]
+            fn any_chunk_is_decided_as_the_value_read_decides(chunk in chunk()) {
+                prop_assert_eq!(
+                    carries_content(chunk.as_bytes()),
+                    carries_content_in_value(chunk.as_bytes()),
+                    "{}", chunk
+                );
+            }
+        }
+    }
 }

@@ -717,6 +717,57 @@ mod tests {
         }
     }
 
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// An event's text: members with keys from a small set (a key may
+        /// come twice), `type` among them, values of every JSON type.
+        fn event() -> impl Strategy<Value = String> {
+            let value = proptest::sample::select(vec![
+                r#""content_block_delta""#,
+                r#""message_stop""#,
+                r#""ping""#,
+                r#""error""#,
+                r#""message\u005fdelta""#,
+                r#""""#,
+                "null",
+                "0",
+                "[]",
+                r#"{"type":"message_stop"}"#,
+            ]);
+            proptest::collection::vec(
+                (
+                    proptest::sample::select(vec!["type", "index", "delta"]),
+                    value,
+                ),
+                0..4,
+            )
+            .prop_map(|members| {
+                let members: Vec<String> = members
+                    .iter()
+                    .map(|(key, value)| format!("\"{key}\":{value}"))
+                    .collect();
+                format!("{{{}}}", members.join(","))
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1000))]
+
+            /// Whatever an event holds, the quick read of its type decides
+            /// as the `Value` read.
+            #[test]
+            fn any_event_is_decided_as_the_value_read_decides(event in event()) {
+                prop_assert_eq!(
+                    carries_content(event.as_bytes()),
+                    carries_content_in_value(event.as_bytes()),
+                    "{}", event
+                );
+            }
+        }
+    }
+
     /// The quick read of an event's type decides as the `Value` read.
     #[test]
     fn the_quick_read_of_an_event_decides_as_the_value_read() {
