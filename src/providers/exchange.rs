@@ -208,7 +208,7 @@ impl ChatExchange {
             }
         }
         super::checks::anthropic_messages(&body)?;
-        let translated = anthropic::anthropic_to_openai_request(&Value::Object(body.clone()))?;
+        let translated = anthropic::anthropic_object_to_openai_request(&body)?;
         let openai = openai::parse_chat_request(
             &serde_json::to_vec(&translated).map_err(|_| RequestError::Encode)?,
         )?;
@@ -304,9 +304,7 @@ impl ChatExchange {
                 body["model"] = json!(upstream_model);
                 body
             }
-            (_, Wire::Gemini) => {
-                gemini::openai_to_gemini_request(&Value::Object(self.openai.body.clone()))?
-            }
+            (_, Wire::Gemini) => gemini::openai_object_to_gemini_request(&self.openai.body)?,
         };
         serde_json::to_vec(&body)
             .map(Bytes::from)

@@ -12,8 +12,8 @@ mod response;
 mod stream;
 
 pub use request::{
-    AnthropicRequestOptions, DEFAULT_MAX_TOKENS, anthropic_to_openai_request,
-    openai_object_to_anthropic_request, openai_to_anthropic_request,
+    AnthropicRequestOptions, DEFAULT_MAX_TOKENS, anthropic_object_to_openai_request,
+    anthropic_to_openai_request, openai_object_to_anthropic_request, openai_to_anthropic_request,
 };
 pub use response::{
     anthropic_error_to_openai, anthropic_to_openai_response, finish_reason_of,

@@ -406,7 +406,14 @@ fn openai_tool_choice_to_anthropic(
 /// `context_management` and server tools (web search, ...) are dropped.
 /// Streams ask for the usage chunk (`stream_options.include_usage`).
 pub fn anthropic_to_openai_request(body: &Value) -> Result<Value, TranslateError> {
-    let body = request_object(body)?;
+    anthropic_object_to_openai_request(request_object(body)?)
+}
+
+/// [`anthropic_to_openai_request`] of a body already known to be an object
+/// (the Anthropic door's parsed request: no copy of it is made to translate it).
+pub fn anthropic_object_to_openai_request(
+    body: &Map<String, Value>,
+) -> Result<Value, TranslateError> {
     let mut out = Map::new();
     copy_field(body, "model", &mut out, "model");
 

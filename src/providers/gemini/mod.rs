@@ -12,7 +12,7 @@ pub use ingress::{
     gemini_to_openai_request, openai_error_to_gemini, openai_to_gemini_response,
     stream_error_event,
 };
-pub use request::openai_to_gemini_request;
+pub use request::{openai_object_to_gemini_request, openai_to_gemini_request};
 pub use response::{finish_reason_of, gemini_error_to_openai, gemini_to_openai_response, usage_of};
 pub use stream::GeminiToOpenAiStream;
 

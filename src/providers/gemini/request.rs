@@ -19,7 +19,12 @@ use std::collections::HashMap;
 /// a user turn, named after the call they answer. Consecutive turns of one
 /// role are merged.
 pub fn openai_to_gemini_request(body: &Value) -> Result<Value, TranslateError> {
-    let body = request_object(body)?;
+    openai_object_to_gemini_request(request_object(body)?)
+}
+
+/// [`openai_to_gemini_request`] of a body already known to be an object (the
+/// gateway's parsed request: no copy of it is made to translate it).
+pub fn openai_object_to_gemini_request(body: &Map<String, Value>) -> Result<Value, TranslateError> {
     let messages = body
         .get("messages")
         .and_then(Value::as_array)
