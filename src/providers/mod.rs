@@ -256,6 +256,30 @@ fn parse_go_duration(text: &str) -> Option<Duration> {
     Some(Duration::from_secs_f64(total))
 }
 
+/// Property-test input for the stream reads: JSON objects written as text,
+/// so that a key may come twice (a `Value` cannot hold that).
+#[cfg(test)]
+pub(crate) mod json_text {
+    use proptest::prelude::*;
+
+    /// An object of up to four members, keys from `keys`, values from
+    /// `values` (each already JSON text).
+    pub fn object(
+        keys: &'static [&'static str],
+        values: impl Strategy<Value = String>,
+    ) -> impl Strategy<Value = String> {
+        proptest::collection::vec((proptest::sample::select(keys), values), 0..5).prop_map(
+            |members| {
+                let members: Vec<String> = members
+                    .iter()
+                    .map(|(key, value)| format!("\"{key}\":{value}"))
+                    .collect();
+                format!("{{{}}}", members.join(","))
+            },
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -661,24 +661,8 @@ mod tests {
 
     mod props {
         use super::*;
+        use crate::providers::json_text::object;
         use proptest::prelude::*;
-
-        /// A JSON object's text from members whose keys come from `keys`
-        /// (so a key may come twice) and whose values come from `values`.
-        fn object(
-            keys: &'static [&'static str],
-            values: impl Strategy<Value = String>,
-        ) -> impl Strategy<Value = String> {
-            proptest::collection::vec((proptest::sample::select(keys), values), 0..5).prop_map(
-                |members| {
-                    let members: Vec<String> = members
-                        .iter()
-                        .map(|(key, value)| format!("\"{key}\":{value}"))
-                        .collect();
-                    format!("{{{}}}", members.join(","))
-                },
-            )
-        }
 
         fn array(items: impl Strategy<Value = String>) -> impl Strategy<Value = String> {
             proptest::collection::vec(items, 0..3)

@@ -307,6 +307,16 @@ impl ChunkWriter {
         )
     }
 
+    /// A chunk of text: `{"content": text}` as its delta, written from the
+    /// borrowed text rather than a `json!` map (the bytes are the same).
+    pub fn text(&self, index: u64, text: &str) -> Bytes {
+        #[derive(serde::Serialize)]
+        struct TextContent<'a> {
+            content: &'a str,
+        }
+        self.chunk(index, &TextContent { content: text }, None)
+    }
+
     pub fn usage_chunk(&self, usage: Value) -> Bytes {
         data_sse(&json!({
             "id": self.id,
@@ -587,6 +597,11 @@ mod tests {
                 Bytes::from(format!("data: {tree}\n\n"))
             );
         }
+        let text = "a\nb \"q\" \u{e9}";
+        assert_eq!(
+            writer.text(3, text),
+            writer.chunk(3, &json!({ "content": text }), None)
+        );
         let error = wire_error::anthropic("api_error", "x");
         assert_eq!(
             anthropic_sse("error", &error),

@@ -103,7 +103,7 @@ impl StreamTranslator for GeminiToOpenAiStream {
             let index = candidate_index(candidate, position);
             let parts = candidate_parts(candidate);
             if let Some(text) = parts.text.filter(|text| !text.is_empty()) {
-                out.push(self.writer.chunk(index, &json!({ "content": text }), None));
+                out.push(self.writer.text(index, &text));
             }
             for (name, args) in parts.calls {
                 let sent = self.tool_calls.entry(index).or_insert(0);
