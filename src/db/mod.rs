@@ -60,8 +60,11 @@ use std::time::Duration;
 /// owned (clone arguments before the macro). It evaluates to a
 /// `diesel::QueryResult<T>`; `?` inside it propagates as a [`DbError`].
 macro_rules! run_query {
-    ($db:expr, |$conn:ident| $body:expr) => {{
-        let pools = $db.inner.pools.clone();
+    ($db:expr, |$conn:ident| $body:expr) => {
+        run_query!(pools: $db.inner.pools.clone(), $db, |$conn| $body)
+    };
+    (pools: $pools:expr, $db:expr, |$conn:ident| $body:expr) => {{
+        let pools: $crate::db::Pools = $pools;
         let timeout = $db.inner.checkout_timeout;
         $db.spawn(async move {
             match pools {
@@ -85,6 +88,7 @@ macro_rules! run_query {
 
 pub mod admin;
 pub mod billing;
+mod cached_sql;
 pub mod changes;
 pub mod limit_shares;
 pub mod logs;
@@ -294,8 +298,16 @@ impl Drop for DbRuntime {
 }
 
 struct Inner {
-    // Field order is drop order: the pool (and its connections) goes before the runtime.
+    // Field order is drop order: the pools (and their connections) go before the runtime.
     pools: Pools,
+    /// The usage writer's own connection on SQLite (a pool of one, next to
+    /// `pools`); the same pool as `pools` on PostgreSQL. Its batches'
+    /// statements (multi-row INSERTs of every fixed size, the rollup
+    /// upserts) are prepared once, on this connection only, instead of on
+    /// each pooled one that a batch happened to take (bench/README.md);
+    /// it also keeps the request logs' index pages in its cache. One batch
+    /// is written at a time, so one connection is never waited for.
+    usage_pools: Pools,
     backend: Backend,
     checkout_timeout: Duration,
     /// SQLite has one writer at a time; writers that find the lock taken
@@ -616,31 +628,34 @@ pub async fn migrate_revert(settings: &DatabaseSettings) -> Result<Option<String
     }
 }
 
+/// A pool of at most `max_size` SQLite connections, each set up by
+/// [`sqlite_setup`].
+fn sqlite_pool(settings: &DatabaseSettings, max_size: usize) -> Result<Pool<SqliteConn>, DbError> {
+    let mut config = ManagerConfig::<SqliteConn>::default();
+    config.recycling_method = RecyclingMethod::Fast;
+    config.custom_setup = Box::new(sqlite_setup);
+    let manager =
+        AsyncDieselConnectionManager::<SqliteConn>::new_with_config(settings.sqlite_path(), config);
+    Pool::builder(manager)
+        .max_size(max_size)
+        .queue_mode(POOL_QUEUE_MODE)
+        .build()
+        .map_err(|err| DbError::Pool(err.to_string()))
+}
+
 /// Connects to the configured database: applies pending migrations, then
-/// builds the pool. Works from an actix system thread and from any tokio runtime.
+/// builds the pools. Works from an actix system thread and from any tokio runtime.
 pub async fn connect(settings: &DatabaseSettings) -> Result<Db, DbError> {
     let runtime = DbRuntime::new()?;
     // Random: instances on different hosts must not share it.
     let instance = format!("sy-{}", hex::encode(rand::random::<[u8; 8]>()));
     migrate(&runtime, settings, MigrationOp::Run).await?;
     let max_size = settings.max_connections.max(1);
-    let pools = match settings.backend() {
-        Backend::Sqlite => {
-            let mut config = ManagerConfig::<SqliteConn>::default();
-            config.recycling_method = RecyclingMethod::Fast;
-            config.custom_setup = Box::new(sqlite_setup);
-            let manager = AsyncDieselConnectionManager::<SqliteConn>::new_with_config(
-                settings.sqlite_path(),
-                config,
-            );
-            Pools::Sqlite(
-                Pool::builder(manager)
-                    .max_size(max_size)
-                    .queue_mode(POOL_QUEUE_MODE)
-                    .build()
-                    .map_err(|err| DbError::Pool(err.to_string()))?,
-            )
-        }
+    let (pools, usage_pools) = match settings.backend() {
+        Backend::Sqlite => (
+            Pools::Sqlite(sqlite_pool(settings, max_size)?),
+            Pools::Sqlite(sqlite_pool(settings, 1)?),
+        ),
         Backend::Postgres => {
             let mut config = ManagerConfig::<AsyncPgConnection>::default();
             let marked = instance.clone();
@@ -649,18 +664,20 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<Db, DbError> {
                 &settings.url,
                 config,
             );
-            Pools::Postgres(
+            let pools = Pools::Postgres(
                 Pool::builder(manager)
                     .max_size(max_size)
                     .queue_mode(POOL_QUEUE_MODE)
                     .build()
                     .map_err(|err| DbError::Pool(err.to_string()))?,
-            )
+            );
+            (pools.clone(), pools)
         }
     };
     Ok(Db {
         inner: Arc::new(Inner {
             pools,
+            usage_pools,
             backend: settings.backend(),
             checkout_timeout: settings.connect_timeout,
             sqlite_writer: tokio::sync::Mutex::new(()),

@@ -29,6 +29,7 @@
 //! The migration `2026-12-03-000200_usage_hourly` fills the table from the
 //! request logs already stored, with the same buckets.
 
+use super::cached_sql::{CachedSql, fixed_size_chunks};
 use super::{Db, DbError};
 use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Text};
@@ -86,9 +87,10 @@ const SATURATING: [&str; 10] = [
     "audio_ms",
     "search_units",
 ];
-/// Rows per multi-row upsert: 500 rows bind 1,000 strings, far under both
-/// backends' limits.
-const UPSERT_CHUNK_ROWS: usize = 500;
+/// Rows per multi-row upsert, largest first ([`fixed_size_chunks`]): 8 rows
+/// bind 792 values, far under both backends' limits, and the usage
+/// writer's connection keeps at most two prepared texts per rollup table.
+const UPSERT_CHUNK_ROWS: [usize; 2] = [8, 1];
 
 /// The bucket of a value in milliseconds.
 pub fn bucket_of(ms: i64) -> usize {
@@ -299,15 +301,11 @@ pub fn aggregate_daily(hourly: &BTreeMap<HourKey, HourlyDelta>) -> BTreeMap<Hour
     rows
 }
 
-/// The upsert statements of `rows` into `rollup`, one per chunk: the text and its string
-/// binds (model, provider of each row, in order). `placeholder(n)` writes
-/// the `n`-th (1-based) bind: `?` on SQLite, `$n` on PostgreSQL. Numbers
-/// are written into the text (they are integers the gateway computed).
-pub fn upsert_statements(
-    rows: &BTreeMap<HourKey, HourlyDelta>,
-    rollup: Rollup,
-    placeholder: fn(usize) -> String,
-) -> Vec<(String, Vec<String>)> {
+/// The upsert statements of `rows` into `rollup`, one per chunk of
+/// [`UPSERT_CHUNK_ROWS`] sizes. Every value is bound, so each chunk size
+/// has one text, prepared once by the usage writer's connection
+/// ([`CachedSql`]).
+pub fn upsert_statements(rows: &BTreeMap<HourKey, HourlyDelta>, rollup: Rollup) -> Vec<CachedSql> {
     let (table, time) = (rollup.table(), rollup.time_column());
     let columns = value_columns();
     let updates: Vec<String> = columns
@@ -333,26 +331,27 @@ pub fn upsert_statements(
         updates.join(", ")
     );
     let all: Vec<(&HourKey, &HourlyDelta)> = rows.iter().collect();
-    all.chunks(UPSERT_CHUNK_ROWS)
+    fixed_size_chunks(&all, &UPSERT_CHUNK_ROWS)
         .map(|chunk| {
-            let mut binds = Vec::with_capacity(chunk.len() * 2);
-            let values: Vec<String> = chunk
-                .iter()
-                .map(|((hour, token_id, model, provider), delta)| {
-                    binds.push(model.clone());
-                    let model_at = binds.len();
-                    binds.push(provider.clone());
-                    let provider_at = binds.len();
-                    let numbers: Vec<String> = delta.values().map(|v| v.to_string()).collect();
-                    format!(
-                        "({hour}, {token_id}, {}, {}, {})",
-                        placeholder(model_at),
-                        placeholder(provider_at),
-                        numbers.join(", ")
-                    )
-                })
-                .collect();
-            (format!("{head}{}{tail}", values.join(", ")), binds)
+            let mut statement = CachedSql::new();
+            statement.sql(&head);
+            for (row, ((hour, token_id, model, provider), delta)) in chunk.iter().enumerate() {
+                statement
+                    .sql(if row == 0 { "(" } else { ", (" })
+                    .int(*hour)
+                    .sql(", ")
+                    .int(*token_id)
+                    .sql(", ")
+                    .text(model)
+                    .sql(", ")
+                    .text(provider);
+                for value in delta.values() {
+                    statement.sql(", ").int(value);
+                }
+                statement.sql(")");
+            }
+            statement.sql(&tail);
+            statement
         })
         .collect()
 }

@@ -484,17 +484,11 @@ impl InsertRequestLogs for SqliteConn {
     ) -> BoxFuture<'_, QueryResult<()>> {
         self.spawn_blocking(move |conn| {
             let daily = rollups::aggregate_daily(&rows);
-            let statements = rollups::upsert_statements(&rows, Rollup::Hourly, |_| "?".to_owned())
+            let statements = rollups::upsert_statements(&rows, Rollup::Hourly)
                 .into_iter()
-                .chain(rollups::upsert_statements(&daily, Rollup::Daily, |_| {
-                    "?".to_owned()
-                }));
-            for (sql, binds) in statements {
-                let mut query = diesel::sql_query(sql).into_boxed::<diesel::sqlite::Sqlite>();
-                for bind in binds {
-                    query = query.bind::<diesel::sql_types::Text, _>(bind);
-                }
-                diesel::RunQueryDsl::execute(query, conn)?;
+                .chain(rollups::upsert_statements(&daily, Rollup::Daily));
+            for statement in statements {
+                diesel::RunQueryDsl::execute(statement, conn)?;
             }
             Ok(())
         })
@@ -552,17 +546,11 @@ impl InsertRequestLogs for AsyncPgConnection {
     ) -> BoxFuture<'_, QueryResult<()>> {
         async move {
             let daily = rollups::aggregate_daily(&rows);
-            let statements = rollups::upsert_statements(&rows, Rollup::Hourly, |n| format!("${n}"))
+            let statements = rollups::upsert_statements(&rows, Rollup::Hourly)
                 .into_iter()
-                .chain(rollups::upsert_statements(&daily, Rollup::Daily, |n| {
-                    format!("${n}")
-                }));
-            for (sql, binds) in statements {
-                let mut query = diesel::sql_query(sql).into_boxed::<diesel::pg::Pg>();
-                for bind in binds {
-                    query = query.bind::<diesel::sql_types::Text, _>(bind);
-                }
-                query.execute(self).await?;
+                .chain(rollups::upsert_statements(&daily, Rollup::Daily));
+            for statement in statements {
+                statement.execute(self).await?;
             }
             Ok(())
         }
@@ -811,7 +799,7 @@ impl Db {
         // No `sqlite_write_turn` here: a dropped caller must never keep the
         // batch from being written (module docs), and waiting for a turn
         // before the query is spawned would allow exactly that.
-        run_query!(self, |conn| {
+        run_query!(pools: self.inner.usage_pools.clone(), self, |conn| {
             conn.transaction(async |conn| {
                 let inserted = conn.insert_request_logs(rows).await?;
                 let inserted_set: std::collections::HashSet<&str> =
