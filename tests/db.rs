@@ -55,7 +55,56 @@ on_both_backends!(
     usage_batch_is_exact,
     a_batch_partly_stored_stores_only_its_new_records,
     a_batch_is_stored_in_the_order_the_queue_took_it,
+    a_request_log_is_found_by_its_row_id_or_its_request_id,
 );
+
+/// `GET /admin/request-logs/{id}`'s lookup: a number is a row id; anything
+/// else is a request id, the gateway's own or one a client sent in
+/// `x-request-id`, which clients may reuse: then the newest row answers.
+async fn a_request_log_is_found_by_its_row_id_or_its_request_id(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let t = TestDb::new(backend).await?;
+    let db = connect(&t.settings).await?;
+    let base = 1_795_388_400_000;
+    let mut records: Vec<UsageRecord> = (0..4_i64)
+        .map(|n| usage(base + n * 1_000, None, Some("gpt-4o"), n))
+        .collect();
+    // The gateway's id, as when the client sent none (the row's request id
+    // is its record id)...
+    records[0].request_id = records[0].record_id.clone();
+    // ...and a client's id, sent with three requests.
+    for record in &mut records[1..] {
+        record.request_id = "client-trace-7".to_owned();
+    }
+    db.write_usage_batch(&records).await?;
+    let own = db
+        .get_request_log("rec-0")
+        .await?
+        .context("the gateway's id")?;
+    assert_eq!((own.request_id.as_str(), own.latency_ms), ("rec-0", 100));
+    let newest = db
+        .get_request_log("client-trace-7")
+        .await?
+        .context("the client's id")?;
+    assert_eq!(newest.latency_ms, records[3].latency_ms);
+    assert_eq!(
+        newest.created_at,
+        base + 3_000,
+        "the newest of the reused id"
+    );
+    let by_row = db
+        .get_request_log(&own.id.to_string())
+        .await?
+        .context("the row id")?;
+    assert_eq!(by_row.id, own.id);
+    assert!(
+        db.get_request_log("rec-1").await?.is_none(),
+        "a record id is not a request id"
+    );
+    assert!(db.get_request_log("nobody-sent-this").await?.is_none());
+    Ok(())
+}
 
 /// A batch whose first records are stored already (a journal replayed after a
 /// crash): only the others are stored, counted and charged, and the write
