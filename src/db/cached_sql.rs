@@ -38,7 +38,7 @@ pub fn fixed_size_chunks<'a, T>(
 }
 
 /// One piece of a [`CachedSql`]: text, or a value bound in its place.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 enum Part {
     Sql(String),
     Int(i64),
@@ -47,7 +47,7 @@ enum Part {
 
 /// A statement built piece by piece: text and bound values in order, the
 /// placeholders written by the backend (`?` on SQLite, `$n` on PostgreSQL).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct CachedSql {
     parts: Vec<Part>,
 }

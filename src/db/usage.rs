@@ -372,18 +372,9 @@ macro_rules! saturating_sub {
 /// bench's peak RSS for ~1 us of CPU per request (bench/README.md).
 const FIXED_INSERT_ROWS: [usize; 3] = [32, 8, 1];
 
-/// `rows` cut into chunks whose lengths are all in [`FIXED_INSERT_ROWS`]:
-/// as many of the largest size as fit, then the next size, and so on.
+/// `rows` cut into chunks whose lengths are all in [`FIXED_INSERT_ROWS`].
 fn fixed_size_chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
-    let mut rest = rows;
-    std::iter::from_fn(move || {
-        let size = FIXED_INSERT_ROWS
-            .into_iter()
-            .find(|size| *size <= rest.len())?;
-        let (chunk, tail) = rest.split_at(size);
-        rest = tail;
-        Some(chunk)
-    })
+    super::cached_sql::fixed_size_chunks(rows, &FIXED_INSERT_ROWS)
 }
 
 /// Calls `$insert::<N>($conn, $chunk)` with the `N` of the chunk's length
