@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# A/B of two gateway builds: the measurement behind each row of bench/README.md's "Where the time
+# goes". Starts the mock and two gateways on SQLite with the bench's settings, one per binary,
+# then alternates wrk runs between them (A then B, B then A, ...), so that the machine's drift
+# (on the shared 2-core box, ~10% from one minute to the next) weighs on both alike. Prints each
+# pair, then the median over the pairs of B/A for the CPU per request (the whole process, and its
+# database threads alone, the less noisy figure for a change there), the throughput and the p50,
+# with how many pairs B was lower, and each gateway's peak RSS.
+#
+# Usage: bash bench/ab.sh A_BINARY B_BINARY
+#   e.g. git stash; cargo build --release --locked --bin switchyard; cp target/release/switchyard /tmp/a
+#        git stash pop; cargo build --release --locked --bin switchyard
+#        bash bench/ab.sh /tmp/a target/release/switchyard
+#
+# Environment:
+#   AB_ROW       json (default), limited (a token with every limit), stream (20 chunks passed
+#                through) or xlat (20 chunks translated from an Anthropic upstream)
+#   AB_PAIRS     pairs of runs (default 6)
+#   AB_DURATION  length of each run (default 5s)
+#   AB_CONNS     connections (default 16)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+
+[[ $# == 2 ]] || { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
+A_BIN="$(realpath "$1")"
+B_BIN="$(realpath "$2")"
+ROW="${AB_ROW:-json}"
+PAIRS="${AB_PAIRS:-6}"
+DURATION="${AB_DURATION:-5s}"
+CONNS="${AB_CONNS:-16}"
+STREAM_CHUNKS=20
+MASTER_KEY="bench-master-key-0123456789abcdef0123"
+WRK_THREADS=2
+case "$ROW" in
+json | limited) STREAM=0 MODEL=mock-gpt ;;
+stream) STREAM=1 MODEL=mock-gpt ;;
+xlat) STREAM=1 MODEL=mock-claude ;;
+*) echo "ab: AB_ROW must be json, limited, stream or xlat" >&2; exit 2 ;;
+esac
+[[ "$PAIRS" =~ ^[1-9][0-9]*$ ]] || { echo "ab: AB_PAIRS must be a positive count" >&2; exit 2; }
+for binary in "$A_BIN" "$B_BIN"; do
+    [[ -x "$binary" ]] || { echo "ab: $binary is not an executable" >&2; exit 2; }
+done
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/switchyard-ab.XXXXXX")"
+PIDS=()
+cleanup() {
+    stop_started
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+log() { printf '%s\n' "$*"; }
+die() {
+    log "ab: $*" >&2
+    exit 1
+}
+OUT=/dev/null # check_chat's copies of a failed answer
+
+command -v wrk >/dev/null 2>&1 || die "wrk is required (apt-get install -y wrk)"
+cargo build --release --locked -p mock-upstream --bin mock-upstream
+start_mock "$ROOT/target/release/mock-upstream"
+write_gateway_template "$MOCK_URL"
+
+# Nanoseconds on the CPU of a gateway's database threads (`switchyard-db`) alive now.
+db_thread_ns() {
+    local task total=0
+    for task in /proc/"$1"/task/*; do
+        [[ "$(cat "$task/comm" 2>/dev/null)" == switchyard-db ]] || continue
+        total=$((total + $(awk '{ print $1 }' "$task/schedstat" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
+}
+
+declare -A PID URL TOKEN
+for side in A B; do
+    binary_var="${side}_BIN"
+    GATEWAY_BIN="${!binary_var}"
+    start_gateway "ab-$side" "sqlite://$WORK/ab-$side.db"
+    PID[$side]="$GW_PID"
+    URL[$side]="$GW_URL"
+    if [[ "$ROW" == limited ]]; then
+        TOKEN[$side]="$(create_token "$GW_URL" "$LIMITED_TOKEN_JSON")"
+    else
+        TOKEN[$side]="$(create_token "$GW_URL" '{"name":"ab"}')"
+    fi
+    check_chat "$GW_URL" "${TOKEN[$side]}" "$MODEL" "$STREAM"
+    # A warm-up: the first seconds of a fresh gateway (its caches, the database's pages) are
+    # not what either binary costs.
+    BENCH_AUTH="${TOKEN[$side]}" BENCH_STREAM="$STREAM" BENCH_MODEL="$MODEL" \
+        wrk -t"$WRK_THREADS" -c"$CONNS" -d2s -s "$ROOT/bench/chat.lua" "$GW_URL" >/dev/null 2>&1
+done
+
+# run SIDE: one measured run; prints "req/s p50_ms cpu_us_per_request db_us_per_request".
+run() {
+    local side="$1" pid raw ticks_before ticks_after db_before db_after parsed
+    pid="${PID[$side]}"
+    raw="$WORK/wrk-$side.txt"
+    require_alive "$pid" "gateway $side"
+    ticks_before="$(cpu_ticks "$pid")"
+    db_before="$(db_thread_ns "$pid")"
+    BENCH_AUTH="${TOKEN[$side]}" BENCH_STREAM="$STREAM" BENCH_MODEL="$MODEL" \
+        wrk -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$ROOT/bench/chat.lua" \
+        "${URL[$side]}" >"$raw" 2>&1 || { cat "$raw" >&2; die "wrk failed"; }
+    ticks_after="$(cpu_ticks "$pid")"
+    db_after="$(db_thread_ns "$pid")"
+    parsed="$(parse_wrk "$raw")"
+    [[ "$(awk '{ print $5 + $6 }' <<<"$parsed")" == 0 ]] ||
+        die "gateway $side answered with errors: $(grep '^bench:' "$raw")"
+    awk -v t="$((ticks_after - ticks_before))" -v hz="$CLK_TCK" -v db="$((db_after - db_before))" \
+        '{ printf "%s %s %.2f %.2f\n", $1, $2, t / hz * 1e6 / $4, db / 1e3 / $4 }' <<<"$parsed"
+}
+
+log "A: $A_BIN (pid ${PID[A]})"
+log "B: $B_BIN (pid ${PID[B]})"
+log "row $ROW, $PAIRS pairs of $DURATION at c=$CONNS; per run: req/s, p50 ms, CPU us/req, database threads us/req"
+: >"$WORK/pairs.txt"
+for pair in $(seq 1 "$PAIRS"); do
+    if ((pair % 2)); then
+        a="$(run A)"
+        b="$(run B)"
+    else
+        b="$(run B)"
+        a="$(run A)"
+    fi
+    log "pair $pair: A $a | B $b"
+    echo "$a $b" >>"$WORK/pairs.txt"
+done
+
+python3 - "$WORK/pairs.txt" <<'PY'
+import statistics, sys
+pairs = [list(map(float, line.split())) for line in open(sys.argv[1]) if line.strip()]
+for name, col in [("req/s", 0), ("p50", 1), ("CPU per request", 2), ("database threads", 3)]:
+    ratios = [b[col] / a[col] for a, b in ((p[:4], p[4:]) for p in pairs) if a[col] > 0]
+    if not ratios:
+        continue
+    lower = sum(r < 1 for r in ratios)
+    print(f"{name:17} B/A median {statistics.median(ratios):.3f}, mean {statistics.mean(ratios):.3f}"
+          f" (B lower in {lower} of {len(ratios)}); A median {statistics.median(p[col] for p in pairs):.2f},"
+          f" B median {statistics.median(p[4 + col] for p in pairs):.2f}")
+PY
+for side in A B; do
+    log "peak RSS $side: $(awk '/VmHWM/ { print $2, $3 }' "/proc/${PID[$side]}/status")"
+done
