@@ -54,6 +54,7 @@ on_both_backends!(
     unique_violations_are_conflicts,
     usage_batch_is_exact,
     a_batch_partly_stored_stores_only_its_new_records,
+    a_large_batch_is_stored_whole_once,
     a_batch_is_stored_in_the_order_the_queue_took_it,
     a_request_log_is_found_by_its_row_id_or_its_request_id,
 );
@@ -148,6 +149,56 @@ async fn a_batch_partly_stored_stores_only_its_new_records(backend: Backend) -> 
         stored.spent_nanos,
         records.iter().map(|r| r.cost_nanos).sum::<i64>()
     );
+    Ok(())
+}
+
+/// A batch larger than every INSERT size (the writer cuts it into chunks of
+/// fixed row counts, 128/32/8/1 on PostgreSQL and 32/8/1 on SQLite, each
+/// statement prepared once): every record is stored, charged and counted
+/// once, and the batch replayed with one record more stores only that one.
+async fn a_large_batch_is_stored_whole_once(backend: Backend) -> anyhow::Result<()> {
+    let t = TestDb::new(backend).await?;
+    let db = connect(&t.settings).await?;
+    let token = db.create_token(&new_token("large", None)).await?.id;
+    // 301 = 2 x 128 + 32 + 8 + 5 x 1 on PostgreSQL, 9 x 32 + 8 + 5 x 1 on SQLite.
+    let records: Vec<UsageRecord> = (0..301_i64)
+        .map(|n| usage(1_795_388_400_000 + n, Some(token), Some("gpt-4o"), n))
+        .collect();
+    let stored = db.write_usage_batch(&records[..300]).await?;
+    assert_eq!(
+        BTreeSet::from_iter(stored),
+        records[..300]
+            .iter()
+            .map(|r| r.record_id.clone())
+            .collect::<BTreeSet<_>>()
+    );
+    let replayed = db.write_usage_batch(&records).await?;
+    assert_eq!(replayed, vec![records[300].record_id.clone()]);
+
+    assert_eq!(db.count_request_logs().await?, 301);
+    let (_, charged) = db
+        .list_billing(&switchyard::db::BillingFilter::default(), 1, 0)
+        .await?;
+    assert_eq!(charged, 301);
+    let stored = db.get_token(token).await?.context("token")?;
+    assert_eq!(stored.request_count, 301);
+    assert_eq!(
+        stored.spent_nanos,
+        records.iter().map(|r| r.cost_nanos).sum::<i64>()
+    );
+    // Every row once, each with its own figures.
+    let rows = db.list_request_logs(400, 0).await?;
+    let mut seen: Vec<(String, i64)> = rows
+        .iter()
+        .map(|row| (row.request_id.clone(), row.prompt_tokens))
+        .collect();
+    seen.sort();
+    let mut expected: Vec<(String, i64)> = records
+        .iter()
+        .map(|r| (r.request_id.clone(), r.prompt_tokens))
+        .collect();
+    expected.sort();
+    assert_eq!(seen, expected);
     Ok(())
 }
 

@@ -443,8 +443,8 @@ fn insert_charges_chunk<const N: usize>(
     )
 }
 
-/// Multi-row INSERT into `request_logs`, in chunks of [`INSERT_CHUNK_ROWS`]
-/// (PostgreSQL) or of the cached [`FIXED_INSERT_ROWS`] sizes (SQLite),
+/// Multi-row INSERT into `request_logs`, in chunks of the cached
+/// [`PG_FIXED_INSERT_ROWS`] (PostgreSQL) or [`FIXED_INSERT_ROWS`] (SQLite) sizes,
 /// skipping rows whose `record_id` is already stored; returns the
 /// `record_id`s it inserted.
 ///
@@ -530,6 +530,53 @@ impl InsertRequestLogs for SqliteConn {
     }
 }
 
+/// The row counts of PostgreSQL's multi-row INSERTs (request logs and
+/// charges), largest first. A `Vec` of rows has no fixed text, so diesel
+/// sent the INSERT of each chunk of up to 500 rows unnamed, and PostgreSQL
+/// parsed and planned it again for every chunk: for the charges, ~9 us of
+/// the server's CPU per request in the bench's JSON row, more than their
+/// execution (bench/README.md). A chunk of one of these sizes is a
+/// `&[row; N]`, whose statement each pooled connection prepares once (its
+/// plan lives in the server, not in the gateway). Larger chunks than
+/// SQLite's: each chunk is a round trip here.
+const PG_FIXED_INSERT_ROWS: [usize; 4] = [128, 32, 8, 1];
+
+/// Calls `$insert::<N>($conn, $chunk)` with the `N` of the chunk's length
+/// (one of [`PG_FIXED_INSERT_ROWS`]).
+macro_rules! pg_fixed_size {
+    ($insert:ident, $conn:expr, $chunk:expr) => {
+        match $chunk.len() {
+            128 => $insert::<128>($conn, $chunk).boxed(),
+            32 => $insert::<32>($conn, $chunk).boxed(),
+            8 => $insert::<8>($conn, $chunk).boxed(),
+            _ => $insert::<1>($conn, $chunk).boxed(),
+        }
+    };
+}
+
+async fn insert_logs_chunk_pg<const N: usize>(
+    conn: &mut AsyncPgConnection,
+    chunk: &[NewRequestLog],
+) -> QueryResult<Vec<String>> {
+    diesel::insert_into(request_logs::table)
+        .values(as_array::<_, N>(chunk)?)
+        .on_conflict(request_logs::record_id)
+        .do_nothing()
+        .returning(request_logs::record_id)
+        .get_results::<String>(conn)
+        .await
+}
+
+async fn insert_charges_chunk_pg<const N: usize>(
+    conn: &mut AsyncPgConnection,
+    chunk: &[NewCharge],
+) -> QueryResult<usize> {
+    diesel::insert_into(billing_records::table)
+        .values(as_array::<_, N>(chunk)?)
+        .execute(conn)
+        .await
+}
+
 impl InsertRequestLogs for AsyncPgConnection {
     fn upsert_hourly(
         &mut self,
@@ -554,16 +601,8 @@ impl InsertRequestLogs for AsyncPgConnection {
     ) -> BoxFuture<'_, QueryResult<Vec<String>>> {
         async move {
             let mut inserted = Vec::with_capacity(rows.len());
-            for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
-                inserted.extend(
-                    diesel::insert_into(request_logs::table)
-                        .values(chunk)
-                        .on_conflict(request_logs::record_id)
-                        .do_nothing()
-                        .returning(request_logs::record_id)
-                        .get_results::<String>(self)
-                        .await?,
-                );
+            for chunk in super::cached_sql::fixed_size_chunks(&rows, &PG_FIXED_INSERT_ROWS) {
+                inserted.extend(pg_fixed_size!(insert_logs_chunk_pg, self, chunk).await?);
             }
             Ok(inserted)
         }
@@ -572,11 +611,8 @@ impl InsertRequestLogs for AsyncPgConnection {
 
     fn insert_charges(&mut self, charges: Vec<NewCharge>) -> BoxFuture<'_, QueryResult<()>> {
         async move {
-            for chunk in charges.chunks(INSERT_CHUNK_ROWS) {
-                diesel::insert_into(billing_records::table)
-                    .values(chunk)
-                    .execute(self)
-                    .await?;
+            for chunk in super::cached_sql::fixed_size_chunks(&charges, &PG_FIXED_INSERT_ROWS) {
+                pg_fixed_size!(insert_charges_chunk_pg, self, chunk).await?;
             }
             Ok(())
         }
