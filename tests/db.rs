@@ -138,18 +138,7 @@ async fn a_batch_partly_stored_stores_only_its_new_records(backend: Backend) -> 
     );
     assert!(db.write_usage_batch(&records).await?.is_empty());
 
-    assert_eq!(db.count_request_logs().await?, 60);
-    let (_, charged) = db
-        .list_billing(&switchyard::db::BillingFilter::default(), 100, 0)
-        .await?;
-    assert_eq!(charged, 60);
-    let stored = db.get_token(token).await?.context("token")?;
-    assert_eq!(stored.request_count, 60);
-    assert_eq!(
-        stored.spent_nanos,
-        records.iter().map(|r| r.cost_nanos).sum::<i64>()
-    );
-    Ok(())
+    assert_stored_charged_and_counted(&db, token, &records).await
 }
 
 /// A batch larger than every INSERT size (the writer cuts it into chunks of
@@ -175,17 +164,7 @@ async fn a_large_batch_is_stored_whole_once(backend: Backend) -> anyhow::Result<
     let replayed = db.write_usage_batch(&records).await?;
     assert_eq!(replayed, vec![records[300].record_id.clone()]);
 
-    assert_eq!(db.count_request_logs().await?, 301);
-    let (_, charged) = db
-        .list_billing(&switchyard::db::BillingFilter::default(), 1, 0)
-        .await?;
-    assert_eq!(charged, 301);
-    let stored = db.get_token(token).await?.context("token")?;
-    assert_eq!(stored.request_count, 301);
-    assert_eq!(
-        stored.spent_nanos,
-        records.iter().map(|r| r.cost_nanos).sum::<i64>()
-    );
+    assert_stored_charged_and_counted(&db, token, &records).await?;
     // Every row once, each with its own figures.
     let rows = db.list_request_logs(400, 0).await?;
     let mut seen: Vec<(String, i64)> = rows
@@ -199,6 +178,28 @@ async fn a_large_batch_is_stored_whole_once(backend: Backend) -> anyhow::Result<
         .collect();
     expected.sort();
     assert_eq!(seen, expected);
+    Ok(())
+}
+
+/// Each of `records`, all of `token`, has its request log and its charge,
+/// and the token counts them all, at their whole cost.
+async fn assert_stored_charged_and_counted(
+    db: &Db,
+    token: i64,
+    records: &[UsageRecord],
+) -> anyhow::Result<()> {
+    let expected = i64::try_from(records.len())?;
+    assert_eq!(db.count_request_logs().await?, expected);
+    let (_, charged) = db
+        .list_billing(&switchyard::db::BillingFilter::default(), 1, 0)
+        .await?;
+    assert_eq!(charged, expected);
+    let stored = db.get_token(token).await?.context("token")?;
+    assert_eq!(stored.request_count, expected);
+    assert_eq!(
+        stored.spent_nanos,
+        records.iter().map(|r| r.cost_nanos).sum::<i64>()
+    );
     Ok(())
 }
 
