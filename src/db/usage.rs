@@ -17,9 +17,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use switchyard_actors::{RecordOutcome, UsageRecord, WriteReport};
 
-/// Rows per multi-row INSERT: 500 rows of 30 columns stay well under SQLite's
-/// bind limit (32,766) and PostgreSQL's (65,535).
-const INSERT_CHUNK_ROWS: usize = 500;
+/// Reservation rows per statement when a batch settles them: 500 bound ids
+/// stay well under SQLite's bind limit (32,766) and PostgreSQL's (65,535).
+/// (The INSERTs use fixed sizes: [`FIXED_INSERT_ROWS`], [`PG_FIXED_INSERT_ROWS`].)
+const SETTLE_CHUNK_ROWS: usize = 500;
 
 /// One logged client request (see [`UsageRecord`] for the fields).
 #[derive(Queryable, Selectable, Debug, Clone, Serialize)]
@@ -871,7 +872,7 @@ impl Db {
                 let row_ids: Vec<i64> = spent_by_row.keys().copied().collect();
                 let mut token_back: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
                 let mut user_back: BTreeMap<i64, i64> = BTreeMap::new();
-                for chunk in row_ids.chunks(INSERT_CHUNK_ROWS) {
+                for chunk in row_ids.chunks(SETTLE_CHUNK_ROWS) {
                     use reservations::dsl as r;
                     // A no-op UPDATE: takes the rows' locks (PostgreSQL)
                     // before their holds are read, so a concurrent lease
