@@ -222,12 +222,49 @@ impl Journal {
 
     /// Moves a spill file written by an earlier version (the same JSON
     /// lines) into the journal as segment `id`, so it is replayed like one.
+    ///
+    /// The journal may sit on another filesystem than the spill file (a
+    /// tmpfs, a volume of its own), where no rename reaches: then the file
+    /// is copied in and removed.
     pub fn adopt(&self, file: &Path, id: SegmentId) -> std::io::Result<bool> {
-        match std::fs::rename(file, self.path(id)) {
+        let segment = self.path(id);
+        match std::fs::rename(file, &segment) {
             Ok(()) => Ok(true),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            // Linux refuses a rename across filesystems before it looks for
+            // the file, so whether there is one is asked on its own.
+            Err(error) if error.kind() == std::io::ErrorKind::CrossesDevices => {
+                match std::fs::symlink_metadata(file) {
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                    Err(error) => Err(error),
+                    Ok(_) => {
+                        self.copy_in(file, &segment)?;
+                        Ok(true)
+                    }
+                }
+            }
             Err(error) => Err(error),
         }
+    }
+
+    /// Copies `file` to `segment` (owner-only, synced), then removes it.
+    /// The copy is made under a name that is not a segment's and renamed
+    /// when whole, so a crash midway leaves no half segment to replay; a
+    /// crash between the rename and the removal leaves the file to be
+    /// adopted again at the next start: its lines with a `record_id` are
+    /// still stored once, older lines without one twice (the window is one
+    /// `unlink` of a one-time migration).
+    fn copy_in(&self, file: &Path, segment: &Path) -> std::io::Result<()> {
+        let partial = segment.with_extension("adopting");
+        std::fs::copy(file, &partial)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o600))?;
+        }
+        File::open(&partial)?.sync_all()?;
+        std::fs::rename(&partial, segment)?;
+        std::fs::remove_file(file)
     }
 }
 
@@ -343,6 +380,57 @@ mod tests {
         let mode = |path: &Path| std::fs::metadata(path).map(|m| m.permissions().mode() & 0o777);
         assert_eq!(mode(journal.dir())?, 0o700);
         assert_eq!(mode(&journal.path(1))?, 0o600);
+        Ok(())
+    }
+
+    /// Two temporary directories on different filesystems (a journal on
+    /// tmpfs beside a data directory on disk, as in a container with a
+    /// volume of its own): `/dev/shm` and the system's temporary directory.
+    #[cfg(unix)]
+    fn dirs_on_two_filesystems() -> std::io::Result<(tempfile::TempDir, tempfile::TempDir)> {
+        use std::os::unix::fs::MetadataExt;
+        let disk = tempfile::tempdir()?;
+        let memory = tempfile::tempdir_in("/dev/shm")?;
+        let device = |path: &Path| std::fs::metadata(path).map(|meta| meta.dev());
+        assert_ne!(
+            device(disk.path())?,
+            device(memory.path())?,
+            "this test needs /dev/shm on a filesystem other than {}",
+            disk.path().display()
+        );
+        Ok((disk, memory))
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn no_spill_file_on_another_filesystem_is_nothing_to_adopt() -> std::io::Result<()> {
+        let (disk, memory) = dirs_on_two_filesystems()?;
+        let journal = Journal::open(memory.path().join("j"))?;
+        // Linux refuses a rename across filesystems before it looks for the
+        // file: the answer must still be "nothing there", not an error that
+        // stops the gateway from starting.
+        assert!(!journal.adopt(&disk.path().join("usage-spill.jsonl"), 1)?);
+        assert_eq!(journal.segments()?, Vec::<SegmentId>::new());
+        Ok(())
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_spill_file_on_another_filesystem_is_copied_in() -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let (disk, memory) = dirs_on_two_filesystems()?;
+        let spill = disk.path().join("usage-spill.jsonl");
+        let lines = b"{\"request_id\":\"r1\"}\n{\"request_id\":\"r2\"}\n";
+        std::fs::write(&spill, lines)?;
+        std::fs::set_permissions(&spill, std::fs::Permissions::from_mode(0o644))?;
+        let journal = Journal::open(memory.path().join("j"))?;
+        assert!(journal.adopt(&spill, 7)?);
+        assert_eq!(journal.segments()?, vec![7]);
+        assert_eq!(std::fs::read(journal.path(7))?, lines);
+        let mode = std::fs::metadata(journal.path(7))?.permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(!spill.exists(), "the spill file is moved, not copied");
+        assert!(!journal.adopt(&spill, 8)?);
         Ok(())
     }
 }
