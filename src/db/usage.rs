@@ -378,13 +378,14 @@ fn fixed_size_chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
     super::cached_sql::fixed_size_chunks(rows, &FIXED_INSERT_ROWS)
 }
 
-/// Calls `$insert::<N>($conn, $chunk)` with the `N` of the chunk's length
-/// (one of [`FIXED_INSERT_ROWS`]).
+/// Calls `$insert::<N>($conn, $chunk)` with the `N` of the chunk's length:
+/// one of the sizes listed, else 1 (the listed sizes are those of
+/// [`FIXED_INSERT_ROWS`] or [`PG_FIXED_INSERT_ROWS`] but the last; a chunk
+/// of another length is refused by [`as_array`]).
 macro_rules! fixed_size {
-    ($insert:ident, $conn:expr, $chunk:expr) => {
+    ($insert:ident, $conn:expr, $chunk:expr, [$($n:literal),*]) => {
         match $chunk.len() {
-            32 => $insert::<32>($conn, $chunk),
-            8 => $insert::<8>($conn, $chunk),
+            $($n => $insert::<$n>($conn, $chunk),)*
             _ => $insert::<1>($conn, $chunk),
         }
     };
@@ -500,7 +501,7 @@ impl InsertRequestLogs for SqliteConn {
             let all_new = conn.transaction(|conn| {
                 let mut stored = 0;
                 for chunk in fixed_size_chunks(&rows) {
-                    stored += fixed_size!(insert_logs_chunk_counted, conn, chunk)?;
+                    stored += fixed_size!(insert_logs_chunk_counted, conn, chunk, [32, 8])?;
                 }
                 if stored == rows.len() {
                     Ok(())
@@ -515,7 +516,7 @@ impl InsertRequestLogs for SqliteConn {
             }
             let mut inserted = Vec::with_capacity(rows.len());
             for chunk in fixed_size_chunks(&rows) {
-                inserted.extend(fixed_size!(insert_logs_chunk, conn, chunk)?);
+                inserted.extend(fixed_size!(insert_logs_chunk, conn, chunk, [32, 8])?);
             }
             Ok(inserted)
         })
@@ -524,7 +525,7 @@ impl InsertRequestLogs for SqliteConn {
     fn insert_charges(&mut self, charges: Vec<NewCharge>) -> BoxFuture<'_, QueryResult<()>> {
         self.spawn_blocking(move |conn| {
             for chunk in fixed_size_chunks(&charges) {
-                fixed_size!(insert_charges_chunk, conn, chunk)?;
+                fixed_size!(insert_charges_chunk, conn, chunk, [32, 8])?;
             }
             Ok(())
         })
@@ -542,40 +543,35 @@ impl InsertRequestLogs for SqliteConn {
 /// SQLite's: each chunk is a round trip here.
 const PG_FIXED_INSERT_ROWS: [usize; 4] = [128, 32, 8, 1];
 
-/// Calls `$insert::<N>($conn, $chunk)` with the `N` of the chunk's length
-/// (one of [`PG_FIXED_INSERT_ROWS`]).
-macro_rules! pg_fixed_size {
-    ($insert:ident, $conn:expr, $chunk:expr) => {
-        match $chunk.len() {
-            128 => $insert::<128>($conn, $chunk).boxed(),
-            32 => $insert::<32>($conn, $chunk).boxed(),
-            8 => $insert::<8>($conn, $chunk).boxed(),
-            _ => $insert::<1>($conn, $chunk).boxed(),
-        }
-    };
+// Boxed: each `N` makes a future of its own type, and [`fixed_size!`]'s
+// arms must agree on one.
+fn insert_logs_chunk_pg<'a, const N: usize>(
+    conn: &'a mut AsyncPgConnection,
+    chunk: &'a [NewRequestLog],
+) -> BoxFuture<'a, QueryResult<Vec<String>>> {
+    async move {
+        diesel::insert_into(request_logs::table)
+            .values(as_array::<_, N>(chunk)?)
+            .on_conflict(request_logs::record_id)
+            .do_nothing()
+            .returning(request_logs::record_id)
+            .get_results::<String>(conn)
+            .await
+    }
+    .boxed()
 }
 
-async fn insert_logs_chunk_pg<const N: usize>(
-    conn: &mut AsyncPgConnection,
-    chunk: &[NewRequestLog],
-) -> QueryResult<Vec<String>> {
-    diesel::insert_into(request_logs::table)
-        .values(as_array::<_, N>(chunk)?)
-        .on_conflict(request_logs::record_id)
-        .do_nothing()
-        .returning(request_logs::record_id)
-        .get_results::<String>(conn)
-        .await
-}
-
-async fn insert_charges_chunk_pg<const N: usize>(
-    conn: &mut AsyncPgConnection,
-    chunk: &[NewCharge],
-) -> QueryResult<usize> {
-    diesel::insert_into(billing_records::table)
-        .values(as_array::<_, N>(chunk)?)
-        .execute(conn)
-        .await
+fn insert_charges_chunk_pg<'a, const N: usize>(
+    conn: &'a mut AsyncPgConnection,
+    chunk: &'a [NewCharge],
+) -> BoxFuture<'a, QueryResult<usize>> {
+    async move {
+        diesel::insert_into(billing_records::table)
+            .values(as_array::<_, N>(chunk)?)
+            .execute(conn)
+            .await
+    }
+    .boxed()
 }
 
 impl InsertRequestLogs for AsyncPgConnection {
@@ -603,7 +599,8 @@ impl InsertRequestLogs for AsyncPgConnection {
         async move {
             let mut inserted = Vec::with_capacity(rows.len());
             for chunk in super::cached_sql::fixed_size_chunks(&rows, &PG_FIXED_INSERT_ROWS) {
-                inserted.extend(pg_fixed_size!(insert_logs_chunk_pg, self, chunk).await?);
+                inserted
+                    .extend(fixed_size!(insert_logs_chunk_pg, self, chunk, [128, 32, 8]).await?);
             }
             Ok(inserted)
         }
@@ -613,7 +610,7 @@ impl InsertRequestLogs for AsyncPgConnection {
     fn insert_charges(&mut self, charges: Vec<NewCharge>) -> BoxFuture<'_, QueryResult<()>> {
         async move {
             for chunk in super::cached_sql::fixed_size_chunks(&charges, &PG_FIXED_INSERT_ROWS) {
-                pg_fixed_size!(insert_charges_chunk_pg, self, chunk).await?;
+                fixed_size!(insert_charges_chunk_pg, self, chunk, [128, 32, 8]).await?;
             }
             Ok(())
         }
