@@ -134,8 +134,7 @@ for side in A B; do
     check_chat "$GW_URL" "${TOKEN[$side]}" "$MODEL" "$STREAM"
     # A warm-up: the first seconds of a fresh gateway (its caches, the database's pages) are
     # not what either binary costs.
-    BENCH_AUTH="${TOKEN[$side]}" BENCH_STREAM="$STREAM" BENCH_MODEL="$MODEL" \
-        wrk -t"$WRK_THREADS" -c"$CONNS" -d2s -s "$ROOT/bench/chat.lua" "$GW_URL" >/dev/null 2>&1
+    BENCH_STREAM="$STREAM" BENCH_MODEL="$MODEL" chat_load "$GW_URL" "${TOKEN[$side]}" "$CONNS" 2s /dev/null
 done
 
 # run SIDE: one measured run; prints "req/s p50_ms cpu_us_per_request db_us_per_request
@@ -148,9 +147,9 @@ run() {
     ticks_before="$(cpu_ticks "$pid")"
     db_before="$(db_thread_ns "$pid")"
     server_before="$(server_ticks "${DB_NAME[$side]:-}")"
-    BENCH_AUTH="${TOKEN[$side]}" BENCH_STREAM="$STREAM" BENCH_MODEL="$MODEL" \
-        wrk -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$ROOT/bench/chat.lua" \
-        "${URL[$side]}" >"$raw" 2>&1 || { cat "$raw" >&2; die "wrk failed"; }
+    BENCH_STREAM="$STREAM" BENCH_MODEL="$MODEL" \
+        chat_load "${URL[$side]}" "${TOKEN[$side]}" "$CONNS" "$DURATION" "$raw" ||
+        { cat "$raw" >&2; die "wrk failed"; }
     ticks_after="$(cpu_ticks "$pid")"
     db_after="$(db_thread_ns "$pid")"
     server_ticks="$(server_ticks_since "$server_before" "${DB_NAME[$side]:-}")"

@@ -82,6 +82,13 @@ require_alive() {
     fi
 }
 
+# chat_load URL AUTH CONNS DURATION OUT: wrk drives chat.lua at URL (BENCH_STREAM and BENCH_MODEL
+# from the environment) with latency percentiles, its output in OUT; returns wrk's status.
+chat_load() {
+    BENCH_AUTH="$2" wrk -t"$WRK_THREADS" -c"$3" -d"$4" --latency -s "$ROOT/bench/chat.lua" "$1" \
+        >"$5" 2>&1
+}
+
 # wrk's human units (us, ms, s, m) to milliseconds.
 # Prints: requests/s p50_ms p99_ms requests non2xx socket_errors
 parse_wrk() {

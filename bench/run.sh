@@ -147,8 +147,7 @@ run_wrk() {
     raw="$WORK/wrk-$name-$conns-$ROUND.txt"
     require_alive "$pid" "$name"
     before="$($ticks "$pid")"
-    BENCH_AUTH="$auth" wrk -t"$WRK_THREADS" -c"$conns" -d"$DURATION" --latency \
-        -s "$ROOT/bench/chat.lua" "$url" >"$raw" 2>&1 || { cat "$raw" >&2; die "wrk failed"; }
+    chat_load "$url" "$auth" "$conns" "$DURATION" "$raw" || { cat "$raw" >&2; die "wrk failed"; }
     require_alive "$pid" "$name"
     after="$($ticks "$pid")"
     { echo "--- wrk $name c=$conns round $ROUND"; cat "$raw"; } >>"$OUT"
@@ -187,8 +186,7 @@ summarise_rounds() {
 warm_up() {
     local url="$1" auth="$2"
     [[ "$WARMUP" == 0 || "$WARMUP" == 0s ]] && return 0
-    BENCH_AUTH="$auth" wrk -t"$WRK_THREADS" -c16 -d"$WARMUP" -s "$ROOT/bench/chat.lua" "$url" \
-        >/dev/null 2>&1 || true
+    chat_load "$url" "$auth" 16 "$WARMUP" /dev/null || true
 }
 
 # measure NAME URL AUTH PID [tree]: a check request, a warm-up, then one run per concurrency.
