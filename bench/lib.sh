@@ -73,6 +73,8 @@ cpu_ticks_tree() {
 CLK_TCK="$(getconf CLK_TCK)"
 
 declare -A PROC_LOG=()
+# Each started gateway's URL, by pid (start_gateway): the measured processes that write usage.
+declare -A GATEWAY_URL=()
 
 # Dies (with the process's last log lines) if a measured process has exited.
 require_alive() {
@@ -80,6 +82,34 @@ require_alive() {
         [[ -n "${PROC_LOG[$1]:-}" ]] && tail -n 40 "${PROC_LOG[$1]}" >&2
         die "the $2 process ($1) has exited"
     fi
+}
+
+# usage_drained URL: waits until the gateway at URL holds no usage record its writer has not
+# committed (`switchyard_usage_buffered_records` 0 on /metrics), at most 60 s; prints the seconds
+# waited. Read a run's CPU after it: the run then pays for its own database writes, none spill
+# into the next run, and a writer that falls behind (a backlog growing through the run: work
+# deferred, not saved) shows as a long wait instead of as throughput.
+usage_drained() {
+    python3 - "$1/metrics" "$MASTER_KEY" <<'PY'
+import sys, time, urllib.request
+url, key = sys.argv[1], sys.argv[2]
+started = time.monotonic()
+while True:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        lines = answer.read().decode().splitlines()
+    held = [float(line.split()[1]) for line in lines
+            if line.startswith("switchyard_usage_buffered_records ")]
+    if not held:
+        raise SystemExit(f"{url} has no switchyard_usage_buffered_records")
+    waited = time.monotonic() - started
+    if held[0] == 0:
+        print(f"{waited:.2f}")
+        break
+    if waited > 60:
+        raise SystemExit(f"{url}: {held[0]:.0f} usage records still held after 60 s")
+    time.sleep(0.05)
+PY
 }
 
 # chat_load URL AUTH CONNS DURATION OUT: wrk drives chat.lua at URL (BENCH_STREAM and BENCH_MODEL
@@ -250,6 +280,7 @@ start_gateway() {
     PIDS+=("$GW_PID")
     PROC_LOG[$GW_PID]="$WORK/$name.log"
     GW_URL="http://127.0.0.1:$port"
+    GATEWAY_URL[$GW_PID]="$GW_URL"
     wait_for_http "$GW_URL/healthz" "$GW_PID" "the $name gateway"
     log "$name gateway on 127.0.0.1:$port (pid $GW_PID)"
 }
