@@ -6,6 +6,7 @@
 //! finish, flushes usage and returns. `main.rs` only parses arguments.
 
 pub mod admin;
+pub mod allocator;
 pub mod auth;
 pub mod change_feed;
 pub mod cli;
@@ -514,6 +515,8 @@ pub async fn start(
     let cors = settings.server.cors.clone();
     let upstream = settings.upstream.clone();
     let mut server = HttpServer::new(move || {
+        // Runs on each worker thread as it starts.
+        allocator::widen_worker_thread_cache();
         // One awc client per worker: awc clients are !Send.
         let connector = awc::Connector::new()
             .timeout(upstream.connect_timeout)

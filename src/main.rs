@@ -18,8 +18,10 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// bench machine; a fixed two measured the same there, but would be shared
 /// by every worker on a larger one); thread caches kept small (32 objects of
 /// a size, nothing over 1 KiB), since ~20 threads each holding the default
-/// hundreds per size class cost ~10 MB of RSS for no speed; free pages given
-/// back to the kernel after a second instead of ten.
+/// hundreds per size class cost 10-15 MB of RSS, while the speed is in the
+/// few HTTP workers, which get the defaults back
+/// (`switchyard::allocator`); free pages given back to the kernel after a
+/// second instead of ten.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[unsafe(export_name = "malloc_conf")]
 static MALLOC_CONF: &u8 = &b"percpu_arena:percpu,tcache_max:1024,tcache_nslots_small_max:32,\
