@@ -84,12 +84,22 @@ require_alive() {
     fi
 }
 
-# usage_drained URL: waits until the gateway at URL holds no usage record its writer has not
-# committed (`switchyard_usage_buffered_records` 0 on /metrics), at most 60 s; prints the seconds
-# waited. Read a run's CPU after it: the run then pays for its own database writes, none spill
-# into the next run, and a writer that falls behind (a backlog growing through the run: work
-# deferred, not saved) shows as a long wait instead of as throughput.
+# usage_drained URL RUN: waits until the gateway at URL holds no usage record its writer has not
+# committed (`switchyard_usage_buffered_records` 0 on /metrics); dies after 60 s, and logs a
+# warning naming RUN when it took over 1 s (a batch or two is in flight at any moment; more is a
+# writer falling behind). Read a run's CPU after it: the run then pays for its own database
+# writes, none spill into the next run, and a writer that falls behind (a backlog growing through
+# the run: work deferred, not saved) shows as a wait instead of as throughput.
 usage_drained() {
+    local waited
+    waited="$(usage_wait_seconds "$1")" || die "$2: the usage writer did not catch up"
+    if awk -v s="$waited" 'BEGIN { exit !(s > 1) }'; then
+        log "bench: WARNING: $2: the usage writer took $waited s after the run to catch up"
+    fi
+}
+
+# usage_wait_seconds URL: usage_drained's wait; prints the seconds it took.
+usage_wait_seconds() {
     python3 - "$1/metrics" "$MASTER_KEY" <<'PY'
 import sys, time, urllib.request
 url, key = sys.argv[1], sys.argv[2]

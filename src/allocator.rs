@@ -8,7 +8,7 @@
 //! free the same objects for every request: small ones by the hundred, and
 //! 1-32 KiB ones (read and write buffers, header maps, bodies). A worker whose
 //! cache holds those reuses them without a trip to its arena and the arena's
-//! lock: 7% less CPU per request for ~1 MB of peak RSS (bench/README.md).
+//! lock: 11% less CPU per request for ~1 MB of peak RSS (bench/README.md).
 
 /// The largest freed object an HTTP worker's cache keeps (jemalloc's own
 /// default `tcache_max`).
