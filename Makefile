@@ -31,7 +31,8 @@ help:
 	@echo "make lint      - cargo fmt --check and clippy -D warnings"
 	@echo "make fmt       - format the code"
 	@echo "make bench     - load benchmark: the mock directly, through nginx and through the"
-	@echo "                 gateway (SQLite, PostgreSQL), JSON and streams, open streams, lease cost"
+	@echo "                 gateway (SQLite, PostgreSQL) and the baseline commit's gateway (built"
+	@echo "                 once by bench/baseline.sh), JSON and streams, open streams, lease cost"
 	@echo "make migrate   - apply database migrations (database.url from settings)"
 	@echo "make ci        - what .ci/run does: lint, then test"
 
@@ -74,7 +75,7 @@ fmt:
 	cargo fmt --all
 
 bench:
-	bash bench/run.sh
+	BENCH_BASELINE_BIN="$$(bash bench/baseline.sh || echo)" bash bench/run.sh
 	cargo run --release --locked -p switchyard-actors --example lease_cost
 	bash bench/overview.sh
 
