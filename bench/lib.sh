@@ -75,9 +75,6 @@ CLK_TCK="$(getconf CLK_TCK)"
 declare -A PROC_LOG=()
 # Each started gateway's URL, by pid (start_gateway): the measured processes that write usage.
 declare -A GATEWAY_URL=()
-# The SQLite file of each gateway that predates /metrics, by pid (set by the script that started
-# it): usage_drained reads that gateway's writes from it.
-declare -A LEGACY_DRAIN_DB=()
 
 # Dies (with the process's last log lines) if a measured process has exited.
 require_alive() {
@@ -93,17 +90,9 @@ require_alive() {
 # writer falling behind). Read a run's CPU after it: the run then pays for its own database
 # writes, none spill into the next run, and a writer that falls behind (a backlog growing through
 # the run: work deferred, not saved) shows as a wait instead of as throughput.
-#
-# A gateway built before /metrics existed (the baseline, `BENCH_BASELINE_BIN`) is waited for by
-# its SQLite database instead: usage_drained URL RUN DB_FILE waits until DB_FILE's request-log
-# count has held still for half a second (that build flushes every 200 ms).
 usage_drained() {
     local waited
-    if [[ -n "${3:-}" ]]; then
-        waited="$(request_logs_settled_seconds "$3")" || die "$2: the usage writer did not catch up"
-    else
-        waited="$(usage_wait_seconds "$1")" || die "$2: the usage writer did not catch up"
-    fi
+    waited="$(usage_wait_seconds "$1")" || die "$2: the usage writer did not catch up"
     if awk -v s="$waited" 'BEGIN { exit !(s > 1) }'; then
         log "bench: WARNING: $2: the usage writer took $waited s after the run to catch up"
     fi
@@ -130,29 +119,6 @@ while True:
     if waited > 60:
         raise SystemExit(f"{url}: {held[0]:.0f} usage records still held after 60 s")
     time.sleep(0.05)
-PY
-}
-
-# request_logs_settled_seconds DB_FILE: usage_drained's wait for a gateway without /metrics;
-# prints the seconds it took.
-request_logs_settled_seconds() {
-    python3 - "$1" <<'PY'
-import sqlite3, sys, time
-path = sys.argv[1]
-started = time.monotonic()
-last = None
-while True:
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as db:
-        count = db.execute("SELECT count(*) FROM request_logs").fetchone()[0]
-    waited = time.monotonic() - started
-    if count == last:
-        # Less the half second that showed it settled.
-        print(f"{max(waited - 0.5, 0):.2f}")
-        break
-    if waited > 60:
-        raise SystemExit(f"{path}: request logs still growing after 60 s ({count})")
-    last = count
-    time.sleep(0.5)
 PY
 }
 

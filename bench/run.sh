@@ -161,7 +161,7 @@ run_wrk() {
     chat_load "$url" "$auth" "$conns" "$DURATION" "$raw" || { cat "$raw" >&2; die "wrk failed"; }
     require_alive "$pid" "$name"
     if [[ -n "${GATEWAY_URL[$pid]:-}" ]]; then
-        usage_drained "${GATEWAY_URL[$pid]}" "$name c=$conns" "${LEGACY_DRAIN_DB[$pid]:-}"
+        usage_drained "${GATEWAY_URL[$pid]}" "$name c=$conns"
     fi
     after="$($ticks "$pid")"
     { echo "--- wrk $name c=$conns round $ROUND"; cat "$raw"; } >>"$OUT"
@@ -330,12 +330,11 @@ if [[ "$DIRECT_ONLY" != 1 ]]; then
     fi
 
     if [[ -n "$BASELINE_BIN" ]]; then
-        # The baseline commit's gateway on SQLite with the same settings (it reads them all);
-        # it has no /metrics, so its runs wait for its writes in its database file.
+        # The baseline commit's gateway on SQLite with the same settings (it reads them all,
+        # and its /metrics has the usage gauge that usage_drained reads).
         GATEWAY_BIN="$BASELINE_BIN" start_gateway baseline "sqlite://$WORK/baseline.db"
         BASELINE_PID="$GW_PID"
         BASELINE_URL="$GW_URL"
-        LEGACY_DRAIN_DB[$BASELINE_PID]="$WORK/baseline.db"
         BASELINE_TOKEN="$(create_token "$BASELINE_URL" '{"name":"bench"}')"
     fi
 fi
