@@ -2,11 +2,14 @@
 //! handed over until the database has committed it.
 //!
 //! A journal is a directory of segment files, `usage-<id>.jsonl`, one JSON
-//! line per [`UsageRecord`]. Handlers append to the open segment with one
-//! plain `write` per record (no `fsync`: the page cache belongs to the
-//! kernel, so a written line survives the process being killed, panicking
-//! or OOM-killed; only a power or kernel failure can lose the last few
-//! seconds, see `docs/architecture.md`). The usage actor seals the open
+//! line per [`UsageRecord`]. Handlers append to the open segment, a
+//! [`SegmentWriter`], without `fsync`: the page cache belongs to the
+//! kernel, so a line in it survives the process being killed, panicking or
+//! OOM-killed; only a power or kernel failure can lose the last few
+//! seconds (see `docs/architecture.md`). On ext4 and tmpfs the segment's
+//! tail is mapped into memory and a record is a copy into the mapping (a
+//! `write` call per record cost more than the copy, bench/README.md);
+//! elsewhere each record is one `write`. The usage actor seals the open
 //! segment each time it drains the queue, and deletes a sealed segment only
 //! after every record in it is committed. At start every segment found is
 //! replayed; rows are keyed by `record_id`, so a record written twice (a
@@ -21,9 +24,11 @@
 //! segments it finds, including the one the other is still appending to.
 
 use crate::usage_record::UsageRecord;
+use memmap2::{MmapMut, MmapOptions};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{Ordering, compiler_fence};
 
 /// A segment's number; segments are replayed in this order.
 pub type SegmentId = u64;
@@ -37,6 +42,9 @@ const LOCK_FILE: &str = "lock";
 #[derive(Debug, Clone)]
 pub struct Journal {
     dir: PathBuf,
+    /// Open segments are mapped ([`SegmentWriter`]): the directory is on a
+    /// filesystem where that is safe.
+    map_segments: bool,
 }
 
 /// This process's claim on a journal directory ([`Journal::lock`]); released
@@ -70,7 +78,21 @@ impl Journal {
             builder.mode(0o700);
         }
         builder.create(&dir)?;
-        Ok(Self { dir })
+        let map_segments = maps_safely(&dir);
+        Ok(Self { dir, map_segments })
+    }
+
+    /// Whether open segments are mapped into memory (see [`SegmentWriter`]).
+    pub fn maps_segments(&self) -> bool {
+        self.map_segments
+    }
+
+    /// The same journal with open segments mapped or written (tests of
+    /// both ways; a mapping is only safe where [`Journal::open`] chose it).
+    #[doc(hidden)]
+    pub fn with_mapped_segments(mut self, mapped: bool) -> Self {
+        self.map_segments = mapped;
+        self
     }
 
     pub fn dir(&self) -> &Path {
@@ -143,15 +165,32 @@ impl Journal {
     }
 
     /// Creates segment `id` for appending (owner-only).
-    pub fn create(&self, id: SegmentId) -> std::io::Result<File> {
+    pub fn create(&self, id: SegmentId) -> std::io::Result<SegmentWriter> {
         let mut options = OpenOptions::new();
-        options.append(true).create(true);
+        if self.map_segments {
+            // A shared writable mapping needs the file open for reading too.
+            options.read(true).write(true);
+        } else {
+            options.append(true);
+        }
+        options.create(true);
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
             options.mode(0o600);
         }
-        options.open(self.path(id))
+        let file = options.open(self.path(id))?;
+        let tail = if self.map_segments {
+            let len = file.metadata()?.len();
+            Some(MappedTail {
+                len,
+                filled: len,
+                window: None,
+            })
+        } else {
+            None
+        };
+        Ok(SegmentWriter { file, tail })
     }
 
     /// Up to `max` records of segment `id` from byte `offset` on. A segment
@@ -210,7 +249,8 @@ impl Journal {
         }
     }
 
-    /// Bytes the journal holds on disk.
+    /// Bytes the journal holds on disk (an open mapped segment's zeros
+    /// past its last line included: at most [`WINDOW`] each).
     pub fn bytes(&self) -> u64 {
         self.segments()
             .unwrap_or_default()
@@ -280,9 +320,144 @@ pub fn line(record: &UsageRecord) -> Vec<u8> {
     line
 }
 
-/// Appends one line with one `write` call where the kernel allows it.
-pub fn append(file: &mut File, line: &[u8]) -> std::io::Result<()> {
-    file.write_all(line)
+/// Whether `dir` is on a filesystem where a page of a file, once written,
+/// takes no new space when it is written again through a mapping: ext4
+/// (and ext2/3, which share its magic number) and tmpfs. A store into a
+/// mapped page that needs space the disk no longer has is SIGBUS, not an
+/// error: copy-on-write filesystems (btrfs, ZFS), overlayfs and the rest
+/// keep a `write` per record, whose failure the queue handles.
+#[cfg(target_os = "linux")]
+fn maps_safely(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut stat = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: `path` is NUL-terminated and outlives the call; `statfs`
+    // fills `stat` when it returns 0, and only then is `stat` read.
+    let stat = unsafe {
+        if libc::statfs(path.as_ptr(), stat.as_mut_ptr()) != 0 {
+            return false;
+        }
+        stat.assume_init()
+    };
+    // libc types each constant as its target's `f_type`.
+    stat.f_type == libc::EXT4_SUPER_MAGIC || stat.f_type == libc::TMPFS_MAGIC
+}
+
+#[cfg(not(target_os = "linux"))]
+fn maps_safely(_dir: &Path) -> bool {
+    false
+}
+
+/// How much of an open segment is mapped at a time, and how far past its
+/// last line the file is filled with zeros before that part is mapped.
+/// Each window costs a `write` of zeros, an `mmap` and an `munmap`, and a
+/// page fault per page; 256 KiB (about 400 records) measured cheapest
+/// (bench/README.md). Resident while mapped: at most one window per shard.
+const WINDOW: u64 = 256 * 1024;
+
+/// The zeros a window is filled with.
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+
+/// An open segment, appended to by one shard of the usage queue at a time.
+///
+/// Where the journal maps segments ([`Journal::maps_segments`]), the file
+/// is filled with zeros a window ahead of its last line, that window is
+/// mapped shared, and a line is copied into it, its newline last: a crash
+/// mid-copy leaves a line without its newline, which reads as a torn end
+/// like a `write` cut short (the zeros after it read as nothing). The
+/// kernel owns the mapped pages, so a copied line survives the process
+/// like a written one. Space is taken by the `write` of zeros, so a full
+/// disk is an error there, as it is for a `write` per record. Dropping the
+/// writer (the segment sealed) cuts the file to its lines.
+#[derive(Debug)]
+pub struct SegmentWriter {
+    file: File,
+    /// `None`: a `write` per line.
+    tail: Option<MappedTail>,
+}
+
+#[derive(Debug)]
+struct MappedTail {
+    /// Where the next line starts.
+    len: u64,
+    /// The file's length: zeros from `len` on.
+    filled: u64,
+    /// The window mapped now, and where in the file it starts.
+    window: Option<(u64, MmapMut)>,
+}
+
+impl SegmentWriter {
+    /// Appends one line (ending in its newline).
+    pub fn append(&mut self, line: &[u8]) -> std::io::Result<()> {
+        match &mut self.tail {
+            Some(tail) => tail.append(&self.file, line),
+            None => self.file.write_all(line),
+        }
+    }
+}
+
+impl MappedTail {
+    fn append(&mut self, file: &File, line: &[u8]) -> std::io::Result<()> {
+        let Some((last, body)) = line.split_last() else {
+            return Ok(());
+        };
+        let end = self.len.saturating_add(line.len() as u64);
+        let fits = |(start, map): &(u64, MmapMut)| end <= start.saturating_add(map.len() as u64);
+        if !self.window.as_ref().is_some_and(fits) {
+            self.map_window(file, end)?;
+        }
+        let out_of_window = || std::io::Error::other("journal line outside its mapped window");
+        let (start, map) = self.window.as_mut().ok_or_else(out_of_window)?;
+        let at = usize::try_from(self.len - *start).map_err(|_| out_of_window())?;
+        let (last_out, body_out) = map
+            .get_mut(at..at + line.len())
+            .and_then(<[u8]>::split_last_mut)
+            .ok_or_else(out_of_window)?;
+        body_out.copy_from_slice(body);
+        // The newline only after the rest: never a whole-looking line that
+        // is not whole.
+        compiler_fence(Ordering::Release);
+        *last_out = *last;
+        self.len = end;
+        Ok(())
+    }
+
+    /// Maps the window from the next line on, at least to `end`, after
+    /// filling the file with zeros that far.
+    fn map_window(&mut self, file: &File, end: u64) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        // Unmapped first: at most one window of a segment is resident.
+        self.window = None;
+        let stop = end.max(self.len.saturating_add(WINDOW));
+        while self.filled < stop {
+            let room = usize::try_from(stop - self.filled).unwrap_or(usize::MAX);
+            let zeros = ZEROS.get(..room.min(ZEROS.len())).unwrap_or_default();
+            file.write_all_at(zeros, self.filled)?;
+            self.filled += zeros.len() as u64;
+        }
+        let len = usize::try_from(stop - self.len).map_err(std::io::Error::other)?;
+        // SAFETY: the mapping is of this process's own segment (its
+        // directory is held with `Journal::lock`), within the file's length
+        // (filled above), and only this writer touches the file while it is
+        // mapped: the file is cut (`Drop`) only after the window is gone,
+        // and segments are read or removed only once sealed.
+        let map = unsafe { MmapOptions::new().offset(self.len).len(len).map_mut(file)? };
+        self.window = Some((self.len, map));
+        Ok(())
+    }
+}
+
+impl Drop for SegmentWriter {
+    fn drop(&mut self) {
+        if let Some(tail) = &mut self.tail {
+            tail.window = None;
+            // Sealed: the zeros past the last line go. Should this fail,
+            // readers stop at them all the same.
+            let _ = self.file.set_len(tail.len);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -299,15 +474,22 @@ mod tests {
 
     #[test]
     fn segments_read_in_chunks_and_survive_a_torn_last_line() -> std::io::Result<()> {
-        let dir = tempfile::tempdir()?;
-        let journal = Journal::open(dir.path().join("j"))?;
-        let mut file = journal.create(3)?;
+        for mapped in [false, true] {
+            let dir = tempfile::tempdir()?;
+            let journal = Journal::open(dir.path().join("j"))?.with_mapped_segments(mapped);
+            torn_last_line(&journal)?;
+        }
+        Ok(())
+    }
+
+    fn torn_last_line(journal: &Journal) -> std::io::Result<()> {
+        let mut segment = journal.create(3)?;
         for id in ["a", "b", "c"] {
-            append(&mut file, &line(&record(id)))?;
+            segment.append(&line(&record(id)))?;
         }
         // A crash mid-append leaves half a line.
         let torn = line(&record("d"));
-        append(&mut file, torn.get(..torn.len() / 2).unwrap_or_default())?;
+        segment.append(torn.get(..torn.len() / 2).unwrap_or_default())?;
         journal.create(1)?;
         assert_eq!(journal.segments()?, vec![1, 3]);
 
@@ -320,10 +502,81 @@ mod tests {
         assert_eq!(ids, ["c"]);
         assert!(rest.at_end);
 
+        drop(segment);
         journal.remove(3)?;
         journal.remove(3)?;
         assert_eq!(journal.segments()?, vec![1]);
         assert!(journal.read(3, 0, 10)?.at_end);
+        Ok(())
+    }
+
+    /// Records of ~600 bytes: 1,000 of them cross several mapped windows.
+    fn many_records(count: usize) -> Vec<UsageRecord> {
+        (0..count)
+            .map(|n| UsageRecord {
+                error_class: Some("x".repeat(400)),
+                ..record(&format!("rec_{n:06}"))
+            })
+            .collect()
+    }
+
+    fn ids(records: &[UsageRecord]) -> Vec<&str> {
+        records.iter().map(|r| r.record_id.as_str()).collect()
+    }
+
+    #[test]
+    fn mapped_and_written_segments_hold_the_same_lines() -> std::io::Result<()> {
+        let records = many_records(1000);
+        let lines: Vec<u8> = records.iter().flat_map(line).collect();
+        assert!(
+            lines.len() as u64 > 2 * WINDOW,
+            "the records must cross windows"
+        );
+        for mapped in [false, true] {
+            let dir = tempfile::tempdir()?;
+            let journal = Journal::open(dir.path().join("j"))?.with_mapped_segments(mapped);
+            let mut segment = journal.create(1)?;
+            for record in &records {
+                segment.append(&line(record))?;
+            }
+            // Read while still open (the zeros past a mapped segment's last
+            // line are not a line), then sealed: the file is its lines.
+            let open = journal.read(1, 0, 2000)?;
+            assert!(open.at_end, "mapped: {mapped}");
+            assert_eq!(open.unreadable, 0, "mapped: {mapped}");
+            assert_eq!(ids(&open.records), ids(&records), "mapped: {mapped}");
+            drop(segment);
+            assert_eq!(std::fs::read(journal.path(1))?, lines, "mapped: {mapped}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_mapped_segment_left_open_by_a_crash_reads_to_its_last_line() -> std::io::Result<()> {
+        let records = many_records(700);
+        let dir = tempfile::tempdir()?;
+        let journal = Journal::open(dir.path().join("j"))?.with_mapped_segments(true);
+        let mut segment = journal.create(4)?;
+        for record in &records {
+            segment.append(&line(record))?;
+        }
+        // As a killed process leaves it: never sealed, zeros after the
+        // last line up to the end of its window.
+        std::mem::forget(segment);
+        let lines: u64 = records.iter().map(|r| line(r).len() as u64).sum();
+        assert!(std::fs::metadata(journal.path(4))?.len() > lines);
+        let first = journal.read(4, 0, 500)?;
+        assert!(!first.at_end);
+        let rest = journal.read(4, first.next_offset, 500)?;
+        assert!(rest.at_end);
+        assert_eq!(rest.next_offset, lines);
+        assert_eq!(first.unreadable + rest.unreadable, 0);
+        let read: Vec<&str> = ids(&first.records)
+            .into_iter()
+            .chain(ids(&rest.records))
+            .collect();
+        assert_eq!(read, ids(&records));
+        // A restart appends to a new segment; this one is replayed whole.
         Ok(())
     }
 
@@ -399,6 +652,19 @@ mod tests {
             disk.path().display()
         );
         Ok((disk, memory))
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn segments_on_tmpfs_are_mapped() -> std::io::Result<()> {
+        let (_disk, memory) = dirs_on_two_filesystems()?;
+        let journal = Journal::open(memory.path().join("j"))?;
+        assert!(journal.maps_segments());
+        let mut segment = journal.create(1)?;
+        segment.append(&line(&record("a")))?;
+        drop(segment);
+        assert_eq!(std::fs::read(journal.path(1))?, line(&record("a")));
+        Ok(())
     }
 
     #[cfg(unix)]

@@ -34,12 +34,11 @@
 //! received is stored, or at its deadline, leaving the rest in the journal.
 
 use crate::LogHook;
-use crate::journal::{self, Journal, SegmentId};
+use crate::journal::{self, Journal, SegmentId, SegmentWriter};
 use crate::usage_record::{UsageFlags, UsageRecord};
 use actix::prelude::*;
 use futures_util::future::BoxFuture;
 use std::collections::VecDeque;
-use std::fs::File;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -200,7 +199,8 @@ struct Shard {
     journaled: Vec<UsageRecord>,
     /// Records the journal could not take: in memory only.
     unjournaled: Vec<UsageRecord>,
-    open: Option<(SegmentId, File)>,
+    /// The open segment; dropped (sealed) when the actor drains the shard.
+    open: Option<(SegmentId, SegmentWriter)>,
     /// Some records of the open segment are on disk only (memory was full).
     overflowed: bool,
 }
@@ -223,7 +223,7 @@ impl Shard {
             self.open = Some((id, journal.create(id)?));
         }
         let result = match &mut self.open {
-            Some((_, file)) => journal::append(file, line),
+            Some((_, segment)) => segment.append(line),
             None => Ok(()),
         };
         if result.is_err() {
@@ -326,8 +326,8 @@ impl UsageQueue {
         self.inner.journal.as_ref()
     }
 
-    /// Hands one record over. Never blocks on the database; one `write` to
-    /// the journal's page cache.
+    /// Hands one record over. Never blocks on the database; one line into
+    /// the journal's page cache (a copy into a mapped segment, or a `write`).
     pub fn push(&self, mut record: UsageRecord) {
         let order = self.inner.next_order.fetch_add(1, Ordering::Relaxed);
         record.queue_order = order;
