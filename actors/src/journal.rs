@@ -654,6 +654,28 @@ mod tests {
         Ok((disk, memory))
     }
 
+    /// A full disk must be an error the queue can handle (the record kept
+    /// in memory, `usage.journal_failed`), never SIGBUS at a store into a
+    /// mapped page: a mapped segment takes its space by writing zeros.
+    /// `/dev/full` stands in for the full disk.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_full_disk_is_an_error_whichever_way_lines_are_appended() -> std::io::Result<()> {
+        for mapped in [false, true] {
+            let dir = tempfile::tempdir()?;
+            let journal = Journal::open(dir.path().join("j"))?.with_mapped_segments(mapped);
+            std::os::unix::fs::symlink("/dev/full", journal.path(1))?;
+            let mut segment = journal.create(1)?;
+            let error = segment.append(&line(&record("a"))).err();
+            assert_eq!(
+                error.and_then(|error| error.raw_os_error()),
+                Some(libc::ENOSPC),
+                "mapped: {mapped}"
+            );
+        }
+        Ok(())
+    }
+
     #[cfg(target_os = "linux")]
     #[test]
     fn segments_on_tmpfs_are_mapped() -> std::io::Result<()> {
