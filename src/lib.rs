@@ -404,6 +404,10 @@ pub async fn start(
     // same directory stops here instead of replaying the first one's open
     // segment and deleting it under its writes.
     let journal_lock = journal.lock()?;
+    // Which way records reach the page cache depends on the filesystem
+    // (docs/architecture.md): said once, for an operator comparing hosts.
+    info!(log, "usage.journal"; "dir" => %journal.dir().display(),
+        "appends" => if journal.maps_segments() { "mapped" } else { "write" });
     adopt_legacy_spill(&journal, Path::new(&settings.usage.spill_file), &log)?;
     let sink = metering::DbUsageSink::new(
         database.clone(),

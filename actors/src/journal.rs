@@ -89,8 +89,8 @@ impl Journal {
 
     /// The same journal with open segments mapped or written (tests of
     /// both ways; a mapping is only safe where [`Journal::open`] chose it).
-    #[doc(hidden)]
-    pub fn with_mapped_segments(mut self, mapped: bool) -> Self {
+    #[cfg(test)]
+    fn with_mapped_segments(mut self, mapped: bool) -> Self {
         self.map_segments = mapped;
         self
     }
