@@ -57,7 +57,72 @@ on_both_backends!(
     a_large_batch_is_stored_whole_once,
     a_batch_is_stored_in_the_order_the_queue_took_it,
     a_request_log_is_found_by_its_row_id_or_its_request_id,
+    a_page_and_its_total_agree_while_usage_is_written,
 );
+
+/// A listed page and its `total` come from one snapshot, while the usage
+/// writer commits batches between and during the reads: the request logs'
+/// and the charges' pages hold every matching row (the limit is above what
+/// the writer writes), so each must hold exactly `total` rows. The page
+/// and the count were two statements, and a batch committed between them
+/// answered `{"data": [], "total": 1}` (seen in `tests/cli_resources.rs`).
+async fn a_page_and_its_total_agree_while_usage_is_written(backend: Backend) -> anyhow::Result<()> {
+    const RECORDS: i64 = 400;
+    let t = TestDb::new(backend).await?;
+    let db = connect(&t.settings).await?;
+    let token = db.create_token(&new_token("paged", None)).await?.id;
+    let writer = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            let base = 1_795_388_400_000;
+            for n in 0..RECORDS {
+                db.write_usage_batch(&[usage(base + n, Some(token), Some("gpt-4o"), n)])
+                    .await?;
+            }
+            anyhow::Ok(())
+        })
+    };
+    let logs = switchyard::db::logs::LogFilter {
+        model: Some("gpt-4o".to_owned()),
+        ..Default::default()
+    };
+    let charges = switchyard::db::BillingFilter::default();
+    // Reads while the writer runs, and how many of them saw it move.
+    let (mut reads, mut moving, mut last_total) = (0, 0, -1);
+    while !writer.is_finished() {
+        let (rows, total) = db.list_request_logs_filtered(&logs, 10_000, 0).await?;
+        ensure!(
+            i64::try_from(rows.len())? == total,
+            "request logs: a page of {} rows for a total of {total}",
+            rows.len()
+        );
+        let (rows, total) = db.list_billing(&charges, 10_000, 0).await?;
+        ensure!(
+            i64::try_from(rows.len())? == total,
+            "charges: a page of {} rows for a total of {total}",
+            rows.len()
+        );
+        reads += 1;
+        if total != last_total {
+            moving += 1;
+            last_total = total;
+        }
+    }
+    writer.await??;
+    // The check ran against a writer in motion, not before or after it.
+    ensure!(
+        moving >= 10,
+        "only {moving} of {reads} reads saw the writer move"
+    );
+    assert_stored_charged_and_counted(
+        &db,
+        token,
+        &(0..RECORDS)
+            .map(|n| usage(0, Some(token), Some("gpt-4o"), n))
+            .collect::<Vec<_>>(),
+    )
+    .await
+}
 
 /// `GET /admin/request-logs/{id}`'s lookup: a number is a row id; anything
 /// else is a request id, the gateway's own or one a client sent in

@@ -82,7 +82,7 @@ impl Db {
         offset: i64,
     ) -> Result<(Vec<BillingRecord>, i64), DbError> {
         let filter = filter.clone();
-        run_query!(self, |conn| {
+        run_snapshot!(self, |conn| {
             let rows = filtered!(&filter)
                 .order((
                     billing_records::created_at.desc(),

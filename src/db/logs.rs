@@ -91,7 +91,7 @@ impl Db {
         offset: i64,
     ) -> Result<(Vec<RequestLog>, i64), DbError> {
         let filter = filter.clone();
-        run_query!(self, |conn| {
+        run_snapshot!(self, |conn| {
             let rows = filtered!(&filter)
                 .order((request_logs::created_at.desc(), request_logs::id.desc()))
                 .limit(limit)

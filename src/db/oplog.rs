@@ -75,7 +75,7 @@ impl Db {
         offset: i64,
     ) -> Result<(Vec<OperationLog>, i64), DbError> {
         let filter = filter.clone();
-        run_query!(self, |conn| {
+        run_snapshot!(self, |conn| {
             use operation_logs::dsl as o;
             let mut rows = o::operation_logs.into_boxed();
             let mut total = o::operation_logs.into_boxed();

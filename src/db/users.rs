@@ -172,7 +172,7 @@ impl Db {
         limit: i64,
         offset: i64,
     ) -> Result<(Vec<User>, i64), DbError> {
-        run_query!(self, |conn| {
+        run_snapshot!(self, |conn| {
             let rows = users::table
                 .order(users::id)
                 .limit(limit)
