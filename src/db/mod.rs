@@ -88,44 +88,43 @@ macro_rules! run_query {
 
 /// [`run_query!`] for a body of several reads that must agree, such as a
 /// page of rows and the count of all that match: the body runs in one
-/// read-only transaction, so every statement in it sees the same snapshot.
-/// Without it a usage batch committed between the page and the count made
-/// an answer like `{"data": [], "total": 1}`. SQLite's deferred `BEGIN`
-/// takes its WAL snapshot at the first read and keeps it to the end;
-/// PostgreSQL needs `REPEATABLE READ` for that (under its default, `READ
-/// COMMITTED`, each statement takes a snapshot of its own).
+/// transaction started by [`SnapshotRead::begin_snapshot`], so every
+/// statement in it sees the same snapshot. Without it a usage batch
+/// committed between the page and the count made an answer like
+/// `{"data": [], "total": 1}`.
 macro_rules! run_snapshot {
-    ($db:expr, |$conn:ident| $body:expr) => {{
-        let pools: $crate::db::Pools = $db.inner.pools.clone();
-        let timeout = $db.inner.checkout_timeout;
-        $db.spawn(async move {
-            match pools {
-                $crate::db::Pools::Sqlite(pool) => {
-                    let mut obj = $crate::db::checkout_timeout(timeout, pool.get()).await?;
-                    let conn: &mut $crate::db::SqliteConn = &mut obj;
-                    let result: ::diesel::QueryResult<_> =
-                        ::diesel_async::AsyncConnection::transaction(
-                            conn,
-                            async |$conn: &mut $crate::db::SqliteConn| $body,
-                        )
-                        .await;
-                    result.map_err($crate::db::DbError::from)
-                }
-                $crate::db::Pools::Postgres(pool) => {
-                    let mut obj = $crate::db::checkout_timeout(timeout, pool.get()).await?;
-                    let conn: &mut ::diesel_async::AsyncPgConnection = &mut obj;
-                    let result: ::diesel::QueryResult<_> = conn
-                        .build_transaction()
-                        .read_only()
-                        .repeatable_read()
-                        .run(async |$conn: &mut ::diesel_async::AsyncPgConnection| $body)
-                        .await;
-                    result.map_err($crate::db::DbError::from)
-                }
-            }
+    ($db:expr, |$conn:ident| $body:expr) => {
+        run_query!($db, |$conn| {
+            ::diesel_async::AsyncConnection::transaction($conn, async |$conn| {
+                $crate::db::SnapshotRead::begin_snapshot($conn).await?;
+                $body
+            })
+            .await
         })
-        .await
-    }};
+    };
+}
+
+/// How a transaction of [`run_snapshot!`] reads one snapshot.
+pub(crate) trait SnapshotRead {
+    /// Run first in the transaction.
+    async fn begin_snapshot(&mut self) -> diesel::QueryResult<()>;
+}
+
+impl SnapshotRead for SqliteConn {
+    /// Nothing: SQLite's deferred `BEGIN` takes its WAL snapshot at the
+    /// first read and keeps it to the end.
+    async fn begin_snapshot(&mut self) -> diesel::QueryResult<()> {
+        Ok(())
+    }
+}
+
+impl SnapshotRead for AsyncPgConnection {
+    /// Under PostgreSQL's default, `READ COMMITTED`, each statement takes
+    /// a snapshot of its own; `REPEATABLE READ` keeps the first one.
+    async fn begin_snapshot(&mut self) -> diesel::QueryResult<()> {
+        self.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .await
+    }
 }
 
 pub mod admin;
