@@ -58,6 +58,7 @@ on_both_backends!(
     a_batch_is_stored_in_the_order_the_queue_took_it,
     a_request_log_is_found_by_its_row_id_or_its_request_id,
     a_page_and_its_total_agree_while_usage_is_written,
+    a_user_shown_while_charged_agrees_with_itself,
 );
 
 /// A listed page and its `total` come from one snapshot, while the usage
@@ -122,6 +123,64 @@ async fn a_page_and_its_total_agree_while_usage_is_written(backend: Backend) -> 
             .collect::<Vec<_>>(),
     )
     .await
+}
+
+/// `GET /admin/users/{id}` shows a user's balance beside what its requests
+/// were charged (`spent_nanos`), while the usage writer charges it: the
+/// two must come from one snapshot, so that the balance and the spend
+/// always add up to what was topped up. They were read by two calls, and a
+/// batch committed between them showed a charge in one and not the other.
+async fn a_user_shown_while_charged_agrees_with_itself(backend: Backend) -> anyhow::Result<()> {
+    const RECORDS: i64 = 400;
+    const TOPPED_UP: i64 = 1_000_000_000;
+    let t = TestDb::new(backend).await?;
+    let db = connect(&t.settings).await?;
+    let user = db.create_user("charged").await?.id;
+    db.topup(user, TOPPED_UP, None, 1_795_388_400_000)
+        .await?
+        .context("the user")?;
+    let token = db.create_token(&new_token("charged", Some(user))).await?.id;
+    let writer = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            let base = 1_795_388_400_000;
+            for n in 0..RECORDS {
+                let record = UsageRecord {
+                    user_id: Some(user),
+                    ..usage(base + n, Some(token), Some("gpt-4o"), n)
+                };
+                db.write_usage_batch(&[record]).await?;
+            }
+            anyhow::Ok(())
+        })
+    };
+    // Reads while the writer runs, and how many of them saw it move.
+    let (mut reads, mut moving, mut last_spent) = (0, 0, -1);
+    while !writer.is_finished() {
+        let shown = db.user_shown(user).await?.context("the user")?;
+        ensure!(
+            shown.user.balance_nanos + shown.spent_nanos == TOPPED_UP,
+            "a balance of {} beside a spend of {}",
+            shown.user.balance_nanos,
+            shown.spent_nanos
+        );
+        ensure!(shown.token_ids == [token], "{:?}", shown.token_ids);
+        reads += 1;
+        if shown.spent_nanos != last_spent {
+            moving += 1;
+            last_spent = shown.spent_nanos;
+        }
+    }
+    writer.await??;
+    // The check ran against a writer in motion, not before or after it.
+    ensure!(
+        moving >= 10,
+        "only {moving} of {reads} reads saw the writer move"
+    );
+    let shown = db.user_shown(user).await?.context("the user")?;
+    ensure!(shown.spent_nanos == (0..RECORDS).map(|n| 1_000 + n).sum::<i64>());
+    ensure!(db.user_shown(user + 1).await?.is_none());
+    Ok(())
 }
 
 /// `GET /admin/request-logs/{id}`'s lookup: a number is a row id; anything

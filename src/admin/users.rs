@@ -211,13 +211,16 @@ pub async fn get(
     id: Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let user = state.db.get_user(id).await?.ok_or_else(|| not_found(id))?;
-    let (token_ids, spent_nanos) = state.db.user_tokens_and_spend(id).await?;
-    let mut answer = user_json(&user);
+    let shown = state
+        .db
+        .user_shown(id)
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    let mut answer = user_json(&shown.user);
     if let Some(object) = answer.as_object_mut() {
-        object.insert("token_ids".to_owned(), json!(token_ids));
-        object.insert("spent_nanos".to_owned(), json!(spent_nanos));
-        object.insert("spent_usd".to_owned(), json!(usd(spent_nanos)));
+        object.insert("token_ids".to_owned(), json!(shown.token_ids));
+        object.insert("spent_nanos".to_owned(), json!(shown.spent_nanos));
+        object.insert("spent_usd".to_owned(), json!(usd(shown.spent_nanos)));
     }
     Ok(HttpResponse::Ok().json(answer))
 }

@@ -155,7 +155,7 @@ pub use providers::{NewProvider, NewProviderKey, Provider, ProviderKey};
 pub use redirects::ModelRedirect;
 pub use tokens::{GatewayToken, NewToken};
 pub use usage::{RequestLog, UsageDaily};
-pub use users::{NewUser, User, UserChanges};
+pub use users::{NewUser, User, UserChanges, UserShown};
 
 /// The SQLite connection type: diesel's sync connection run on blocking threads.
 pub(crate) type SqliteConn = SyncConnectionWrapper<SqliteConnection>;

@@ -29,6 +29,16 @@ pub struct User {
     pub reserved_nanos: i64,
 }
 
+/// A user as `GET /admin/users/{id}` shows it: [`Db::user_shown`].
+#[derive(Debug, Clone)]
+pub struct UserShown {
+    pub user: User,
+    /// Its tokens, by id.
+    pub token_ids: Vec<i64>,
+    /// What its requests were charged in all, nano-USD.
+    pub spent_nanos: i64,
+}
+
 impl Db {
     /// Creates an active user with a zero balance; a taken name is a
     /// [`DbError::Conflict`].
@@ -277,20 +287,32 @@ impl Db {
         })
     }
 
-    /// The ids of the user's tokens and what its requests were charged in
-    /// all (the sum of its `request` billing records, nano-USD).
-    pub async fn user_tokens_and_spend(&self, user_id: i64) -> Result<(Vec<i64>, i64), DbError> {
+    /// The user with the ids of its tokens and what its requests were
+    /// charged in all (the sum of its `request` billing records,
+    /// nano-USD); `None` when there is no such user. One snapshot, so the
+    /// balance and the spend add up: the usage writer charges both in one
+    /// transaction, and read apart they could disagree by a batch.
+    pub async fn user_shown(&self, user_id: i64) -> Result<Option<UserShown>, DbError> {
         use diesel::dsl::sql;
         use diesel::sql_types::BigInt;
-        run_query!(self, |conn| {
-            let ids: Vec<i64> = gateway_tokens::table
+        run_snapshot!(self, |conn| {
+            let Some(user) = users::table
+                .find(user_id)
+                .select(User::as_select())
+                .first(conn)
+                .await
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let token_ids: Vec<i64> = gateway_tokens::table
                 .filter(gateway_tokens::user_id.eq(user_id))
                 .order(gateway_tokens::id)
                 .select(gateway_tokens::id)
                 .load(conn)
                 .await?;
             // SUM(bigint) is NUMERIC on PostgreSQL: cast, so one type reads both.
-            let spent: i64 = billing_records::table
+            let spent_nanos: i64 = billing_records::table
                 .filter(billing_records::user_id.eq(user_id))
                 .filter(billing_records::kind.eq(super::billing::KIND_REQUEST))
                 .select(sql::<BigInt>(
@@ -298,7 +320,11 @@ impl Db {
                 ))
                 .first(conn)
                 .await?;
-            Ok((ids, spent))
+            Ok(Some(UserShown {
+                user,
+                token_ids,
+                spent_nanos,
+            }))
         })
     }
 }
