@@ -453,6 +453,19 @@ field() { awk -v i="$2" '{ print $i }' <<<"${RESULT[$1]:-0 0 0 0 0 0}"; }
 have() { [[ -n "${RESULT[$1]:-}" ]]; }
 ratio() { awk -v a="$(field "$1" 1)" -v b="$(field "$2" 1)" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }'; }
 verdict() { if awk "BEGIN { exit !($1) }"; then echo met; else echo MISSED; fi; }
+# by_round ROW_A ROW_B COLUMN: "; by round a / b / c", ROW_A's figure over ROW_B's in each round
+# (column 1 req/s, 7 CPU us per request of RUNS' lines), or nothing for a single round. The verdicts
+# stay on the medians; the rounds show how far a noisy machine moved them (the two rows of a round
+# ran in the same pass through the rows, while the medians of two rows may come from different ones).
+by_round() {
+    ((ROUNDS > 1)) || return 0
+    paste -d' ' <(printf '%s' "${RUNS[$1]:-}" | awk -v c="$3" '{ print $c }') \
+        <(printf '%s' "${RUNS[$2]:-}" | awk -v c="$3" '{ print $c }') |
+        awk 'BEGIN { printf "; by round " }
+            { printf "%s", (NR > 1 ? " / " : "") }
+            $1 != "n/a" && $2 != "n/a" && $2 > 0 { printf "%.3f", $1 / $2; next }
+            { printf "n/a" }'
+}
 
 log ""
 log "$(printf '%-13s %5s %9s %8s %8s %10s %7s' target conns 'req/s' 'p50 ms' 'p99 ms' 'cpu us/req' errors)"
@@ -490,7 +503,7 @@ if [[ -n "$SQLITE_PID" ]]; then
             have "$row:$c" && have "$floor:$c" || continue
             r="$(ratio "$row:$c" "$floor:$c")"
             log "  $label throughput >= 0.6x nginx at c=$c: ${r}x, $(verdict "$r >= 0.6")" \
-                "(distance to 0.8x: $(awk -v r="$r" 'BEGIN { printf "%+.3f", r - 0.8 }'))"
+                "(distance to 0.8x: $(awk -v r="$r" 'BEGIN { printf "%+.3f", r - 0.8 }')$(by_round "$row:$c" "$floor:$c" 1))"
         done
     }
     target_p50() {
@@ -502,17 +515,18 @@ if [[ -n "$SQLITE_PID" ]]; then
     # target_cpu LABEL ROW BASELINE_ROW FIXED_US: CPU per request at most half the baseline
     # commit's, measured in this run (BASELINE_ROW) or else the figure of 2026-12-03 (FIXED_US).
     target_cpu() {
-        local label="$1" row="$2" baseline="$4" source cpu
+        local label="$1" row="$2" baseline="$4" source cpu rounds=""
         have "$row:16" || return 0
         source="$BASELINE_COMMIT on 2026-12-03's machine; make bench measures it on this one"
         if have "$3:16" && [[ "${CPU_US[$3:16]}" != n/a ]]; then
             baseline="${CPU_US[$3:16]}"
             source="$BASELINE_COMMIT in this run, row $3"
+            rounds="$(by_round "$row:16" "$3:16" 7)"
         fi
         cpu="${CPU_US[$row:16]}"
         [[ "$cpu" == n/a ]] && cpu=-1
         log "  $label cpu per request <= half of $baseline us ($source) at c=16: $cpu us" \
-            "($(awk -v c="$cpu" -v b="$baseline" 'BEGIN { printf "%.3f", c / b }')x)," \
+            "($(awk -v c="$cpu" -v b="$baseline" 'BEGIN { printf "%.3f", c / b }')x$rounds)," \
             "$(verdict "$cpu >= 0 && $cpu <= $baseline / 2")"
     }
     target_limits() {
