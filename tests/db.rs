@@ -61,6 +61,45 @@ on_both_backends!(
     a_user_shown_while_charged_agrees_with_itself,
 );
 
+/// Records [`read_while_usage_is_written`]'s writer commits, one per batch.
+const RECORDS: i64 = 400;
+
+/// Calls `read` over and over while a writer task commits `RECORDS`
+/// one-record usage batches (`record(n)` for the n-th), and checks that the
+/// reads overlapped the writer, not ran before or after it: at least 10 of
+/// them saw the figure `read` answers (something the writer moves) change.
+async fn read_while_usage_is_written(
+    db: &Db,
+    record: impl Fn(i64) -> UsageRecord + Send + 'static,
+    mut read: impl AsyncFnMut() -> anyhow::Result<i64>,
+) -> anyhow::Result<()> {
+    let writer = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            for n in 0..RECORDS {
+                db.write_usage_batch(&[record(n)]).await?;
+            }
+            anyhow::Ok(())
+        })
+    };
+    // Reads while the writer runs, and how many of them saw it move.
+    let (mut reads, mut moving, mut last) = (0, 0, -1);
+    while !writer.is_finished() {
+        let figure = read().await?;
+        reads += 1;
+        if figure != last {
+            moving += 1;
+            last = figure;
+        }
+    }
+    writer.await??;
+    ensure!(
+        moving >= 10,
+        "only {moving} of {reads} reads saw the writer move"
+    );
+    Ok(())
+}
+
 /// A listed page and its `total` come from one snapshot, while the usage
 /// writer commits batches between and during the reads: the request logs'
 /// and the charges' pages hold every matching row (the limit is above what
@@ -68,53 +107,34 @@ on_both_backends!(
 /// and the count were two statements, and a batch committed between them
 /// answered `{"data": [], "total": 1}` (seen in `tests/cli_resources.rs`).
 async fn a_page_and_its_total_agree_while_usage_is_written(backend: Backend) -> anyhow::Result<()> {
-    const RECORDS: i64 = 400;
     let t = TestDb::new(backend).await?;
     let db = connect(&t.settings).await?;
     let token = db.create_token(&new_token("paged", None)).await?.id;
-    let writer = {
-        let db = db.clone();
-        tokio::spawn(async move {
-            let base = 1_795_388_400_000;
-            for n in 0..RECORDS {
-                db.write_usage_batch(&[usage(base + n, Some(token), Some("gpt-4o"), n)])
-                    .await?;
-            }
-            anyhow::Ok(())
-        })
-    };
     let logs = switchyard::db::logs::LogFilter {
         model: Some("gpt-4o".to_owned()),
         ..Default::default()
     };
     let charges = switchyard::db::BillingFilter::default();
-    // Reads while the writer runs, and how many of them saw it move.
-    let (mut reads, mut moving, mut last_total) = (0, 0, -1);
-    while !writer.is_finished() {
-        let (rows, total) = db.list_request_logs_filtered(&logs, 10_000, 0).await?;
-        ensure!(
-            i64::try_from(rows.len())? == total,
-            "request logs: a page of {} rows for a total of {total}",
-            rows.len()
-        );
-        let (rows, total) = db.list_billing(&charges, 10_000, 0).await?;
-        ensure!(
-            i64::try_from(rows.len())? == total,
-            "charges: a page of {} rows for a total of {total}",
-            rows.len()
-        );
-        reads += 1;
-        if total != last_total {
-            moving += 1;
-            last_total = total;
-        }
-    }
-    writer.await??;
-    // The check ran against a writer in motion, not before or after it.
-    ensure!(
-        moving >= 10,
-        "only {moving} of {reads} reads saw the writer move"
-    );
+    read_while_usage_is_written(
+        &db,
+        move |n| usage(1_795_388_400_000 + n, Some(token), Some("gpt-4o"), n),
+        async || {
+            let (rows, total) = db.list_request_logs_filtered(&logs, 10_000, 0).await?;
+            ensure!(
+                i64::try_from(rows.len())? == total,
+                "request logs: a page of {} rows for a total of {total}",
+                rows.len()
+            );
+            let (rows, total) = db.list_billing(&charges, 10_000, 0).await?;
+            ensure!(
+                i64::try_from(rows.len())? == total,
+                "charges: a page of {} rows for a total of {total}",
+                rows.len()
+            );
+            Ok(total)
+        },
+    )
+    .await?;
     assert_stored_charged_and_counted(
         &db,
         token,
@@ -131,7 +151,6 @@ async fn a_page_and_its_total_agree_while_usage_is_written(backend: Backend) -> 
 /// always add up to what was topped up. They were read by two calls, and a
 /// batch committed between them showed a charge in one and not the other.
 async fn a_user_shown_while_charged_agrees_with_itself(backend: Backend) -> anyhow::Result<()> {
-    const RECORDS: i64 = 400;
     const TOPPED_UP: i64 = 1_000_000_000;
     let t = TestDb::new(backend).await?;
     let db = connect(&t.settings).await?;
@@ -140,43 +159,25 @@ async fn a_user_shown_while_charged_agrees_with_itself(backend: Backend) -> anyh
         .await?
         .context("the user")?;
     let token = db.create_token(&new_token("charged", Some(user))).await?.id;
-    let writer = {
-        let db = db.clone();
-        tokio::spawn(async move {
-            let base = 1_795_388_400_000;
-            for n in 0..RECORDS {
-                let record = UsageRecord {
-                    user_id: Some(user),
-                    ..usage(base + n, Some(token), Some("gpt-4o"), n)
-                };
-                db.write_usage_batch(&[record]).await?;
-            }
-            anyhow::Ok(())
-        })
-    };
-    // Reads while the writer runs, and how many of them saw it move.
-    let (mut reads, mut moving, mut last_spent) = (0, 0, -1);
-    while !writer.is_finished() {
-        let shown = db.user_shown(user).await?.context("the user")?;
-        ensure!(
-            shown.user.balance_nanos + shown.spent_nanos == TOPPED_UP,
-            "a balance of {} beside a spend of {}",
-            shown.user.balance_nanos,
-            shown.spent_nanos
-        );
-        ensure!(shown.token_ids == [token], "{:?}", shown.token_ids);
-        reads += 1;
-        if shown.spent_nanos != last_spent {
-            moving += 1;
-            last_spent = shown.spent_nanos;
-        }
-    }
-    writer.await??;
-    // The check ran against a writer in motion, not before or after it.
-    ensure!(
-        moving >= 10,
-        "only {moving} of {reads} reads saw the writer move"
-    );
+    read_while_usage_is_written(
+        &db,
+        move |n| UsageRecord {
+            user_id: Some(user),
+            ..usage(1_795_388_400_000 + n, Some(token), Some("gpt-4o"), n)
+        },
+        async || {
+            let shown = db.user_shown(user).await?.context("the user")?;
+            ensure!(
+                shown.user.balance_nanos + shown.spent_nanos == TOPPED_UP,
+                "a balance of {} beside a spend of {}",
+                shown.user.balance_nanos,
+                shown.spent_nanos
+            );
+            ensure!(shown.token_ids == [token], "{:?}", shown.token_ids);
+            Ok(shown.spent_nanos)
+        },
+    )
+    .await?;
     let shown = db.user_shown(user).await?.context("the user")?;
     ensure!(shown.spent_nanos == (0..RECORDS).map(|n| 1_000 + n).sum::<i64>());
     ensure!(db.user_shown(user + 1).await?.is_none());
