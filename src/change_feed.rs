@@ -18,9 +18,12 @@
 //!   rests here too until the same moment (measured on the database's
 //!   clock), without counting a failure. Latency figures stay local.
 //! - `redirect`, `price`: the tables are read again.
-//! - `token`: its cached view is dropped (a deleted token is refused at its
-//!   next use), with the cached misses (a new token works at once).
-//! - `user`: every cached token is dropped (they embed the owner's status).
+//! - `token`: its cached view is read again at its next use (a deleted token
+//!   is refused then; during an outage it is served as last read,
+//!   `crate::tokens`), and the cached misses are dropped (a new token works
+//!   at once).
+//! - `user`: every cached token is read again (they embed the owner's
+//!   status).
 //! - `admin_key`, `admin_session`: the session cache forgets them.
 //!
 //! Applying a change twice is harmless, so the reader errs on the side of
@@ -256,10 +259,10 @@ impl ChangeFeed {
                 .replace(crate::config_store::load_prices(&self.db).await?);
         }
         if batch.all_tokens {
-            self.tokens.clear();
+            self.tokens.mark_all_changed();
         } else if !batch.tokens.is_empty() {
             for id in &batch.tokens {
-                self.tokens.invalidate(*id);
+                self.tokens.mark_changed(*id);
             }
             self.tokens.forget_misses();
         }

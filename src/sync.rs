@@ -1,8 +1,9 @@
 //! Cache coherence between instances sharing a database (DESIGN §6).
 //!
 //! Every `database.sync_interval`, each instance asks the database what
-//! changed since its last look: tokens (their cached view is dropped; the
-//! in-memory limits read the new figures from it at the next request), users (every cached token is dropped:
+//! changed since its last look: tokens (their cached view is read again at
+//! its next use, `crate::tokens`; the
+//! in-memory limits read the new figures from it at the next request), users (every cached token is read again:
 //! they embed the owner's status and multiplier) and prices (the price table
 //! is reloaded when the count or the latest update time of prices moved). Changes made through this instance are applied at once by
 //! the admin handlers; this catches the others within the interval.
@@ -72,7 +73,7 @@ async fn poll(sync: &Sync, seen: &mut Seen) -> anyhow::Result<()> {
     for (id, updated_at) in sync.db.tokens_changed_since(look_from).await? {
         latest = latest.max(updated_at);
         if seen.tokens.insert(id, updated_at) != Some(updated_at) {
-            sync.tokens.invalidate(id);
+            sync.tokens.mark_changed(id);
             invalidated += 1;
         }
     }
@@ -82,7 +83,7 @@ async fn poll(sync: &Sync, seen: &mut Seen) -> anyhow::Result<()> {
         users_changed |= seen.users.insert(id, updated_at) != Some(updated_at);
     }
     if users_changed {
-        sync.tokens.clear();
+        sync.tokens.mark_all_changed();
     }
     let prices = sync.db.prices_fingerprint().await?;
     if prices != seen.prices {

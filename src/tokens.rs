@@ -9,6 +9,16 @@
 //! instance) can go unseen. An entry past its TTL is kept a while longer
 //! (`stale_token_grace`) for one purpose: while the database is unreachable,
 //! a token that was valid when last read is still served.
+//!
+//! A change heard of from elsewhere (`crate::sync`'s poll, the change feed)
+//! makes the entries it names stale, not gone: they are read again at their
+//! next use, and served as last read only if the database cannot be reached
+//! then, as an entry past its TTL is. Dropping them instead refused every
+//! such token for a whole outage that began between hearing of the change
+//! and the next use, even a token this instance had just created (its own
+//! poll hears of its creation). A change made through this instance drops
+//! its entries ([`TokenCache::invalidate`]): a token disabled here is never
+//! served from the cache.
 
 use crate::db::tokens::GatewayToken;
 use crate::db::users::User;
@@ -176,7 +186,12 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 
 #[derive(Clone)]
 enum Entry {
-    Found(Arc<TokenInfo>, Instant),
+    Found {
+        info: Arc<TokenInfo>,
+        read_at: Instant,
+        /// Changed elsewhere since it was read: stale before its TTL.
+        changed: bool,
+    },
     Missing(Instant),
 }
 
@@ -220,9 +235,13 @@ impl TokenCache {
             return Cached::Unknown;
         };
         match entries.get(hash) {
-            Some(Entry::Found(info, at)) => {
-                let age = now.duration_since(*at);
-                if age < self.ttl {
+            Some(Entry::Found {
+                info,
+                read_at,
+                changed,
+            }) => {
+                let age = now.duration_since(*read_at);
+                if age < self.ttl && !changed {
                     Cached::Found(info.clone())
                 } else if age < self.ttl.saturating_add(self.stale_grace) {
                     Cached::Stale(info.clone())
@@ -239,34 +258,64 @@ impl TokenCache {
         let keep_for = self.ttl.saturating_add(self.stale_grace);
         if let Ok(mut entries) = self.entries.write() {
             if entries.len() >= MAX_ENTRIES {
-                entries.retain(|_, entry| matches!(entry, Entry::Found(_, at) if now.duration_since(*at) < keep_for));
+                entries.retain(|_, entry| matches!(entry, Entry::Found { read_at, .. } if now.duration_since(*read_at) < keep_for));
             }
             let entry = match info {
-                Some(info) => Entry::Found(info, now),
+                Some(info) => Entry::Found {
+                    info,
+                    read_at: now,
+                    changed: false,
+                },
                 None => Entry::Missing(now),
             };
             entries.insert(hash, entry);
         }
     }
 
-    /// Forgets token `id` (changed, disabled or deleted).
+    /// Forgets token `id`: changed, disabled or deleted through this
+    /// instance.
     pub fn invalidate(&self, id: i64) {
         if let Ok(mut entries) = self.entries.write() {
-            entries.retain(|_, entry| !matches!(entry, Entry::Found(info, _) if info.id == id));
+            entries.retain(|_, entry| !matches!(entry, Entry::Found { info, .. } if info.id == id));
         }
     }
 
-    /// Forgets every token (a user changed: their tokens' cached view is stale).
+    /// Forgets every token: a user changed through this instance (their
+    /// tokens' cached view embeds the owner).
     pub fn clear(&self) {
         if let Ok(mut entries) = self.entries.write() {
             entries.clear();
         }
     }
 
+    /// Token `id` changed elsewhere: read it again at its next use (see the
+    /// module's comment for why it is not forgotten).
+    pub fn mark_changed(&self, id: i64) {
+        self.mark_changed_where(|info| info.id == id);
+    }
+
+    /// Every token may have changed elsewhere (a user did, or this instance
+    /// lost track): each is read again at its next use.
+    pub fn mark_all_changed(&self) {
+        self.mark_changed_where(|_| true);
+    }
+
+    fn mark_changed_where(&self, which: impl Fn(&TokenInfo) -> bool) {
+        if let Ok(mut entries) = self.entries.write() {
+            for entry in entries.values_mut() {
+                if let Entry::Found { info, changed, .. } = entry
+                    && which(info)
+                {
+                    *changed = true;
+                }
+            }
+        }
+    }
+
     /// Forgets every cached miss (a token was created).
     pub fn forget_misses(&self) {
         if let Ok(mut entries) = self.entries.write() {
-            entries.retain(|_, entry| matches!(entry, Entry::Found(..)));
+            entries.retain(|_, entry| matches!(entry, Entry::Found { .. }));
         }
     }
 }
@@ -310,7 +359,7 @@ mod tests {
             enabled: true,
             ..TokenInfo::default()
         });
-        cache.put("h".into(), Some(info), now);
+        cache.put("h".into(), Some(info.clone()), now);
         assert!(matches!(cache.get("h", now), Cached::Found(_)));
         let ttl = Duration::from_secs(30);
         assert!(matches!(cache.get("h", now + ttl), Cached::Stale(_)));
@@ -318,6 +367,21 @@ mod tests {
             cache.get("h", now + ttl + Duration::from_secs(600)),
             Cached::Unknown
         ));
+        // Changed elsewhere: read again, but usable if the database is away.
+        cache.mark_changed(8);
+        assert!(matches!(cache.get("h", now), Cached::Found(_)));
+        cache.mark_changed(7);
+        assert!(matches!(cache.get("h", now), Cached::Stale(_)));
+        assert!(matches!(
+            cache.get("h", now + ttl + Duration::from_secs(600)),
+            Cached::Unknown
+        ));
+        // Read again: fresh.
+        cache.put("h".into(), Some(info.clone()), now);
+        assert!(matches!(cache.get("h", now), Cached::Found(_)));
+        cache.mark_all_changed();
+        assert!(matches!(cache.get("h", now), Cached::Stale(_)));
+        // Changed here: gone.
         cache.invalidate(7);
         assert!(matches!(cache.get("h", now), Cached::Unknown));
         cache.put("x".into(), None, now);

@@ -44,34 +44,46 @@ async fn chat(
     Ok((response.status().as_u16(), id, retry_after, json))
 }
 
+/// A gateway on `pg` with one provider (`mock`), `token_cache_ttl` as given
+/// and retries quick enough for a test.
+fn outage_settings(
+    pg: &PrivatePostgres,
+    mock: &MockUpstream,
+    dir: &std::path::Path,
+    token_cache_ttl: Duration,
+) -> anyhow::Result<Settings> {
+    let mut settings = Settings::for_tests(dir)?;
+    settings.database = DatabaseSettings {
+        url: pg.url(),
+        max_connections: 4,
+        connect_timeout: Duration::from_secs(1),
+        sync_interval: Duration::from_secs(1),
+        token_cache_ttl,
+        stale_token_grace: Duration::from_secs(600),
+    };
+    settings.admin.master_key = Secret::new(MASTER_KEY);
+    settings.usage.max_retry_delay = Duration::from_millis(500);
+    settings.providers = vec![common::mock_provider(
+        mock,
+        "mock",
+        &["mock-gpt"],
+        &["ok-1"],
+    )];
+    Ok(settings)
+}
+
 #[actix_rt::test]
 async fn a_database_outage_is_served_through_and_the_backlog_lands_within_seconds()
 -> anyhow::Result<()> {
     let pg = PrivatePostgres::start()?;
     let mock = MockUpstream::start()?;
     let dir = tempfile::tempdir()?;
-    let mut settings = Settings::for_tests(dir.path())?;
-    settings.database = DatabaseSettings {
-        url: pg.url(),
-        max_connections: 4,
-        connect_timeout: Duration::from_secs(1),
-        sync_interval: Duration::from_secs(1),
-        // Short, so that the outage outlasts every cache entry.
-        token_cache_ttl: Duration::from_millis(300),
-        stale_token_grace: Duration::from_secs(600),
-    };
-    settings.admin.master_key = Secret::new(MASTER_KEY);
-    settings.usage.max_retry_delay = Duration::from_millis(500);
+    // A short TTL, so that the outage outlasts every cache entry.
+    let mut settings = outage_settings(&pg, &mock, dir.path(), Duration::from_millis(300))?;
     // Exact reservations (no budget slice beyond each estimate): the budget
     // token's next request needs a new lease, so the database. A request a
     // held slice covers is served through an outage (docs/limits.md).
     settings.limits.budget_slice_fraction = 0.0;
-    settings.providers = vec![common::mock_provider(
-        &mock,
-        "mock",
-        &["mock-gpt"],
-        &["ok-1"],
-    )];
     settings.prices = vec![switchyard::config::PriceSettings {
         model: "mock-gpt".to_owned(),
         input_per_mtok: 1.0,
@@ -180,6 +192,86 @@ async fn a_database_outage_is_served_through_and_the_backlog_lands_within_second
         status == 200,
         "budget token after the outage: {status} {body}"
     );
+    gateway.stop().await?;
+    Ok(())
+}
+
+/// Another instance changes two tokens in one transaction, and the database
+/// goes down right after this instance heard of it (its poll or the change
+/// feed) but before it read the tokens again. The change is applied where
+/// the database can be read (the disabled token is refused at once), and a
+/// token that was valid when last read is still served through the outage,
+/// as a token past its cache TTL is. Before, hearing of a change dropped
+/// the token from the cache, so it was refused with 503 for the whole
+/// outage: what failed `tests/crash.rs` in CI, where the gateway's poll saw
+/// the test's own new token just before the outage.
+#[actix_rt::test]
+async fn a_token_changed_elsewhere_just_before_an_outage_is_still_served() -> anyhow::Result<()> {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+    let pg = PrivatePostgres::start()?;
+    let mock = MockUpstream::start()?;
+    let dir = tempfile::tempdir()?;
+    // Long, so that only hearing of a change can make an entry stale here.
+    let mut settings = outage_settings(&pg, &mock, dir.path(), Duration::from_secs(600))?;
+    settings.database.sync_interval = Duration::from_millis(100);
+    settings.validate()?;
+    let log = slog::Logger::root(slog::Discard, slog::o!());
+    let gateway = start(settings, log, StartOptions::default()).await?;
+    let url = format!("http://{}", gateway.addr);
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .finish();
+    let admin = AdminClient::new(url.clone(), MASTER_KEY);
+    let renamed = admin.create_token(json!({ "name": "renamed" })).await?;
+    let disabled = admin.create_token(json!({ "name": "disabled" })).await?;
+    for token in [&renamed.token, &disabled.token] {
+        let (status, _, _, body) = chat(&client, &url, token).await?;
+        anyhow::ensure!(status == 200, "{status} {body}");
+    }
+
+    // What another instance's admin API writes: the change and a new
+    // `updated_at`, for both tokens in one transaction.
+    let mut elsewhere = AsyncPgConnection::establish(&pg.url()).await?;
+    diesel::sql_query(format!(
+        "UPDATE gateway_tokens SET \
+         name = CASE WHEN id = {renamed} THEN 'renamed elsewhere' ELSE name END, \
+         enabled = (id <> {disabled}), \
+         updated_at = (extract(epoch FROM clock_timestamp()) * 1000)::bigint \
+         WHERE id IN ({renamed}, {disabled})",
+        renamed = renamed.id,
+        disabled = disabled.id,
+    ))
+    .execute(&mut elsewhere)
+    .await?;
+    drop(elsewhere);
+    // The disabled token is refused once this instance heard of the
+    // change; whatever told it (poll or feed) read both rows at once.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _, _, body) = chat(&client, &url, &disabled.token).await?;
+        if status == 401 {
+            break;
+        }
+        anyhow::ensure!(status == 200, "{status} {body}");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the disabled token was still served 10 s after the change"
+        );
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    pg.stop_server("immediate")?;
+    for _ in 0..5 {
+        let (status, _, _, body) = chat(&client, &url, &renamed.token).await?;
+        anyhow::ensure!(
+            status == 200,
+            "a token valid when last read, changed elsewhere, during the outage: {status} {body}"
+        );
+    }
+    // The disabled one was read again before the outage: still refused.
+    let (status, _, _, body) = chat(&client, &url, &disabled.token).await?;
+    anyhow::ensure!(status == 401, "{status} {body}");
+    pg.start_server()?;
     gateway.stop().await?;
     Ok(())
 }
