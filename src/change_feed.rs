@@ -22,8 +22,8 @@
 //!   is refused then; during an outage it is served as last read,
 //!   `crate::tokens`), and the cached misses are dropped (a new token works
 //!   at once).
-//! - `user`: every cached token is read again (they embed the owner's
-//!   status).
+//! - `user`: the user's cached tokens are read again (they embed the
+//!   owner's status).
 //! - `admin_key`, `admin_session`: the session cache forgets them.
 //!
 //! Applying a change twice is harmless, so the reader errs on the side of
@@ -260,11 +260,16 @@ impl ChangeFeed {
         }
         if batch.all_tokens {
             self.tokens.mark_all_changed();
-        } else if !batch.tokens.is_empty() {
+        } else {
+            for id in &batch.users {
+                self.tokens.mark_user_changed(*id);
+            }
             for id in &batch.tokens {
                 self.tokens.mark_changed(*id);
             }
-            self.tokens.forget_misses();
+            if !batch.tokens.is_empty() {
+                self.tokens.forget_misses();
+            }
         }
         for id in &batch.admin_keys {
             self.sessions
@@ -275,7 +280,7 @@ impl ChangeFeed {
         }
         debug!(self.log, "change_feed.applied"; "providers" => providers.len(),
             "rests" => batch.rests.len(), "tokens" => batch.tokens.len(),
-            "all_tokens" => batch.all_tokens);
+            "users" => batch.users.len(), "all_tokens" => batch.all_tokens);
         Ok(())
     }
 }
@@ -297,7 +302,9 @@ struct Batch {
     redirects: bool,
     prices: bool,
     tokens: BTreeSet<i64>,
-    /// A user changed, or everything is reloaded: every cached token goes.
+    /// Users whose tokens are read again.
+    users: BTreeSet<i64>,
+    /// Everything is reloaded: every cached token is read again.
     all_tokens: bool,
     admin_keys: BTreeSet<i64>,
     sessions: BTreeSet<i64>,
@@ -344,7 +351,13 @@ impl Batch {
                         batch.tokens.insert(id);
                     }
                 }
-                "user" => batch.all_tokens = true,
+                "user" => match row.subject.parse() {
+                    Ok(id) => {
+                        batch.users.insert(id);
+                    }
+                    // Not a user id (a newer writer's?): every token, to be safe.
+                    Err(_) => batch.all_tokens = true,
+                },
                 "admin_key" => {
                     if let Ok(id) = row.subject.parse() {
                         batch.admin_keys.insert(id);
@@ -403,10 +416,12 @@ mod tests {
             row(5, "price", "gpt-4o", None, 1_003),
             row(6, "admin_session", "9", None, 1_004),
             row(7, "something_newer", "x", None, 1_005),
+            row(8, "user", "3", None, 1_006),
         ];
         let batch = Batch::of(&rows, 2_000);
         assert_eq!(batch.providers.len(), 1);
         assert_eq!(batch.tokens, BTreeSet::from([7]));
+        assert_eq!(batch.users, BTreeSet::from([3]));
         assert!(batch.prices && !batch.redirects && !batch.all_tokens);
         assert_eq!(batch.sessions, BTreeSet::from([9]));
         assert!(Batch::of(&[], 0).is_empty());

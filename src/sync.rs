@@ -3,7 +3,7 @@
 //! Every `database.sync_interval`, each instance asks the database what
 //! changed since its last look: tokens (their cached view is read again at
 //! its next use, `crate::tokens`; the
-//! in-memory limits read the new figures from it at the next request), users (every cached token is read again:
+//! in-memory limits read the new figures from it at the next request), users (their cached tokens are read again:
 //! they embed the owner's status and multiplier) and prices (the price table
 //! is reloaded when the count or the latest update time of prices moved). Changes made through this instance are applied at once by
 //! the admin handlers; this catches the others within the interval.
@@ -77,13 +77,13 @@ async fn poll(sync: &Sync, seen: &mut Seen) -> anyhow::Result<()> {
             invalidated += 1;
         }
     }
-    let mut users_changed = false;
+    let mut users_changed = 0usize;
     for (id, updated_at) in sync.db.users_changed_since(look_from).await? {
         latest = latest.max(updated_at);
-        users_changed |= seen.users.insert(id, updated_at) != Some(updated_at);
-    }
-    if users_changed {
-        sync.tokens.mark_all_changed();
+        if seen.users.insert(id, updated_at) != Some(updated_at) {
+            sync.tokens.mark_user_changed(id);
+            users_changed += 1;
+        }
     }
     let prices = sync.db.prices_fingerprint().await?;
     if prices != seen.prices {
@@ -91,7 +91,7 @@ async fn poll(sync: &Sync, seen: &mut Seen) -> anyhow::Result<()> {
             .replace(crate::config_store::load_prices(&sync.db).await?);
         seen.prices = prices;
     }
-    if invalidated > 0 || users_changed {
+    if invalidated > 0 || users_changed > 0 {
         debug!(sync.log, "sync.invalidated"; "tokens" => invalidated, "users" => users_changed);
     }
     // Never past now: rows written later with a slightly older clock are

@@ -280,11 +280,14 @@ impl TokenCache {
         }
     }
 
-    /// Forgets every token: a user changed through this instance (their
-    /// tokens' cached view embeds the owner).
-    pub fn clear(&self) {
+    /// Forgets the tokens of user `user_id`, changed or deleted through this
+    /// instance (a token's cached view embeds its owner). Other users'
+    /// tokens do not depend on it.
+    pub fn invalidate_user(&self, user_id: i64) {
         if let Ok(mut entries) = self.entries.write() {
-            entries.clear();
+            entries.retain(
+                |_, entry| !matches!(entry, Entry::Found { info, .. } if info.user_id == Some(user_id)),
+            );
         }
     }
 
@@ -294,8 +297,14 @@ impl TokenCache {
         self.mark_changed_where(|info| info.id == id);
     }
 
-    /// Every token may have changed elsewhere (a user did, or this instance
-    /// lost track): each is read again at its next use.
+    /// User `user_id` changed elsewhere: their tokens are read again at
+    /// their next use.
+    pub fn mark_user_changed(&self, user_id: i64) {
+        self.mark_changed_where(|info| info.user_id == Some(user_id));
+    }
+
+    /// Every token may have changed elsewhere (this instance lost track):
+    /// each is read again at its next use.
     pub fn mark_all_changed(&self) {
         self.mark_changed_where(|_| true);
     }
@@ -384,6 +393,23 @@ mod tests {
         // Changed here: gone.
         cache.invalidate(7);
         assert!(matches!(cache.get("h", now), Cached::Unknown));
+        // By owner: only that user's tokens.
+        let owned = |id, user_id| {
+            Some(Arc::new(TokenInfo {
+                id,
+                user_id: Some(user_id),
+                enabled: true,
+                ..TokenInfo::default()
+            }))
+        };
+        cache.put("u1".into(), owned(11, 1), now);
+        cache.put("u2".into(), owned(12, 2), now);
+        cache.mark_user_changed(1);
+        assert!(matches!(cache.get("u1", now), Cached::Stale(_)));
+        assert!(matches!(cache.get("u2", now), Cached::Found(_)));
+        cache.invalidate_user(2);
+        assert!(matches!(cache.get("u2", now), Cached::Unknown));
+        assert!(matches!(cache.get("u1", now), Cached::Stale(_)));
         cache.put("x".into(), None, now);
         assert!(matches!(cache.get("x", now), Cached::Missing));
         cache.forget_misses();

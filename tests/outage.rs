@@ -6,6 +6,7 @@
 
 pub mod common;
 
+use anyhow::Context;
 use common::MASTER_KEY;
 use common::admin::AdminClient;
 use common::load::compare;
@@ -272,6 +273,71 @@ async fn a_token_changed_elsewhere_just_before_an_outage_is_still_served() -> an
     let (status, _, _, body) = chat(&client, &url, &disabled.token).await?;
     anyhow::ensure!(status == 401, "{status} {body}");
     pg.start_server()?;
+    gateway.stop().await?;
+    Ok(())
+}
+
+/// A user is changed through this instance, and the database goes down
+/// before the next request. Only that user's tokens depend on the change:
+/// theirs are dropped from the cache (a change made here fails closed:
+/// 503 until the database can be read), every other user's stay served.
+/// Before, any user change dropped every cached token, so a change to one
+/// user refused every user's tokens through an outage that began before
+/// their next request.
+#[actix_rt::test]
+async fn a_user_changed_just_before_an_outage_leaves_other_users_tokens_served()
+-> anyhow::Result<()> {
+    let pg = PrivatePostgres::start()?;
+    let mock = MockUpstream::start()?;
+    let dir = tempfile::tempdir()?;
+    let settings = outage_settings(&pg, &mock, dir.path(), Duration::from_secs(600))?;
+    settings.validate()?;
+    let log = slog::Logger::root(slog::Discard, slog::o!());
+    let gateway = start(settings, log, StartOptions::default()).await?;
+    let url = format!("http://{}", gateway.addr);
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .finish();
+    let admin = AdminClient::new(url.clone(), MASTER_KEY);
+    let mut tokens = Vec::new();
+    for name in ["changed", "unchanged"] {
+        let user = admin.create_user(json!({ "name": name })).await?;
+        let user_id = user["id"].as_i64().context("user id")?;
+        let token = admin
+            .create_token(json!({ "name": name, "user_id": user_id }))
+            .await?
+            .token;
+        let (status, _, _, body) = chat(&client, &url, &token).await?;
+        anyhow::ensure!(status == 200, "{status} {body}");
+        tokens.push((user_id, token));
+    }
+    let [(changed_user, changed_token), (_, unchanged_token)] = &tokens[..] else {
+        anyhow::bail!("two users");
+    };
+    admin
+        .patch(
+            &format!("/admin/users/{changed_user}"),
+            json!({ "price_multiplier": 2.0 }),
+        )
+        .await?;
+
+    pg.stop_server("immediate")?;
+    let (status, _, _, body) = chat(&client, &url, unchanged_token).await?;
+    anyhow::ensure!(
+        status == 200,
+        "another user's token, cached before the change: {status} {body}"
+    );
+    let (status, _, _, body) = chat(&client, &url, changed_token).await?;
+    anyhow::ensure!(
+        status == 503,
+        "the changed user's token cannot be read again: {status} {body}"
+    );
+    pg.start_server()?;
+    let (status, _, _, body) = chat(&client, &url, changed_token).await?;
+    anyhow::ensure!(
+        status == 200,
+        "read again once the database is back: {status} {body}"
+    );
     gateway.stop().await?;
     Ok(())
 }

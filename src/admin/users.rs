@@ -1,7 +1,7 @@
 //! Users: the owners of tokens, with a balance, a status, a prepaid flag and
 //! a price multiplier. A token's cached view embeds its owner's status,
-//! prepaid flag and multiplier, so every change to a user clears the token
-//! cache (the next request of each token reads its owner again).
+//! prepaid flag and multiplier, so a change to a user drops that user's
+//! tokens from the cache (their next request reads the owner again).
 
 use super::ADMIN_BODY_LIMIT;
 use super::fields::{self, nullable, usd};
@@ -270,7 +270,7 @@ pub async fn update(
         .map_err(|error| name_taken(error, name.as_deref().unwrap_or_default()))?
         .ok_or_else(|| not_found(id))?;
     // Cached tokens embed their owner's status, prepaid flag and multiplier.
-    state.tokens.clear();
+    state.tokens.invalidate_user(id);
     slog::info!(state.log, "admin.user_updated"; "user_id" => id, "status" => &user.status, "by" => &admin.actor);
     let after = user_json(&user);
     record(
@@ -310,7 +310,7 @@ pub async fn delete(
             )));
         }
     }
-    state.tokens.clear();
+    state.tokens.invalidate_user(id);
     slog::info!(state.log, "admin.user_deleted"; "user_id" => id, "by" => &admin.actor);
     record(
         &state,
