@@ -2,7 +2,9 @@
 //! started again): tokens that need no database keep being served past the
 //! token cache's TTL, budget-limited tokens are refused with 503 and
 //! `Retry-After` (fail closed), no database error answers 500, and the
-//! backlog is written within seconds of the database's return.
+//! backlog is written within seconds of the database's return. A change
+//! heard of just before the outage (another instance's, or one user's made
+//! here) refuses no token it did not touch.
 
 pub mod common;
 
@@ -17,43 +19,28 @@ use std::time::{Duration, Instant};
 use switchyard::config::{DatabaseSettings, Secret, Settings};
 use switchyard::{StartOptions, start};
 
-async fn chat(
-    client: &awc::Client,
-    url: &str,
-    token: &str,
-) -> anyhow::Result<(u16, Option<String>, Option<String>, Value)> {
-    let mut response = client
-        .post(format!("{url}/v1/chat/completions"))
-        .insert_header(("authorization", format!("Bearer {token}")))
-        .send_json(&json!({
-            "model": "mock-gpt",
-            "messages": [{ "role": "user", "content": "hi" }],
-            "max_tokens": 5,
-        }))
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let (id, retry_after) = (header("x-request-id"), header("retry-after"));
-    let body = response.body().await?;
-    let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    Ok((response.status().as_u16(), id, retry_after, json))
+/// A gateway on a PostgreSQL server of its own, and what a test talks to
+/// it with.
+struct OnPostgres {
+    pg: PrivatePostgres,
+    gateway: switchyard::Gateway,
+    url: String,
+    client: awc::Client,
+    admin: AdminClient,
+    /// The upstream and the gateway's directory, kept for the test's length.
+    _alive: (MockUpstream, tempfile::TempDir),
 }
 
-/// A gateway on `pg` with one provider (`mock`), `token_cache_ttl` as given
-/// and retries quick enough for a test.
-fn outage_settings(
-    pg: &PrivatePostgres,
-    mock: &MockUpstream,
-    dir: &std::path::Path,
+/// Starts a gateway with one provider (`mock-gpt`), `token_cache_ttl` as
+/// given and retries quick enough for a test; `adjust` changes the rest.
+async fn start_on_postgres(
     token_cache_ttl: Duration,
-) -> anyhow::Result<Settings> {
-    let mut settings = Settings::for_tests(dir)?;
+    adjust: impl FnOnce(&mut Settings),
+) -> anyhow::Result<OnPostgres> {
+    let pg = PrivatePostgres::start()?;
+    let mock = MockUpstream::start()?;
+    let dir = tempfile::tempdir()?;
+    let mut settings = Settings::for_tests(dir.path())?;
     settings.database = DatabaseSettings {
         url: pg.url(),
         max_connections: 4,
@@ -65,62 +52,106 @@ fn outage_settings(
     settings.admin.master_key = Secret::new(MASTER_KEY);
     settings.usage.max_retry_delay = Duration::from_millis(500);
     settings.providers = vec![common::mock_provider(
-        mock,
+        &mock,
         "mock",
         &["mock-gpt"],
         &["ok-1"],
     )];
-    Ok(settings)
+    adjust(&mut settings);
+    settings.validate()?;
+    let log = slog::Logger::root(slog::Discard, slog::o!());
+    let gateway = start(settings, log, StartOptions::default()).await?;
+    let url = format!("http://{}", gateway.addr);
+    Ok(OnPostgres {
+        pg,
+        client: awc::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .finish(),
+        admin: AdminClient::new(url.clone(), MASTER_KEY),
+        url,
+        gateway,
+        _alive: (mock, dir),
+    })
+}
+
+impl OnPostgres {
+    /// A chat request with `token`: the status, `x-request-id`,
+    /// `Retry-After` and the body.
+    async fn chat(
+        &self,
+        token: &str,
+    ) -> anyhow::Result<(u16, Option<String>, Option<String>, Value)> {
+        let mut response = self
+            .client
+            .post(format!("{}/v1/chat/completions", self.url))
+            .insert_header(("authorization", format!("Bearer {token}")))
+            .send_json(&json!({
+                "model": "mock-gpt",
+                "messages": [{ "role": "user", "content": "hi" }],
+                "max_tokens": 5,
+            }))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let (id, retry_after) = (header("x-request-id"), header("retry-after"));
+        let body = response.body().await?;
+        let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        Ok((response.status().as_u16(), id, retry_after, json))
+    }
 }
 
 #[actix_rt::test]
 async fn a_database_outage_is_served_through_and_the_backlog_lands_within_seconds()
 -> anyhow::Result<()> {
-    let pg = PrivatePostgres::start()?;
-    let mock = MockUpstream::start()?;
-    let dir = tempfile::tempdir()?;
     // A short TTL, so that the outage outlasts every cache entry.
-    let mut settings = outage_settings(&pg, &mock, dir.path(), Duration::from_millis(300))?;
-    // Exact reservations (no budget slice beyond each estimate): the budget
-    // token's next request needs a new lease, so the database. A request a
-    // held slice covers is served through an outage (docs/limits.md).
-    settings.limits.budget_slice_fraction = 0.0;
-    settings.prices = vec![switchyard::config::PriceSettings {
-        model: "mock-gpt".to_owned(),
-        input_per_mtok: 1.0,
-        output_per_mtok: 1.0,
-        ..Default::default()
-    }];
-    settings.validate()?;
-    let log = slog::Logger::root(slog::Discard, slog::o!());
-    let gateway = start(settings, log, StartOptions::default()).await?;
-    let url = format!("http://{}", gateway.addr);
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .finish();
-    let admin = AdminClient::new(url.clone(), MASTER_KEY);
-    let plain = admin.create_token(json!({ "name": "plain" })).await?.token;
-    let limited = admin
+    let on = start_on_postgres(Duration::from_millis(300), |settings| {
+        // Exact reservations (no budget slice beyond each estimate): the
+        // budget token's next request needs a new lease, so the database. A
+        // request a held slice covers is served through an outage
+        // (docs/limits.md).
+        settings.limits.budget_slice_fraction = 0.0;
+        settings.prices = vec![switchyard::config::PriceSettings {
+            model: "mock-gpt".to_owned(),
+            input_per_mtok: 1.0,
+            output_per_mtok: 1.0,
+            ..Default::default()
+        }];
+    })
+    .await?;
+    let plain = on
+        .admin
+        .create_token(json!({ "name": "plain" }))
+        .await?
+        .token;
+    let limited = on
+        .admin
         .create_token(json!({ "name": "rate-limited", "rpm": 10_000 }))
         .await?
         .token;
-    let budget = admin
+    let budget = on
+        .admin
         .create_token(json!({ "name": "budget", "budget_usd": 100.0 }))
         .await?
         .token;
     let mut answered = Vec::new();
     for token in [&plain, &limited, &budget] {
-        let (status, id, _, body) = chat(&client, &url, token).await?;
+        let (status, id, _, body) = on.chat(token).await?;
         anyhow::ensure!(status == 200, "{status} {body}");
         answered.extend(id);
     }
 
-    pg.stop_server("immediate")?;
+    on.pg.stop_server("immediate")?;
     // Every cache entry is now older than its 300 ms TTL.
     actix_rt::time::sleep(Duration::from_millis(600)).await;
     for _ in 0..20 {
         for token in [&plain, &limited] {
-            let (status, id, _, body) = chat(&client, &url, token).await?;
+            let (status, id, _, body) = on.chat(token).await?;
             anyhow::ensure!(
                 status == 200,
                 "served from the stale cache: {status} {body}"
@@ -129,7 +160,7 @@ async fn a_database_outage_is_served_through_and_the_backlog_lands_within_second
         }
     }
     // A budget needs the database for a new slice: refused, 503, retry.
-    let (status, _, retry_after, body) = chat(&client, &url, &budget).await?;
+    let (status, _, retry_after, body) = on.chat(&budget).await?;
     anyhow::ensure!(
         status == 503,
         "budget token during the outage: {status} {body}"
@@ -140,15 +171,17 @@ async fn a_database_outage_is_served_through_and_the_backlog_lands_within_second
         "{body}"
     );
     // A token never seen before cannot be checked: 503, not 401 or 500.
-    let (status, _, _, body) =
-        chat(&client, &url, "sy-neverseenbeforeneverseenbefore0000000000").await?;
+    let (status, _, _, body) = on
+        .chat("sy-neverseenbeforeneverseenbefore0000000000")
+        .await?;
     anyhow::ensure!(
         status == 503,
         "unknown token during the outage: {status} {body}"
     );
     // Admin reads are 503 too, never 500.
-    let response = client
-        .get(format!("{url}/admin/tokens"))
+    let response = on
+        .client
+        .get(format!("{}/admin/tokens", on.url))
         .insert_header(("authorization", format!("Bearer {MASTER_KEY}")))
         .send()
         .await
@@ -159,9 +192,9 @@ async fn a_database_outage_is_served_through_and_the_backlog_lands_within_second
         response.status()
     );
 
-    pg.start_server()?;
+    on.pg.start_server()?;
     let back = Instant::now();
-    let db = gateway.db.clone();
+    let db = on.gateway.db.clone();
     let landed = loop {
         let ids: Vec<String> = match db.list_request_logs(100_000, 0).await {
             Ok(rows) => rows.into_iter().map(|row| row.request_id).collect(),
@@ -188,12 +221,12 @@ async fn a_database_outage_is_served_through_and_the_backlog_lands_within_second
         "the backlog took {landed:?} to land"
     );
     // And the budget token is served again.
-    let (status, _, _, body) = chat(&client, &url, &budget).await?;
+    let (status, _, _, body) = on.chat(&budget).await?;
     anyhow::ensure!(
         status == 200,
         "budget token after the outage: {status} {body}"
     );
-    gateway.stop().await?;
+    on.gateway.stop().await?;
     Ok(())
 }
 
@@ -209,30 +242,21 @@ async fn a_database_outage_is_served_through_and_the_backlog_lands_within_second
 #[actix_rt::test]
 async fn a_token_changed_elsewhere_just_before_an_outage_is_still_served() -> anyhow::Result<()> {
     use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-    let pg = PrivatePostgres::start()?;
-    let mock = MockUpstream::start()?;
-    let dir = tempfile::tempdir()?;
-    // Long, so that only hearing of a change can make an entry stale here.
-    let mut settings = outage_settings(&pg, &mock, dir.path(), Duration::from_secs(600))?;
-    settings.database.sync_interval = Duration::from_millis(100);
-    settings.validate()?;
-    let log = slog::Logger::root(slog::Discard, slog::o!());
-    let gateway = start(settings, log, StartOptions::default()).await?;
-    let url = format!("http://{}", gateway.addr);
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .finish();
-    let admin = AdminClient::new(url.clone(), MASTER_KEY);
-    let renamed = admin.create_token(json!({ "name": "renamed" })).await?;
-    let disabled = admin.create_token(json!({ "name": "disabled" })).await?;
+    // A long TTL, so that only hearing of a change can make an entry stale.
+    let on = start_on_postgres(Duration::from_secs(600), |settings| {
+        settings.database.sync_interval = Duration::from_millis(100);
+    })
+    .await?;
+    let renamed = on.admin.create_token(json!({ "name": "renamed" })).await?;
+    let disabled = on.admin.create_token(json!({ "name": "disabled" })).await?;
     for token in [&renamed.token, &disabled.token] {
-        let (status, _, _, body) = chat(&client, &url, token).await?;
+        let (status, _, _, body) = on.chat(token).await?;
         anyhow::ensure!(status == 200, "{status} {body}");
     }
 
     // What another instance's admin API writes: the change and a new
     // `updated_at`, for both tokens in one transaction.
-    let mut elsewhere = AsyncPgConnection::establish(&pg.url()).await?;
+    let mut elsewhere = AsyncPgConnection::establish(&on.pg.url()).await?;
     diesel::sql_query(format!(
         "UPDATE gateway_tokens SET \
          name = CASE WHEN id = {renamed} THEN 'renamed elsewhere' ELSE name END, \
@@ -249,7 +273,7 @@ async fn a_token_changed_elsewhere_just_before_an_outage_is_still_served() -> an
     // change; whatever told it (poll or feed) read both rows at once.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (status, _, _, body) = chat(&client, &url, &disabled.token).await?;
+        let (status, _, _, body) = on.chat(&disabled.token).await?;
         if status == 401 {
             break;
         }
@@ -261,19 +285,19 @@ async fn a_token_changed_elsewhere_just_before_an_outage_is_still_served() -> an
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     }
 
-    pg.stop_server("immediate")?;
+    on.pg.stop_server("immediate")?;
     for _ in 0..5 {
-        let (status, _, _, body) = chat(&client, &url, &renamed.token).await?;
+        let (status, _, _, body) = on.chat(&renamed.token).await?;
         anyhow::ensure!(
             status == 200,
             "a token valid when last read, changed elsewhere, during the outage: {status} {body}"
         );
     }
     // The disabled one was read again before the outage: still refused.
-    let (status, _, _, body) = chat(&client, &url, &disabled.token).await?;
+    let (status, _, _, body) = on.chat(&disabled.token).await?;
     anyhow::ensure!(status == 401, "{status} {body}");
-    pg.start_server()?;
-    gateway.stop().await?;
+    on.pg.start_server()?;
+    on.gateway.stop().await?;
     Ok(())
 }
 
@@ -287,57 +311,47 @@ async fn a_token_changed_elsewhere_just_before_an_outage_is_still_served() -> an
 #[actix_rt::test]
 async fn a_user_changed_just_before_an_outage_leaves_other_users_tokens_served()
 -> anyhow::Result<()> {
-    let pg = PrivatePostgres::start()?;
-    let mock = MockUpstream::start()?;
-    let dir = tempfile::tempdir()?;
-    let settings = outage_settings(&pg, &mock, dir.path(), Duration::from_secs(600))?;
-    settings.validate()?;
-    let log = slog::Logger::root(slog::Discard, slog::o!());
-    let gateway = start(settings, log, StartOptions::default()).await?;
-    let url = format!("http://{}", gateway.addr);
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .finish();
-    let admin = AdminClient::new(url.clone(), MASTER_KEY);
+    let on = start_on_postgres(Duration::from_secs(600), |_| {}).await?;
     let mut tokens = Vec::new();
     for name in ["changed", "unchanged"] {
-        let user = admin.create_user(json!({ "name": name })).await?;
+        let user = on.admin.create_user(json!({ "name": name })).await?;
         let user_id = user["id"].as_i64().context("user id")?;
-        let token = admin
+        let token = on
+            .admin
             .create_token(json!({ "name": name, "user_id": user_id }))
             .await?
             .token;
-        let (status, _, _, body) = chat(&client, &url, &token).await?;
+        let (status, _, _, body) = on.chat(&token).await?;
         anyhow::ensure!(status == 200, "{status} {body}");
         tokens.push((user_id, token));
     }
     let [(changed_user, changed_token), (_, unchanged_token)] = &tokens[..] else {
         anyhow::bail!("two users");
     };
-    admin
+    on.admin
         .patch(
             &format!("/admin/users/{changed_user}"),
             json!({ "price_multiplier": 2.0 }),
         )
         .await?;
 
-    pg.stop_server("immediate")?;
-    let (status, _, _, body) = chat(&client, &url, unchanged_token).await?;
+    on.pg.stop_server("immediate")?;
+    let (status, _, _, body) = on.chat(unchanged_token).await?;
     anyhow::ensure!(
         status == 200,
         "another user's token, cached before the change: {status} {body}"
     );
-    let (status, _, _, body) = chat(&client, &url, changed_token).await?;
+    let (status, _, _, body) = on.chat(changed_token).await?;
     anyhow::ensure!(
         status == 503,
         "the changed user's token cannot be read again: {status} {body}"
     );
-    pg.start_server()?;
-    let (status, _, _, body) = chat(&client, &url, changed_token).await?;
+    on.pg.start_server()?;
+    let (status, _, _, body) = on.chat(changed_token).await?;
     anyhow::ensure!(
         status == 200,
         "read again once the database is back: {status} {body}"
     );
-    gateway.stop().await?;
+    on.gateway.stop().await?;
     Ok(())
 }
