@@ -11,6 +11,7 @@ pub mod common;
 use anyhow::Context;
 use common::MASTER_KEY;
 use common::admin::AdminClient;
+use common::link::Link;
 use common::load::compare;
 use common::pg::PrivatePostgres;
 use mock_upstream::MockUpstream;
@@ -35,7 +36,7 @@ struct OnPostgres {
 /// given and retries quick enough for a test; `adjust` changes the rest.
 async fn start_on_postgres(
     token_cache_ttl: Duration,
-    adjust: impl FnOnce(&mut Settings),
+    adjust: impl FnOnce(&mut Settings, &PrivatePostgres) -> anyhow::Result<()>,
 ) -> anyhow::Result<OnPostgres> {
     let pg = PrivatePostgres::start()?;
     let mock = MockUpstream::start()?;
@@ -57,7 +58,7 @@ async fn start_on_postgres(
         &["mock-gpt"],
         &["ok-1"],
     )];
-    adjust(&mut settings);
+    adjust(&mut settings, &pg)?;
     settings.validate()?;
     let log = slog::Logger::root(slog::Discard, slog::o!());
     let gateway = start(settings, log, StartOptions::default()).await?;
@@ -75,6 +76,29 @@ async fn start_on_postgres(
 }
 
 impl OnPostgres {
+    /// Waits until every id in `answered` has one row (none twice); how
+    /// long that took (at most 10 s).
+    async fn all_stored(&self, answered: &[String]) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        loop {
+            let ids: Vec<String> = match self.gateway.db.list_request_logs(100_000, 0).await {
+                Ok(rows) => rows.into_iter().map(|row| row.request_id).collect(),
+                Err(_) => Vec::new(),
+            };
+            let (missing, duplicated) = compare(answered, &ids);
+            anyhow::ensure!(duplicated.is_empty(), "stored twice: {duplicated:?}");
+            if missing.is_empty() {
+                return Ok(started.elapsed());
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(10),
+                "{} answered requests still unwritten after 10 s",
+                missing.len()
+            );
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// A chat request with `token`: the status, `x-request-id`,
     /// `Retry-After` and the body.
     async fn chat(
@@ -110,7 +134,7 @@ impl OnPostgres {
 async fn a_database_outage_is_served_through_and_the_backlog_lands_within_seconds()
 -> anyhow::Result<()> {
     // A short TTL, so that the outage outlasts every cache entry.
-    let on = start_on_postgres(Duration::from_millis(300), |settings| {
+    let on = start_on_postgres(Duration::from_millis(300), |settings, _| {
         // Exact reservations (no budget slice beyond each estimate): the
         // budget token's next request needs a new lease, so the database. A
         // request a held slice covers is served through an outage
@@ -122,6 +146,7 @@ async fn a_database_outage_is_served_through_and_the_backlog_lands_within_second
             output_per_mtok: 1.0,
             ..Default::default()
         }];
+        Ok(())
     })
     .await?;
     let plain = on
@@ -193,25 +218,7 @@ async fn a_database_outage_is_served_through_and_the_backlog_lands_within_second
     );
 
     on.pg.start_server()?;
-    let back = Instant::now();
-    let db = on.gateway.db.clone();
-    let landed = loop {
-        let ids: Vec<String> = match db.list_request_logs(100_000, 0).await {
-            Ok(rows) => rows.into_iter().map(|row| row.request_id).collect(),
-            Err(_) => Vec::new(),
-        };
-        let (missing, duplicated) = compare(&answered, &ids);
-        anyhow::ensure!(duplicated.is_empty(), "stored twice: {duplicated:?}");
-        if missing.is_empty() {
-            break back.elapsed();
-        }
-        anyhow::ensure!(
-            back.elapsed() < Duration::from_secs(10),
-            "{} answered requests still unwritten 10 s after the database came back",
-            missing.len()
-        );
-        actix_rt::time::sleep(Duration::from_millis(20)).await;
-    };
+    let landed = on.all_stored(&answered).await?;
     eprintln!(
         "backlog of {} rows written {landed:?} after the database came back",
         answered.len()
@@ -243,8 +250,9 @@ async fn a_database_outage_is_served_through_and_the_backlog_lands_within_second
 async fn a_token_changed_elsewhere_just_before_an_outage_is_still_served() -> anyhow::Result<()> {
     use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
     // A long TTL, so that only hearing of a change can make an entry stale.
-    let on = start_on_postgres(Duration::from_secs(600), |settings| {
+    let on = start_on_postgres(Duration::from_secs(600), |settings, _| {
         settings.database.sync_interval = Duration::from_millis(100);
+        Ok(())
     })
     .await?;
     let renamed = on.admin.create_token(json!({ "name": "renamed" })).await?;
@@ -311,7 +319,7 @@ async fn a_token_changed_elsewhere_just_before_an_outage_is_still_served() -> an
 #[actix_rt::test]
 async fn a_user_changed_just_before_an_outage_leaves_other_users_tokens_served()
 -> anyhow::Result<()> {
-    let on = start_on_postgres(Duration::from_secs(600), |_| {}).await?;
+    let on = start_on_postgres(Duration::from_secs(600), |_, _| Ok(())).await?;
     let mut tokens = Vec::new();
     for name in ["changed", "unchanged"] {
         let user = on.admin.create_user(json!({ "name": name })).await?;
@@ -352,6 +360,68 @@ async fn a_user_changed_just_before_an_outage_leaves_other_users_tokens_served()
         status == 200,
         "read again once the database is back: {status} {body}"
     );
+    on.gateway.stop().await?;
+    Ok(())
+}
+
+/// A network partition between the gateway and PostgreSQL: nothing is
+/// refused, connections just stop answering, so only `connect_timeout`
+/// tells. Tokens read before it are served past their cache TTL without
+/// waiting that long each time: once a checkout has failed, the gateway
+/// serves them as last read and reads them again in the background. Before,
+/// every request of such a token waited the whole timeout (5 s by
+/// default). When the partition heals, the usage held meanwhile lands.
+#[actix_rt::test]
+async fn a_partitioned_database_does_not_hold_up_cached_tokens() -> anyhow::Result<()> {
+    const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+    let mut link = None;
+    let on = start_on_postgres(Duration::from_millis(300), |settings, pg| {
+        let through = Link::start(pg.port)?;
+        settings.database.url = format!("postgres://postgres@127.0.0.1:{}/postgres", through.port);
+        settings.database.connect_timeout = CONNECT_TIMEOUT;
+        link = Some(through);
+        Ok(())
+    })
+    .await?;
+    let link = link.context("the link")?;
+    let token = on
+        .admin
+        .create_token(json!({ "name": "partitioned" }))
+        .await?
+        .token;
+    let mut answered = Vec::new();
+    let (status, id, _, body) = on.chat(&token).await?;
+    anyhow::ensure!(status == 200, "{status} {body}");
+    answered.extend(id);
+
+    link.cut();
+    // The token's cache entry is now past its 300 ms TTL.
+    actix_rt::time::sleep(Duration::from_millis(600)).await;
+    let mut took = Vec::new();
+    for _ in 0..6 {
+        let started = Instant::now();
+        let (status, id, _, body) = on.chat(&token).await?;
+        took.push(started.elapsed());
+        anyhow::ensure!(status == 200, "during the partition: {status} {body}");
+        answered.extend(id);
+    }
+    eprintln!("each request during the partition took {took:?}");
+    // The first may wait for the checkout that finds the database silent;
+    // none after it waits for a connect timeout of its own.
+    let waited: Vec<&Duration> = took[1..]
+        .iter()
+        .filter(|took| **took >= CONNECT_TIMEOUT / 3)
+        .collect();
+    anyhow::ensure!(
+        waited.is_empty(),
+        "requests waited for the database after a checkout had found it silent: {took:?}"
+    );
+
+    link.restore();
+    let landed = on.all_stored(&answered).await?;
+    eprintln!("the partition's usage landed {landed:?} after it healed");
+    let (status, _, _, body) = on.chat(&token).await?;
+    anyhow::ensure!(status == 200, "after the partition: {status} {body}");
     on.gateway.stop().await?;
     Ok(())
 }

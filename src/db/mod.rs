@@ -66,16 +66,17 @@ macro_rules! run_query {
     (pools: $pools:expr, $db:expr, |$conn:ident| $body:expr) => {{
         let pools: $crate::db::Pools = $pools;
         let timeout = $db.inner.checkout_timeout;
+        let reach = $db.inner.reachability.clone();
         $db.spawn(async move {
             match pools {
                 $crate::db::Pools::Sqlite(pool) => {
-                    let mut obj = $crate::db::checkout_timeout(timeout, pool.get()).await?;
+                    let mut obj = $crate::db::checkout(&reach, timeout, pool.get()).await?;
                     let $conn: &mut $crate::db::SqliteConn = &mut obj;
                     let result: ::diesel::QueryResult<_> = $body;
                     result.map_err($crate::db::DbError::from)
                 }
                 $crate::db::Pools::Postgres(pool) => {
-                    let mut obj = $crate::db::checkout_timeout(timeout, pool.get()).await?;
+                    let mut obj = $crate::db::checkout(&reach, timeout, pool.get()).await?;
                     let $conn: &mut ::diesel_async::AsyncPgConnection = &mut obj;
                     let result: ::diesel::QueryResult<_> = $body;
                     result.map_err($crate::db::DbError::from)
@@ -137,6 +138,7 @@ pub mod metrics;
 pub mod oplog;
 pub mod prices;
 pub mod providers;
+mod reachability;
 pub mod redirects;
 pub mod reservations;
 pub mod responses;
@@ -152,6 +154,7 @@ pub use billing::{BillingFilter, BillingRecord};
 pub use oplog::{NewOperationLog, OperationLog, OperationLogFilter};
 pub use prices::{ModelPrice, UnpricedModel};
 pub use providers::{NewProvider, NewProviderKey, Provider, ProviderKey};
+pub(crate) use reachability::{Reachability, checkout};
 pub use redirects::ModelRedirect;
 pub use tokens::{GatewayToken, NewToken};
 pub use usage::{RequestLog, UsageDaily};
@@ -351,6 +354,7 @@ struct Inner {
     usage_pools: Pools,
     backend: Backend,
     checkout_timeout: Duration,
+    reachability: Arc<Reachability>,
     /// SQLite has one writer at a time; writers that find the lock taken
     /// sleep in SQLite's busy handler (in steps up to 100 ms), which under
     /// load turns into long tails. The hot writers (reservations, usage
@@ -721,6 +725,7 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<Db, DbError> {
             usage_pools,
             backend: settings.backend(),
             checkout_timeout: settings.connect_timeout,
+            reachability: Arc::default(),
             sqlite_writer: tokio::sync::Mutex::new(()),
             runtime,
             instance,
@@ -768,6 +773,19 @@ impl Db {
     /// The backend in use.
     pub fn backend(&self) -> Backend {
         self.inner.backend
+    }
+
+    /// The last checkout of a connection failed: the database is down,
+    /// silent behind a partition, or every connection is busy past
+    /// `connect_timeout`. Cleared by the next checkout that succeeds.
+    pub fn is_failing(&self) -> bool {
+        self.inner.reachability.is_failing()
+    }
+
+    /// While [`Db::is_failing`]: true for one caller a second, which may
+    /// try the database again (the others go on with what they have).
+    pub fn may_try_while_failing(&self, now_ms: i64) -> bool {
+        self.inner.reachability.may_try(now_ms)
     }
 
     /// The connection pool now: `(connections open, connections idle, most

@@ -124,6 +124,20 @@ impl GatewayAuth {
         let info = match state.tokens.get(&hash, Instant::now()) {
             Cached::Found(info) => Some(info),
             Cached::Missing => None,
+            // The last checkout found no database: do not hold this request
+            // for `connect_timeout` again (a partition makes every checkout
+            // wait that long). Served as last read; one request a second
+            // reads it again in the background, and a success there ends
+            // this.
+            Cached::Stale(stale) if state.db.is_failing() => {
+                if state.db.may_try_while_failing(state.clock.now_ms()) {
+                    let (state, hash) = (state.clone(), hash.clone());
+                    actix_rt::spawn(async move {
+                        let _ = Self::load(&state, &hash).await;
+                    });
+                }
+                Some(stale)
+            }
             Cached::Stale(stale) => match Self::load(&state, &hash).await {
                 Ok(info) => info,
                 // The database is away: the token was valid when last read

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod billing;
 pub mod cli;
 pub mod db;
+pub mod link;
 pub mod load;
 pub mod pg;
 pub mod process;
