@@ -2,11 +2,12 @@
 //!
 //! Every `database.sync_interval`, each instance asks the database what
 //! changed since its last look: tokens (their cached view is read again at
-//! its next use, `crate::tokens`; the
-//! in-memory limits read the new figures from it at the next request), users (their cached tokens are read again:
-//! they embed the owner's status and multiplier) and prices (the price table
-//! is reloaded when the count or the latest update time of prices moved). Changes made through this instance are applied at once by
-//! the admin handlers; this catches the others within the interval.
+//! its next use, `crate::tokens`; the in-memory limits read the new figures
+//! from it then), users (their cached tokens are read again: they embed the
+//! owner's status and multiplier) and prices (the price table is reloaded
+//! when the count or the latest update time of prices moved). Changes made
+//! through this instance are applied at once by the admin handlers; this
+//! catches the others within the interval.
 //!
 //! On PostgreSQL the change feed (`crate::change_feed`, LISTEN/NOTIFY)
 //! applies every change within milliseconds, token deletions and providers
