@@ -275,19 +275,19 @@ impl TokenCache {
     /// Forgets token `id`: changed, disabled or deleted through this
     /// instance.
     pub fn invalidate(&self, id: i64) {
-        if let Ok(mut entries) = self.entries.write() {
-            entries.retain(|_, entry| !matches!(entry, Entry::Found { info, .. } if info.id == id));
-        }
+        self.forget_where(|info| info.id == id);
     }
 
     /// Forgets the tokens of user `user_id`, changed or deleted through this
     /// instance (a token's cached view embeds its owner). Other users'
     /// tokens do not depend on it.
     pub fn invalidate_user(&self, user_id: i64) {
+        self.forget_where(|info| info.user_id == Some(user_id));
+    }
+
+    fn forget_where(&self, which: impl Fn(&TokenInfo) -> bool) {
         if let Ok(mut entries) = self.entries.write() {
-            entries.retain(
-                |_, entry| !matches!(entry, Entry::Found { info, .. } if info.user_id == Some(user_id)),
-            );
+            entries.retain(|_, entry| !matches!(entry, Entry::Found { info, .. } if which(info)));
         }
     }
 

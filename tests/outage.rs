@@ -76,6 +76,14 @@ async fn start_on_postgres(
 }
 
 impl OnPostgres {
+    /// A chat request with `token` that must answer `want` (`what` names it
+    /// in the error); its `x-request-id`.
+    async fn expect(&self, token: &str, want: u16, what: &str) -> anyhow::Result<Option<String>> {
+        let (status, id, _, body) = self.chat(token).await?;
+        anyhow::ensure!(status == want, "{what}: {status} {body}");
+        Ok(id)
+    }
+
     /// Waits until every id in `answered` has one row (none twice); how
     /// long that took (at most 10 s).
     async fn all_stored(&self, answered: &[String]) -> anyhow::Result<Duration> {
@@ -166,8 +174,7 @@ async fn a_database_outage_is_served_through_and_the_backlog_lands_within_second
         .token;
     let mut answered = Vec::new();
     for token in [&plain, &limited, &budget] {
-        let (status, id, _, body) = on.chat(token).await?;
-        anyhow::ensure!(status == 200, "{status} {body}");
+        let id = on.expect(token, 200, "before the outage").await?;
         answered.extend(id);
     }
 
@@ -176,11 +183,7 @@ async fn a_database_outage_is_served_through_and_the_backlog_lands_within_second
     actix_rt::time::sleep(Duration::from_millis(600)).await;
     for _ in 0..20 {
         for token in [&plain, &limited] {
-            let (status, id, _, body) = on.chat(token).await?;
-            anyhow::ensure!(
-                status == 200,
-                "served from the stale cache: {status} {body}"
-            );
+            let id = on.expect(token, 200, "served from the stale cache").await?;
             answered.extend(id);
         }
     }
@@ -228,11 +231,8 @@ async fn a_database_outage_is_served_through_and_the_backlog_lands_within_second
         "the backlog took {landed:?} to land"
     );
     // And the budget token is served again.
-    let (status, _, _, body) = on.chat(&budget).await?;
-    anyhow::ensure!(
-        status == 200,
-        "budget token after the outage: {status} {body}"
-    );
+    on.expect(&budget, 200, "budget token after the outage")
+        .await?;
     on.gateway.stop().await?;
     Ok(())
 }
@@ -258,8 +258,7 @@ async fn a_token_changed_elsewhere_just_before_an_outage_is_still_served() -> an
     let renamed = on.admin.create_token(json!({ "name": "renamed" })).await?;
     let disabled = on.admin.create_token(json!({ "name": "disabled" })).await?;
     for token in [&renamed.token, &disabled.token] {
-        let (status, _, _, body) = on.chat(token).await?;
-        anyhow::ensure!(status == 200, "{status} {body}");
+        on.expect(token, 200, "before the change").await?;
     }
 
     // What another instance's admin API writes: the change and a new
@@ -295,15 +294,16 @@ async fn a_token_changed_elsewhere_just_before_an_outage_is_still_served() -> an
 
     on.pg.stop_server("immediate")?;
     for _ in 0..5 {
-        let (status, _, _, body) = on.chat(&renamed.token).await?;
-        anyhow::ensure!(
-            status == 200,
-            "a token valid when last read, changed elsewhere, during the outage: {status} {body}"
-        );
+        on.expect(
+            &renamed.token,
+            200,
+            "a token valid when last read, changed elsewhere, during the outage",
+        )
+        .await?;
     }
     // The disabled one was read again before the outage: still refused.
-    let (status, _, _, body) = on.chat(&disabled.token).await?;
-    anyhow::ensure!(status == 401, "{status} {body}");
+    on.expect(&disabled.token, 401, "the disabled token during the outage")
+        .await?;
     on.pg.start_server()?;
     on.gateway.stop().await?;
     Ok(())
@@ -329,8 +329,7 @@ async fn a_user_changed_just_before_an_outage_leaves_other_users_tokens_served()
             .create_token(json!({ "name": name, "user_id": user_id }))
             .await?
             .token;
-        let (status, _, _, body) = on.chat(&token).await?;
-        anyhow::ensure!(status == 200, "{status} {body}");
+        on.expect(&token, 200, "before the change").await?;
         tokens.push((user_id, token));
     }
     let [(changed_user, changed_token), (_, unchanged_token)] = &tokens[..] else {
@@ -344,22 +343,21 @@ async fn a_user_changed_just_before_an_outage_leaves_other_users_tokens_served()
         .await?;
 
     on.pg.stop_server("immediate")?;
-    let (status, _, _, body) = on.chat(unchanged_token).await?;
-    anyhow::ensure!(
-        status == 200,
-        "another user's token, cached before the change: {status} {body}"
-    );
-    let (status, _, _, body) = on.chat(changed_token).await?;
-    anyhow::ensure!(
-        status == 503,
-        "the changed user's token cannot be read again: {status} {body}"
-    );
+    on.expect(
+        unchanged_token,
+        200,
+        "another user's token, cached before the change",
+    )
+    .await?;
+    on.expect(
+        changed_token,
+        503,
+        "the changed user's token cannot be read again",
+    )
+    .await?;
     on.pg.start_server()?;
-    let (status, _, _, body) = on.chat(changed_token).await?;
-    anyhow::ensure!(
-        status == 200,
-        "read again once the database is back: {status} {body}"
-    );
+    on.expect(changed_token, 200, "read again once the database is back")
+        .await?;
     on.gateway.stop().await?;
     Ok(())
 }
@@ -390,8 +388,7 @@ async fn a_partitioned_database_does_not_hold_up_cached_tokens() -> anyhow::Resu
         .await?
         .token;
     let mut answered = Vec::new();
-    let (status, id, _, body) = on.chat(&token).await?;
-    anyhow::ensure!(status == 200, "{status} {body}");
+    let id = on.expect(&token, 200, "before the partition").await?;
     answered.extend(id);
 
     link.cut();
@@ -400,9 +397,8 @@ async fn a_partitioned_database_does_not_hold_up_cached_tokens() -> anyhow::Resu
     let mut took = Vec::new();
     for _ in 0..6 {
         let started = Instant::now();
-        let (status, id, _, body) = on.chat(&token).await?;
+        let id = on.expect(&token, 200, "during the partition").await?;
         took.push(started.elapsed());
-        anyhow::ensure!(status == 200, "during the partition: {status} {body}");
         answered.extend(id);
     }
     eprintln!("each request during the partition took {took:?}");
@@ -420,8 +416,7 @@ async fn a_partitioned_database_does_not_hold_up_cached_tokens() -> anyhow::Resu
     link.restore();
     let landed = on.all_stored(&answered).await?;
     eprintln!("the partition's usage landed {landed:?} after it healed");
-    let (status, _, _, body) = on.chat(&token).await?;
-    anyhow::ensure!(status == 200, "after the partition: {status} {body}");
+    on.expect(&token, 200, "after the partition").await?;
     on.gateway.stop().await?;
     Ok(())
 }
