@@ -4,7 +4,9 @@
 //! `Retry-After` (fail closed), no database error answers 500, and the
 //! backlog is written within seconds of the database's return. A change
 //! heard of just before the outage (another instance's, or one user's made
-//! here) refuses no token it did not touch.
+//! here) refuses no token it did not touch. Through a cut TCP link (a
+//! partition: the database silent, not down) neither what is served nor
+//! what is refused waits `connect_timeout` on every request.
 
 pub mod common;
 
@@ -75,6 +77,39 @@ async fn start_on_postgres(
     })
 }
 
+/// [`start_on_postgres`] with the database reached through a [`Link`] the
+/// test can cut, and `connect_timeout` as given.
+async fn start_behind_link(
+    token_cache_ttl: Duration,
+    connect_timeout: Duration,
+    adjust: impl FnOnce(&mut Settings) -> anyhow::Result<()>,
+) -> anyhow::Result<(OnPostgres, Link)> {
+    let mut link = None;
+    let on = start_on_postgres(token_cache_ttl, |settings, pg| {
+        let through = Link::start(pg.port)?;
+        settings.database.url = format!("postgres://postgres@127.0.0.1:{}/postgres", through.port);
+        settings.database.connect_timeout = connect_timeout;
+        link = Some(through);
+        adjust(settings)
+    })
+    .await?;
+    Ok((on, link.context("the link")?))
+}
+
+/// Exact reservations (no budget slice beyond each estimate), with a price
+/// for `mock-gpt`: every request of a budget token needs a new lease, so
+/// the database. A request a held slice covers is served through an
+/// outage (docs/limits.md).
+fn lease_per_request(settings: &mut Settings) {
+    settings.limits.budget_slice_fraction = 0.0;
+    settings.prices = vec![switchyard::config::PriceSettings {
+        model: "mock-gpt".to_owned(),
+        input_per_mtok: 1.0,
+        output_per_mtok: 1.0,
+        ..Default::default()
+    }];
+}
+
 impl OnPostgres {
     /// A chat request with `token` that must answer `want` (`what` names it
     /// in the error); its `x-request-id`.
@@ -82,6 +117,43 @@ impl OnPostgres {
         let (status, id, _, body) = self.chat(token).await?;
         anyhow::ensure!(status == want, "{what}: {status} {body}");
         Ok(id)
+    }
+
+    /// The status of an admin `GET` of `path` with the master key (the
+    /// typed admin client treats anything but success as an error).
+    async fn admin_status(&self, path: &str) -> anyhow::Result<u16> {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .insert_header(("authorization", format!("Bearer {MASTER_KEY}")))
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(response.status().as_u16())
+    }
+
+    /// Chats with `token` until it answers `want`, which must happen within
+    /// 10 s, answering only `meanwhile` before (`what` names the wait).
+    async fn until(
+        &self,
+        token: &str,
+        want: u16,
+        meanwhile: u16,
+        what: &str,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, _, _, body) = self.chat(token).await?;
+            if status == want {
+                return Ok(());
+            }
+            anyhow::ensure!(status == meanwhile, "{what}: {status} {body}");
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{what}: still {status} after 10 s"
+            );
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Waits until every id in `answered` has one row (none twice); how
@@ -143,17 +215,7 @@ async fn a_database_outage_is_served_through_and_the_backlog_lands_within_second
 -> anyhow::Result<()> {
     // A short TTL, so that the outage outlasts every cache entry.
     let on = start_on_postgres(Duration::from_millis(300), |settings, _| {
-        // Exact reservations (no budget slice beyond each estimate): the
-        // budget token's next request needs a new lease, so the database. A
-        // request a held slice covers is served through an outage
-        // (docs/limits.md).
-        settings.limits.budget_slice_fraction = 0.0;
-        settings.prices = vec![switchyard::config::PriceSettings {
-            model: "mock-gpt".to_owned(),
-            input_per_mtok: 1.0,
-            output_per_mtok: 1.0,
-            ..Default::default()
-        }];
+        lease_per_request(settings);
         Ok(())
     })
     .await?;
@@ -207,18 +269,8 @@ async fn a_database_outage_is_served_through_and_the_backlog_lands_within_second
         "unknown token during the outage: {status} {body}"
     );
     // Admin reads are 503 too, never 500.
-    let response = on
-        .client
-        .get(format!("{}/admin/tokens", on.url))
-        .insert_header(("authorization", format!("Bearer {MASTER_KEY}")))
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    anyhow::ensure!(
-        response.status() == 503,
-        "admin during the outage: {}",
-        response.status()
-    );
+    let status = on.admin_status("/admin/tokens").await?;
+    anyhow::ensure!(status == 503, "admin during the outage: {status}");
 
     on.pg.start_server()?;
     let landed = on.all_stored(&answered).await?;
@@ -278,19 +330,13 @@ async fn a_token_changed_elsewhere_just_before_an_outage_is_still_served() -> an
     drop(elsewhere);
     // The disabled token is refused once this instance heard of the
     // change; whatever told it (poll or feed) read both rows at once.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (status, _, _, body) = on.chat(&disabled.token).await?;
-        if status == 401 {
-            break;
-        }
-        anyhow::ensure!(status == 200, "{status} {body}");
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the disabled token was still served 10 s after the change"
-        );
-        actix_rt::time::sleep(Duration::from_millis(20)).await;
-    }
+    on.until(
+        &disabled.token,
+        401,
+        200,
+        "the token disabled elsewhere, until this instance heard of it",
+    )
+    .await?;
 
     on.pg.stop_server("immediate")?;
     for _ in 0..5 {
@@ -372,16 +418,8 @@ async fn a_user_changed_just_before_an_outage_leaves_other_users_tokens_served()
 #[actix_rt::test]
 async fn a_partitioned_database_does_not_hold_up_cached_tokens() -> anyhow::Result<()> {
     const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-    let mut link = None;
-    let on = start_on_postgres(Duration::from_millis(300), |settings, pg| {
-        let through = Link::start(pg.port)?;
-        settings.database.url = format!("postgres://postgres@127.0.0.1:{}/postgres", through.port);
-        settings.database.connect_timeout = CONNECT_TIMEOUT;
-        link = Some(through);
-        Ok(())
-    })
-    .await?;
-    let link = link.context("the link")?;
+    let (on, link) =
+        start_behind_link(Duration::from_millis(300), CONNECT_TIMEOUT, |_| Ok(())).await?;
     let token = on
         .admin
         .create_token(json!({ "name": "partitioned" }))
@@ -417,6 +455,73 @@ async fn a_partitioned_database_does_not_hold_up_cached_tokens() -> anyhow::Resu
     let landed = on.all_stored(&answered).await?;
     eprintln!("the partition's usage landed {landed:?} after it healed");
     on.expect(&token, 200, "after the partition").await?;
+    on.gateway.stop().await?;
+    Ok(())
+}
+
+/// A partition again, now for what cannot be served without the database:
+/// a token never read, a budget that needs a new slice, an admin read. Once
+/// a checkout has found the database silent, they are refused (503) at once
+/// while one caller a second tries again. Before, each waited the whole
+/// `connect_timeout` for a checkout of its own, and a flood of them held
+/// the gateway's request slots that long.
+#[actix_rt::test]
+async fn a_partitioned_database_refuses_what_needs_it_at_once() -> anyhow::Result<()> {
+    const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+    // A long TTL: the budget token is read once, before the partition.
+    let (on, link) = start_behind_link(Duration::from_secs(600), CONNECT_TIMEOUT, |settings| {
+        lease_per_request(settings);
+        Ok(())
+    })
+    .await?;
+    let budget = on
+        .admin
+        .create_token(json!({ "name": "budget", "budget_usd": 100.0 }))
+        .await?
+        .token;
+    on.expect(&budget, 200, "before the partition").await?;
+    let unknown = "sy-neverseenbeforeneverseenbefore0000000000";
+
+    link.cut();
+    // The first checkout finds the database silent: this one may wait.
+    on.expect(unknown, 503, "the first unknown token").await?;
+    let shared = &on;
+    let timed = |token: String| async move {
+        let on = shared;
+        let started = Instant::now();
+        let (status, _, _, body) = on.chat(&token).await?;
+        anyhow::Ok((status, body, started.elapsed()))
+    };
+    let admin = async {
+        let started = Instant::now();
+        let status = shared.admin_status("/admin/tokens").await?;
+        anyhow::Ok((status, Value::Null, started.elapsed()))
+    };
+    let callers = [unknown, unknown, unknown, &budget, &budget, &budget].map(str::to_owned);
+    let (chats, admin) =
+        futures_util::future::join(futures_util::future::join_all(callers.map(timed)), admin).await;
+    let mut answers = chats.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    answers.push(admin?);
+    for (status, body, _) in &answers {
+        anyhow::ensure!(*status == 503, "during the partition: {status} {body}");
+    }
+    let took: Vec<Duration> = answers.iter().map(|(_, _, took)| *took).collect();
+    eprintln!("the refusals during the partition took {took:?}");
+    // One of them may be the caller that tries the database again.
+    let waited = took
+        .iter()
+        .filter(|took| **took >= CONNECT_TIMEOUT / 3)
+        .count();
+    anyhow::ensure!(
+        waited <= 1,
+        "{waited} of {} refusals waited for the database after a checkout had found it silent: {took:?}",
+        took.len()
+    );
+
+    link.restore();
+    // Served again once a caller has found the database back.
+    on.until(&budget, 200, 503, "the budget token after the partition")
+        .await?;
     on.gateway.stop().await?;
     Ok(())
 }

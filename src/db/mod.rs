@@ -70,13 +70,15 @@ macro_rules! run_query {
         $db.spawn(async move {
             match pools {
                 $crate::db::Pools::Sqlite(pool) => {
-                    let mut obj = $crate::db::checkout(&reach, timeout, pool.get()).await?;
+                    let busy = || $crate::db::all_in_use(&pool);
+                    let mut obj = $crate::db::checkout(&reach, timeout, busy, pool.get()).await?;
                     let $conn: &mut $crate::db::SqliteConn = &mut obj;
                     let result: ::diesel::QueryResult<_> = $body;
                     result.map_err($crate::db::DbError::from)
                 }
                 $crate::db::Pools::Postgres(pool) => {
-                    let mut obj = $crate::db::checkout(&reach, timeout, pool.get()).await?;
+                    let busy = || $crate::db::all_in_use(&pool);
+                    let mut obj = $crate::db::checkout(&reach, timeout, busy, pool.get()).await?;
                     let $conn: &mut ::diesel_async::AsyncPgConnection = &mut obj;
                     let result: ::diesel::QueryResult<_> = $body;
                     result.map_err($crate::db::DbError::from)
@@ -401,6 +403,14 @@ pub(crate) async fn checkout_timeout<T, E: std::fmt::Display>(
             timeout.as_millis()
         ))),
     }
+}
+
+/// Whether every connection `pool` may open is open and in use: then a
+/// checkout that timed out was waiting its turn, and says nothing of the
+/// database ([`reachability`]).
+pub(crate) fn all_in_use<M: deadpool::managed::Manager>(pool: &deadpool::managed::Pool<M>) -> bool {
+    let status = pool.status();
+    status.size >= status.max_size && status.available == 0
 }
 
 /// Creates the database's directory, and the database file readable only
