@@ -245,6 +245,7 @@ async fn kill_9_during_an_outage_and_during_replay_loses_nothing() -> anyhow::Re
         sync_interval: Duration::from_secs(1),
         token_cache_ttl: Duration::from_secs(30),
         stale_token_grace: Duration::from_secs(600),
+        query_timeout: Duration::from_secs(30),
     };
     let port = free_port()?;
     // Small batches, so the replay takes several transactions.

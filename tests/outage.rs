@@ -51,6 +51,7 @@ async fn start_on_postgres(
         sync_interval: Duration::from_secs(1),
         token_cache_ttl,
         stale_token_grace: Duration::from_secs(600),
+        query_timeout: Duration::from_secs(30),
     };
     settings.admin.master_key = Secret::new(MASTER_KEY);
     settings.usage.max_retry_delay = Duration::from_millis(500);
@@ -524,4 +525,110 @@ async fn a_partitioned_database_refuses_what_needs_it_at_once() -> anyhow::Resul
         .await?;
     on.gateway.stop().await?;
     Ok(())
+}
+
+/// A partition that begins while a query waits for its answer: the query
+/// was sent and taken, the answer never comes. Past `query_timeout` the
+/// caller gets 503 and the connection is closed, so the next caller gets
+/// a fresh one once the link is back. Before, the caller (an admin request
+/// here; the usage writer alike) waited until TCP gave up on the
+/// connection: minutes to hours on a real network.
+#[actix_rt::test]
+async fn a_query_caught_by_a_partition_is_given_up_after_query_timeout() -> anyhow::Result<()> {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+    const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+    let (on, link) = start_behind_link(
+        Duration::from_secs(600),
+        Duration::from_secs(3),
+        |settings| {
+            settings.database.query_timeout = QUERY_TIMEOUT;
+            // No poll: the admin read is the only reader of the tokens table.
+            settings.database.sync_interval = Duration::ZERO;
+            Ok(())
+        },
+    )
+    .await?;
+    anyhow::ensure!(on.admin_status("/admin/tokens").await? == 200, "before");
+
+    // Another session holds the tokens table, so that the gateway's read
+    // of it waits in the server until the partition has begun.
+    let mut holder = AsyncPgConnection::establish(&on.pg.url()).await?;
+    diesel::sql_query("BEGIN").execute(&mut holder).await?;
+    diesel::sql_query("LOCK TABLE gateway_tokens IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut holder)
+        .await?;
+    let started = Instant::now();
+    let read = actix_rt::spawn({
+        let client = on.client.clone();
+        let url = format!("{}/admin/tokens", on.url);
+        async move {
+            let response = client
+                .get(url)
+                .insert_header(("authorization", format!("Bearer {MASTER_KEY}")))
+                .timeout(Duration::from_secs(30))
+                .send()
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            anyhow::Ok(response.status().as_u16())
+        }
+    });
+    // Wait until the server has the gateway's read waiting on the lock.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: Vec<Waiting> = diesel::sql_query(
+            // pg_locks, not pg_stat_activity: a statement new to its
+            // connection waits while it is parsed, before the activity view
+            // shows its text.
+            "SELECT count(*) AS waiting FROM pg_locks \
+             WHERE NOT granted AND relation = 'gateway_tokens'::regclass",
+        )
+        .load(&mut holder)
+        .await?;
+        if waiting.iter().any(|row| row.waiting > 0) {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the read never reached the lock");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    link.cut();
+    // The read completes in the server; its answer stays in the cut link.
+    diesel::sql_query("COMMIT").execute(&mut holder).await?;
+
+    let status = actix_rt::time::timeout(QUERY_TIMEOUT + Duration::from_secs(8), read)
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "no answer {:?} after the read began, with query_timeout {QUERY_TIMEOUT:?}",
+                started.elapsed()
+            )
+        })???;
+    eprintln!(
+        "the read caught by the partition answered {status} after {:?}",
+        started.elapsed()
+    );
+    anyhow::ensure!(status == 503, "the read caught by the partition: {status}");
+
+    link.restore();
+    // The abandoned connection is not handed out again: reads succeed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = on.admin_status("/admin/tokens").await?;
+        if status == 200 {
+            break;
+        }
+        anyhow::ensure!(status == 503, "after the partition: {status}");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "still 503 10 s after the partition healed"
+        );
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    on.gateway.stop().await?;
+    Ok(())
+}
+
+#[derive(diesel::QueryableByName)]
+struct Waiting {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    waiting: i64,
 }

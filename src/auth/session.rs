@@ -600,6 +600,7 @@ mod tests {
             sync_interval: Duration::from_secs(1),
             token_cache_ttl: Duration::from_secs(30),
             stale_token_grace: Duration::from_secs(600),
+            query_timeout: Duration::from_secs(30),
         })
         .await?;
         let config = SessionConfig {

@@ -32,6 +32,13 @@ pub struct DatabaseSettings {
     /// this says (fail closed; docs/limits.md).
     #[serde(with = "humantime_serde")]
     pub stale_token_grace: Duration,
+    /// PostgreSQL only: how long a query, or a transaction of several, may
+    /// wait for its answer once it has a connection ("0s": no limit). Past
+    /// it the caller gets 503 and the connection is closed. A connection
+    /// gone silent (a network partition) would otherwise hold its caller
+    /// until TCP gives up, minutes to hours later.
+    #[serde(with = "humantime_serde")]
+    pub query_timeout: Duration,
 }
 
 impl DatabaseSettings {
@@ -41,6 +48,15 @@ impl DatabaseSettings {
             Backend::Postgres
         } else {
             Backend::Sqlite
+        }
+    }
+
+    /// [`Self::query_timeout`], with "0s" as no limit.
+    pub fn query_timeout_or_none(&self) -> Duration {
+        if self.query_timeout.is_zero() {
+            Duration::MAX
+        } else {
+            self.query_timeout
         }
     }
 

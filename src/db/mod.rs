@@ -66,6 +66,7 @@ macro_rules! run_query {
     (pools: $pools:expr, $db:expr, |$conn:ident| $body:expr) => {{
         let pools: $crate::db::Pools = $pools;
         let timeout = $db.inner.checkout_timeout;
+        let query_timeout = $db.inner.query_timeout;
         let reach = $db.inner.reachability.clone();
         $db.spawn(async move {
             match pools {
@@ -79,9 +80,15 @@ macro_rules! run_query {
                 $crate::db::Pools::Postgres(pool) => {
                     let busy = || $crate::db::all_in_use(&pool);
                     let mut obj = $crate::db::checkout(&reach, timeout, busy, pool.get()).await?;
-                    let $conn: &mut ::diesel_async::AsyncPgConnection = &mut obj;
-                    let result: ::diesel::QueryResult<_> = $body;
-                    result.map_err($crate::db::DbError::from)
+                    let run = async {
+                        let $conn: &mut ::diesel_async::AsyncPgConnection = &mut obj;
+                        let result: ::diesel::QueryResult<_> = $body;
+                        result.map_err($crate::db::DbError::from)
+                    };
+                    match ::tokio::time::timeout(query_timeout, run).await {
+                        Ok(result) => result,
+                        Err(_) => Err($crate::db::abandon_connection(obj, query_timeout)),
+                    }
                 }
             }
         })
@@ -356,6 +363,9 @@ struct Inner {
     usage_pools: Pools,
     backend: Backend,
     checkout_timeout: Duration,
+    /// How long a PostgreSQL query (or transaction) may take once it has a
+    /// connection ([`abandon_connection`]).
+    query_timeout: Duration,
     reachability: Arc<Reachability>,
     /// SQLite has one writer at a time; writers that find the lock taken
     /// sleep in SQLite's busy handler (in steps up to 100 ms), which under
@@ -403,6 +413,23 @@ pub(crate) async fn checkout_timeout<T, E: std::fmt::Display>(
             timeout.as_millis()
         ))),
     }
+}
+
+/// A PostgreSQL connection whose query got no answer within `timeout`
+/// ([`run_query!`]): taken out of its pool and closed (the server rolls back
+/// whatever it had begun), never handed to the next caller with an answer
+/// still owed. A connection gone silent (a network partition) otherwise held
+/// its caller until TCP gave up, minutes to hours later, and the usage
+/// writer with it (`tests/outage.rs`).
+pub(crate) fn abandon_connection<M: deadpool::managed::Manager>(
+    connection: deadpool::managed::Object<M>,
+    timeout: Duration,
+) -> DbError {
+    drop(deadpool::managed::Object::take(connection));
+    DbError::Pool(format!(
+        "the database did not answer within {} ms",
+        timeout.as_millis()
+    ))
 }
 
 /// Whether every connection `pool` may open is open and in use: then a
@@ -735,6 +762,7 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<Db, DbError> {
             usage_pools,
             backend: settings.backend(),
             checkout_timeout: settings.connect_timeout,
+            query_timeout: settings.query_timeout_or_none(),
             reachability: Arc::default(),
             sqlite_writer: tokio::sync::Mutex::new(()),
             runtime,

@@ -93,6 +93,7 @@ fn settings(url: String) -> DatabaseSettings {
         sync_interval: Duration::from_secs(1),
         token_cache_ttl: Duration::from_secs(30),
         stale_token_grace: Duration::from_secs(600),
+        query_timeout: Duration::from_secs(30),
     }
 }
 
