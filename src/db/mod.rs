@@ -822,8 +822,8 @@ impl Db {
 
     /// While [`Db::is_failing`]: true for one caller a second, which may
     /// try the database again (the others go on with what they have).
-    pub fn may_try_while_failing(&self, now_ms: i64) -> bool {
-        self.inner.reachability.may_try(now_ms)
+    pub fn may_try_while_failing(&self) -> bool {
+        self.inner.reachability.may_try()
     }
 
     /// The connection pool now: `(connections open, connections idle, most

@@ -17,26 +17,28 @@
 
 use super::DbError;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// How often, while checkouts fail, one caller of [`Reachability::may_try`]
 /// is told to try the database again, and one checkout passes the gate
 /// of a silent database.
-const RETRY_WHILE_FAILING_MS: i64 = 1_000;
+const RETRY_WHILE_FAILING_MS: u64 = 1_000;
 
 #[derive(Debug)]
 pub(crate) struct Reachability {
     /// Set by a failed checkout, cleared by a successful one.
     failing: AtomicBool,
-    /// While failing, when a caller may next try the database (Unix ms).
-    next_try_ms: AtomicI64,
+    /// While failing, when a caller may next try the database.
+    next_try_ms: AtomicU64,
     /// Set by a checkout that timed out with room in the pool; cleared by
     /// one that succeeds or is refused.
     silent: AtomicBool,
-    /// While silent, when the next checkout may try (ms since `since`: a
-    /// span, so on the monotonic clock, see `crate::clock`).
+    /// While silent, when the next checkout may try.
     next_probe_ms: AtomicU64,
+    /// What the two times above count milliseconds from: they time spans,
+    /// so on the monotonic clock (`crate::clock`), which a wall clock step
+    /// or a test's manual clock does not move.
     since: Instant,
 }
 
@@ -44,7 +46,7 @@ impl Default for Reachability {
     fn default() -> Self {
         Self {
             failing: AtomicBool::new(false),
-            next_try_ms: AtomicI64::new(0),
+            next_try_ms: AtomicU64::new(0),
             silent: AtomicBool::new(false),
             next_probe_ms: AtomicU64::new(0),
             since: Instant::now(),
@@ -82,8 +84,7 @@ impl Reachability {
             }
             Outcome::Silent => {
                 self.next_probe_ms.store(
-                    self.elapsed_ms()
-                        .saturating_add(RETRY_WHILE_FAILING_MS as u64),
+                    self.elapsed_ms().saturating_add(RETRY_WHILE_FAILING_MS),
                     Ordering::Relaxed,
                 );
                 self.silent.store(true, Ordering::Relaxed);
@@ -97,18 +98,8 @@ impl Reachability {
     }
 
     /// True for one caller per [`RETRY_WHILE_FAILING_MS`].
-    pub(crate) fn may_try(&self, now_ms: i64) -> bool {
-        let due = self.next_try_ms.load(Ordering::Relaxed);
-        now_ms >= due
-            && self
-                .next_try_ms
-                .compare_exchange(
-                    due,
-                    now_ms.saturating_add(RETRY_WHILE_FAILING_MS),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
+    pub(crate) fn may_try(&self) -> bool {
+        claim_turn(&self.next_try_ms, self.elapsed_ms())
     }
 
     fn elapsed_ms(&self) -> u64 {
@@ -118,22 +109,23 @@ impl Reachability {
     /// Whether a checkout may try now: always, unless the database was
     /// found silent; then once per [`RETRY_WHILE_FAILING_MS`].
     fn may_check_out(&self) -> bool {
-        if !self.silent.load(Ordering::Relaxed) {
-            return true;
-        }
-        let now = self.elapsed_ms();
-        let due = self.next_probe_ms.load(Ordering::Relaxed);
-        now >= due
-            && self
-                .next_probe_ms
-                .compare_exchange(
-                    due,
-                    now.saturating_add(RETRY_WHILE_FAILING_MS as u64),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
+        !self.silent.load(Ordering::Relaxed) || claim_turn(&self.next_probe_ms, self.elapsed_ms())
     }
+}
+
+/// True for one caller per [`RETRY_WHILE_FAILING_MS`]: the first to come at
+/// `now` or after the time in `next`, which it moves a period on.
+fn claim_turn(next: &AtomicU64, now: u64) -> bool {
+    let due = next.load(Ordering::Relaxed);
+    now >= due
+        && next
+            .compare_exchange(
+                due,
+                now.saturating_add(RETRY_WHILE_FAILING_MS),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_ok()
 }
 
 /// Checks a connection out of a pool within `timeout`, noting in `reach`
@@ -254,11 +246,13 @@ mod tests {
 
     #[test]
     fn one_caller_a_second_may_try_again() {
-        let reach = Reachability::default();
-        assert!(reach.may_try(10_000));
-        assert!(!reach.may_try(10_000));
-        assert!(!reach.may_try(10_999));
-        assert!(reach.may_try(11_000));
-        assert!(!reach.may_try(11_500));
+        let next = AtomicU64::new(0);
+        assert!(claim_turn(&next, 10_000));
+        assert!(!claim_turn(&next, 10_000));
+        assert!(!claim_turn(&next, 10_999));
+        assert!(claim_turn(&next, 11_000));
+        assert!(!claim_turn(&next, 11_500));
+        // The first caller of a fresh gateway may try at once.
+        assert!(Reachability::default().may_try());
     }
 }

@@ -130,7 +130,7 @@ impl GatewayAuth {
             // reads it again in the background, and a success there ends
             // this.
             Cached::Stale(stale) if state.db.is_failing() => {
-                if state.db.may_try_while_failing(state.clock.now_ms()) {
+                if state.db.may_try_while_failing() {
                     let (state, hash) = (state.clone(), hash.clone());
                     actix_rt::spawn(async move {
                         let _ = Self::load(&state, &hash).await;
