@@ -405,13 +405,34 @@ pub(crate) async fn checkout_timeout<T, E: std::fmt::Display>(
     timeout: Duration,
     get: impl Future<Output = Result<T, E>>,
 ) -> Result<T, DbError> {
+    timed_checkout(timeout, get)
+        .await
+        .map_err(|failure| failure.error)
+}
+
+/// Why [`timed_checkout`] got no connection.
+pub(crate) struct CheckoutFailure {
+    pub error: DbError,
+    /// No answer within the timeout (rather than an error).
+    pub timed_out: bool,
+}
+
+/// [`checkout_timeout`], saying whether it failed by the timeout (what
+/// [`reachability::checkout`] tells a silent database by).
+pub(crate) async fn timed_checkout<T, E: std::fmt::Display>(
+    timeout: Duration,
+    get: impl Future<Output = Result<T, E>>,
+) -> Result<T, CheckoutFailure> {
     match tokio::time::timeout(timeout, get).await {
         Ok(Ok(obj)) => Ok(obj),
-        Ok(Err(err)) => Err(DbError::Pool(err.to_string())),
-        Err(_) => Err(DbError::Pool(format!(
-            "no connection within {} ms",
-            timeout.as_millis()
-        ))),
+        Ok(Err(err)) => Err(CheckoutFailure {
+            error: DbError::Pool(err.to_string()),
+            timed_out: false,
+        }),
+        Err(_) => Err(CheckoutFailure {
+            error: DbError::Pool(format!("no connection within {} ms", timeout.as_millis())),
+            timed_out: true,
+        }),
     }
 }
 

@@ -15,7 +15,7 @@
 //!   itself, so it sets no such gate: the first caller after the server's
 //!   return finds it.
 
-use super::DbError;
+use super::{DbError, timed_checkout};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -144,27 +144,14 @@ pub(crate) async fn checkout<T, E: std::fmt::Display>(
             timeout.as_millis()
         )));
     }
-    match tokio::time::timeout(timeout, get).await {
-        Ok(Ok(obj)) => {
-            reach.note(Outcome::Reached);
-            Ok(obj)
-        }
-        Ok(Err(err)) => {
-            reach.note(Outcome::Refused);
-            Err(DbError::Pool(err.to_string()))
-        }
-        Err(_) => {
-            reach.note(if pool_full() {
-                Outcome::Busy
-            } else {
-                Outcome::Silent
-            });
-            Err(DbError::Pool(format!(
-                "no connection within {} ms",
-                timeout.as_millis()
-            )))
-        }
-    }
+    let result = timed_checkout(timeout, get).await;
+    reach.note(match &result {
+        Ok(_) => Outcome::Reached,
+        Err(failure) if !failure.timed_out => Outcome::Refused,
+        Err(_) if pool_full() => Outcome::Busy,
+        Err(_) => Outcome::Silent,
+    });
+    result.map_err(|failure| failure.error)
 }
 
 #[cfg(test)]
