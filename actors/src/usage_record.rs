@@ -12,26 +12,34 @@ pub struct UsageRecord {
     /// The `x-request-id` the client saw.
     pub request_id: String,
     /// The gateway token's database id; `None` when authentication failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_id: Option<i64>,
     /// The token owner's user id, when the token has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<i64>,
     /// The client-facing route, e.g. `/v1/chat/completions`.
     pub endpoint: String,
     /// The provider that served (or last failed) the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
     /// The provider key's stable id (never the secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
     /// The model name as the client sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_model: Option<String>,
     /// The model name sent upstream after redirects and prefix removal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_model: Option<String>,
     /// The HTTP status the client received.
     pub status: u16,
     /// A short machine-readable failure class (`upstream_timeout`, `rate_limited`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_class: Option<String>,
     /// Time from arrival to the last byte sent, in milliseconds.
     pub latency_ms: i64,
     /// Time from arrival to the first content byte, for streams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttft_ms: Option<i64>,
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
@@ -48,11 +56,11 @@ pub struct UsageRecord {
     #[serde(default)]
     pub base_cost_nanos: i64,
     /// Token x user price multiplier applied, in parts per million.
-    #[serde(default = "one_ppm")]
+    #[serde(default = "one_ppm", skip_serializing_if = "is_one_ppm")]
     pub multiplier_ppm: i64,
     /// The database reservation this request held against its token's
     /// budget or its owner's balance; released when the record is written.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reservation_id: Option<i64>,
     /// Unique per request and never chosen by a client (unlike `request_id`,
     /// which may be the client's `x-request-id`): the key that makes writing
@@ -62,7 +70,7 @@ pub struct UsageRecord {
     pub record_id: String,
     /// What was wrong with the figures or strings this record was given
     /// (see [`UsageFlags`]); stored on the row and counted in `/metrics`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "no_flags")]
     pub flags: UsageFlags,
     /// Each upstream attempt, in order, kept only when there was more than
     /// one (a failover): a single attempt is the row's own provider, key and
@@ -71,28 +79,28 @@ pub struct UsageRecord {
     pub attempt_log: Vec<AttemptNote>,
     /// Of `prompt_tokens` (which counts every input token): read from the
     /// provider's prompt cache, priced at the cache-read rate.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub cache_read_tokens: i64,
     /// Of `prompt_tokens`: written to the prompt cache (Anthropic), priced
     /// at the cache-write rate.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub cache_write_tokens: i64,
     /// Of `completion_tokens` (every output token): spent reasoning,
     /// priced at the reasoning rate.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub reasoning_tokens: i64,
     /// Media units (the images, audio and rerank doors), each priced at
     /// its own rate on top of the tokens: images generated or edited.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub images: i64,
     /// Characters of text turned into speech.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub characters: i64,
     /// Milliseconds of audio transcribed or translated.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub audio_ms: i64,
     /// Rerank search units.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub search_units: i64,
     /// The order in which the usage queue took the record
     /// ([`crate::UsageQueue::push`]), across all threads; neither stored nor
@@ -319,9 +327,92 @@ fn one_ppm() -> i64 {
     1_000_000
 }
 
+// The journal line leaves out what a record's reader would fill in anyway
+// (`None`, zeros, x1, no flags): most requests use few of the media and
+// cache fields, and every field written is work on the request's thread.
+fn is_one_ppm(ppm: &i64) -> bool {
+    *ppm == one_ppm()
+}
+
+fn is_zero(count: &i64) -> bool {
+    *count == 0
+}
+
+fn no_flags(flags: &UsageFlags) -> bool {
+    flags.is_empty()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A journal line leaves out the fields at their defaults; reading it
+    /// back gives the record that was written, whichever fields it used.
+    #[test]
+    fn records_read_back_as_written_with_or_without_their_optional_fields()
+    -> Result<(), serde_json::Error> {
+        let typical = UsageRecord {
+            created_at_ms: 1_700_000_000_000,
+            request_id: "req_1".to_owned(),
+            endpoint: "/v1/chat/completions".to_owned(),
+            status: 200,
+            latency_ms: 12,
+            prompt_tokens: 10,
+            completion_tokens: 5,
+            cost_nanos: 75_000,
+            priced: true,
+            attempts: 1,
+            base_cost_nanos: 75_000,
+            multiplier_ppm: one_ppm(),
+            record_id: "req_1".to_owned(),
+            ..UsageRecord::default()
+        };
+        let line = serde_json::to_string(&typical)?;
+        for left_out in [
+            "token_id",
+            "ttft_ms",
+            "multiplier_ppm",
+            "flags",
+            "images",
+            "cache_read",
+        ] {
+            assert!(!line.contains(left_out), "{left_out} in {line}");
+        }
+        assert_eq!(serde_json::from_str::<UsageRecord>(&line)?, typical);
+
+        let every_field = UsageRecord {
+            token_id: Some(1),
+            user_id: Some(2),
+            provider: Some("p".to_owned()),
+            key_id: Some("k".to_owned()),
+            requested_model: Some("m".to_owned()),
+            upstream_model: Some("u".to_owned()),
+            error_class: Some("upstream_error".to_owned()),
+            ttft_ms: Some(3),
+            multiplier_ppm: 1_500_000,
+            reservation_id: Some(4),
+            flags: UsageFlags::USAGE_CLAMPED,
+            attempt_log: vec![AttemptNote::default(), AttemptNote::default()],
+            cache_read_tokens: 5,
+            cache_write_tokens: 6,
+            reasoning_tokens: 7,
+            images: 8,
+            characters: 9,
+            audio_ms: 10,
+            search_units: 11,
+            ..typical.clone()
+        };
+        let line = serde_json::to_string(&every_field)?;
+        assert_eq!(serde_json::from_str::<UsageRecord>(&line)?, every_field);
+        // A zero multiplier (free) is written: only x1 is the default.
+        let free = UsageRecord {
+            multiplier_ppm: 0,
+            ..typical
+        };
+        let line = serde_json::to_string(&free)?;
+        assert_eq!(serde_json::from_str::<UsageRecord>(&line)?, free);
+        Ok(())
+    }
 
     #[test]
     fn client_strings_become_storable_and_are_flagged() {
