@@ -63,10 +63,12 @@ pub fn generate() -> NewTokenSecret {
 pub fn hash(token: &str) -> String {
     // Once per request: `hex::encode` collects the digits a `char` at a
     // time; encoding into a buffer first skips that.
+    let digest = Sha256::digest(token.as_bytes());
     let mut digits = [0u8; 64];
-    match hex::encode_to_slice(Sha256::digest(token.as_bytes()), &mut digits) {
+    match hex::encode_to_slice(digest, &mut digits) {
         Ok(()) => String::from_utf8_lossy(&digits).into_owned(),
-        Err(_) => hex::encode(Sha256::digest(token.as_bytes())),
+        // Not reached: a SHA-256 digest is 32 bytes, 64 digits.
+        Err(_) => hex::encode(digest),
     }
 }
 
