@@ -1,7 +1,8 @@
 //! Relaying an upstream SSE stream to the client, event by event.
 //!
 //! The relay forwards each complete event as soon as it arrives (never
-//! buffering the whole answer), reads the usage chunk on the way (hiding it
+//! buffering the whole answer; events that arrived together go out in one
+//! piece), reads the usage chunk on the way (hiding it
 //! from clients that did not ask for it), enforces the idle timeout, and
 //! settles the lease and the usage record exactly once: at the end of the
 //! stream, on an upstream failure (after sending an error event, so the cut
@@ -27,9 +28,8 @@ use crate::providers::openai::{ChatStreamState, Usage};
 use crate::providers::sse::{SseSplitter, event_data, event_name};
 use crate::providers::translate::{OPENAI_DONE, StreamTranslator};
 use crate::providers::wire_error::{SERVER_SHUTTING_DOWN, STREAM_IDLE_TIMEOUT};
-use actix_web::web::Bytes;
+use actix_web::web::{Bytes, BytesMut};
 use futures_util::Stream;
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -86,11 +86,23 @@ impl RelayLimits {
     }
 }
 
+/// Client bytes the relay holds back while the upstream has more ready:
+/// past this much they go out even so.
+const MAX_HELD_OUT_BYTES: usize = 32 * 1024;
+
 pub struct ChatStreamRelay {
     upstream: UpstreamBody,
     splitter: SseSplitter,
     mode: StreamMode,
-    out: VecDeque<Bytes>,
+    /// The client's bytes of every event that arrived since the relay last
+    /// yielded, joined: they go out as one piece when the upstream has
+    /// nothing more ready. Each piece the relay yields costs actix a chunk
+    /// of its own (a size line formatted, a turn of its dispatcher), and
+    /// the upstream's events arrive one decoded chunk each, so yielding
+    /// event by event cost that twenty times for a 20-chunk answer
+    /// (bench/README.md). An event still goes out before the relay waits
+    /// for the next: joining only ever spans what had already arrived.
+    out: BytesMut,
     idle_timeout: Duration,
     /// Fires at the idle deadline it was last set to; when it does, the
     /// deadline is counted again from `last_chunk` and the timer re-armed
@@ -121,7 +133,7 @@ impl ChatStreamRelay {
             upstream: start.rest,
             splitter: SseSplitter::with_limit(limits.max_event_bytes),
             mode,
-            out: VecDeque::new(),
+            out: BytesMut::new(),
             idle_timeout,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
             last_chunk: Instant::now(),
@@ -141,11 +153,11 @@ impl ChatStreamRelay {
             return;
         }
         self.splitter.push(chunk);
-        while let Some(event) = self.splitter.next_event() {
+        while let Some(event) = self.splitter.next_event_mut() {
             // Comments and keep-alives carry no data.
             let Some(data) = event_data(&event) else {
                 if let StreamMode::Native(_) = self.mode {
-                    self.out.push_back(event);
+                    self.out.unsplit(event);
                 }
                 continue;
             };
@@ -161,7 +173,11 @@ impl ChatStreamRelay {
                 }
                 StreamMode::Translated { translator, .. } => {
                     match translator.on_event(event_name(&event), &data) {
-                        Ok(translated) => self.out.extend(translated),
+                        Ok(translated) => {
+                            for piece in translated {
+                                self.out.extend_from_slice(&piece);
+                            }
+                        }
                         Err(error) => {
                             let message = error.to_string();
                             return self.fail(
@@ -181,7 +197,10 @@ impl ChatStreamRelay {
                 }
             }
             if pass_on {
-                self.out.push_back(event);
+                // Without a copy when it follows the last one passed on in
+                // the splitter's buffer, as it does unless an event between
+                // them was held back.
+                self.out.unsplit(event);
             }
         }
         if self.splitter.oversized() {
@@ -207,13 +226,14 @@ impl ChatStreamRelay {
                     // Some servers close after the finish without `[DONE]`;
                     // OpenAI clients expect it.
                     state.done = true;
-                    self.out.push_back(Bytes::from_static(OPENAI_DONE));
+                    self.out.extend_from_slice(OPENAI_DONE);
                 }
                 state.done
             }
             StreamMode::Translated { translator, .. } => {
-                let closing = translator.finish();
-                self.out.extend(closing);
+                for piece in translator.finish() {
+                    self.out.extend_from_slice(&piece);
+                }
                 translator.is_complete()
             }
         };
@@ -243,7 +263,7 @@ impl ChatStreamRelay {
             "the server is shutting down; the answer was cut",
             SERVER_SHUTTING_DOWN,
         );
-        self.out.push_back(event);
+        self.out.extend_from_slice(&event);
         self.lease = None;
         if let Some(meter) = self.meter.take() {
             meter.interrupted(SERVER_SHUTTING_DOWN, self.mode.usage());
@@ -254,7 +274,7 @@ impl ChatStreamRelay {
     /// The upstream broke mid-stream: tell the client in-band, then end.
     fn fail(&mut self, message: &str, class: &str, failure: Failure) {
         let event = self.mode.error_event(message, class);
-        self.out.push_back(event);
+        self.out.extend_from_slice(&event);
         if let Some(lease) = self.lease.take() {
             lease.fail(failure);
         }
@@ -270,18 +290,13 @@ impl Stream for ChatStreamRelay {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        loop {
-            if let Some(event) = this.out.pop_front() {
-                return Poll::Ready(Some(Ok(event)));
-            }
-            if this.finished {
-                this.slot = None;
-                return Poll::Ready(None);
-            }
-            if this.cutoff.as_mut().poll(cx).is_ready() {
-                this.cut_by_shutdown();
-                continue;
-            }
+        // Once a call, not once an upstream chunk: polling it registers the
+        // task's waker again each time.
+        if !this.finished && this.cutoff.as_mut().poll(cx).is_ready() {
+            this.cut_by_shutdown();
+        }
+        // Everything the upstream has ready, then out in one piece.
+        while !this.finished && this.out.len() < MAX_HELD_OUT_BYTES {
             match this.upstream.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
                     this.last_chunk = Instant::now();
@@ -310,10 +325,18 @@ impl Stream for ChatStreamRelay {
                         );
                         continue;
                     }
-                    return Poll::Pending;
+                    break;
                 }
             }
         }
+        if !this.out.is_empty() {
+            return Poll::Ready(Some(Ok(this.out.split().freeze())));
+        }
+        if this.finished {
+            this.slot = None;
+            return Poll::Ready(None);
+        }
+        Poll::Pending
     }
 }
 

@@ -50,6 +50,13 @@ impl SseSplitter {
     /// The next complete event, terminator included, if one is buffered.
     /// `None` once an event has outgrown the limit (see [`Self::oversized`]).
     pub fn next_event(&mut self) -> Option<Bytes> {
+        self.next_event_mut().map(BytesMut::freeze)
+    }
+
+    /// [`Self::next_event`], still mutable: consecutive events are
+    /// consecutive pieces of one buffer, so a relay can join them again
+    /// without copying (`BytesMut::unsplit`).
+    pub fn next_event_mut(&mut self) -> Option<BytesMut> {
         if self.oversized {
             return None;
         }
@@ -60,7 +67,7 @@ impl SseSplitter {
             }
             Some(end) => {
                 self.scanned = 0;
-                Some(self.buffer.split_to(end).freeze())
+                Some(self.buffer.split_to(end))
             }
             None => {
                 if self.buffer.len() > self.max_event_bytes {
