@@ -660,6 +660,10 @@ impl Db {
                 continue;
             }
             match self.write_usage_part(records.clone(), range.clone()).await {
+                // Every record went in (the common case: only a replay after
+                // a crash meets stored ones), each id once: nothing to look
+                // up (hashing each id cost ~0.3% of the gateway's CPU).
+                Ok(inserted) if inserted.len() == part.len() => {}
                 Ok(inserted) => {
                     // A set: a batch holds up to a thousand records, and a
                     // search of the list for each cost a thousand string
@@ -827,16 +831,24 @@ impl Db {
         run_query!(pools: self.inner.usage_pools.clone(), self, |conn| {
             conn.transaction(async |conn| {
                 let inserted = conn.insert_request_logs(rows).await?;
-                let inserted_set: std::collections::HashSet<&str> =
-                    inserted.iter().map(String::as_str).collect();
-                let new: Vec<&UsageRecord> = unique
-                    .iter()
-                    .filter_map(|(index, made_id)| {
-                        let record = records.get(*index)?;
-                        let id = made_id.as_deref().unwrap_or(&record.record_id);
-                        inserted_set.contains(id).then_some(record)
-                    })
-                    .collect();
+                let new: Vec<&UsageRecord> = if inserted.len() == unique.len() {
+                    // Every row went in (ids are unique in `unique`).
+                    unique
+                        .iter()
+                        .filter_map(|(index, _)| records.get(*index))
+                        .collect()
+                } else {
+                    let inserted_set: std::collections::HashSet<&str> =
+                        inserted.iter().map(String::as_str).collect();
+                    unique
+                        .iter()
+                        .filter_map(|(index, made_id)| {
+                            let record = records.get(*index)?;
+                            let id = made_id.as_deref().unwrap_or(&record.record_id);
+                            inserted_set.contains(id).then_some(record)
+                        })
+                        .collect()
+                };
                 let charges: Vec<NewCharge> =
                     new.iter().copied().filter_map(NewCharge::of).collect();
                 conn.insert_charges(charges).await?;
