@@ -15,6 +15,7 @@ on_both_backends!(
     stream_is_relayed_and_the_injected_usage_chunk_is_hidden,
     stream_keeps_the_usage_chunk_the_client_asked_for,
     stream_is_relayed_event_by_event_not_buffered,
+    stream_events_that_arrive_together_go_out_together,
     redirects_and_pins_rewrite_the_upstream_model,
     unknown_request_fields_pass_through_unchanged,
     models_list_respects_allowed_models,
@@ -245,6 +246,43 @@ async fn stream_is_relayed_event_by_event_not_buffered(backend: Backend) -> anyh
         ttft + (4 * DELAY_MS) as i64 <= logs[0].latency_ms,
         "{:?}",
         logs[0]
+    );
+    gw.stop().await
+}
+
+/// The mock writes an answer without pauses all at once, so its events reach
+/// the gateway together: the client gets them in fewer HTTP chunks than
+/// events (the relay joins what is ready instead of yielding each event as a
+/// chunk of its own, bench/README.md), and gets every one of them.
+async fn stream_events_that_arrive_together_go_out_together(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let gw = TestGateway::start(backend, |_, _| {}).await?;
+    let token = gw.create_token(json!({ "name": "joined" })).await?;
+    let mut body = chat_body("mock-gpt", "hello");
+    body["stream"] = json!(true);
+    let mut response = gw
+        .client
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .insert_header(("authorization", format!("Bearer {token}")))
+        .send_json(&body)
+        .await
+        .map_err(|e| anyhow::anyhow!("request failed: {e}"))?;
+    assert_eq!(response.status(), 200);
+    let mut pieces = 0;
+    let mut received = Vec::new();
+    while let Some(chunk) = response.next().await {
+        pieces += 1;
+        received.extend_from_slice(&chunk?);
+    }
+    let events = sse_data(&received);
+    // role, five words, finish, [DONE].
+    assert_eq!(events.len(), 8, "{events:?}");
+    assert_eq!(stream_content(&events)?, "one two three four five");
+    assert!(
+        pieces < events.len(),
+        "{pieces} HTTP chunks for {} events: each event went out alone",
+        events.len()
     );
     gw.stop().await
 }
