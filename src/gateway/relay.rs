@@ -173,11 +173,7 @@ impl ChatStreamRelay {
                 }
                 StreamMode::Translated { translator, .. } => {
                     match translator.on_event(event_name(&event), &data) {
-                        Ok(translated) => {
-                            for piece in translated {
-                                self.out.extend_from_slice(&piece);
-                            }
-                        }
+                        Ok(translated) => append_all(&mut self.out, translated),
                         Err(error) => {
                             let message = error.to_string();
                             return self.fail(
@@ -231,9 +227,7 @@ impl ChatStreamRelay {
                 state.done
             }
             StreamMode::Translated { translator, .. } => {
-                for piece in translator.finish() {
-                    self.out.extend_from_slice(&piece);
-                }
+                append_all(&mut self.out, translator.finish());
                 translator.is_complete()
             }
         };
@@ -282,6 +276,13 @@ impl ChatStreamRelay {
             meter.interrupted(class, self.mode.usage());
         }
         self.finished = true;
+    }
+}
+
+/// Appends a translator's events to the client's bytes.
+fn append_all(out: &mut BytesMut, events: Vec<Bytes>) {
+    for event in events {
+        out.extend_from_slice(&event);
     }
 }
 
