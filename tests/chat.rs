@@ -193,13 +193,7 @@ async fn stream_is_relayed_event_by_event_not_buffered(backend: Backend) -> anyh
     let mut body = chat_body("mock-gpt", "hello");
     body["stream"] = json!(true);
     let started = Instant::now();
-    let mut response = gw
-        .client
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .insert_header(("authorization", format!("Bearer {token}")))
-        .send_json(&body)
-        .await
-        .map_err(|e| anyhow::anyhow!("request failed: {e}"))?;
+    let mut response = gw.open_chat(&token, &body).await?;
     assert_eq!(response.status(), 200);
     // When each event's bytes arrived.
     let mut arrivals: Vec<(String, Duration)> = Vec::new();
@@ -261,13 +255,7 @@ async fn stream_events_that_arrive_together_go_out_together(
     let token = gw.create_token(json!({ "name": "joined" })).await?;
     let mut body = chat_body("mock-gpt", "hello");
     body["stream"] = json!(true);
-    let mut response = gw
-        .client
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .insert_header(("authorization", format!("Bearer {token}")))
-        .send_json(&body)
-        .await
-        .map_err(|e| anyhow::anyhow!("request failed: {e}"))?;
+    let mut response = gw.open_chat(&token, &body).await?;
     assert_eq!(response.status(), 200);
     let mut pieces = 0;
     let mut received = Vec::new();

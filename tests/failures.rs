@@ -467,13 +467,7 @@ async fn read_first_chunk_and_leave(
     token: &str,
     body: Value,
 ) -> anyhow::Result<()> {
-    let mut response = gw
-        .client
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .insert_header(("authorization", format!("Bearer {token}")))
-        .send_json(&body)
-        .await
-        .map_err(|e| anyhow::anyhow!("request failed: {e}"))?;
+    let mut response = gw.open_chat(token, &body).await?;
     anyhow::ensure!(response.status() == 200, "status {}", response.status());
     let first = response.next().await.context("no first chunk")??;
     anyhow::ensure!(first.starts_with(b"data: "), "{first:?}");

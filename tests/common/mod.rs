@@ -356,6 +356,27 @@ impl TestGateway {
         .await
     }
 
+    /// POSTs a chat completion with `token` and returns the response as it
+    /// starts, its body still to read (a stream read chunk by chunk).
+    pub async fn open_chat(
+        &self,
+        token: &str,
+        body: &Value,
+    ) -> anyhow::Result<
+        awc::ClientResponse<
+            impl futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>>
+            + Unpin
+            + use<>,
+        >,
+    > {
+        self.client
+            .post(format!("{}/v1/chat/completions", self.url))
+            .insert_header(("authorization", format!("Bearer {token}")))
+            .send_json(body)
+            .await
+            .map_err(|e| anyhow::anyhow!("request failed: {e}"))
+    }
+
     pub async fn post_raw(
         &self,
         path: &str,
