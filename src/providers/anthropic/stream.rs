@@ -40,10 +40,7 @@ impl AnthropicToOpenAiStream {
     /// (`stream_options.include_usage`). `created`: the Unix time to report.
     pub fn new(created: i64, include_usage: bool) -> Self {
         Self {
-            writer: ChunkWriter {
-                created,
-                ..ChunkWriter::default()
-            },
+            writer: ChunkWriter::new(String::new(), String::new(), created),
             include_usage,
             ..Self::default()
         }
@@ -105,8 +102,8 @@ impl StreamTranslator for AnthropicToOpenAiStream {
                         .and_then(Value::as_str)
                         .map(str::to_owned)
                 };
-                self.writer.id = field("id").unwrap_or_default();
-                self.writer.model = field("model").unwrap_or_default();
+                self.writer.set_id(field("id").unwrap_or_default());
+                self.writer.set_model(field("model").unwrap_or_default());
                 if let Some(usage) = message.and_then(|message| message.get("usage")) {
                     self.usage.update(usage);
                     self.saw_usage = true;

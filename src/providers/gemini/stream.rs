@@ -41,11 +41,7 @@ impl GeminiToOpenAiStream {
     /// `include_usage`: the client asked for the usage chunk.
     pub fn new(model: &str, created: i64, include_usage: bool) -> Self {
         Self {
-            writer: ChunkWriter {
-                id: String::new(),
-                model: model.to_owned(),
-                created,
-            },
+            writer: ChunkWriter::new(String::new(), model.to_owned(), created),
             include_usage,
             ..Self::default()
         }
@@ -85,7 +81,8 @@ impl StreamTranslator for GeminiToOpenAiStream {
                 .and_then(Value::as_str)
                 .unwrap_or_default();
             self.call_ids = response_id.to_owned();
-            self.writer.id = completion_id(response_id, self.writer.created);
+            self.writer
+                .set_id(completion_id(response_id, self.writer.created()));
             out.push(
                 self.writer
                     .chunk(0, &json!({ "role": "assistant", "content": "" }), None),
