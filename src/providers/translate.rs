@@ -658,13 +658,18 @@ mod tests {
     fn typed_chunks_are_byte_for_byte_the_json_tree_ones() {
         let (id, model, created) = ("chatcmpl-\"x\"\u{e9}", "m\\1", 1_700_000_000);
         let given = ChunkWriter::new(id.to_owned(), model.to_owned(), created);
+        // As the Anthropic translator learns both at `message_start`.
         let mut set_later = ChunkWriter::new(String::new(), "first".to_owned(), created);
         let _ = set_later.text(0, "before");
         set_later.set_id(id.to_owned());
         set_later.set_model(model.to_owned());
+        // As the Gemini translator learns the id from the first event.
+        let mut id_later = ChunkWriter::new(String::new(), model.to_owned(), created);
+        let _ = id_later.text(0, "before");
+        id_later.set_id(id.to_owned());
         let delta = json!({"content": "a\nb", "role": "assistant"});
         let text = "a\nb \"q\" \u{e9}\u{1f600}\\";
-        for writer in [&given, &set_later] {
+        for writer in [&given, &set_later, &id_later] {
             let tree = |index: u64, delta: &Value, finish_reason: Option<&str>| {
                 let tree = json!({
                     "id": id,
