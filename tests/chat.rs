@@ -4,7 +4,9 @@
 pub mod common;
 
 use anyhow::Context;
-use common::{MASTER_KEY, Reply, TestGateway, chat_body, mock_provider, sse_data};
+use common::{
+    MASTER_KEY, Reply, TestGateway, chat_body, mock_provider, sse_data, stream_chat_body,
+};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -91,8 +93,7 @@ async fn stream_is_relayed_and_the_injected_usage_chunk_is_hidden(
 ) -> anyhow::Result<()> {
     let gw = TestGateway::start(backend, |_, _| {}).await?;
     let token = gw.create_token(json!({ "name": "streamer" })).await?;
-    let mut body = chat_body("mock-gpt", "hello");
-    body["stream"] = json!(true);
+    let body = stream_chat_body("mock-gpt", "hello");
     let reply = gw.chat(&token, body).await?;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.header("content-type"), Some("text/event-stream"));
@@ -142,8 +143,7 @@ async fn stream_is_relayed_and_the_injected_usage_chunk_is_hidden(
 async fn stream_keeps_the_usage_chunk_the_client_asked_for(backend: Backend) -> anyhow::Result<()> {
     let gw = TestGateway::start(backend, |_, _| {}).await?;
     let token = gw.create_token(json!({ "name": "usage-reader" })).await?;
-    let mut body = chat_body("mock-gpt", "hello there");
-    body["stream"] = json!(true);
+    let mut body = stream_chat_body("mock-gpt", "hello there");
     body["stream_options"] = json!({ "include_usage": true });
     let reply = gw.chat(&token, body).await?;
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -190,8 +190,7 @@ async fn stream_is_relayed_event_by_event_not_buffered(backend: Backend) -> anyh
     })
     .await?;
     let token = gw.create_token(json!({ "name": "slow-stream" })).await?;
-    let mut body = chat_body("mock-gpt", "hello");
-    body["stream"] = json!(true);
+    let body = stream_chat_body("mock-gpt", "hello");
     let started = Instant::now();
     let mut response = gw.open_chat(&token, &body).await?;
     assert_eq!(response.status(), 200);
@@ -253,8 +252,7 @@ async fn stream_events_that_arrive_together_go_out_together(
 ) -> anyhow::Result<()> {
     let gw = TestGateway::start(backend, |_, _| {}).await?;
     let token = gw.create_token(json!({ "name": "joined" })).await?;
-    let mut body = chat_body("mock-gpt", "hello");
-    body["stream"] = json!(true);
+    let body = stream_chat_body("mock-gpt", "hello");
     let mut response = gw.open_chat(&token, &body).await?;
     assert_eq!(response.status(), 200);
     let mut pieces = 0;

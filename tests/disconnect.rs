@@ -11,7 +11,7 @@ pub mod common;
 
 use anyhow::Context;
 use awc::http::Method;
-use common::{TestGateway, chat_body, mock_provider};
+use common::{TestGateway, chat_body, mock_provider, stream_chat_body};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -127,8 +127,7 @@ async fn a_client_half_closing_a_silent_stream_is_noticed_at_once(
 ) -> anyhow::Result<()> {
     let gw = gateway(backend, "streamhang-half", |_| {}).await?;
     let token = gw.create_token(json!({ "name": "leaver" })).await?;
-    let mut body = chat_body("mock-gpt", "hi");
-    body["stream"] = json!(true);
+    let body = stream_chat_body("mock-gpt", "hi");
     let mut socket = send_raw(gw.gateway()?.addr, &token, &body)?;
     // Read until the first content delta has arrived; then the upstream is silent.
     let mut received = Vec::new();

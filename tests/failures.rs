@@ -5,7 +5,7 @@
 pub mod common;
 
 use anyhow::Context;
-use common::{Reply, TestGateway, chat_body, mock_provider, sse_data};
+use common::{Reply, TestGateway, chat_body, mock_provider, sse_data, stream_chat_body};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -51,18 +51,14 @@ async fn new_token(gw: &TestGateway) -> anyhow::Result<String> {
     gw.create_token(json!({ "name": "failures" })).await
 }
 
-fn stream_body(content: &str) -> Value {
-    let mut body = chat_body("mock-gpt", content);
-    body["stream"] = json!(true);
-    body
-}
-
 /// A streamed chat through `gw` with a new token, answered 200, and how
 /// long the whole answer took.
 async fn timed_stream(gw: &TestGateway) -> anyhow::Result<(Reply, Duration)> {
     let token = new_token(gw).await?;
     let started = Instant::now();
-    let reply = gw.chat(&token, stream_body("hello")).await?;
+    let reply = gw
+        .chat(&token, stream_chat_body("mock-gpt", "hello"))
+        .await?;
     let elapsed = started.elapsed();
     anyhow::ensure!(reply.status == 200, "{}", reply.text());
     Ok((reply, elapsed))
@@ -332,7 +328,9 @@ async fn a_stream_cut_after_content_ends_with_an_error_event(
 ) -> anyhow::Result<()> {
     let gw = gateway(backend, &["streamdie-s"], |_| {}).await?;
     let token = new_token(&gw).await?;
-    let reply = gw.chat(&token, stream_body("hello")).await?;
+    let reply = gw
+        .chat(&token, stream_chat_body("mock-gpt", "hello"))
+        .await?;
     // The head went out with the first chunk: the status is 200.
     assert_eq!(reply.status, 200, "{}", reply.text());
     let events = sse_data(&reply.body);
@@ -411,7 +409,9 @@ async fn a_stream_failing_before_its_first_byte_fails_over_invisibly(
 ) -> anyhow::Result<()> {
     let gw = gateway(backend, &["reset-sf", "e500-sf", "ok-sf"], |_| {}).await?;
     let token = new_token(&gw).await?;
-    let reply = gw.chat(&token, stream_body("hello")).await?;
+    let reply = gw
+        .chat(&token, stream_chat_body("mock-gpt", "hello"))
+        .await?;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.header("x-switchyard-attempts"), Some("3"));
     assert_eq!(reply.header("content-type"), Some("text/event-stream"));
@@ -486,7 +486,7 @@ async fn a_client_leaving_mid_stream_still_gets_a_row(backend: Backend) -> anyho
     })
     .await?;
     let token = new_token(&gw).await?;
-    read_first_chunk_and_leave(&gw, &token, stream_body("hello")).await?;
+    read_first_chunk_and_leave(&gw, &token, stream_chat_body("mock-gpt", "hello")).await?;
     let logs = wait_for_rows(&gw, 1, Duration::from_secs(5)).await?;
     assert_eq!(only_row(&logs)?, (499, Some("client_disconnected"), 1));
     assert!(logs[0].stream);
@@ -509,7 +509,7 @@ async fn a_client_leaving_a_stalled_stream_is_noticed_at_once(
     .await?;
     let token = new_token(&gw).await?;
     let started = Instant::now();
-    read_first_chunk_and_leave(&gw, &token, stream_body("hello")).await?;
+    read_first_chunk_and_leave(&gw, &token, stream_chat_body("mock-gpt", "hello")).await?;
     let logs = wait_for_rows(&gw, 1, Duration::from_secs(5)).await?;
     assert_eq!(only_row(&logs)?, (499, Some("client_disconnected"), 1));
     // Noticed at once, not at the 30 s idle timeout.

@@ -8,7 +8,7 @@ pub mod common;
 
 use anyhow::Context;
 use awc::http::StatusCode;
-use common::{Reply, TestGateway, chat_body, mock_provider};
+use common::{Reply, TestGateway, chat_body, mock_provider, stream_chat_body};
 use futures_util::StreamExt;
 use futures_util::future::join_all;
 use serde_json::{Value, json};
@@ -253,8 +253,7 @@ async fn max_parallel_holds_across_three_instances() -> anyhow::Result<()> {
         .create_token(json!({ "name": "parallel", "max_parallel": 4 }))
         .await?;
     let id = token_id(gw, "parallel").await?;
-    let mut body = chat_body("mock-gpt", "hold");
-    body["stream"] = json!(true);
+    let body = stream_chat_body("mock-gpt", "hold");
 
     let open = |url: String| {
         let client = gw.client.clone();

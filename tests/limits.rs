@@ -11,7 +11,7 @@
 pub mod common;
 
 use anyhow::Context;
-use common::{Reply, TestGateway, chat_body, mock_provider};
+use common::{Reply, TestGateway, chat_body, mock_provider, stream_chat_body};
 use futures_util::StreamExt;
 use futures_util::future::join3;
 use serde_json::json;
@@ -107,8 +107,7 @@ async fn a_stream_holds_its_slot_until_it_ends(backend: Backend) -> anyhow::Resu
     })
     .await?;
     let token = gw.create_token(json!({ "name": "limits" })).await?;
-    let mut body = chat_body("mock-gpt", "stream");
-    body["stream"] = json!(true);
+    let body = stream_chat_body("mock-gpt", "stream");
     let mut stream = gw
         .client
         .post(format!("{}/v1/chat/completions", gw.url))

@@ -5,7 +5,7 @@
 pub mod common;
 
 use awc::http::Method;
-use common::{Reply, TestGateway, chat_body};
+use common::{Reply, TestGateway, stream_chat_body};
 use serde_json::{Value, json};
 use switchyard::config::Backend;
 
@@ -37,8 +37,7 @@ async fn openai_chat_fields_of_the_wrong_type_are_400(backend: Backend) -> anyho
     let gw = TestGateway::start(backend, |_, _| {}).await?;
     let token = gw.create_token(json!({ "name": "checks" })).await?;
     let with = |field: &str, value: Value| {
-        let mut body = chat_body("mock-gpt", "hello");
-        body["stream"] = json!(true);
+        let mut body = stream_chat_body("mock-gpt", "hello");
         body[field] = value;
         body
     };

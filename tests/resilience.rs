@@ -5,7 +5,7 @@ pub mod common;
 
 use anyhow::{Context, ensure};
 use awc::http::Method;
-use common::{TestGateway, chat_body, mock_provider};
+use common::{TestGateway, chat_body, mock_provider, stream_chat_body};
 use serde_json::json;
 use std::time::{Duration, Instant};
 use switchyard::config::{Backend, ModelSettings};
@@ -364,8 +364,7 @@ mod streams_and_timeouts {
         })
         .await?;
         let token = gw.create_token(json!({ "name": "hold" })).await?;
-        let mut body = chat_body("mock-gpt", "hi");
-        body["stream"] = json!(true);
+        let body = stream_chat_body("mock-gpt", "hi");
         let reply = gw.chat(&token, body).await?;
         ensure!(reply.status == 200, "{}", reply.text());
         ensure!(reply.header("x-switchyard-attempts") == Some("2"));

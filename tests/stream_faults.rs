@@ -9,7 +9,7 @@
 pub mod common;
 
 use anyhow::Context;
-use common::{Reply, TestGateway, chat_body, kind_provider};
+use common::{Reply, TestGateway, kind_provider, stream_chat_body};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use switchyard::config::{Backend, ProviderKind};
@@ -142,8 +142,7 @@ fn assert_ends_with_error(door: Door, events: &[Event]) -> anyhow::Result<Option
 async fn stream(gw: &TestGateway, token: &str, door: Door, model: &str) -> anyhow::Result<Reply> {
     match door {
         Door::Chat => {
-            let mut body = chat_body(model, "hello");
-            body["stream"] = json!(true);
+            let body = stream_chat_body(model, "hello");
             gw.chat(token, body).await
         }
         Door::Messages => {

@@ -531,6 +531,13 @@ pub fn chat_body(model: &str, content: &str) -> Value {
     json!({ "model": model, "messages": [{ "role": "user", "content": content }] })
 }
 
+/// [`chat_body`] asking for a streamed answer.
+pub fn stream_chat_body(model: &str, content: &str) -> Value {
+    let mut body = chat_body(model, content);
+    body["stream"] = json!(true);
+    body
+}
+
 /// The `data:` payloads of an SSE body, in order.
 /// The value of the metric line `name` (with its labels, if any) in a
 /// `/metrics` text, or 0.

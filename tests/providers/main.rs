@@ -29,7 +29,7 @@ use anyhow::{Context, bail, ensure};
 use awc::http::Method;
 use base64::Engine;
 use bytes::Bytes;
-use common::{Reply, TestGateway, chat_body, kind_provider, mock_provider};
+use common::{Reply, TestGateway, chat_body, kind_provider, mock_provider, stream_chat_body};
 use mock_upstream::{MockUpstream, RecordedRequest};
 use serde_json::{Value, json};
 use switchyard::config::{Backend, ProviderKind, Secret, Settings};

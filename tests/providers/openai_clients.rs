@@ -50,8 +50,7 @@ async fn openai_client_suite(
     check_chat_upstream(&only_upstream(&gw.mock)?, kind, model, key, &token, false)?;
 
     // A stream; the client did not ask for usage, so none comes.
-    let mut body = chat_body(model, "hello");
-    body["stream"] = json!(true);
+    let mut body = stream_chat_body(model, "hello");
     let stream = chat_stream(&gw.chat(&token, body.clone()).await?)?;
     assert_eq!(stream.text, TEXT, "{kind:?}");
     assert_eq!(stream.finish_reasons, ["stop"], "{kind:?}");
